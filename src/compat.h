@@ -1,0 +1,26 @@
+/*
+ * compat.h
+ *		Every PostgreSQL-version and fork (openGauss) difference lives here,
+ *		so that a port touches this file only.
+ */
+#ifndef PGCB_COMPAT_H
+#define PGCB_COMPAT_H
+
+#include "postgres.h"
+
+#include "utils/wait_event.h"
+
+#if PG_VERSION_NUM < 150000
+#error "pg_callback needs PostgreSQL 15 or later"
+#endif
+
+/* PostgreSQL 15 added shmem_request_hook; before it, requests went in _PG_init. */
+#define PGCB_HAVE_SHMEM_REQUEST_HOOK 1
+
+/* Reserving a GUC prefix: MarkGUCPrefixReserved since 15. */
+#define pgcb_reserve_guc_prefix(prefix) MarkGUCPrefixReserved(prefix)
+
+/* Wait-event type used for every wait of ours. */
+#define PGCB_WAIT_EVENT PG_WAIT_EXTENSION
+
+#endif							/* PGCB_COMPAT_H */

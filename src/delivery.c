@@ -1,0 +1,570 @@
+/*
+ * delivery.c
+ *		The delivery engine: decides how many deliveries each endpoint may
+ *		take now (its free in-flight slots, its token bucket, its circuit
+ *		breaker), claims them, sends them signed through http.c, turns each
+ *		finished attempt into an outcome with the retry policy, and writes
+ *		the outcomes back in one statement.
+ *
+ * Memory: endpoint configuration lives in config_cxt, reset at each
+ * reload; each request is allocated in request_cxt and freed when it
+ * finishes; outcome strings live in outcome_cxt, reset after each
+ * write-back.  So the engine's memory stays flat however long the backlog.
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "delivery.h"
+#include "guc.h"
+#include "http.h"
+#include "netpolicy.h"
+#include "queue.h"
+#include "ratelimit.h"
+#include "retry.h"
+#include "sign.h"
+
+#define USER_AGENT "pg_callback/1.0"
+#define N_FIXED_HEADERS 5
+
+typedef struct PgcbRequest
+{
+	int64		delivery_id;
+	int			endpoint_id;
+	int			attempt;		/* this attempt's number, from 1 */
+	char	   *body;
+	int			body_len;
+	CURL	   *easy;
+	TimestampTz started_at;
+	StringInfoData response;
+	struct curl_slist fixed[N_FIXED_HEADERS];	/* no malloc per request */
+	struct curl_slist *extra;	/* the endpoint's own headers (curl copies) */
+	char		id_header[64];
+	char		ts_header[48];
+	char		sig_header[2 * PGCB_SIGNATURE_LEN + 32];
+	char		why[PGCB_NETPOLICY_WHY_LEN];
+	char		errbuf[CURL_ERROR_SIZE];
+} PgcbRequest;
+
+static PgcbWorkerSlot *my_slot = NULL;
+static int	my_claimed_by = -1;
+static HTAB *endpoints = NULL;
+static MemoryContext engine_cxt = NULL;
+static MemoryContext config_cxt = NULL;
+static MemoryContext request_cxt = NULL;
+static MemoryContext outcome_cxt = NULL;
+
+static PgcbOutcome *outcomes = NULL;
+static int	n_outcomes = 0;
+static int	cap_outcomes = 0;
+static int	inflight = 0;
+static bool more_due = false;
+static TimestampTz next_due_at = 0;
+
+void
+pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
+{
+	HASHCTL		info;
+
+	my_slot = slot;
+	my_claimed_by = claimed_by;
+	if (engine_cxt != NULL)
+		return;
+	engine_cxt = AllocSetContextCreate(TopMemoryContext, "pg_callback delivery",
+									   ALLOCSET_DEFAULT_SIZES);
+	config_cxt = AllocSetContextCreate(engine_cxt, "pg_callback endpoints",
+									   ALLOCSET_DEFAULT_SIZES);
+	request_cxt = AllocSetContextCreate(engine_cxt, "pg_callback requests",
+										ALLOCSET_DEFAULT_SIZES);
+	outcome_cxt = AllocSetContextCreate(engine_cxt, "pg_callback outcomes",
+										ALLOCSET_DEFAULT_SIZES);
+	info.keysize = sizeof(int);
+	info.entrysize = sizeof(PgcbEndpoint);
+	info.hcxt = engine_cxt;
+	endpoints = hash_create("pg_callback endpoints", 64, &info,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	pgcb_http_init();
+}
+
+static void
+note_due(TimestampTz when)
+{
+	if (when != 0 && (next_due_at == 0 || when < next_due_at))
+		next_due_at = when;
+}
+
+static size_t
+response_write(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	PgcbRequest *req = (PgcbRequest *) userdata;
+	size_t		len = size * nmemb;
+	int			room = pgcb_max_response_bytes - req->response.len;
+
+	/* keep the head of the body, drain the rest: the cap bounds memory */
+	if (room > 0)
+		appendBinaryStringInfo(&req->response, data, Min((int) len, room));
+	return len;
+}
+
+static void
+set_header(struct curl_slist *node, char *text, struct curl_slist *next)
+{
+	node->data = text;
+	node->next = next;
+}
+
+static void
+start_request(PgcbEndpoint *ep, PgcbClaimed *c)
+{
+	MemoryContext old = MemoryContextSwitchTo(request_cxt);
+	PgcbRequest *req = palloc0(sizeof(PgcbRequest));
+	CURL	   *easy;
+	char		msg_id[40];
+	char		sig[PGCB_SIGNATURE_LEN];
+	int64		ts = (int64) time(NULL);
+	int			len;
+
+	req->delivery_id = c->id;
+	req->endpoint_id = ep->id;
+	req->attempt = c->attempts + 1;
+	req->body = c->body;
+	req->body_len = c->body_len;
+	initStringInfo(&req->response);
+
+	/* webhook-id: stable across retries, unique across reinstalls */
+	strcpy(msg_id, "msg_");
+	for (int i = 0; i < UUID_LEN; i++)
+		sprintf(msg_id + 4 + 2 * i, "%02x", c->event_id.data[i]);
+
+	snprintf(req->id_header, sizeof(req->id_header), "webhook-id: %s", msg_id);
+	snprintf(req->ts_header, sizeof(req->ts_header), "webhook-timestamp: " INT64_FORMAT, ts);
+	pgcb_sign(&ep->key, msg_id, ts, req->body, req->body_len, sig);
+	len = snprintf(req->sig_header, sizeof(req->sig_header), "webhook-signature: %s", sig);
+	if (ep->has_previous_key)
+	{
+		pgcb_sign(&ep->previous_key, msg_id, ts, req->body, req->body_len, sig);
+		snprintf(req->sig_header + len, sizeof(req->sig_header) - len, " %s", sig);
+	}
+	for (int i = 0; i < ep->n_headers; i++)
+		req->extra = curl_slist_append(req->extra, ep->headers[i]);
+	set_header(&req->fixed[0], req->id_header, &req->fixed[1]);
+	set_header(&req->fixed[1], req->ts_header, &req->fixed[2]);
+	set_header(&req->fixed[2], req->sig_header, &req->fixed[3]);
+	set_header(&req->fixed[3], "Content-Type: application/json", &req->fixed[4]);
+	set_header(&req->fixed[4], "Expect:", req->extra);
+
+	easy = pgcb_http_easy_get();
+	req->easy = easy;
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_URL, ep->url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	/* a proxy from the environment would hide the real peer from the SSRF check */
+	curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) req->body_len);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, &req->fixed[0]);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, USER_AGENT);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) ep->timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+					 (long) Min(pgcb_connect_timeout_ms, ep->timeout_ms));
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, response_write);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, pgcb_netpolicy_opensocket);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, (void *) req->why);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (pgcb_ca_file != NULL && pgcb_ca_file[0] != '\0')
+		curl_easy_setopt(easy, CURLOPT_CAINFO, pgcb_ca_file);
+
+	req->started_at = GetCurrentTimestamp();
+	pgcb_http_start(easy);
+	ep->inflight++;
+	inflight++;
+	if (my_slot)
+	{
+		pg_atomic_write_u64(&my_slot->inflight, inflight);
+		pg_atomic_fetch_add_u64(&my_slot->bytes_sent, req->body_len);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+static void
+breaker_set(PgcbEndpoint *ep, char state, const char *reason)
+{
+	if (ep->breaker == state)
+		return;
+	ep->breaker = state;
+	ep->breaker_changed_at = GetCurrentTimestamp();
+	ep->breaker_reason = reason;
+	ep->breaker_dirty = true;
+}
+
+static PgcbOutcome *
+new_outcome(void)
+{
+	if (n_outcomes == cap_outcomes)
+	{
+		int			newcap = Max(256, cap_outcomes * 2);
+
+		if (outcomes == NULL)
+			outcomes = MemoryContextAlloc(engine_cxt, newcap * sizeof(PgcbOutcome));
+		else
+			outcomes = repalloc(outcomes, newcap * sizeof(PgcbOutcome));
+		cap_outcomes = newcap;
+	}
+	return &outcomes[n_outcomes++];
+}
+
+/* Text safe to store: the valid-encoding prefix, no NULs. */
+static char *
+storable_text(const char *data, int len)
+{
+	int			ok = pg_encoding_verifymbstr(GetDatabaseEncoding(), data, len);
+
+	return pnstrdup(data, ok);
+}
+
+static void
+finish_request(CURL *easy, CURLcode result)
+{
+	PgcbRequest *req;
+	PgcbEndpoint *ep;
+	PgcbOutcome *o;
+	PgcbDecision d;
+	long		status = 0;
+	curl_off_t	total_us = 0;
+	long		retry_after_ms = -1;
+	struct curl_header *h;
+	MemoryContext old;
+	TimestampTz now = GetCurrentTimestamp();
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
+	if (result != CURLE_OK)
+		status = 0;
+	else if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+		retry_after_ms = pgcb_retry_parse_retry_after(h->value);
+
+	ep = hash_search(endpoints, &req->endpoint_id, HASH_FIND, NULL);
+	if (ep)
+		d = pgcb_retry_decide(status, retry_after_ms, req->attempt, ep->max_attempts,
+							  ep->schedule_ms, ep->n_schedule);
+	else
+		d = pgcb_retry_decide(status, retry_after_ms, req->attempt, req->attempt, NULL, 0);
+
+	old = MemoryContextSwitchTo(outcome_cxt);
+	o = new_outcome();
+	o->delivery_id = req->delivery_id;
+	o->status_code = (int) status;
+	o->latency_ms = (double) total_us / 1000.0;
+	o->started_at = req->started_at;
+	o->next_attempt_at = 0;
+	o->response_body = req->response.len > 0 || status != 0 ?
+		storable_text(req->response.data, req->response.len) : NULL;
+	if (result != CURLE_OK)
+		o->error = psprintf("%s", req->why[0] ? req->why :
+							req->errbuf[0] ? req->errbuf : curl_easy_strerror(result));
+	else if (d.verdict != PGCB_DELIVERED)
+		o->error = psprintf("HTTP %ld", status);
+	else
+		o->error = NULL;
+	if (d.verdict == PGCB_DEAD && d.reason && o->error)
+		o->error = psprintf("%s (%s)", o->error, d.reason);
+	switch (d.verdict)
+	{
+		case PGCB_DELIVERED:
+			o->verdict = "delivered";
+			break;
+		case PGCB_RETRY:
+			o->verdict = "pending";
+			o->next_attempt_at = TimestampTzPlusMilliseconds(now, d.delay_ms);
+			note_due(o->next_attempt_at);
+			break;
+		case PGCB_DEAD:
+			o->verdict = "dead";
+			break;
+	}
+
+	if (ep)
+	{
+		ep->inflight--;
+		if (d.verdict == PGCB_DELIVERED)
+		{
+			ep->consecutive_failures = 0;
+			breaker_set(ep, 'c', NULL);
+		}
+		else if (d.counts_as_failure)
+		{
+			ep->consecutive_failures++;
+			if (ep->breaker == 'h' ||
+				(ep->breaker == 'c' && ep->consecutive_failures >= ep->failure_threshold))
+			{
+				breaker_set(ep, 'o', NULL);
+				ep->breaker_reason = psprintf("%d consecutive failures, last: %s",
+											  ep->consecutive_failures, o->error);
+				note_due(TimestampTzPlusMilliseconds(now, ep->cooldown_ms));
+			}
+		}
+		if (d.endpoint_gone)
+			ep->gone = true;
+	}
+	MemoryContextSwitchTo(old);
+
+	if (my_slot)
+	{
+		pg_atomic_fetch_add_u64(&my_slot->sent, 1);
+		if (d.verdict == PGCB_DELIVERED)
+			pg_atomic_fetch_add_u64(&my_slot->delivered, 1);
+		else
+		{
+			pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+			pgcb_shmem_set_error(my_slot, o->error);
+		}
+		if (d.verdict == PGCB_DEAD)
+			pg_atomic_fetch_add_u64(&my_slot->dead, 1);
+	}
+
+	inflight--;
+	if (my_slot)
+		pg_atomic_write_u64(&my_slot->inflight, inflight);
+	curl_slist_free_all(req->extra);
+	pgcb_http_easy_put(easy);
+	pfree(req->body);
+	pfree(req->response.data);
+	pfree(req);
+}
+
+bool
+pgcb_delivery_wait(long timeout_ms)
+{
+	bool		latch_set = pgcb_http_wait(timeout_ms);
+	CURL	   *easy;
+	CURLcode	result;
+
+	while ((easy = pgcb_http_next_done(&result)) != NULL)
+		finish_request(easy, result);
+	return latch_set;
+}
+
+void
+pgcb_delivery_flush(void)
+{
+	HASH_SEQ_STATUS seq;
+	PgcbEndpoint *ep;
+	int			n = hash_get_num_entries(endpoints);
+	int		   *gone = palloc(sizeof(int) * Max(n, 1));
+	int			n_gone = 0;
+	int		   *ids = palloc(sizeof(int) * Max(n, 1));
+	const char **states = palloc(sizeof(char *) * Max(n, 1));
+	const char **reasons = palloc(sizeof(char *) * Max(n, 1));
+	TimestampTz *at = palloc(sizeof(TimestampTz) * Max(n, 1));
+	int			n_breakers = 0;
+
+	if (n_outcomes > 0)
+		pgcb_queue_write_back(outcomes, n_outcomes);
+
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+	{
+		if (ep->gone)
+		{
+			gone[n_gone++] = ep->id;
+			ep->gone = false;
+			ep->active = false;
+		}
+		if (ep->breaker_dirty)
+		{
+			ids[n_breakers] = ep->id;
+			states[n_breakers] = ep->breaker == 'c' ? "closed" : ep->breaker == 'o' ? "open" : "half_open";
+			reasons[n_breakers] = ep->breaker_reason;
+			at[n_breakers] = ep->breaker_changed_at;
+			n_breakers++;
+			ep->breaker_dirty = false;
+		}
+	}
+	if (n_gone > 0)
+		pgcb_queue_disable_endpoints(gone, n_gone);
+	if (n_breakers > 0)
+		pgcb_queue_write_breakers(ids, states, reasons, at, n_breakers);
+
+	/* breaker reasons point into outcome_cxt too */
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+		ep->breaker_reason = NULL;
+	n_outcomes = 0;
+	MemoryContextReset(outcome_cxt);
+	if (my_slot)
+	{
+		pg_atomic_fetch_add_u64(&my_slot->batches, 1);
+		my_slot->last_activity_at = GetCurrentTimestamp();
+	}
+}
+
+/* How many deliveries endpoint ep may take now, noting when it may take more. */
+static int
+endpoint_wants(PgcbEndpoint *ep, int room, TimestampTz now)
+{
+	int			want;
+	long		wait_ms;
+	int			granted;
+
+	if (!ep->active || ep->next_due == 0)
+		return 0;
+	if (ep->breaker == 'o')
+	{
+		TimestampTz probe_at = TimestampTzPlusMilliseconds(ep->breaker_changed_at, ep->cooldown_ms);
+
+		if (now < probe_at || ep->inflight > 0)
+		{
+			note_due(probe_at);
+			return 0;
+		}
+		/* cooled down: one probe decides */
+		breaker_set(ep, 'h', "probing after cooldown");
+		ep->breaker_dirty = false;	/* transient; only open/closed are written */
+	}
+	if (ep->breaker == 'h')
+		return ep->inflight == 0 ? Min(1, room) : 0;
+	if (ep->next_due > now)
+	{
+		note_due(ep->next_due);
+		return 0;
+	}
+	want = Min(pgcb_max_inflight_per_endpoint - ep->inflight, room);
+	if (want <= 0)
+		return 0;
+	granted = pgcb_ratelimit_take(MyDatabaseId, ep->id, ep->rate, ep->burst, want, &wait_ms);
+	if (granted < want && wait_ms > 0)
+		note_due(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms));
+	return granted;
+}
+
+int
+pgcb_delivery_cycle(int max_new)
+{
+	HASH_SEQ_STATUS seq;
+	PgcbEndpoint *ep;
+	TimestampTz now = GetCurrentTimestamp();
+	int			n_eps;
+	int		   *ids;
+	int		   *counts;
+	int			n_want = 0;
+	int			room = Min(max_new, pgcb_batch_size);
+	PgcbClaimed *claimed;
+	int			got;
+	int		   *got_per;
+
+	pgcb_delivery_flush();
+	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
+
+	next_due_at = 0;
+	more_due = false;
+	n_eps = hash_get_num_entries(endpoints);
+	ids = palloc(sizeof(int) * Max(n_eps, 1));
+	counts = palloc(sizeof(int) * Max(n_eps, 1));
+	got_per = palloc0(sizeof(int) * Max(n_eps, 1));
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+	{
+		int			want = room > 0 ? endpoint_wants(ep, room, now) : 0;
+
+		if (want > 0)
+		{
+			ids[n_want] = ep->id;
+			counts[n_want] = want;
+			n_want++;
+			room -= want;
+		}
+		else if (room <= 0 && ep->active && ep->next_due != 0 && ep->next_due <= now)
+			more_due = true;	/* no room this time; due all the same */
+	}
+	if (n_want == 0)
+		return 0;
+
+	got = pgcb_queue_claim(n_want, ids, counts, my_claimed_by, &claimed, request_cxt);
+	for (int i = 0; i < got; i++)
+	{
+		ep = hash_search(endpoints, &claimed[i].endpoint_id, HASH_FIND, NULL);
+		Assert(ep != NULL);
+		start_request(ep, &claimed[i]);
+		for (int k = 0; k < n_want; k++)
+			if (ids[k] == claimed[i].endpoint_id)
+				got_per[k]++;
+	}
+	for (int k = 0; k < n_want; k++)
+	{
+		if (got_per[k] < counts[k])
+			pgcb_ratelimit_give_back(MyDatabaseId, ids[k], counts[k] - got_per[k]);
+		else
+			more_due = true;	/* it took all it asked for: maybe more are due */
+	}
+	pfree(claimed);
+	return got;
+}
+
+int
+pgcb_delivery_inflight(void)
+{
+	return inflight;
+}
+
+int
+pgcb_delivery_unflushed(void)
+{
+	return n_outcomes;
+}
+
+bool
+pgcb_delivery_more_due(void)
+{
+	return more_due;
+}
+
+long
+pgcb_delivery_ms_until_due(void)
+{
+	long		ms;
+
+	if (next_due_at == 0)
+		return -1;
+	ms = (long) ((next_due_at - GetCurrentTimestamp()) / 1000);
+	return Max(ms, 0);
+}
+
+void
+pgcb_delivery_release_claims(bool mine, bool expired)
+{
+	uint64		n = pgcb_queue_release(mine, my_claimed_by, expired);
+
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("pg_callback: %llu claimed deliveries returned to the queue",
+						(unsigned long long) n),
+				 errdetail("A claimer stopped before recording their outcome; they will be sent again with the same webhook-id.")));
+}
+
+void
+pgcb_delivery_shutdown(void)
+{
+	pgcb_http_shutdown();
+	if (engine_cxt != NULL)
+		MemoryContextDelete(engine_cxt);
+	engine_cxt = NULL;
+	endpoints = NULL;
+	outcomes = NULL;
+	n_outcomes = cap_outcomes = 0;
+	inflight = 0;
+	next_due_at = 0;
+	more_due = false;
+}

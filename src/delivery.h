@@ -1,0 +1,98 @@
+/*
+ * delivery.h
+ *		The delivery engine shared by the background worker and
+ *		callback.process_callbacks(): claim due deliveries, send them signed
+ *		and concurrently, decide each outcome, write the outcomes back.
+ */
+#ifndef PGCB_DELIVERY_H
+#define PGCB_DELIVERY_H
+
+#include "utils/timestamp.h"
+
+#include "shmem.h"
+#include "sign.h"
+
+/* An endpoint as the engine sees it: configuration plus live state. */
+typedef struct PgcbEndpoint
+{
+	int			id;				/* hash key */
+
+	/* configuration, reloaded at every claim (strings in the config context) */
+	char	   *name;
+	char	   *url;
+	char	  **headers;		/* "Name: value" */
+	int			n_headers;
+	int			timeout_ms;
+	int			max_attempts;
+	int64	   *schedule_ms;
+	int			n_schedule;
+	double		rate;			/* <= 0: unlimited */
+	int			burst;
+	int			failure_threshold;
+	int64		cooldown_ms;
+	bool		active;			/* enabled and not paused */
+	PgcbKey		key;
+	bool		has_previous_key;
+	PgcbKey		previous_key;
+	TimestampTz next_due;		/* earliest pending next_attempt_at, 0: none */
+	bool		seen;			/* present in the latest load */
+
+	/* live state, kept across reloads */
+	int			inflight;
+	int			consecutive_failures;
+	char		breaker;		/* 'c'losed, 'o'pen, 'h'alf-open */
+	TimestampTz breaker_changed_at;
+	bool		breaker_dirty;	/* changed since last written to the table */
+	const char *breaker_reason;
+	bool		gone;			/* answered 410: disable at next write-back */
+} PgcbEndpoint;
+
+/* What one finished attempt left behind, waiting for the write-back. */
+typedef struct PgcbOutcome
+{
+	int64		delivery_id;
+	int			status_code;	/* 0: no response */
+	char	   *error;			/* NULL when delivered */
+	double		latency_ms;
+	const char *verdict;		/* "delivered", "pending" (retry) or "dead" */
+	TimestampTz next_attempt_at;	/* for a retry */
+	TimestampTz started_at;
+	char	   *response_body;
+} PgcbOutcome;
+
+/*
+ * Start the engine.  slot is the worker's shared-memory slot (NULL from a
+ * backend); claimed_by is what claimed rows are marked with (the slot
+ * number, or -1 for a backend, whose claims die with its transaction).
+ */
+extern void pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by);
+
+/*
+ * Inside a transaction: write back finished outcomes, reload endpoints,
+ * claim up to max_new due deliveries (within per-endpoint, rate and breaker
+ * limits) and start them.  Returns the number started.
+ */
+extern int	pgcb_delivery_cycle(int max_new);
+
+/* Outside any transaction: wait for I/O, the latch or a timer; collect finished attempts. */
+extern bool pgcb_delivery_wait(long timeout_ms);
+
+/* Inside a transaction: write back finished outcomes only. */
+extern void pgcb_delivery_flush(void);
+
+extern int	pgcb_delivery_inflight(void);
+extern int	pgcb_delivery_unflushed(void);
+
+/* Milliseconds until something is due (a retry, a token, a breaker probe); -1: nothing known. */
+extern long pgcb_delivery_ms_until_due(void);
+
+/* True when the last claim suggests more is due right now. */
+extern bool pgcb_delivery_more_due(void);
+
+/* Release this claimer's leftover claims (worker start) and expired leases. */
+extern void pgcb_delivery_release_claims(bool mine, bool expired);
+
+/* Abandon everything in flight (backend error path). */
+extern void pgcb_delivery_shutdown(void);
+
+#endif							/* PGCB_DELIVERY_H */

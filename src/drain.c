@@ -1,0 +1,74 @@
+/*
+ * drain.c
+ *		callback.process_callbacks(max): the delivery engine run from SQL, for
+ *		setups that drive delivery from pg_cron instead of the worker.  Same
+ *		claim, signing, rate limits, retry policy and write-back as the
+ *		worker; the difference is that it all happens inside the caller's
+ *		transaction, so an error or a cancel rolls the claims back and the
+ *		deliveries are sent again later, never lost.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "delivery.h"
+#include "guc.h"
+#include "queue.h"
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(process_callbacks);
+
+#define DRAIN_WAIT_MS 100
+
+Datum
+process_callbacks(PG_FUNCTION_ARGS)
+{
+	int			max;
+	volatile int attempted = 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max must not be NULL"),
+				 errhint("Give how many deliveries to attempt, such as 1000.")));
+	max = PG_GETARG_INT32(0);
+	if (max < 1 || max > 1000000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max %d is out of range", max),
+				 errhint("Give between 1 and 1000000 deliveries.")));
+	if (pgcb_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_callback is not in shared_preload_libraries"),
+				 errhint("Rate limits live in shared memory: add pg_callback to shared_preload_libraries and restart.")));
+
+	pgcb_delivery_init(NULL, -1);
+	PG_TRY();
+	{
+		for (;;)
+		{
+			int			room = Min(max - attempted, pgcb_max_inflight - pgcb_delivery_inflight());
+			int			started = room > 0 ? pgcb_delivery_cycle(room) : 0;
+
+			attempted += started;
+			if (pgcb_delivery_inflight() == 0 && (started == 0 || attempted >= max))
+				break;
+			/* wait for at least one attempt to finish, then refill */
+			do
+			{
+				CHECK_FOR_INTERRUPTS();
+				(void) pgcb_delivery_wait(DRAIN_WAIT_MS);
+			} while (pgcb_delivery_unflushed() == 0 && pgcb_delivery_inflight() > 0);
+		}
+		pgcb_delivery_flush();
+	}
+	PG_CATCH();
+	{
+		pgcb_delivery_shutdown();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	PG_RETURN_INT32(attempted);
+}

@@ -1,0 +1,343 @@
+/*
+ * event.c
+ *		Everything between "an event happened" and "its deliveries are in
+ *		callback_queue": the JSON envelope, routing by event type pattern,
+ *		the size limit, the insert (one saved plan, run as the extension's
+ *		owner so that producers need no rights on the queue), and waking the
+ *		worker when the transaction commits.  Also callback.enqueue().
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "event.h"
+#include "guc.h"
+#include "pg_callback.h"
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(enqueue);
+PG_FUNCTION_INFO_V1(validate_event_types);
+PG_FUNCTION_INFO_V1(event_type_matches);
+PG_FUNCTION_INFO_V1(wake_worker);
+
+/* Saved plan of the routing insert; survives across transactions. */
+static SPIPlanPtr insert_plan = NULL;
+
+/* Registered once per backend (pg_net registered one per transaction). */
+static bool xact_callback_registered = false;
+static bool wake_at_commit = false;
+
+bool
+pgcb_event_type_is_valid(const char *type, bool allow_wildcard)
+{
+	size_t		len = strlen(type);
+
+	if (len == 0 || len > PGCB_EVENT_TYPE_MAX)
+		return false;
+	for (const char *p = type; *p; p++)
+	{
+		char		c = *p;
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-' ||
+			  (allow_wildcard && c == '*')))
+			return false;
+	}
+	return true;
+}
+
+/* Glob match where '*' stands for any run of characters, dots included. */
+bool
+pgcb_event_type_matches(const char *pattern, const char *type)
+{
+	const char *star = NULL;
+	const char *resume = NULL;
+
+	while (*type)
+	{
+		if (*pattern == '*')
+		{
+			star = pattern++;
+			resume = type;
+		}
+		else if (*pattern == *type)
+		{
+			pattern++;
+			type++;
+		}
+		else if (star)
+		{
+			pattern = star + 1;
+			type = ++resume;
+		}
+		else
+			return false;
+	}
+	while (*pattern == '*')
+		pattern++;
+	return *pattern == '\0';
+}
+
+void
+pgcb_event_check_type(const char *type, bool pattern, const char *what)
+{
+	if (type == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+	if (!pgcb_event_type_is_valid(type, pattern))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s \"%s\"", what, type),
+				 pattern ?
+				 errhint("Use 1 to %d of the characters A-Z a-z 0-9 _ . - and * as a wildcard, such as 'order.*' or '*'.",
+						 PGCB_EVENT_TYPE_MAX) :
+				 errhint("Use 1 to %d of the characters A-Z a-z 0-9 _ . -, such as 'order.created'.",
+						 PGCB_EVENT_TYPE_MAX)));
+}
+
+static void
+append_utc_timestamp(StringInfo buf, TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	appendStringInfo(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+					 tm.tm_year, tm.tm_mon, tm.tm_mday,
+					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+void
+pgcb_event_body_begin(StringInfo buf, const char *event_type)
+{
+	/* event types are validated: no character in them needs escaping */
+	appendStringInfoString(buf, "{\"type\":\"");
+	appendStringInfoString(buf, event_type);
+	appendStringInfoString(buf, "\",\"timestamp\":\"");
+	append_utc_timestamp(buf, GetCurrentTimestamp());
+	appendStringInfoString(buf, "\",\"data\":");
+}
+
+void
+pgcb_event_body_end(StringInfo buf)
+{
+	appendStringInfoChar(buf, '}');
+}
+
+static void
+pgcb_event_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				pgcb_shmem_wake_worker(MyDatabaseId);
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+wake_worker_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(pgcb_event_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/* The owner of callback.callback_queue, as whom the insert runs. */
+static Oid
+queue_owner(void)
+{
+	Oid			nsp = get_namespace_oid(PGCB_SCHEMA_NAME, true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("callback_queue", nsp) : InvalidOid;
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_callback is not installed in this database"),
+				 errhint("Run CREATE EXTENSION pg_callback.")));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+uint64
+pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
+				   pg_uuid_t *event_id)
+{
+	Datum		values[3];
+	Oid			save_userid;
+	int			save_sec_context;
+	int			ret;
+	uint64		queued;
+
+	if (body_len > pgcb_max_payload_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event body of %d bytes exceeds callback.max_payload_bytes (%d)",
+						body_len, pgcb_max_payload_bytes),
+				 errhint("Send a smaller payload, such as an id the receiver can look up, or raise callback.max_payload_bytes.")));
+
+	*event_id = *DatumGetUUIDP(DirectFunctionCall1(gen_random_uuid, (Datum) 0));
+	values[0] = UUIDPGetDatum(event_id);
+	values[1] = CStringGetTextDatum(event_type);
+	values[2] = PointerGetDatum(cstring_to_text_with_len(body, body_len));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(queue_owner(),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (insert_plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("INSERT INTO callback.callback_queue (event_id, endpoint_id, event_type, body) "
+						   "SELECT $1, e.id, $2, $3 FROM callback.callback_endpoints e "
+						   "WHERE e.enabled AND callback.event_type_matches(e.event_types, $2)",
+						   3, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		insert_plan = plan;
+	}
+	ret = SPI_execute_plan(insert_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "queue insert failed: %s", SPI_result_code_string(ret));
+	queued = SPI_processed;
+	SPI_finish();
+
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	if (queued > 0)
+		wake_worker_at_commit();
+	return queued;
+}
+
+/* callback.enqueue(event_type text, payload jsonb) returns uuid */
+Datum
+enqueue(PG_FUNCTION_ARGS)
+{
+	char	   *event_type;
+	Jsonb	   *payload;
+	StringInfoData body;
+	pg_uuid_t  *event_id = palloc(sizeof(pg_uuid_t));
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event_type must not be NULL"),
+				 errhint("Give an event type such as 'order.created'.")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload must not be NULL"),
+				 errhint("Give a JSON value, such as '{}'::jsonb or 'null'::jsonb.")));
+	event_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	payload = PG_GETARG_JSONB_P(1);
+	pgcb_event_check_type(event_type, false, "event type");
+
+	initStringInfo(&body);
+	pgcb_event_body_begin(&body, event_type);
+	(void) JsonbToCString(&body, &payload->root, VARSIZE(payload));
+	pgcb_event_body_end(&body);
+
+	pgcb_event_enqueue(event_type, body.data, body.len, event_id);
+	PG_RETURN_UUID_P(event_id);
+}
+
+/* callback.validate_event_types(patterns text[]): NULL means "not given". */
+Datum
+validate_event_types(PG_FUNCTION_ARGS)
+{
+	ArrayType  *patterns;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	patterns = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(patterns) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event_types must be a one-dimensional array")));
+	deconstruct_array(patterns, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event_types must not be empty"),
+				 errhint("Give at least one pattern, such as '{*}' for every event.")));
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("event_types must not contain NULL")));
+		pgcb_event_check_type(TextDatumGetCString(elems[i]), true, "event type pattern");
+	}
+	PG_RETURN_VOID();
+}
+
+/* callback.event_type_matches(patterns text[], event_type text) returns boolean */
+Datum
+event_type_matches(PG_FUNCTION_ARGS)
+{
+	ArrayType  *patterns = PG_GETARG_ARRAYTYPE_P(0);
+	char	   *type = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	deconstruct_array(patterns, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		if (!nulls[i] && pgcb_event_type_matches(TextDatumGetCString(elems[i]), type))
+			PG_RETURN_BOOL(true);
+	}
+	PG_RETURN_BOOL(false);
+}
+
+/* callback.wake_worker(): wake at commit, so the worker sees what we did. */
+Datum
+wake_worker(PG_FUNCTION_ARGS)
+{
+	wake_worker_at_commit();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,29 @@
+/*
+ * event.h
+ *		Turning an event into queue rows: the body on the wire, routing to
+ *		endpoints, and the wake-up of the worker at commit.
+ */
+#ifndef PGCB_EVENT_H
+#define PGCB_EVENT_H
+
+#include "lib/stringinfo.h"
+#include "utils/uuid.h"
+
+/* Start a body: {"type":"...","timestamp":"...","data":  (the caller appends data) */
+extern void pgcb_event_body_begin(StringInfo buf, const char *event_type);
+/* Close the body begun by pgcb_event_body_begin. */
+extern void pgcb_event_body_end(StringInfo buf);
+
+/*
+ * Insert one queue row per enabled endpoint whose patterns match
+ * event_type, with body as the exact bytes to send, and arrange for the
+ * worker to be woken when the transaction commits.  Fills *event_id.
+ * Returns the number of deliveries queued.
+ */
+extern uint64 pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
+								 pg_uuid_t *event_id);
+
+/* ereport(ERROR) unless type is a valid event type (or pattern). */
+extern void pgcb_event_check_type(const char *type, bool pattern, const char *what);
+
+#endif							/* PGCB_EVENT_H */

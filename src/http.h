@@ -1,0 +1,42 @@
+/*
+ * http.h
+ *		A libcurl multi handle driven from a PostgreSQL wait loop: sockets in
+ *		an epoll set that sits in one WaitEventSet with the process latch and
+ *		postmaster death, so SIGTERM and reloads are seen while HTTP is slow.
+ */
+#ifndef PGCB_HTTP_H
+#define PGCB_HTTP_H
+
+#include <curl/curl.h>
+
+/* Set up the multi handle and the wait set (idempotent). */
+extern void pgcb_http_init(void);
+
+/* Free every handle and socket (for process exit and process_callbacks). */
+extern void pgcb_http_shutdown(void);
+
+/* An easy handle from the pool, reset to pg_callback's defaults. */
+extern CURL *pgcb_http_easy_get(void);
+
+/* Start a transfer set up on an easy handle from pgcb_http_easy_get(). */
+extern void pgcb_http_start(CURL *easy);
+
+/*
+ * Wait up to timeout_ms (-1: no limit of ours) for the latch, a socket or
+ * curl's own timer, and let curl do its work.  Returns true when the latch
+ * was set.  Exits the process if the postmaster died.
+ */
+extern bool pgcb_http_wait(long timeout_ms);
+
+/*
+ * Next finished transfer, or NULL.  The handle is removed from the multi
+ * handle; give it back with pgcb_http_easy_put() once read.
+ */
+extern CURL *pgcb_http_next_done(CURLcode *result);
+
+extern void pgcb_http_easy_put(CURL *easy);
+
+/* Transfers started and not yet returned by pgcb_http_next_done. */
+extern int	pgcb_http_running(void);
+
+#endif							/* PGCB_HTTP_H */

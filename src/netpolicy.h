@@ -1,0 +1,52 @@
+/*
+ * netpolicy.h
+ *		What pg_callback may connect to: URL, header and address checks
+ *		(SSRF protection), shared by endpoint validation and delivery.
+ */
+#ifndef PGCB_NETPOLICY_H
+#define PGCB_NETPOLICY_H
+
+#include <curl/curl.h>
+
+#include "utils/jsonb.h"
+
+#define PGCB_NETPOLICY_WHY_LEN	160
+
+/* GUC check: is list a comma-separated list of CIDR blocks?  *bad gets the bad item. */
+extern bool pgcb_netpolicy_allowlist_is_valid(const char *list, char **bad);
+
+/*
+ * May we connect to this resolved address?  Loopback, RFC 1918, link-local
+ * (169.254/16 including 169.254.169.254), CGNAT (100.64/10), 0.0.0.0/8,
+ * multicast/broadcast, IPv6 loopback/unspecified/ULA/link-local and
+ * IPv4-mapped/compatible forms of all of those are refused unless
+ * callback.ssrf_allowlist admits them.  On refusal, why gets a message.
+ */
+extern bool pgcb_netpolicy_address_allowed(const struct sockaddr *addr,
+										   char *why, size_t whylen);
+
+/*
+ * ereport(ERROR) with SQLSTATE and hint unless url is an absolute http or
+ * https URL with a host, no user:password, and (when the host is an address
+ * in any spelling inet_aton or inet_pton accepts: 2130706433, 0x7f.1, 127.1,
+ * [::1] ...) an address that pgcb_netpolicy_address_allowed admits.
+ */
+extern void pgcb_netpolicy_check_url(const char *url);
+
+/*
+ * ereport(ERROR) unless headers is a JSON object whose values are strings,
+ * whose names are HTTP tokens, whose values hold no CR, LF or NUL, and which
+ * does not set a header pg_callback owns (webhook-*, content-type,
+ * content-length, host, transfer-encoding, connection).
+ */
+extern void pgcb_netpolicy_check_headers(Jsonb *headers);
+
+/*
+ * CURLOPT_OPENSOCKETFUNCTION: checks the address curl is about to connect to
+ * (after DNS, so rebinding cannot slip through).  clientp must point to a
+ * char[PGCB_NETPOLICY_WHY_LEN] that receives the reason on refusal.
+ */
+extern curl_socket_t pgcb_netpolicy_opensocket(void *clientp, curlsocktype purpose,
+											   struct curl_sockaddr *address);
+
+#endif							/* PGCB_NETPOLICY_H */

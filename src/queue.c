@@ -1,0 +1,442 @@
+/*
+ * queue.c
+ *		SQL of the delivery engine.  Each step is one statement with a saved
+ *		plan: load endpoints (with each one's earliest due time, from the
+ *		partial index), claim (FOR UPDATE SKIP LOCKED, a per-endpoint limit,
+ *		a lease), write back (unnest of arrays: queue update, attempt
+ *		history and stats rollup together).  Nothing here runs per row.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "guc.h"
+#include "pg_callback.h"
+#include "queue.h"
+#include "sign.h"
+
+enum
+{
+	PLAN_LOAD,
+	PLAN_CLAIM,
+	PLAN_WRITE_BACK,
+	PLAN_DISABLE,
+	PLAN_BREAKERS,
+	PLAN_RELEASE,
+	NUM_PLANS
+};
+
+static SPIPlanPtr plans[NUM_PLANS];
+
+static const char *const plan_sql[NUM_PLANS] = {
+	[PLAN_LOAD] =
+	"SELECT e.id, e.name, e.url, "
+	"       ARRAY(SELECT CASE WHEN h.value = '' THEN h.key || ';' ELSE h.key || ': ' || h.value END "
+	"               FROM pg_catalog.jsonb_each_text(e.headers) h), "
+	"       coalesce(e.timeout_ms, $1), e.max_attempts, "
+	"       ARRAY(SELECT (extract(epoch FROM d) * 1000)::bigint FROM unnest(e.retry_schedule) d), "
+	"       e.rate_limit, e.rate_burst, e.failure_threshold, "
+	"       (extract(epoch FROM e.breaker_cooldown) * 1000)::bigint, "
+	"       e.enabled AND NOT e.paused, e.breaker_state, e.breaker_changed_at, "
+	"       e.secret, CASE WHEN e.previous_secret_expires_at > pg_catalog.now() THEN e.previous_secret END, "
+	"       CASE WHEN e.enabled AND NOT e.paused THEN "
+	"         (SELECT q.next_attempt_at FROM callback.callback_queue q "
+	"           WHERE q.endpoint_id = e.id AND q.status = 'pending' "
+	"           ORDER BY q.next_attempt_at LIMIT 1) END, "
+	"       pg_catalog.now() "
+	"  FROM callback.callback_endpoints e",
+
+	[PLAN_CLAIM] =
+	"WITH c AS ("
+	"  SELECT l.id FROM unnest($1::int[], $2::int[]) AS w(endpoint_id, n) "
+	"  CROSS JOIN LATERAL ("
+	"    SELECT q.id FROM callback.callback_queue q "
+	"     WHERE q.endpoint_id = w.endpoint_id AND q.status = 'pending' "
+	"       AND q.next_attempt_at <= pg_catalog.now() "
+	"     ORDER BY q.next_attempt_at LIMIT w.n FOR UPDATE SKIP LOCKED) l) "
+	"UPDATE callback.callback_queue q "
+	"   SET status = 'sending', claimed_by = $4, "
+	"       lease_expires_at = pg_catalog.now() + $3 * interval '1 millisecond' "
+	"  FROM c WHERE q.id = c.id "
+	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body",
+
+	[PLAN_WRITE_BACK] =
+	"WITH o AS ("
+	"  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], "
+	"                       $6::timestamptz[], $7::timestamptz[], $8::text[]) "
+	"    AS o(id, status_code, error, latency_ms, outcome, next_at, started_at, response_body)), "
+	"u AS ("
+	"  UPDATE callback.callback_queue q "
+	"     SET status = o.outcome::callback.delivery_status, attempts = q.attempts + 1, "
+	"         next_attempt_at = coalesce(o.next_at, q.next_attempt_at), "
+	"         last_attempt_at = o.started_at, last_status_code = o.status_code, "
+	"         last_error = o.error, lease_expires_at = NULL, claimed_by = NULL, "
+	"         finished_at = CASE WHEN o.outcome <> 'pending' THEN pg_catalog.now() END "
+	"    FROM o WHERE q.id = o.id AND q.status = 'sending' "
+	"  RETURNING q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, q.status, "
+	"            o.started_at, o.latency_ms, o.status_code, o.error, o.response_body), "
+	"a AS ("
+	"  INSERT INTO callback.callback_attempts "
+	"    (delivery_id, event_id, endpoint_id, event_type, attempt, started_at, latency_ms, "
+	"     status_code, error, response_body, outcome) "
+	"  SELECT id, event_id, endpoint_id, event_type, attempts, started_at, latency_ms, "
+	"         status_code, error, response_body, status FROM u) "
+	"INSERT INTO callback.callback_stats AS s "
+	"  (minute, endpoint_id, event_type, attempts, delivered, failed, dead, "
+	"   latency_sum_ms, latency_max_ms, latency_hist, last_error) "
+	"SELECT date_trunc('minute', u.started_at), u.endpoint_id, u.event_type, count(*), "
+	"       count(*) FILTER (WHERE u.status = 'delivered'), "
+	"       count(*) FILTER (WHERE u.status <> 'delivered'), "
+	"       count(*) FILTER (WHERE u.status = 'dead'), "
+	"       sum(u.latency_ms), max(u.latency_ms), callback.latency_histogram(u.latency_ms), "
+	"       (array_agg(u.error ORDER BY u.started_at DESC) FILTER (WHERE u.error IS NOT NULL))[1] "
+	"  FROM u GROUP BY 1, 2, 3 "
+	"ON CONFLICT (endpoint_id, event_type, minute) DO UPDATE SET "
+	"  attempts = s.attempts + excluded.attempts, delivered = s.delivered + excluded.delivered, "
+	"  failed = s.failed + excluded.failed, dead = s.dead + excluded.dead, "
+	"  latency_sum_ms = s.latency_sum_ms + excluded.latency_sum_ms, "
+	"  latency_max_ms = greatest(s.latency_max_ms, excluded.latency_max_ms), "
+	"  latency_hist = callback.histogram_add(s.latency_hist, excluded.latency_hist), "
+	"  last_error = coalesce(excluded.last_error, s.last_error)",
+
+	[PLAN_DISABLE] =
+	"UPDATE callback.callback_endpoints "
+	"   SET enabled = false, updated_at = pg_catalog.now(), "
+	"       disabled_reason = 'endpoint answered 410 Gone at ' || pg_catalog.now() "
+	" WHERE id = ANY ($1::int[])",
+
+	[PLAN_BREAKERS] =
+	"UPDATE callback.callback_endpoints e "
+	"   SET breaker_state = b.state, breaker_reason = b.reason, breaker_changed_at = b.at "
+	"  FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[]) AS b(id, state, reason, at) "
+	" WHERE e.id = b.id",
+
+	[PLAN_RELEASE] =
+	"UPDATE callback.callback_queue "
+	"   SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL "
+	" WHERE status = 'sending' "
+	"   AND (($1 AND claimed_by = $2) OR ($3 AND lease_expires_at < pg_catalog.now()))",
+};
+
+static const int plan_nargs[NUM_PLANS] = {
+	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 8,
+	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 4,[PLAN_RELEASE] = 3,
+};
+
+static const Oid plan_types[NUM_PLANS][8] = {
+	[PLAN_LOAD] = {INT4OID},
+	[PLAN_CLAIM] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8OID, INT4OID},
+	[PLAN_WRITE_BACK] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
+	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID},
+	[PLAN_DISABLE] = {INT4ARRAYOID},
+	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
+	[PLAN_RELEASE] = {BOOLOID, INT4OID, BOOLOID},
+};
+
+bool
+pgcb_queue_extension_present(void)
+{
+	return OidIsValid(get_extension_oid(PGCB_EXTENSION_NAME, true));
+}
+
+/* Run a saved plan (prepared on first use) inside an SPI connection. */
+static int
+run_plan(int which, Datum *values, const char *nulls, bool read_only)
+{
+	int			ret;
+
+	if (plans[which] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(plan_sql[which], plan_nargs[which],
+									   (Oid *) plan_types[which]);
+
+		if (plan == NULL)
+			elog(ERROR, "pg_callback: could not prepare statement %d: %s",
+				 which, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		plans[which] = plan;
+	}
+	ret = SPI_execute_plan(plans[which], values, nulls, read_only, 0);
+	if (ret < 0)
+		elog(ERROR, "pg_callback: statement %d failed: %s", which, SPI_result_code_string(ret));
+	return ret;
+}
+
+static Datum
+get_col(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+static void
+load_key(PgcbEndpoint *ep, Datum secret, PgcbKey *key, bool *ok)
+{
+	const char *why;
+	char	   *s = TextDatumGetCString(secret);
+
+	*ok = pgcb_secret_decode(s, key, &why);
+	if (!*ok)
+		ereport(WARNING,
+				(errmsg("pg_callback: endpoint \"%s\" has an unusable secret: %s", ep->name, why),
+				 errhint("Set a new one with callback.rotate_secret().")));
+	pfree(s);
+}
+
+void
+pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *now)
+{
+	Datum		arg = Int32GetDatum(pgcb_default_timeout_ms);
+	HASH_SEQ_STATUS seq;
+	PgcbEndpoint *ep;
+
+	SPI_connect();
+	run_plan(PLAN_LOAD, &arg, NULL, true);
+
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+		ep->seen = false;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		MemoryContext old;
+		bool		isnull;
+		bool		found;
+		int			id = DatumGetInt32(get_col(r, 1, &isnull));
+		ArrayType  *arr;
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+		bool		key_ok;
+		char	   *state;
+		Datum		d;
+
+		ep = hash_search(endpoints, &id, HASH_ENTER, &found);
+		if (!found)
+		{
+			memset(((char *) ep) + sizeof(int), 0, sizeof(PgcbEndpoint) - sizeof(int));
+			ep->breaker = 'c';
+		}
+		old = MemoryContextSwitchTo(cfgcxt);
+		ep->seen = true;
+		ep->name = TextDatumGetCString(get_col(r, 2, &isnull));
+		ep->url = TextDatumGetCString(get_col(r, 3, &isnull));
+		arr = DatumGetArrayTypeP(get_col(r, 4, &isnull));
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+		ep->headers = palloc(sizeof(char *) * Max(n, 1));
+		ep->n_headers = 0;
+		for (int i = 0; i < n; i++)
+			if (!nulls[i])
+				ep->headers[ep->n_headers++] = TextDatumGetCString(elems[i]);
+		ep->timeout_ms = DatumGetInt32(get_col(r, 5, &isnull));
+		ep->max_attempts = DatumGetInt32(get_col(r, 6, &isnull));
+		arr = DatumGetArrayTypeP(get_col(r, 7, &isnull));
+		deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+		ep->schedule_ms = palloc(sizeof(int64) * Max(n, 1));
+		ep->n_schedule = n;
+		for (int i = 0; i < n; i++)
+			ep->schedule_ms[i] = nulls[i] ? 0 : DatumGetInt64(elems[i]);
+		d = get_col(r, 8, &isnull);
+		ep->rate = isnull ? 0 : DatumGetFloat8(d);
+		d = get_col(r, 9, &isnull);
+		ep->burst = isnull ? 1 : DatumGetInt32(d);
+		ep->failure_threshold = DatumGetInt32(get_col(r, 10, &isnull));
+		ep->cooldown_ms = DatumGetInt64(get_col(r, 11, &isnull));
+		ep->active = DatumGetBool(get_col(r, 12, &isnull));
+
+		/*
+		 * Breaker: the table wins when it changed after we last wrote it
+		 * (resume_endpoint closes it by hand) or when we have no state yet.
+		 */
+		state = TextDatumGetCString(get_col(r, 13, &isnull));
+		d = get_col(r, 14, &isnull);
+		if (!found || (!isnull && DatumGetTimestampTz(d) > ep->breaker_changed_at && !ep->breaker_dirty))
+		{
+			ep->breaker = state[0] == 'o' ? 'o' : state[0] == 'h' ? 'o' : 'c';
+			ep->breaker_changed_at = isnull ? 0 : DatumGetTimestampTz(d);
+			if (ep->breaker == 'c')
+				ep->consecutive_failures = 0;
+		}
+
+		load_key(ep, get_col(r, 15, &isnull), &ep->key, &key_ok);
+		if (!key_ok)
+			ep->active = false;
+		d = get_col(r, 16, &isnull);
+		ep->has_previous_key = false;
+		if (!isnull)
+			load_key(ep, d, &ep->previous_key, &ep->has_previous_key);
+		d = get_col(r, 17, &isnull);
+		ep->next_due = isnull ? 0 : DatumGetTimestampTz(d);
+		*now = DatumGetTimestampTz(get_col(r, 18, &isnull));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+
+	/* endpoints dropped meanwhile: forget them once nothing is in flight */
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+	{
+		if (!ep->seen)
+		{
+			ep->active = false;
+			ep->next_due = 0;
+			if (ep->inflight == 0)
+				hash_search(endpoints, &ep->id, HASH_REMOVE, NULL);
+		}
+	}
+}
+
+static ArrayType *
+int4_array(const int *v, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int32GetDatum(v[i]);
+	return construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
+}
+
+int
+pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_by,
+				 PgcbClaimed **out, MemoryContext cxt)
+{
+	Datum		values[4];
+	int			got;
+
+	values[0] = PointerGetDatum(int4_array(endpoint_ids, n));
+	values[1] = PointerGetDatum(int4_array(counts, n));
+	values[2] = Float8GetDatum((double) pgcb_lease_ms);
+	values[3] = Int32GetDatum(claimed_by);
+
+	SPI_connect();
+	run_plan(PLAN_CLAIM, values, NULL, false);
+	got = (int) SPI_processed;
+	*out = MemoryContextAlloc(cxt, sizeof(PgcbClaimed) * Max(got, 1));
+	for (int r = 0; r < got; r++)
+	{
+		PgcbClaimed *c = &(*out)[r];
+		bool		isnull;
+		text	   *body;
+
+		c->id = DatumGetInt64(get_col(r, 1, &isnull));
+		memcpy(&c->event_id, DatumGetUUIDP(get_col(r, 2, &isnull)), sizeof(pg_uuid_t));
+		c->endpoint_id = DatumGetInt32(get_col(r, 3, &isnull));
+		c->attempts = DatumGetInt32(get_col(r, 4, &isnull));
+		body = DatumGetTextPP(get_col(r, 5, &isnull));
+		c->body_len = VARSIZE_ANY_EXHDR(body);
+		c->body = MemoryContextAlloc(cxt, c->body_len + 1);
+		memcpy(c->body, VARDATA_ANY(body), c->body_len);
+		c->body[c->body_len] = '\0';
+	}
+	SPI_finish();
+	return got;
+}
+
+void
+pgcb_queue_write_back(const PgcbOutcome *o, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *codes = palloc(sizeof(Datum) * n);
+	bool	   *code_nulls = palloc(sizeof(bool) * n);
+	Datum	   *errors = palloc(sizeof(Datum) * n);
+	bool	   *error_nulls = palloc(sizeof(bool) * n);
+	Datum	   *latencies = palloc(sizeof(Datum) * n);
+	Datum	   *verdicts = palloc(sizeof(Datum) * n);
+	Datum	   *next_ats = palloc(sizeof(Datum) * n);
+	bool	   *next_nulls = palloc(sizeof(bool) * n);
+	Datum	   *starts = palloc(sizeof(Datum) * n);
+	Datum	   *bodies = palloc(sizeof(Datum) * n);
+	bool	   *body_nulls = palloc(sizeof(bool) * n);
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	Datum		values[8];
+
+	for (int i = 0; i < n; i++)
+	{
+		ids[i] = Int64GetDatum(o[i].delivery_id);
+		codes[i] = Int32GetDatum(o[i].status_code);
+		code_nulls[i] = o[i].status_code == 0;
+		error_nulls[i] = o[i].error == NULL;
+		errors[i] = error_nulls[i] ? (Datum) 0 : CStringGetTextDatum(o[i].error);
+		latencies[i] = Float8GetDatum(o[i].latency_ms);
+		verdicts[i] = CStringGetTextDatum(o[i].verdict);
+		next_nulls[i] = o[i].next_attempt_at == 0;
+		next_ats[i] = TimestampTzGetDatum(o[i].next_attempt_at);
+		starts[i] = TimestampTzGetDatum(o[i].started_at);
+		body_nulls[i] = o[i].response_body == NULL;
+		bodies[i] = body_nulls[i] ? (Datum) 0 : CStringGetTextDatum(o[i].response_body);
+	}
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_md_array(codes, code_nulls, 1, dims, lbs, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(latencies, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[4] = PointerGetDatum(construct_array(verdicts, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[5] = PointerGetDatum(construct_md_array(next_ats, next_nulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[6] = PointerGetDatum(construct_array(starts, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[7] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+
+	SPI_connect();
+	run_plan(PLAN_WRITE_BACK, values, NULL, false);
+	SPI_finish();
+}
+
+void
+pgcb_queue_disable_endpoints(const int *ids, int n)
+{
+	Datum		values[1];
+
+	values[0] = PointerGetDatum(int4_array(ids, n));
+	SPI_connect();
+	run_plan(PLAN_DISABLE, values, NULL, false);
+	SPI_finish();
+}
+
+void
+pgcb_queue_write_breakers(const int *ids, const char *const *states,
+						  const char *const *reasons, const TimestampTz *at, int n)
+{
+	Datum	   *s = palloc(sizeof(Datum) * n);
+	Datum	   *r = palloc(sizeof(Datum) * n);
+	bool	   *rnulls = palloc(sizeof(bool) * n);
+	Datum	   *t = palloc(sizeof(Datum) * n);
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	Datum		values[4];
+
+	for (int i = 0; i < n; i++)
+	{
+		s[i] = CStringGetTextDatum(states[i]);
+		rnulls[i] = reasons[i] == NULL;
+		r[i] = rnulls[i] ? (Datum) 0 : CStringGetTextDatum(reasons[i]);
+		t[i] = TimestampTzGetDatum(at[i]);
+	}
+	values[0] = PointerGetDatum(int4_array(ids, n));
+	values[1] = PointerGetDatum(construct_array(s, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_md_array(r, rnulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(t, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	SPI_connect();
+	run_plan(PLAN_BREAKERS, values, NULL, false);
+	SPI_finish();
+}
+
+uint64
+pgcb_queue_release(bool mine, int claimed_by, bool expired)
+{
+	Datum		values[3];
+	uint64		n;
+
+	values[0] = BoolGetDatum(mine);
+	values[1] = Int32GetDatum(claimed_by);
+	values[2] = BoolGetDatum(expired);
+	SPI_connect();
+	run_plan(PLAN_RELEASE, values, NULL, false);
+	n = SPI_processed;
+	SPI_finish();
+	return n;
+}

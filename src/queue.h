@@ -1,0 +1,47 @@
+/*
+ * queue.h
+ *		The SQL the delivery engine runs against callback_queue and
+ *		callback_endpoints: saved plans, set-based, one statement per step.
+ *		Every function here must be called inside a transaction.
+ */
+#ifndef PGCB_QUEUE_H
+#define PGCB_QUEUE_H
+
+#include "utils/hsearch.h"
+#include "utils/uuid.h"
+
+#include "delivery.h"
+
+typedef struct PgcbClaimed
+{
+	int64		id;
+	pg_uuid_t	event_id;
+	int			endpoint_id;
+	int			attempts;		/* attempts made before this claim */
+	char	   *body;
+	int			body_len;
+} PgcbClaimed;
+
+extern bool pgcb_queue_extension_present(void);
+
+/* Refresh the endpoint hash (keyed by id) from callback_endpoints. */
+extern void pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *now);
+
+/* Claim up to counts[i] due deliveries of endpoint_ids[i]; rows go to *out (palloc'd in cxt). */
+extern int	pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_by,
+							 PgcbClaimed **out, MemoryContext cxt);
+
+/* Record n outcomes: queue rows, attempt history and per-minute stats, in one statement. */
+extern void pgcb_queue_write_back(const PgcbOutcome *outcomes, int n);
+
+/* Disable endpoints that answered 410. */
+extern void pgcb_queue_disable_endpoints(const int *ids, int n);
+
+/* Persist circuit-breaker states. */
+extern void pgcb_queue_write_breakers(const int *ids, const char *const *states,
+									  const char *const *reasons, const TimestampTz *at, int n);
+
+/* Put claimed-but-unfinished rows back: this claimer's (mine) and/or those whose lease expired. */
+extern uint64 pgcb_queue_release(bool mine, int claimed_by, bool expired);
+
+#endif							/* PGCB_QUEUE_H */

@@ -1,0 +1,125 @@
+/*
+ * trigger.c
+ *		callback.trigger(): the C row trigger that turns a committed row
+ *		change into an event.  Because the queue insert happens inside the
+ *		business transaction, a rollback sends nothing.
+ *
+ *	  AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW
+ *	  EXECUTE FUNCTION callback.trigger('order')
+ *
+ * queues "order.insert" / "order.update" / "order.delete" events whose data
+ * is {"op","schema","table","new","old"}.  Without an argument the table
+ * name is the prefix.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "event.h"
+#include "pg_callback.h"
+
+PG_FUNCTION_INFO_V1(callback_trigger);
+
+static void
+append_row(StringInfo buf, HeapTuple tuple, TupleDesc tupdesc)
+{
+	Datum		row;
+	text	   *json;
+
+	if (tuple == NULL)
+	{
+		appendStringInfoString(buf, "null");
+		return;
+	}
+	row = heap_copy_tuple_as_datum(tuple, tupdesc);
+	json = DatumGetTextPP(DirectFunctionCall1(row_to_json, row));
+	appendBinaryStringInfo(buf, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
+}
+
+Datum
+callback_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *trigger;
+	Relation	rel;
+	const char *prefix;
+	const char *op;
+	const char *op_lower;
+	HeapTuple	new_tuple = NULL;
+	HeapTuple	old_tuple = NULL;
+	char		event_type[PGCB_EVENT_TYPE_MAX + 16];
+	StringInfoData body;
+	pg_uuid_t	event_id;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("callback.trigger() was not called by the trigger manager")));
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("callback.trigger() must be fired AFTER ... FOR EACH ROW"),
+				 errhint("CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW EXECUTE FUNCTION callback.trigger('prefix').")));
+
+	trigger = trigdata->tg_trigger;
+	rel = trigdata->tg_relation;
+	if (trigger->tgnargs > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("callback.trigger() takes at most one argument, the event type prefix")));
+	prefix = trigger->tgnargs == 1 ? trigger->tgargs[0] : RelationGetRelationName(rel);
+	pgcb_event_check_type(prefix, false, "event type prefix");
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		op = "INSERT";
+		op_lower = "insert";
+		new_tuple = trigdata->tg_trigtuple;
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		op = "UPDATE";
+		op_lower = "update";
+		old_tuple = trigdata->tg_trigtuple;
+		new_tuple = trigdata->tg_newtuple;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		op = "DELETE";
+		op_lower = "delete";
+		old_tuple = trigdata->tg_trigtuple;
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("callback.trigger() handles INSERT, UPDATE and DELETE only")));
+
+	snprintf(event_type, sizeof(event_type), "%s.%s", prefix, op_lower);
+	pgcb_event_check_type(event_type, false, "event type");
+
+	initStringInfo(&body);
+	pgcb_event_body_begin(&body, event_type);
+	appendStringInfo(&body, "{\"op\":\"%s\",\"schema\":", op);
+	escape_json(&body, get_namespace_name(RelationGetNamespace(rel)));
+	appendStringInfoString(&body, ",\"table\":");
+	escape_json(&body, RelationGetRelationName(rel));
+	appendStringInfoString(&body, ",\"new\":");
+	append_row(&body, new_tuple, RelationGetDescr(rel));
+	appendStringInfoString(&body, ",\"old\":");
+	append_row(&body, old_tuple, RelationGetDescr(rel));
+	appendStringInfoChar(&body, '}');
+	pgcb_event_body_end(&body);
+
+	pgcb_event_enqueue(event_type, body.data, body.len, &event_id);
+	pfree(body.data);
+
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,170 @@
+/*
+ * worker.c
+ *		The delivery worker's loop.  It sleeps on one WaitEventSet (its latch,
+ *		curl's sockets, postmaster death), is woken by the commit of any
+ *		transaction that queued an event, and drives the delivery engine:
+ *
+ *		wait -> collect finished attempts -> (short transaction: write back
+ *		outcomes, claim more) -> start requests -> wait ...
+ *
+ * No transaction is open while HTTP is in flight.  The worker commits with
+ * synchronous_commit off: losing its last commits in a crash only means
+ * those deliveries are sent again (at least once), never lost, and it saves
+ * a WAL flush per batch.
+ *
+ * It exits non-zero on any error or SIGTERM, so the launcher starts it
+ * again; its claims are released when it comes back.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "delivery.h"
+#include "guc.h"
+#include "queue.h"
+#include "shmem.h"
+#include "worker.h"
+
+/* How long a finished attempt may wait before it is written back. */
+#define FLUSH_DELAY_MS 20
+
+typedef struct LoopState
+{
+	bool		woken;			/* the latch was set: maybe new work */
+	bool		claims_released;
+	TimestampTz last_cycle_at;
+	TimestampTz first_unflushed_at;
+	int			last_claimed;
+	bool		extension_present;
+} LoopState;
+
+/* One short transaction: write back, release stale claims, claim more. */
+static void
+run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
+{
+	int			room = pgcb_max_inflight - pgcb_delivery_inflight();
+
+	/* now() in our statements is the transaction start: keep it current */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "pg_callback: claim and write back");
+
+	ls->extension_present = pgcb_queue_extension_present();
+	if (!ls->extension_present)
+		pgcb_shmem_set_state(slot, PGCB_STATE_NO_EXTENSION);
+	else
+	{
+		if (!ls->claims_released)
+		{
+			pgcb_delivery_release_claims(true, true);
+			ls->claims_released = true;
+		}
+		else if (sweep)
+			pgcb_delivery_release_claims(false, true);
+		ls->last_claimed = pgcb_delivery_cycle(room);
+		pgcb_shmem_set_state(slot, pgcb_delivery_inflight() > 0 ?
+							 PGCB_STATE_DELIVERING : PGCB_STATE_IDLE);
+	}
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	ls->last_cycle_at = GetCurrentTimestamp();
+	ls->first_unflushed_at = 0;
+	ls->woken = false;
+}
+
+static bool
+cycle_needed(LoopState *ls, TimestampTz now, bool *sweep)
+{
+	int			unflushed = pgcb_delivery_unflushed();
+	int			inflight = pgcb_delivery_inflight();
+	long		due_ms = pgcb_delivery_ms_until_due();
+
+	*sweep = TimestampDifferenceExceeds(ls->last_cycle_at, now, pgcb_poll_interval_ms);
+	if (ls->woken || *sweep || !ls->claims_released)
+		return true;
+	if (!ls->extension_present)
+		return false;
+	if (due_ms == 0)
+		return true;
+	if (unflushed > 0 && (inflight == 0 || unflushed >= pgcb_batch_size ||
+						  TimestampDifferenceExceeds(ls->first_unflushed_at, now, FLUSH_DELAY_MS)))
+		return true;
+	/* refill once half of what was last claimed has come back */
+	if (pgcb_delivery_more_due() && unflushed >= Max(1, ls->last_claimed / 2))
+		return true;
+	return false;
+}
+
+static long
+wait_timeout(LoopState *ls, TimestampTz now)
+{
+	long		timeout = pgcb_poll_interval_ms;
+	long		due_ms = pgcb_delivery_ms_until_due();
+
+	if (due_ms >= 0)
+		timeout = Min(timeout, due_ms);
+	if (pgcb_delivery_unflushed() > 0)
+		timeout = Min(timeout, FLUSH_DELAY_MS);
+	return Max(timeout, 0);
+}
+
+void
+pgcb_worker_main(Datum main_arg)
+{
+	int			slotno = DatumGetInt32(main_arg);
+	PgcbWorkerSlot *slot;
+	LoopState	ls;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(pgcb_database_name, NULL, 0);
+	slot = pgcb_shmem_attach_worker(slotno, MyDatabaseId);
+	pgstat_report_appname(PGCB_WORKER_TYPE);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("application_name", PGCB_WORKER_TYPE, PGC_USERSET, PGC_S_OVERRIDE);
+
+	ereport(LOG,
+			(errmsg("pg_callback worker started in database \"%s\"", pgcb_database_name)));
+
+	pgcb_delivery_init(slot, slotno);
+	memset(&ls, 0, sizeof(ls));
+	ls.woken = true;
+	ls.extension_present = true;
+
+	for (;;)
+	{
+		TimestampTz now;
+		bool		sweep;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		now = GetCurrentTimestamp();
+		if (cycle_needed(&ls, now, &sweep))
+			run_cycle(slot, &ls, sweep);
+
+		if (pgcb_delivery_wait(wait_timeout(&ls, GetCurrentTimestamp())))
+			ls.woken = true;
+		if (pgcb_delivery_unflushed() > 0 && ls.first_unflushed_at == 0)
+			ls.first_unflushed_at = GetCurrentTimestamp();
+	}
+}

@@ -1,0 +1,102 @@
+"""pytest fixtures for pg_callback's end-to-end tests: a real PostgreSQL 15
+cluster (module-scoped) and a real HTTP receiver on loopback (per test)."""
+
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # test/, for receiver.py
+
+from cluster import Cluster, free_port  # noqa: E402
+from receiver import Receiver  # noqa: E402
+
+FIGURES_FILE = "/tmp/pgcb-e2e-figures.txt"
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver(host="127.0.0.1", port=0).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    name = request.module.__name__.rsplit(".", 1)[-1].replace("test_", "")[:20]
+    extra = getattr(request.module, "CLUSTER_CONF", None) or {}
+    c = Cluster(name=name, port=free_port(55500), extra_conf=extra)
+    try:
+        c.init()
+        c.start()
+    except Exception:
+        c.cleanup()
+        raise
+    yield c
+    c.cleanup()
+
+
+_ENDPOINT_ARGS = ("event_types", "headers", "timeout", "secret", "max_attempts",
+                  "retry_schedule", "rate_limit", "rate_burst", "failure_threshold",
+                  "breaker_cooldown")
+
+
+def make_endpoint(cluster, name, url, **kw):
+    """callback.create_endpoint(name => ..., url => ..., <kw> => ...) -> id.
+
+    Values go as query parameters; lists become arrays, dicts jsonb,
+    numbers given for timeout / intervals are seconds."""
+    from psycopg2.extras import Json
+
+    args = ["name => %s", "url => %s"]
+    params = [name, url]
+    casts = {"event_types": "text[]", "headers": "jsonb", "timeout": "interval",
+             "secret": "text", "max_attempts": "integer", "retry_schedule": "interval[]",
+             "rate_limit": "double precision", "rate_burst": "integer",
+             "failure_threshold": "integer", "breaker_cooldown": "interval"}
+    for k, v in kw.items():
+        if v is None:
+            continue
+        cast = casts.get(k)
+        if isinstance(v, dict):
+            v = Json(v)
+        elif k in ("timeout", "breaker_cooldown") and isinstance(v, (int, float)):
+            v = "%s seconds" % v
+        elif k == "retry_schedule" and isinstance(v, (list, tuple)):
+            v = ["%s seconds" % x if isinstance(x, (int, float)) else x for x in v]
+        elif k == "event_types" and isinstance(v, str) and not v.startswith("{"):
+            v = [v]
+        args.append("%s => %%s%s" % (k, "::" + cast if cast else ""))
+        params.append(v)
+    sql = "SELECT callback.create_endpoint(%s)" % ", ".join(args)
+    return cluster.scalar(sql, params)
+
+
+def record_figure(line):
+    """Append one measured figure to FIGURES_FILE and show it (pytest -s)."""
+    import time as _t
+    text = "%s %s" % (_t.strftime("%Y-%m-%dT%H:%M:%S"), line)
+    print(text)
+    with open(FIGURES_FILE, "a") as f:
+        f.write(text + "\n")
+
+
+@pytest.fixture
+def endpoint_factory(cluster):
+    """make_endpoint bound to the cluster; endpoints made are dropped
+    (force => true) at the end of the test."""
+    made = []
+
+    def factory(name, url, **kw):
+        eid = make_endpoint(cluster, name, url, **kw)
+        made.append(name)
+        return eid
+
+    yield factory
+    for name in made:
+        try:
+            cluster.execute("SELECT callback.drop_endpoint(%s, force => true)", (name,))
+        except Exception:
+            pass
