@@ -776,6 +776,109 @@ SELECT c.name AS endpoint,
        c.breaker_state, c.enabled, c.paused
   FROM c;
 
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+CREATE FUNCTION callback._prom_label(v text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT replace(replace(replace(coalesce(v, ''), E'\\', E'\\\\'), '"', E'\\"'), E'\n', E'\\n')
+$fn$;
+
+/*
+ * The figures of callback_metrics, callback_health and the worker counters
+ * in the Prometheus text exposition format (version 0.0.4).
+ */
+CREATE FUNCTION callback.prometheus_metrics()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    out text := '';
+    m record;
+    fam record;
+BEGIN
+    FOR fam IN
+        SELECT * FROM (VALUES
+            ('pg_callback_calls_total', 'counter', 'HTTP attempts made.', 'total_calls'),
+            ('pg_callback_delivered_total', 'counter', 'Deliveries that got a 2xx answer.', 'delivered'),
+            ('pg_callback_failed_attempts_total', 'counter', 'Attempts that did not get a 2xx answer.', 'failed_attempts'),
+            ('pg_callback_dead_total', 'counter', 'Deliveries parked as dead letters.', 'dead'),
+            ('pg_callback_pending', 'gauge', 'Deliveries waiting to be sent or in flight.', 'pending'),
+            ('pg_callback_success_ratio', 'gauge', 'Share of attempts that succeeded (0 to 1).', 'success_rate'),
+            ('pg_callback_latency_avg_ms', 'gauge', 'Average attempt latency in milliseconds.', 'avg_ms'),
+            ('pg_callback_latency_max_ms', 'gauge', 'Longest attempt latency in milliseconds.', 'max_ms'),
+            ('pg_callback_oldest_pending_seconds', 'gauge', 'Age of the oldest undelivered delivery in seconds.', 'oldest_pending_age')
+        ) AS f(name, type, help, col)
+    LOOP
+        out := out || '# HELP ' || fam.name || ' ' || fam.help || E'\n'
+                   || '# TYPE ' || fam.name || ' ' || fam.type || E'\n';
+        FOR m IN
+            SELECT mt.endpoint, mt.event_type,
+                   CASE fam.col
+                       WHEN 'total_calls' THEN mt.total_calls::numeric
+                       WHEN 'delivered' THEN mt.delivered::numeric
+                       WHEN 'failed_attempts' THEN mt.failed_attempts::numeric
+                       WHEN 'dead' THEN mt.dead::numeric
+                       WHEN 'pending' THEN mt.pending::numeric
+                       WHEN 'success_rate' THEN round(mt.success_rate / 100, 4)
+                       WHEN 'avg_ms' THEN mt.avg_ms
+                       WHEN 'max_ms' THEN mt.max_ms
+                       WHEN 'oldest_pending_age' THEN
+                           coalesce(round(extract(epoch FROM mt.oldest_pending_age)::numeric, 3), 0)
+                   END AS v
+              FROM callback.callback_metrics mt
+             ORDER BY mt.endpoint, mt.event_type
+        LOOP
+            CONTINUE WHEN m.v IS NULL;
+            out := out || fam.name || '{endpoint="' || callback._prom_label(m.endpoint)
+                       || '",event_type="' || callback._prom_label(m.event_type) || '"} '
+                       || m.v::text || E'\n';
+        END LOOP;
+    END LOOP;
+
+    out := out || E'# HELP pg_callback_latency_ms Attempt latency in milliseconds (quantiles estimated from a histogram).\n'
+               || E'# TYPE pg_callback_latency_ms summary\n';
+    FOR m IN
+        SELECT mt.* FROM callback.callback_metrics mt WHERE mt.total_calls > 0
+         ORDER BY mt.endpoint, mt.event_type
+    LOOP
+        out := out
+            || 'pg_callback_latency_ms{endpoint="' || callback._prom_label(m.endpoint) || '",event_type="'
+            || callback._prom_label(m.event_type) || '",quantile="0.5"} ' || m.p50_ms || E'\n'
+            || 'pg_callback_latency_ms{endpoint="' || callback._prom_label(m.endpoint) || '",event_type="'
+            || callback._prom_label(m.event_type) || '",quantile="0.95"} ' || m.p95_ms || E'\n'
+            || 'pg_callback_latency_ms{endpoint="' || callback._prom_label(m.endpoint) || '",event_type="'
+            || callback._prom_label(m.event_type) || '",quantile="0.99"} ' || m.p99_ms || E'\n'
+            || 'pg_callback_latency_ms_sum{endpoint="' || callback._prom_label(m.endpoint) || '",event_type="'
+            || callback._prom_label(m.event_type) || '"} ' || round(m.avg_ms * m.total_calls, 3) || E'\n'
+            || 'pg_callback_latency_ms_count{endpoint="' || callback._prom_label(m.endpoint) || '",event_type="'
+            || callback._prom_label(m.event_type) || '"} ' || m.total_calls || E'\n';
+    END LOOP;
+
+    out := out || E'# HELP pg_callback_health Endpoint health: 0 ok, 1 warn, 2 alert.\n'
+               || E'# TYPE pg_callback_health gauge\n';
+    FOR m IN SELECT h.endpoint, h.status FROM callback.callback_health h ORDER BY h.endpoint LOOP
+        out := out || 'pg_callback_health{endpoint="' || callback._prom_label(m.endpoint) || '"} '
+                   || CASE m.status WHEN 'ok' THEN 0 WHEN 'warn' THEN 1 ELSE 2 END || E'\n';
+    END LOOP;
+
+    out := out || E'# HELP pg_callback_worker_inflight Requests in flight per delivery worker.\n'
+               || E'# TYPE pg_callback_worker_inflight gauge\n';
+    FOR m IN SELECT w.slot, w.inflight FROM callback.worker_stats() w ORDER BY w.slot LOOP
+        out := out || 'pg_callback_worker_inflight{slot="' || m.slot || '"} ' || m.inflight || E'\n';
+    END LOOP;
+    out := out || E'# HELP pg_callback_worker_sent_total Attempts finished per delivery worker.\n'
+               || E'# TYPE pg_callback_worker_sent_total counter\n';
+    FOR m IN SELECT w.slot, w.sent FROM callback.worker_stats() w ORDER BY w.slot LOOP
+        out := out || 'pg_callback_worker_sent_total{slot="' || m.slot || '"} ' || m.sent || E'\n';
+    END LOOP;
+    RETURN out;
+END
+$fn$;
+
 /* ---------------------------------------------------------------- privileges */
 
 REVOKE ALL ON FUNCTION
@@ -829,3 +932,5 @@ GRANT SELECT ON callback.callback_metrics, callback.callback_health TO callback_
 REVOKE ALL ON FUNCTION callback.worker_stats() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION callback.worker_stats() TO pg_monitor, callback_monitor;
 GRANT SELECT ON callback.callback_worker_stats TO pg_monitor, callback_monitor;
+REVOKE ALL ON FUNCTION callback.prometheus_metrics() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION callback.prometheus_metrics() TO pg_monitor, callback_monitor;
