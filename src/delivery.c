@@ -270,7 +270,7 @@ finish_request(CURL *easy, CURLcode result)
 	o->latency_ms = (double) total_us / 1000.0;
 	o->started_at = req->started_at;
 	o->next_attempt_at = 0;
-	o->response_body = req->response.len > 0 || status != 0 ?
+	o->response_body = req->response.len > 0 ?
 		storable_text(req->response.data, req->response.len) : NULL;
 	if (result != CURLE_OK)
 		o->error = psprintf("%s", req->why[0] ? req->why :
@@ -464,6 +464,7 @@ pgcb_delivery_cycle(int max_new)
 	PgcbClaimed *claimed;
 	int			got;
 	int		   *got_per;
+	int			lease_ms = pgcb_lease_ms;
 
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
@@ -481,6 +482,8 @@ pgcb_delivery_cycle(int max_new)
 
 		if (want > 0)
 		{
+			/* a claim must outlive the request, or another claimer could send it too */
+			lease_ms = Max(lease_ms, 2 * ep->timeout_ms + pgcb_connect_timeout_ms);
 			ids[n_want] = ep->id;
 			counts[n_want] = want;
 			n_want++;
@@ -492,7 +495,7 @@ pgcb_delivery_cycle(int max_new)
 	if (n_want == 0)
 		return 0;
 
-	got = pgcb_queue_claim(n_want, ids, counts, my_claimed_by, &claimed, request_cxt);
+	got = pgcb_queue_claim(n_want, ids, counts, my_claimed_by, lease_ms, &claimed, request_cxt);
 	for (int i = 0; i < got; i++)
 	{
 		ep = hash_search(endpoints, &claimed[i].endpoint_id, HASH_FIND, NULL);

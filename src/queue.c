@@ -196,6 +196,8 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 	HASH_SEQ_STATUS seq;
 	PgcbEndpoint *ep;
 
+	/* nothing outside the engine keeps pointers into the old configuration */
+	MemoryContextReset(cfgcxt);
 	SPI_connect();
 	run_plan(PLAN_LOAD, &arg, NULL, true);
 
@@ -304,14 +306,14 @@ int4_array(const int *v, int n)
 
 int
 pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_by,
-				 PgcbClaimed **out, MemoryContext cxt)
+				 int lease_ms, PgcbClaimed **out, MemoryContext cxt)
 {
 	Datum		values[4];
 	int			got;
 
 	values[0] = PointerGetDatum(int4_array(endpoint_ids, n));
 	values[1] = PointerGetDatum(int4_array(counts, n));
-	values[2] = Float8GetDatum((double) pgcb_lease_ms);
+	values[2] = Float8GetDatum((double) lease_ms);
 	values[3] = Int32GetDatum(claimed_by);
 
 	SPI_connect();

@@ -27,9 +27,12 @@ extern bool pgcb_queue_extension_present(void);
 /* Refresh the endpoint hash (keyed by id) from callback_endpoints. */
 extern void pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *now);
 
-/* Claim up to counts[i] due deliveries of endpoint_ids[i]; rows go to *out (palloc'd in cxt). */
+/*
+ * Claim up to counts[i] due deliveries of endpoint_ids[i] for lease_ms;
+ * rows go to *out (palloc'd in cxt).
+ */
 extern int	pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_by,
-							 PgcbClaimed **out, MemoryContext cxt);
+							 int lease_ms, PgcbClaimed **out, MemoryContext cxt);
 
 /* Record n outcomes: queue rows, attempt history and per-minute stats, in one statement. */
 extern void pgcb_queue_write_back(const PgcbOutcome *outcomes, int n);

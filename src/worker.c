@@ -42,6 +42,7 @@ typedef struct LoopState
 	bool		woken;			/* the latch was set: maybe new work */
 	bool		claims_released;
 	TimestampTz last_cycle_at;
+	TimestampTz last_sweep_at;
 	TimestampTz first_unflushed_at;
 	int			last_claimed;
 	bool		extension_present;
@@ -71,6 +72,8 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 		}
 		else if (sweep)
 			pgcb_delivery_release_claims(false, true);
+		if (sweep)
+			ls->last_sweep_at = GetCurrentTimestamp();
 		ls->last_claimed = pgcb_delivery_cycle(room);
 		pgcb_shmem_set_state(slot, pgcb_delivery_inflight() > 0 ?
 							 PGCB_STATE_DELIVERING : PGCB_STATE_IDLE);
@@ -92,8 +95,9 @@ cycle_needed(LoopState *ls, TimestampTz now, bool *sweep)
 	int			inflight = pgcb_delivery_inflight();
 	long		due_ms = pgcb_delivery_ms_until_due();
 
-	*sweep = TimestampDifferenceExceeds(ls->last_cycle_at, now, pgcb_poll_interval_ms);
-	if (ls->woken || *sweep || !ls->claims_released)
+	*sweep = TimestampDifferenceExceeds(ls->last_sweep_at, now, pgcb_poll_interval_ms);
+	if (ls->woken || *sweep || !ls->claims_released ||
+		TimestampDifferenceExceeds(ls->last_cycle_at, now, pgcb_poll_interval_ms))
 		return true;
 	if (!ls->extension_present)
 		return false;
@@ -127,6 +131,7 @@ pgcb_worker_main(Datum main_arg)
 	int			slotno = DatumGetInt32(main_arg);
 	PgcbWorkerSlot *slot;
 	LoopState	ls;
+	MemoryContext loop_cxt;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -142,6 +147,8 @@ pgcb_worker_main(Datum main_arg)
 			(errmsg("pg_callback worker started in database \"%s\"", pgcb_database_name)));
 
 	pgcb_delivery_init(slot, slotno);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "pg_callback worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
 	memset(&ls, 0, sizeof(ls));
 	ls.woken = true;
 	ls.extension_present = true;
@@ -150,6 +157,10 @@ pgcb_worker_main(Datum main_arg)
 	{
 		TimestampTz now;
 		bool		sweep;
+
+		/* whatever a loop allocates outside the engine's contexts dies here */
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -160,7 +171,10 @@ pgcb_worker_main(Datum main_arg)
 
 		now = GetCurrentTimestamp();
 		if (cycle_needed(&ls, now, &sweep))
+		{
 			run_cycle(slot, &ls, sweep);
+			MemoryContextSwitchTo(loop_cxt);
+		}
 
 		if (pgcb_delivery_wait(wait_timeout(&ls, GetCurrentTimestamp())))
 			ls.woken = true;

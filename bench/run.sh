@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# pg_callback benchmark: one command.
+#
+#   bash bench/run.sh            full run (3 runs of each part, ~15-25 min on 2 cores)
+#   bash bench/run.sh --quick    smoke run (1 run, small sizes, < ~3 min)
+#
+# Other options are passed to bench/bench.py (see `bash bench/run.sh --help`):
+#   --runs N, --profile (perf record of the worker / whole box into bench/out/),
+#   --publish (copy bench/out/bench.png and results.md to bench/ for the README),
+#   --only drain,trigger,keepup,latency,metrics, --no-install, --no-build
+#
+# It installs what it needs from Debian (unless everything is already there),
+# builds and installs the extension from this repository (make && make install),
+# starts a throwaway PostgreSQL 15 cluster (as the postgres user) and nginx in a
+# temporary directory on ports of their own, measures, writes
+# bench/out/results.json, bench/out/results.md and bench/out/bench.png, prints
+# a table, and removes the cluster, nginx and the temporary directory on exit.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+PG_BIN=/usr/lib/postgresql/15/bin
+
+INSTALL=1
+BUILD=1
+for a in "$@"; do
+    case "$a" in
+        --no-install) INSTALL=0 ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) exec /usr/bin/python3 "$HERE/bench.py" --help ;;
+    esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench/run.sh: run as root (it installs packages, runs make install and starts the cluster as postgres)" >&2
+    exit 1
+fi
+
+# ------------------------------------------------------------------ packages
+PKGS=(postgresql-15 postgresql-client-15 postgresql-server-dev-15 build-essential
+      libcurl4-openssl-dev libssl-dev nginx-light wrk python3 python3-psycopg2
+      python3-matplotlib)
+if [ "$INSTALL" = 1 ]; then
+    missing=()
+    for p in "${PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    # nginx (full) serves as well as nginx-light
+    if [ "${#missing[@]}" -gt 0 ] && command -v nginx >/dev/null; then
+        missing=("${missing[@]/nginx-light}")
+    fi
+    read -r -a missing <<< "${missing[*]:-}"
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "== installing: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+        # the Debian nginx package starts a system nginx on port 80; we run our own
+        if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+            systemctl stop nginx || true
+        fi
+    else
+        echo "== packages: all present"
+    fi
+fi
+
+# ------------------------------------------------------------------ build
+if [ "$BUILD" = 1 ]; then
+    echo "== building and installing pg_callback (make && make install)"
+    (cd "$REPO" && make -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null && \
+        make -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null)
+fi
+
+id postgres >/dev/null 2>&1 || { echo "bench/run.sh: no postgres user (install postgresql-15)" >&2; exit 1; }
+
+# ------------------------------------------------------------------ temp dir + cleanup
+TMP="$(mktemp -d /tmp/pgcb-bench.XXXXXX)"
+chmod 755 "$TMP"
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -f "$TMP/pg/data/postmaster.pid" ]; then
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$TMP/pg/data" stop -m fast -t 20 >/dev/null 2>&1 || \
+            runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$TMP/pg/data" stop -m immediate >/dev/null 2>&1 || true
+    fi
+    for pidfile in "$TMP/nginx/nginx.pid" "$TMP/receiver.pid"; do
+        if [ -s "$pidfile" ]; then
+            pid="$(cat "$pidfile")"
+            kill "$pid" 2>/dev/null || true
+            for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    done
+    if [ -n "${BENCH_KEEP_TMP:-}" ]; then
+        echo "== kept $TMP (BENCH_KEEP_TMP set)"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir -p "$HERE/out"
+/usr/bin/python3 "$HERE/bench.py" --tmp "$TMP" --repo "$REPO" "$@"
