@@ -622,8 +622,8 @@ DECLARE
     total bigint := 0;
 BEGIN
     IF older_than IS NULL THEN
-        older_than := make_interval(secs => current_setting('callback.retention')::interval
-                                            / interval '1 second');
+        -- The setting shows with its unit ('7d', '12h'), which interval reads.
+        older_than := current_setting('callback.retention')::interval;
     END IF;
     IF older_than < '0' THEN
         RAISE EXCEPTION 'older_than % is negative', older_than USING ERRCODE = 'invalid_parameter_value',
