@@ -246,7 +246,21 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     new_id integer;
+    arg record;
 BEGIN
+    -- NULL would otherwise reach the NOT NULL constraint, whose message
+    -- prints the whole row, generated secret included.
+    FOR arg IN SELECT * FROM (VALUES ('name', name IS NULL), ('url', url IS NULL),
+                                     ('event_types', event_types IS NULL), ('headers', headers IS NULL),
+                                     ('max_attempts', max_attempts IS NULL),
+                                     ('retry_schedule', retry_schedule IS NULL),
+                                     ('failure_threshold', failure_threshold IS NULL),
+                                     ('breaker_cooldown', breaker_cooldown IS NULL)) a(arg, is_null)
+               WHERE a.is_null LOOP
+        RAISE EXCEPTION '% must not be NULL', arg.arg
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave the argument out to get its default.';
+    END LOOP;
     PERFORM callback._check_endpoint_args(name, url, event_types, headers, timeout, secret,
                                           max_attempts, retry_schedule, rate_limit, rate_burst,
                                           failure_threshold, breaker_cooldown);
@@ -255,6 +269,7 @@ BEGIN
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Use callback.alter_endpoint() to change it, or pick another name.';
     END IF;
+    PERFORM callback._check_secret_unused(secret, NULL);
     INSERT INTO callback.callback_endpoints
         (name, url, event_types, headers, timeout_ms, secret, max_attempts, retry_schedule,
          rate_limit, rate_burst, failure_threshold, breaker_cooldown)
@@ -335,6 +350,28 @@ BEGIN
 END
 $fn$;
 
+/*
+ * A secret given by the caller must not be another endpoint's (current or
+ * previous).  Checked here so that the error does not print the secret, as
+ * the unique index's message would.
+ */
+CREATE FUNCTION callback._check_secret_unused(secret text, own_id integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF secret IS NOT NULL AND EXISTS (
+           SELECT 1 FROM callback.callback_endpoints c
+            WHERE (c.secret = _check_secret_unused.secret OR c.previous_secret = _check_secret_unused.secret)
+              AND c.id IS DISTINCT FROM own_id) THEN
+        RAISE EXCEPTION 'this secret is already used by another endpoint'
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Each endpoint needs its own secret; omit it to have one generated.';
+    END IF;
+END
+$fn$;
+
 /* The endpoint's row, locked, or a clear error. */
 CREATE FUNCTION callback._endpoint_for_update(endpoint text)
 RETURNS callback.callback_endpoints
@@ -346,7 +383,8 @@ DECLARE
 BEGIN
     IF endpoint IS NULL THEN
         RAISE EXCEPTION 'endpoint name must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give the name of an endpoint; see SELECT name FROM callback.callback_endpoints.';
     END IF;
     SELECT * INTO e FROM callback.callback_endpoints c WHERE c.name = endpoint FOR UPDATE;
     IF NOT FOUND THEN
@@ -394,9 +432,13 @@ BEGIN
         retry_schedule = coalesce(alter_endpoint.retry_schedule, c.retry_schedule),
         rate_limit = CASE WHEN remove_rate_limit THEN NULL
                           ELSE coalesce(alter_endpoint.rate_limit, c.rate_limit) END,
+        -- A burst given wins; a first rate limit gets create_endpoint's
+        -- default burst; otherwise the burst stays.
         rate_burst = CASE WHEN remove_rate_limit THEN NULL
-                          ELSE coalesce(alter_endpoint.rate_burst, c.rate_burst,
-                                        greatest(1, ceil(alter_endpoint.rate_limit))::integer) END,
+                          WHEN alter_endpoint.rate_burst IS NOT NULL THEN alter_endpoint.rate_burst
+                          WHEN alter_endpoint.rate_limit IS NOT NULL AND c.rate_limit IS NULL
+                              THEN greatest(1, ceil(alter_endpoint.rate_limit))::integer
+                          ELSE c.rate_burst END,
         failure_threshold = coalesce(alter_endpoint.failure_threshold, c.failure_threshold),
         breaker_cooldown = coalesce(alter_endpoint.breaker_cooldown, c.breaker_cooldown),
         enabled = coalesce(alter_endpoint.enabled, c.enabled),
@@ -484,7 +526,12 @@ DECLARE
     s text := coalesce(new_secret, callback.generate_secret());
 BEGIN
     e := callback._endpoint_for_update(name);
-    IF grace IS NULL OR grace < '0' OR grace > '30 days' THEN
+    IF grace IS NULL THEN
+        RAISE EXCEPTION 'grace must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Give ''0'' to stop the old secret at once.';
+    END IF;
+    IF grace < '0' OR grace > '30 days' THEN
         RAISE EXCEPTION 'grace period % is out of range', grace
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give an interval between 0 and 30 days.';
@@ -495,6 +542,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Omit new_secret to have one generated.';
     END IF;
+    PERFORM callback._check_secret_unused(s, e.id);
     UPDATE callback.callback_endpoints c
        SET previous_secret = CASE WHEN grace > '0' THEN c.secret END,
            previous_secret_expires_at = CASE WHEN grace > '0' THEN now() + grace END,
@@ -629,7 +677,12 @@ BEGIN
         RAISE EXCEPTION 'older_than % is negative', older_than USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Give an age such as ''7 days''.';
     END IF;
-    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
+    IF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave it out for the default of 10000 rows per batch.';
+    END IF;
+    IF batch_size < 1 OR batch_size > 1000000 THEN
         RAISE EXCEPTION 'batch_size % is out of range', batch_size USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Give between 1 and 1000000 rows per batch.';
     END IF;

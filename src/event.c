@@ -297,7 +297,8 @@ validate_event_types(PG_FUNCTION_ARGS)
 	if (ARR_NDIM(patterns) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event_types must be a one-dimensional array")));
+				 errmsg("event_types must be a one-dimensional array"),
+				 errhint("Give a list of patterns, such as '{order.*,invoice.paid}'.")));
 	deconstruct_array(patterns, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	if (n == 0)
 		ereport(ERROR,
@@ -309,7 +310,8 @@ validate_event_types(PG_FUNCTION_ARGS)
 		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("event_types must not contain NULL")));
+					 errmsg("event_types must not contain NULL"),
+					 errhint("Remove the NULL; use '*' to match every event type.")));
 		pgcb_event_check_type(TextDatumGetCString(elems[i]), true, "event type pattern");
 	}
 	PG_RETURN_VOID();

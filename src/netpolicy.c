@@ -511,6 +511,7 @@ pgcb_netpolicy_check_url(const char *url)
 	char	   *scheme;
 	char	   *host;
 	char	   *user;
+	const char *authority;
 	char	   *password;
 	char	   *redacted = NULL;
 	struct sockaddr_storage ss;
@@ -543,6 +544,24 @@ pgcb_netpolicy_check_url(const char *url)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid callback URL \"\""),
 				 errdetail("The URL is empty."),
+				 errhint(NETPOLICY_HINT_URL)));
+
+	/*
+	 * curl forgives "http:/x" and "http:///x", reading "x" as the host; a
+	 * callback URL must spell its authority out.
+	 */
+	authority = strstr(url, "://");
+	if (authority == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid callback URL \"%s\"", url),
+				 errdetail("It is not an absolute URL of the form scheme://host/path."),
+				 errhint(NETPOLICY_HINT_URL)));
+	if (authority[3] == '/' || authority[3] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid callback URL \"%s\"", url),
+				 errdetail("It has no host."),
 				 errhint(NETPOLICY_HINT_URL)));
 
 	cu = curl_url();
