@@ -447,3 +447,78 @@ def test_secret_spec_forms(request, cluster, receiver, endpoint_factory, swh_ver
         assert spec_verifies(s, recs[0])
         verified, total, err = swh_verifier(recs, s)
         assert (verified, total) == (1, 1), err
+
+
+# The test vector of issue 4 (the one published with the Standard Webhooks
+# specification and its libraries).
+VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_TS = 1614265330
+VECTOR_BODY = '{"test": 2432232314}'
+VECTOR_SIG = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+class _Rec:
+    """The part of a receiver Record that the verifiers read."""
+
+    def __init__(self, headers, body):
+        self.headers = headers
+        self.body = body.encode("utf-8") if isinstance(body, str) else body
+
+
+def test_vector_sign_and_verify(cluster, swh_verifier):
+    # callback.sign() gives the published signature, byte for byte
+    got = cluster.scalar("SELECT callback.sign(%s, %s, %s, %s)",
+                         (VECTOR_SECRET, VECTOR_ID, VECTOR_TS, VECTOR_BODY))
+    assert got == VECTOR_SIG, "callback.sign gave %r for the test vector" % got
+    # the Python reading of the specification agrees (so the vector is read right)
+    assert spec_signature(VECTOR_SECRET, VECTOR_ID, VECTOR_TS, VECTOR_BODY) == VECTOR_SIG
+
+    # callback.verify_signature(): the vector is from 2021, so it verifies
+    # only with a tolerance that reaches back that far
+    def verify(sig_header, body=VECTOR_BODY, tolerance=None, secret=VECTOR_SECRET,
+               msg_id=VECTOR_ID, ts=VECTOR_TS):
+        if tolerance is None:
+            return cluster.scalar("SELECT callback.verify_signature(%s, %s, %s, %s, %s)",
+                                  (secret, msg_id, ts, body, sig_header))
+        return cluster.scalar("SELECT callback.verify_signature(%s, %s, %s, %s, %s, %s::interval)",
+                              (secret, msg_id, ts, body, sig_header, tolerance))
+
+    far = "100 years"
+    assert verify(VECTOR_SIG, tolerance=far) is True
+    assert verify(VECTOR_SIG) is False, "a 2021 timestamp passed the default 5 minute tolerance"
+    # one of several space-separated signatures is enough; none, or a changed
+    # body / id / timestamp / secret, is not
+    other = spec_signature(new_secret(), VECTOR_ID, VECTOR_TS, VECTOR_BODY)
+    assert verify(other + " " + VECTOR_SIG, tolerance=far) is True
+    assert verify(VECTOR_SIG + " " + other, tolerance=far) is True
+    assert verify(other, tolerance=far) is False
+    assert verify(VECTOR_SIG, body=VECTOR_BODY + " ", tolerance=far) is False
+    assert verify(VECTOR_SIG, msg_id=VECTOR_ID + "x", tolerance=far) is False
+    assert verify(VECTOR_SIG, ts=VECTOR_TS + 1, tolerance=far) is False
+    assert verify(VECTOR_SIG, secret=new_secret(), tolerance=far) is False
+    assert verify("v1," + VECTOR_SIG[3:-2] + "A=", tolerance=far) is False
+    assert verify("v2," + VECTOR_SIG[3:], tolerance=far) is False
+
+    # the tolerance is applied around now: a fresh signature verifies with the
+    # default, one 10 minutes old does not
+    now = int(cluster.scalar("SELECT extract(epoch FROM now())::bigint"))
+    for ts, expect in ((now, True), (now - 600, False), (now + 600, False)):
+        sig = spec_signature(VECTOR_SECRET, VECTOR_ID, ts, VECTOR_BODY)
+        assert verify(sig, ts=ts) is expect, (ts - now, expect)
+
+    # the official npm library accepts the vector (its clock set to the
+    # vector's timestamp: it has no tolerance option) and rejects a forgery
+    headers = {"webhook-id": VECTOR_ID, "webhook-timestamp": str(VECTOR_TS),
+               "webhook-signature": VECTOR_SIG}
+    verified, total, err = swh_verifier([_Rec(headers, VECTOR_BODY)], VECTOR_SECRET,
+                                        check_timestamp=False)
+    assert (verified, total) == (1, 1), err
+    forged = dict(headers, **{"webhook-signature": other})
+    verified, total, _ = swh_verifier([_Rec(forged, VECTOR_BODY)], VECTOR_SECRET,
+                                      check_timestamp=False)
+    assert (verified, total) == (0, 1)
+    # ...and with its real clock refuses the 2021 timestamp
+    verified, total, _ = swh_verifier([_Rec(headers, VECTOR_BODY)], VECTOR_SECRET,
+                                      check_timestamp=True)
+    assert (verified, total) == (0, 1)
