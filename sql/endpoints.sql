@@ -87,30 +87,37 @@ SELECT name, rate_limit, rate_burst FROM callback.callback_endpoints
 
 -- Duplicate name.
 SELECT pg_temp.try($$SELECT callback.create_endpoint('plain', 'http://127.0.0.1:9/again')$$) AS endpoints;
--- Not tested until fixed (bugs.md E2): two endpoints sharing a secret (the
--- error repeats the secret).
+-- Two endpoints cannot share a secret; the message does not repeat it.
+SELECT pg_temp.try(format('SELECT callback.create_endpoint(%L, %L, secret => %L)',
+                          'same_secret', 'http://127.0.0.1:9/', :'sec1')) AS endpoints;
 
--- Names.  Not tested until fixed (bugs.md E1): NULL for a required argument
--- (name, url, event_types, headers, max_attempts, retry_schedule).
+-- Names.
+SELECT pg_temp.try($$SELECT callback.create_endpoint(NULL, 'http://127.0.0.1:9/')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('', 'http://127.0.0.1:9/')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('has space', 'http://127.0.0.1:9/')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('semi;colon', 'http://127.0.0.1:9/')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint(repeat('n', 101), 'http://127.0.0.1:9/')$$) AS endpoints;
 
 -- URLs.
+SELECT pg_temp.try($$SELECT callback.create_endpoint('u', NULL)$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('u', 'not a url')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('u', 'ftp://example.com/hook')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('u', 'http://')$$) AS endpoints;
--- Not tested until fixed (bugs.md E4): 'http:///path' and 'http:/path' have
--- no host but are accepted (curl reads "path" as the host).
+-- No authority: curl alone would read "path" as the host.
+SELECT pg_temp.try($$SELECT callback.create_endpoint('u', 'http:///path')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('u', 'http:/path')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('u', 'example.com/hook')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('u', '')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('u', 'http://10.1.2.3/hook')$$) AS endpoints;
 
--- Event type patterns.  Not tested until fixed (bugs.md E5, no hint): a NULL
--- element, a two-dimensional array.
+-- Event type patterns.
+SELECT pg_temp.try($$SELECT callback.create_endpoint('e', 'http://127.0.0.1:9/', event_types => NULL)$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('e', 'http://127.0.0.1:9/', event_types => '{order.*, NULL}')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('e', 'http://127.0.0.1:9/', event_types => '{}')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('e', 'http://127.0.0.1:9/', event_types => '{"order created"}')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('e', 'http://127.0.0.1:9/', event_types => '{order/created}')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('e', 'http://127.0.0.1:9/', event_types => '{""}')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('e', 'http://127.0.0.1:9/', event_types => '{{a},{b}}')$$) AS endpoints;
 SELECT pg_temp.try(format('SELECT callback.create_endpoint(%L, %L, event_types => ARRAY[%L])',
                           'e', 'http://127.0.0.1:9/', repeat('a', 129))) AS endpoints;
 -- '{*}' and '{order.*}' are fine; so is the longest allowed pattern.
@@ -122,6 +129,7 @@ SELECT name, event_types FROM callback.callback_endpoints WHERE name IN ('e_all'
  ORDER BY name COLLATE "C";
 
 -- Headers.
+SELECT pg_temp.try($$SELECT callback.create_endpoint('h', 'http://127.0.0.1:9/', headers => NULL)$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('h', 'http://127.0.0.1:9/', headers => '["X-A", "1"]')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('h', 'http://127.0.0.1:9/', headers => '"X-A: 1"')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('h', 'http://127.0.0.1:9/', headers => '{"X-A": 1}')$$) AS endpoints;
@@ -138,12 +146,14 @@ SELECT pg_temp.try($$SELECT callback.create_endpoint('t', 'http://127.0.0.1:9/',
 -- Attempts: 1 to 100.
 SELECT pg_temp.try($$SELECT callback.create_endpoint('a', 'http://127.0.0.1:9/', max_attempts => 0)$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('a', 'http://127.0.0.1:9/', max_attempts => 101)$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('a', 'http://127.0.0.1:9/', max_attempts => NULL)$$) AS endpoints;
 
 -- Retry schedules.
 SELECT pg_temp.try($$SELECT callback.create_endpoint('r', 'http://127.0.0.1:9/', retry_schedule => '{}')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('r', 'http://127.0.0.1:9/', retry_schedule => '{1 second, -5 seconds}')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('r', 'http://127.0.0.1:9/', retry_schedule => '{1 second, NULL}')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('r', 'http://127.0.0.1:9/', retry_schedule => '{8 days}')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('r', 'http://127.0.0.1:9/', retry_schedule => NULL)$$) AS endpoints;
 
 -- Rate limits.
 SELECT pg_temp.try($$SELECT callback.create_endpoint('l', 'http://127.0.0.1:9/', rate_limit => 0)$$) AS endpoints;
@@ -157,6 +167,8 @@ SELECT pg_temp.try($$SELECT callback.create_endpoint('l', 'http://127.0.0.1:9/',
 SELECT pg_temp.try($$SELECT callback.create_endpoint('b', 'http://127.0.0.1:9/', failure_threshold => 0)$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('b', 'http://127.0.0.1:9/', breaker_cooldown => '0')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('b', 'http://127.0.0.1:9/', breaker_cooldown => '2 days')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('b', 'http://127.0.0.1:9/', failure_threshold => NULL)$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('b', 'http://127.0.0.1:9/', breaker_cooldown => NULL)$$) AS endpoints;
 
 -- Secrets: malformed ones are refused without being repeated.
 SELECT pg_temp.try($$SELECT callback.create_endpoint('s', 'http://127.0.0.1:9/', secret => 'hunter2')$$) AS endpoints;
@@ -168,10 +180,8 @@ SELECT name FROM callback.callback_endpoints ORDER BY name COLLATE "C";
 
 ----------------------------------------------------------------- alter_endpoint
 
--- Not tested until fixed (bugs.md E5, no hint, and for rotate_secret and purge
--- the wrong SQLSTATE): a NULL endpoint name, grace or batch_size.
-
 SELECT pg_temp.try($$SELECT callback.alter_endpoint('nosuch', url => 'http://127.0.0.1:9/x')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.alter_endpoint(NULL, url => 'http://127.0.0.1:9/x')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.alter_endpoint('plain', url => 'ftp://127.0.0.1/x')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.alter_endpoint('plain', event_types => '{}')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.alter_endpoint('plain', max_attempts => 0)$$) AS endpoints;
@@ -183,20 +193,22 @@ SELECT * FROM pg_temp.ep WHERE name = 'plain';
 SELECT callback.alter_endpoint('plain', url => 'https://example.com/new', max_attempts => 4);
 SELECT name, url, event_types, max_attempts, retry_schedule FROM pg_temp.ep WHERE name = 'plain';
 
--- Disable: the reason says who did it.  Enable again: no reason.
+-- Disable: the reason says who did it.  Enable again: no reason.  Neither
+-- touches the (absent) rate limit.
 SELECT callback.alter_endpoint('plain', enabled => false);
 SELECT enabled, disabled_reason = 'disabled by ' || current_user AS reason_names_the_user
   FROM callback.callback_endpoints WHERE name = 'plain';
 SELECT callback.alter_endpoint('plain', enabled => true);
-SELECT enabled, disabled_reason, rate_limit
+SELECT enabled, disabled_reason, rate_limit, rate_burst
   FROM callback.callback_endpoints WHERE name = 'plain';
 
--- A rate limit given with its burst, the burst changed, both removed.  Not
--- tested until fixed (bugs.md E3): the burst a rate limit given alone gets,
--- and that alter_endpoint leaves an absent rate limit's burst NULL.
-SELECT callback.alter_endpoint('plain', rate_limit => 3.2, rate_burst => 4);
+-- A first rate limit (the burst defaults to ceil(rate), as in create_endpoint),
+-- its burst changed, a new rate (the burst stays), both removed.
+SELECT callback.alter_endpoint('plain', rate_limit => 3.2);
 SELECT rate_limit, rate_burst FROM callback.callback_endpoints WHERE name = 'plain';
 SELECT callback.alter_endpoint('plain', rate_burst => 9);
+SELECT rate_limit, rate_burst FROM callback.callback_endpoints WHERE name = 'plain';
+SELECT callback.alter_endpoint('plain', rate_limit => 50);
 SELECT rate_limit, rate_burst FROM callback.callback_endpoints WHERE name = 'plain';
 SELECT callback.alter_endpoint('plain', remove_rate_limit => true);
 SELECT rate_limit, rate_burst FROM callback.callback_endpoints WHERE name = 'plain';
@@ -214,17 +226,21 @@ SELECT paused, enabled FROM callback.callback_endpoints WHERE name = 'plain';
 SELECT callback.resume_endpoint('plain');
 SELECT paused, enabled, breaker_state FROM callback.callback_endpoints WHERE name = 'plain';
 SELECT pg_temp.try($$SELECT callback.pause_endpoint('nosuch')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.resume_endpoint(NULL)$$) AS endpoints;
 
 ----------------------------------------------------------------- rotate_secret
 
 SELECT pg_temp.try($$SELECT callback.rotate_secret('nosuch')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.rotate_secret('orders', grace => '-1 hour')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.rotate_secret('orders', grace => '31 days')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.rotate_secret('orders', grace => NULL)$$) AS endpoints;
 SELECT pg_temp.try(format('SELECT callback.rotate_secret(%L, new_secret => %L)', 'orders', :'sec1')) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.rotate_secret('orders', new_secret => 'whsec_')$$) AS endpoints;
--- Not tested until fixed (bugs.md E2): another endpoint's secret.
+-- Another endpoint's secret: refused, without repeating it.
+SELECT pg_temp.try(format('SELECT callback.rotate_secret(%L, new_secret => %L)', 'plain', :'sec1')) AS endpoints;
 SELECT secret = :'sec1' AS unchanged, previous_secret IS NULL AS no_previous
   FROM callback.callback_endpoints WHERE name = 'orders';
+SELECT count(*) AS endpoints_with_sec1 FROM callback.callback_endpoints WHERE secret = :'sec1';
 
 -- With a grace period the old secret is kept until it expires.
 BEGIN;
@@ -243,6 +259,11 @@ SELECT secret ~ '^whsec_' AND secret NOT IN (:'sec1', :'sec2') AS new_secret,
   FROM callback.callback_endpoints WHERE name = 'orders';
 COMMIT;
 
+-- While 'orders' keeps sec2 as its previous secret, no other endpoint may take it.
+SELECT pg_temp.try(format('SELECT callback.create_endpoint(%L, %L, secret => %L)',
+                          'same_secret', 'http://127.0.0.1:9/', :'sec2')) AS endpoints;
+SELECT pg_temp.try(format('SELECT callback.rotate_secret(%L, new_secret => %L)', 'plain', :'sec2')) AS endpoints;
+
 -- Grace 0: the old secret stops at once.
 SELECT callback.rotate_secret('orders', '0', :'sec1') = :'sec1' AS returns_new_secret;
 SELECT secret = :'sec1' AS new_secret, previous_secret IS NULL AS no_previous,
@@ -260,6 +281,7 @@ SELECT e.name, q.event_type, q.status
 
 SELECT pg_temp.try($$SELECT callback.drop_endpoint('e_all')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.drop_endpoint('nosuch')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.drop_endpoint(NULL)$$) AS endpoints;
 SELECT count(*) AS queued FROM callback.callback_queue;
 
 -- An endpoint with nothing pending drops without force.
@@ -300,6 +322,7 @@ SELECT (body::jsonb -> 'data' ->> 'n')::int AS n, status, attempts
   FROM callback.callback_queue WHERE event_type = 'redrive.test' ORDER BY 1;
 
 SELECT pg_temp.try($$SELECT callback.redrive(NULL::bigint[])$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.redrive(NULL::text)$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.redrive(NULL::timestamptz)$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.redrive('nosuch'::text)$$) AS endpoints;
 
@@ -324,6 +347,7 @@ SELECT (body::jsonb -> 'data' ->> 'n')::int AS n, status, attempts, finished_at 
 
 SELECT pg_temp.try($$SELECT callback.purge('-1 day')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.purge('7 days', 0)$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.purge('7 days', NULL)$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.purge('7 days', 1000001)$$) AS endpoints;
 
 -- Start from an empty queue: delivered and dead rows old and new, and pending
