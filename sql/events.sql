@@ -259,6 +259,16 @@ SELECT o.customer = q.body::jsonb -> 'data' -> 'new' ->> 'customer' AS customer_
 DELETE FROM shop.orders;
 DELETE FROM callback.callback_queue;
 
+-- Values JSON has no number for are written as strings, so the body stays
+-- valid JSON; keys are escaped like values.
+CREATE TABLE shop.measures (id integer, "naïve ""key""" double precision, r real, n numeric);
+CREATE TRIGGER measures_callback AFTER INSERT ON shop.measures
+    FOR EACH ROW EXECUTE FUNCTION callback.trigger('order');
+INSERT INTO shop.measures VALUES (1, 'NaN', 'Infinity', 'NaN'), (2, '-Infinity', '1.5', '-0.000001');
+SELECT pg_temp.masked(body) AS body, body::jsonb -> 'data' -> 'new' AS parsed FROM pg_temp.q ORDER BY id;
+DROP TABLE shop.measures;
+DELETE FROM callback.callback_queue;
+
 -- Names that need quoting, a dropped column, a generated column, a domain and
 -- a composite; no argument: the table's name is the prefix.
 CREATE SCHEMA "Shop ""West""";
