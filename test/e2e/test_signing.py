@@ -522,3 +522,33 @@ def test_vector_sign_and_verify(cluster, swh_verifier):
     verified, total, _ = swh_verifier([_Rec(headers, VECTOR_BODY)], VECTOR_SECRET,
                                       check_timestamp=True)
     assert (verified, total) == (0, 1)
+
+
+def test_generated_secrets_sign_verifiably(request, cluster, receiver, endpoint_factory,
+                                           swh_verifier):
+    """create_endpoint without a secret generates one: whsec_<base64> of 24 to
+    64 bytes, different per endpoint, and deliveries signed with it verify."""
+    n = 4
+    eids = [endpoint_factory(endpoint_name(request, "_%d" % i), receiver.url("/gen%d" % i),
+                             event_types="{sig.gen%d}" % i) for i in range(n)]
+    secrets = [cluster.scalar("SELECT secret FROM callback.callback_endpoints WHERE id = %s",
+                              (eid,)) for eid in eids]
+    assert len(set(secrets)) == n, "generated secrets repeat"
+    keys = []
+    for s in secrets:
+        assert s and s.startswith("whsec_"), s and s[:6]
+        key = base64.b64decode(s[len("whsec_"):], validate=True)
+        assert 24 <= len(key) <= 64, "generated key of %d bytes" % len(key)
+        keys.append(key)
+    assert len({k[:8] for k in keys}) == n
+    for i in range(n):
+        enqueue_many(cluster, "sig.gen%d" % i, [{"gen": i}])
+    for i, (eid, s) in enumerate(zip(eids, secrets)):
+        assert receiver.wait_for(1, "/gen%d" % i, timeout=30), diagnostics(cluster, eid)
+        recs = receiver.requests("/gen%d" % i)
+        check_standard_headers(recs[0])
+        assert spec_verifies(s, recs[0])
+        # another endpoint's secret does not verify it
+        assert not spec_verifies(secrets[(i + 1) % n], recs[0])
+        verified, total, err = swh_verifier(recs, s)
+        assert (verified, total) == (1, 1), err
