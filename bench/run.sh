@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # pg_callback benchmark: one command.
 #
-#   bash bench/run.sh            full run (3 runs of each part, ~15-25 min on 2 cores)
-#   bash bench/run.sh --quick    smoke run (1 run, small sizes, < ~3 min)
+#   bash bench/run.sh                 full run (3 runs of each part, ~15-25 min on 2 cores)
+#   BENCH_QUICK=1 bash bench/run.sh   smoke run (1 run, small sizes, ~1-2 min); same as --quick
 #
 # Other options are passed to bench/bench.py (see `bash bench/run.sh --help`):
-#   --runs N, --profile (perf record of the worker / whole box into bench/out/),
-#   --publish (copy bench/out/bench.png and results.md to bench/ for the README),
-#   --only drain,trigger,keepup,latency,metrics, --no-install, --no-build
+#   --runs N, --profile (perf record of the worker / the cluster into bench/out/perf-*.txt),
+#   --only drain,trigger,keepup,latency,metrics,
+#   --no-install (no apt-get), --no-build (use the pg_callback already installed)
 #
 # It installs what it needs from Debian (unless everything is already there),
-# builds and installs the extension from this repository (make && make install),
-# starts a throwaway PostgreSQL 15 cluster (as the postgres user) and nginx in a
-# temporary directory on ports of their own, measures, writes
-# bench/out/results.json, bench/out/results.md and bench/out/bench.png, prints
-# a table, and removes the cluster, nginx and the temporary directory on exit.
+# builds the extension from a copy of this repository in a temporary directory
+# and installs it (make install), starts a throwaway PostgreSQL 15 cluster (as
+# the postgres user) and nginx in that temporary directory on ports of their
+# own, measures, writes bench/out/results.json, bench/out/results.md and
+# bench/out/bench.png, prints a table, and removes the cluster, nginx and the
+# temporary directory on exit.  A full (not quick) run also copies results.json,
+# results.md and bench.png to bench/results/, which the README shows.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,11 +25,20 @@ PG_BIN=/usr/lib/postgresql/15/bin
 
 INSTALL=1
 BUILD=1
+QUICK=0
+PARTIAL=0
+ARGS=("$@")
+case "${BENCH_QUICK:-0}" in
+    ""|0|no|false) ;;
+    *) QUICK=1; ARGS+=(--quick) ;;
+esac
 for a in "$@"; do
     case "$a" in
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
-        -h|--help) exec /usr/bin/python3 "$HERE/bench.py" --help ;;
+        --quick) QUICK=1 ;;
+        --only|--only=*) PARTIAL=1 ;;
+        -h|--help) exec /usr/bin/python3 "$HERE/bench.py" --help --tmp - --repo - ;;
     esac
 done
 
@@ -43,13 +54,10 @@ PKGS=(postgresql-15 postgresql-client-15 postgresql-server-dev-15 build-essentia
 if [ "$INSTALL" = 1 ]; then
     missing=()
     for p in "${PKGS[@]}"; do
+        # a full nginx serves as well as nginx-light
+        if [ "$p" = nginx-light ] && command -v nginx >/dev/null; then continue; fi
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
-    # nginx (full) serves as well as nginx-light
-    if [ "${#missing[@]}" -gt 0 ] && command -v nginx >/dev/null; then
-        missing=("${missing[@]/nginx-light}")
-    fi
-    read -r -a missing <<< "${missing[*]:-}"
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "== installing: ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
@@ -62,13 +70,6 @@ if [ "$INSTALL" = 1 ]; then
     else
         echo "== packages: all present"
     fi
-fi
-
-# ------------------------------------------------------------------ build
-if [ "$BUILD" = 1 ]; then
-    echo "== building and installing pg_callback (make && make install)"
-    (cd "$REPO" && make -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null && \
-        make -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null)
 fi
 
 id postgres >/dev/null 2>&1 || { echo "bench/run.sh: no postgres user (install postgresql-15)" >&2; exit 1; }
@@ -103,5 +104,24 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# ------------------------------------------------------------------ build
+if [ "$BUILD" = 1 ]; then
+    echo "== building pg_callback in $TMP/src and installing it (make install)"
+    # shellcheck source=../scripts/lib.sh
+    . "$REPO/scripts/lib.sh"
+    build_and_install "$REPO" "$TMP/src" >/dev/null
+else
+    echo "== --no-build: using the pg_callback installed in $("$PG_BIN/pg_config" --pkglibdir)"
+fi
+
 mkdir -p "$HERE/out"
-/usr/bin/python3 "$HERE/bench.py" --tmp "$TMP" --repo "$REPO" "$@"
+/usr/bin/python3 "$HERE/bench.py" --tmp "$TMP" --repo "$REPO" ${ARGS[@]+"${ARGS[@]}"}
+
+# ------------------------------------------------------------------ publish
+if [ "$QUICK" = 0 ] && [ "$PARTIAL" = 0 ]; then
+    mkdir -p "$HERE/results"
+    for f in results.json results.md bench.png; do
+        [ -f "$HERE/out/$f" ] && cp "$HERE/out/$f" "$HERE/results/$f"
+    done
+    echo "== copied results.json, results.md and bench.png to bench/results/"
+fi
