@@ -419,7 +419,17 @@ def prom_and_view(cluster):
     return text, view or [], health or [], workers or []
 
 
-def test_prometheus_exposition_is_strict_and_equals_the_view(cluster, mixed_run):
+def test_prometheus_exposition_is_strict_and_equals_the_view(cluster, mixed_run, receiver,
+                                                            endpoint_factory):
+    # besides the mixed run's history: a paused endpoint with 3 deliveries
+    # waiting and no attempt yet (a row with no latency figures)
+    endpoint_factory("prom_waiting", receiver.url("/w"), event_types="{p.wait}")
+    cluster.execute("SELECT callback.pause_endpoint('prom_waiting')")
+    cluster.execute("SELECT callback.enqueue('p.wait', jsonb_build_object('i', g)) "
+                    "  FROM generate_series(1, 3) g")
+    cluster.execute("UPDATE callback.callback_queue SET created_at = now() - interval '90 seconds' "
+                    " WHERE endpoint_id = (SELECT id FROM callback.callback_endpoints "
+                    "                       WHERE name = 'prom_waiting')")
     text, view, health, workers = prom_and_view(cluster)
     assert text is not None, "prometheus_metrics() returned NULL"
     fams = promparse.parse(text)
@@ -459,6 +469,14 @@ def test_prometheus_exposition_is_strict_and_equals_the_view(cluster, mixed_run)
         lab = {"endpoint": mixed_run["names"][path], "event_type": etype}
         assert fams["pg_callback_calls_total"].value(**lab) == e["total_calls"]
         assert fams["pg_callback_dead_total"].value(**lab) == e["dead"]
+
+    wl = {"endpoint": "prom_waiting", "event_type": "p.wait"}
+    assert fams["pg_callback_pending"].value(**wl) == 3
+    assert fams["pg_callback_calls_total"].value(**wl) == 0
+    assert 90 <= fams["pg_callback_oldest_pending_seconds"].value(**wl) < 300
+    assert not [x for x in fams["pg_callback_latency_ms"].samples
+                if x.labels.get("endpoint") == "prom_waiting"]
+    assert fams["pg_callback_health"].value(endpoint="prom_waiting") == 1  # warn: paused
 
     codes = {"ok": 0, "warn": 1, "alert": 2}
     for h in health:
