@@ -263,7 +263,8 @@ def test_ssrf_spellings_refused_at_creation(request, cluster, receiver):
         SSRF_RESULTS.append((url, "create_endpoint, allowlist empty", short_error(e)))
         if e.pgcode != "42501":
             failures.append("%s: %s" % (url, short_error(e)))
-        elif "forbidden address" not in e.pgerror or "callback.ssrf_allowlist" not in e.pgerror:
+        elif "forbidden address" not in (e.diag.message_primary or "") or \
+                "callback.ssrf_allowlist" not in (e.diag.message_hint or ""):
             failures.append("%s: message/hint %r" % (url, e.pgerror))
     assert not failures, "SSRF spellings not refused with 42501:\n" + "\n".join(failures)
     # callback.address_allowed() says the same
@@ -647,6 +648,7 @@ def test_header_injection_refused(request, cluster, receiver, endpoint_factory):
                       "SELECT callback.create_endpoint(name => %s, url => %s, headers => %s::jsonb)",
                       (name, url, json.dumps(hdrs)))
         assert e.pgcode == code, (hdrs, e.pgcode, e.pgerror)
+        assert e.diag.message_hint, "no hint for %r: %s" % (hdrs, e.pgerror)
         assert not endpoint_exists(cluster, name)
     # NUL: jsonb itself refuses \u0000, so it can never be stored
     e = sql_error(cluster,
@@ -661,6 +663,7 @@ def test_header_injection_refused(request, cluster, receiver, endpoint_factory):
         e = sql_error(cluster, "SELECT callback.alter_endpoint(%s, headers => %s::jsonb)",
                       (name, json.dumps(hdrs)))
         assert e.pgcode == code, (hdrs, e.pgcode, e.pgerror)
+        assert e.diag.message_hint, "no hint for %r: %s" % (hdrs, e.pgerror)
     e = sql_error(cluster, "SELECT callback.alter_endpoint(%s, headers => %s::jsonb)",
                   (name, '{"X-Nul": "a\\u0000b"}'))
     assert e.pgcode.startswith("22"), (e.pgcode, e.pgerror)
