@@ -195,3 +195,24 @@ def test_resume_closes_an_open_breaker_before_its_cooldown(cluster, receiver, en
     assert took < 10
     ids = [r.headers["webhook-id"] for r in receiver.requests("/stuck")]
     assert len(set(ids)) == 4, ids
+
+
+def test_failures_that_are_not_consecutive_do_not_open(cluster, receiver, endpoint_factory):
+    """threshold 3; answers go fail, fail, ok, fail, fail, ok, ...: a success
+    resets the count, so the breaker never opens (and never changes)."""
+    receiver.script("/flaky", [500, 500, 204] * 6)
+    endpoint_factory("br_flaky", receiver.url("/flaky"), event_types="{br.flaky}",
+                     failure_threshold=3, breaker_cooldown=3600, rate_limit=5, rate_burst=1,
+                     retry_schedule=["100 milliseconds"], max_attempts=50)
+    n = 6
+    enqueue(cluster, "br.flaky", n)
+    assert receiver.wait_for(3 * n, "/flaky", timeout=3 * n / 5.0 + 20), receiver.count("/flaky")
+    wait_delivered(cluster, "br_flaky", n)
+    assert receiver.count("/flaky") == 3 * n
+    state, reason, changed = cluster.query(
+        "SELECT breaker_state, breaker_reason, breaker_changed_at FROM callback.callback_endpoints "
+        " WHERE name = 'br_flaky'")[0]
+    assert (state, reason, changed) == ("closed", None, None), (state, reason, changed)
+    assert cluster.scalar("SELECT sum(failed) FROM callback.callback_stats s "
+                          "  JOIN callback.callback_endpoints e ON e.id = s.endpoint_id "
+                          " WHERE e.name = 'br_flaky'") == 2 * n
