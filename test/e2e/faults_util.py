@@ -154,11 +154,18 @@ def _read(path):
 
 
 def proc_memory_kb(pid):
-    """{'rss': VmRSS kB, 'private_dirty': Private_Dirty kB (smaps_rollup)}."""
+    """Memory figures of a process, in kB: 'rss' (VmRSS), 'hwm' (VmHWM, the
+    peak RSS), 'anon' (RssAnon: private memory, the part a leak grows;
+    VmRSS also counts the shared buffers the process touched), 'shmem'
+    (RssShmem) and 'private_dirty' (smaps_rollup).  Missing ones are absent
+    (the process is gone)."""
     out = {}
-    m = re.search(r"^VmRSS:\s+(\d+) kB", _read("/proc/%d/status" % pid), re.M)
-    if m:
-        out["rss"] = int(m.group(1))
+    status = _read("/proc/%d/status" % pid)
+    for key, name in (("rss", "VmRSS"), ("hwm", "VmHWM"), ("anon", "RssAnon"),
+                      ("shmem", "RssShmem")):
+        m = re.search(r"^%s:\s+(\d+) kB" % name, status, re.M)
+        if m:
+            out[key] = int(m.group(1))
     text = _read("/proc/%d/smaps_rollup" % pid)
     m = re.search(r"^Private_Dirty:\s+(\d+) kB", text, re.M)
     if m:

@@ -1,0 +1,504 @@
+"""End-to-end fault tests: nothing committed is lost, whatever happens to the
+worker, the server or the receiver.
+
+Each test proves by event-id accounting that all N events arrived at least
+once: the set of webhook-id headers the real receiver saw is compared with
+the ids of the events queued, and the duplicates (at least once, not exactly
+once) are reported with record_figure.
+
+Real parts only: a throwaway PostgreSQL 15 cluster (two, for the tests that
+drop the worker's database), the background worker, libcurl and
+test/receiver.py on loopback.  Every wait is a bounded poll; the only timed
+pause is the 30 s the receiver is kept down, which is the fault itself.
+"""
+
+import os
+import re
+import signal
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from conftest import record_figure
+from cluster import Cluster, free_port
+from faults_util import (IdTracker, diagnostics, enqueue_many, msg_id, proc_memory_kb,
+                         proc_socket_inodes, proc_tcp_sockets, queue_status)
+
+MAX_INFLIGHT = 128
+MAX_INFLIGHT_PER_ENDPOINT = 64
+MAX_CONNECTIONS = 96
+
+CLUSTER_CONF = {
+    # smaller than the defaults, so that the socket bound is reached and
+    # tested; per endpoint < total, so that a slow endpoint cannot take
+    # every slot
+    "callback.max_inflight": MAX_INFLIGHT,
+    "callback.max_inflight_per_endpoint": MAX_INFLIGHT_PER_ENDPOINT,
+    "callback.max_connections": MAX_CONNECTIONS,
+}
+
+# retries come quickly in these tests; the breaker opens late
+FAST_RETRY = dict(max_attempts=100, retry_schedule=[0.2, 0.5, 1.0], failure_threshold=1000000)
+
+CRASH_MARKS = ("terminated by signal", "PANIC", "was terminated by exception")
+
+
+# ------------------------------------------------------------------ helpers
+
+def _etype(request, suffix=""):
+    return ("ft" + re.sub(r"[^A-Za-z0-9]", "", request.node.name) + suffix)[:50]
+
+
+class Flow:
+    """One endpoint of its own (event type, receiver path), with event-id
+    accounting at the receiver."""
+
+    def __init__(self, request, cluster, receiver, endpoint_factory, tracker, suffix="", **kw):
+        self.cluster = cluster
+        self.receiver = receiver
+        self.tracker = tracker
+        self.etype = _etype(request, suffix)
+        self.path = "/" + self.etype
+        self.name = ("f_" + self.etype)[:100]
+        self.id = endpoint_factory(self.name, receiver.url(self.path),
+                                   event_types=[self.etype + ".*"], **kw)
+        self.expected = set()
+
+    def enqueue(self, n):
+        evs = enqueue_many(self.cluster, self.etype + ".ev", n, start=len(self.expected) + 1)
+        assert len(evs) == n
+        self.expected.update(msg_id(e) for e in evs)
+        return evs
+
+    def distinct(self):
+        return self.tracker.distinct(self.path)
+
+    def wait_distinct(self, n, timeout):
+        ok = self.tracker.wait_distinct(self.path, n, timeout)
+        assert ok, "only %d distinct ids of %d arrived in %.0f s%s" % (
+            self.distinct(), n, timeout, diagnostics(self.cluster, self.id))
+
+    def wait_all(self, timeout):
+        """Every queued id arrived at least once (bounded), and the queue says
+        delivered for all of them; returns the duplicate count."""
+        missing = self.tracker.wait_ids(self.path, self.expected, timeout)
+        assert not missing, "%d of %d ids never arrived (e.g. %s)%s" % (
+            len(missing), len(self.expected), sorted(missing)[:3],
+            diagnostics(self.cluster, self.id))
+        n = len(self.expected)
+        try:
+            self.cluster.wait_until(
+                lambda: queue_status(self.cluster, self.id) == {"delivered": n},
+                timeout=60, interval=0.25, what="%d deliveries marked delivered" % n)
+        except AssertionError as e:
+            raise AssertionError(str(e) + diagnostics(self.cluster, self.id)) from None
+        got, dups, missing, unexpected = self.tracker.accounting(self.path, self.expected)
+        assert got == n and not missing
+        assert not unexpected, "ids nobody queued arrived: %s" % sorted(unexpected)[:3]
+        return dups
+
+
+@pytest.fixture
+def tracker(receiver):
+    t = IdTracker(receiver)
+    yield t
+    t.close()
+
+
+def _worker_pid(cluster, timeout=60, other_than=None):
+    def new_pid():
+        pid = cluster.worker_pid()
+        return pid if pid and pid != other_than else None
+    return cluster.wait_until(new_pid, timeout=timeout, interval=0.1,
+                              what="a pg_callback worker (other than pid %s)" % other_than)
+
+
+def _assert_no_crash(log):
+    for mark in CRASH_MARKS:
+        assert mark not in log, "the server log shows a crash (%r):\n%s" % (
+            mark, "\n".join(line for line in log.splitlines() if mark in line)[:2000])
+
+
+def _worker_exit_codes(log):
+    return [int(c) for c in re.findall(
+        r'background worker "pg_callback worker[^"]*" \(PID \d+\) exited with exit code (\d+)',
+        log)]
+
+
+# ------------------------------------------------------------------ crashes
+
+N_CRASH = 20000
+
+
+def test_sigkill_worker_mid_delivery(request, cluster, receiver, endpoint_factory, tracker):
+    f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
+    pid = _worker_pid(cluster)
+    f.enqueue(N_CRASH)
+    f.wait_distinct(N_CRASH // 10, timeout=120)
+    off = len(cluster.log_text())
+    os.kill(pid, signal.SIGKILL)
+    at_kill = f.distinct()
+    t_kill = time.monotonic()
+    assert at_kill < N_CRASH, "all delivered before the kill: not a mid-delivery crash"
+
+    dups = f.wait_all(timeout=240)
+    took = time.monotonic() - t_kill
+    log = cluster.log_text()[off:]
+    assert "terminated by signal 9" in log and "all server processes terminated" in log, \
+        "the postmaster did not crash-restart:\n" + log[-3000:]
+    assert _worker_pid(cluster) != pid
+    record_figure("fault SIGKILL worker: %d events, killed after %d distinct arrived; "
+                  "all %d arrived, %d duplicates, %.1f s from kill to the last"
+                  % (N_CRASH, at_kill, N_CRASH, dups, took))
+
+
+def test_immediate_shutdown_mid_delivery(request, cluster, receiver, endpoint_factory, tracker):
+    f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
+    _worker_pid(cluster)
+    f.enqueue(N_CRASH)
+    f.wait_distinct(N_CRASH // 10, timeout=120)
+    cluster.stop("immediate")
+    at_stop = f.distinct()
+    assert at_stop < N_CRASH, "all delivered before the stop: not a mid-delivery shutdown"
+    t_start = time.monotonic()
+    cluster.start()
+    dups = f.wait_all(timeout=240)
+    record_figure("fault pg_ctl stop -m immediate: %d events, stopped after %d distinct arrived; "
+                  "all %d arrived after restart, %d duplicates, %.1f s from restart to the last"
+                  % (N_CRASH, at_stop, N_CRASH, dups, time.monotonic() - t_start))
+
+
+def test_terminate_backend_worker_comes_back(request, cluster, receiver, endpoint_factory,
+                                             tracker):
+    n = 5000
+    f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
+    pid = _worker_pid(cluster)
+    off = len(cluster.log_text())
+    f.enqueue(n)
+    f.wait_distinct(n // 10, timeout=120)
+    assert cluster.scalar("SELECT pg_terminate_backend(%s)", (pid,)) is True
+    at_kill = f.distinct()
+    assert at_kill < n, "all delivered before the termination"
+    new = _worker_pid(cluster, other_than=pid)
+    dups = f.wait_all(timeout=180)
+    log = cluster.log_text()[off:]
+    codes = _worker_exit_codes(log)
+    assert codes and all(c != 0 for c in codes), \
+        "the terminated worker must exit non-zero (so it is restarted): %r" % codes
+    assert cluster.postmaster_pid() and "all server processes terminated" not in log
+    record_figure("fault pg_terminate_backend(worker): %d events, terminated after %d arrived; "
+                  "worker %d -> %d, exit codes %r; all arrived, %d duplicates"
+                  % (n, at_kill, pid, new, codes, dups))
+
+
+def test_worker_error_comes_back(request, cluster, receiver, endpoint_factory, tracker):
+    """A failing trigger of the operator's on the queue (an audit trigger
+    whose table is full, say) makes every write-back fail: the worker errors
+    out, exits non-zero, is started again, and once the trigger is fixed
+    delivers everything."""
+    n = 3000
+    f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
+    pid = _worker_pid(cluster)
+    off = len(cluster.log_text())
+    cluster.execute("""
+        CREATE OR REPLACE FUNCTION public.audit_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'audit log is full'; END $$""")
+    cluster.execute("""
+        CREATE TRIGGER audit_queue BEFORE UPDATE ON callback.callback_queue
+           FOR EACH ROW WHEN (NEW.status = 'delivered' AND NEW.endpoint_id = %d)
+           EXECUTE FUNCTION public.audit_queue()""" % f.id)
+    try:
+        f.enqueue(n)
+        # the worker fails, comes back, fails again
+        cluster.wait_until(lambda: cluster.log_text()[off:].count("audit log is full") >= 2,
+                           timeout=120, interval=0.2, what="the worker to fail twice")
+        assert f.distinct() > 0
+        assert queue_status(cluster, f.id).get("delivered", 0) == 0
+    finally:
+        cluster.execute("DROP TRIGGER IF EXISTS audit_queue ON callback.callback_queue")
+    t_fixed = time.monotonic()
+    dups = f.wait_all(timeout=180)
+    log = cluster.log_text()[off:]
+    codes = _worker_exit_codes(log)
+    assert len(codes) >= 2 and all(c != 0 for c in codes), codes
+    _assert_no_crash(log)
+    new = _worker_pid(cluster)
+    assert new != pid
+    record_figure("fault worker erroring out (write-back fails): %d events, %d worker exits "
+                  "(codes %r); all arrived %.1f s after the fix, %d duplicates"
+                  % (n, len(codes), sorted(set(codes)), time.monotonic() - t_fixed, dups))
+
+
+# ------------------------------------------------------------------ receiver outage
+
+DOWN_S = 30
+
+
+def test_receiver_down_30s(request, cluster, receiver, endpoint_factory, tracker):
+    n = 3000
+    f = Flow(request, cluster, receiver, endpoint_factory, tracker, max_attempts=100,
+             retry_schedule=[0.2, 0.5, 1.0, 2.0], breaker_cooldown=2)
+    f.enqueue(n)
+    f.wait_distinct(n // 10, timeout=120)
+    receiver.down()
+    t_down = time.monotonic()
+    before = f.distinct()
+    assert before < n, "all delivered before the receiver went down"
+    # the worker keeps trying and records why it fails
+    cluster.wait_until(lambda: cluster.scalar(
+        "SELECT count(*) FROM callback.callback_attempts "
+        " WHERE endpoint_id = %s AND status_code IS NULL AND error IS NOT NULL", (f.id,)) > 0,
+        timeout=DOWN_S, what="failed attempts recorded while the receiver is down")
+    # the fault: the receiver stays down for DOWN_S seconds
+    left = DOWN_S - (time.monotonic() - t_down)
+    if left > 0:
+        threading.Event().wait(left)
+    st = queue_status(cluster, f.id)
+    assert st.get("dead", 0) == 0, st
+    assert f.distinct() == before
+    receiver.up()
+    t_up = time.monotonic()
+    dups = f.wait_all(timeout=180)
+    drained = tracker.last_new_at(f.path) - t_up
+    fails = cluster.scalar(
+        "SELECT count(*) FROM callback.callback_attempts "
+        " WHERE endpoint_id = %s AND status_code IS NULL", (f.id,))
+    record_figure("fault receiver down %d s: %d events, %d had arrived before; %d failed attempts "
+                  "meanwhile; all arrived %.2f s after it came back (retry {0.2,0.5,1,2} s, "
+                  "breaker cooldown 2 s), %d duplicates"
+                  % (DOWN_S, n, before, fails, drained, dups))
+
+
+# ------------------------------------------------------------------ isolation and scale
+
+def test_slow_endpoint_does_not_delay_fast_one(request, cluster, receiver, endpoint_factory,
+                                               tracker):
+    slow = Flow(request, cluster, receiver, endpoint_factory, tracker, suffix="slow",
+                timeout=120, **FAST_RETRY)
+    fast = Flow(request, cluster, receiver, endpoint_factory, tracker, suffix="fast",
+                **FAST_RETRY)
+    receiver.set_delay(slow.path, 3600)     # stuck until the receiver stops
+    try:
+        slow.enqueue(500)
+        # the slow endpoint has taken all its slots
+        assert receiver.wait_for(MAX_INFLIGHT_PER_ENDPOINT, slow.path, timeout=60), \
+            diagnostics(cluster, slow.id)
+        t0 = time.monotonic()
+        fast.enqueue(3000)
+        dups = fast.wait_all(timeout=120)
+        took = time.monotonic() - t0
+        assert receiver.count(slow.path) <= MAX_INFLIGHT_PER_ENDPOINT, \
+            "more requests in flight to one endpoint than max_inflight_per_endpoint"
+        assert queue_status(cluster, slow.id).get("delivered", 0) == 0, \
+            "the slow endpoint was not stuck during the test"
+        record_figure("isolation: slow endpoint stuck with %d requests in flight; fast endpoint's "
+                      "3000 delivered in %.2f s meanwhile, %d duplicates"
+                      % (receiver.count(slow.path), took, dups))
+    finally:
+        receiver.set_delay(slow.path, 0)
+
+
+N_BACKLOG = 100000
+
+
+def test_backlog_100k_flat_memory_bounded_sockets(request, cluster, receiver, endpoint_factory,
+                                                  tracker):
+    """100,000 deliveries over two endpoints: together they want
+    2 x max_inflight_per_endpoint = max_inflight requests in flight, more
+    than callback.max_connections, so the connection cap is what bounds the
+    worker's sockets."""
+    flows = [Flow(request, cluster, receiver, endpoint_factory, tracker, suffix=x, **FAST_RETRY)
+             for x in ("a", "b")]
+    for f in flows:
+        cluster.execute("SELECT callback.pause_endpoint(%s)", (f.name,))
+    t_enq = time.monotonic()
+    for f in flows:
+        f.enqueue(N_BACKLOG // len(flows))
+    enq_s = time.monotonic() - t_enq
+    pid = _worker_pid(cluster)
+    mem0 = proc_memory_kb(pid)
+    assert sum(f.distinct() for f in flows) == 0, "paused endpoints were delivered to"
+
+    def distinct():
+        return sum(f.distinct() for f in flows)
+
+    samples = []   # (distinct, memory, tcp sockets, all sockets)
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.25):
+            m = proc_memory_kb(pid)
+            if not m:
+                return
+            samples.append((distinct(), m, proc_tcp_sockets(pid), len(proc_socket_inodes(pid))))
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    try:
+        for f in flows:
+            cluster.execute("SELECT callback.resume_endpoint(%s)", (f.name,))
+        # generous: about 40 s here when the machine is quiet
+        dups = sum(f.wait_all(timeout=600) for f in flows)
+    finally:
+        stop.set()
+        t.join(timeout=5)
+    took = time.monotonic() - t0
+    assert cluster.worker_pid() == pid, "the worker restarted during the drain"
+    assert len(samples) >= 4, samples
+
+    # memory: private (anonymous) memory once 10 % went through is the
+    # baseline; it must stay flat while the other 90 % go through.  (VmRSS
+    # also counts the shared buffers the worker touched, so it grows with
+    # the queue's size without any leak.)
+    warm = [s for s in samples if s[0] >= N_BACKLOG // 10] or samples
+    base = warm[0][1]["anon"]
+    peak_anon = max(s[1]["anon"] for s in warm)
+    peak_rss = max(s[1]["rss"] for s in samples)
+    hwm = max(s[1]["hwm"] for s in samples)
+    max_tcp = max(s[2] for s in samples)
+    max_socks = max(s[3] for s in samples)
+    record_figure("backlog %d over 2 endpoints: enqueued in %.1f s, drained in %.1f s (%.0f/s), "
+                  "%d duplicates; worker RssAnon %d kB before, %d kB at 10 %%, peak %d kB; "
+                  "VmRSS peak %d kB, VmHWM %d kB; sockets peak %d TCP / %d total "
+                  "(max_connections %d, max_inflight %d); %d samples"
+                  % (N_BACKLOG, enq_s, took, N_BACKLOG / took, dups, mem0.get("anon", -1), base,
+                     peak_anon, peak_rss, hwm, max_tcp, max_socks, MAX_CONNECTIONS, MAX_INFLIGHT,
+                     len(samples)))
+    assert peak_anon - base <= max(16384, base // 2), \
+        "worker private memory grew from %d to %d kB while draining" % (base, peak_anon)
+    assert max_tcp <= MAX_CONNECTIONS, "%d TCP sockets > max_connections %d" % (
+        max_tcp, MAX_CONNECTIONS)
+    # the worker's other sockets are few (none of them per delivery)
+    assert max_socks <= MAX_CONNECTIONS + 8, max_socks
+
+
+# ------------------------------------------------------------------ dropping things under the worker
+
+DROP_DB = "cbdrop"
+
+
+@pytest.fixture(scope="module")
+def dropcluster():
+    """A cluster of its own whose worker database can be dropped: no pg_cron
+    (its launcher would hold the database)."""
+    c = Cluster(name="faultsdrop", port=free_port(55500), dbname=DROP_DB,
+                optional_extensions=(),
+                extra_conf={"shared_preload_libraries": "pg_callback",
+                            "cron.database_name": None})
+    try:
+        c.init()
+        c.start()
+    except Exception:
+        c.cleanup()
+        raise
+    yield c
+    c.cleanup()
+
+
+def _drop_flow(c, receiver, tracker, path, n):
+    """An endpoint on c for path, and n events queued for it."""
+    c.execute("SELECT callback.create_endpoint(%s, %s, event_types => %s, "
+              " max_attempts => 100, retry_schedule => '{0.2 seconds}')",
+              (path.strip("/"), receiver.url(path), [path.strip("/") + ".*"]))
+    evs = enqueue_many(c, path.strip("/") + ".ev", n)
+    return {msg_id(e) for e in evs}
+
+
+def _timed(c, sql, dbname=None, limit_s=30):
+    """Run sql on a connection of its own with a statement timeout; seconds taken."""
+    conn = c.connect(dbname=dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET statement_timeout = %s", ("%ds" % limit_s,))
+            t0 = time.monotonic()
+            cur.execute(sql)
+            return time.monotonic() - t0
+    finally:
+        conn.close()
+
+
+def _drop_case(dropcluster, receiver, tracker, path, action):
+    """Deliveries in flight to path, then action(): it must finish in bounded
+    time, without a server crash; afterwards the worker delivers again
+    (returns (seconds action took, pid before, events in flight at action))."""
+    c = dropcluster
+    pid = _worker_pid(c)
+    receiver.set_delay(path, 0.02)   # keep deliveries in flight
+    expected = _drop_flow(c, receiver, tracker, path, 5000)
+    assert tracker.wait_distinct(path, 300, timeout=120), diagnostics(c)
+    at = tracker.distinct(path)
+    assert at < len(expected)
+    off = len(c.log_text())
+    took = action()
+    receiver.set_delay(path, 0)
+    log = c.log_text()[off:]
+    _assert_no_crash(log)
+    return took, pid, at, off
+
+
+def _resumes(c, receiver, tracker, path, n=200, timeout=90):
+    """n new events for a new endpoint all arrive (bounded); seconds taken."""
+    t0 = time.monotonic()
+    expected = _drop_flow(c, receiver, tracker, path, n)
+    missing = tracker.wait_ids(path, expected, timeout)
+    assert not missing, "%d of %d events never arrived after the fault%s" % (
+        len(missing), n, diagnostics(c))
+    return time.monotonic() - t0
+
+
+def test_truncate_queue_while_delivering(dropcluster, receiver, tracker):
+    c = dropcluster
+    took, pid, at, off = _drop_case(
+        c, receiver, tracker, "/trunc",
+        lambda: _timed(c, "TRUNCATE callback.callback_queue"))
+    assert took < 20, "TRUNCATE took %.1f s" % took
+    # in-flight outcomes written back after the TRUNCATE bring no row back
+    assert c.scalar("SELECT count(*) FROM callback.callback_queue") == 0
+    _resumes(c, receiver, tracker, "/trunc2")
+    assert c.worker_pid() == pid, "the worker restarted after a TRUNCATE"
+    _assert_no_crash(c.log_text()[off:])
+    record_figure("fault TRUNCATE callback_queue with %d arrived of 5000: took %.2f s, "
+                  "worker %d kept running and delivered new events" % (at, took, pid))
+
+
+def test_drop_extension_while_delivering(dropcluster, receiver, tracker):
+    c = dropcluster
+    took, pid, at, off = _drop_case(
+        c, receiver, tracker, "/dropext",
+        lambda: _timed(c, "DROP EXTENSION pg_callback"))
+    assert took < 20, "DROP EXTENSION took %.1f s" % took
+    c.execute("CREATE EXTENSION pg_callback")
+    _resumes(c, receiver, tracker, "/dropext2")
+    log = c.log_text()[off:]
+    _assert_no_crash(log)
+    codes = _worker_exit_codes(log)
+    assert all(code != 0 for code in codes), codes
+    record_figure("fault DROP EXTENSION with %d arrived of 5000: took %.2f s; worker %d -> %s "
+                  "(exit codes %r); delivers again after CREATE EXTENSION"
+                  % (at, took, pid, c.worker_pid(), codes))
+
+
+def test_drop_database_while_delivering(dropcluster, receiver, tracker):
+    c = dropcluster
+
+    def drop():
+        c.close_connections()
+        return _timed(c, 'DROP DATABASE "%s"' % DROP_DB, dbname="postgres")
+
+    took, pid, at, off = _drop_case(c, receiver, tracker, "/dropdb", drop)
+    assert took < 20, "DROP DATABASE took %.1f s" % took
+    assert c.scalar("SELECT count(*) FROM pg_database WHERE datname = %s", (DROP_DB,),
+                    dbname="postgres") == 0
+    c.wait_until(lambda: c.worker_pid() is None, timeout=30, what="the worker to leave")
+    c.execute('CREATE DATABASE "%s"' % DROP_DB, dbname="postgres")
+    c.execute("CREATE EXTENSION pg_callback")
+    back = _resumes(c, receiver, tracker, "/dropdb2", timeout=120)
+    log = c.log_text()[off:]
+    _assert_no_crash(log)
+    assert c.postmaster_pid() is not None
+    record_figure("fault DROP DATABASE of the worker's with %d arrived of 5000: took %.2f s; "
+                  "worker back and delivering %.1f s after CREATE DATABASE"
+                  % (at, took, back))
