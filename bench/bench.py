@@ -281,7 +281,7 @@ http {{
     fastcgi_temp_path {t}/fastcgi;
     uwsgi_temp_path {t}/uwsgi;
     scgi_temp_path {t}/scgi;
-    log_format bench '$msec $connection $connection_requests $status $request_length';
+    log_format bench '$msec $connection $connection_requests $status $request_length $http_webhook_signature';
     access_log {d}/access.log bench buffer=256k flush=1s;
     keepalive_requests 10000000;
     keepalive_timeout 600s;
@@ -428,7 +428,9 @@ http {{
             FOR EACH ROW EXECUTE FUNCTION outbox_trigger();
         """
         self.q(ddl)
-        self.inflight = int(self.q1("SHOW callback.max_inflight_per_endpoint"))
+        # one endpoint: the worker keeps at most this many requests in flight to it
+        self.inflight = min(int(self.q1("SHOW callback.max_inflight")),
+                            int(self.q1("SHOW callback.max_inflight_per_endpoint")))
         self.results["settings"] = {
             k: self.q1("SHOW " + k) for k in (
                 "callback.max_inflight", "callback.max_inflight_per_endpoint", "callback.batch_size",
@@ -474,6 +476,7 @@ http {{
         conns = {}
         statuses = {}
         n = 0
+        signed = 0
         with open(self.access_log) as f:
             f.seek(offset)
             for line in f:
@@ -483,9 +486,11 @@ http {{
                 n += 1
                 conns[p[1]] = max(conns.get(p[1], 0), int(p[2]))
                 statuses[p[3]] = statuses.get(p[3], 0) + 1
+                if len(p) > 5 and p[5].startswith("v1,"):
+                    signed += 1
         return {"requests": n, "connections": len(conns),
                 "max_requests_per_connection": max(conns.values()) if conns else 0,
-                "statuses": statuses}
+                "statuses": statuses, "signed": signed}
 
     # ---------------------------------------------------------- perf
 
@@ -493,8 +498,13 @@ http {{
         if not self.args.profile or not shutil.which("perf"):
             return None
         data = os.path.join(OUT, "perf-%s.data" % name)
+        for f in (data, data + ".old"):
+            if os.path.exists(f):
+                os.unlink(f)
         cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "499", "-g", "-o", data]
-        cmd += ["-p", str(pid)] if pid else ["-a"]
+        # without a pid: the postmaster (the backends it forks from now on inherit the
+        # counters) and the worker; not -a, which would sample other people's work too
+        cmd += ["-p", str(pid) if pid else "%d,%d" % (self.postmaster_pid(), self.worker_pid())]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         return (p, name, data, pid)
@@ -531,6 +541,11 @@ http {{
                 subprocess.run(base + ["--no-children", "-g", "none", "--comm", "postgres",
                                        "--sort", "dso,sym", "--percent-limit", "0.5"], stdout=f,
                                stderr=subprocess.DEVNULL)
+                f.write("\n### all postgres processes: inclusive time by symbol\n")
+                f.flush()
+                subprocess.run(base + ["--children", "-g", "none", "--comm", "postgres",
+                                       "--sort", "sym", "--percent-limit", "2"], stdout=f,
+                               stderr=subprocess.DEVNULL)
         self.perf_files.append(txt)
         log("perf report: %s" % os.path.relpath(txt, self.repo))
 
@@ -551,9 +566,10 @@ http {{
             run = self.drain_once(r)
             res["runs"].append(run)
             log("run %d: %d in %.2f s -> %.0f deliveries/s  (first HTTP at %.0f ms; worker CPU %.1f s, "
-                "nginx %.1f s, other postgres %.1f s; %d connections)"
-                % (r + 1, run["delivered"], run["seconds"], run["per_s"], run["first_ms"] or -1,
+                "nginx %.1f s, other postgres %.1f s; nginx saw %d requests, %d signed, on %d connections)"
+                % (r + 1, run["delivered"], run["seconds"], run["per_s"] or 0, run["first_ms"] or -1,
                    run["cpu"]["worker"], run["cpu"]["nginx"], run["cpu"]["pg_other"],
+                   run["nginx_log"]["requests"], run["nginx_log"]["signed"],
                    run["nginx_log"]["connections"]))
             w = self.wrk_once(run["body"])
             res["wrk"].append(w)
@@ -684,7 +700,9 @@ http {{
         self.q("SELECT callback.pause_endpoint('bench')")
         for r in range(self.runs):
             line = []
-            for name, table in variants:
+            # rotate the order from run to run, so that drift on a shared machine
+            # does not always favour the same variant
+            for name, table in variants[r % 3:] + variants[:r % 3]:
                 self.q("TRUNCATE t_plain, t_cb, t_outbox, outbox RESTART IDENTITY")
                 self.reset_queue()
                 self.q("CHECKPOINT")
