@@ -172,7 +172,7 @@ def test_immediate_shutdown_mid_delivery(request, cluster, receiver, endpoint_fa
 
 def test_terminate_backend_worker_comes_back(request, cluster, receiver, endpoint_factory,
                                              tracker):
-    n = 5000
+    n = 10000
     f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
     pid = _worker_pid(cluster)
     off = len(cluster.log_text())
@@ -426,7 +426,7 @@ def _drop_case(dropcluster, receiver, tracker, path, action):
     (returns (seconds action took, pid before, events in flight at action))."""
     c = dropcluster
     pid = _worker_pid(c)
-    receiver.set_delay(path, 0.02)   # keep deliveries in flight
+    receiver.set_delay(path, 0.05)   # keep deliveries in flight (64 x 50 ms)
     expected = _drop_flow(c, receiver, tracker, path, 5000)
     assert tracker.wait_distinct(path, 300, timeout=120), diagnostics(c)
     at = tracker.distinct(path)
