@@ -23,7 +23,7 @@ import pytest
 
 from conftest import record_figure
 from cluster import Cluster, free_port
-from faults_util import (IdTracker, diagnostics, enqueue_many, msg_id, proc_memory_kb,
+from faults_util import (BlackHole, IdTracker, diagnostics, enqueue_many, msg_id, proc_memory_kb,
                          proc_socket_inodes, proc_tcp_sockets, queue_status)
 
 MAX_INFLIGHT = 128
@@ -55,14 +55,15 @@ class Flow:
     """One endpoint of its own (event type, receiver path), with event-id
     accounting at the receiver."""
 
-    def __init__(self, request, cluster, receiver, endpoint_factory, tracker, suffix="", **kw):
+    def __init__(self, request, cluster, receiver, endpoint_factory, tracker, suffix="",
+                 url=None, **kw):
         self.cluster = cluster
         self.receiver = receiver
         self.tracker = tracker
         self.etype = _etype(request, suffix)
         self.path = "/" + self.etype
         self.name = ("f_" + self.etype)[:100]
-        self.id = endpoint_factory(self.name, receiver.url(self.path),
+        self.id = endpoint_factory(self.name, url or receiver.url(self.path),
                                    event_types=[self.etype + ".*"], **kw)
         self.expected = set()
 
@@ -231,6 +232,35 @@ def test_worker_error_comes_back(request, cluster, receiver, endpoint_factory, t
                   % (n, len(codes), sorted(set(codes)), time.monotonic() - t_fixed, dups))
 
 
+def test_expired_lease_of_a_vanished_claimer_is_reclaimed(request, cluster, receiver,
+                                                         endpoint_factory, tracker):
+    """Deliveries claimed by a claimer that is gone (not this worker: its own
+    claims come back when it starts) are sent once their lease runs out, with
+    their webhook-id, and not before."""
+    n, lease_s = 200, 3
+    f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
+    cluster.execute("SELECT callback.pause_endpoint(%s)", (f.name,))
+    f.enqueue(n)
+    off = len(cluster.log_text())
+    claimed = cluster.scalar(
+        "WITH u AS (UPDATE callback.callback_queue "
+        "   SET status = 'sending', claimed_by = 4242, "
+        "       lease_expires_at = clock_timestamp() + %s * interval '1 second' "
+        " WHERE endpoint_id = %s RETURNING lease_expires_at) "
+        "SELECT extract(epoch FROM max(lease_expires_at))::float8 FROM u", (lease_s, f.id))
+    cluster.execute("SELECT callback.resume_endpoint(%s)", (f.name,))
+    # leased: nothing goes before the lease runs out (a bounded wait for what must not come)
+    early = tracker.wait_distinct(f.path, 1, timeout=max(0.1, claimed - time.time() - 0.3))
+    assert not early, "a leased delivery was sent before its lease ran out"
+    dups = f.wait_all(timeout=60)
+    first = min(r.received_at for r in receiver.requests(f.path))
+    assert first >= claimed - 0.05, "sent %.3f s before the lease ran out" % (claimed - first)
+    assert "claimed deliveries returned to the queue" in cluster.log_text()[off:]
+    record_figure("fault vanished claimer: %d deliveries leased for %d s; first sent %.2f s after "
+                  "the lease ran out, all arrived, %d duplicates"
+                  % (n, lease_s, first - claimed, dups))
+
+
 # ------------------------------------------------------------------ receiver outage
 
 DOWN_S = 30
@@ -298,6 +328,37 @@ def test_slow_endpoint_does_not_delay_fast_one(request, cluster, receiver, endpo
                       % (receiver.count(slow.path), took, dups))
     finally:
         receiver.set_delay(slow.path, 0)
+
+
+def test_unresponsive_endpoint_does_not_delay_fast_one(request, cluster, receiver,
+                                                       endpoint_factory, tracker):
+    """An endpoint that accepts connections and never answers, and one where
+    nothing listens: the fast endpoint's deliveries go on meanwhile."""
+    hole = BlackHole()
+    try:
+        stuck = Flow(request, cluster, receiver, endpoint_factory, tracker, suffix="hole",
+                     url=hole.url(), timeout=120, **FAST_RETRY)
+        refused = Flow(request, cluster, receiver, endpoint_factory, tracker, suffix="refused",
+                       url="http://127.0.0.1:%d/nobody" % free_port(56600, 57600), **FAST_RETRY)
+        fast = Flow(request, cluster, receiver, endpoint_factory, tracker, suffix="fast",
+                    **FAST_RETRY)
+        stuck.enqueue(500)
+        refused.enqueue(500)
+        cluster.wait_until(lambda: len(hole._conns) >= 1, timeout=60,
+                           what="connections to the black hole")
+        t0 = time.monotonic()
+        fast.enqueue(3000)
+        dups = fast.wait_all(timeout=120)
+        took = time.monotonic() - t0
+        st_stuck = queue_status(cluster, stuck.id)
+        st_refused = queue_status(cluster, refused.id)
+        assert st_stuck.get("delivered", 0) == 0 and st_refused.get("delivered", 0) == 0
+        assert len(hole._conns) <= MAX_INFLIGHT_PER_ENDPOINT, len(hole._conns)
+        record_figure("isolation: black-hole endpoint holding %d connections and a refusing one "
+                      "(%r); fast endpoint's 3000 delivered in %.2f s meanwhile, %d duplicates"
+                      % (len(hole._conns), st_refused, took, dups))
+    finally:
+        hole.close()
 
 
 N_BACKLOG = 100000
