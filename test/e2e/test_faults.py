@@ -459,11 +459,12 @@ def dropcluster():
     c.cleanup()
 
 
-def _drop_flow(c, receiver, tracker, path, n):
+def _drop_flow(c, receiver, tracker, path, n, timeout_s=5):
     """An endpoint on c for path, and n events queued for it."""
     c.execute("SELECT callback.create_endpoint(%s, %s, event_types => %s, "
-              " max_attempts => 100, retry_schedule => '{0.2 seconds}')",
-              (path.strip("/"), receiver.url(path), [path.strip("/") + ".*"]))
+              " max_attempts => 100, retry_schedule => '{0.2 seconds}', "
+              " timeout => %s * interval '1 second', failure_threshold => 1000000)",
+              (path.strip("/"), receiver.url(path), [path.strip("/") + ".*"], timeout_s))
     evs = enqueue_many(c, path.strip("/") + ".ev", n)
     return {msg_id(e) for e in evs}
 
