@@ -155,20 +155,21 @@ def test_sigkill_worker_mid_delivery(request, cluster, receiver, endpoint_factor
                   % (N_CRASH, at_kill, N_CRASH, dups, took))
 
 
-def test_immediate_shutdown_mid_delivery(request, cluster, receiver, endpoint_factory, tracker):
+@pytest.mark.parametrize("mode", ["immediate", "fast"])
+def test_shutdown_mid_delivery(request, cluster, receiver, endpoint_factory, tracker, mode):
     f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
     _worker_pid(cluster)
     f.enqueue(N_CRASH)
     f.wait_distinct(N_CRASH // 10, timeout=120)
-    cluster.stop("immediate")
+    cluster.stop(mode)
     at_stop = f.distinct()
     assert at_stop < N_CRASH, "all delivered before the stop: not a mid-delivery shutdown"
     t_start = time.monotonic()
     cluster.start()
     dups = f.wait_all(timeout=240)
-    record_figure("fault pg_ctl stop -m immediate: %d events, stopped after %d distinct arrived; "
+    record_figure("fault pg_ctl stop -m %s: %d events, stopped after %d distinct arrived; "
                   "all %d arrived after restart, %d duplicates, %.1f s from restart to the last"
-                  % (N_CRASH, at_stop, N_CRASH, dups, time.monotonic() - t_start))
+                  % (mode, N_CRASH, at_stop, N_CRASH, dups, time.monotonic() - t_start))
 
 
 def test_terminate_backend_worker_comes_back(request, cluster, receiver, endpoint_factory,
