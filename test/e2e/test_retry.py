@@ -438,3 +438,39 @@ def test_dead_letters_and_redrive(request, cluster, receiver, endpoint_factory):
         cluster.execute("SELECT callback.redrive('no_such_endpoint'::text)")
     with pytest.raises(Exception, match="must not be NULL"):
         cluster.execute("SELECT callback.redrive(NULL::bigint[])")
+
+
+# ------------------------------------------------------------------ defaults and odd Retry-After
+
+def test_default_policy_is_the_documented_one(request, cluster, receiver, endpoint_factory):
+    """No policy given: 8 attempts on 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
+    (README "Retries"); the first failure is retried about 5 s later."""
+    ep = One(request, cluster, receiver, endpoint_factory)
+    sched, max_attempts = cluster.query(
+        "SELECT retry_schedule::text[], max_attempts FROM callback.callback_endpoints "
+        " WHERE id = %s", (ep.id,))[0]
+    secs = [cluster.scalar("SELECT extract(epoch FROM %s::interval)::int", (s,)) for s in sched]
+    assert (secs, max_attempts) == ([5, 300, 1800, 7200, 18000, 36000, 36000], 8)
+    receiver.script(ep.path, [500])
+    ep.enqueue(1)
+    cluster.wait_until(lambda: cluster.scalar(
+        "SELECT attempts FROM callback.callback_queue WHERE endpoint_id = %s", (ep.id,)) == 1,
+        timeout=30, what="the first attempt written back")
+    delay = cluster.scalar(
+        "SELECT extract(epoch FROM next_attempt_at - last_attempt_at)::float8 "
+        "  FROM callback.callback_queue WHERE endpoint_id = %s", (ep.id,))
+    assert 5 * (1 - JITTER) - 0.01 <= delay <= 5 * (1 + JITTER) + 1.0, delay
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_unusable_or_past_retry_after_falls_back_to_schedule(request, cluster, receiver,
+                                                            endpoint_factory, value):
+    ep = One(request, cluster, receiver, endpoint_factory, max_attempts=3, retry_schedule=[0.3])
+    receiver.script(ep.path, [(503, {"Retry-After": value}, "")])
+    ep.enqueue(1)
+    ep.wait_status("delivered", 1, timeout=30)
+    reqs = ep.requests()
+    assert len(reqs) == 2
+    gap = reqs[1].monotonic - reqs[0].monotonic
+    assert 0.3 * (1 - JITTER) - 0.02 <= gap < 0.3 * (1 + JITTER) + 1.5, \
+        "Retry-After %r: next attempt after %.3f s, expected the 0.3 s schedule" % (value, gap)
