@@ -3,9 +3,11 @@
 makes the temporary directory and cleans up; this file does the measuring.
 
 Parts (each the median of --runs runs):
-  1. drain    100,000 queued signed events -> deliveries/s until the last is
-              recorded as delivered; nginx's raw capacity with wrk at the same
-              concurrency; the ratio.
+  1. drain    100,000 queued signed events (enqueued while the endpoint is
+              paused, then ANALYZEd as autovacuum would have done for a backlog
+              that built up) -> deliveries/s from resume_endpoint() until the
+              last is recorded as delivered in callback_queue; nginx's raw
+              capacity with wrk at the same concurrency; the ratio.
   2. trigger  pgbench single-row inserts: plain table, callback.trigger(),
               and a PL/pgSQL outbox trigger (jsonb into a logged table).
   3. keepup   a pgbench insert run with the trigger while the worker delivers:
