@@ -724,8 +724,8 @@ http {{
                 res["runs"][name].append(tps)
                 line.append("%s %.0f (worker CPU %.1f s)" % (name, tps, res["cpu"][name][-1]["worker"]))
             log("run %d: TPS %s" % (r + 1, ", ".join(line)))
-        self.q("SELECT callback.resume_endpoint('bench')")
         self.reset_queue()
+        self.q("SELECT callback.resume_endpoint('bench')")
         med = {k: median(v) for k, v in res["runs"].items()}
         res["tps"] = med
         res["ratio_callback"] = med["callback"] / med["plain"]
