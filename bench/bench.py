@@ -160,6 +160,65 @@ class CpuMeter:
         return d
 
 
+# ------------------------------------------------------------------ perf call chains
+
+def _perf_frame(line):
+    """'  5a5e6d RelationIdGetRelation+0x8d (/usr/lib/.../postgres)' -> 'RelationIdGetRelation [postgres]'"""
+    p = line.strip().split(None, 1)
+    if len(p) < 2:
+        return None
+    m = re.match(r"(.*?)(\+0x[0-9a-f]+)? \((.*)\)$", p[1])
+    if not m:
+        return p[1]
+    sym, dso = m.group(1), os.path.basename(m.group(3))
+    if sym == "[unknown]":
+        sym = "0x" + p[0]
+    return "%s [%s]" % (sym, dso)
+
+
+def perf_under(script_text, roots, top=40):
+    """For each root function: share of all samples with it on the stack, its
+    direct callees, and the functions below it by inclusive share (a function
+    counts once per sample), from `perf script` output."""
+    samples = []
+    for block in script_text.split("\n\n"):
+        lines = block.strip("\n").split("\n")
+        frames = [_perf_frame(x) for x in lines[1:] if x.startswith(("\t", " "))]
+        frames = [x for x in frames if x]
+        if frames:
+            samples.append(frames)
+    out = []
+    for root in roots:
+        inc, kids, n = {}, {}, 0
+        for frames in samples:
+            names = [x.split(" [")[0] for x in frames]
+            if root not in names:
+                continue
+            n += 1
+            i = names.index(root)
+            for x in set(frames[:i]):
+                inc[x] = inc.get(x, 0) + 1
+            k = frames[i - 1] if i > 0 else "(self)"
+            kids[k] = kids.get(k, 0) + 1
+        if not n:
+            continue
+        out.append("### under %s: %d of %d samples (%.1f%%)" % (root, n, len(samples), 100.0 * n / len(samples)))
+        out.append("  direct callees:")
+        for k, c in sorted(kids.items(), key=lambda kv: -kv[1])[:12]:
+            out.append("    %5.1f%%  %s" % (100.0 * c / n, k))
+        out.append("  inclusive below it (named functions):")
+        shown = 0
+        for k, c in sorted(inc.items(), key=lambda kv: -kv[1]):
+            if k.startswith("0x"):
+                continue
+            out.append("    %5.1f%%  %s" % (100.0 * c / n, k))
+            shown += 1
+            if shown >= top:
+                break
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 # ------------------------------------------------------------------ the bench
 
 class Bench:
@@ -529,6 +588,10 @@ http {{
             subprocess.run(base + ["--no-children", "-g", "none", "--sort", "comm,pid",
                                    "--percent-limit", "1"], stdout=f, stderr=subprocess.DEVNULL)
             wp = pid or self.worker_pid()
+            f.write("\n### worker (pid %s): by shared object\n" % wp)
+            f.flush()
+            subprocess.run(base + ["--no-children", "-g", "none", "--pid", str(wp), "--sort", "dso",
+                                   "--percent-limit", "0.5"], stdout=f, stderr=subprocess.DEVNULL)
             f.write("\n### worker (pid %s): self time by symbol\n" % wp)
             f.flush()
             subprocess.run(base + ["--no-children", "-g", "none", "--pid", str(wp), "--sort",
@@ -549,6 +612,12 @@ http {{
                 subprocess.run(base + ["--children", "-g", "none", "--comm", "postgres",
                                        "--sort", "sym", "--percent-limit", "2"], stdout=f,
                                stderr=subprocess.DEVNULL)
+            # where the time goes under the functions that matter, from the call chains
+            roots = ["pgcb_worker_main", "pgcb_queue_claim", "pgcb_queue_write_back"]
+            if pid is None:
+                roots += ["PostgresMain", "callback_trigger", "outbox_trigger"]
+            script = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
+            f.write("\n" + perf_under(script, roots))
         self.perf_files.append(txt)
         log("perf report: %s" % os.path.relpath(txt, self.repo))
 
