@@ -108,7 +108,8 @@ def _gaps(reqs):
 
 def test_500_three_times_then_200_exactly_4_attempts_growing_gaps(request, cluster, receiver,
                                                                    endpoint_factory):
-    schedule = [0.4, 0.8, 1.6]
+    # apart enough that jitter (20 %) and the wake-up granularity cannot reorder them
+    schedule = [0.4, 1.0, 2.0]
     ep = One(request, cluster, receiver, endpoint_factory, max_attempts=8,
              retry_schedule=schedule)
     receiver.script(ep.path, [(500, {}, "boom 1"), (500, {}, "boom 2"), (500, {}, "boom 3"),
