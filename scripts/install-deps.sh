@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     make gcc
     postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-15-cron
-    libcurl4-openssl-dev libssl-dev
+    libcurl4-openssl-dev libssl-dev openssl
     python3 python3-pytest python3-psycopg2
     libipc-run-perl
 )

@@ -940,6 +940,7 @@ REVOKE ALL ON FUNCTION
     callback._check_endpoint_args(text, text, text[], jsonb, interval, text, integer, interval[],
                                   double precision, integer, integer, interval),
     callback._endpoint_for_update(text),
+    callback._check_secret_unused(text, integer),
     callback.alter_endpoint(text, text, text[], jsonb, interval, integer, interval[],
                             double precision, integer, integer, interval, boolean, boolean),
     callback.drop_endpoint(text, boolean),

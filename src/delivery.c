@@ -35,6 +35,7 @@
 typedef struct PgcbRequest
 {
 	int64		delivery_id;
+	pg_uuid_t	event_id;
 	int			endpoint_id;
 	int			attempt;		/* this attempt's number, from 1 */
 	char	   *body;
@@ -130,6 +131,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	int			len;
 
 	req->delivery_id = c->id;
+	req->event_id = c->event_id;
 	req->endpoint_id = ep->id;
 	req->attempt = c->attempts + 1;
 	req->body = c->body;
@@ -181,6 +183,8 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, pgcb_netpolicy_opensocket);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, (void *) req->why);
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, pgcb_netpolicy_prereq);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, (void *) req->why);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (pgcb_ca_file != NULL && pgcb_ca_file[0] != '\0')
@@ -266,6 +270,7 @@ finish_request(CURL *easy, CURLcode result)
 	old = MemoryContextSwitchTo(outcome_cxt);
 	o = new_outcome();
 	o->delivery_id = req->delivery_id;
+	o->event_id = req->event_id;
 	o->status_code = (int) status;
 	o->latency_ms = (double) total_us / 1000.0;
 	o->started_at = req->started_at;

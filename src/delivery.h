@@ -8,6 +8,7 @@
 #define PGCB_DELIVERY_H
 
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "shmem.h"
 #include "sign.h"
@@ -51,6 +52,7 @@ typedef struct PgcbEndpoint
 typedef struct PgcbOutcome
 {
 	int64		delivery_id;
+	pg_uuid_t	event_id;		/* with the id: the row claimed, not one reusing its id */
 	int			status_code;	/* 0: no response */
 	char	   *error;			/* NULL when delivered */
 	double		latency_ms;

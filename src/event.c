@@ -98,7 +98,8 @@ pgcb_event_check_type(const char *type, bool pattern, const char *what)
 	if (type == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", what)));
+				 errmsg("%s must not be NULL", what),
+				 errhint("Give a name such as 'order.created'.")));
 	if (!pgcb_event_type_is_valid(type, pattern))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

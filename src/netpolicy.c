@@ -546,24 +546,6 @@ pgcb_netpolicy_check_url(const char *url)
 				 errdetail("The URL is empty."),
 				 errhint(NETPOLICY_HINT_URL)));
 
-	/*
-	 * curl forgives "http:/x" and "http:///x", reading "x" as the host; a
-	 * callback URL must spell its authority out.
-	 */
-	authority = strstr(url, "://");
-	if (authority == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid callback URL \"%s\"", url),
-				 errdetail("It is not an absolute URL of the form scheme://host/path."),
-				 errhint(NETPOLICY_HINT_URL)));
-	if (authority[3] == '/' || authority[3] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid callback URL \"%s\"", url),
-				 errdetail("It has no host."),
-				 errhint(NETPOLICY_HINT_URL)));
-
 	cu = curl_url();
 	if (cu == NULL)
 		ereport(ERROR,
@@ -636,6 +618,24 @@ pgcb_netpolicy_check_url(const char *url)
 				 errmsg("invalid callback URL \"%s\"", url),
 				 errdetail("Its scheme is \"%s\".", scheme ? scheme : ""),
 				 errhint("Only http and https are supported.")));
+
+	/*
+	 * curl forgives "http:/x" and "http:///x", reading "x" as the host; a
+	 * callback URL must spell its authority out.
+	 */
+	authority = strstr(url, "://");
+	if (authority == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid callback URL \"%s\"", url),
+				 errdetail("It is not an absolute URL of the form scheme://host/path."),
+				 errhint(NETPOLICY_HINT_URL)));
+	if (authority[3] == '/' || authority[3] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid callback URL \"%s\"", url),
+				 errdetail("It has no host."),
+				 errhint(NETPOLICY_HINT_URL)));
 
 	if (host == NULL || host[0] == '\0')
 		ereport(ERROR,
@@ -824,6 +824,7 @@ pgcb_netpolicy_opensocket(void *clientp, curlsocktype purpose,
 	struct sockaddr_storage ss;
 	curl_socket_t sock;
 	int			socktype;
+	char		reason[PGCB_NETPOLICY_WHY_LEN];
 
 	/*
 	 * why is not cleared when an address passes: when curl tries several
@@ -846,9 +847,14 @@ pgcb_netpolicy_opensocket(void *clientp, curlsocktype purpose,
 	 */
 	memset(&ss, 0, sizeof(ss));
 	memcpy(&ss, &address->addr, address->addrlen);
-	if (!pgcb_netpolicy_address_allowed((struct sockaddr *) &ss, why,
-										why != NULL ? PGCB_NETPOLICY_WHY_LEN : 0))
+	if (!pgcb_netpolicy_address_allowed((struct sockaddr *) &ss, reason, sizeof(reason)))
+	{
+		/* recorded as the attempt's error: say who refused and what to do */
+		set_why(why, PGCB_NETPOLICY_WHY_LEN,
+				"connection refused by the address policy: %s; "
+				"add the address to callback.ssrf_allowlist to allow it", reason);
 		return CURL_SOCKET_BAD;
+	}
 
 	/* what curl itself would do, plus close-on-exec */
 	socktype = address->socktype;
@@ -860,6 +866,43 @@ pgcb_netpolicy_opensocket(void *clientp, curlsocktype purpose,
 		set_why(why, PGCB_NETPOLICY_WHY_LEN, "could not create socket: %s",
 				strerror(errno));
 	return sock;
+}
+
+/*
+ * curl's prereq callback: runs before each request is sent, on a new
+ * connection or a kept-alive one.  opensocket judged the address when the
+ * connection was made; this judges it again under the allowlist of now, so
+ * that narrowing callback.ssrf_allowlist also stops connections already open.
+ */
+int
+pgcb_netpolicy_prereq(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+					  int conn_primary_port, int conn_local_port)
+{
+	char	   *why = (char *) clientp;
+	struct sockaddr_storage ss;
+	char		reason[PGCB_NETPOLICY_WHY_LEN];
+
+	(void) conn_local_ip;
+	(void) conn_primary_port;
+	(void) conn_local_port;
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, conn_primary_ip, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+		ss.ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, conn_primary_ip, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+	else
+	{
+		set_why(why, PGCB_NETPOLICY_WHY_LEN, "bad peer address \"%s\" from curl", conn_primary_ip);
+		return CURL_PREREQFUNC_ABORT;
+	}
+	if (!pgcb_netpolicy_address_allowed((struct sockaddr *) &ss, reason, sizeof(reason)))
+	{
+		set_why(why, PGCB_NETPOLICY_WHY_LEN,
+				"request refused by the address policy: %s; "
+				"add the address to callback.ssrf_allowlist to allow it", reason);
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
 }
 
 /*

@@ -10,7 +10,7 @@
 
 #include "utils/jsonb.h"
 
-#define PGCB_NETPOLICY_WHY_LEN	160
+#define PGCB_NETPOLICY_WHY_LEN	320
 
 /* GUC check: is list a comma-separated list of CIDR blocks?  *bad gets the bad item. */
 extern bool pgcb_netpolicy_allowlist_is_valid(const char *list, char **bad);
@@ -40,6 +40,10 @@ extern void pgcb_netpolicy_check_url(const char *url);
  * content-length, host, transfer-encoding, connection).
  */
 extern void pgcb_netpolicy_check_headers(Jsonb *headers);
+
+/* CURLOPT_PREREQFUNCTION: the same check on every request, kept-alive connections too. */
+extern int	pgcb_netpolicy_prereq(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+								  int conn_primary_port, int conn_local_port);
 
 /*
  * CURLOPT_OPENSOCKETFUNCTION: checks the address curl is about to connect to

@@ -9,9 +9,11 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -64,14 +66,16 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"UPDATE callback.callback_queue q "
 	"   SET status = 'sending', claimed_by = $4, "
 	"       lease_expires_at = pg_catalog.now() + $3 * interval '1 millisecond' "
-	"  FROM c WHERE q.id = c.id "
+	/* = ANY (ARRAY(...)): a join would hash the whole queue */
+	" WHERE q.id = ANY (ARRAY(SELECT id FROM c)) "
 	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body",
 
 	[PLAN_WRITE_BACK] =
 	"WITH o AS ("
 	"  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], "
-	"                       $6::timestamptz[], $7::timestamptz[], $8::text[]) "
-	"    AS o(id, status_code, error, latency_ms, outcome, next_at, started_at, response_body)), "
+	"                       $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[]) "
+	"    AS o(id, status_code, error, latency_ms, outcome, next_at, started_at, response_body, "
+	"         event_id)), "
 	"u AS ("
 	"  UPDATE callback.callback_queue q "
 	"     SET status = o.outcome::callback.delivery_status, attempts = q.attempts + 1, "
@@ -79,7 +83,12 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"         last_attempt_at = o.started_at, last_status_code = o.status_code, "
 	"         last_error = o.error, lease_expires_at = NULL, claimed_by = NULL, "
 	"         finished_at = CASE WHEN o.outcome <> 'pending' THEN pg_catalog.now() END "
-	"    FROM o WHERE q.id = o.id AND q.status = 'sending' "
+	/*
+	 * The event id too: after TRUNCATE ... RESTART IDENTITY a new row may
+	 * carry the id.  status::text: the partial index on status = 'sending'
+	 * would otherwise be scanned whole, dead entries and all.
+	 */
+	"    FROM o WHERE q.id = o.id AND q.event_id = o.event_id AND q.status::text = 'sending' "
 	"  RETURNING q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, q.status, "
 	"            o.started_at, o.latency_ms, o.status_code, o.error, o.response_body), "
 	"a AS ("
@@ -126,15 +135,15 @@ static const char *const plan_sql[NUM_PLANS] = {
 };
 
 static const int plan_nargs[NUM_PLANS] = {
-	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 8,
+	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 9,
 	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 4,[PLAN_RELEASE] = 3,
 };
 
-static const Oid plan_types[NUM_PLANS][8] = {
+static const Oid plan_types[NUM_PLANS][9] = {
 	[PLAN_LOAD] = {INT4OID},
 	[PLAN_CLAIM] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8OID, INT4OID},
 	[PLAN_WRITE_BACK] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
-	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID},
+	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, UUIDARRAYOID},
 	[PLAN_DISABLE] = {INT4ARRAYOID},
 	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
 	[PLAN_RELEASE] = {BOOLOID, INT4OID, BOOLOID},
@@ -143,7 +152,19 @@ static const Oid plan_types[NUM_PLANS][8] = {
 bool
 pgcb_queue_extension_present(void)
 {
-	return OidIsValid(get_extension_oid(PGCB_EXTENSION_NAME, true));
+	Oid			extoid = get_extension_oid(PGCB_EXTENSION_NAME, true);
+
+	if (!OidIsValid(extoid))
+		return false;
+
+	/*
+	 * DROP EXTENSION locks the extension before its tables: share-lock it
+	 * for the rest of this transaction so that the tables cannot vanish
+	 * under our statements, then look again, in case it went while we
+	 * waited (taking the lock has read the invalidations).
+	 */
+	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
+	return get_extension_oid(PGCB_EXTENSION_NAME, true) == extoid;
 }
 
 /* Run a saved plan (prepared on first use) inside an SPI connection. */
@@ -199,7 +220,12 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 	/* nothing outside the engine keeps pointers into the old configuration */
 	MemoryContextReset(cfgcxt);
 	SPI_connect();
-	run_plan(PLAN_LOAD, &arg, NULL, true);
+	/*
+	 * Not read-only: SPI then takes a fresh snapshot, which sees the
+	 * write-back just done (retries now pending, 410s disabled) and events
+	 * committed since the cycle began.
+	 */
+	run_plan(PLAN_LOAD, &arg, NULL, false);
 
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
@@ -355,9 +381,10 @@ pgcb_queue_write_back(const PgcbOutcome *o, int n)
 	Datum	   *starts = palloc(sizeof(Datum) * n);
 	Datum	   *bodies = palloc(sizeof(Datum) * n);
 	bool	   *body_nulls = palloc(sizeof(bool) * n);
+	Datum	   *event_ids = palloc(sizeof(Datum) * n);
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
-	Datum		values[8];
+	Datum		values[9];
 
 	for (int i = 0; i < n; i++)
 	{
@@ -373,6 +400,7 @@ pgcb_queue_write_back(const PgcbOutcome *o, int n)
 		starts[i] = TimestampTzGetDatum(o[i].started_at);
 		body_nulls[i] = o[i].response_body == NULL;
 		bodies[i] = body_nulls[i] ? (Datum) 0 : CStringGetTextDatum(o[i].response_body);
+		event_ids[i] = UUIDPGetDatum(&o[i].event_id);
 	}
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(construct_md_array(codes, code_nulls, 1, dims, lbs, INT4OID, 4, true, TYPALIGN_INT));
@@ -382,6 +410,7 @@ pgcb_queue_write_back(const PgcbOutcome *o, int n)
 	values[5] = PointerGetDatum(construct_md_array(next_ats, next_nulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[6] = PointerGetDatum(construct_array(starts, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[7] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+	values[8] = PointerGetDatum(construct_array(event_ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 
 	SPI_connect();
 	run_plan(PLAN_WRITE_BACK, values, NULL, false);

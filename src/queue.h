@@ -22,6 +22,7 @@ typedef struct PgcbClaimed
 	int			body_len;
 } PgcbClaimed;
 
+/* Whether the extension is installed; if so, it cannot be dropped before commit. */
 extern bool pgcb_queue_extension_present(void);
 
 /* Refresh the endpoint hash (keyed by id) from callback_endpoints. */

@@ -62,7 +62,8 @@ callback_trigger(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("callback.trigger() was not called by the trigger manager")));
+				 errmsg("callback.trigger() was not called by the trigger manager"),
+				 errhint("Use it in CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW EXECUTE FUNCTION callback.trigger('prefix').")));
 	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
@@ -74,9 +75,17 @@ callback_trigger(PG_FUNCTION_ARGS)
 	if (trigger->tgnargs > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("callback.trigger() takes at most one argument, the event type prefix")));
+				 errmsg("callback.trigger() takes at most one argument, the event type prefix"),
+				 errhint("Give one prefix, such as callback.trigger('order'), or none to use the table's name.")));
 	prefix = trigger->tgnargs == 1 ? trigger->tgargs[0] : RelationGetRelationName(rel);
-	pgcb_event_check_type(prefix, false, "event type prefix");
+	/* room for ".insert", ".update" or ".delete" (7 bytes each) */
+	if (strlen(prefix) > PGCB_EVENT_TYPE_MAX - 7 || !pgcb_event_type_is_valid(prefix, false))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid event type prefix \"%s\"", prefix),
+				 errhint("Use 1 to %d of the characters A-Z a-z 0-9 _ . -, such as 'order'; "
+						 "the event type is the prefix and .insert, .update or .delete.",
+						 PGCB_EVENT_TYPE_MAX - 7)));
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{

@@ -343,8 +343,6 @@ def test_ssrf_hostname_refused_at_connect_then_allowed(request, cluster, receive
     set_allowlist(cluster, "")
 
 
-@pytest.mark.xfail(strict=True, reason="bugs.md (h4) O1: the connect-time refusal does not "
-                   "say it is the address policy nor how to allow the address")
 def test_ssrf_connect_error_names_policy(request, cluster, receiver, endpoint_factory):
     set_allowlist(cluster, "")
     eid = endpoint_factory(endpoint_name(request), "http://localhost:%d/why" % receiver.port,
@@ -425,8 +423,6 @@ def test_ssrf_reload_blocks_new_connections(request, cluster, receiver, endpoint
         "a request reached loopback after it was taken off the allowlist"
 
 
-@pytest.mark.xfail(strict=True, reason="bugs.md (h4) O2: a kept-alive connection opened while "
-                   "the address was allowlisted is reused after it is taken off the allowlist")
 def test_ssrf_reload_closes_kept_alive_connections(request, cluster, receiver,
                                                    endpoint_factory):
     set_allowlist(cluster, LOOPBACK)
