@@ -210,6 +210,7 @@ CREATE TABLE callback.callback_stats (
     last_error text,
     PRIMARY KEY (endpoint_id, event_type, minute)
 );
+CREATE INDEX callback_stats_minute ON callback.callback_stats (minute);
 
 REVOKE ALL ON callback.callback_endpoints, callback.callback_queue,
               callback.callback_attempts, callback.callback_stats FROM PUBLIC;
@@ -747,10 +748,17 @@ WITH s AS (
       FROM callback.callback_stats st
      GROUP BY st.endpoint_id, st.event_type
 ), q AS (
-    SELECT cq.endpoint_id, cq.event_type, count(*) AS pending, min(cq.created_at) AS oldest
-      FROM callback.callback_queue cq
-     WHERE cq.status IN ('pending', 'sending')
-     GROUP BY cq.endpoint_id, cq.event_type
+    -- one arm per status, so that each reads its partial index: the cost
+    -- follows the backlog, not the history kept in the queue
+    SELECT b.endpoint_id, b.event_type, sum(b.n) AS pending, min(b.oldest) AS oldest
+      FROM (SELECT cq.endpoint_id, cq.event_type, count(*) AS n, min(cq.created_at) AS oldest
+              FROM callback.callback_queue cq WHERE cq.status = 'pending'
+             GROUP BY cq.endpoint_id, cq.event_type
+            UNION ALL
+            SELECT cq.endpoint_id, cq.event_type, count(*), min(cq.created_at)
+              FROM callback.callback_queue cq WHERE cq.status = 'sending'
+             GROUP BY cq.endpoint_id, cq.event_type) b
+     GROUP BY b.endpoint_id, b.event_type
 )
 SELECT e.name AS endpoint,
        coalesce(s.event_type, q.event_type) AS event_type,
@@ -787,14 +795,21 @@ WITH t AS (
 ), s AS (
     SELECT st.endpoint_id, sum(st.attempts) AS attempts, sum(st.delivered) AS delivered,
            sum(st.latency_sum_ms) AS latency_sum_ms
-      FROM callback.callback_stats st, t
-     WHERE st.minute >= date_trunc('minute', pg_catalog.now() - t.win)
+      FROM callback.callback_stats st
+     -- written out (not from t) so that it bounds a scan of callback_stats_minute
+     WHERE st.minute >= date_trunc('minute', pg_catalog.now()
+               - coalesce(current_setting('callback.health_window', true), '15min')::interval)
      GROUP BY st.endpoint_id
 ), q AS (
-    SELECT cq.endpoint_id, count(*) AS backlog, min(cq.created_at) AS oldest
-      FROM callback.callback_queue cq
-     WHERE cq.status IN ('pending', 'sending')
-     GROUP BY cq.endpoint_id
+    SELECT b.endpoint_id, sum(b.n) AS backlog, min(b.oldest) AS oldest
+      FROM (SELECT cq.endpoint_id, count(*) AS n, min(cq.created_at) AS oldest
+              FROM callback.callback_queue cq WHERE cq.status = 'pending'
+             GROUP BY cq.endpoint_id
+            UNION ALL
+            SELECT cq.endpoint_id, count(*), min(cq.created_at)
+              FROM callback.callback_queue cq WHERE cq.status = 'sending'
+             GROUP BY cq.endpoint_id) b
+     GROUP BY b.endpoint_id
 ), f AS (
     SELECT e.id, e.name, e.enabled, e.paused, e.breaker_state, e.breaker_reason,
            round(100.0 * s.delivered / nullif(s.attempts, 0), 2) AS success_rate,
@@ -852,6 +867,9 @@ DECLARE
     out text := '';
     m record;
     fam record;
+    -- the view is read once; every family below is a pass over this array
+    ms callback.callback_metrics[] := ARRAY(SELECT mt FROM callback.callback_metrics mt
+                                             ORDER BY mt.endpoint, mt.event_type);
 BEGIN
     FOR fam IN
         SELECT * FROM (VALUES
@@ -882,8 +900,7 @@ BEGIN
                        WHEN 'oldest_pending_age' THEN
                            coalesce(round(extract(epoch FROM mt.oldest_pending_age)::numeric, 3), 0)
                    END AS v
-              FROM callback.callback_metrics mt
-             ORDER BY mt.endpoint, mt.event_type
+              FROM unnest(ms) mt
         LOOP
             CONTINUE WHEN m.v IS NULL;
             out := out || fam.name || '{endpoint="' || callback._prom_label(m.endpoint)
@@ -895,8 +912,7 @@ BEGIN
     out := out || E'# HELP pg_callback_latency_ms Attempt latency in milliseconds (quantiles estimated from a histogram).\n'
                || E'# TYPE pg_callback_latency_ms summary\n';
     FOR m IN
-        SELECT mt.* FROM callback.callback_metrics mt WHERE mt.total_calls > 0
-         ORDER BY mt.endpoint, mt.event_type
+        SELECT mt.* FROM unnest(ms) mt WHERE mt.total_calls > 0
     LOOP
         out := out
             || 'pg_callback_latency_ms{endpoint="' || callback._prom_label(m.endpoint) || '",event_type="'

@@ -37,6 +37,13 @@
 /* How long a finished attempt may wait before it is written back. */
 #define FLUSH_DELAY_MS 20
 
+/*
+ * The least time between two cycles.  Under a stream of commits each one
+ * wakes the worker; waiting this long lets one cycle claim what many
+ * commits queued, instead of a transaction per commit.
+ */
+#define MIN_CYCLE_GAP_US 1000
+
 typedef struct LoopState
 {
 	bool		woken;			/* the latch was set: maybe new work */
@@ -172,6 +179,10 @@ pgcb_worker_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		if (cycle_needed(&ls, now, &sweep))
 		{
+			long		since_last = (long) (now - ls.last_cycle_at);
+
+			if (since_last >= 0 && since_last < MIN_CYCLE_GAP_US)
+				pg_usleep(MIN_CYCLE_GAP_US - since_last);
 			run_cycle(slot, &ls, sweep);
 			MemoryContextSwitchTo(loop_cxt);
 		}
