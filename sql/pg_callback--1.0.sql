@@ -24,6 +24,8 @@ GRANT callback_producer TO callback_admin;
 GRANT callback_monitor TO callback_admin;
 
 GRANT USAGE ON SCHEMA callback TO callback_admin, callback_producer, callback_monitor;
+-- pg_monitor reaches only what is granted to it below (worker counters, Prometheus text)
+GRANT USAGE ON SCHEMA callback TO pg_monitor;
 
 CREATE TYPE callback.delivery_status AS ENUM ('pending', 'sending', 'delivered', 'dead');
 
@@ -444,7 +446,8 @@ BEGIN
         breaker_cooldown = coalesce(alter_endpoint.breaker_cooldown, c.breaker_cooldown),
         enabled = coalesce(alter_endpoint.enabled, c.enabled),
         disabled_reason = CASE WHEN coalesce(alter_endpoint.enabled, c.enabled) THEN NULL
-                               ELSE coalesce(c.disabled_reason, 'disabled by ' || current_user) END,
+                               -- session_user: inside SECURITY DEFINER current_user is the owner
+                               ELSE coalesce(c.disabled_reason, 'disabled by ' || session_user) END,
         updated_at = now()
     WHERE c.id = e.id;
 END
@@ -473,6 +476,8 @@ BEGIN
                   HINT = 'Pause it and let them drain, or call callback.drop_endpoint(name, force => true) to discard them.';
     END IF;
     DELETE FROM callback.callback_queue q WHERE q.endpoint_id = e.id AND q.status IN ('pending', 'sending');
+    -- its figures would stay in callback_metrics with no name; the attempt history stays
+    DELETE FROM callback.callback_stats s WHERE s.endpoint_id = e.id;
     DELETE FROM callback.callback_endpoints c WHERE c.id = e.id;
 END
 $fn$;
@@ -650,7 +655,10 @@ $fn$;
 CREATE FUNCTION callback.process_callbacks(max integer DEFAULT 1000)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'process_callbacks'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+-- it claims, writes back and keeps statistics, which callback_admin may not do by hand
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 /* ---------------------------------------------------------------- retention */
 

@@ -323,6 +323,14 @@ finish_request(CURL *easy, CURLcode result)
 		}
 		if (d.endpoint_gone)
 			ep->gone = true;
+		/* "slow down" is about the endpoint, not one delivery: hold them all */
+		if (status == 429 || (status == 503 && retry_after_ms > 0))
+		{
+			long		hold_ms = d.verdict == PGCB_RETRY ? d.delay_ms :
+				Min(Max(retry_after_ms, 0), pgcb_retry_after_max_ms);
+
+			ep->hold_until = Max(ep->hold_until, TimestampTzPlusMilliseconds(now, hold_ms));
+		}
 	}
 	MemoryContextSwitchTo(old);
 
@@ -426,6 +434,11 @@ endpoint_wants(PgcbEndpoint *ep, int room, TimestampTz now)
 
 	if (!ep->active || ep->next_due == 0)
 		return 0;
+	if (ep->hold_until > now)
+	{
+		note_due(ep->hold_until);
+		return 0;
+	}
 	if (ep->breaker == 'o')
 	{
 		TimestampTz probe_at = TimestampTzPlusMilliseconds(ep->breaker_changed_at, ep->cooldown_ms);

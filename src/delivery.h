@@ -46,6 +46,7 @@ typedef struct PgcbEndpoint
 	bool		breaker_dirty;	/* changed since last written to the table */
 	const char *breaker_reason;
 	bool		gone;			/* answered 410: disable at next write-back */
+	TimestampTz hold_until;		/* a 429 (or 503 with Retry-After) holds the endpoint */
 } PgcbEndpoint;
 
 /* What one finished attempt left behind, waiting for the write-back. */
