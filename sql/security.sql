@@ -7,6 +7,7 @@
 --   regress_pgcb_monitor   member of callback_monitor
 --   regress_pgcb_nobody    no extension role
 --   regress_pgcb_owner     no extension role; owns a business table
+--   regress_pgcb_pgmon     member of pg_monitor only
 --
 -- Every refusal is shown with its SQLSTATE and message (and hint, if any).
 -- Random values (secrets, uuids, times) are never printed, only facts about
@@ -22,6 +23,7 @@ CREATE ROLE regress_pgcb_producer NOLOGIN IN ROLE callback_producer;
 CREATE ROLE regress_pgcb_monitor NOLOGIN IN ROLE callback_monitor;
 CREATE ROLE regress_pgcb_nobody NOLOGIN;
 CREATE ROLE regress_pgcb_owner NOLOGIN;
+CREATE ROLE regress_pgcb_pgmon NOLOGIN IN ROLE pg_monitor;
 
 -- Run cmd as role and return "ok" or "<SQLSTATE> <message>[ HINT: <hint>]".
 -- SET LOCAL ROLE is undone with the subtransaction on error, and reset by
@@ -299,11 +301,6 @@ SELECT pg_temp.try('regress_pgcb_admin', cmd) AS result, cmd
     $$SELECT callback.wake_worker()$$,
     $$SELECT * FROM callback.callback_dead_letters$$,
     $$SELECT * FROM callback.callback_metrics$$]) cmd;
--- Not tested until fixed (bugs.md S1): callback.process_callbacks() as an
--- admin that is not a superuser fails with 42501 on callback_queue once a
--- delivery is due.  Not tested until settled (bugs.md S3): pg_monitor
--- members lack USAGE on the schema.  Not tested until fixed (bugs.md S2):
--- disabled_reason names the definer, not the admin who disabled.
 
 -- What the admin's calls did.
 SET ROLE regress_pgcb_admin;
@@ -314,9 +311,57 @@ SELECT name, url, max_attempts, paused,
   FROM callback.callback_endpoints WHERE name = 'regress_pgcb_admin_ep';
 SELECT secret = :'sec1' AS reads_given_secret FROM callback.callback_endpoints WHERE name = 'regress_pgcb_ep';
 SELECT callback.rotate_secret('regress_pgcb_admin_ep', '0') ~ '^whsec_' AS rotate_returns_secret;
-SELECT callback.drop_endpoint('regress_pgcb_admin_ep');
 RESET ROLE;
+
+-- Disabling records who did it: the admin's login (session user), not the
+-- functions' owner.
+SET SESSION AUTHORIZATION regress_pgcb_admin;
+SELECT callback.alter_endpoint('regress_pgcb_admin_ep', enabled => false);
+SELECT enabled, disabled_reason FROM callback.callback_endpoints WHERE name = 'regress_pgcb_admin_ep';
+SELECT callback.drop_endpoint('regress_pgcb_admin_ep');
+RESET SESSION AUTHORIZATION;
 SELECT count(*) AS admin_ep_left FROM callback.callback_endpoints WHERE name = 'regress_pgcb_admin_ep';
+
+-- Drives delivery from SQL (the pg_cron mode), though it may not write the
+-- queue itself: process_callbacks runs as the extension's owner.  Only the
+-- test endpoint is left active for this transaction; its deliveries go to a
+-- closed loopback port (or are refused by the address policy), so the one
+-- attempt fails and is written back as a retry.  The rollback then returns
+-- everything as it was.
+BEGIN;
+UPDATE callback.callback_endpoints SET paused = true WHERE name <> 'regress_pgcb_ep';
+SET LOCAL ROLE regress_pgcb_admin;
+SELECT callback.process_callbacks(1) AS attempted;
+RESET ROLE;
+SELECT q.status, q.attempts, q.last_error IS NOT NULL AS has_error,
+       q.next_attempt_at > now() AS retry_later, count(*)
+  FROM callback.callback_queue q JOIN callback.callback_endpoints e ON e.id = q.endpoint_id
+ WHERE e.name = 'regress_pgcb_ep'
+ GROUP BY 1, 2, 3, 4 ORDER BY 2, 1;
+SELECT count(*) AS attempts_recorded FROM callback.callback_attempts a
+  JOIN callback.callback_endpoints e ON e.id = a.endpoint_id WHERE e.name = 'regress_pgcb_ep';
+ROLLBACK;
+SELECT q.status, q.attempts, count(*)
+  FROM callback.callback_queue q JOIN callback.callback_endpoints e ON e.id = q.endpoint_id
+ WHERE e.name = 'regress_pgcb_ep'
+ GROUP BY 1, 2;
+
+----------------------------------------------------------------- pg_monitor
+
+-- A pg_monitor member reads the live worker counters and the Prometheus
+-- text, and nothing else of the extension.
+SELECT pg_temp.try('regress_pgcb_pgmon', cmd) AS result, cmd
+  FROM unnest(ARRAY[
+    $$SELECT * FROM callback.worker_stats()$$,
+    $$SELECT * FROM callback.callback_worker_stats$$,
+    $$SELECT callback.prometheus_metrics()$$,
+    $$SELECT * FROM callback.callback_metrics$$,
+    $$SELECT * FROM callback.callback_health$$,
+    $$SELECT name FROM callback.callback_endpoints$$,
+    $$SELECT secret FROM callback.callback_endpoints$$,
+    $$SELECT * FROM callback.callback_queue$$,
+    $$SELECT callback.enqueue('regress_pgcb.test', '{}')$$,
+    $$SELECT callback.process_callbacks(1)$$]) cmd;
 
 ----------------------------------------------------------------- clean up
 
@@ -325,7 +370,7 @@ DROP SCHEMA regress_pgcb_evil CASCADE;
 SELECT callback.drop_endpoint(name, force => true)
   FROM callback.callback_endpoints WHERE name LIKE 'regress\_pgcb\_%';
 DROP OWNED BY regress_pgcb_admin, regress_pgcb_producer, regress_pgcb_monitor,
-              regress_pgcb_nobody, regress_pgcb_owner;
+              regress_pgcb_nobody, regress_pgcb_owner, regress_pgcb_pgmon;
 DROP ROLE regress_pgcb_admin, regress_pgcb_producer, regress_pgcb_monitor,
-          regress_pgcb_nobody, regress_pgcb_owner;
+          regress_pgcb_nobody, regress_pgcb_owner, regress_pgcb_pgmon;
 SELECT count(*) AS roles_left FROM pg_roles WHERE rolname LIKE 'regress\_pgcb\_%';
