@@ -385,10 +385,13 @@ SELECT pg_temp.try($$INSERT INTO shop.misuse_v VALUES (1)$$) AS queued;
 DROP VIEW shop.misuse_v;
 SELECT count(*) AS misuse_rows FROM shop.misuse;
 
--- Not tested until fixed (notes/bugs.md T1, no hint): called as a function.
+-- Called as a function.
+SELECT pg_temp.try($$SELECT callback.trigger()$$) AS queued;
 
--- Bad arguments: a prefix that is not an event type.  Not tested until fixed
--- (notes/bugs.md T1): more than one argument (no hint).
+-- Bad arguments: more than one; a prefix that is not an event type.
+CREATE TRIGGER t AFTER INSERT ON shop.misuse FOR EACH ROW EXECUTE FUNCTION callback.trigger('order', 'extra');
+SELECT pg_temp.try($$INSERT INTO shop.misuse VALUES (1)$$) AS queued;
+DROP TRIGGER t ON shop.misuse;
 CREATE TRIGGER t AFTER INSERT ON shop.misuse FOR EACH ROW EXECUTE FUNCTION callback.trigger('');
 SELECT pg_temp.try($$INSERT INTO shop.misuse VALUES (1)$$) AS queued;
 DROP TRIGGER t ON shop.misuse;
@@ -404,8 +407,12 @@ CREATE TRIGGER t AFTER INSERT ON shop."bad name" FOR EACH ROW EXECUTE FUNCTION c
 SELECT pg_temp.try($$INSERT INTO shop."bad name" VALUES (1)$$) AS queued;
 DROP TABLE shop."bad name";
 SELECT count(*) AS misuse_rows FROM shop.misuse;
--- A prefix of 121 characters is the longest: with ".insert" it makes 128.  Not
--- tested until fixed (notes/bugs.md T2): the error for 122 characters.
+-- A prefix of 121 characters is the longest: with ".insert" it makes 128.
+SELECT format('CREATE TRIGGER t AFTER INSERT ON shop.misuse FOR EACH ROW EXECUTE FUNCTION callback.trigger(%L)',
+              repeat('p', 122)) AS ddl \gset
+:ddl;
+SELECT pg_temp.try($$INSERT INTO shop.misuse VALUES (1)$$) AS queued;
+DROP TRIGGER t ON shop.misuse;
 SELECT callback.alter_endpoint('orders', event_types => '{*}');
 SELECT format('CREATE TRIGGER t AFTER INSERT ON shop.misuse FOR EACH ROW EXECUTE FUNCTION callback.trigger(%L)',
               repeat('p', 121)) AS ddl \gset
