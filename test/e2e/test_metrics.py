@@ -355,7 +355,6 @@ def test_health_thresholds_warn_and_alert_with_the_figure(cluster, receiver, end
         conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="notes/bugs.md R2: pg_monitor lacks USAGE on schema callback")
 def test_worker_stats_readable_by_pg_monitor_member(cluster):
     cluster.execute("DROP ROLE IF EXISTS pgcb_mon_only")
     cluster.execute("CREATE ROLE pgcb_mon_only LOGIN")
@@ -485,8 +484,6 @@ def test_prometheus_exposition_is_strict_and_equals_the_view(cluster, mixed_run,
         assert fams["pg_callback_worker_sent_total"].value(slot=str(w["slot"])) == w["sent"]
 
 
-@pytest.mark.xfail(strict=True, reason="notes/bugs.md R3: dropped endpoints' stats rows show with "
-                                        "endpoint NULL and give duplicate Prometheus series")
 def test_prometheus_stays_valid_after_endpoints_are_dropped(cluster, receiver):
     """Dropping an endpoint either removes its history or keeps it under a
     label that still says which endpoint it was; either way the exposition

@@ -245,8 +245,6 @@ def test_bucket_shared_by_worker_and_process_callbacks(cluster, receiver, endpoi
     assert span >= (n - 2) / 10.0 * 0.97, "%d events in %.2f s at 10/s" % (n, span)
 
 
-@pytest.mark.xfail(strict=True, reason="notes/bugs.md R1: a 429 delays only that delivery, "
-                                        "not the endpoint")
 def test_429_with_retry_after_slows_the_endpoint_down(cluster, receiver, endpoint_factory):
     """The endpoint answers its first request 429 with Retry-After: 2.  That
     delivery comes back no sooner than 2 s later, and the endpoint itself is
