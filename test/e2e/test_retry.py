@@ -153,8 +153,8 @@ def test_millisecond_schedule(request, cluster, receiver, endpoint_factory):
                   % ", ".join("%.1f" % (g * 1000) for g in gaps))
     assert gaps[0] >= 0.050 * (1 - JITTER) - 0.005, gaps
     assert gaps[1] >= 0.100 * (1 - JITTER) - 0.005, gaps
-    # well under a second each, when the schedule says milliseconds
-    assert gaps[0] < 1.0 and gaps[1] < 1.0, gaps
+    # the worker wakes for a retry when it is due (not at its next poll)
+    assert gaps[0] < 0.050 * (1 + JITTER) + 0.5 and gaps[1] < 0.100 * (1 + JITTER) + 0.5, gaps
 
 
 def test_jitter_spreads_retries(request, cluster, receiver, endpoint_factory):
@@ -475,3 +475,33 @@ def test_unusable_or_past_retry_after_falls_back_to_schedule(request, cluster, r
     gap = reqs[1].monotonic - reqs[0].monotonic
     assert 0.3 * (1 - JITTER) - 0.02 <= gap < 0.3 * (1 + JITTER) + 1.5, \
         "Retry-After %r: next attempt after %.3f s, expected the 0.3 s schedule" % (value, gap)
+def test_retries_wake_the_worker_at_their_due_time(request, cluster, receiver, endpoint_factory):
+    """With a long poll interval, a retry 50 ms later still goes ~50 ms later:
+    the worker wakes for it instead of waiting for its next poll."""
+    cluster.set_conf(**{"callback.poll_interval": "5s"})
+    cluster.reload()
+    try:
+        cluster.wait_until(lambda: _show_poll(cluster) == "5s",
+                           timeout=10, what="poll_interval 5s")
+        ep = One(request, cluster, receiver, endpoint_factory, max_attempts=3,
+                 retry_schedule=["50 milliseconds", "100 milliseconds"])
+        receiver.script(ep.path, [503, 503])
+        ep.enqueue(1)
+        ep.wait_status("delivered", 1, timeout=30)
+        gaps = _gaps(ep.requests())
+        record_figure("retry ms schedule with poll_interval 5 s: gaps %s ms"
+                      % ", ".join("%.1f" % (g * 1000) for g in gaps))
+        assert gaps[0] < 0.05 * (1 + JITTER) + 0.5 and gaps[1] < 0.1 * (1 + JITTER) + 0.5, gaps
+    finally:
+        cluster.set_conf(**{"callback.poll_interval": "200ms"})
+        cluster.reload()
+
+
+def _show_poll(cluster):
+    conn = cluster.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW callback.poll_interval")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
