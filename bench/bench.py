@@ -1227,6 +1227,10 @@ http {{
               "`bash bench/run.sh%s`, %s, median of %d run%s." % (
                   " --quick" if self.quick else "", self.results["finished_at"], self.runs,
                   "s" if self.runs > 1 else ""), "",
+              "pg_callback at commit %s%s." % (
+                  self.results["machine"]["pg_callback_commit"],
+                  ", the build already installed (--no-build)" if self.args.no_build
+                  else ", built and installed by run.sh"), "",
               "Machine: " + self.machine_line() + ".", "",
               "Load average before / after: %s / %s." % (
                   " ".join("%.2f" % x for x in self.results["machine"]["load_before"]),
