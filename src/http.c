@@ -225,6 +225,7 @@ pgcb_http_wait(long timeout_ms)
 	WaitEvent	events[3];
 	int			nevents;
 	bool		latch_set = false;
+	bool		sockets_ready = false;
 
 	if (curl_deadline != 0)
 	{
@@ -244,8 +245,16 @@ pgcb_http_wait(long timeout_ms)
 			latch_set = true;
 		}
 		if (events[i].events & WL_SOCKET_READABLE)
-			drive_sockets();
+			sockets_ready = true;
 	}
+
+	/*
+	 * A set latch makes WaitEventSetWait return before it polls the sockets:
+	 * under a stream of commits it is always set, so look at curl's sockets
+	 * then too, or responses would wait for curl's timer.
+	 */
+	if (sockets_ready || (latch_set && running > 0))
+		drive_sockets();
 	drive_timer_if_due();
 	return latch_set;
 }
