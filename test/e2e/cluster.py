@@ -10,6 +10,7 @@ not met in time raises AssertionError saying what was awaited and what was
 last seen.
 """
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -361,3 +362,16 @@ class Cluster:
 
     def __repr__(self):
         return "Cluster(%s, port=%d, dir=%s)" % (self.name, self.port, self.base_dir)
+
+
+@contextlib.contextmanager
+def running_cluster(name, **kwargs):
+    """A Cluster initialised and started on a free port, removed afterwards
+    (also when it fails to start)."""
+    c = Cluster(name=name, port=free_port(55500), **kwargs)
+    try:
+        c.init()
+        c.start()
+        yield c
+    finally:
+        c.cleanup()

@@ -10,7 +10,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # test/, for receiver.py
 
-from cluster import Cluster, free_port  # noqa: E402
+from cluster import running_cluster  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
 FIGURES_FILE = "/tmp/pgcb-e2e-figures.txt"
@@ -27,15 +27,8 @@ def receiver():
 def cluster(request):
     name = request.module.__name__.rsplit(".", 1)[-1].replace("test_", "")[:20]
     extra = getattr(request.module, "CLUSTER_CONF", None) or {}
-    c = Cluster(name=name, port=free_port(55500), extra_conf=extra)
-    try:
-        c.init()
-        c.start()
-    except Exception:
-        c.cleanup()
-        raise
-    yield c
-    c.cleanup()
+    with running_cluster(name, extra_conf=extra) as c:
+        yield c
 
 
 _ENDPOINT_ARGS = ("event_types", "headers", "timeout", "secret", "max_attempts",

@@ -18,11 +18,10 @@ import signal
 import threading
 import time
 
-import psycopg2
 import pytest
 
 from conftest import record_figure
-from cluster import Cluster, free_port
+from cluster import free_port, running_cluster
 from faults_util import (BlackHole, IdTracker, diagnostics, enqueue_many, msg_id, proc_memory_kb,
                          proc_socket_inodes, proc_tcp_sockets, queue_status)
 
@@ -450,18 +449,10 @@ DROP_DB = "cbdrop"
 def dropcluster():
     """A cluster of its own whose worker database can be dropped: no pg_cron
     (its launcher would hold the database)."""
-    c = Cluster(name="faultsdrop", port=free_port(55500), dbname=DROP_DB,
-                optional_extensions=(),
-                extra_conf={"shared_preload_libraries": "pg_callback",
-                            "cron.database_name": None})
-    try:
-        c.init()
-        c.start()
-    except Exception:
-        c.cleanup()
-        raise
-    yield c
-    c.cleanup()
+    with running_cluster("faultsdrop", dbname=DROP_DB, optional_extensions=(),
+                         extra_conf={"shared_preload_libraries": "pg_callback",
+                                     "cron.database_name": None}) as c:
+        yield c
 
 
 def _drop_flow(c, receiver, tracker, path, n, timeout_s=5):

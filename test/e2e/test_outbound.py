@@ -42,7 +42,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import make_endpoint, record_figure
+from conftest import record_figure
 
 CLUSTER_CONF = {"callback.ssrf_allowlist": ""}
 

@@ -18,7 +18,6 @@ Every wait is a bounded poll; the arrival times are the receiver's.
 import threading
 import time
 
-import psycopg2
 import pytest
 
 from conftest import record_figure
