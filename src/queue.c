@@ -175,8 +175,17 @@ run_plan(int which, Datum *values, const char *nulls, bool read_only)
 
 	if (plans[which] == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(plan_sql[which], plan_nargs[which],
-									   (Oid *) plan_types[which]);
+		/*
+		 * The claim and the write-back are planned for each batch: a generic
+		 * plan made while the queue was nearly empty hash-joins the batch
+		 * against a scan of the whole queue, and is kept however much the
+		 * queue grows until an ANALYZE.  A custom plan sees the batch's size
+		 * and the queue's current size.
+		 */
+		int			options = (which == PLAN_CLAIM || which == PLAN_WRITE_BACK) ?
+			CURSOR_OPT_CUSTOM_PLAN : 0;
+		SPIPlanPtr	plan = SPI_prepare_cursor(plan_sql[which], plan_nargs[which],
+											  (Oid *) plan_types[which], options);
 
 		if (plan == NULL)
 			elog(ERROR, "pg_callback: could not prepare statement %d: %s",
