@@ -131,6 +131,15 @@ def machine_busy_s():
     return (sum(v[:8]) - idle) / CLK
 
 
+
+def read_pid(path):
+    """The pid on the first line of a pid file, or None."""
+    try:
+        with open(path) as f:
+            return int(f.readline().strip())
+    except (OSError, ValueError):
+        return None
+
 class CpuMeter:
     """CPU seconds used by the worker, the other postgres processes, nginx,
     and the whole machine (other people's work included) over an interval."""
@@ -258,18 +267,10 @@ class Bench:
         return subprocess.run(cmd, **kw)
 
     def postmaster_pid(self):
-        try:
-            with open(os.path.join(self.datadir, "postmaster.pid")) as f:
-                return int(f.readline())
-        except (OSError, ValueError):
-            return None
+        return read_pid(os.path.join(self.datadir, "postmaster.pid"))
 
     def nginx_master_pid(self):
-        try:
-            with open(os.path.join(self.ngxdir, "nginx.pid")) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(os.path.join(self.ngxdir, "nginx.pid"))
 
     def start_cluster(self):
         step("cluster: initdb in %s, port %d" % (self.pgdir, self.pg_port))

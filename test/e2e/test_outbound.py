@@ -513,6 +513,18 @@ def test_response_body_capped(request, cluster, receiver, endpoint_factory):
         set_system(cluster, "callback.max_response_bytes", "1kB")
 
 
+def assert_two_timed_out_attempts(att, min_ms, max_ms, what):
+    """Attempt 1 left the delivery pending, attempt 2 dead; both without a
+    response, recorded as timeouts, each lasting between min_ms and max_ms."""
+    assert [(a["attempt"], a["outcome"]) for a in att] == [(1, "pending"), (2, "dead")], att
+    for a in att:
+        assert a["status_code"] in (None, 0), a
+        assert re.search(r"time(d)? ?out", a["error"] or "", re.I), \
+            "attempt error does not mention the timeout: %r" % a["error"]
+        assert min_ms <= a["latency_ms"] <= max_ms, \
+            "attempt latency %.1f ms for a %s" % (a["latency_ms"], what)
+
+
 def test_timeout(request, cluster, receiver, endpoint_factory):
     set_allowlist(cluster, LOOPBACK)
     receiver.set_delay("/slow", 2.0)
@@ -525,13 +537,7 @@ def test_timeout(request, cluster, receiver, endpoint_factory):
     row = wait_status(cluster, eid, "dead", timeout=30, min_attempts=2)
     elapsed = time.monotonic() - t0
     att = attempts(cluster, eid)
-    assert [(a["attempt"], a["outcome"]) for a in att] == [(1, "pending"), (2, "dead")], att
-    for a in att:
-        assert a["status_code"] in (None, 0), a
-        assert re.search(r"time(d)? ?out", a["error"] or "", re.I), \
-            "attempt error does not mention the timeout: %r" % a["error"]
-        assert 150 <= a["latency_ms"] <= 1500, \
-            "attempt latency %.1f ms for a 200 ms timeout" % a["latency_ms"]
+    assert_two_timed_out_attempts(att, 150, 1500, "200 ms timeout")
     gap = (att[1]["started_at"] - att[0]["started_at"]).total_seconds()
     assert gap >= 0.2 + 0.24 - 0.05, "retried %.3f s after the first start" % gap
     assert elapsed < 10, "two 200 ms attempts took %.1f s end to end" % elapsed
@@ -586,14 +592,8 @@ def test_connect_timeout(request, cluster, endpoint_factory, blackhole):
         row = wait_status(cluster, eid, "dead", timeout=30, min_attempts=2)
         elapsed = time.monotonic() - t0
         att = attempts(cluster, eid)
-        assert [(a["attempt"], a["outcome"]) for a in att] == [(1, "pending"), (2, "dead")], att
-        for a in att:
-            assert a["status_code"] in (None, 0), a
-            assert re.search(r"time(d)? ?out", a["error"] or "", re.I), \
-                "attempt error does not mention the timeout: %r" % a["error"]
-            # 300 ms connect timeout, not the 10 s total nor the 2 s default connect timeout
-            assert 250 <= a["latency_ms"] <= 1500, \
-                "attempt latency %.1f ms for a 300 ms connect timeout" % a["latency_ms"]
+        # 300 ms connect timeout, not the 10 s total nor the 2 s default connect timeout
+        assert_two_timed_out_attempts(att, 250, 1500, "300 ms connect timeout")
         assert row["last_status_code"] in (None, 0)
         assert elapsed < 8, "two 300 ms connect attempts took %.1f s end to end" % elapsed
         record_figure("outbound: connect timeout 300ms -> attempt latencies %s ms" %
