@@ -21,7 +21,12 @@ OBJS = \
 	src/metrics.o \
 	src/drain.o
 
+# 1.0 is frozen as shipped.  The upgrade to 1.1 is put together from one part
+# per change (sql/upgrade-1.1/NN-*.sql); a fresh install of 1.1 runs 1.0 and
+# then the upgrade, so both paths are the same statements.
 DATA = sql/pg_callback--1.0.sql
+DATA_built = sql/pg_callback--1.0--1.1.sql
+UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
@@ -38,3 +43,6 @@ SHLIB_LINK += -lcurl -lcrypto
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+sql/pg_callback--1.0--1.1.sql: $(UPGRADE_1_1)
+	cat $^ > $@

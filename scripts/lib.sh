@@ -1,7 +1,11 @@
 # Shell helpers shared by test.sh and demo.sh: a throwaway PostgreSQL 15
 # cluster run by the postgres user (PostgreSQL refuses to run as root).
 
-PGBIN=/usr/lib/postgresql/15/bin
+# PG_CONFIG picks the PostgreSQL installation (default: the one on PATH);
+# PGCB_PG_BIN overrides where its programs are.
+PG_CONFIG=${PG_CONFIG:-pg_config}
+PGBIN=${PGCB_PG_BIN:-$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+export PG_CONFIG PGCB_PG_BIN="$PGBIN"
 
 # as_postgres CMD...: run a command as the postgres user when we are root.
 as_postgres() {
@@ -20,9 +24,9 @@ build_and_install() {
     mkdir -p "$dest"
     tar -C "$src" --exclude=.git --exclude=node_modules -cf - . | tar -C "$dest" -xf -
     [ "$(id -u)" -eq 0 ] && chown -R postgres: "$dest"
-    as_postgres make -C "$dest" -s clean >/dev/null
-    as_postgres make -C "$dest" -s
-    make -C "$dest" -s install >/dev/null
+    as_postgres make -C "$dest" -s clean PG_CONFIG="$PG_CONFIG" >/dev/null
+    as_postgres make -C "$dest" -s PG_CONFIG="$PG_CONFIG"
+    make -C "$dest" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
 }
 
 # start_cluster DIR PORT [extra postgresql.conf lines...]

@@ -26,7 +26,7 @@ start_cluster "$work" "$port" \
     "callback.database_name = 'callback_test'" \
     "cron.database_name = 'postgres'" \
     "callback.ssrf_allowlist = '127.0.0.0/8, ::1/128'" || { cat "$work/server.log"; exit 1; }
-regress_out=$(as_postgres make -C "$work/src" installcheck PGHOST="$work" PGPORT="$port" 2>&1)
+regress_out=$(as_postgres make -C "$work/src" installcheck PG_CONFIG="$PG_CONFIG" PGHOST="$work" PGPORT="$port" 2>&1)
 regress_rc=$?
 echo "$regress_out"
 if [ $regress_rc -ne 0 ]; then
