@@ -44,6 +44,7 @@ process_callbacks(PG_FUNCTION_ARGS)
 				 errmsg("pg_callback is not in shared_preload_libraries"),
 				 errhint("Rate limits live in shared memory: add pg_callback to shared_preload_libraries and restart.")));
 
+	(void) pgcb_queue_dead_letter_orphans();
 	pgcb_delivery_init(NULL, -1);
 	PG_TRY();
 	{

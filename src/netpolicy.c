@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/inet.h"
@@ -64,8 +65,14 @@ typedef struct BlockedRange
 } BlockedRange;
 
 /*
- * Refused unless allowlisted.  255.255.255.255 precedes 240/4 so that it is
- * named for what it is.
+ * Refused unless allowlisted: every block of the IANA IPv4 and IPv6
+ * special-purpose address registries that is not globally reachable, plus
+ * multicast, broadcast and the reserved 240/4.  More specific blocks come
+ * first so that an address is named for what it is (Teredo before the IETF
+ * block that holds it, 255.255.255.255 before 240/4).  Checked before the
+ * embedded forms below, so that ::1 is "loopback", not "IPv4-compatible
+ * 0.0.0.1".  Audited against the registries as of 2025 (RFC 6890 and its
+ * updates: 8215, 9602, 9637, 9780).
  */
 static const BlockedRange blocked_ranges[] = {
 	{"0.0.0.0/8", "\"this\" network"},
@@ -75,13 +82,26 @@ static const BlockedRange blocked_ranges[] = {
 	{"169.254.0.0/16", "link-local, cloud metadata"},
 	{"172.16.0.0/12", "private network"},
 	{"192.0.0.0/24", "IETF protocol assignments"},
+	{"192.0.2.0/24", "documentation (TEST-NET-1)"},
+	{"192.88.99.0/24", "6to4 relay anycast, deprecated"},
 	{"192.168.0.0/16", "private network"},
 	{"198.18.0.0/15", "benchmarking"},
+	{"198.51.100.0/24", "documentation (TEST-NET-2)"},
+	{"203.0.113.0/24", "documentation (TEST-NET-3)"},
 	{"224.0.0.0/4", "multicast"},
 	{"255.255.255.255/32", "broadcast"},
 	{"240.0.0.0/4", "reserved"},
 	{"::/128", "unspecified"},
 	{"::1/128", "loopback"},
+	{"64:ff9b:1::/48", "local-use NAT64"},
+	{"100::/64", "discard-only"},
+	{"100:0:0:1::/64", "dummy prefix"},
+	{"2001::/32", "Teredo"},
+	{"2001:2::/48", "benchmarking"},
+	{"2001::/23", "IETF protocol assignments"},
+	{"2001:db8::/32", "documentation"},
+	{"3fff::/20", "documentation"},
+	{"5f00::/16", "segment routing SIDs"},
 	{"fc00::/7", "unique local"},
 	{"fe80::/10", "link-local"},
 	{"fec0::/10", "site-local"},
@@ -90,8 +110,10 @@ static const BlockedRange blocked_ranges[] = {
 
 /*
  * IPv6 blocks that carry an IPv4 address, which the kernel (mapped), a
- * tunnel (compatible, 6to4) or a NAT64 gateway turns into an IPv4
- * connection: the embedded address is held to the IPv4 rules.
+ * translator (SIIT, NAT64), or a tunnel (compatible, 6to4) turns into an
+ * IPv4 connection: the embedded address is held to the IPv4 rules.  The
+ * mapped block must stay first (allowlisted() uses it).  Teredo also embeds
+ * addresses (obfuscated) but is refused whole, above.
  */
 typedef struct EmbeddedRange
 {
@@ -102,10 +124,17 @@ typedef struct EmbeddedRange
 
 static const EmbeddedRange embedded_ranges[] = {
 	{"::ffff:0:0/96", 12, "IPv4-mapped"},
+	{"::ffff:0:0:0/96", 12, "IPv4-translated (SIIT)"},
 	{"::/96", 12, "IPv4-compatible"},
 	{"64:ff9b::/96", 12, "NAT64"},
 	{"2002::/16", 2, "6to4"},
 };
+
+/*
+ * Any other IPv6 address outside global unicast (2000::/3) is unassigned or
+ * reserved by the IETF: nothing a public endpoint lives on.
+ */
+#define GLOBAL_UNICAST_V6 "2000::/3"
 
 /* Headers pg_callback sets itself, or that would break the request framing. */
 static const char *const owned_headers[] = {
@@ -120,6 +149,7 @@ static const char *const owned_headers[] = {
 /* Parsed forms of the two tables above, built on first use. */
 static NetBlock blocked_blocks[lengthof(blocked_ranges)];
 static NetBlock embedded_blocks[lengthof(embedded_ranges)];
+static NetBlock global_unicast_v6;
 static bool tables_ready = false;
 
 /* Parsed callback.ssrf_allowlist, and the string it was parsed from. */
@@ -130,6 +160,7 @@ static int	allow_count = 0;
 PG_FUNCTION_INFO_V1(validate_url);
 PG_FUNCTION_INFO_V1(validate_headers);
 PG_FUNCTION_INFO_V1(address_allowed);
+PG_FUNCTION_INFO_V1(redact_url);
 
 static inline bool
 is_blank(char c)
@@ -295,6 +326,7 @@ load_tables(void)
 	for (i = 0; i < lengthof(embedded_ranges); i++)
 		(void) parse_cidr(embedded_ranges[i].cidr, strlen(embedded_ranges[i].cidr),
 						  &embedded_blocks[i]);
+	(void) parse_cidr(GLOBAL_UNICAST_V6, strlen(GLOBAL_UNICAST_V6), &global_unicast_v6);
 	tables_ready = true;
 }
 
@@ -405,9 +437,9 @@ set_why(char *why, size_t whylen, const char *fmt,...)
 }
 
 /*
- * The policy: an allowlisted address passes; one in a blocked range, or an
- * IPv6 address carrying a blocked IPv4 address, is refused; anything else
- * (a public address) passes.
+ * The policy: an allowlisted address passes; one in a blocked range, an IPv6
+ * address carrying a blocked IPv4 address, or any other IPv6 address outside
+ * global unicast is refused; anything else (a public address) passes.
  */
 bool
 pgcb_netpolicy_address_allowed(const struct sockaddr *addr,
@@ -464,12 +496,17 @@ pgcb_netpolicy_address_allowed(const struct sockaddr *addr,
 				continue;
 			range = find_blocked(AF_INET, v4);
 			if (range == NULL)
-				break;
+				return true;	/* a public IPv4 address, carried */
 			if (inet_ntop(AF_INET, v4, v4shown, sizeof(v4shown)) == NULL)
 				strcpy(v4shown, "?");
 			set_why(why, whylen, "%s is %s %s, which is in %s (%s)",
 					shown, embedded_ranges[i].what, v4shown,
 					range->cidr, range->what);
+			return false;
+		}
+		if (!block_contains(&global_unicast_v6, AF_INET6, bytes))
+		{
+			set_why(why, whylen, "%s is outside %s (reserved)", shown, GLOBAL_UNICAST_V6);
 			return false;
 		}
 	}
@@ -486,6 +523,75 @@ clip_for_message(const char *s, size_t len)
 		return pnstrdup(s, len);
 	keep = pg_mbcliplen(s, len, PGCB_SHOW_MAX_LEN);
 	return psprintf("%.*s...", keep, s);
+}
+
+/*
+ * The form of a URL that messages, logs and views show: the user name and
+ * password become three stars, so do the query and the fragment, and the
+ * path too without keep_path.  A query often carries a token
+ * (?code=..., ?token=...), and a path sometimes does (Slack, Discord), so
+ * only the scheme, host and port are sure to be harmless.
+ *
+ * It reads the string itself, not through curl, so that a URL curl cannot
+ * parse is redacted too: an error about a malformed URL must not repeat its
+ * password either.  The authority runs from after "scheme:" and its slashes
+ * to the first '/', '?' or '#' (RFC 3986: a password must percent-encode
+ * those), and the userinfo ends at its LAST '@' (curl takes the first; the
+ * last hides more).
+ */
+char *
+pgcb_netpolicy_redact_url(const char *url, bool keep_path)
+{
+	StringInfoData out;
+	size_t		a = 0;
+	size_t		e;
+	size_t		q;
+	size_t		i;
+	const char *at = NULL;
+	const char *rest;
+
+	initStringInfo(&out);
+
+	/* scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":" */
+	if ((url[0] >= 'a' && url[0] <= 'z') || (url[0] >= 'A' && url[0] <= 'Z'))
+	{
+		i = 1;
+		while ((url[i] >= 'a' && url[i] <= 'z') || (url[i] >= 'A' && url[i] <= 'Z') ||
+			   (url[i] >= '0' && url[i] <= '9') || url[i] == '+' || url[i] == '-' ||
+			   url[i] == '.')
+			i++;
+		if (url[i] == ':')
+			a = i + 1;
+	}
+	while (url[a] == '/')
+		a++;
+	e = a + strcspn(url + a, "/?#");
+	for (i = a; i < e; i++)
+		if (url[i] == '@')
+			at = url + i;
+
+	appendBinaryStringInfo(&out, url, a);
+	if (at != NULL)
+	{
+		appendStringInfoString(&out, "***@");
+		appendBinaryStringInfo(&out, at + 1, url + e - (at + 1));
+	}
+	else
+		appendBinaryStringInfo(&out, url + a, e - a);
+
+	rest = url + e;
+	q = strcspn(rest, "?#");
+	if (keep_path)
+		appendBinaryStringInfo(&out, rest, q);
+	else if (q > 1 || (q == 1 && rest[0] != '/'))
+		appendStringInfoString(&out, "/***");
+	else
+		appendBinaryStringInfo(&out, rest, q);
+	if (rest[q] == '?')
+		appendStringInfoString(&out, "?***");
+	else if (rest[q] == '#')
+		appendStringInfoString(&out, "#***");
+	return out.data;
 }
 
 /* A part of a parsed URL, copied to palloc'd memory, or NULL when absent. */
@@ -513,14 +619,22 @@ pgcb_netpolicy_check_url(const char *url)
 	char	   *user;
 	const char *authority;
 	char	   *password;
-	char	   *redacted = NULL;
+	char	   *shown;
 	struct sockaddr_storage ss;
 	char		why[PGCB_NETPOLICY_WHY_LEN];
+
+	/*
+	 * Every message below shows the URL redacted, and none repeats the
+	 * statement into the log (errhidestmt): the caller's statement holds the
+	 * URL in full, password and token included.
+	 */
+	shown = pgcb_netpolicy_redact_url(url, true);
 
 	if (len > PGCB_URL_MAX_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid callback URL \"%s\"", clip_for_message(url, len)),
+				 errmsg("invalid callback URL \"%s\"", clip_for_message(shown, strlen(shown))),
+				 errhidestmt(true),
 				 errdetail("The URL is %zu bytes long; the limit is %d.",
 						   len, PGCB_URL_MAX_LEN),
 				 errhint("Send large values in the event body, not the URL.")));
@@ -533,7 +647,8 @@ pgcb_netpolicy_check_url(const char *url)
 		if (c <= ' ' || c == 0x7F)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid callback URL \"%s\"", url),
+					 errmsg("invalid callback URL \"%s\"", shown),
+					 errhidestmt(true),
 					 errdetail("It contains whitespace or a control character at byte %zu.",
 							   i + 1),
 					 errhint("Percent-encode such characters, for instance a space as %%20.")));
@@ -543,6 +658,7 @@ pgcb_netpolicy_check_url(const char *url)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid callback URL \"\""),
+				 errhidestmt(true),
 				 errdetail("The URL is empty."),
 				 errhint(NETPOLICY_HINT_URL)));
 
@@ -589,7 +705,8 @@ pgcb_netpolicy_check_url(const char *url)
 		}
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid callback URL \"%s\"", url),
+				 errmsg("invalid callback URL \"%s\"", shown),
+				 errhidestmt(true),
 				 errdetail("%s", detail),
 				 errhint(NETPOLICY_HINT_URL)));
 	}
@@ -602,20 +719,14 @@ pgcb_netpolicy_check_url(const char *url)
 	host = url_part(cu, CURLUPART_HOST);
 	user = url_part(cu, CURLUPART_USER);
 	password = url_part(cu, CURLUPART_PASSWORD);
-	if (user != NULL || password != NULL)
-	{
-		/* do not repeat a password into the log */
-		curl_url_set(cu, CURLUPART_USER, NULL, 0);
-		curl_url_set(cu, CURLUPART_PASSWORD, NULL, 0);
-		redacted = url_part(cu, CURLUPART_URL);
-	}
 	curl_url_cleanup(cu);
 
 	if (scheme == NULL ||
 		(pg_strcasecmp(scheme, "http") != 0 && pg_strcasecmp(scheme, "https") != 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid callback URL \"%s\"", url),
+				 errmsg("invalid callback URL \"%s\"", shown),
+				 errhidestmt(true),
 				 errdetail("Its scheme is \"%s\".", scheme ? scheme : ""),
 				 errhint("Only http and https are supported.")));
 
@@ -627,27 +738,31 @@ pgcb_netpolicy_check_url(const char *url)
 	if (authority == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid callback URL \"%s\"", url),
+				 errmsg("invalid callback URL \"%s\"", shown),
+				 errhidestmt(true),
 				 errdetail("It is not an absolute URL of the form scheme://host/path."),
 				 errhint(NETPOLICY_HINT_URL)));
 	if (authority[3] == '/' || authority[3] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid callback URL \"%s\"", url),
+				 errmsg("invalid callback URL \"%s\"", shown),
+				 errhidestmt(true),
 				 errdetail("It has no host."),
 				 errhint(NETPOLICY_HINT_URL)));
 
 	if (host == NULL || host[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid callback URL \"%s\"", url),
+				 errmsg("invalid callback URL \"%s\"", shown),
+				 errhidestmt(true),
 				 errdetail("It has no host."),
 				 errhint(NETPOLICY_HINT_URL)));
 
 	if (user != NULL || password != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid callback URL \"%s\"", redacted ? redacted : "(redacted)"),
+				 errmsg("invalid callback URL \"%s\"", shown),
+				 errhidestmt(true),
 				 errdetail("It contains a user name or password."),
 				 errhint("Put credentials in headers, such as {\"Authorization\": \"Basic ...\"}.")));
 
@@ -678,7 +793,8 @@ pgcb_netpolicy_check_url(const char *url)
 	if (!pgcb_netpolicy_address_allowed((struct sockaddr *) &ss, why, sizeof(why)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("callback URL \"%s\" points to a forbidden address", url),
+				 errmsg("callback URL \"%s\" points to a forbidden address", shown),
+				 errhidestmt(true),
 				 errdetail("%s.", why),
 				 errhint(NETPOLICY_HINT_ALLOWLIST)));
 }
@@ -957,4 +1073,16 @@ address_allowed(PG_FUNCTION_ARGS)
 	if (!allowed)
 		ereport(DEBUG1, (errmsg_internal("address refused: %s", why)));
 	PG_RETURN_BOOL(allowed);
+}
+
+/*
+ * SQL: callback.redact_url(url text, keep_path boolean DEFAULT true)
+ * returns text: the form of url that messages and views may show.
+ */
+Datum
+redact_url(PG_FUNCTION_ARGS)
+{
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	PG_RETURN_TEXT_P(cstring_to_text(pgcb_netpolicy_redact_url(url, PG_GETARG_BOOL(1))));
 }

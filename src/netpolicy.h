@@ -16,14 +16,23 @@
 extern bool pgcb_netpolicy_allowlist_is_valid(const char *list, char **bad);
 
 /*
- * May we connect to this resolved address?  Loopback, RFC 1918, link-local
- * (169.254/16 including 169.254.169.254), CGNAT (100.64/10), 0.0.0.0/8,
- * multicast/broadcast, IPv6 loopback/unspecified/ULA/link-local and
- * IPv4-mapped/compatible forms of all of those are refused unless
- * callback.ssrf_allowlist admits them.  On refusal, why gets a message.
+ * May we connect to this resolved address?  Every block of the IANA
+ * special-purpose registries that is not globally reachable (loopback,
+ * RFC 1918, link-local with 169.254.169.254, CGNAT, documentation,
+ * benchmarking, ULA, Teredo, local-use NAT64 ...), multicast, broadcast,
+ * reserved space, IPv6 outside 2000::/3, and IPv6 forms that carry any
+ * refused IPv4 address (mapped, SIIT, compatible, NAT64, 6to4) are refused
+ * unless callback.ssrf_allowlist admits them.  On refusal, why gets a message.
  */
 extern bool pgcb_netpolicy_address_allowed(const struct sockaddr *addr,
 										   char *why, size_t whylen);
+
+/*
+ * The URL as messages, logs and views may show it (palloc'd): userinfo,
+ * query and fragment replaced by three stars, the path too unless keep_path.
+ * Every message that repeats a URL shows this form.
+ */
+extern char *pgcb_netpolicy_redact_url(const char *url, bool keep_path);
 
 /*
  * ereport(ERROR) with SQLSTATE and hint unless url is an absolute http or

@@ -13,6 +13,8 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -479,4 +481,22 @@ pgcb_queue_release(bool mine, int claimed_by, bool expired)
 	n = SPI_processed;
 	SPI_finish();
 	return n;
+}
+
+/*
+ * Deliveries queued for an endpoint that no longer exists (by a transaction
+ * that committed after callback.drop_endpoint() removed it) become dead
+ * letters with the error "endpoint dropped": callback._dead_letter_orphans().
+ * Looked up by name, so that a database still at version 1.0 is skipped.
+ */
+uint64
+pgcb_queue_dead_letter_orphans(void)
+{
+	Oid			fn = LookupFuncName(list_make2(makeString(PGCB_SCHEMA_NAME),
+											   makeString("_dead_letter_orphans")),
+									0, NULL, true);
+
+	if (!OidIsValid(fn))
+		return 0;
+	return (uint64) DatumGetInt64(OidFunctionCall0(fn));
 }

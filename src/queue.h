@@ -48,4 +48,7 @@ extern void pgcb_queue_write_breakers(const int *ids, const char *const *states,
 /* Put claimed-but-unfinished rows back: this claimer's (mine) and/or those whose lease expired. */
 extern uint64 pgcb_queue_release(bool mine, int claimed_by, bool expired);
 
+/* Make pending deliveries of dropped endpoints dead letters; returns how many. */
+extern uint64 pgcb_queue_dead_letter_orphans(void);
+
 #endif							/* PGCB_QUEUE_H */

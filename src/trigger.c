@@ -10,6 +10,15 @@
  * queues "order.insert" / "order.update" / "order.delete" events whose data
  * is {"op","schema","table","new","old"}.  Without an argument the table
  * name is the prefix.
+ *
+ * Who may choose event types: PostgreSQL checks EXECUTE on callback.trigger()
+ * (granted to callback_producer) only at CREATE TRIGGER.  An explicit prefix
+ * is fixed then.  Without one, whoever owns the table picks the prefix at any
+ * time by renaming the table, so that form fires only while the table's
+ * owner holds callback_producer: a REVOKE or an ALTER TABLE ... OWNER TO a
+ * non-producer makes its writes fail rather than let a non-producer name
+ * event types.  The answer is cached per backend (one owner) and dropped on
+ * any change to roles or memberships, so a row pays one comparison.
  */
 #include "postgres.h"
 
@@ -17,16 +26,71 @@
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "event.h"
 #include "pg_callback.h"
 
 PG_FUNCTION_INFO_V1(callback_trigger);
+
+#define PGCB_PRODUCER_ROLE "callback_producer"
+
+/* Is owner_cached a producer?  Valid until a role or membership changes. */
+static bool producer_cache_valid = false;
+static bool producer_callbacks_registered = false;
+static Oid	owner_cached = InvalidOid;
+static bool owner_is_producer = false;
+
+static void
+producer_cache_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	producer_cache_valid = false;
+}
+
+/*
+ * The no-argument form lets the table's owner name the event type (by
+ * renaming the table): refuse unless that owner is a producer now.
+ */
+static void
+check_owner_is_producer(Relation rel)
+{
+	Oid			owner = rel->rd_rel->relowner;
+
+	if (!producer_cache_valid || owner != owner_cached)
+	{
+		Oid			producer;
+
+		if (!producer_callbacks_registered)
+		{
+			/* GRANT/REVOKE of a role; a role renamed, dropped, made superuser */
+			CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, producer_cache_invalidate, (Datum) 0);
+			CacheRegisterSyscacheCallback(AUTHOID, producer_cache_invalidate, (Datum) 0);
+			producer_callbacks_registered = true;
+		}
+		/* valid first: an invalidation read while we look wins */
+		producer_cache_valid = true;
+		owner_cached = owner;
+		producer = get_role_oid(PGCB_PRODUCER_ROLE, true);
+		owner_is_producer = OidIsValid(producer) && has_privs_of_role(owner, producer);
+	}
+	if (!owner_is_producer)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("callback.trigger() without a prefix fires only when the owner of table \"%s\" holds %s",
+						RelationGetRelationName(rel), PGCB_PRODUCER_ROLE),
+				 errdetail("Without an argument the event type prefix is the table's name, which its owner can change by renaming the table; role \"%s\" is not a producer.",
+						   GetUserNameFromId(owner, true) ? GetUserNameFromId(owner, true) : "?"),
+				 errhint("GRANT %s to the table's owner, or recreate the trigger with a fixed prefix: EXECUTE FUNCTION callback.trigger('%s').",
+						 PGCB_PRODUCER_ROLE, RelationGetRelationName(rel))));
+}
 
 static void
 append_row(StringInfo buf, HeapTuple tuple, TupleDesc tupdesc)
@@ -77,6 +141,8 @@ callback_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("callback.trigger() takes at most one argument, the event type prefix"),
 				 errhint("Give one prefix, such as callback.trigger('order'), or none to use the table's name.")));
+	if (trigger->tgnargs == 0)
+		check_owner_is_producer(rel);
 	prefix = trigger->tgnargs == 1 ? trigger->tgargs[0] : RelationGetRelationName(rel);
 	/* room for ".insert", ".update" or ".delete" (7 bytes each) */
 	if (strlen(prefix) > PGCB_EVENT_TYPE_MAX - 7 || !pgcb_event_type_is_valid(prefix, false))

@@ -80,7 +80,10 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 		else if (sweep)
 			pgcb_delivery_release_claims(false, true);
 		if (sweep)
+		{
+			(void) pgcb_queue_dead_letter_orphans();
 			ls->last_sweep_at = GetCurrentTimestamp();
+		}
 		ls->last_claimed = pgcb_delivery_cycle(room);
 		pgcb_shmem_set_state(slot, pgcb_delivery_inflight() > 0 ?
 							 PGCB_STATE_DELIVERING : PGCB_STATE_IDLE);
