@@ -30,9 +30,9 @@ UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
-REGRESS = setup endpoints events signing netpolicy security
+REGRESS = setup endpoints events signing netpolicy security privileges trigger_owner schema_owner
 REGRESS_OPTS = --load-extension=pg_callback
-ISOLATION = rollback concurrent_claim
+ISOLATION = rollback concurrent_claim drop_endpoint_race
 ISOLATION_OPTS = --load-extension=pg_callback
 
 # -Wextra, less the warnings PostgreSQL's own headers raise.

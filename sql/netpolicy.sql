@@ -117,3 +117,136 @@ SELECT a, callback.address_allowed(a)
                ('::'), ('::2'), ('fe80::1'), ('fc00::1'), ('fd00:ec2::254'), ('fec0::1'),
                ('ff02::1'), ('::ffff:10.0.0.1'), ('::ffff:169.254.169.254'),
                ('::10.0.0.1'), ('64:ff9b::a00:1'), ('2002:a00:1::1')) v(a);
+
+-- The IANA special-purpose registries (IPv4 and IPv6), block by block: the
+-- first and the last address of each block that is not globally reachable,
+-- and the IPv6 forms that carry an IPv4 address.  Every row is refused
+-- (allowed = f).  Loopback (127/8, ::1) is allowlisted in this cluster and
+-- covered above.
+SELECT a AS refused, callback.address_allowed(a) AS allowed
+  FROM (VALUES ('0.0.0.0'::inet), ('0.255.255.255'), ('10.0.0.0'), ('10.255.255.255'),
+               ('100.64.0.0'), ('100.127.255.255'),
+               ('169.254.0.0'), ('169.254.255.255'), ('172.16.0.0'), ('172.31.255.255'),
+               ('192.0.0.0'), ('192.0.0.255'), ('192.0.2.0'), ('192.0.2.255'),
+               ('192.88.99.0'), ('192.88.99.255'), ('192.168.0.0'), ('192.168.255.255'),
+               ('198.18.0.0'), ('198.19.255.255'), ('198.51.100.0'), ('198.51.100.255'),
+               ('203.0.113.0'), ('203.0.113.255'), ('224.0.0.0'), ('239.255.255.255'),
+               ('240.0.0.0'), ('255.255.255.254'), ('255.255.255.255'),
+               ('::'), ('::ffff:10.0.0.1'), ('::ffff:0:10.0.0.1'), ('::ffff:0:192.0.2.1'),
+               ('::10.0.0.1'), ('64:ff9b::10.0.0.1'), ('64:ff9b::192.0.2.1'),
+               ('64:ff9b:1::'), ('64:ff9b:1:ffff:ffff:ffff:ffff:ffff'), ('64:ff9b:1::808:808'),
+               ('100::'), ('100::ffff:ffff:ffff:ffff'), ('100:0:0:1::'), ('100:0:0:1:ffff:ffff:ffff:ffff'),
+               ('2001::'), ('2001:0:ffff:ffff:ffff:ffff:ffff:ffff'), ('2001:0:4136:e378:8000:63bf:3fff:fdd2'),
+               ('2001:1::1'), ('2001:2::'), ('2001:2:0:ffff:ffff:ffff:ffff:ffff'), ('2001:10::1'),
+               ('2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff'),
+               ('2001:db8::'), ('2001:db8:ffff:ffff:ffff:ffff:ffff:ffff'),
+               ('2002:a00:1::'), ('2002:c000:201::1'), ('2002:7f00:1::1'),
+               ('3fff::'), ('3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff'),
+               ('5f00::'), ('5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff'),
+               ('fc00::'), ('fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'),
+               ('fe80::'), ('febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff'),
+               ('fec0::'), ('feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'),
+               ('ff00::'), ('ff02::1'), ('ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'),
+               ('::2:0:0:1'), ('1::1'), ('4000::1'), ('e000::1')) v(a);
+
+-- Why each new block is refused (one address each).
+SELECT u, pg_temp.url_sqlstate(u)
+  FROM (VALUES ('http://192.0.2.1/'), ('http://[64:ff9b:1::a00:1]/'), ('http://[::ffff:0:10.0.0.1]/'),
+               ('http://[2001::1]/'), ('http://[2001:db8::1]/'), ('http://[100::1]/'),
+               ('http://[4000::1]/')) v(u);
+SELECT callback.validate_url('http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/');
+SELECT callback.validate_url('http://[64:ff9b:1::a00:1]/');
+SELECT callback.validate_url('http://[::ffff:0:10.0.0.1]/');
+SELECT callback.validate_url('http://[2002:c000:201::1]/');
+SELECT callback.validate_url('http://203.0.113.7/');
+SELECT callback.validate_url('http://[5f00::1]/');
+SELECT callback.validate_url('http://[4000::1]/');
+
+-- Public addresses just outside the blocks, and public IPv4 carried by the
+-- IPv6 forms, pass.
+SELECT a AS public, callback.address_allowed(a) AS allowed
+  FROM (VALUES ('1.1.1.1'::inet), ('9.255.255.255'), ('11.0.0.0'), ('100.63.255.255'),
+               ('100.128.0.0'), ('172.15.255.255'), ('172.32.0.0'), ('192.0.1.255'),
+               ('192.0.3.0'), ('192.88.98.255'), ('192.88.100.0'), ('198.17.255.255'),
+               ('198.20.0.0'), ('198.51.99.255'), ('198.51.101.0'), ('203.0.112.255'),
+               ('203.0.114.0'), ('223.255.255.255'),
+               ('::ffff:8.8.8.8'), ('::ffff:0:8.8.8.8'), ('64:ff9b::8.8.8.8'), ('2002:808:808::1'),
+               ('2001:200::1'), ('2001:4860:4860::8888'), ('2001:db7:ffff::1'), ('2001:db9::1'),
+               ('2600::1'), ('3ffe:ffff::1'), ('2a00:1450:4001::1')) v(a);
+
+-- No URL error repeats a password or a token: every error path, each with
+-- "user:s3cret@" in the URL (or the secret in the query, where the
+-- userinfo check would come first).  Message, detail, hint and context are
+-- searched; the message shows the URL redacted.
+CREATE FUNCTION pg_temp.url_error(u text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text;
+    msg text;
+    det text;
+    hnt text;
+    ctx text;
+BEGIN
+    PERFORM callback.validate_url(u);
+    RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+                            hnt = PG_EXCEPTION_HINT, ctx = PG_EXCEPTION_CONTEXT;
+    RETURN CASE WHEN position('s3cret' IN concat(msg, det, hnt, ctx)) > 0 THEN 'LEAK ' ELSE '' END
+           || st || ' ' || left(msg, 80) || ' / ' || det;
+END
+$$;
+SELECT n, pg_temp.url_error(u) AS error
+  FROM (VALUES (1, 'http://user:s3cret@example.com/' || repeat('a', 3000)),
+               (2, 'http://user:s3cret@example.com/a b'),
+               (3, E'http://user:s3cret@example.com/\n'),
+               (4, 'user:s3cret@example.com'),
+               (5, 's3cret@example.com/hook'),
+               (6, 'http://user:s3cret@/hook'),
+               (7, 'http://user:s3cret@example.com:99999/'),
+               (8, 'http://user:s3cret@[::1/'),
+               (9, 'http://user:s3cret@exa<mple.com/'),
+               (10, 'ftp://user:s3cret@example.com/'),
+               (11, 'http:/user:s3cret@example.com/'),
+               (12, 'http:///user:s3cret@example.com/'),
+               (13, 'http://user:s3cret@example.com/'),
+               (14, 'http://:s3cret@example.com/'),
+               (15, 'https://s3cret@example.com/'),
+               (16, 'http://user:s3cret@10.0.0.1/'),
+               (17, 'http://10.0.0.1/hook?token=s3cret'),
+               (18, 'http://[::ffff:10.0.0.1]/hook#s3cret'),
+               (19, 'http://a@b:s3cret@example.com/'),
+               (20, 'http://user:s3cret@example.com:8080:80/')) v(n, u)
+ ORDER BY n;
+-- through the endpoint functions too (the URL passed as a parameter, so
+-- that the context of this harness's own statement does not show it)
+CREATE FUNCTION pg_temp.endpoint_error(cmd text, u text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    msg text;
+    det text;
+    hnt text;
+    ctx text;
+BEGIN
+    EXECUTE cmd USING u;
+    RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL,
+                            hnt = PG_EXCEPTION_HINT, ctx = PG_EXCEPTION_CONTEXT;
+    RETURN CASE WHEN position('s3cret' IN concat(msg, det, hnt, ctx)) > 0 THEN 'LEAK ' ELSE '' END || msg;
+END
+$$;
+SELECT callback.create_endpoint('np_leak', 'https://example.com/hook') IS NOT NULL AS created;
+SELECT f, u, pg_temp.endpoint_error(f, u) AS error
+  FROM (VALUES ($$SELECT callback.create_endpoint('np_leak2', $1)$$),
+               ($$SELECT callback.alter_endpoint('np_leak', url => $1)$$)) f(f),
+       (VALUES ('http://user:s3cret@example.com/'), ('ftp://user:s3cret@example.com/'),
+               ('http://10.0.0.1/?code=s3cret'), ('http://user:s3cret@exa mple.com/')) v(u)
+ ORDER BY 1, 2;
+SELECT callback.drop_endpoint('np_leak');
+
+-- The redaction itself: userinfo, query and fragment always; the path too
+-- for the monitor's view (keep_path => false).
+SELECT u, callback.redact_url(u) AS in_messages, callback.redact_url(u, false) AS for_monitors
+  FROM (VALUES ('https://example.com'), ('https://example.com/'), ('https://example.com:8443/hooks/x'),
+               ('https://user:pw@example.com/hooks?token=abc#frag'), ('https://example.com/#frag'),
+               ('http://[::1]:8080/p?q=1'), ('http://a@b@example.com/'), ('http:u:pw@example.com'),
+               ('u:pw@example.com/x'), ('not a url'), ('')) v(u);

@@ -214,10 +214,12 @@ SELECT c.n, pg_temp.try('regress_pgcb_admin', c.cmd) AS admin
 
 ----------------------------------------------------------------- the monitor
 
--- Reads every non-secret column, the queue, the attempts and the views.
+-- Reads the endpoint columns but secrets, headers and URL (1.1: see
+-- privileges.sql), the metrics and health views; no whole row of the
+-- queue, the attempts or the dead letters (their bodies are business data).
 SELECT pg_temp.try('regress_pgcb_monitor', cmd) AS result, cmd
   FROM unnest(ARRAY[
-    $$SELECT id, name, url, event_types, headers, timeout_ms, max_attempts, retry_schedule, rate_limit, rate_burst, failure_threshold, breaker_cooldown, enabled, paused, disabled_reason, breaker_state, breaker_reason, breaker_changed_at, previous_secret_expires_at, created_at, updated_at FROM callback.callback_endpoints$$,
+    $$SELECT id, name, event_types, timeout_ms, max_attempts, retry_schedule, rate_limit, rate_burst, failure_threshold, breaker_cooldown, enabled, paused, disabled_reason, breaker_state, breaker_reason, breaker_changed_at, previous_secret_expires_at, created_at, updated_at FROM callback.callback_endpoints$$,
     $$SELECT count(*) FROM callback.callback_endpoints$$,
     $$SELECT * FROM callback.callback_queue$$,
     $$SELECT * FROM callback.callback_attempts$$,
@@ -232,7 +234,7 @@ SELECT pg_temp.try('regress_pgcb_monitor', cmd) AS result, cmd
 -- What the monitor sees of the test endpoint, as the monitor.
 SET ROLE regress_pgcb_monitor;
 SELECT name, url, event_types, enabled, paused, breaker_state
-  FROM callback.callback_endpoints WHERE name = 'regress_pgcb_ep';
+  FROM callback.callback_endpoints_redacted WHERE name = 'regress_pgcb_ep';
 SELECT endpoint, status, backlog FROM callback.callback_health WHERE endpoint = 'regress_pgcb_ep';
 SELECT callback.prometheus_metrics() LIKE '%# TYPE pg_callback_health gauge%' AS prometheus_text;
 RESET ROLE;

@@ -165,7 +165,7 @@ SELECT e.id, e.name, callback.redact_url(e.url, false) AS url,
        e.event_types, e.timeout_ms, e.max_attempts, e.retry_schedule, e.rate_limit,
        e.rate_burst, e.failure_threshold, e.breaker_cooldown, e.enabled, e.paused,
        e.disabled_reason, e.breaker_state, e.breaker_reason, e.breaker_changed_at,
-       e.previous_secret_expires_at, e.created_at, e.updated_at
+       e.created_at, e.updated_at
   FROM callback.callback_endpoints e;
 COMMENT ON VIEW callback.callback_endpoints_redacted IS
     'Endpoints without secrets, header values or the URL''s credentials, path and query: what callback_monitor may read.';
