@@ -219,10 +219,12 @@ decode_secret_arg(text *secret, PgcbKey *key)
 
 	explicit_bzero(s, strlen(s));
 	pfree(s);
+	/* nor in the log: the caller's statement holds it, so hide that too */
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("malformed webhook secret"),
+				 errhidestmt(true),
 				 errdetail("%s", why),
 				 errhint(SECRET_HINT)));
 }

@@ -4,7 +4,7 @@ stranded by a dropped endpoint become visible dead letters.
   * A URL password (user:s3cret@) or token (?token=s3cret) never reaches
     the server log: not through the error of create_endpoint / alter_endpoint
     (message, detail, hint, nor the STATEMENT line that log_min_error_statement
-    would add), nor through failed deliveries to such a URL (stored here by
+    would add; a malformed secret's neither), nor through failed deliveries to such a URL (stored here by
     the superuser behind the functions' back, as a 1.0 database or a manual
     UPDATE could have it), whose errors land in the attempt history, the
     queue, the stats and the log.
@@ -49,6 +49,11 @@ def test_url_secret_never_in_log(cluster):
         shown = " ".join(str(x) for x in (e.pgerror, e.diag.message_detail, e.diag.message_hint,
                                           e.diag.context))
         assert SECRET not in shown, (url, shown)
+    # a malformed secret, given inline, stays out of the log too
+    with pytest.raises(psycopg2.Error) as err:
+        cluster.execute("SELECT callback.create_endpoint('redact_bad', 'http://127.0.0.1:1/x', "
+                        "secret => 'whsec_%s!')" % SECRET)
+    assert "malformed webhook secret" in str(err.value)
     make_endpoint(cluster, "redact_ok", "http://127.0.0.1:1/hook", event_types=["nothing.matches"])
     for url in bad[:3]:
         with pytest.raises(psycopg2.Error):
