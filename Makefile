@@ -19,7 +19,8 @@ OBJS = \
 	src/netpolicy.o \
 	src/ratelimit.o \
 	src/metrics.o \
-	src/drain.o
+	src/drain.o \
+	src/session.o
 
 # 1.0 is frozen as shipped.  The upgrade to 1.1 is put together from one part
 # per change (sql/upgrade-1.1/NN-*.sql); a fresh install of 1.1 runs 1.0 and
