@@ -326,3 +326,27 @@ def test_process_callbacks_runs_no_shadow(attacked, receiver):
                          " WHERE e.name = 'sp_drain' AND q.status = 'delivered'",
                       dbname=DRAIN_DB)[0][0] == 5
     assert_not_hijacked(c, DRAIN_DB)
+
+
+def test_extension_refuses_a_callback_schema_owned_by_another_role(cluster):
+    """CREATE EXTENSION uses an existing schema named callback whoever owns
+    it, and a schema's owner may replace any object in it: the install must
+    refuse a schema that a non-superuser owns."""
+    db = "pgcb_sp_squat"
+    safe_query(cluster, 'CREATE DATABASE "%s"' % db, dbname="postgres", fetch=False)
+    safe_query(cluster, "DO $d$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles "
+                        "WHERE rolname = 'squatter') THEN CREATE ROLE squatter; END IF; END $d$",
+               dbname=db, fetch=False)
+    safe_query(cluster, "CREATE SCHEMA callback AUTHORIZATION squatter", dbname=db, fetch=False)
+    with pytest.raises(psycopg2.Error) as err:
+        safe_query(cluster, "CREATE EXTENSION pg_callback", dbname=db, fetch=False)
+    assert err.value.pgcode == "42501", err.value
+    assert 'schema "callback" is owned by role "squatter"' in str(err.value), err.value
+    assert safe_query(cluster, "SELECT count(*) FROM pg_extension WHERE extname = 'pg_callback'",
+                      dbname=db)[0][0] == 0
+
+    # given to a superuser, the same schema is accepted
+    safe_query(cluster, "ALTER SCHEMA callback OWNER TO postgres", dbname=db, fetch=False)
+    safe_query(cluster, "CREATE EXTENSION pg_callback", dbname=db, fetch=False)
+    assert safe_query(cluster, "SELECT extversion FROM pg_extension WHERE extname = 'pg_callback'",
+                      dbname=db)[0][0] == "1.1"
