@@ -19,7 +19,8 @@ OBJS = \
 	src/netpolicy.o \
 	src/ratelimit.o \
 	src/metrics.o \
-	src/drain.o
+	src/drain.o \
+	src/session.o
 
 # 1.0 is frozen as shipped.  The upgrade to 1.1 is put together from one part
 # per change (sql/upgrade-1.1/NN-*.sql); a fresh install of 1.1 runs 1.0 and
@@ -30,7 +31,7 @@ UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
-REGRESS = setup endpoints events signing netpolicy security
+REGRESS = setup endpoints events signing netpolicy security search_path
 REGRESS_OPTS = --load-extension=pg_callback
 ISOLATION = rollback concurrent_claim
 ISOLATION_OPTS = --load-extension=pg_callback

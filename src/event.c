@@ -27,6 +27,7 @@
 #include "event.h"
 #include "guc.h"
 #include "pg_callback.h"
+#include "session.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(enqueue);
@@ -174,35 +175,12 @@ wake_worker_at_commit(void)
 	wake_at_commit = true;
 }
 
-/* The owner of callback.callback_queue, as whom the insert runs. */
-static Oid
-queue_owner(void)
-{
-	Oid			nsp = get_namespace_oid(PGCB_SCHEMA_NAME, true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("callback_queue", nsp) : InvalidOid;
-	HeapTuple	tup;
-	Oid			owner;
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_callback is not installed in this database"),
-				 errhint("Run CREATE EXTENSION pg_callback.")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 uint64
 pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 				   pg_uuid_t *event_id)
 {
 	Datum		values[3];
-	Oid			save_userid;
-	int			save_sec_context;
+	PgcbSession session;
 	int			ret;
 	uint64		queued;
 
@@ -218,9 +196,8 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 	values[1] = CStringGetTextDatum(event_type);
 	values[2] = PointerGetDatum(cstring_to_text_with_len(body, body_len));
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(queue_owner(),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	/* as the owner, so that producers need no rights on the queue */
+	pgcb_session_enter(&session);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -229,6 +206,7 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 		Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
 		SPIPlanPtr	plan;
 
+		/* every name qualified: see session.c */
 		plan = SPI_prepare("INSERT INTO callback.callback_queue (event_id, endpoint_id, event_type, body) "
 						   "SELECT $1, e.id, $2, $3 FROM callback.callback_endpoints e "
 						   "WHERE e.enabled AND callback.event_type_matches(e.event_types, $2)",
@@ -244,7 +222,7 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 	queued = SPI_processed;
 	SPI_finish();
 
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	pgcb_session_leave(&session);
 
 	if (queued > 0)
 		wake_worker_at_commit();

@@ -22,6 +22,7 @@
 #include "guc.h"
 #include "pg_callback.h"
 #include "queue.h"
+#include "session.h"
 #include "sign.h"
 
 enum
@@ -37,58 +38,85 @@ enum
 
 static SPIPlanPtr plans[NUM_PLANS];
 
+/*
+ * Every function, aggregate and operator is schema-qualified, and multi-array
+ * unnest is spelled ROWS FROM (pg_catalog.unnest(..), ..): these run with the
+ * owner's rights, and an unqualified name could resolve to a better-matching
+ * overload that another role put in public or a "$user" schema (session.c
+ * pins search_path too).  coalesce, greatest, extract and casts are fixed
+ * catalog entries; keywords such as int, bigint and interval name pg_catalog
+ * types.  Mind precedence: OPERATOR(...) binds like any other operator.
+ */
 static const char *const plan_sql[NUM_PLANS] = {
 	[PLAN_LOAD] =
 	"SELECT e.id, e.name, e.url, "
-	"       ARRAY(SELECT CASE WHEN h.value = '' THEN h.key || ';' ELSE h.key || ': ' || h.value END "
+	"       ARRAY(SELECT CASE WHEN h.value OPERATOR(pg_catalog.=) '' "
+	"                         THEN h.key OPERATOR(pg_catalog.||) ';' "
+	"                         ELSE h.key OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) h.value END "
 	"               FROM pg_catalog.jsonb_each_text(e.headers) h), "
 	"       coalesce(e.timeout_ms, $1), e.max_attempts, "
-	"       ARRAY(SELECT (extract(epoch FROM d) * 1000)::bigint FROM unnest(e.retry_schedule) d), "
+	"       ARRAY(SELECT (extract(epoch FROM d) OPERATOR(pg_catalog.*) 1000)::bigint "
+	"               FROM pg_catalog.unnest(e.retry_schedule) d), "
 	"       e.rate_limit, e.rate_burst, e.failure_threshold, "
-	"       (extract(epoch FROM e.breaker_cooldown) * 1000)::bigint, "
+	"       (extract(epoch FROM e.breaker_cooldown) OPERATOR(pg_catalog.*) 1000)::bigint, "
 	"       e.enabled AND NOT e.paused, e.breaker_state, e.breaker_changed_at, "
-	"       e.secret, CASE WHEN e.previous_secret_expires_at > pg_catalog.now() THEN e.previous_secret END, "
+	"       e.secret, CASE WHEN e.previous_secret_expires_at OPERATOR(pg_catalog.>) pg_catalog.now() "
+	"                      THEN e.previous_secret END, "
 	"       CASE WHEN e.enabled AND NOT e.paused THEN "
 	"         (SELECT q.next_attempt_at FROM callback.callback_queue q "
-	"           WHERE q.endpoint_id = e.id AND q.status = 'pending' "
+	"           WHERE q.endpoint_id OPERATOR(pg_catalog.=) e.id "
+	"             AND q.status OPERATOR(pg_catalog.=) 'pending' "
 	"           ORDER BY q.next_attempt_at LIMIT 1) END, "
 	"       pg_catalog.now() "
 	"  FROM callback.callback_endpoints e",
 
 	[PLAN_CLAIM] =
 	"WITH c AS ("
-	"  SELECT l.id FROM unnest($1::int[], $2::int[]) AS w(endpoint_id, n) "
+	"  SELECT l.id FROM ROWS FROM (pg_catalog.unnest($1::int[]), pg_catalog.unnest($2::int[])) "
+	"                   AS w(endpoint_id, n) "
 	"  CROSS JOIN LATERAL ("
 	"    SELECT q.id FROM callback.callback_queue q "
-	"     WHERE q.endpoint_id = w.endpoint_id AND q.status = 'pending' "
-	"       AND q.next_attempt_at <= pg_catalog.now() "
+	"     WHERE q.endpoint_id OPERATOR(pg_catalog.=) w.endpoint_id "
+	"       AND q.status OPERATOR(pg_catalog.=) 'pending' "
+	"       AND q.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
 	"     ORDER BY q.next_attempt_at LIMIT w.n FOR UPDATE SKIP LOCKED) l) "
 	"UPDATE callback.callback_queue q "
 	"   SET status = 'sending', claimed_by = $4, "
-	"       lease_expires_at = pg_catalog.now() + $3 * interval '1 millisecond' "
+	"       lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
+	"                          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond') "
 	/* = ANY (ARRAY(...)): a join would hash the whole queue */
-	" WHERE q.id = ANY (ARRAY(SELECT id FROM c)) "
+	" WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.id FROM c)) "
 	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body",
 
 	[PLAN_WRITE_BACK] =
 	"WITH o AS ("
-	"  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], "
-	"                       $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[]) "
+	"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::int[]), "
+	"                           pg_catalog.unnest($3::pg_catalog.text[]), "
+	"                           pg_catalog.unnest($4::pg_catalog.float8[]), "
+	"                           pg_catalog.unnest($5::pg_catalog.text[]), "
+	"                           pg_catalog.unnest($6::pg_catalog.timestamptz[]), "
+	"                           pg_catalog.unnest($7::pg_catalog.timestamptz[]), "
+	"                           pg_catalog.unnest($8::pg_catalog.text[]), "
+	"                           pg_catalog.unnest($9::pg_catalog.uuid[])) "
 	"    AS o(id, status_code, error, latency_ms, outcome, next_at, started_at, response_body, "
 	"         event_id)), "
 	"u AS ("
 	"  UPDATE callback.callback_queue q "
-	"     SET status = o.outcome::callback.delivery_status, attempts = q.attempts + 1, "
+	"     SET status = o.outcome::callback.delivery_status, "
+	"         attempts = q.attempts OPERATOR(pg_catalog.+) 1, "
 	"         next_attempt_at = coalesce(o.next_at, q.next_attempt_at), "
 	"         last_attempt_at = o.started_at, last_status_code = o.status_code, "
 	"         last_error = o.error, lease_expires_at = NULL, claimed_by = NULL, "
-	"         finished_at = CASE WHEN o.outcome <> 'pending' THEN pg_catalog.now() END "
+	"         finished_at = CASE WHEN o.outcome OPERATOR(pg_catalog.<>) 'pending' "
+	"                            THEN pg_catalog.now() END "
 	/*
 	 * The event id too: after TRUNCATE ... RESTART IDENTITY a new row may
 	 * carry the id.  status::text: the partial index on status = 'sending'
 	 * would otherwise be scanned whole, dead entries and all.
 	 */
-	"    FROM o WHERE q.id = o.id AND q.event_id = o.event_id AND q.status::text = 'sending' "
+	"    FROM o WHERE q.id OPERATOR(pg_catalog.=) o.id "
+	"             AND q.event_id OPERATOR(pg_catalog.=) o.event_id "
+	"             AND q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'sending' "
 	"  RETURNING q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, q.status, "
 	"            o.started_at, o.latency_ms, o.status_code, o.error, o.response_body), "
 	"a AS ("
@@ -100,17 +128,22 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"INSERT INTO callback.callback_stats AS s "
 	"  (minute, endpoint_id, event_type, attempts, delivered, failed, dead, "
 	"   latency_sum_ms, latency_max_ms, latency_hist, last_error) "
-	"SELECT date_trunc('minute', u.started_at), u.endpoint_id, u.event_type, count(*), "
-	"       count(*) FILTER (WHERE u.status = 'delivered'), "
-	"       count(*) FILTER (WHERE u.status <> 'delivered'), "
-	"       count(*) FILTER (WHERE u.status = 'dead'), "
-	"       sum(u.latency_ms), max(u.latency_ms), callback.latency_histogram(u.latency_ms), "
-	"       (array_agg(u.error ORDER BY u.started_at DESC) FILTER (WHERE u.error IS NOT NULL))[1] "
+	"SELECT pg_catalog.date_trunc('minute', u.started_at), u.endpoint_id, u.event_type, "
+	"       pg_catalog.count(*), "
+	"       pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'delivered'), "
+	"       pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.<>) 'delivered'), "
+	"       pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'dead'), "
+	"       pg_catalog.sum(u.latency_ms), pg_catalog.max(u.latency_ms), "
+	"       callback.latency_histogram(u.latency_ms), "
+	"       (pg_catalog.array_agg(u.error ORDER BY u.started_at DESC) "
+	"            FILTER (WHERE u.error IS NOT NULL))[1] "
 	"  FROM u GROUP BY 1, 2, 3 "
 	"ON CONFLICT (endpoint_id, event_type, minute) DO UPDATE SET "
-	"  attempts = s.attempts + excluded.attempts, delivered = s.delivered + excluded.delivered, "
-	"  failed = s.failed + excluded.failed, dead = s.dead + excluded.dead, "
-	"  latency_sum_ms = s.latency_sum_ms + excluded.latency_sum_ms, "
+	"  attempts = s.attempts OPERATOR(pg_catalog.+) excluded.attempts, "
+	"  delivered = s.delivered OPERATOR(pg_catalog.+) excluded.delivered, "
+	"  failed = s.failed OPERATOR(pg_catalog.+) excluded.failed, "
+	"  dead = s.dead OPERATOR(pg_catalog.+) excluded.dead, "
+	"  latency_sum_ms = s.latency_sum_ms OPERATOR(pg_catalog.+) excluded.latency_sum_ms, "
 	"  latency_max_ms = greatest(s.latency_max_ms, excluded.latency_max_ms), "
 	"  latency_hist = callback.histogram_add(s.latency_hist, excluded.latency_hist), "
 	"  last_error = coalesce(excluded.last_error, s.last_error)",
@@ -118,20 +151,23 @@ static const char *const plan_sql[NUM_PLANS] = {
 	[PLAN_DISABLE] =
 	"UPDATE callback.callback_endpoints "
 	"   SET enabled = false, updated_at = pg_catalog.now(), "
-	"       disabled_reason = 'endpoint answered 410 Gone at ' || pg_catalog.now() "
-	" WHERE id = ANY ($1::int[])",
+	"       disabled_reason = 'endpoint answered 410 Gone at ' OPERATOR(pg_catalog.||) pg_catalog.now() "
+	" WHERE id OPERATOR(pg_catalog.=) ANY ($1::int[])",
 
 	[PLAN_BREAKERS] =
 	"UPDATE callback.callback_endpoints e "
 	"   SET breaker_state = b.state, breaker_reason = b.reason, breaker_changed_at = b.at "
-	"  FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[]) AS b(id, state, reason, at) "
-	" WHERE e.id = b.id",
+	"  FROM ROWS FROM (pg_catalog.unnest($1::int[]), pg_catalog.unnest($2::pg_catalog.text[]), "
+	"                  pg_catalog.unnest($3::pg_catalog.text[]), "
+	"                  pg_catalog.unnest($4::pg_catalog.timestamptz[])) AS b(id, state, reason, at) "
+	" WHERE e.id OPERATOR(pg_catalog.=) b.id",
 
 	[PLAN_RELEASE] =
 	"UPDATE callback.callback_queue "
 	"   SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL "
-	" WHERE status = 'sending' "
-	"   AND (($1 AND claimed_by = $2) OR ($3 AND lease_expires_at < pg_catalog.now()))",
+	" WHERE status OPERATOR(pg_catalog.=) 'sending' "
+	"   AND (($1 AND claimed_by OPERATOR(pg_catalog.=) $2) "
+	"        OR ($3 AND lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now()))",
 };
 
 static const int plan_nargs[NUM_PLANS] = {
@@ -167,12 +203,18 @@ pgcb_queue_extension_present(void)
 	return get_extension_oid(PGCB_EXTENSION_NAME, true) == extoid;
 }
 
-/* Run a saved plan (prepared on first use) inside an SPI connection. */
+/*
+ * Run a saved plan (prepared on first use) inside an SPI connection, as the
+ * extension's owner with search_path pinned (session.c): the worker and
+ * process_callbacks() alike.
+ */
 static int
 run_plan(int which, Datum *values, const char *nulls, bool read_only)
 {
 	int			ret;
+	PgcbSession session;
 
+	pgcb_session_enter(&session);
 	if (plans[which] == NULL)
 	{
 		/*
@@ -196,6 +238,7 @@ run_plan(int which, Datum *values, const char *nulls, bool read_only)
 	ret = SPI_execute_plan(plans[which], values, nulls, read_only, 0);
 	if (ret < 0)
 		elog(ERROR, "pg_callback: statement %d failed: %s", which, SPI_result_code_string(ret));
+	pgcb_session_leave(&session);
 	return ret;
 }
 

@@ -31,6 +31,7 @@
 #include "delivery.h"
 #include "guc.h"
 #include "queue.h"
+#include "session.h"
 #include "shmem.h"
 #include "worker.h"
 
@@ -145,6 +146,7 @@ pgcb_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(pgcb_database_name, NULL, 0);
+	pgcb_session_pin_search_path();
 	slot = pgcb_shmem_attach_worker(slotno, MyDatabaseId);
 	pgstat_report_appname(PGCB_WORKER_TYPE);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
