@@ -44,5 +44,6 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-sql/pg_callback--1.0--1.1.sql: $(UPGRADE_1_1)
-	cat $^ > $@
+# The folder too: removing a part must rebuild the script.
+sql/pg_callback--1.0--1.1.sql: $(UPGRADE_1_1) $(srcdir)/sql/upgrade-1.1
+	cat $(UPGRADE_1_1) > $@
