@@ -1,6 +1,8 @@
 # pg_callback: PGXS build.  `make && make install`, then see README.md.
 
 EXTENSION = pg_callback
+# The version lives in the control file only; everything else reads it here.
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'.*/\1/p" $(srcdir)/pg_callback.control)
 MODULE_big = pg_callback
 OBJS = \
 	src/pg_callback.o \
@@ -19,7 +21,8 @@ OBJS = \
 	src/netpolicy.o \
 	src/ratelimit.o \
 	src/metrics.o \
-	src/drain.o
+	src/drain.o \
+	src/version.o
 
 # 1.0 is frozen as shipped.  The upgrade to 1.1 is put together from one part
 # per change (sql/upgrade-1.1/NN-*.sql); a fresh install of 1.1 runs 1.0 and
@@ -37,7 +40,7 @@ ISOLATION_OPTS = --load-extension=pg_callback
 
 # -Wextra, less the warnings PostgreSQL's own headers raise.
 PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
-PG_CPPFLAGS += -I$(srcdir)/src
+PG_CPPFLAGS += -I$(srcdir)/src -DPGCB_VERSION='"$(EXTVERSION)"'
 SHLIB_LINK += -lcurl -lcrypto
 
 PG_CONFIG ?= pg_config
