@@ -50,3 +50,15 @@ include $(PGXS)
 # The folder too: removing a part must rebuild the script.
 sql/pg_callback--1.0--1.1.sql: $(UPGRADE_1_1) $(srcdir)/sql/upgrade-1.1
 	cat $(UPGRADE_1_1) > $@
+
+# `make dist`: pg_callback-<version>.zip (what PGXN takes) and .tar.gz of the
+# committed tree (git archive of HEAD), after checking that META.json gives
+# the control file's version.
+# DISTDIR says where they go (default: here).
+DISTNAME = $(EXTENSION)-$(EXTVERSION)
+DISTDIR ?= .
+.PHONY: dist
+dist:
+	python3 $(srcdir)/test/check_meta.py $(srcdir)
+	git -C $(srcdir) archive --format=zip --prefix=$(DISTNAME)/ -o $(abspath $(DISTDIR)/$(DISTNAME).zip) HEAD
+	git -C $(srcdir) archive --format=tar.gz --prefix=$(DISTNAME)/ -o $(abspath $(DISTDIR)/$(DISTNAME).tar.gz) HEAD
