@@ -132,7 +132,9 @@ def test_update_delivers_queue_and_equals_fresh_install(cluster, receiver):
                     "  FROM generate_series(1, 25) g")
     queued = queued_ids(cluster, "up_held")
     assert len(queued) == 25
-    held_before = receiver.count("/live")
+    # what the previous test queued and the library may still owe comes here
+    cluster.execute("SELECT callback.alter_endpoint('up_live', url => %s)",
+                    (receiver.url("/live"),))
 
     cluster.execute("ALTER EXTENSION pg_callback UPDATE")
     assert extversion(cluster) == DEFAULT_VERSION
@@ -154,7 +156,7 @@ def test_update_delivers_queue_and_equals_fresh_install(cluster, receiver):
     got = [r.headers["webhook-id"] for r in receiver.requests("/held")]
     assert sorted(got) == sorted(queued)
     if vnum(SCHEMA_MIN) > vnum("1.0"):
-        cluster.wait_until(lambda: receiver.count("/live") == held_before + 3,
+        cluster.wait_until(lambda: receiver.count("/live") == 3,
                            what="the 3 events that waited for the update")
 
 
