@@ -47,6 +47,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Without --enable-depend PGXS tracks no headers: rebuild every object when a
+# header or the control file's version changes.
+$(OBJS): $(wildcard $(srcdir)/src/*.h) $(srcdir)/pg_callback.control
+
 # The folder too: removing a part must rebuild the script.
 sql/pg_callback--1.0--1.1.sql: $(UPGRADE_1_1) $(srcdir)/sql/upgrade-1.1
 	cat $(UPGRADE_1_1) > $@
