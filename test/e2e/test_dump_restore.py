@@ -146,6 +146,11 @@ def test_restore_delivers_what_was_pending_and_nothing_delivered(
     n_before = receiver.count()
 
     path = dump(source, fmt)
+    # the claimed row is in the dump as it was: 'sending', with its lease
+    text = tool(source, "pg_restore", "-f", "-", path).stdout if fmt == "custom" else \
+        open(path).read()
+    claimed = [line for line in text.splitlines() if line.startswith("%d\t" % last_id_src)]
+    assert len(claimed) == 1 and "\tsending\t" in claimed[0], claimed
     p = restore(target, path)
     assert "ERROR" not in p.stdout, p.stdout
 
