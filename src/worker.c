@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -30,9 +31,11 @@
 
 #include "delivery.h"
 #include "guc.h"
+#include "pg_callback.h"
 #include "queue.h"
 #include "session.h"
 #include "shmem.h"
+#include "version.h"
 #include "worker.h"
 
 /* How long a finished attempt may wait before it is written back. */
@@ -53,8 +56,52 @@ typedef struct LoopState
 	TimestampTz last_sweep_at;
 	TimestampTz first_unflushed_at;
 	int			last_claimed;
-	bool		extension_present;
+	bool		extension_present;	/* and its schema one we work with */
+	bool		schema_refused; /* we said so in the log */
 } LoopState;
+
+/*
+ * Whether this library works with the database's schema (see version.h).
+ * If not, say once what to do, and wait: the queue keeps filling, and the
+ * first cycle after ALTER EXTENSION pg_callback UPDATE delivers it.
+ */
+static bool
+schema_usable(PgcbWorkerSlot *slot, LoopState *ls)
+{
+	char		installed[NAMEDATALEN];
+	PgcbSchemaFit fit;
+
+	fit = pgcb_version_schema_fit(get_extension_oid(PGCB_EXTENSION_NAME, false),
+								  installed, sizeof(installed));
+	if (fit == PGCB_SCHEMA_OK)
+	{
+		if (ls->schema_refused)
+			ereport(LOG,
+					(errmsg("pg_callback: the extension is now at version %s; delivering",
+							installed)));
+		ls->schema_refused = false;
+		return true;
+	}
+	if (!ls->schema_refused)
+	{
+		char		msg[PGCB_LAST_ERROR_LEN];
+
+		snprintf(msg, sizeof(msg),
+				 "pg_callback %s cannot use the extension at version %s in this database",
+				 PGCB_VERSION, installed);
+		ereport(LOG,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s; deliveries wait", msg),
+				 fit == PGCB_SCHEMA_TOO_OLD ?
+				 errhint("Run ALTER EXTENSION pg_callback UPDATE in database \"%s\".",
+						 pgcb_database_name) :
+				 errhint("Install pg_callback %s or later and restart the server.", installed)));
+		pgcb_shmem_set_error(slot, msg);
+	}
+	pgcb_shmem_set_state(slot, PGCB_STATE_SCHEMA_MISMATCH);
+	ls->schema_refused = true;
+	return false;
+}
 
 /* One short transaction: write back, release stale claims, claim more. */
 static void
@@ -71,6 +118,8 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 	ls->extension_present = pgcb_queue_extension_present();
 	if (!ls->extension_present)
 		pgcb_shmem_set_state(slot, PGCB_STATE_NO_EXTENSION);
+	else if (!schema_usable(slot, ls))
+		ls->extension_present = false;
 	else
 	{
 		if (!ls->claims_released)
