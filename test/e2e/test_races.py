@@ -267,6 +267,27 @@ def test_drop_database_denied_leaves_the_worker(cluster, receiver, endpoint_fact
             what, pid, now_pid)
         assert ok, "no delivery within 5 s after a denied DROP DATABASE (%s)" % what
 
+    # the owner's drop fails after the guard let it through (another session
+    # is connected): the worker was asked to leave, and comes back at once
+    # rather than when the hold runs out (10 s after the drop began)
+    blocker = cluster.connect()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(psycopg2.Error) as e:
+            cluster.execute('DROP DATABASE "%s"' % cluster.dbname, dbname="postgres")
+        failed_after = time.monotonic() - t0
+        assert "is being accessed by other users" in str(e.value), str(e.value)
+        back = cluster.wait_until(lambda: cluster.worker_pid() not in (None, pid) and
+                                  cluster.worker_pid(), timeout=30,
+                                  what="the worker back after the failed drop")
+        back_after = time.monotonic() - t0
+    finally:
+        blocker.close()
+    record_figure("owner's DROP DATABASE failing (other session): error after %.2f s, "
+                  "worker %s back %.2f s after the drop began" % (failed_after, back, back_after))
+    assert back_after - failed_after < 3, \
+        "the worker came back %.1f s after the failed drop's error" % (back_after - failed_after)
+
     # the owner's drop goes ahead at once, the worker leaves
     cluster.close_connections()
     t0 = time.monotonic()
