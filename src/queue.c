@@ -145,7 +145,8 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"  FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) "
 	"       AS b(id, state, reason, at, seen) "
 	" WHERE e.id = b.id "
-	"   AND e.breaker_changed_at IS NOT DISTINCT FROM b.seen",
+	"   AND (e.breaker_changed_at OPERATOR(pg_catalog.=) b.seen "
+	"        OR (e.breaker_changed_at IS NULL AND b.seen IS NULL))",
 
 	[PLAN_RELEASE] =
 	"UPDATE callback.callback_queue "
