@@ -124,6 +124,48 @@ def test_outcome_after_stall_longer_than_lease_is_kept(cluster, receiver, endpoi
         % (len(sent), attempts, rows)
 
 
+def test_outcome_kept_when_another_sweep_returned_the_row(cluster, receiver, endpoint_factory):
+    """Another claimer's sweep (done here by hand, as a second worker would)
+    returns our row to 'pending' while our request is in flight: the
+    outcome is still recorded, since nobody claimed the row again.  (The
+    hand-made sweep also puts the row's due time off, so that our worker
+    cannot claim it again before its outcome comes in; the write-back does
+    not look at it.)"""
+    path = "/swept"
+    eid = endpoint_factory("swept", receiver.url(path), event_types="{swept.*}",
+                           timeout=5, retry_schedule=[0.2], max_attempts=20)
+    receiver.set_delay(path, 0.5)
+    pid = cluster.worker_pid()
+    ev = enqueue(cluster, "swept.ev")
+    assert receiver.wait_for(1, path, timeout=10), "the first request never arrived"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        n = cluster.scalar(
+            "WITH s AS (UPDATE callback.callback_queue "
+            "              SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL, "
+            "                  next_attempt_at = now() + interval '1 hour' "
+            "            WHERE endpoint_id = %s AND status = 'sending' RETURNING 1) "
+            "SELECT count(*) FROM s", (eid,))
+        assert n == 1
+        receiver.set_delay(path, 0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    cluster.wait_until(
+        lambda: cluster.scalar("SELECT status::text FROM callback.callback_queue "
+                               " WHERE endpoint_id = %s", (eid,)) == "delivered",
+        timeout=20, what="the delivery delivered")
+    sent = [r for r in receiver.requests(path) if r.headers.get("webhook-id") == msg_id(ev)]
+    attempts, rows = cluster.query(
+        "SELECT q.attempts, (SELECT count(*) FROM callback.callback_attempts a "
+        "                     WHERE a.delivery_id = q.id) "
+        "  FROM callback.callback_queue q WHERE q.endpoint_id = %s", (eid,))[0]
+    record_figure("row swept by another claimer while in flight: %d requests sent, "
+                  "attempts %d, %d attempt rows" % (len(sent), attempts, rows))
+    assert rows == len(sent) and attempts == len(sent), \
+        "%d requests reached the receiver but attempts = %d and %d attempt rows" \
+        % (len(sent), attempts, rows)
+
+
 # ------------------------------------------------------------------ item 14: PREPARE TRANSACTION
 
 def test_prepared_transaction_leaves_no_wake_and_commit_prepared_wakes(
