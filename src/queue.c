@@ -89,14 +89,15 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 * would otherwise be scanned whole, dead entries and all.
 	 *
 	 * An outcome is a request that was really sent: it is recorded while
-	 * the row is still open, that is 'sending' (ours, or claimed again by
-	 * someone after our lease ran out: their outcome will find it
-	 * 'pending' and be recorded too) or 'pending' and claimed by nobody
-	 * (a sweep returned it after our lease ran out).  Only a finished row
-	 * (delivered, dead, or gone) drops it.  The worker writes back before
-	 * it sweeps, so its own finished requests are never swept; this keeps
-	 * an outcome whose request was still in flight when the lease ran out,
-	 * and those of other claimers.
+	 * the row is still open, that is 'sending' (our claim, or a claim made
+	 * again after our lease ran out) or 'pending' and claimed by nobody (a
+	 * sweep returned it after our lease ran out, or the other claim's
+	 * outcome was a retry).  A finished row (delivered, dead, deleted)
+	 * drops it: so when a row was claimed twice, the second outcome is
+	 * lost if the first finished it.  The worker writes back before it
+	 * sweeps, so its own finished requests are never swept; this clause
+	 * keeps an outcome whose request was still in flight when a sweep (its
+	 * own after a stall, or another claimer's) returned the row.
 	 */
 	"    FROM o WHERE q.id = o.id AND q.event_id = o.event_id "
 	"     AND (q.status::text = 'sending' "
