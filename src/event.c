@@ -4,7 +4,8 @@
  *		callback_queue": the JSON envelope, routing by event type pattern,
  *		the size limit, the insert (one saved plan, run as the extension's
  *		owner so that producers need no rights on the queue), and waking the
- *		worker when the transaction commits.  Also callback.enqueue().
+ *		worker when the transaction commits (a prepared one: at COMMIT
+ *		PREPARED).  Also callback.enqueue().
  */
 #include "postgres.h"
 
@@ -16,6 +17,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -41,6 +44,8 @@ static SPIPlanPtr insert_plan = NULL;
 /* Registered once per backend (pg_net registered one per transaction). */
 static bool xact_callback_registered = false;
 static bool wake_at_commit = false;
+
+static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 bool
 pgcb_event_type_is_valid(const char *type, bool allow_wildcard)
@@ -144,6 +149,15 @@ pgcb_event_body_end(StringInfo buf)
 	appendStringInfoChar(buf, '}');
 }
 
+/*
+ * The flag lives for one transaction.  PREPARE TRANSACTION ends it without
+ * a commit event: clear it there too, or it would wake the worker at this
+ * session's next, unrelated commit.  The prepared events become visible at
+ * COMMIT PREPARED, which may run in any session of the database and knows
+ * nothing of this flag: the utility hook below wakes the worker then (and
+ * the worker's poll picks them up in any case).  A subtransaction rolled
+ * back after an enqueue leaves the flag set: one needless wake at commit.
+ */
 static void
 pgcb_event_xact_callback(XactEvent event, void *arg)
 {
@@ -157,6 +171,7 @@ pgcb_event_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
 			break;
 		default:
@@ -173,6 +188,38 @@ wake_worker_at_commit(void)
 		xact_callback_registered = true;
 	}
 	wake_at_commit = true;
+}
+
+/*
+ * COMMIT PREPARED runs in a transaction of its own: wake the worker when
+ * that commits, whatever the prepared transaction did (we cannot tell; one
+ * SetLatch and maybe an empty cycle).  Only a flag is set here, before
+ * PostgreSQL's checks: if COMMIT PREPARED fails, the abort clears it.
+ */
+static void
+pgcb_event_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+						ProcessUtilityContext context, ParamListInfo params,
+						QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (IsA(stmt, TransactionStmt) &&
+		((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+		wake_worker_at_commit();
+
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
+						  queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
+void
+pgcb_event_init(void)
+{
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = pgcb_event_utility_hook;
 }
 
 uint64

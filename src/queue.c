@@ -113,10 +113,23 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 * The event id too: after TRUNCATE ... RESTART IDENTITY a new row may
 	 * carry the id.  status::text: the partial index on status = 'sending'
 	 * would otherwise be scanned whole, dead entries and all.
+	 *
+	 * An outcome is a request that was really sent: it is recorded while
+	 * the row is still open, that is 'sending' (our claim, or a claim made
+	 * again after our lease ran out) or 'pending' and claimed by nobody (a
+	 * sweep returned it after our lease ran out, or the other claim's
+	 * outcome was a retry).  A finished row (delivered, dead, deleted)
+	 * drops it: so when a row was claimed twice, the second outcome is
+	 * lost if the first finished it.  The worker writes back before it
+	 * sweeps, so its own finished requests are never swept; this clause
+	 * keeps an outcome whose request was still in flight when a sweep (its
+	 * own after a stall, or another claimer's) returned the row.
 	 */
 	"    FROM o WHERE q.id OPERATOR(pg_catalog.=) o.id "
 	"             AND q.event_id OPERATOR(pg_catalog.=) o.event_id "
-	"             AND q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'sending' "
+	"             AND (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'sending' "
+	"                  OR (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'pending' "
+	"                      AND q.claimed_by IS NULL)) "
 	"  RETURNING q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, q.status, "
 	"            o.started_at, o.latency_ms, o.status_code, o.error, o.response_body), "
 	"a AS ("
@@ -154,13 +167,22 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"       disabled_reason = 'endpoint answered 410 Gone at ' OPERATOR(pg_catalog.||) pg_catalog.now() "
 	" WHERE id OPERATOR(pg_catalog.=) ANY ($1::int[])",
 
+	/*
+	 * Only where the table still holds what we last read or wrote: a
+	 * resume_endpoint committed meanwhile wins (and the next load adopts
+	 * it).  A resume still uncommitted holds the row lock; we wait, and
+	 * the condition is checked again on the row it commits.
+	 */
 	[PLAN_BREAKERS] =
 	"UPDATE callback.callback_endpoints e "
 	"   SET breaker_state = b.state, breaker_reason = b.reason, breaker_changed_at = b.at "
 	"  FROM ROWS FROM (pg_catalog.unnest($1::int[]), pg_catalog.unnest($2::pg_catalog.text[]), "
 	"                  pg_catalog.unnest($3::pg_catalog.text[]), "
-	"                  pg_catalog.unnest($4::pg_catalog.timestamptz[])) AS b(id, state, reason, at) "
-	" WHERE e.id OPERATOR(pg_catalog.=) b.id",
+	"                  pg_catalog.unnest($4::pg_catalog.timestamptz[]), "
+	"                  pg_catalog.unnest($5::pg_catalog.timestamptz[])) AS b(id, state, reason, at, seen) "
+	" WHERE e.id OPERATOR(pg_catalog.=) b.id "
+	"   AND (e.breaker_changed_at OPERATOR(pg_catalog.=) b.seen "
+	"        OR (e.breaker_changed_at IS NULL AND b.seen IS NULL))",
 
 	[PLAN_RELEASE] =
 	"UPDATE callback.callback_queue "
@@ -172,7 +194,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 
 static const int plan_nargs[NUM_PLANS] = {
 	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 9,
-	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 4,[PLAN_RELEASE] = 3,
+	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 3,
 };
 
 static const Oid plan_types[NUM_PLANS][9] = {
@@ -181,7 +203,8 @@ static const Oid plan_types[NUM_PLANS][9] = {
 	[PLAN_WRITE_BACK] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
 	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, UUIDARRAYOID},
 	[PLAN_DISABLE] = {INT4ARRAYOID},
-	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
+	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	TIMESTAMPTZARRAYOID},
 	[PLAN_RELEASE] = {BOOLOID, INT4OID, BOOLOID},
 };
 
@@ -331,17 +354,27 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 		ep->active = DatumGetBool(get_col(r, 12, &isnull));
 
 		/*
-		 * Breaker: the table wins when it changed after we last wrote it
-		 * (resume_endpoint closes it by hand) or when we have no state yet.
+		 * Breaker: the table wins when we have no state yet, and whenever
+		 * it no longer holds what we last read or wrote: then someone else
+		 * (resume_endpoint) changed it, and a resume wins over whatever we
+		 * decided meanwhile (our write-back, conditional on the same value,
+		 * did nothing).  Compared by value, not by time: a resume's time
+		 * may be older than our own change (its transaction began first).
 		 */
 		state = TextDatumGetCString(get_col(r, 13, &isnull));
 		d = get_col(r, 14, &isnull);
-		if (!found || (!isnull && DatumGetTimestampTz(d) > ep->breaker_changed_at && !ep->breaker_dirty))
 		{
-			ep->breaker = state[0] == 'o' ? 'o' : state[0] == 'h' ? 'o' : 'c';
-			ep->breaker_changed_at = isnull ? 0 : DatumGetTimestampTz(d);
-			if (ep->breaker == 'c')
-				ep->consecutive_failures = 0;
+			TimestampTz table_at = isnull ? 0 : DatumGetTimestampTz(d);
+
+			if (!found || table_at != ep->breaker_table_at)
+			{
+				ep->breaker = state[0] == 'o' ? 'o' : state[0] == 'h' ? 'o' : 'c';
+				ep->breaker_changed_at = table_at;
+				ep->breaker_table_at = table_at;
+				ep->breaker_dirty = false;
+				if (ep->breaker == 'c')
+					ep->consecutive_failures = 0;
+			}
 		}
 
 		load_key(ep, get_col(r, 15, &isnull), &ep->key, &key_ok);
@@ -482,15 +515,18 @@ pgcb_queue_disable_endpoints(const int *ids, int n)
 
 void
 pgcb_queue_write_breakers(const int *ids, const char *const *states,
-						  const char *const *reasons, const TimestampTz *at, int n)
+						  const char *const *reasons, const TimestampTz *at,
+						  const TimestampTz *seen, int n)
 {
 	Datum	   *s = palloc(sizeof(Datum) * n);
 	Datum	   *r = palloc(sizeof(Datum) * n);
 	bool	   *rnulls = palloc(sizeof(bool) * n);
 	Datum	   *t = palloc(sizeof(Datum) * n);
+	Datum	   *w = palloc(sizeof(Datum) * n);
+	bool	   *wnulls = palloc(sizeof(bool) * n);
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
-	Datum		values[4];
+	Datum		values[5];
 
 	for (int i = 0; i < n; i++)
 	{
@@ -498,11 +534,14 @@ pgcb_queue_write_breakers(const int *ids, const char *const *states,
 		rnulls[i] = reasons[i] == NULL;
 		r[i] = rnulls[i] ? (Datum) 0 : CStringGetTextDatum(reasons[i]);
 		t[i] = TimestampTzGetDatum(at[i]);
+		wnulls[i] = seen[i] == 0;
+		w[i] = TimestampTzGetDatum(seen[i]);
 	}
 	values[0] = PointerGetDatum(int4_array(ids, n));
 	values[1] = PointerGetDatum(construct_array(s, n, TEXTOID, -1, false, TYPALIGN_INT));
 	values[2] = PointerGetDatum(construct_md_array(r, rnulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 	values[3] = PointerGetDatum(construct_array(t, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[4] = PointerGetDatum(construct_md_array(w, wnulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	SPI_connect();
 	run_plan(PLAN_BREAKERS, values, NULL, false);
 	SPI_finish();

@@ -122,6 +122,17 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 		ls->extension_present = false;
 	else
 	{
+		/*
+		 * Write back before the sweep.  After a stall longer than the lease
+		 * (SIGSTOP, a long lock wait, an overloaded host) the outcomes we
+		 * hold are for rows whose lease has run out: swept first, they
+		 * would be 'pending' again and the write-back, which matches our
+		 * claims, would drop them (no attempt row, attempts not counted, a
+		 * dead verdict retried).  pgcb_delivery_cycle() flushes again;
+		 * with nothing left that is only the breakers and 410s.
+		 */
+		if (pgcb_delivery_unflushed() > 0 && (sweep || !ls->claims_released))
+			pgcb_delivery_flush();
 		if (!ls->claims_released)
 		{
 			pgcb_delivery_release_claims(true, true);
