@@ -1,9 +1,10 @@
 /*
  * pg_callback--1.0--1.1.sql: from 1.0 (shipped) to 1.1.
  *
- * Built by `make` from sql/upgrade-1.1/*.sql, in name order, one part per
- * change.  A fresh CREATE EXTENSION runs pg_callback--1.0.sql and then this
- * script, so an upgraded database and a new one run the same statements.
+ * Built by `make` from the parts sql/upgrade-1.1/NN-*.sql, in name order,
+ * one part per change (no slash-star in a comment: PostgreSQL nests them).
+ * A fresh CREATE EXTENSION runs pg_callback--1.0.sql and then this script,
+ * so an upgraded database and a new one run the same statements.
  */
 
 \echo Use "ALTER EXTENSION pg_callback UPDATE TO '1.1'" to load this file. \quit
