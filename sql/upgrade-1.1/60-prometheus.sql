@@ -32,7 +32,8 @@ CREATE TABLE callback.callback_stats_purged (
     PRIMARY KEY (endpoint_id, event_type)
 );
 REVOKE ALL ON callback.callback_stats_purged FROM PUBLIC;
-GRANT SELECT ON callback.callback_stats_purged TO callback_admin;
+-- counts and timings only, like callback_stats
+GRANT SELECT ON callback.callback_stats_purged TO callback_admin, callback_monitor;
 
 /*
  * Folds deleted callback_stats rows into callback_stats_purged, in the
