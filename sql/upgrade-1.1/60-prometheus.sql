@@ -101,7 +101,9 @@ REVOKE ALL ON FUNCTION callback._stats_fold_purged(), callback._stats_drop_purge
  * take (and that prometheus-postgres-exporter's HISTOGRAM usage reads):
  * lifetime counters, the backlog, and the latency histogram in seconds.
  * latency_seconds holds the 23 finite upper bounds (0.125 ms * 2^k) and
- * latency_seconds_bucket the cumulative counts at each; +Inf is _count.
+ * latency_seconds_bucket the cumulative counts at each; +Inf is _count
+ * (the 24 buckets of callback_stats, PGCB_HIST_BUCKETS and PGCB_HIST_BASE_MS
+ * in src/metrics.h; the last one is open-ended).
  * A latency exactly on a bound counts in the bucket above it.
  * Rows whose endpoint is gone are left out: they would share one label set.
  */
