@@ -10,7 +10,7 @@ packages=(
     postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-15-cron
     libcurl4-openssl-dev libssl-dev openssl
     python3 python3-pytest python3-psycopg2
-    libipc-run-perl
+    libipc-run-perl prometheus prometheus-postgres-exporter
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
