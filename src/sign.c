@@ -103,15 +103,18 @@ pgcb_secret_decode(const char *secret, PgcbKey *key, const char **why)
 		*why = "Nothing follows \"whsec_\".";
 		return false;
 	}
-	if (!b64_is_well_formed(b64, b64_len))
-	{
-		*why = "The part after \"whsec_\" is not valid standard base64.";
-		return false;
-	}
-	/* Checked before decoding so that buf can have a fixed size. */
+	/*
+	 * Checked before decoding so that buf can have a fixed size, and before
+	 * the scan below so that a 1 GB argument is not read through.
+	 */
 	if (b64_len > SECRET_MAX_B64)
 	{
 		*why = "The key is longer than 64 bytes.";
+		return false;
+	}
+	if (!b64_is_well_formed(b64, b64_len))
+	{
+		*why = "The part after \"whsec_\" is not valid standard base64.";
 		return false;
 	}
 	n = pg_b64_decode(b64, (int) b64_len, buf, sizeof(buf));
