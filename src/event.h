@@ -29,4 +29,7 @@ extern void pgcb_event_init(void);
 /* ereport(ERROR) unless type is a valid event type (or pattern). */
 extern void pgcb_event_check_type(const char *type, bool pattern, const char *what);
 
+/* s, or its start and "..." when longer than an event type may be: for messages. */
+extern const char *pgcb_event_clip_for_message(const char *s);
+
 #endif							/* PGCB_EVENT_H */
