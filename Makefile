@@ -1,6 +1,8 @@
 # pg_callback: PGXS build.  `make && make install`, then see README.md.
 
 EXTENSION = pg_callback
+# The version lives in the control file only; everything else reads it here.
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'.*/\1/p" $(srcdir)/pg_callback.control)
 MODULE_big = pg_callback
 OBJS = \
 	src/pg_callback.o \
@@ -19,7 +21,9 @@ OBJS = \
 	src/netpolicy.o \
 	src/ratelimit.o \
 	src/metrics.o \
-	src/drain.o
+	src/drain.o \
+	src/session.o \
+	src/version.o
 
 # 1.0 is frozen as shipped.  The upgrade to 1.1 is put together from one part
 # per change (sql/upgrade-1.1/NN-*.sql); a fresh install of 1.1 runs 1.0 and
@@ -30,19 +34,36 @@ UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
-REGRESS = setup endpoints events signing netpolicy security privileges trigger_owner schema_owner
+REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner
 REGRESS_OPTS = --load-extension=pg_callback
 ISOLATION = rollback concurrent_claim drop_endpoint_race
 ISOLATION_OPTS = --load-extension=pg_callback
 
 # -Wextra, less the warnings PostgreSQL's own headers raise.
 PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
-PG_CPPFLAGS += -I$(srcdir)/src
+PG_CPPFLAGS += -I$(srcdir)/src -DPGCB_VERSION='"$(EXTVERSION)"'
 SHLIB_LINK += -lcurl -lcrypto
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-sql/pg_callback--1.0--1.1.sql: $(UPGRADE_1_1)
-	cat $^ > $@
+# Without --enable-depend PGXS tracks no headers: rebuild every object when a
+# header or the control file's version changes.
+$(OBJS): $(wildcard $(srcdir)/src/*.h) $(srcdir)/pg_callback.control
+
+# The folder too: removing a part must rebuild the script.
+sql/pg_callback--1.0--1.1.sql: $(UPGRADE_1_1) $(srcdir)/sql/upgrade-1.1
+	cat $(UPGRADE_1_1) > $@
+
+# `make dist`: pg_callback-<version>.zip (what PGXN takes) and .tar.gz of the
+# committed tree (git archive of HEAD), after checking that META.json gives
+# the control file's version.
+# DISTDIR says where they go (default: here).
+DISTNAME = $(EXTENSION)-$(EXTVERSION)
+DISTDIR ?= .
+.PHONY: dist
+dist:
+	python3 $(srcdir)/test/check_meta.py $(srcdir)
+	git -C $(srcdir) archive --format=zip --prefix=$(DISTNAME)/ -o $(abspath $(DISTDIR)/$(DISTNAME).zip) HEAD
+	git -C $(srcdir) archive --format=tar.gz --prefix=$(DISTNAME)/ -o $(abspath $(DISTDIR)/$(DISTNAME).tar.gz) HEAD

@@ -236,7 +236,7 @@ SET ROLE regress_pgcb_monitor;
 SELECT name, url, event_types, enabled, paused, breaker_state
   FROM callback.callback_endpoints_redacted WHERE name = 'regress_pgcb_ep';
 SELECT endpoint, status, backlog FROM callback.callback_health WHERE endpoint = 'regress_pgcb_ep';
-SELECT callback.prometheus_metrics() LIKE '%# TYPE pg_callback_health gauge%' AS prometheus_text;
+SELECT callback.prometheus_metrics() LIKE '%# TYPE pg_callback_endpoint_health gauge%' AS prometheus_text;
 RESET ROLE;
 
 ----------------------------------------------------------------- the producer

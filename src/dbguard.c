@@ -1,19 +1,31 @@
 /*
  * dbguard.c
- *		A ProcessUtility hook that sees DROP DATABASE of the database our
- *		worker is connected to, holds the launcher off for a while, and asks
- *		the worker to leave before the drop looks for other sessions.  If
- *		the drop fails, the hold simply runs out and the worker comes back.
+ *		Sees DROP DATABASE of the database our worker is connected to, holds
+ *		the launcher off for a while, and asks the worker to leave before the
+ *		drop looks for other sessions.  If the drop fails after all, the hold
+ *		is lifted when its transaction aborts and the worker comes back.
+ *
+ * It acts from the object access hook (OAT_DROP of a pg_database entry),
+ * not from ProcessUtility: dropdb() calls that hook only after its own
+ * checks that the database exists and that the caller owns it, and
+ * ProcessUtility has refused a transaction block before dropdb() runs.  A
+ * ProcessUtility hook sees the statement before all of that, so any login
+ * role could evict the worker with a DROP DATABASE it may not run.  From
+ * the hook dropdb() goes on to refuse templates and its own database,
+ * logical slots and subscriptions, then (WITH (FORCE)) terminates the other
+ * sessions and counts those left: the worker is gone by then.  dropdb()
+ * holds the database's lock from before the hook, so no new session (nor
+ * a worker the launcher starts) can connect meanwhile.
  */
 #include "postgres.h"
 
 #include <signal.h>
 
-#include "commands/dbcommands.h"
+#include "access/xact.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_database.h"
 #include "miscadmin.h"
-#include "nodes/parsenodes.h"
 #include "storage/latch.h"
-#include "tcop/utility.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -23,16 +35,63 @@
 #define HOLD_MS 10000
 #define LEAVE_WAIT_MS 5000
 
-static ProcessUtility_hook_type prev_utility_hook = NULL;
+static object_access_hook_type prev_object_access_hook = NULL;
+
+/* The hold this backend set in its current transaction, if any. */
+static Oid	my_hold_dboid = InvalidOid;
+static TimestampTz my_hold_until = 0;
+static bool xact_callback_registered = false;
+
+/*
+ * The drop failed after the hook (a template, other sessions without
+ * FORCE, a cancel): lift our hold, so the launcher restarts the worker now
+ * rather than when the hold runs out.
+ */
+static void
+dbguard_xact_callback(XactEvent event, void *arg)
+{
+	if (!OidIsValid(my_hold_dboid))
+		return;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		Latch	   *launcher_latch = NULL;
+
+		LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
+		if (pgcb_shared->hold_dboid == my_hold_dboid &&
+			pgcb_shared->hold_until == my_hold_until)
+		{
+			pgcb_shared->hold_dboid = InvalidOid;
+			pgcb_shared->hold_until = 0;
+			launcher_latch = pgcb_shared->launcher_latch;
+		}
+		LWLockRelease(pgcb_shared->lock);
+		if (launcher_latch != NULL)
+			SetLatch(launcher_latch);
+	}
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		my_hold_dboid = InvalidOid;
+		my_hold_until = 0;
+	}
+}
 
 static void
 hold_and_evict(Oid dboid)
 {
 	TimestampTz deadline;
 
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(dbguard_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+
 	LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
 	pgcb_shared->hold_dboid = dboid;
 	pgcb_shared->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HOLD_MS);
+	my_hold_dboid = dboid;
+	my_hold_until = pgcb_shared->hold_until;
 	for (int i = 0; i < PGCB_MAX_WORKERS; i++)
 	{
 		PgcbWorkerSlot *slot = &pgcb_shared->workers[i];
@@ -62,31 +121,20 @@ hold_and_evict(Oid dboid)
 }
 
 static void
-pgcb_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-				  ProcessUtilityContext context, ParamListInfo params,
-				  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+pgcb_object_access_hook(ObjectAccessType access, Oid classId, Oid objectId,
+						int subId, void *arg)
 {
-	Node	   *stmt = pstmt->utilityStmt;
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
 
-	if (pgcb_shared != NULL && IsA(stmt, DropdbStmt))
-	{
-		Oid			dboid = get_database_oid(((DropdbStmt *) stmt)->dbname, true);
-
-		if (OidIsValid(dboid))
-			hold_and_evict(dboid);
-	}
-
-	if (prev_utility_hook)
-		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
-						  queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
+	/* dropdb() calls this once the caller is known to own the database */
+	if (access == OAT_DROP && classId == DatabaseRelationId && pgcb_shared != NULL)
+		hold_and_evict(objectId);
 }
 
 void
 pgcb_dbguard_init(void)
 {
-	prev_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = pgcb_utility_hook;
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = pgcb_object_access_hook;
 }

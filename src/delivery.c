@@ -382,6 +382,7 @@ pgcb_delivery_flush(void)
 	const char **states = palloc(sizeof(char *) * Max(n, 1));
 	const char **reasons = palloc(sizeof(char *) * Max(n, 1));
 	TimestampTz *at = palloc(sizeof(TimestampTz) * Max(n, 1));
+	TimestampTz *seen = palloc(sizeof(TimestampTz) * Max(n, 1));
 	int			n_breakers = 0;
 
 	if (n_outcomes > 0)
@@ -402,14 +403,17 @@ pgcb_delivery_flush(void)
 			states[n_breakers] = ep->breaker == 'c' ? "closed" : ep->breaker == 'o' ? "open" : "half_open";
 			reasons[n_breakers] = ep->breaker_reason;
 			at[n_breakers] = ep->breaker_changed_at;
+			seen[n_breakers] = ep->breaker_table_at;
 			n_breakers++;
 			ep->breaker_dirty = false;
+			/* if a resume wins instead, the next load sees it differ */
+			ep->breaker_table_at = ep->breaker_changed_at;
 		}
 	}
 	if (n_gone > 0)
 		pgcb_queue_disable_endpoints(gone, n_gone);
 	if (n_breakers > 0)
-		pgcb_queue_write_breakers(ids, states, reasons, at, n_breakers);
+		pgcb_queue_write_breakers(ids, states, reasons, at, seen, n_breakers);
 
 	/* breaker reasons point into outcome_cxt too */
 	hash_seq_init(&seq, endpoints);

@@ -44,6 +44,8 @@ typedef struct PgcbEndpoint
 	char		breaker;		/* 'c'losed, 'o'pen, 'h'alf-open */
 	TimestampTz breaker_changed_at;
 	bool		breaker_dirty;	/* changed since last written to the table */
+	/* breaker_changed_at in the table as we last read or wrote it */
+	TimestampTz breaker_table_at;
 	const char *breaker_reason;
 	bool		gone;			/* answered 410: disable at next write-back */
 	TimestampTz hold_until;		/* a 429 (or 503 with Retry-After) holds the endpoint */

@@ -9,13 +9,16 @@
  */
 #include "postgres.h"
 
+#include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 
 #include "delivery.h"
 #include "guc.h"
+#include "pg_callback.h"
 #include "queue.h"
 #include "shmem.h"
+#include "version.h"
 
 PG_FUNCTION_INFO_V1(process_callbacks);
 
@@ -43,6 +46,8 @@ process_callbacks(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("pg_callback is not in shared_preload_libraries"),
 				 errhint("Rate limits live in shared memory: add pg_callback to shared_preload_libraries and restart.")));
+
+	pgcb_version_check_schema(get_extension_oid(PGCB_EXTENSION_NAME, false));
 
 	(void) pgcb_queue_dead_letter_orphans();
 	pgcb_delivery_init(NULL, -1);

@@ -4,7 +4,8 @@
  *		callback_queue": the JSON envelope, routing by event type pattern,
  *		the size limit, the insert (one saved plan, run as the extension's
  *		owner so that producers need no rights on the queue), and waking the
- *		worker when the transaction commits.  Also callback.enqueue().
+ *		worker when the transaction commits (a prepared one: at COMMIT
+ *		PREPARED).  Also callback.enqueue().
  */
 #include "postgres.h"
 
@@ -15,7 +16,10 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -27,6 +31,7 @@
 #include "event.h"
 #include "guc.h"
 #include "pg_callback.h"
+#include "session.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(enqueue);
@@ -40,6 +45,8 @@ static SPIPlanPtr insert_plan = NULL;
 /* Registered once per backend (pg_net registered one per transaction). */
 static bool xact_callback_registered = false;
 static bool wake_at_commit = false;
+
+static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 bool
 pgcb_event_type_is_valid(const char *type, bool allow_wildcard)
@@ -60,36 +67,89 @@ pgcb_event_type_is_valid(const char *type, bool allow_wildcard)
 	return true;
 }
 
-/* Glob match where '*' stands for any run of characters, dots included. */
+/*
+ * Glob match where '*' stands for any run of characters, dots included; no
+ * other character is special.  The pattern is a prefix segment, middle
+ * segments and a suffix segment between its stars: the prefix and the
+ * suffix are anchored, and each middle segment is taken at its leftmost
+ * place after the one before, which is never worse than a later place when
+ * '*' is the only wildcard.  So no backtracking: each segment is looked for
+ * once, left to right, and the time is bounded by |pattern| * |type| (both at
+ * most PGCB_EVENT_TYPE_MAX where they come from SQL).
+ */
 bool
 pgcb_event_type_matches(const char *pattern, const char *type)
 {
-	const char *star = NULL;
-	const char *resume = NULL;
+	size_t		plen = strlen(pattern);
+	size_t		tlen = strlen(type);
+	const char *first_star = memchr(pattern, '*', plen);
+	const char *last_star;
+	size_t		head;
+	size_t		tail;
+	const char *p;
+	const char *t;
+	const char *t_end;
 
-	while (*type)
+	if (first_star == NULL)
+		return plen == tlen && memcmp(pattern, type, plen) == 0;
+
+	/* the literal prefix before the first star, and suffix after the last */
+	head = first_star - pattern;
+	last_star = strrchr(pattern, '*');
+	tail = plen - (last_star - pattern) - 1;
+	if (head + tail > tlen ||
+		memcmp(pattern, type, head) != 0 ||
+		memcmp(last_star + 1, type + tlen - tail, tail) != 0)
+		return false;
+
+	/* the middle segments, in order, within what prefix and suffix left */
+	t = type + head;
+	t_end = type + tlen - tail;
+	p = first_star;
+	while (p < last_star)
 	{
-		if (*pattern == '*')
+		const char *seg;
+		size_t		seg_len;
+		bool		found = false;
+
+		while (*p == '*' && p < last_star)
+			p++;
+		if (p >= last_star)
+			break;
+		seg = p;
+		while (*p != '*')
+			p++;
+		seg_len = p - seg;
+		for (; t + seg_len <= t_end; t++)
 		{
-			star = pattern++;
-			resume = type;
+			if (memcmp(t, seg, seg_len) == 0)
+			{
+				found = true;
+				break;
+			}
 		}
-		else if (*pattern == *type)
-		{
-			pattern++;
-			type++;
-		}
-		else if (star)
-		{
-			pattern = star + 1;
-			type = ++resume;
-		}
-		else
+		if (!found)
 			return false;
+		t += seg_len;
 	}
-	while (*pattern == '*')
-		pattern++;
-	return *pattern == '\0';
+	return true;
+}
+
+/*
+ * s for a message: whole up to twice the longest event type, else its
+ * start and "...", so that an error about a 10 MB argument does not repeat
+ * it.  Cut at a character boundary: an invalid type need not be ASCII.
+ */
+const char *
+pgcb_event_clip_for_message(const char *s)
+{
+	size_t		len = strlen(s);
+	int			keep;
+
+	if (len <= 2 * PGCB_EVENT_TYPE_MAX)
+		return s;
+	keep = pg_mbcliplen(s, (int) Min(len, (size_t) PG_INT32_MAX), PGCB_EVENT_TYPE_MAX);
+	return psprintf("%.*s...", keep, s);
 }
 
 void
@@ -103,7 +163,7 @@ pgcb_event_check_type(const char *type, bool pattern, const char *what)
 	if (!pgcb_event_type_is_valid(type, pattern))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s \"%s\"", what, type),
+				 errmsg("invalid %s \"%s\"", what, pgcb_event_clip_for_message(type)),
 				 pattern ?
 				 errhint("Use 1 to %d of the characters A-Z a-z 0-9 _ . - and * as a wildcard, such as 'order.*' or '*'.",
 						 PGCB_EVENT_TYPE_MAX) :
@@ -143,6 +203,15 @@ pgcb_event_body_end(StringInfo buf)
 	appendStringInfoChar(buf, '}');
 }
 
+/*
+ * The flag lives for one transaction.  PREPARE TRANSACTION ends it without
+ * a commit event: clear it there too, or it would wake the worker at this
+ * session's next, unrelated commit.  The prepared events become visible at
+ * COMMIT PREPARED, which may run in any session of the database and knows
+ * nothing of this flag: the utility hook below wakes the worker then (and
+ * the worker's poll picks them up in any case).  A subtransaction rolled
+ * back after an enqueue leaves the flag set: one needless wake at commit.
+ */
 static void
 pgcb_event_xact_callback(XactEvent event, void *arg)
 {
@@ -156,6 +225,7 @@ pgcb_event_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
 			break;
 		default:
@@ -174,26 +244,36 @@ wake_worker_at_commit(void)
 	wake_at_commit = true;
 }
 
-/* The owner of callback.callback_queue, as whom the insert runs. */
-static Oid
-queue_owner(void)
+/*
+ * COMMIT PREPARED runs in a transaction of its own: wake the worker when
+ * that commits, whatever the prepared transaction did (we cannot tell; one
+ * SetLatch and maybe an empty cycle).  Only a flag is set here, before
+ * PostgreSQL's checks: if COMMIT PREPARED fails, the abort clears it.
+ */
+static void
+pgcb_event_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+						ProcessUtilityContext context, ParamListInfo params,
+						QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	Oid			nsp = get_namespace_oid(PGCB_SCHEMA_NAME, true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("callback_queue", nsp) : InvalidOid;
-	HeapTuple	tup;
-	Oid			owner;
+	Node	   *stmt = pstmt->utilityStmt;
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_callback is not installed in this database"),
-				 errhint("Run CREATE EXTENSION pg_callback.")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
+	if (IsA(stmt, TransactionStmt) &&
+		((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+		wake_worker_at_commit();
+
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
+						  queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
+void
+pgcb_event_init(void)
+{
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = pgcb_event_utility_hook;
 }
 
 uint64
@@ -201,8 +281,7 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 				   pg_uuid_t *event_id)
 {
 	Datum		values[3];
-	Oid			save_userid;
-	int			save_sec_context;
+	PgcbSession session;
 	int			ret;
 	uint64		queued;
 
@@ -218,9 +297,8 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 	values[1] = CStringGetTextDatum(event_type);
 	values[2] = PointerGetDatum(cstring_to_text_with_len(body, body_len));
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(queue_owner(),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	/* as the owner, so that producers need no rights on the queue */
+	pgcb_session_enter(&session);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -229,6 +307,7 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 		Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
 		SPIPlanPtr	plan;
 
+		/* every name qualified: see session.c */
 		plan = SPI_prepare("INSERT INTO callback.callback_queue (event_id, endpoint_id, event_type, body) "
 						   "SELECT $1, e.id, $2, $3 FROM callback.callback_endpoints e "
 						   "WHERE e.enabled AND callback.event_type_matches(e.event_types, $2)",
@@ -244,7 +323,7 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 	queued = SPI_processed;
 	SPI_finish();
 
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	pgcb_session_leave(&session);
 
 	if (queued > 0)
 		wake_worker_at_commit();
@@ -308,6 +387,7 @@ validate_event_types(PG_FUNCTION_ARGS)
 				 errhint("Give at least one pattern, such as '{*}' for every event.")));
 	for (int i = 0; i < n; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -318,20 +398,63 @@ validate_event_types(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* callback.event_type_matches(patterns text[], event_type text) returns boolean */
+/*
+ * An argument of event_type_matches() longer than anything that can be
+ * stored or sent (validate_event_types, enqueue and the trigger all stop at
+ * PGCB_EVENT_TYPE_MAX) is refused, so the cost of a match stays bounded.
+ */
+static void
+check_match_arg_length(text *t, const char *what)
+{
+	size_t		len = VARSIZE_ANY_EXHDR(t);
+
+	if (len > PGCB_EVENT_TYPE_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s of %zu bytes is too long", what, len),
+				 errdetail("Event types and patterns are at most %d characters.",
+						   PGCB_EVENT_TYPE_MAX),
+				 errhint("Give an event type or pattern of 1 to %d characters, such as 'order.*'.",
+						 PGCB_EVENT_TYPE_MAX)));
+}
+
+/*
+ * callback.event_type_matches(patterns text[], event_type text) returns
+ * boolean: whether any pattern matches.  NULL elements match nothing.
+ */
 Datum
 event_type_matches(PG_FUNCTION_ARGS)
 {
 	ArrayType  *patterns = PG_GETARG_ARRAYTYPE_P(0);
-	char	   *type = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	text	   *type_t = PG_GETARG_TEXT_PP(1);
+	char	   *type;
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
 
+	check_match_arg_length(type_t, "event type");
+	if (ARR_NDIM(patterns) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event_types must be a one-dimensional array"),
+				 errhint("Give a list of patterns, such as '{order.*,invoice.paid}'.")));
+	type = text_to_cstring(type_t);
 	deconstruct_array(patterns, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	for (int i = 0; i < n; i++)
 	{
-		if (!nulls[i] && pgcb_event_type_matches(TextDatumGetCString(elems[i]), type))
+		text	   *pattern_t;
+		char	   *pattern;
+		bool		match;
+
+		CHECK_FOR_INTERRUPTS();
+		if (nulls[i])
+			continue;
+		pattern_t = DatumGetTextPP(elems[i]);
+		check_match_arg_length(pattern_t, "event type pattern");
+		pattern = text_to_cstring(pattern_t);
+		match = pgcb_event_type_matches(pattern, type);
+		pfree(pattern);
+		if (match)
 			PG_RETURN_BOOL(true);
 	}
 	PG_RETURN_BOOL(false);

@@ -23,7 +23,13 @@ extern void pgcb_event_body_end(StringInfo buf);
 extern uint64 pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 								 pg_uuid_t *event_id);
 
+/* Install the hook that wakes the worker at COMMIT PREPARED (preload only). */
+extern void pgcb_event_init(void);
+
 /* ereport(ERROR) unless type is a valid event type (or pattern). */
 extern void pgcb_event_check_type(const char *type, bool pattern, const char *what);
+
+/* s, or its start and "..." when longer than an event type may be: for messages. */
+extern const char *pgcb_event_clip_for_message(const char *s);
 
 #endif							/* PGCB_EVENT_H */

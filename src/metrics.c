@@ -13,6 +13,7 @@
 #include <math.h>
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/array.h"
@@ -27,25 +28,64 @@ PG_FUNCTION_INFO_V1(histogram_add);
 PG_FUNCTION_INFO_V1(histogram_percentile);
 PG_FUNCTION_INFO_V1(worker_stats);
 
+/*
+ * The bucket of a latency: finite and not negative (the callers check), so
+ * the floor of its log2 is a finite double, compared before any cast to int.
+ */
 static int
 bucket_of(double ms)
 {
-	int			b;
+	double		b;
 
-	if (!(ms >= PGCB_HIST_BASE_MS))
+	if (ms < PGCB_HIST_BASE_MS)
 		return 0;
-	b = (int) floor(log2(ms / PGCB_HIST_BASE_MS)) + 1;
-	return Min(b, PGCB_HIST_BUCKETS - 1);
+	b = floor(log2(ms / PGCB_HIST_BASE_MS)) + 1.0;
+	if (b >= (double) (PGCB_HIST_BUCKETS - 1))
+		return PGCB_HIST_BUCKETS - 1;
+	return (int) b;
+}
+
+/*
+ * Refuse anything but the histograms these functions make: one dimension
+ * indexed from 1, PGCB_HIST_BUCKETS non-NULL counts, none negative.  The
+ * SQL type only promises a bigint[], and a user-defined aggregate can start
+ * from any INITCOND: the data is indexed by bucket, so its shape is checked
+ * before any read or write.
+ */
+static void
+check_histogram(ArrayType *a, const char *what)
+{
+	int64	   *d;
+
+	if (ARR_ELEMTYPE(a) != INT8OID || ARR_NDIM(a) != 1 ||
+		ARR_DIMS(a)[0] != PGCB_HIST_BUCKETS || ARR_LBOUND(a)[0] != 1 ||
+		ARR_HASNULL(a))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not a latency histogram", what),
+				 errdetail("A latency histogram is a one-dimensional bigint[] of %d non-NULL counts, indexed from 1.",
+						   PGCB_HIST_BUCKETS),
+				 errhint("Use the histograms in callback.callback_stats.latency_hist, or callback.latency_histogram() to make one.")));
+	d = (int64 *) ARR_DATA_PTR(a);
+	for (int i = 0; i < PGCB_HIST_BUCKETS; i++)
+	{
+		if (d[i] < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s is not a latency histogram", what),
+					 errdetail("Bucket %d holds the negative count " INT64_FORMAT ".", i + 1, d[i]),
+					 errhint("Use the histograms in callback.callback_stats.latency_hist, or callback.latency_histogram() to make one.")));
+	}
 }
 
 static void
-check_histogram(ArrayType *a)
+count_overflow(void)
 {
-	if (ARR_NDIM(a) != 1 || ARR_DIMS(a)[0] != PGCB_HIST_BUCKETS ||
-		ARR_HASNULL(a) || ARR_ELEMTYPE(a) != INT8OID)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a latency histogram is a bigint[] of %d non-NULL counts", PGCB_HIST_BUCKETS)));
+	ereport(ERROR,
+			(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+			 errmsg("latency histogram count out of range"),
+			 errdetail("A bucket would hold more than " INT64_FORMAT " attempts.", PG_INT64_MAX),
+			 errhint("Sum fewer histograms at a time.")));
 }
 
 static ArrayType *
@@ -58,15 +98,23 @@ empty_histogram(void)
 	return construct_array(zeros, PGCB_HIST_BUCKETS, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
-/* Aggregate transition: count one latency (ms) into the histogram. */
+/*
+ * Aggregate transition: count one latency (ms) into the histogram.  The
+ * state is updated in place, which an aggregate's transition function may
+ * do; it is checked first, since any aggregate may use this function.
+ */
 Datum
 histogram_accum(PG_FUNCTION_ARGS)
 {
 	MemoryContext aggcxt;
 	ArrayType  *state;
+	int64	   *slot;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
-		elog(ERROR, "histogram_accum called in non-aggregate context");
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("callback.histogram_accum() can only be called as an aggregate's transition function"),
+				 errhint("Use the aggregate callback.latency_histogram(latency_ms).")));
 	if (PG_ARGISNULL(0))
 	{
 		MemoryContext old = MemoryContextSwitchTo(aggcxt);
@@ -75,26 +123,61 @@ histogram_accum(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(old);
 	}
 	else
+	{
 		state = PG_GETARG_ARRAYTYPE_P(0);
+		check_histogram(state, "the aggregate state");
+	}
 	if (!PG_ARGISNULL(1))
-		((int64 *) ARR_DATA_PTR(state))[bucket_of(PG_GETARG_FLOAT8(1))]++;
+	{
+		double		ms = PG_GETARG_FLOAT8(1);
+
+		if (isnan(ms) || isinf(ms) || ms < 0.0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("latency %g ms is not a finite number of milliseconds, 0 or more", ms),
+					 errhint("Give each attempt's latency in milliseconds, such as 12.5.")));
+		slot = &((int64 *) ARR_DATA_PTR(state))[bucket_of(ms)];
+		if (pg_add_s64_overflow(*slot, 1, slot))
+			count_overflow();
+	}
 	PG_RETURN_ARRAYTYPE_P(state);
 }
 
+/*
+ * Bucket-wise sum of two histograms, the transition of histogram_sum().
+ * Called on NULL input (from 1.1) so that the first histogram an aggregate
+ * sees is checked too: a strict transition would take it as the state
+ * unchecked.  A NULL histogram adds nothing, as sum() skips NULLs.
+ */
 Datum
 histogram_add(PG_FUNCTION_ARGS)
 {
-	ArrayType  *a = PG_GETARG_ARRAYTYPE_P_COPY(0);
-	ArrayType  *b = PG_GETARG_ARRAYTYPE_P(1);
+	ArrayType  *a;
+	ArrayType  *b;
 	int64	   *da;
 	int64	   *db;
 
-	check_histogram(a);
-	check_histogram(b);
+	if (PG_ARGISNULL(0) && PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+	{
+		int			given = PG_ARGISNULL(0) ? 1 : 0;
+
+		a = PG_GETARG_ARRAYTYPE_P_COPY(given);
+		check_histogram(a, given == 0 ? "the first argument" : "the second argument");
+		PG_RETURN_ARRAYTYPE_P(a);
+	}
+	a = PG_GETARG_ARRAYTYPE_P_COPY(0);
+	b = PG_GETARG_ARRAYTYPE_P(1);
+	check_histogram(a, "the first argument");
+	check_histogram(b, "the second argument");
 	da = (int64 *) ARR_DATA_PTR(a);
 	db = (int64 *) ARR_DATA_PTR(b);
 	for (int i = 0; i < PGCB_HIST_BUCKETS; i++)
-		da[i] += db[i];
+	{
+		if (pg_add_s64_overflow(da[i], db[i], &da[i]))
+			count_overflow();
+	}
 	PG_RETURN_ARRAYTYPE_P(a);
 }
 
@@ -109,14 +192,19 @@ histogram_percentile(PG_FUNCTION_ARGS)
 	double		rank;
 	int64		seen = 0;
 
-	check_histogram(a);
+	check_histogram(a, "the first argument");
+	/* also false for NaN */
 	if (!(p >= 0.0 && p <= 1.0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("percentile %g is not between 0 and 1", p)));
+				 errmsg("percentile %g is not between 0 and 1", p),
+				 errhint("Give the quantile as a fraction, such as 0.95 for p95.")));
 	d = (int64 *) ARR_DATA_PTR(a);
 	for (int i = 0; i < PGCB_HIST_BUCKETS; i++)
-		total += d[i];
+	{
+		if (pg_add_s64_overflow(total, d[i], &total))
+			count_overflow();
+	}
 	if (total == 0)
 		PG_RETURN_NULL();
 	rank = p * (double) total;

@@ -29,6 +29,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/inet.h"
 #include "utils/jsonb.h"
@@ -922,6 +923,7 @@ pgcb_netpolicy_check_headers(Jsonb *headers)
 	it = JsonbIteratorInit(&headers->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (tok == WJB_KEY)
 		{
 			name = pnstrdup(v.val.string.val, v.val.string.len);

@@ -24,6 +24,7 @@
 #include "guc.h"
 #include "pg_callback.h"
 #include "queue.h"
+#include "session.h"
 #include "sign.h"
 
 enum
@@ -39,58 +40,98 @@ enum
 
 static SPIPlanPtr plans[NUM_PLANS];
 
+/*
+ * Every function, aggregate and operator is schema-qualified, and multi-array
+ * unnest is spelled ROWS FROM (pg_catalog.unnest(..), ..): these run with the
+ * owner's rights, and an unqualified name could resolve to a better-matching
+ * overload that another role put in public or a "$user" schema (session.c
+ * pins search_path too).  coalesce, greatest, extract and casts are fixed
+ * catalog entries; keywords such as int, bigint and interval name pg_catalog
+ * types.  Mind precedence: OPERATOR(...) binds like any other operator.
+ */
 static const char *const plan_sql[NUM_PLANS] = {
 	[PLAN_LOAD] =
 	"SELECT e.id, e.name, e.url, "
-	"       ARRAY(SELECT CASE WHEN h.value = '' THEN h.key || ';' ELSE h.key || ': ' || h.value END "
+	"       ARRAY(SELECT CASE WHEN h.value OPERATOR(pg_catalog.=) '' "
+	"                         THEN h.key OPERATOR(pg_catalog.||) ';' "
+	"                         ELSE h.key OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) h.value END "
 	"               FROM pg_catalog.jsonb_each_text(e.headers) h), "
 	"       coalesce(e.timeout_ms, $1), e.max_attempts, "
-	"       ARRAY(SELECT (extract(epoch FROM d) * 1000)::bigint FROM unnest(e.retry_schedule) d), "
+	"       ARRAY(SELECT (extract(epoch FROM d) OPERATOR(pg_catalog.*) 1000)::bigint "
+	"               FROM pg_catalog.unnest(e.retry_schedule) d), "
 	"       e.rate_limit, e.rate_burst, e.failure_threshold, "
-	"       (extract(epoch FROM e.breaker_cooldown) * 1000)::bigint, "
+	"       (extract(epoch FROM e.breaker_cooldown) OPERATOR(pg_catalog.*) 1000)::bigint, "
 	"       e.enabled AND NOT e.paused, e.breaker_state, e.breaker_changed_at, "
-	"       e.secret, CASE WHEN e.previous_secret_expires_at > pg_catalog.now() THEN e.previous_secret END, "
+	"       e.secret, CASE WHEN e.previous_secret_expires_at OPERATOR(pg_catalog.>) pg_catalog.now() "
+	"                      THEN e.previous_secret END, "
 	"       CASE WHEN e.enabled AND NOT e.paused THEN "
 	"         (SELECT q.next_attempt_at FROM callback.callback_queue q "
-	"           WHERE q.endpoint_id = e.id AND q.status = 'pending' "
+	"           WHERE q.endpoint_id OPERATOR(pg_catalog.=) e.id "
+	"             AND q.status OPERATOR(pg_catalog.=) 'pending' "
 	"           ORDER BY q.next_attempt_at LIMIT 1) END, "
 	"       pg_catalog.now() "
 	"  FROM callback.callback_endpoints e",
 
 	[PLAN_CLAIM] =
 	"WITH c AS ("
-	"  SELECT l.id FROM unnest($1::int[], $2::int[]) AS w(endpoint_id, n) "
+	"  SELECT l.id FROM ROWS FROM (pg_catalog.unnest($1::int[]), pg_catalog.unnest($2::int[])) "
+	"                   AS w(endpoint_id, n) "
 	"  CROSS JOIN LATERAL ("
 	"    SELECT q.id FROM callback.callback_queue q "
-	"     WHERE q.endpoint_id = w.endpoint_id AND q.status = 'pending' "
-	"       AND q.next_attempt_at <= pg_catalog.now() "
+	"     WHERE q.endpoint_id OPERATOR(pg_catalog.=) w.endpoint_id "
+	"       AND q.status OPERATOR(pg_catalog.=) 'pending' "
+	"       AND q.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
 	"     ORDER BY q.next_attempt_at LIMIT w.n FOR UPDATE SKIP LOCKED) l) "
 	"UPDATE callback.callback_queue q "
 	"   SET status = 'sending', claimed_by = $4, "
-	"       lease_expires_at = pg_catalog.now() + $3 * interval '1 millisecond' "
+	"       lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
+	"                          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond') "
 	/* = ANY (ARRAY(...)): a join would hash the whole queue */
-	" WHERE q.id = ANY (ARRAY(SELECT id FROM c)) "
+	" WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.id FROM c)) "
 	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body",
 
 	[PLAN_WRITE_BACK] =
 	"WITH o AS ("
-	"  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], "
-	"                       $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[]) "
+	"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::int[]), "
+	"                           pg_catalog.unnest($3::pg_catalog.text[]), "
+	"                           pg_catalog.unnest($4::pg_catalog.float8[]), "
+	"                           pg_catalog.unnest($5::pg_catalog.text[]), "
+	"                           pg_catalog.unnest($6::pg_catalog.timestamptz[]), "
+	"                           pg_catalog.unnest($7::pg_catalog.timestamptz[]), "
+	"                           pg_catalog.unnest($8::pg_catalog.text[]), "
+	"                           pg_catalog.unnest($9::pg_catalog.uuid[])) "
 	"    AS o(id, status_code, error, latency_ms, outcome, next_at, started_at, response_body, "
 	"         event_id)), "
 	"u AS ("
 	"  UPDATE callback.callback_queue q "
-	"     SET status = o.outcome::callback.delivery_status, attempts = q.attempts + 1, "
+	"     SET status = o.outcome::callback.delivery_status, "
+	"         attempts = q.attempts OPERATOR(pg_catalog.+) 1, "
 	"         next_attempt_at = coalesce(o.next_at, q.next_attempt_at), "
 	"         last_attempt_at = o.started_at, last_status_code = o.status_code, "
 	"         last_error = o.error, lease_expires_at = NULL, claimed_by = NULL, "
-	"         finished_at = CASE WHEN o.outcome <> 'pending' THEN pg_catalog.now() END "
+	"         finished_at = CASE WHEN o.outcome OPERATOR(pg_catalog.<>) 'pending' "
+	"                            THEN pg_catalog.now() END "
 	/*
 	 * The event id too: after TRUNCATE ... RESTART IDENTITY a new row may
 	 * carry the id.  status::text: the partial index on status = 'sending'
 	 * would otherwise be scanned whole, dead entries and all.
+	 *
+	 * An outcome is a request that was really sent: it is recorded while
+	 * the row is still open, that is 'sending' (our claim, or a claim made
+	 * again after our lease ran out) or 'pending' and claimed by nobody (a
+	 * sweep returned it after our lease ran out, or the other claim's
+	 * outcome was a retry).  A finished row (delivered, dead, deleted)
+	 * drops it: so when a row was claimed twice, the second outcome is
+	 * lost if the first finished it.  The worker writes back before it
+	 * sweeps, so its own finished requests are never swept; this clause
+	 * keeps an outcome whose request was still in flight when a sweep (its
+	 * own after a stall, or another claimer's) returned the row.
 	 */
-	"    FROM o WHERE q.id = o.id AND q.event_id = o.event_id AND q.status::text = 'sending' "
+	"    FROM o WHERE q.id OPERATOR(pg_catalog.=) o.id "
+	"             AND q.event_id OPERATOR(pg_catalog.=) o.event_id "
+	"             AND (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'sending' "
+	"                  OR (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'pending' "
+	"                      AND q.claimed_by IS NULL)) "
 	"  RETURNING q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, q.status, "
 	"            o.started_at, o.latency_ms, o.status_code, o.error, o.response_body), "
 	"a AS ("
@@ -102,17 +143,22 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"INSERT INTO callback.callback_stats AS s "
 	"  (minute, endpoint_id, event_type, attempts, delivered, failed, dead, "
 	"   latency_sum_ms, latency_max_ms, latency_hist, last_error) "
-	"SELECT date_trunc('minute', u.started_at), u.endpoint_id, u.event_type, count(*), "
-	"       count(*) FILTER (WHERE u.status = 'delivered'), "
-	"       count(*) FILTER (WHERE u.status <> 'delivered'), "
-	"       count(*) FILTER (WHERE u.status = 'dead'), "
-	"       sum(u.latency_ms), max(u.latency_ms), callback.latency_histogram(u.latency_ms), "
-	"       (array_agg(u.error ORDER BY u.started_at DESC) FILTER (WHERE u.error IS NOT NULL))[1] "
+	"SELECT pg_catalog.date_trunc('minute', u.started_at), u.endpoint_id, u.event_type, "
+	"       pg_catalog.count(*), "
+	"       pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'delivered'), "
+	"       pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.<>) 'delivered'), "
+	"       pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'dead'), "
+	"       pg_catalog.sum(u.latency_ms), pg_catalog.max(u.latency_ms), "
+	"       callback.latency_histogram(u.latency_ms), "
+	"       (pg_catalog.array_agg(u.error ORDER BY u.started_at DESC) "
+	"            FILTER (WHERE u.error IS NOT NULL))[1] "
 	"  FROM u GROUP BY 1, 2, 3 "
 	"ON CONFLICT (endpoint_id, event_type, minute) DO UPDATE SET "
-	"  attempts = s.attempts + excluded.attempts, delivered = s.delivered + excluded.delivered, "
-	"  failed = s.failed + excluded.failed, dead = s.dead + excluded.dead, "
-	"  latency_sum_ms = s.latency_sum_ms + excluded.latency_sum_ms, "
+	"  attempts = s.attempts OPERATOR(pg_catalog.+) excluded.attempts, "
+	"  delivered = s.delivered OPERATOR(pg_catalog.+) excluded.delivered, "
+	"  failed = s.failed OPERATOR(pg_catalog.+) excluded.failed, "
+	"  dead = s.dead OPERATOR(pg_catalog.+) excluded.dead, "
+	"  latency_sum_ms = s.latency_sum_ms OPERATOR(pg_catalog.+) excluded.latency_sum_ms, "
 	"  latency_max_ms = greatest(s.latency_max_ms, excluded.latency_max_ms), "
 	"  latency_hist = callback.histogram_add(s.latency_hist, excluded.latency_hist), "
 	"  last_error = coalesce(excluded.last_error, s.last_error)",
@@ -120,25 +166,37 @@ static const char *const plan_sql[NUM_PLANS] = {
 	[PLAN_DISABLE] =
 	"UPDATE callback.callback_endpoints "
 	"   SET enabled = false, updated_at = pg_catalog.now(), "
-	"       disabled_reason = 'endpoint answered 410 Gone at ' || pg_catalog.now() "
-	" WHERE id = ANY ($1::int[])",
+	"       disabled_reason = 'endpoint answered 410 Gone at ' OPERATOR(pg_catalog.||) pg_catalog.now() "
+	" WHERE id OPERATOR(pg_catalog.=) ANY ($1::int[])",
 
+	/*
+	 * Only where the table still holds what we last read or wrote: a
+	 * resume_endpoint committed meanwhile wins (and the next load adopts
+	 * it).  A resume still uncommitted holds the row lock; we wait, and
+	 * the condition is checked again on the row it commits.
+	 */
 	[PLAN_BREAKERS] =
 	"UPDATE callback.callback_endpoints e "
 	"   SET breaker_state = b.state, breaker_reason = b.reason, breaker_changed_at = b.at "
-	"  FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[]) AS b(id, state, reason, at) "
-	" WHERE e.id = b.id",
+	"  FROM ROWS FROM (pg_catalog.unnest($1::int[]), pg_catalog.unnest($2::pg_catalog.text[]), "
+	"                  pg_catalog.unnest($3::pg_catalog.text[]), "
+	"                  pg_catalog.unnest($4::pg_catalog.timestamptz[]), "
+	"                  pg_catalog.unnest($5::pg_catalog.timestamptz[])) AS b(id, state, reason, at, seen) "
+	" WHERE e.id OPERATOR(pg_catalog.=) b.id "
+	"   AND (e.breaker_changed_at OPERATOR(pg_catalog.=) b.seen "
+	"        OR (e.breaker_changed_at IS NULL AND b.seen IS NULL))",
 
 	[PLAN_RELEASE] =
 	"UPDATE callback.callback_queue "
 	"   SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL "
-	" WHERE status = 'sending' "
-	"   AND (($1 AND claimed_by = $2) OR ($3 AND lease_expires_at < pg_catalog.now()))",
+	" WHERE status OPERATOR(pg_catalog.=) 'sending' "
+	"   AND (($1 AND claimed_by OPERATOR(pg_catalog.=) $2) "
+	"        OR ($3 AND lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now()))",
 };
 
 static const int plan_nargs[NUM_PLANS] = {
 	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 9,
-	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 4,[PLAN_RELEASE] = 3,
+	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 3,
 };
 
 static const Oid plan_types[NUM_PLANS][9] = {
@@ -147,7 +205,8 @@ static const Oid plan_types[NUM_PLANS][9] = {
 	[PLAN_WRITE_BACK] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
 	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, UUIDARRAYOID},
 	[PLAN_DISABLE] = {INT4ARRAYOID},
-	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
+	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	TIMESTAMPTZARRAYOID},
 	[PLAN_RELEASE] = {BOOLOID, INT4OID, BOOLOID},
 };
 
@@ -169,12 +228,18 @@ pgcb_queue_extension_present(void)
 	return get_extension_oid(PGCB_EXTENSION_NAME, true) == extoid;
 }
 
-/* Run a saved plan (prepared on first use) inside an SPI connection. */
+/*
+ * Run a saved plan (prepared on first use) inside an SPI connection, as the
+ * extension's owner with search_path pinned (session.c): the worker and
+ * process_callbacks() alike.
+ */
 static int
 run_plan(int which, Datum *values, const char *nulls, bool read_only)
 {
 	int			ret;
+	PgcbSession session;
 
+	pgcb_session_enter(&session);
 	if (plans[which] == NULL)
 	{
 		/*
@@ -198,6 +263,7 @@ run_plan(int which, Datum *values, const char *nulls, bool read_only)
 	ret = SPI_execute_plan(plans[which], values, nulls, read_only, 0);
 	if (ret < 0)
 		elog(ERROR, "pg_callback: statement %d failed: %s", which, SPI_result_code_string(ret));
+	pgcb_session_leave(&session);
 	return ret;
 }
 
@@ -290,17 +356,27 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 		ep->active = DatumGetBool(get_col(r, 12, &isnull));
 
 		/*
-		 * Breaker: the table wins when it changed after we last wrote it
-		 * (resume_endpoint closes it by hand) or when we have no state yet.
+		 * Breaker: the table wins when we have no state yet, and whenever
+		 * it no longer holds what we last read or wrote: then someone else
+		 * (resume_endpoint) changed it, and a resume wins over whatever we
+		 * decided meanwhile (our write-back, conditional on the same value,
+		 * did nothing).  Compared by value, not by time: a resume's time
+		 * may be older than our own change (its transaction began first).
 		 */
 		state = TextDatumGetCString(get_col(r, 13, &isnull));
 		d = get_col(r, 14, &isnull);
-		if (!found || (!isnull && DatumGetTimestampTz(d) > ep->breaker_changed_at && !ep->breaker_dirty))
 		{
-			ep->breaker = state[0] == 'o' ? 'o' : state[0] == 'h' ? 'o' : 'c';
-			ep->breaker_changed_at = isnull ? 0 : DatumGetTimestampTz(d);
-			if (ep->breaker == 'c')
-				ep->consecutive_failures = 0;
+			TimestampTz table_at = isnull ? 0 : DatumGetTimestampTz(d);
+
+			if (!found || table_at != ep->breaker_table_at)
+			{
+				ep->breaker = state[0] == 'o' ? 'o' : state[0] == 'h' ? 'o' : 'c';
+				ep->breaker_changed_at = table_at;
+				ep->breaker_table_at = table_at;
+				ep->breaker_dirty = false;
+				if (ep->breaker == 'c')
+					ep->consecutive_failures = 0;
+			}
 		}
 
 		load_key(ep, get_col(r, 15, &isnull), &ep->key, &key_ok);
@@ -441,15 +517,18 @@ pgcb_queue_disable_endpoints(const int *ids, int n)
 
 void
 pgcb_queue_write_breakers(const int *ids, const char *const *states,
-						  const char *const *reasons, const TimestampTz *at, int n)
+						  const char *const *reasons, const TimestampTz *at,
+						  const TimestampTz *seen, int n)
 {
 	Datum	   *s = palloc(sizeof(Datum) * n);
 	Datum	   *r = palloc(sizeof(Datum) * n);
 	bool	   *rnulls = palloc(sizeof(bool) * n);
 	Datum	   *t = palloc(sizeof(Datum) * n);
+	Datum	   *w = palloc(sizeof(Datum) * n);
+	bool	   *wnulls = palloc(sizeof(bool) * n);
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
-	Datum		values[4];
+	Datum		values[5];
 
 	for (int i = 0; i < n; i++)
 	{
@@ -457,11 +536,14 @@ pgcb_queue_write_breakers(const int *ids, const char *const *states,
 		rnulls[i] = reasons[i] == NULL;
 		r[i] = rnulls[i] ? (Datum) 0 : CStringGetTextDatum(reasons[i]);
 		t[i] = TimestampTzGetDatum(at[i]);
+		wnulls[i] = seen[i] == 0;
+		w[i] = TimestampTzGetDatum(seen[i]);
 	}
 	values[0] = PointerGetDatum(int4_array(ids, n));
 	values[1] = PointerGetDatum(construct_array(s, n, TEXTOID, -1, false, TYPALIGN_INT));
 	values[2] = PointerGetDatum(construct_md_array(r, rnulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 	values[3] = PointerGetDatum(construct_array(t, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[4] = PointerGetDatum(construct_md_array(w, wnulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	SPI_connect();
 	run_plan(PLAN_BREAKERS, values, NULL, false);
 	SPI_finish();

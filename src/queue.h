@@ -41,9 +41,14 @@ extern void pgcb_queue_write_back(const PgcbOutcome *outcomes, int n);
 /* Disable endpoints that answered 410. */
 extern void pgcb_queue_disable_endpoints(const int *ids, int n);
 
-/* Persist circuit-breaker states. */
+/*
+ * Persist circuit-breaker states: each only where the table still holds
+ * seen[i] (0: NULL) as breaker_changed_at, so a resume_endpoint committed
+ * since we last read the table is never overwritten.
+ */
 extern void pgcb_queue_write_breakers(const int *ids, const char *const *states,
-									  const char *const *reasons, const TimestampTz *at, int n);
+									  const char *const *reasons, const TimestampTz *at,
+									  const TimestampTz *seen, int n);
 
 /* Put claimed-but-unfinished rows back: this claimer's (mine) and/or those whose lease expired. */
 extern uint64 pgcb_queue_release(bool mine, int claimed_by, bool expired);

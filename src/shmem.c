@@ -165,6 +165,8 @@ pgcb_state_name(PgcbWorkerState state)
 			return "delivering";
 		case PGCB_STATE_NO_EXTENSION:
 			return "waiting for CREATE EXTENSION";
+		case PGCB_STATE_SCHEMA_MISMATCH:
+			return "waiting for ALTER EXTENSION UPDATE";
 		case PGCB_STATE_STOPPED:
 			return "stopped";
 	}

@@ -25,6 +25,7 @@
 #include "common/int128.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -37,6 +38,9 @@
 
 /* Longest base64 text a 64-byte key can have: 4 * ceil(64 / 3). */
 #define SECRET_MAX_B64		(4 * ((PGCB_SECRET_MAX_BYTES + 2) / 3))
+
+/* How much of a message the MAC takes between two interrupt checks. */
+#define MAC_SLICE_BYTES		((size_t) 1024 * 1024)
 
 #define SECRET_HINT \
 	"A secret is \"whsec_\" followed by the base64 of 24 to 64 random bytes; omit it to have one generated."
@@ -99,15 +103,18 @@ pgcb_secret_decode(const char *secret, PgcbKey *key, const char **why)
 		*why = "Nothing follows \"whsec_\".";
 		return false;
 	}
-	if (!b64_is_well_formed(b64, b64_len))
-	{
-		*why = "The part after \"whsec_\" is not valid standard base64.";
-		return false;
-	}
-	/* Checked before decoding so that buf can have a fixed size. */
+	/*
+	 * Checked before decoding so that buf can have a fixed size, and before
+	 * the scan below so that a 1 GB argument is not read through.
+	 */
 	if (b64_len > SECRET_MAX_B64)
 	{
 		*why = "The key is longer than 64 bytes.";
+		return false;
+	}
+	if (!b64_is_well_formed(b64, b64_len))
+	{
+		*why = "The part after \"whsec_\" is not valid standard base64.";
 		return false;
 	}
 	n = pg_b64_decode(b64, (int) b64_len, buf, sizeof(buf));
@@ -155,6 +162,33 @@ pgcb_secret_generate(void)
 	return result;
 }
 
+/*
+ * Feed data to the MAC in slices, checking for interrupts between them, so
+ * that signing a body of up to 1 GB from SQL still honours a cancel or
+ * statement_timeout.  Not before the first slice: the worker signs bodies
+ * of ordinary size without a new point where it could be stopped.  Runs
+ * inside the PG_TRY of pgcb_sign.
+ */
+static bool
+mac_update_sliced(EVP_MAC_CTX *ctx, const char *data, size_t len)
+{
+	bool		first = true;
+
+	while (len > 0)
+	{
+		size_t		n = Min(len, MAC_SLICE_BYTES);
+
+		if (!first)
+			CHECK_FOR_INTERRUPTS();
+		first = false;
+		if (!EVP_MAC_update(ctx, (const unsigned char *) data, n))
+			return false;
+		data += n;
+		len -= n;
+	}
+	return true;
+}
+
 void
 pgcb_sign(const PgcbKey *key, const char *msg_id, int64_t timestamp,
 		  const char *body, size_t body_len, char *out)
@@ -166,7 +200,7 @@ pgcb_sign(const PgcbKey *key, const char *msg_id, int64_t timestamp,
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	size_t		mac_len = 0;
 	EVP_MAC_CTX *ctx;
-	bool		ok;
+	volatile bool ok = false;
 	int			n;
 
 	if (hmac_impl == NULL)
@@ -182,19 +216,28 @@ pgcb_sign(const PgcbKey *key, const char *msg_id, int64_t timestamp,
 	params[1] = OSSL_PARAM_construct_end();
 
 	/*
-	 * Streamed rather than concatenated, so a large body is not copied.  No
-	 * ereport between CTX_new and CTX_free: OpenSSL memory is not palloc'd.
+	 * Streamed rather than concatenated, so a large body is not copied.
+	 * OpenSSL memory is not palloc'd: the context is freed on the way out of
+	 * an interrupt too.
 	 */
 	ctx = EVP_MAC_CTX_new(hmac_impl);
-	ok = ctx != NULL &&
-		EVP_MAC_init(ctx, key->bytes, key->len, params) &&
-		EVP_MAC_update(ctx, (const unsigned char *) msg_id, strlen(msg_id)) &&
-		EVP_MAC_update(ctx, (const unsigned char *) ".", 1) &&
-		EVP_MAC_update(ctx, (const unsigned char *) ts, ts_len) &&
-		EVP_MAC_update(ctx, (const unsigned char *) ".", 1) &&
-		EVP_MAC_update(ctx, (const unsigned char *) body, body_len) &&
-		EVP_MAC_final(ctx, mac, &mac_len, sizeof(mac));
-	EVP_MAC_CTX_free(ctx);
+	if (ctx == NULL)
+		elog(ERROR, "HMAC-SHA256 failed in OpenSSL");
+	PG_TRY();
+	{
+		ok = EVP_MAC_init(ctx, key->bytes, key->len, params) &&
+			mac_update_sliced(ctx, msg_id, strlen(msg_id)) &&
+			EVP_MAC_update(ctx, (const unsigned char *) ".", 1) &&
+			EVP_MAC_update(ctx, (const unsigned char *) ts, ts_len) &&
+			EVP_MAC_update(ctx, (const unsigned char *) ".", 1) &&
+			mac_update_sliced(ctx, body, body_len) &&
+			EVP_MAC_final(ctx, mac, &mac_len, sizeof(mac));
+	}
+	PG_FINALLY();
+	{
+		EVP_MAC_CTX_free(ctx);
+	}
+	PG_END_TRY();
 	if (!ok || mac_len != 32)
 		elog(ERROR, "HMAC-SHA256 failed in OpenSSL");
 
@@ -380,6 +423,7 @@ verify_signature(PG_FUNCTION_ARGS)
 	{
 		const char *tok;
 
+		CHECK_FOR_INTERRUPTS();
 		while (p < end && *p == ' ')
 			p++;
 		tok = p;

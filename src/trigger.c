@@ -148,7 +148,7 @@ callback_trigger(PG_FUNCTION_ARGS)
 	if (strlen(prefix) > PGCB_EVENT_TYPE_MAX - 7 || !pgcb_event_type_is_valid(prefix, false))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid event type prefix \"%s\"", prefix),
+				 errmsg("invalid event type prefix \"%s\"", pgcb_event_clip_for_message(prefix)),
 				 errhint("Use 1 to %d of the characters A-Z a-z 0-9 _ . -, such as 'order'; "
 						 "the event type is the prefix and .insert, .update or .delete.",
 						 PGCB_EVENT_TYPE_MAX - 7)));

@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -30,8 +31,11 @@
 
 #include "delivery.h"
 #include "guc.h"
+#include "pg_callback.h"
 #include "queue.h"
+#include "session.h"
 #include "shmem.h"
+#include "version.h"
 #include "worker.h"
 
 /* How long a finished attempt may wait before it is written back. */
@@ -52,8 +56,52 @@ typedef struct LoopState
 	TimestampTz last_sweep_at;
 	TimestampTz first_unflushed_at;
 	int			last_claimed;
-	bool		extension_present;
+	bool		extension_present;	/* and its schema one we work with */
+	bool		schema_refused; /* we said so in the log */
 } LoopState;
+
+/*
+ * Whether this library works with the database's schema (see version.h).
+ * If not, say once what to do, and wait: the queue keeps filling, and the
+ * first cycle after ALTER EXTENSION pg_callback UPDATE delivers it.
+ */
+static bool
+schema_usable(PgcbWorkerSlot *slot, LoopState *ls)
+{
+	char		installed[NAMEDATALEN];
+	PgcbSchemaFit fit;
+
+	fit = pgcb_version_schema_fit(get_extension_oid(PGCB_EXTENSION_NAME, false),
+								  installed, sizeof(installed));
+	if (fit == PGCB_SCHEMA_OK)
+	{
+		if (ls->schema_refused)
+			ereport(LOG,
+					(errmsg("pg_callback: the extension is now at version %s; delivering",
+							installed)));
+		ls->schema_refused = false;
+		return true;
+	}
+	if (!ls->schema_refused)
+	{
+		char		msg[PGCB_LAST_ERROR_LEN];
+
+		snprintf(msg, sizeof(msg),
+				 "pg_callback %s cannot use the extension at version %s in this database",
+				 PGCB_VERSION, installed);
+		ereport(LOG,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s; deliveries wait", msg),
+				 fit == PGCB_SCHEMA_TOO_OLD ?
+				 errhint("Run ALTER EXTENSION pg_callback UPDATE in database \"%s\".",
+						 pgcb_database_name) :
+				 errhint("Install pg_callback %s or later and restart the server.", installed)));
+		pgcb_shmem_set_error(slot, msg);
+	}
+	pgcb_shmem_set_state(slot, PGCB_STATE_SCHEMA_MISMATCH);
+	ls->schema_refused = true;
+	return false;
+}
 
 /* One short transaction: write back, release stale claims, claim more. */
 static void
@@ -70,8 +118,21 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 	ls->extension_present = pgcb_queue_extension_present();
 	if (!ls->extension_present)
 		pgcb_shmem_set_state(slot, PGCB_STATE_NO_EXTENSION);
+	else if (!schema_usable(slot, ls))
+		ls->extension_present = false;
 	else
 	{
+		/*
+		 * Write back before the sweep.  After a stall longer than the lease
+		 * (SIGSTOP, a long lock wait, an overloaded host) the outcomes we
+		 * hold are for rows whose lease has run out: swept first, they
+		 * would be 'pending' again and the write-back, which matches our
+		 * claims, would drop them (no attempt row, attempts not counted, a
+		 * dead verdict retried).  pgcb_delivery_cycle() flushes again;
+		 * with nothing left that is only the breakers and 410s.
+		 */
+		if (pgcb_delivery_unflushed() > 0 && (sweep || !ls->claims_released))
+			pgcb_delivery_flush();
 		if (!ls->claims_released)
 		{
 			pgcb_delivery_release_claims(true, true);
@@ -148,6 +209,7 @@ pgcb_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(pgcb_database_name, NULL, 0);
+	pgcb_session_pin_search_path();
 	slot = pgcb_shmem_attach_worker(slotno, MyDatabaseId);
 	pgstat_report_appname(PGCB_WORKER_TYPE);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);

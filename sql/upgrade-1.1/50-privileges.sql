@@ -1,10 +1,11 @@
 /*
  * 50-privileges.sql: who may see what, and whose schema this is.
  *
- * 1. The schema must be the extension owner's (issue 14 item 20).  A role
- *    that owns a pre-existing schema "callback", may create objects in it,
- *    or owns objects in it, could drop or shadow the extension's objects
- *    and run code as the extension's owner: refuse to install or upgrade.
+ * 1. The schema must be the extension's alone (issue 14 item 20).  A role
+ *    that may create objects in a pre-existing schema "callback", or owns
+ *    objects in it, could shadow the extension's objects and run code as the
+ *    extension's owner: refuse to install or upgrade.  (Part 10 refuses a
+ *    schema that a non-superuser owns.)
  * 2. callback.redact_url(): the one redaction of URLs that messages and
  *    views use (item 10).
  * 3. callback_monitor reads counts, states, errors, timings, names and a
@@ -15,6 +16,12 @@
 
 /* ---------------------------------------------------------------- 1. the schema */
 
+/*
+ * Part 10 has checked that a superuser owns the schema.  That is not enough:
+ * another role that may create objects in it, or that left objects in it,
+ * can shadow or replace the extension's own just the same.  Operators are
+ * qualified: while this runs, search_path is the schema being judged.
+ */
 DO $check$
 DECLARE
     ext record;
@@ -22,34 +29,24 @@ DECLARE
     bad record;
 BEGIN
     SELECT x.extowner, x.extnamespace INTO ext
-      FROM pg_catalog.pg_extension x WHERE x.extname = 'pg_callback';
+      FROM pg_catalog.pg_extension x WHERE x.extname OPERATOR(pg_catalog.=) 'pg_callback';
     SELECT n.nspname, n.nspowner, n.nspacl INTO nsp
-      FROM pg_catalog.pg_namespace n WHERE n.oid = ext.extnamespace;
-
-    -- the schema's owner: the extension's owner (CREATE EXTENSION made it) or a superuser
-    IF nsp.nspowner <> ext.extowner
-       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = nsp.nspowner) THEN
-        RAISE EXCEPTION 'schema "%" is owned by role "%", not by the owner of pg_callback',
-                        nsp.nspname, pg_catalog.pg_get_userbyid(nsp.nspowner)
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Its owner could drop or replace the extension''s objects and run code as the extension''s owner.',
-                  HINT = pg_catalog.format('Check what the schema holds, then drop or rename it and run CREATE EXTENSION pg_callback again, or ALTER SCHEMA %I OWNER TO %I.',
-                                           nsp.nspname, pg_catalog.pg_get_userbyid(ext.extowner));
-    END IF;
+      FROM pg_catalog.pg_namespace n WHERE n.oid OPERATOR(pg_catalog.=) ext.extnamespace;
 
     -- nobody else may create objects in it
     FOR bad IN
         SELECT a.grantee FROM pg_catalog.aclexplode(nsp.nspacl) a
-         WHERE a.privilege_type = 'CREATE' AND a.grantee <> nsp.nspowner
-           AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee), false)
+         WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+           AND a.grantee OPERATOR(pg_catalog.<>) nsp.nspowner
+           AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) a.grantee), false)
     LOOP
         RAISE EXCEPTION 'role "%" may create objects in schema "%"',
-                        CASE WHEN bad.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(bad.grantee) END,
+                        CASE WHEN bad.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(bad.grantee) END,
                         nsp.nspname
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = 'Objects it creates there could shadow the extension''s own.',
                   HINT = pg_catalog.format('REVOKE CREATE ON SCHEMA %I FROM %s, then try again.', nsp.nspname,
-                                           CASE WHEN bad.grantee = 0 THEN 'PUBLIC'
+                                           CASE WHEN bad.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'PUBLIC'
                                                 ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(bad.grantee)) END);
     END LOOP;
 
@@ -57,39 +54,39 @@ BEGIN
     FOR bad IN
         SELECT * FROM (
             SELECT 'relation' AS kind, c.oid::pg_catalog.regclass::text AS name, c.relowner AS owner
-              FROM pg_catalog.pg_class c WHERE c.relnamespace = ext.extnamespace
+              FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'function', p.oid::pg_catalog.regprocedure::text, p.proowner
-              FROM pg_catalog.pg_proc p WHERE p.pronamespace = ext.extnamespace
+              FROM pg_catalog.pg_proc p WHERE p.pronamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'type', t.oid::pg_catalog.regtype::text, t.typowner
-              FROM pg_catalog.pg_type t WHERE t.typnamespace = ext.extnamespace
+              FROM pg_catalog.pg_type t WHERE t.typnamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'operator', o.oid::pg_catalog.regoperator::text, o.oprowner
-              FROM pg_catalog.pg_operator o WHERE o.oprnamespace = ext.extnamespace
+              FROM pg_catalog.pg_operator o WHERE o.oprnamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'collation', co.collname::text, co.collowner
-              FROM pg_catalog.pg_collation co WHERE co.collnamespace = ext.extnamespace
+              FROM pg_catalog.pg_collation co WHERE co.collnamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'conversion', cv.conname::text, cv.conowner
-              FROM pg_catalog.pg_conversion cv WHERE cv.connamespace = ext.extnamespace
+              FROM pg_catalog.pg_conversion cv WHERE cv.connamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'operator family', f.opfname::text, f.opfowner
-              FROM pg_catalog.pg_opfamily f WHERE f.opfnamespace = ext.extnamespace
+              FROM pg_catalog.pg_opfamily f WHERE f.opfnamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'operator class', oc.opcname::text, oc.opcowner
-              FROM pg_catalog.pg_opclass oc WHERE oc.opcnamespace = ext.extnamespace
+              FROM pg_catalog.pg_opclass oc WHERE oc.opcnamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'text search configuration', tc.cfgname::text, tc.cfgowner
-              FROM pg_catalog.pg_ts_config tc WHERE tc.cfgnamespace = ext.extnamespace
+              FROM pg_catalog.pg_ts_config tc WHERE tc.cfgnamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'text search dictionary', td.dictname::text, td.dictowner
-              FROM pg_catalog.pg_ts_dict td WHERE td.dictnamespace = ext.extnamespace
+              FROM pg_catalog.pg_ts_dict td WHERE td.dictnamespace OPERATOR(pg_catalog.=) ext.extnamespace
             UNION ALL
             SELECT 'statistics object', se.stxname::text, se.stxowner
-              FROM pg_catalog.pg_statistic_ext se WHERE se.stxnamespace = ext.extnamespace) o
-         WHERE o.owner <> ext.extowner
-           AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = o.owner), false)
+              FROM pg_catalog.pg_statistic_ext se WHERE se.stxnamespace OPERATOR(pg_catalog.=) ext.extnamespace) o
+         WHERE o.owner OPERATOR(pg_catalog.<>) ext.extowner
+           AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) o.owner), false)
          ORDER BY o.kind, o.name
     LOOP
         RAISE EXCEPTION '% % in schema "%" is owned by role "%", not by the owner of pg_callback',

@@ -403,8 +403,6 @@ FAMILY_COLUMNS = {
     "pg_callback_failed_attempts_total": "failed_attempts",
     "pg_callback_dead_total": "dead",
     "pg_callback_pending": "pending",
-    "pg_callback_latency_avg_ms": "avg_ms",
-    "pg_callback_latency_max_ms": "max_ms",
 }
 
 
@@ -434,13 +432,13 @@ def test_prometheus_exposition_is_strict_and_equals_the_view(cluster, mixed_run,
     fams = promparse.parse(text)
     for name, fam in fams.items():
         assert name.startswith("pg_callback_"), name
-    for name in list(FAMILY_COLUMNS) + ["pg_callback_success_ratio", "pg_callback_latency_ms",
-                                         "pg_callback_health", "pg_callback_worker_inflight",
+    for name in list(FAMILY_COLUMNS) + ["pg_callback_latency_seconds",
+                                         "pg_callback_endpoint_health", "pg_callback_worker_inflight",
                                          "pg_callback_worker_sent_total"]:
         assert name in fams, "family %s missing" % name
     assert fams["pg_callback_calls_total"].type == "counter"
     assert fams["pg_callback_pending"].type == "gauge"
-    assert fams["pg_callback_latency_ms"].type == "summary"
+    assert fams["pg_callback_latency_seconds"].type == "histogram"
 
     names = set(mixed_run["names"].values())
     checked = 0
@@ -450,15 +448,12 @@ def test_prometheus_exposition_is_strict_and_equals_the_view(cluster, mixed_run,
         lab = {"endpoint": row["endpoint"], "event_type": row["event_type"]}
         for fam, col in FAMILY_COLUMNS.items():
             assert fams[fam].value(**lab) == pytest.approx(float(row[col])), (fam, lab)
-        assert fams["pg_callback_success_ratio"].value(**lab) == \
-            pytest.approx(float(row["success_rate"]) / 100, abs=1e-4)
         assert fams["pg_callback_oldest_pending_seconds"].value(**lab) == 0
-        lat = fams["pg_callback_latency_ms"]
-        for q, col in (("0.5", "p50_ms"), ("0.95", "p95_ms"), ("0.99", "p99_ms")):
-            assert lat.value(quantile=q, **lab) == pytest.approx(float(row[col]))
-        assert lat.value("pg_callback_latency_ms_count", **lab) == row["total_calls"]
-        assert lat.value("pg_callback_latency_ms_sum", **lab) == \
-            pytest.approx(float(row["avg_ms"]) * row["total_calls"], rel=1e-3, abs=0.01)
+        lat = fams["pg_callback_latency_seconds"]
+        assert lat.value("pg_callback_latency_seconds_bucket", le="+Inf", **lab) == row["total_calls"]
+        assert lat.value("pg_callback_latency_seconds_count", **lab) == row["total_calls"]
+        assert lat.value("pg_callback_latency_seconds_sum", **lab) * 1000 / row["total_calls"] == \
+            pytest.approx(float(row["avg_ms"]), abs=0.006)
         checked += 1
     assert checked == len(PLAN)
 
@@ -473,13 +468,12 @@ def test_prometheus_exposition_is_strict_and_equals_the_view(cluster, mixed_run,
     assert fams["pg_callback_pending"].value(**wl) == 3
     assert fams["pg_callback_calls_total"].value(**wl) == 0
     assert 90 <= fams["pg_callback_oldest_pending_seconds"].value(**wl) < 300
-    assert not [x for x in fams["pg_callback_latency_ms"].samples
-                if x.labels.get("endpoint") == "prom_waiting"]
-    assert fams["pg_callback_health"].value(endpoint="prom_waiting") == 1  # warn: paused
+    assert fams["pg_callback_latency_seconds"].value("pg_callback_latency_seconds_count", **wl) == 0
+    assert fams["pg_callback_endpoint_health"].value(endpoint="prom_waiting") == 1  # warn: paused
 
     codes = {"ok": 0, "warn": 1, "alert": 2}
     for h in health:
-        assert fams["pg_callback_health"].value(endpoint=h["endpoint"]) == codes[h["status"]]
+        assert fams["pg_callback_endpoint_health"].value(endpoint=h["endpoint"]) == codes[h["status"]]
     for w in workers:
         assert fams["pg_callback_worker_sent_total"].value(slot=str(w["slot"])) == w["sent"]
 

@@ -1,0 +1,77 @@
+/*
+ * session.c
+ *		The settings under which pg_callback's own SQL runs.
+ *
+ * The worker and the SQL run for a caller (the trigger's insert, enqueue(),
+ * process_callbacks()) act with the extension owner's rights.  Name lookup
+ * there must not depend on anything another role can create: a function in
+ * public or in a "$user" schema with a more exact signature than
+ * pg_catalog's (unnest(interval[]) over unnest(anyarray)), or an operator on
+ * the extension's enum, would otherwise run attacker code as the owner.  So
+ * every statement is written schema-qualified, and on top of that runs with
+ * search_path = pg_catalog, pg_temp, as the owner, in a security-restricted
+ * operation (the same guard as a SECURITY DEFINER function with a SET
+ * clause, as fmgr applies it).
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "pg_callback.h"
+#include "session.h"
+
+void
+pgcb_session_pin_search_path(void)
+{
+	/* above ALTER ROLE / ALTER DATABASE ... SET search_path and the file */
+	SetConfigOption("search_path", PGCB_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+Oid
+pgcb_session_owner(void)
+{
+	Oid			nsp = get_namespace_oid(PGCB_SCHEMA_NAME, true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("callback_queue", nsp) : InvalidOid;
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_callback is not installed in this database"),
+				 errhint("Run CREATE EXTENSION pg_callback.")));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+void
+pgcb_session_enter(PgcbSession *s)
+{
+	Oid			owner = pgcb_session_owner();
+
+	GetUserIdAndSecContext(&s->save_userid, &s->save_sec_context);
+	SetUserIdAndSecContext(owner, s->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	/* PGC_S_SESSION outranks every other source: the setting always applies */
+	s->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", PGCB_SAFE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+void
+pgcb_session_leave(PgcbSession *s)
+{
+	AtEOXact_GUC(true, s->save_nestlevel);
+	SetUserIdAndSecContext(s->save_userid, s->save_sec_context);
+}
