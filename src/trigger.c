@@ -82,14 +82,18 @@ check_owner_is_producer(Relation rel)
 		owner_is_producer = OidIsValid(producer) && has_privs_of_role(owner, producer);
 	}
 	if (!owner_is_producer)
+	{
+		const char *owner_name = GetUserNameFromId(owner, true);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("callback.trigger() without a prefix fires only when the owner of table \"%s\" holds %s",
 						RelationGetRelationName(rel), PGCB_PRODUCER_ROLE),
 				 errdetail("Without an argument the event type prefix is the table's name, which its owner can change by renaming the table; role \"%s\" is not a producer.",
-						   GetUserNameFromId(owner, true) ? GetUserNameFromId(owner, true) : "?"),
+						   owner_name ? owner_name : "?"),
 				 errhint("GRANT %s to the table's owner, or recreate the trigger with a fixed prefix: EXECUTE FUNCTION callback.trigger('%s').",
 						 PGCB_PRODUCER_ROLE, RelationGetRelationName(rel))));
+	}
 }
 
 static void
