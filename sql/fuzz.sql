@@ -314,7 +314,7 @@ SELECT pg_temp.fz(cmd) AS monitor, cmd
   FROM unnest(ARRAY[
     $$SELECT count(*) >= 0 FROM callback.callback_metrics$$,
     $$SELECT count(*) >= 0 FROM callback.callback_health$$,
-    $$SELECT callback.prometheus_metrics() LIKE '%pg_callback_health%'$$,
+    $$SELECT callback.prometheus_metrics() LIKE '%pg_callback_endpoint_health%'$$,
     $$SELECT callback.latency_histogram(1)$$]) cmd;
 RESET ROLE;
 -- The extension's own aggregates still work for their owner.

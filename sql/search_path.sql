@@ -21,7 +21,7 @@ AS $fn$
        AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_callback')
        AND d.deptype = 'e'
        AND (l.lanname NOT IN ('c', 'internal') OR p.prosecdef)
-       AND p.proconfig IS DISTINCT FROM ARRAY['search_path=pg_catalog, pg_temp']
+       AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
      ORDER BY 1::text
 $fn$;
 
