@@ -10,11 +10,19 @@
  * reload; each request is allocated in request_cxt and freed when it
  * finishes; outcome strings live in outcome_cxt, reset after each
  * write-back.  So the engine's memory stays flat however long the backlog.
+ * Requests in flight are also kept in a list, so that shutdown (a cancelled
+ * or failed process_callbacks) frees each curl handle and header list.
+ *
+ * Nothing that curl calls back (response_write here, the socket and timer
+ * callbacks in http.c, the address checks in netpolicy.c) may palloc or
+ * ereport: an error would longjmp through libcurl's frames.  The response
+ * buffer is therefore allocated before the transfer starts.
  */
 #include "postgres.h"
 
 #include <time.h>
 
+#include "lib/ilist.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/hsearch.h"
@@ -42,7 +50,10 @@ typedef struct PgcbRequest
 	int			body_len;
 	CURL	   *easy;
 	TimestampTz started_at;
-	StringInfoData response;
+	dlist_node	node;			/* in live_requests while in flight */
+	char	   *response;		/* head of the body, allocated up front */
+	int			response_len;
+	int			response_cap;	/* callback.max_response_bytes at the start */
 	struct curl_slist fixed[N_FIXED_HEADERS];	/* no malloc per request */
 	struct curl_slist *extra;	/* the endpoint's own headers (curl copies) */
 	char		id_header[64];
@@ -64,6 +75,7 @@ static PgcbOutcome *outcomes = NULL;
 static int	n_outcomes = 0;
 static int	cap_outcomes = 0;
 static int	inflight = 0;
+static dlist_head live_requests = DLIST_STATIC_INIT(live_requests);
 static bool more_due = false;
 static TimestampTz next_due_at = 0;
 
@@ -99,16 +111,25 @@ note_due(TimestampTz when)
 		next_due_at = when;
 }
 
+/*
+ * curl's write callback: copies into the buffer allocated by start_request,
+ * never allocates (see the header comment).
+ */
 static size_t
 response_write(char *data, size_t size, size_t nmemb, void *userdata)
 {
 	PgcbRequest *req = (PgcbRequest *) userdata;
 	size_t		len = size * nmemb;
-	int			room = pgcb_max_response_bytes - req->response.len;
+	size_t		room = (size_t) (req->response_cap - req->response_len);
 
 	/* keep the head of the body, drain the rest: the cap bounds memory */
 	if (room > 0)
-		appendBinaryStringInfo(&req->response, data, Min((int) len, room));
+	{
+		size_t		n = Min(len, room);
+
+		memcpy(req->response + req->response_len, data, n);
+		req->response_len += (int) n;
+	}
 	return len;
 }
 
@@ -136,7 +157,9 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	req->attempt = c->attempts + 1;
 	req->body = c->body;
 	req->body_len = c->body_len;
-	initStringInfo(&req->response);
+	req->response_cap = pgcb_max_response_bytes;
+	req->response = palloc(req->response_cap + 1);
+	req->response_len = 0;
 
 	/* webhook-id: stable across retries, unique across reinstalls */
 	strcpy(msg_id, "msg_");
@@ -153,7 +176,19 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 		snprintf(req->sig_header + len, sizeof(req->sig_header) - len, " %s", sig);
 	}
 	for (int i = 0; i < ep->n_headers; i++)
-		req->extra = curl_slist_append(req->extra, ep->headers[i]);
+	{
+		struct curl_slist *l = curl_slist_append(req->extra, ep->headers[i]);
+
+		if (l == NULL)
+		{
+			curl_slist_free_all(req->extra);
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory building the headers of endpoint \"%s\"", ep->name),
+					 errhint("Lower callback.max_inflight or free memory on the server.")));
+		}
+		req->extra = l;
+	}
 	set_header(&req->fixed[0], req->id_header, &req->fixed[1]);
 	set_header(&req->fixed[1], req->ts_header, &req->fixed[2]);
 	set_header(&req->fixed[2], req->sig_header, &req->fixed[3]);
@@ -162,6 +197,8 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 
 	easy = pgcb_http_easy_get();
 	req->easy = easy;
+	/* from here on shutdown frees the handle and the header list */
+	dlist_push_tail(&live_requests, &req->node);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_URL, ep->url);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -275,8 +312,8 @@ finish_request(CURL *easy, CURLcode result)
 	o->latency_ms = (double) total_us / 1000.0;
 	o->started_at = req->started_at;
 	o->next_attempt_at = 0;
-	o->response_body = req->response.len > 0 ?
-		storable_text(req->response.data, req->response.len) : NULL;
+	o->response_body = req->response_len > 0 ?
+		storable_text(req->response, req->response_len) : NULL;
 	if (result != CURLE_OK)
 		o->error = psprintf("%s", req->why[0] ? req->why :
 							req->errbuf[0] ? req->errbuf : curl_easy_strerror(result));
@@ -351,10 +388,11 @@ finish_request(CURL *easy, CURLcode result)
 	inflight--;
 	if (my_slot)
 		pg_atomic_write_u64(&my_slot->inflight, inflight);
+	dlist_delete(&req->node);
 	curl_slist_free_all(req->extra);
 	pgcb_http_easy_put(easy);
 	pfree(req->body);
-	pfree(req->response.data);
+	pfree(req->response);
 	pfree(req);
 }
 
@@ -428,9 +466,50 @@ pgcb_delivery_flush(void)
 	}
 }
 
-/* How many deliveries endpoint ep may take now, noting when it may take more. */
+/*
+ * When an open breaker lets its endpoint probe again.
+ */
+static TimestampTz
+probe_at(PgcbEndpoint *ep)
+{
+	return TimestampTzPlusMilliseconds(ep->breaker_changed_at, ep->cooldown_ms);
+}
+
+/*
+ * Whether ep could use a slot now or holds one: the endpoints that share
+ * the in-flight slots (see fair_share).
+ */
+static bool
+endpoint_busy(PgcbEndpoint *ep, TimestampTz now)
+{
+	if (ep->inflight > 0)
+		return true;
+	if (!ep->active || ep->next_due == 0 || ep->next_due > now || ep->hold_until > now)
+		return false;
+	return ep->breaker != 'o' || now >= probe_at(ep);
+}
+
+/*
+ * Most slots one endpoint may hold: callback.max_inflight_per_endpoint, and
+ * no more than max_inflight / (n_busy + 1), so that the endpoints that are
+ * busy together always leave slots free for one more whose work becomes
+ * due (two slow endpoints cannot take every slot).  At least 1.
+ */
 static int
-endpoint_wants(PgcbEndpoint *ep, int room, TimestampTz now)
+fair_share(int n_busy)
+{
+	return Min(pgcb_max_inflight_per_endpoint,
+			   Max(1, pgcb_max_inflight / (n_busy + 1)));
+}
+
+/*
+ * How many deliveries endpoint ep may take now, noting when it may take
+ * more.  A time is noted only when ep is claimable then: one that waits for
+ * its own requests to finish is woken by their outcomes, and noting a time
+ * already past would make the worker cycle without pause (issue 14.7).
+ */
+static int
+endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 {
 	int			want;
 	long		wait_ms;
@@ -443,32 +522,35 @@ endpoint_wants(PgcbEndpoint *ep, int room, TimestampTz now)
 		note_due(ep->hold_until);
 		return 0;
 	}
-	if (ep->breaker == 'o')
+	if (ep->breaker == 'o' && now < probe_at(ep))
 	{
-		TimestampTz probe_at = TimestampTzPlusMilliseconds(ep->breaker_changed_at, ep->cooldown_ms);
-
-		if (now < probe_at || ep->inflight > 0)
-		{
-			note_due(probe_at);
-			return 0;
-		}
-		/* cooled down: one probe decides */
-		breaker_set(ep, 'h', "probing after cooldown");
-		ep->breaker_dirty = false;	/* transient; only open/closed are written */
+		note_due(probe_at(ep));
+		return 0;
 	}
-	if (ep->breaker == 'h')
-		return ep->inflight == 0 ? Min(1, room) : 0;
+	/* open and cooled down, or half-open: one probe at a time decides */
+	if (ep->breaker != 'c' && ep->inflight > 0)
+		return 0;
 	if (ep->next_due > now)
 	{
 		note_due(ep->next_due);
 		return 0;
 	}
-	want = Min(pgcb_max_inflight_per_endpoint - ep->inflight, room);
+	if (ep->breaker == 'c')
+		want = Min(share - ep->inflight, room);
+	else
+		want = Min(1, room);
 	if (want <= 0)
 		return 0;
+
+	/* the probe takes its token like any request: max_rate holds for all */
 	granted = pgcb_ratelimit_take(MyDatabaseId, ep->id, ep->rate, ep->burst, want, &wait_ms);
 	if (granted < want && wait_ms > 0)
 		note_due(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms));
+	if (granted > 0 && ep->breaker == 'o')
+	{
+		breaker_set(ep, 'h', "probing after cooldown");
+		ep->breaker_dirty = false;	/* transient; only open/closed are written */
+	}
 	return granted;
 }
 
@@ -487,6 +569,8 @@ pgcb_delivery_cycle(int max_new)
 	int			got;
 	int		   *got_per;
 	int			lease_ms = pgcb_lease_ms;
+	int			n_busy = 0;
+	int			share;
 
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
@@ -499,8 +583,12 @@ pgcb_delivery_cycle(int max_new)
 	got_per = palloc0(sizeof(int) * Max(n_eps, 1));
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
+		n_busy += endpoint_busy(ep, now) ? 1 : 0;
+	share = fair_share(n_busy);
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
 	{
-		int			want = room > 0 ? endpoint_wants(ep, room, now) : 0;
+		int			want = room > 0 ? endpoint_wants(ep, room, share, now) : 0;
 
 		if (want > 0)
 		{
@@ -580,8 +668,25 @@ pgcb_delivery_release_claims(bool mine, bool expired)
 }
 
 void
+pgcb_delivery_apply_settings(void)
+{
+	pgcb_http_apply_settings();
+}
+
+void
 pgcb_delivery_shutdown(void)
 {
+	dlist_mutable_iter it;
+
+	/* curl_multi_cleanup() frees none of the handles still attached */
+	dlist_foreach_modify(it, &live_requests)
+	{
+		PgcbRequest *req = dlist_container(PgcbRequest, node, it.cur);
+
+		dlist_delete(&req->node);
+		pgcb_http_abandon(req->easy);
+		curl_slist_free_all(req->extra);
+	}
 	pgcb_http_shutdown();
 	if (engine_cxt != NULL)
 		MemoryContextDelete(engine_cxt);

@@ -97,7 +97,10 @@ extern bool pgcb_delivery_more_due(void);
 /* Release this claimer's leftover claims (worker start) and expired leases. */
 extern void pgcb_delivery_release_claims(bool mine, bool expired);
 
-/* Abandon everything in flight (backend error path). */
+/* Apply reload settings that live in the engine (after ProcessConfigFile). */
+extern void pgcb_delivery_apply_settings(void);
+
+/* Abandon everything in flight, freeing every handle (backend error path). */
 extern void pgcb_delivery_shutdown(void);
 
 #endif							/* PGCB_DELIVERY_H */

@@ -6,12 +6,17 @@
  *		worker; the difference is that it all happens inside the caller's
  *		transaction, so an error or a cancel rolls the claims back and the
  *		deliveries are sent again later, never lost.
+ *
+ * Memory: each refill (claim, start, wait, write back) allocates in a
+ * context of its own, reset before the next, so that a call of a million
+ * deliveries uses what one refill uses.
  */
 #include "postgres.h"
 
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/memutils.h"
 
 #include "delivery.h"
 #include "guc.h"
@@ -29,6 +34,8 @@ process_callbacks(PG_FUNCTION_ARGS)
 {
 	int			max;
 	volatile int attempted = 0;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	MemoryContext refill_cxt;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -51,13 +58,21 @@ process_callbacks(PG_FUNCTION_ARGS)
 
 	(void) pgcb_queue_dead_letter_orphans();
 	pgcb_delivery_init(NULL, -1);
+	/* settings reloaded since the last call (callback.max_connections) */
+	pgcb_delivery_apply_settings();
+	refill_cxt = AllocSetContextCreate(caller_cxt, "pg_callback drain refill",
+									   ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
 	{
 		for (;;)
 		{
-			int			room = Min(max - attempted, pgcb_max_inflight - pgcb_delivery_inflight());
-			int			started = room > 0 ? pgcb_delivery_cycle(room) : 0;
+			int			room;
+			int			started;
 
+			MemoryContextReset(refill_cxt);
+			MemoryContextSwitchTo(refill_cxt);
+			room = Min(max - attempted, pgcb_max_inflight - pgcb_delivery_inflight());
+			started = room > 0 ? pgcb_delivery_cycle(room) : 0;
 			attempted += started;
 			if (pgcb_delivery_inflight() == 0 && (started == 0 || attempted >= max))
 				break;
@@ -72,9 +87,12 @@ process_callbacks(PG_FUNCTION_ARGS)
 	}
 	PG_CATCH();
 	{
+		MemoryContextSwitchTo(caller_cxt);
 		pgcb_delivery_shutdown();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(caller_cxt);
+	MemoryContextDelete(refill_cxt);
 	PG_RETURN_INT32(attempted);
 }

@@ -102,8 +102,7 @@ pgcb_http_init(void)
 		elog(ERROR, "curl_multi_init failed");
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
-	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) pgcb_max_connections);
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) pgcb_max_connections);
+	pgcb_http_apply_settings();
 
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -113,12 +112,44 @@ pgcb_http_init(void)
 	curl_deadline = 0;
 }
 
+/*
+ * callback.max_connections is a reload setting: the worker calls this after
+ * each reload, process_callbacks() at each call.
+ */
+void
+pgcb_http_apply_settings(void)
+{
+	if (multi == NULL)
+		return;
+	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) pgcb_max_connections);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) pgcb_max_connections);
+}
+
+/*
+ * Drop a transfer still in flight and free its handle.  For shutdown only:
+ * curl_multi_cleanup() leaves attached easy handles (and their buffers)
+ * allocated, so each one must be removed and cleaned up before it.
+ */
+void
+pgcb_http_abandon(CURL *easy)
+{
+	if (easy == NULL)
+		return;
+	if (multi != NULL)
+		(void) curl_multi_remove_handle(multi, easy);
+	curl_easy_cleanup(easy);
+}
+
 void
 pgcb_http_shutdown(void)
 {
 	if (multi != NULL)
 	{
-		/* in-flight transfers are abandoned; their rows come back by lease */
+		/*
+		 * The caller has abandoned the transfers in flight (their rows come
+		 * back by lease or with the caller's rollback); this closes the
+		 * cached connections.
+		 */
 		curl_multi_cleanup(multi);
 		multi = NULL;
 	}

@@ -12,8 +12,18 @@
 /* Set up the multi handle and the wait set (idempotent). */
 extern void pgcb_http_init(void);
 
-/* Free every handle and socket (for process exit and process_callbacks). */
+/*
+ * Free the multi handle, the pool and the sockets (process exit and the
+ * error path of process_callbacks).  Transfers still in flight must have
+ * been given to pgcb_http_abandon() first.
+ */
 extern void pgcb_http_shutdown(void);
+
+/* Remove a transfer in flight from the multi handle and free its handle. */
+extern void pgcb_http_abandon(CURL *easy);
+
+/* Apply the reload settings kept in the multi handle (callback.max_connections). */
+extern void pgcb_http_apply_settings(void);
 
 /* An easy handle from the pool, reset to pg_callback's defaults. */
 extern CURL *pgcb_http_easy_get(void);

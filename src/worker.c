@@ -239,6 +239,7 @@ pgcb_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			pgcb_delivery_apply_settings();
 		}
 
 		now = GetCurrentTimestamp();
