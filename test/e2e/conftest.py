@@ -13,7 +13,9 @@ sys.path.insert(0, os.path.dirname(HERE))  # test/, for receiver.py
 from cluster import running_cluster  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
-FIGURES_FILE = "/tmp/pgcb-e2e-figures.txt"
+# record_figure() attaches figures to the running test (junit <property>)
+# through pytest's record_property; set per test by _figures below.
+_record_property = None
 
 
 @pytest.fixture
@@ -67,13 +69,23 @@ def make_endpoint(cluster, name, url, **kw):
     return cluster.scalar(sql, params)
 
 
+@pytest.fixture(autouse=True)
+def _figures(record_property):
+    global _record_property
+    _record_property = record_property
+    yield
+    _record_property = None
+
+
 def record_figure(line):
-    """Append one measured figure to FIGURES_FILE and show it (pytest -s)."""
+    """Keep one measured figure in the test output: printed (pytest -s, and
+    the captured stdout of a failing test) and a junit property "figure"
+    (--junitxml).  Nothing is written to a fixed file."""
     import time as _t
     text = "%s %s" % (_t.strftime("%Y-%m-%dT%H:%M:%S"), line)
     print(text)
-    with open(FIGURES_FILE, "a") as f:
-        f.write(text + "\n")
+    if _record_property is not None:
+        _record_property("figure", text)
 
 
 @pytest.fixture
