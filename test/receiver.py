@@ -15,6 +15,7 @@ In-process API (pytest):
     r.count(path=None); r.clear()
     r.connections()                     TCP connections accepted (since start
                                         or the last clear())
+    r.open_connections()                connections open now (kept alive)
     r.wait_for(n, path=None, timeout=30.0) -> bool
     r.script(path, [(status, headers, body), ...])   responses, in order
     r.default_status = 204
@@ -455,6 +456,14 @@ class Receiver:
         client that reuses its connections opens few for many requests."""
         with self._cond:
             return self._accepts
+
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed: kept-alive ones too."""
+        server = self._server
+        if server is None:
+            return 0
+        with server._conns_lock:
+            return len(server._conns)
 
     def requests(self, path: Optional[str] = None):
         with self._cond:
