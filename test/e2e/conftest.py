@@ -13,8 +13,10 @@ sys.path.insert(0, os.path.dirname(HERE))  # test/, for receiver.py
 from cluster import running_cluster  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
-# record_figure() attaches figures to the running test (junit <property>)
-# through pytest's record_property; set per test by _figures below.
+# record_figure() attaches figures to the junit report (a testsuite
+# <property name="figure">, named after the test) through pytest's
+# record_testsuite_property, which every junit_family accepts; set per test
+# by _figures below.
 _record_property = None
 
 
@@ -70,17 +72,22 @@ def make_endpoint(cluster, name, url, **kw):
 
 
 @pytest.fixture(autouse=True)
-def _figures(record_property):
+def _figures(request, record_testsuite_property):
     global _record_property
-    _record_property = record_property
+    node = request.node.nodeid
+
+    def record(name, text):
+        record_testsuite_property(name, "%s: %s" % (node, text))
+    _record_property = record
     yield
     _record_property = None
 
 
 def record_figure(line):
     """Keep one measured figure in the test output: printed (pytest -s, and
-    the captured stdout of a failing test) and a junit property "figure"
-    (--junitxml).  Nothing is written to a fixed file."""
+    the captured stdout of a failing test) and a junit testsuite property
+    "figure" naming the test (--junitxml).  Nothing is written to a fixed
+    file."""
     import time as _t
     text = "%s %s" % (_t.strftime("%Y-%m-%dT%H:%M:%S"), line)
     print(text)
