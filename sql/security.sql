@@ -164,7 +164,8 @@ SELECT rate_limit, rate_burst FROM callback.callback_endpoints WHERE name = 'reg
 -- Each of these is refused to the nobody, producer and monitor roles: read a
 -- secret (by column, SELECT *, whole row, as a filter, or by probing with
 -- the duplicate-secret check), manage endpoints, send HTTP, write the tables
--- directly, raise superuser-only settings.
+-- directly, raise superuser-only (PGC_SUSET) settings for the session or as
+-- their own default.
 CREATE TEMP TABLE cmds (n int, cmd text);
 INSERT INTO cmds VALUES
     (1, $$SELECT secret FROM callback.callback_endpoints$$),
@@ -189,8 +190,8 @@ INSERT INTO cmds VALUES
     (20, $$TRUNCATE callback.callback_attempts$$),
     (21, $$CREATE TRIGGER regress_pgcb_tg AFTER INSERT ON callback.callback_queue FOR EACH ROW EXECUTE FUNCTION callback.trigger()$$),
     (22, $$SET callback.max_payload_bytes = '100MB'$$),
-    (23, $$SET callback.retention = '1s'$$),
-    (24, $$SET callback.ssrf_allowlist = '0.0.0.0/0'$$),
+    (23, $$SET callback.retention = '1min'$$),
+    (24, $$ALTER ROLE CURRENT_USER SET callback.max_payload_bytes = '100MB'$$),
     (25, $$SELECT callback._check_secret_unused('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', NULL)$$);
 
 SELECT c.n, pg_temp.try('regress_pgcb_nobody', c.cmd) AS nobody
@@ -211,6 +212,14 @@ SELECT count(*) AS queued FROM callback.callback_queue q
 -- the functions.
 SELECT c.n, pg_temp.try('regress_pgcb_admin', c.cmd) AS admin
   FROM cmds c WHERE c.n BETWEEN 17 AND 24 ORDER BY c.n;
+
+-- 22..24 are refused for want of privilege, not by the settings' context:
+-- the superuser may (then puts them back).
+SELECT c.n, pg_temp.try(current_user, c.cmd) AS superuser
+  FROM cmds c WHERE c.n BETWEEN 22 AND 24 ORDER BY c.n;
+RESET callback.max_payload_bytes;
+RESET callback.retention;
+ALTER ROLE CURRENT_USER RESET callback.max_payload_bytes;
 
 ----------------------------------------------------------------- the monitor
 

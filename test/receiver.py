@@ -13,6 +13,9 @@ In-process API (pytest):
     r.requests(path=None)               -> [Record(method, path, headers, body,
                                             received_at, monotonic), ...]
     r.count(path=None); r.clear()
+    r.connections()                     TCP connections accepted (since start
+                                        or the last clear())
+    r.open_connections()                connections open now (kept alive)
     r.wait_for(n, path=None, timeout=30.0) -> bool
     r.script(path, [(status, headers, body), ...])   responses, in order
     r.default_status = 204
@@ -277,6 +280,7 @@ class _Server(ThreadingHTTPServer):
                 _hard_close(request)
                 return
             self._conns.add(request)
+        self.receiver._accepted()
         super().process_request(request, client_address)
 
     def shutdown_request(self, request):
@@ -323,6 +327,7 @@ class Receiver:
         self._cond = threading.Condition()
         self._records = []
         self._total = 0
+        self._accepts = 0
         self._counts = collections.Counter()
         self._scripts = {}
         self._delays = {}
@@ -442,6 +447,24 @@ class Receiver:
         if cb is not None:
             cb(rec)
 
+    def _accepted(self):
+        with self._cond:
+            self._accepts += 1
+
+    def connections(self) -> int:
+        """TCP connections accepted since start() or the last clear(): a
+        client that reuses its connections opens few for many requests."""
+        with self._cond:
+            return self._accepts
+
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed: kept-alive ones too."""
+        server = self._server
+        if server is None:
+            return 0
+        with server._conns_lock:
+            return len(server._conns)
+
     def requests(self, path: Optional[str] = None):
         with self._cond:
             recs = list(self._records)
@@ -458,6 +481,7 @@ class Receiver:
         with self._cond:
             self._records = []
             self._total = 0
+            self._accepts = 0
             self._counts.clear()
 
     def wait_for(self, n: int, path: Optional[str] = None, timeout: float = 30.0) -> bool:

@@ -108,8 +108,8 @@ class Cluster:
             "listen_addresses": "",
             "unix_socket_directories": self.socket_dir,
             "port": self.port,
-            "shared_preload_libraries": "pg_callback, pg_cron",
-            "cron.database_name": dbname,
+            # pg_cron only where a module asks for it (test_pgcron.py)
+            "shared_preload_libraries": "pg_callback",
             "callback.database_name": dbname,
             "callback.ssrf_allowlist": "127.0.0.0/8, ::1/128",
             "callback.poll_interval": "200ms",

@@ -13,7 +13,11 @@ sys.path.insert(0, os.path.dirname(HERE))  # test/, for receiver.py
 from cluster import running_cluster  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
-FIGURES_FILE = "/tmp/pgcb-e2e-figures.txt"
+# record_figure() attaches figures to the junit report (a testsuite
+# <property name="figure">, named after the test) through pytest's
+# record_testsuite_property, which every junit_family accepts; set per test
+# by _figures below.
+_record_property = None
 
 
 @pytest.fixture
@@ -67,13 +71,28 @@ def make_endpoint(cluster, name, url, **kw):
     return cluster.scalar(sql, params)
 
 
+@pytest.fixture(autouse=True)
+def _figures(request, record_testsuite_property):
+    global _record_property
+    node = request.node.nodeid
+
+    def record(name, text):
+        record_testsuite_property(name, "%s: %s" % (node, text))
+    _record_property = record
+    yield
+    _record_property = None
+
+
 def record_figure(line):
-    """Append one measured figure to FIGURES_FILE and show it (pytest -s)."""
+    """Keep one measured figure in the test output: printed (pytest -s, and
+    the captured stdout of a failing test) and a junit testsuite property
+    "figure" naming the test (--junitxml).  Nothing is written to a fixed
+    file."""
     import time as _t
     text = "%s %s" % (_t.strftime("%Y-%m-%dT%H:%M:%S"), line)
     print(text)
-    with open(FIGURES_FILE, "a") as f:
-        f.write(text + "\n")
+    if _record_property is not None:
+        _record_property("figure", text)
 
 
 @pytest.fixture

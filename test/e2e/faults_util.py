@@ -196,13 +196,16 @@ def proc_tcp_sockets(pid):
     inodes = proc_socket_inodes(pid)
     if not inodes:
         return 0
-    n = 0
+    # distinct inodes: the tables list the whole network namespace, and a
+    # table read while sockets come and go (other tests on the machine) can
+    # list a socket twice
+    seen = set()
     for table in ("/proc/%d/net/tcp" % pid, "/proc/%d/net/tcp6" % pid):
         for line in _read(table).splitlines()[1:]:
             parts = line.split()
             if len(parts) > 9 and parts[9] in inodes:
-                n += 1
-    return n
+                seen.add(parts[9])
+    return len(seen)
 
 
 # ------------------------------------------------------------------ a black hole

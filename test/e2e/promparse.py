@@ -3,7 +3,8 @@
 Strict where scrapers are lenient, so that a test fails on anything a
 scraper might reject or misread:
 
-- the text ends with a newline; no empty lines, no stray comment lines;
+- the text is not empty and ends with a newline; no empty lines, no stray
+  comment lines;
 - every metric family has exactly one "# HELP" and exactly one "# TYPE" line,
   both before its first sample, and its samples are contiguous;
 - every sample line is  name{label="value",...} number  (no timestamp, no
@@ -193,7 +194,8 @@ def parse(text):
     if not isinstance(text, str):
         raise ParseError(0, text, "not a string")
     if text == "":
-        return {}
+        # no families at all: a scrape of nothing is an error, not a pass
+        raise ParseError(0, text, "empty exposition")
     if not text.endswith("\n"):
         raise ParseError(0, text[-80:], "does not end with a newline")
     families = {}

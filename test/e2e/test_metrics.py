@@ -19,6 +19,7 @@ Every wait is a bounded poll.
 
 import collections
 import json
+import math
 import re
 import threading
 import time
@@ -31,7 +32,6 @@ from receiver import Receiver
 import promparse
 
 TYPES = ("m.one", "m.two")
-NOTE_FILE = "/work/notes/metrics-after-mixed-run.txt"
 
 # (endpoint path, event type) -> [ok, flaky (500 then 200), bad (400: dead)]
 PLAN = {
@@ -211,15 +211,10 @@ def test_callback_metrics_agree_with_receiver(cluster, mixed_run):
     # delivered in this module's cluster so far)
     all_cols, all_rows = metrics_rows(cluster)
     table = format_table(all_cols, all_rows)
+    # kept in the test output (stdout, junit property), not in a file
     record_figure("SELECT * FROM callback.callback_metrics after the mixed run "
-                  "(plan per endpoint/type: ok, 500-then-200, 400 dead = %r):\n%s"
-                  % (sorted(PLAN.items()), table))
-    with open(NOTE_FILE, "w") as f:
-        f.write("-- %s, test/e2e/test_metrics.py mixed run; plan (path, type): "
-                "(ok, 500-then-200, 400 dead) = %r\n-- endpoints: %r\n"
-                "SELECT * FROM callback.callback_metrics;\n%s\n(%d rows)\n"
-                % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), sorted(PLAN.items()),
-                   names, table, len(all_rows)))
+                  "(plan per endpoint/type: ok, 500-then-200, 400 dead = %r; endpoints %r):"
+                  "\n%s\n(%d rows)" % (sorted(PLAN.items()), names, table, len(all_rows)))
 
     cols, rows = metrics_rows(cluster, "WHERE endpoint IN ('metrics_a', 'metrics_b')")
 
@@ -250,6 +245,102 @@ def test_callback_metrics_agree_with_receiver(cluster, mixed_run):
         " WHERE e.name IN ('metrics_a', 'metrics_b') GROUP BY 1, 2")}
     for (path, etype), e in exp.items():
         assert hist[(names[path], etype)] == e["total_calls"]
+
+
+# ------------------------------------------------------------------ percentiles
+
+HIST_BASE_MS = 0.125   # src/metrics.h: bucket 0 is [0, 0.125), bucket i [0.125 * 2^(i-1), 0.125 * 2^i)
+SLOW_MS = 300          # injected at the receiver: bucket [256, 512)
+
+
+def hist_bucket(ms):
+    """[lo, hi] of the power-of-two bucket holding ms (src/metrics.c, bucket_of)."""
+    if ms < HIST_BASE_MS:
+        return 0.0, HIST_BASE_MS
+    i = int(math.floor(math.log2(ms / HIST_BASE_MS))) + 1
+    return HIST_BASE_MS * 2 ** (i - 1), HIST_BASE_MS * 2 ** i
+
+
+class DelayReceiver(Receiver):
+    """Answers each request after the delay its event asks for
+    ({"delay_ms": n}): the latencies are injected, known in advance."""
+
+    def __init__(self):
+        super().__init__(host="127.0.0.1", port=0)
+        self._tl = threading.local()
+
+    def _record(self, method, target, path, headers, body):
+        self._tl.body = body
+        super()._record(method, target, path, headers, body)
+
+    def _response_for(self, path):
+        status, headers, body, _ = super()._response_for(path)
+        try:
+            delay = json.loads(getattr(self._tl, "body", b""))["data"]["delay_ms"] / 1000.0
+        except Exception:
+            delay = 0.0
+        return status, headers, body, delay
+
+
+def test_percentiles_match_injected_latencies(cluster, endpoint_factory):
+    """p50 / p95 / p99 against latencies injected at the receiver: 20
+    attempts per event type, some answered at once and some after 300 ms.
+    Each percentile must lie in the power-of-two bucket of the true
+    (nearest-rank) percentile of the attempts' latencies, and on the known
+    side of 256 ms: "mostly slow" (6 fast, 14 slow) has every percentile in
+    the slow bucket; "mostly fast" (14 fast, 6 slow) a fast p50 and slow
+    p95 / p99.  An order check alone would pass swapped or constant
+    percentiles."""
+    r = DelayReceiver().start()
+    try:
+        endpoint_factory("metrics_lat", r.url("/lat"), event_types="{lat.*}", timeout=30)
+        mix = {"lat.mostly_slow": (6, 14), "lat.mostly_fast": (14, 6)}
+        conn = cluster.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute("BEGIN")
+            for etype, (fast, slow) in mix.items():
+                for i in range(fast + slow):
+                    cur.execute("SELECT callback.enqueue(%s, jsonb_build_object('i', %s, "
+                                "'delay_ms', %s))", (etype, i, SLOW_MS if i >= fast else 0))
+            cur.execute("COMMIT")
+        finally:
+            conn.close()
+        assert r.wait_for(40, "/lat", timeout=60), r.count("/lat")
+        cluster.wait_until(lambda: cluster.scalar(
+            "SELECT sum(total_calls) = 40 AND sum(pending) = 0 FROM callback.callback_metrics "
+            " WHERE endpoint = 'metrics_lat'"), timeout=60, what="40 attempts in callback_metrics")
+    finally:
+        r.stop()
+
+    for etype, (fast, slow) in mix.items():
+        lat = sorted(float(x) for (x,) in cluster.query(
+            "SELECT a.latency_ms FROM callback.callback_attempts a "
+            "  JOIN callback.callback_endpoints e ON e.id = a.endpoint_id "
+            " WHERE e.name = 'metrics_lat' AND a.event_type = %s", (etype,)))
+        assert len(lat) == fast + slow
+        # the recorded latencies are the injected ones
+        assert all(x >= SLOW_MS for x in lat[fast:]), lat
+        assert all(x < 256 for x in lat[:fast]), lat
+        row = cluster.query(
+            "SELECT p50_ms, p95_ms, p99_ms, max_ms FROM callback.callback_metrics "
+            " WHERE endpoint = 'metrics_lat' AND event_type = %s", (etype,))
+        assert len(row) == 1, row
+        est = dict(zip((0.50, 0.95, 0.99), (float(x) for x in row[0][:3])))
+        record_figure("percentiles, %s (%d at ~0 ms, %d at %d ms): p50 %.2f, p95 %.2f, p99 %.2f "
+                      "ms; true %s" % (etype, fast, slow, SLOW_MS, est[0.5], est[0.95], est[0.99],
+                                       ", ".join("%.2f" % lat[math.ceil(p * len(lat)) - 1]
+                                                 for p in est)))
+        for p, got in est.items():
+            true = lat[math.ceil(p * len(lat)) - 1]
+            lo, hi = hist_bucket(true)
+            assert lo - 0.01 <= got <= hi + 0.01, \
+                "%s p%d: %.2f ms, but the true value %.2f ms is in the bucket [%g, %g)" \
+                % (etype, round(p * 100), got, true, lo, hi)
+        slow_side = {p: got >= 256 for p, got in est.items()}
+        want = {0.50: slow > fast, 0.95: True, 0.99: True}
+        assert slow_side == want, "%s: percentiles %r on the slow side %r, want %r" \
+            % (etype, est, slow_side, want)
 
 
 def test_worker_stats_counters_move_with_the_receiver(cluster, mixed_run):
@@ -509,6 +600,9 @@ def test_prometheus_stays_valid_after_endpoints_are_dropped(cluster, receiver):
 
 
 @pytest.mark.parametrize("text, why", [
+    ("", "empty exposition"),
+    ("\n", "empty line"),
+    ("a 1\n", "outside its family"),
     ("# HELP a_total t\n# TYPE a_total counter\na_total 1\na_total 2\n", "duplicate series"),
     ('# HELP a t\n# TYPE a gauge\na{x="1",x="2"} 1\n', "repeated"),
     ('# HELP a t\n# TYPE a gauge\na{x="\\q"} 1\n', "invalid escape"),

@@ -1,8 +1,8 @@
 """End-to-end: committed row changes on a business table arrive as signed
 HTTP POSTs at a real receiver; rolled-back changes never do.
 
-Real parts only: a throwaway PostgreSQL 15 cluster with pg_callback (and
-pg_cron) preloaded, the background worker, libcurl, and test/receiver.py on
+Real parts only: a throwaway PostgreSQL 15 cluster with pg_callback
+preloaded, the background worker, libcurl, and test/receiver.py on
 loopback.  Every wait is bounded.
 """
 

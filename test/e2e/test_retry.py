@@ -153,8 +153,9 @@ def test_millisecond_schedule(request, cluster, receiver, endpoint_factory):
                   % ", ".join("%.1f" % (g * 1000) for g in gaps))
     assert gaps[0] >= 0.050 * (1 - JITTER) - 0.005, gaps
     assert gaps[1] >= 0.100 * (1 - JITTER) - 0.005, gaps
-    # the worker wakes for a retry when it is due (not at its next poll)
-    assert gaps[0] < 0.050 * (1 + JITTER) + 0.5 and gaps[1] < 0.100 * (1 + JITTER) + 0.5, gaps
+    # not rounded up to whole seconds (generous slack for a loaded machine;
+    # the wake when a retry is due is tested with a 5 s poll below)
+    assert gaps[0] < 0.9 and gaps[1] < 0.9, gaps
 
 
 def test_jitter_spreads_retries(request, cluster, receiver, endpoint_factory):
@@ -491,7 +492,9 @@ def test_retries_wake_the_worker_at_their_due_time(request, cluster, receiver, e
         gaps = _gaps(ep.requests())
         record_figure("retry ms schedule with poll_interval 5 s: gaps %s ms"
                       % ", ".join("%.1f" % (g * 1000) for g in gaps))
-        assert gaps[0] < 0.05 * (1 + JITTER) + 0.5 and gaps[1] < 0.1 * (1 + JITTER) + 0.5, gaps
+        # well under the 5 s poll: only the wake when the retry is due
+        # explains it (generous slack for a loaded machine)
+        assert gaps[0] < 2.0 and gaps[1] < 2.0, gaps
     finally:
         cluster.set_conf(**{"callback.poll_interval": "200ms"})
         cluster.reload()
