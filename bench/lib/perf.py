@@ -132,7 +132,8 @@ def perf_stop(env, h):
         # where the time goes under the functions that matter, from the call chains
         roots = ["pgcb_worker_main", "pgcb_queue_claim", "pgcb_queue_write_back"]
         if pid is None:
-            roots += ["PostgresMain", "callback_trigger", "outbox_trigger"]
+            roots += ["PostgresMain", "callback_trigger", "pgcb_trigger_row_event",
+                      "pgcb_trigger_stmt_fire", "pgcb_queue_insert", "outbox_trigger"]
         script = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
         f.write("\n" + perf_under(script, roots))
     env.perf_files.append(txt)

@@ -37,6 +37,7 @@ VARIANTS = [
     ("outbox", "t_outbox", "PL/pgSQL outbox: `INSERT INTO outbox(topic, payload) "
                            "VALUES (TG_TABLE_NAME, to_jsonb(NEW))`"),
 ]
+SHORT = {"plain": "plain", "row": "row trigger", "stmt": "statement path", "outbox": "PL/pgSQL outbox"}
 TABLE = {name: table for name, table, _ in VARIANTS}
 LABEL = {name: label for name, _, label in VARIANTS}
 SETTINGS = [("off", "CPU-bound"), ("on", "the default: fsync-bound")]
@@ -141,7 +142,7 @@ def table_of(v):
     return TABLE.get(v) or "t_" + v
 
 
-def pgbench_rounds(env, variants, setting, cfg, profile_variant=None):
+def pgbench_rounds(env, variants, setting, cfg, profile=()):
     """Single-row pgbench for each variant, alternated over the rounds."""
     out = {v: {"tps": [], "pg_us": [], "worker_us": [], "events_ok": True} for v in variants}
     for r in range(cfg["rounds"]):
@@ -150,7 +151,7 @@ def pgbench_rounds(env, variants, setting, cfg, profile_variant=None):
             prepare(env)
             script = "INSERT INTO %s (v) VALUES ('x');\n" % table_of(v)
             prof = perf_start(env, "trigger-%s-%s" % (v, setting)) \
-                if (r == 0 and v == profile_variant) else None
+                if (r == 0 and v in profile) else None
             cpu = CpuMeter(env)
             c0 = cpu.snap()
             tps, n = env.pgbench("trigger_" + v, script, cfg["seconds"], cfg["clients"], cfg["jobs"],
@@ -177,7 +178,7 @@ def pgbench_rounds(env, variants, setting, cfg, profile_variant=None):
     return out
 
 
-def bulk_rounds(env, variants, setting, cfg):
+def bulk_rounds(env, variants, setting, cfg, profile=()):
     """One INSERT ... SELECT of cfg["bulk_rows"] rows per variant, alternated."""
     out = {v: {"seconds": [], "events_ok": True} for v in variants}
     opts = "-c synchronous_commit=%s" % setting
@@ -185,11 +186,17 @@ def bulk_rounds(env, variants, setting, cfg):
         line = []
         for v in rotated(variants, r):
             prepare(env)
-            env.q("SELECT 1", name="bulk", options=opts)
+            # --profile: the first round of the two callback paths, in a session forked after
+            # perf started (perf follows the postmaster's new children only)
+            prof = perf_start(env, "bulk-%s-%s" % (v, setting)) \
+                if (r == 0 and v in profile) else None
+            name = "bulk-profiled-%s" % v if prof else "bulk"
+            env.q("SELECT 1", name=name, options=opts)
             t = time.perf_counter()
             env.q("INSERT INTO %s (v) SELECT 'x' FROM generate_series(1, %%s)" % table_of(v),
-                  (cfg["bulk_rows"],), name="bulk", options=opts)
+                  (cfg["bulk_rows"],), name=name, options=opts)
             secs = time.perf_counter() - t
+            perf_stop(env, prof)
             out[v]["seconds"].append(secs)
             if EVENTS_PER_ROW[v] and not check_events(env, table_of(v), EVENTS_PER_ROW[v]):
                 out[v]["events_ok"] = False
@@ -251,8 +258,8 @@ def run(env):
     res = dict(cfg, stmt_available=why is None, stmt_unavailable_reason=why,
                variants={v: LABEL[v] for v, _, _ in VARIANTS}, settings={}, target=TARGET)
     for setting, what in SETTINGS:
-        single = pgbench_rounds(env, variants, setting, cfg, profile_variant="row")
-        bulk = bulk_rounds(env, variants, setting, cfg)
+        single = pgbench_rounds(env, variants, setting, cfg, profile=("row", "stmt"))
+        bulk = bulk_rounds(env, variants, setting, cfg, profile=("row", "stmt"))
         res["settings"][setting] = {"what": what, "single": single, "bulk": bulk,
                                     "checks": judge(setting, single, bulk, why is None)}
     fan = ["plain"] + ["fan%d" % n for n in FANOUT]
@@ -270,14 +277,17 @@ def rows(t):
     for setting, _ in SETTINGS:
         s = t["settings"][setting]
         single = s["single"]
-        out.append(("2. synchronous_commit=%s: plain INSERT, pgbench -c%d (TPS)" % (setting, t["clients"]),
+        out.append(("2. synchronous_commit=%s: plain single-row INSERT, pgbench -c%d (TPS)"
+                    % (setting, t["clients"]),
                     fmt(single["plain"]["tps_median"]), "", "", ""))
         for v in ("row", "stmt", "outbox"):
-            if v in single:
-                out.append(("   %s / plain" % v, fmt(single[v]["ratio"], "{:.2f}x"), "", "", ""))
-        if "stmt" in s["bulk"]:
-            out.append(("   one INSERT of %s rows, stmt / plain" % format(t["bulk_rows"], ","),
-                        fmt(s["bulk"]["stmt"]["ratio"], "{:.2f}x"), "", "", ""))
+            out.append(("   single-row, %s / plain" % SHORT[v],
+                        fmt(single[v]["ratio"], "{:.2f}x") if v in single else "not available",
+                        "", "", ""))
+        for v in ("row", "stmt", "outbox"):
+            if v in s["bulk"]:
+                out.append(("   one INSERT of %s rows, %s / plain" % (format(t["bulk_rows"], ","), SHORT[v]),
+                            fmt(s["bulk"][v]["ratio"], "{:.2f}x"), "", "", ""))
         for what, figure, target, met in s["checks"]:
             out.append(("   target: " + what, figure, target.replace(" and above", ", >"), "",
                         verdict(met) if met is not None else "not available"))
