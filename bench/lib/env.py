@@ -306,6 +306,7 @@ http {{
             "os": cmd(". /etc/os-release && echo $PRETTY_NAME"),
             "disk": cmd("df -T %s | awk 'NR==2{print $2\" on \"$1}'" % self.tmp),
             "postgres": cmd(self.pg_bin + "/postgres --version"),
+            "pg_bin": self.pg_bin,
             "nginx": cmd("nginx -v 2>&1"),
             "wrk": cmd("wrk -v 2>&1 | head -1").split(" Copyright")[0],
             "libcurl": cmd("curl --version | head -1"),

@@ -126,6 +126,7 @@ def write(env, modules):
               ", the build already installed (--no-build)" if env.args.no_build
               else ", built and installed by run.sh"), "",
           "Machine: " + env.machine_line() + ".", "",
+          "PostgreSQL programs from %s." % res["machine"]["pg_bin"], "",
           load, "",
           "```", tab, "```", ""]
     md += trig_md
