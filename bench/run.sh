@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # pg_callback benchmark: one command.
 #
-#   bash bench/run.sh                 full run (3 runs of each part, ~15-25 min on 2 cores)
-#   BENCH_QUICK=1 bash bench/run.sh   smoke run (1 run, small sizes, ~1-2 min); same as --quick
+#   bash bench/run.sh                 full run (3 runs / rounds of each part, ~25-35 min on 2 cores)
+#   BENCH_QUICK=1 bash bench/run.sh   smoke run (1 run, small sizes, 3 s trigger variants, ~6-8 min);
+#                                     same as --quick
+#   PG_CONFIG=/path/to/pg_config bash bench/run.sh   another PostgreSQL 15 installation
+#                                     (PGCB_PG_BIN overrides where its programs are)
 #
 # Other options are passed to bench/bench.py (see `bash bench/run.sh --help`):
 #   --runs N, --profile (perf record of the worker / the cluster into bench/out/perf-*.txt),
+#   --trigger-seconds S, --trigger-rounds N, --bulk-rows N (the trigger part),
 #   --only drain,trigger,keepup,latency,metrics,
 #   --no-install (no apt-get), --no-build (use the pg_callback already installed)
 #
@@ -21,7 +25,11 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-PG_BIN=/usr/lib/postgresql/15/bin
+# PostgreSQL's programs: PG_CONFIG (default: pg_config on PATH) or PGCB_PG_BIN,
+# as for scripts/test.sh; bench.py reads the same (exported by lib.sh).
+# shellcheck source=../scripts/lib.sh
+. "$REPO/scripts/lib.sh"
+PG_BIN=$PGBIN
 
 INSTALL=1
 BUILD=1
@@ -106,12 +114,10 @@ trap 'exit 143' TERM
 
 # ------------------------------------------------------------------ build
 if [ "$BUILD" = 1 ]; then
-    echo "== building pg_callback in $TMP/src and installing it (make install)"
-    # shellcheck source=../scripts/lib.sh
-    . "$REPO/scripts/lib.sh"
+    echo "== building pg_callback in $TMP/src and installing it (make install, PG_CONFIG=$PG_CONFIG)"
     build_and_install "$REPO" "$TMP/src" >/dev/null
 else
-    echo "== --no-build: using the pg_callback installed in $("$PG_BIN/pg_config" --pkglibdir)"
+    echo "== --no-build: using the pg_callback installed in $("$PG_CONFIG" --pkglibdir)"
 fi
 
 mkdir -p "$HERE/out"

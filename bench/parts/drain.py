@@ -1,0 +1,176 @@
+"""Part 1, drain: the way out.  100,000 signed events queued while the
+endpoint is paused (then ANALYZEd, as autovacuum would have done for a
+backlog that built up), resume_endpoint(), and the time until the last one is
+recorded as delivered.  Beside it: wrk against the same nginx at the same
+concurrency (the ceiling), and the CPU that postgres spent per delivery (the
+worker, and the worker plus every other postgres process)."""
+
+import json
+import os
+import re
+import time
+
+from lib.cpu import CpuMeter
+from lib.perf import perf_start, perf_stop
+from lib.util import fmt, log, median, plural, step, verdict
+
+GOAL = {
+    "per_s": 20000,         # the 1.0 target
+    "cpu_us": 40.0,         # issue 10: CPU us per delivery, worker + backends
+    "wrk_ratio": 0.30,      # issue 10: deliveries/s >= 0.30 of wrk, one worker
+}
+BASELINE_WORKER_US = 107    # issue 10: worker CPU per delivery before 1.1
+
+
+def payload_sql():
+    # a ~200-byte signed body: {"type":"bench.event","timestamp":"...","data":{...}}
+    return ("jsonb_build_object('order_id', g, 'customer_id', 10000 + g % 90000, "
+            "'amount_cents', (g * 7919) % 1000000, 'currency', 'EUR', 'status', 'paid', "
+            "'sku', 'SKU-' || lpad((g % 1000000)::text, 7, '0'), 'qty', 1 + g % 5, "
+            "'note', 'pg_callback drain benchmark')")
+
+
+def run(env):
+    n = env.args.drain_events or (20000 if env.quick else 100000)
+    wrk_s = 5 if env.quick else 10
+    step("1. drain: %d queued signed events, then resume (%s); wrk -c %d"
+         % (n, plural(env.runs, "run"), env.inflight))
+    res = {"events": n, "concurrency": env.inflight, "runs": [], "wrk": []}
+    for r in range(env.runs):
+        one = drain_once(env, n, r)
+        res["runs"].append(one)
+        c = one["cpu"]
+        log("run %d: %d in %.2f s -> %.0f deliveries/s  (first HTTP at %.0f ms; CPU per delivery: "
+            "worker %.1f us, worker + other postgres %.1f us; worker %.1f s, other postgres %.1f s, "
+            "nginx %.1f s; nginx saw %d requests, %d signed, on %d connections)"
+            % (r + 1, one["delivered"], one["seconds"], one["per_s"] or 0, one["first_ms"] or -1,
+               one["worker_us_per_delivery"] or -1, one["pg_us_per_delivery"] or -1,
+               c["worker"], c["pg_other"], c["nginx"],
+               one["nginx_log"]["requests"], one["nginx_log"]["signed"],
+               one["nginx_log"]["connections"]))
+        w = wrk_once(env, one["body"], wrk_s)
+        res["wrk"].append(w)
+        log("run %d: wrk -t1 -c%d %ds: %.0f requests/s (%d connections, nginx CPU %.1f s)"
+            % (r + 1, env.inflight, wrk_s, w["per_s"] or 0, w["nginx_log"]["connections"],
+               w["cpu"]["nginx"]))
+    res["per_s"] = median([x["per_s"] for x in res["runs"]])
+    res["wrk_per_s"] = median([x["per_s"] for x in res["wrk"]])
+    res["ratio"] = res["per_s"] / res["wrk_per_s"] if res["per_s"] and res["wrk_per_s"] else None
+    res["worker_us_per_delivery"] = median([x["worker_us_per_delivery"] for x in res["runs"]])
+    res["pg_us_per_delivery"] = median([x["pg_us_per_delivery"] for x in res["runs"]])
+    res["body_bytes"] = res["runs"][0]["body_bytes"]
+    res["goal"] = GOAL
+    for x in res["runs"]:
+        x.pop("body", None)
+    return res
+
+
+def drain_once(env, n, r):
+    env.reset_queue()
+    env.q("SELECT callback.pause_endpoint('bench')")
+    t = time.time()
+    env.q("SELECT count(callback.enqueue('bench.event', " + payload_sql().replace("%", "%%")
+          + ")) FROM generate_series(1, %s) g", (n,))
+    enqueue_s = time.time() - t
+    body_bytes = env.q1("SELECT round(avg(octet_length(body))) FROM callback.callback_queue")
+    body = env.q1("SELECT body FROM callback.callback_queue LIMIT 1")
+    env.q("ANALYZE callback.callback_queue")
+    env.q("CHECKPOINT")
+    off = env.log_offset()
+    d0, f0, x0 = env.worker_counters()
+    # the bench's own polling session is measured apart, not charged to deliveries
+    cpu = CpuMeter(env, exclude=[env.backend_pid("mon")])
+    c0 = cpu.snap()
+    prof = perf_start(env, "drain", env.worker_pid()) if r == 0 else None
+    t0 = time.time()
+    env.q("SELECT callback.resume_endpoint('bench')")
+    curve = [(0.0, 0)]
+    first_ms = None
+    t_end = None
+    deadline = t0 + max(120.0, n / 200.0)
+    recorded = 0
+    while time.time() < deadline:
+        time.sleep(0.1)
+        d, f, x = env.worker_counters()
+        now = time.time()
+        curve.append((round(now - t0, 3), d - d0))
+        if first_ms is None and d > d0:
+            first_ms = (now - t0) * 1000
+        if d - d0 >= n:
+            # every HTTP answer is in; now wait until the table says so
+            while time.time() < deadline:
+                recorded = env.q1("SELECT count(*) FROM callback.callback_queue "
+                                  "WHERE status = 'delivered'", name="mon")
+                if recorded >= n:
+                    t_end = time.time()
+                    break
+                time.sleep(0.02)
+            break
+    c1 = cpu.snap()
+    perf_stop(env, prof)
+    d, f, x = env.worker_counters()
+    if t_end is None:
+        recorded = env.q1("SELECT count(*) FROM callback.callback_queue WHERE status = 'delivered'")
+        log("drain did not finish: %d of %d recorded as delivered" % (recorded, n))
+    secs = (t_end or time.time()) - t0
+    curve.append((round(secs, 3), recorded))
+    lat = env.q("SELECT round(avg(latency_ms)::numeric, 2), "
+                "round(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)::numeric, 2), "
+                "round(percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)::numeric, 2) "
+                "FROM callback.callback_attempts")[0]
+    cpu_d = CpuMeter.delta(c0, c1)
+    per = (lambda s: s * 1e6 / recorded) if recorded else (lambda s: None)
+    return {
+        "delivered": recorded, "finished": t_end is not None, "seconds": round(secs, 3),
+        "per_s": recorded / secs if t_end else None,
+        "first_ms": first_ms, "enqueue_s": round(enqueue_s, 2), "body_bytes": int(body_bytes),
+        "failed_attempts": f - f0, "dead": x - x0, "curve": curve,
+        "attempt_latency_ms": {"avg": float(lat[0] or 0), "p50": float(lat[1] or 0),
+                               "p99": float(lat[2] or 0)},
+        "batches": int(env.q1("SELECT coalesce(sum(batches), 0) FROM callback.worker_stats()")),
+        "cpu": cpu_d,
+        "worker_us_per_delivery": per(cpu_d["worker"]),
+        "pg_us_per_delivery": per(cpu_d["worker"] + cpu_d["pg_other"]),
+        "nginx_log": env.log_since(off), "body": body,
+    }
+
+
+def wrk_once(env, body, seconds):
+    lua = os.path.join(env.tmp, "post.lua")
+    with open(lua, "w") as f:
+        f.write('wrk.method = "POST"\n')
+        f.write("wrk.body = %s\n" % json.dumps(body))
+        f.write('wrk.headers["Content-Type"] = "application/json"\n')
+        f.write('wrk.headers["User-Agent"] = "pg_callback/1.0"\n')
+        f.write('wrk.headers["webhook-id"] = "msg_0123456789abcdef0123456789abcdef"\n')
+        f.write('wrk.headers["webhook-timestamp"] = "%d"\n' % int(time.time()))
+        f.write('wrk.headers["webhook-signature"] = '
+                '"v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="\n')
+    off = env.log_offset()
+    cpu = CpuMeter(env)
+    c0 = cpu.snap()
+    out = env.run(["wrk", "-t1", "-c%d" % env.inflight, "-d%ds" % seconds, "--latency",
+                   "-s", lua, env.hook_url], capture_output=True, text=True).stdout
+    c1 = cpu.snap()
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return {"per_s": float(m.group(1)) if m else None, "cpu": CpuMeter.delta(c0, c1),
+            "nginx_log": env.log_since(off), "output": out}
+
+
+def rows(d):
+    ok = (lambda v, good: None if v is None else good(v))
+    return [
+        ("1. Drain %s signed events (deliveries/s)" % format(d["events"], ","),
+         fmt(d["per_s"]), ">= %s" % format(GOAL["per_s"], ","), "~200 (default) / ~970 (batch 1000)",
+         verdict(ok(d["per_s"], lambda v: v >= GOAL["per_s"]))),
+        ("   nginx raw capacity, wrk -t1 -c%d (req/s)" % d["concurrency"],
+         fmt(d["wrk_per_s"]), "ceiling", "~65,000 (issue)", ""),
+        ("   drain / wrk against the same nginx", fmt(d["ratio"], "{:.3f}"),
+         ">= %.2f" % GOAL["wrk_ratio"], "", verdict(ok(d["ratio"], lambda v: v >= GOAL["wrk_ratio"]))),
+        ("   CPU us per delivery, worker + other postgres", fmt(d["pg_us_per_delivery"], "{:.1f}"),
+         "<= %.0f" % GOAL["cpu_us"], "",
+         verdict(ok(d["pg_us_per_delivery"], lambda v: v <= GOAL["cpu_us"]))),
+        ("   CPU us per delivery, worker alone", fmt(d["worker_us_per_delivery"], "{:.1f}"), "",
+         "%d (issue 10, 1.0)" % BASELINE_WORKER_US, ""),
+        ("   body bytes (signed, 3 webhook headers)", fmt(d["body_bytes"]), "~200", "", ""),
+    ]

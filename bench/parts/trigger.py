@@ -1,0 +1,389 @@
+"""Part 2, trigger: what a business write pays for its event (issue 10).
+
+One cluster, one run, for synchronous_commit = off (the CPU decides) and on
+(the default: fsync decides), each variant alternated over --trigger-rounds
+rounds (the order rotates from round to round), medians reported:
+
+  - pgbench -c4 -j2 single-row `INSERT INTO t(v) VALUES ('x')` into a table
+    with a bigserial primary key, for each variant: no trigger (plain),
+    callback.trigger() FOR EACH ROW, the statement-level path
+    (callback.trigger() FOR EACH STATEMENT REFERENCING NEW TABLE AS
+    new_rows, when the installed extension supports it), and the PL/pgSQL
+    outbox;
+  - one INSERT ... SELECT of --bulk-rows rows with each variant;
+  - fan-out: the row trigger with 1, 3 and 10 endpoints matching
+    (synchronous_commit = off).
+
+Every endpoint is paused, so nothing is delivered while we measure: only the
+write path is timed.  A ratio is the median of the per-round ratios to plain
+(a round's variants ran minutes apart, so drift on a shared machine cancels
+better than in a ratio of medians).  The targets of issue 10 are checked
+here, from the figures."""
+
+import time
+
+import psycopg2
+
+from lib.cpu import CpuMeter
+from lib.perf import perf_start, perf_stop
+from lib.util import fmt, log, median, plural, rotated, step, verdict
+
+# (name, table, what it is)
+VARIANTS = [
+    ("plain", "t_plain", "no trigger"),
+    ("row", "t_row", "`callback.trigger('bench')` FOR EACH ROW"),
+    ("stmt", "t_stmt", "`callback.trigger('bench')` FOR EACH STATEMENT, "
+                       "REFERENCING NEW TABLE AS new_rows"),
+    ("outbox", "t_outbox", "PL/pgSQL outbox: `INSERT INTO outbox(topic, payload) "
+                           "VALUES (TG_TABLE_NAME, to_jsonb(NEW))`"),
+]
+SHORT = {"plain": "plain", "row": "row trigger", "stmt": "statement path", "outbox": "PL/pgSQL outbox"}
+TABLE = {name: table for name, table, _ in VARIANTS}
+LABEL = {name: label for name, _, label in VARIANTS}
+SETTINGS = [("off", "CPU-bound"), ("on", "the default: fsync-bound")]
+FANOUT = [1, 3, 10]
+
+# issue 10, Acceptance
+TARGET = {
+    "row_off": 0.90,    # single-row, CPU-bound: >= 0.90x plain, and above the outbox
+    "row_on": 0.95,     # single-row, fsync-bound: >= 0.95x plain
+    "bulk_stmt": 0.70,  # one INSERT of 100,000 rows, statement path: >= 0.70x plain
+}
+
+DDL = """
+CREATE TABLE t_plain (id bigserial PRIMARY KEY, v text);
+CREATE TABLE t_row (id bigserial PRIMARY KEY, v text);
+CREATE TABLE t_stmt (id bigserial PRIMARY KEY, v text);
+CREATE TABLE t_outbox (id bigserial PRIMARY KEY, v text);
+CREATE TABLE t_fan1 (id bigserial PRIMARY KEY, v text);
+CREATE TABLE t_fan3 (id bigserial PRIMARY KEY, v text);
+CREATE TABLE t_fan10 (id bigserial PRIMARY KEY, v text);
+CREATE TRIGGER cb AFTER INSERT ON t_row
+    FOR EACH ROW EXECUTE FUNCTION callback.trigger('bench');
+CREATE TRIGGER cb AFTER INSERT ON t_fan1
+    FOR EACH ROW EXECUTE FUNCTION callback.trigger('fan1');
+CREATE TRIGGER cb AFTER INSERT ON t_fan3
+    FOR EACH ROW EXECUTE FUNCTION callback.trigger('fan3');
+CREATE TRIGGER cb AFTER INSERT ON t_fan10
+    FOR EACH ROW EXECUTE FUNCTION callback.trigger('fan10');
+-- the hand-written durable outbox a DBA would compare with (issue 10)
+CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text NOT NULL, payload jsonb NOT NULL);
+CREATE FUNCTION outbox_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO outbox (topic, payload) VALUES (TG_TABLE_NAME, to_jsonb(NEW));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER outbox AFTER INSERT ON t_outbox
+    FOR EACH ROW EXECUTE FUNCTION outbox_trigger();
+"""
+
+STMT_TRIGGER = ("CREATE TRIGGER cb AFTER INSERT ON t_stmt REFERENCING NEW TABLE AS new_rows "
+                "FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('bench')")
+
+
+def setup(env):
+    env.q(DDL)
+    # fan-out: endpoint i matches fan10.*, the first three fan3.*, the first fan1.*
+    for i in range(1, 11):
+        types = ["fan10.*"] + (["fan3.*"] if i <= 3 else []) + (["fan1.*"] if i == 1 else [])
+        env.q("SELECT callback.create_endpoint(%s, %s, %s)", ("fan%02d" % i, env.hook_url, types))
+        env.q("SELECT callback.pause_endpoint(%s)", ("fan%02d" % i,))
+    env.q("SELECT callback.pause_endpoint('bench')")
+
+
+def stmt_unavailable(env):
+    """None if the installed extension runs callback.trigger() FOR EACH
+    STATEMENT with a transition table and queues one event for one row
+    inserted; else why not (the trigger is then dropped)."""
+    try:
+        env.q(STMT_TRIGGER)
+    except psycopg2.Error as e:
+        return "CREATE TRIGGER ... FOR EACH STATEMENT failed: %s" % str(e).strip().splitlines()[0]
+    env.reset_queue()
+    why = None
+    try:
+        env.q("INSERT INTO t_stmt (v) VALUES ('x')")
+        n = env.q1("SELECT count(*) FROM callback.callback_queue")
+        if n != 1:
+            why = "one row inserted, %d events queued" % n
+    except psycopg2.Error as e:
+        why = "INSERT failed: %s" % str(e).strip().splitlines()[0]
+    if why:
+        env.q("DROP TRIGGER IF EXISTS cb ON t_stmt")
+    env.q("TRUNCATE t_stmt RESTART IDENTITY")
+    env.reset_queue()
+    return why
+
+
+def stmt_body_differs(env):
+    """The statement path must queue the body the row trigger queues for the
+    same row: one row into each, bodies compared without the timestamp and
+    the table name.  None if equal, else both bodies."""
+    env.reset_queue()
+    env.q("INSERT INTO t_row (v) VALUES ('x')")
+    env.q("INSERT INTO t_stmt (v) VALUES ('x')")
+    b = dict(env.q("SELECT d.table_name, (q.body::jsonb - 'timestamp') #- '{data,table}' "
+                   "FROM callback.callback_queue q, LATERAL (SELECT q.body::jsonb #>> '{data,table}' "
+                   "AS table_name) d"))
+    env.q("TRUNCATE t_row, t_stmt RESTART IDENTITY")
+    env.reset_queue()
+    if b.get("t_row") is not None and b.get("t_row") == b.get("t_stmt"):
+        return None
+    return b
+
+
+def prepare(env):
+    """Every variant starts from the same state: empty tables and queue, a
+    fresh checkpoint (so none pays more full-page writes than another)."""
+    env.q("TRUNCATE t_plain, t_row, t_stmt, t_outbox, t_fan1, t_fan3, t_fan10, outbox "
+          "RESTART IDENTITY")
+    env.reset_queue()
+    env.q("CHECKPOINT")
+
+
+def check_events(env, table, per_row):
+    """Rows inserted x matching endpoints == deliveries queued, else a warning."""
+    rows = env.q1("SELECT count(*) FROM %s" % table)
+    queued = env.q1("SELECT count(*) FROM callback.callback_queue")
+    if queued != rows * per_row:
+        log("warning: %s: %d rows inserted, %d deliveries queued (expected %d)"
+            % (table, rows, queued, rows * per_row))
+        return False
+    return True
+
+
+EVENTS_PER_ROW = {"plain": 0, "row": 1, "stmt": 1, "outbox": 0, "fan1": 1, "fan3": 3, "fan10": 10}
+
+
+def table_of(v):
+    return TABLE.get(v) or "t_" + v
+
+
+def pgbench_rounds(env, variants, setting, cfg, profile=()):
+    """Single-row pgbench for each variant, alternated over the rounds."""
+    out = {v: {"tps": [], "pg_us": [], "worker_us": [], "events_ok": True} for v in variants}
+    for r in range(cfg["rounds"]):
+        line = []
+        for v in rotated(variants, r):
+            prepare(env)
+            script = "INSERT INTO %s (v) VALUES ('x');\n" % table_of(v)
+            prof = perf_start(env, "trigger-%s-%s" % (v, setting)) \
+                if (r == 0 and v in profile) else None
+            cpu = CpuMeter(env)
+            c0 = cpu.snap()
+            tps, n = env.pgbench("trigger_" + v, script, cfg["seconds"], cfg["clients"], cfg["jobs"],
+                                 sync_commit=setting)
+            c1 = cpu.snap()
+            perf_stop(env, prof)
+            d = CpuMeter.delta(c0, c1)
+            out[v]["tps"].append(tps)
+            out[v]["pg_us"].append(d["pg_all"] * 1e6 / n if n else None)
+            # the worker's share: woken at each commit, it finds nothing due (endpoints paused)
+            out[v]["worker_us"].append(d["worker"] * 1e6 / n if n else None)
+            if EVENTS_PER_ROW[v] and not check_events(env, table_of(v), EVENTS_PER_ROW[v]):
+                out[v]["events_ok"] = False
+            line.append("%s %.0f (pg CPU %.0f us/insert, worker %.0f)"
+                        % (v, tps, out[v]["pg_us"][-1] or 0, out[v]["worker_us"][-1] or 0))
+        log("synchronous_commit=%s round %d: TPS %s" % (setting, r + 1, ", ".join(line)))
+    for v in variants:
+        x = out[v]
+        x["tps_median"] = median(x["tps"])
+        x["pg_us_median"] = median(x["pg_us"])
+        x["worker_us_median"] = median(x["worker_us"])
+        x["ratio_rounds"] = [a / p for a, p in zip(x["tps"], out["plain"]["tps"])]
+        x["ratio"] = median(x["ratio_rounds"])
+    return out
+
+
+def bulk_rounds(env, variants, setting, cfg, profile=()):
+    """One INSERT ... SELECT of cfg["bulk_rows"] rows per variant, alternated."""
+    out = {v: {"seconds": [], "events_ok": True} for v in variants}
+    opts = "-c synchronous_commit=%s" % setting
+    for r in range(cfg["rounds"]):
+        line = []
+        for v in rotated(variants, r):
+            prepare(env)
+            # --profile: the first round of the two callback paths, in a session forked after
+            # perf started (perf follows the postmaster's new children only)
+            prof = perf_start(env, "bulk-%s-%s" % (v, setting)) \
+                if (r == 0 and v in profile) else None
+            name = "bulk-profiled-%s" % v if prof else "bulk"
+            env.q("SELECT 1", name=name, options=opts)
+            t = time.perf_counter()
+            env.q("INSERT INTO %s (v) SELECT 'x' FROM generate_series(1, %%s)" % table_of(v),
+                  (cfg["bulk_rows"],), name=name, options=opts)
+            secs = time.perf_counter() - t
+            perf_stop(env, prof)
+            out[v]["seconds"].append(secs)
+            if EVENTS_PER_ROW[v] and not check_events(env, table_of(v), EVENTS_PER_ROW[v]):
+                out[v]["events_ok"] = False
+            line.append("%s %.2f s" % (v, secs))
+        log("synchronous_commit=%s round %d: %s rows in one INSERT: %s"
+            % (setting, r + 1, format(cfg["bulk_rows"], ","), ", ".join(line)))
+    for v in variants:
+        x = out[v]
+        x["seconds_median"] = median(x["seconds"])
+        # as a throughput ratio: plain's time over the variant's
+        x["ratio_rounds"] = [p / s for s, p in zip(x["seconds"], out["plain"]["seconds"])]
+        x["ratio"] = median(x["ratio_rounds"])
+    return out
+
+
+def judge(setting, single, bulk, stmt_ok):
+    """The issue's targets for one synchronous_commit setting, computed:
+    a list of (what, figure, target, met: True/False/None)."""
+    checks = []
+    row = single["row"]["ratio"]
+    if setting == "off":
+        outbox = single["outbox"]["ratio"]
+        checks.append(("single-row, row trigger", "%.2fx" % row,
+                       ">= %.2fx plain and above the outbox (%.2fx)" % (TARGET["row_off"], outbox),
+                       row >= TARGET["row_off"] and row > outbox))
+    else:
+        checks.append(("single-row, row trigger", "%.2fx" % row,
+                       ">= %.2fx plain" % TARGET["row_on"], row >= TARGET["row_on"]))
+    if stmt_ok:
+        s = bulk["stmt"]["ratio"]
+        checks.append(("one INSERT of many rows, statement path", "%.2fx" % s,
+                       ">= %.2fx plain" % TARGET["bulk_stmt"], s >= TARGET["bulk_stmt"]))
+    else:
+        checks.append(("one INSERT of many rows, statement path", "not available",
+                       ">= %.2fx plain" % TARGET["bulk_stmt"], None))
+    return checks
+
+
+def run(env):
+    a = env.args
+    cfg = {
+        "seconds": a.trigger_seconds or (3 if env.quick else 10),
+        "rounds": a.trigger_rounds or 3,
+        "clients": a.trigger_clients,
+        "jobs": a.trigger_jobs,
+        "bulk_rows": a.bulk_rows or (20000 if env.quick else 100000),
+    }
+    step("2. trigger cost: pgbench -c%d -j%d single-row INSERTs, %d s per variant, %s alternated, "
+         "synchronous_commit off and on; one INSERT of %s rows; fan-out 1/3/10; endpoints paused"
+         % (cfg["clients"], cfg["jobs"], cfg["seconds"], plural(cfg["rounds"], "round"),
+            format(cfg["bulk_rows"], ",")))
+    setup(env)
+    why = stmt_unavailable(env)
+    if why:
+        log("statement-level path: not available (%s)" % why)
+    else:
+        log("statement-level path: available (one row -> one event)")
+    differs = None if why else stmt_body_differs(env)
+    if differs:
+        log("warning: the statement path's body differs from the row trigger's: %r" % (differs,))
+    variants = [v for v, _, _ in VARIANTS if v != "stmt" or not why]
+    res = dict(cfg, stmt_available=why is None, stmt_unavailable_reason=why, stmt_body_differs=differs,
+               variants={v: LABEL[v] for v, _, _ in VARIANTS}, settings={}, target=TARGET)
+    for setting, what in SETTINGS:
+        single = pgbench_rounds(env, variants, setting, cfg, profile=("row", "stmt"))
+        bulk = bulk_rounds(env, variants, setting, cfg, profile=("row", "stmt"))
+        res["settings"][setting] = {"what": what, "single": single, "bulk": bulk,
+                                    "checks": judge(setting, single, bulk, why is None)}
+    fan = ["plain"] + ["fan%d" % n for n in FANOUT]
+    res["fanout"] = {"setting": "off", "single": pgbench_rounds(env, fan, "off", cfg)}
+    prepare(env)
+    env.q("SELECT callback.resume_endpoint('bench')")
+    return res
+
+
+# ------------------------------------------------------------------ report
+
+def rows(t):
+    """The summary lines for the printed table."""
+    out = []
+    for setting, _ in SETTINGS:
+        s = t["settings"][setting]
+        single = s["single"]
+        out.append(("2. synchronous_commit=%s: plain single-row INSERT, pgbench -c%d (TPS)"
+                    % (setting, t["clients"]),
+                    fmt(single["plain"]["tps_median"]), "", "", ""))
+        for v in ("row", "stmt", "outbox"):
+            out.append(("   single-row, %s / plain" % SHORT[v],
+                        fmt(single[v]["ratio"], "{:.2f}x") if v in single else "not available",
+                        "", "", ""))
+        for v in ("row", "stmt", "outbox"):
+            if v in s["bulk"]:
+                out.append(("   one INSERT of %s rows, %s / plain" % (format(t["bulk_rows"], ","), SHORT[v]),
+                            fmt(s["bulk"][v]["ratio"], "{:.2f}x"), "", "", ""))
+        for what, figure, target, met in s["checks"]:
+            out.append(("   target: " + what, figure, target.replace(" and above", ", >"), "",
+                        verdict(met) if met is not None else "not available"))
+    f = t["fanout"]["single"]
+    out.append(("2. fan-out (sync off): row trigger / plain, 1/3/10 endpoints",
+                " / ".join(fmt(f["fan%d" % n]["ratio"], "{:.2f}") for n in FANOUT), "", "", ""))
+    return out
+
+
+def cpu_cell(x):
+    """postgres CPU per insert, the worker's part in brackets"""
+    if x.get("pg_us_median") is None:
+        return "-"
+    return "%.0f (worker %.0f)" % (x["pg_us_median"], x.get("worker_us_median") or 0)
+
+
+def markdown(t):
+    """A table per synchronous_commit setting with the targets beside the
+    figures, and the fan-out table."""
+    md = []
+    stmt_note = "" if t["stmt_available"] else \
+        " The statement-level path is **not available** in the installed extension (%s)." \
+        % t["stmt_unavailable_reason"]
+    if t.get("stmt_body_differs"):
+        stmt_note += " **Warning**: the statement path queued another body than the row trigger for the same row."
+    for setting, what in SETTINGS:
+        s = t["settings"][setting]
+        single, bulk = s["single"], s["bulk"]
+        checks = {c[0]: c for c in s["checks"]}
+        row_check = checks["single-row, row trigger"]
+        bulk_check = checks["one INSERT of many rows, statement path"]
+        md += ["### Trigger cost, synchronous_commit = %s (%s)" % (setting, what), "",
+               "pgbench -c%d -j%d, single-row `INSERT INTO t(v) VALUES ('x')` (bigserial primary key), "
+               "%d s per variant per round, %s alternated; TPS is the median, the ratio the median of "
+               "the per-round ratios to plain; postgres CPU is every postgres process's CPU over the run "
+               "divided by the inserts. Every endpoint paused: nothing is delivered meanwhile.%s"
+               % (t["clients"], t["jobs"], t["seconds"], plural(t["rounds"], "round"), stmt_note), "",
+               "| trigger on t | TPS | × plain | postgres CPU µs / insert (worker's part) | target | |",
+               "|---|---|---|---|---|---|"]
+        for v, _, label in VARIANTS:
+            if v not in single:
+                md.append("| %s | not available | | | | |" % label)
+                continue
+            x = single[v]
+            target, met = "", ""
+            if v == "row":
+                target, met = row_check[2], verdict(row_check[3])
+            md.append("| %s | %s | %s | %s | %s | %s |"
+                      % (label, fmt(x["tps_median"]), fmt(x["ratio"], "{:.2f}"),
+                         cpu_cell(x), target, met))
+        md += ["", "| one `INSERT ... SELECT` of %s rows | seconds | × plain (plain's time / its time) "
+               "| target | |" % format(t["bulk_rows"], ","), "|---|---|---|---|---|"]
+        for v, _, label in VARIANTS:
+            if v not in bulk:
+                md.append("| %s | not available | | %s | |"
+                          % (label, bulk_check[2] if v == "stmt" else ""))
+                continue
+            x = bulk[v]
+            target, met = "", ""
+            if v == "stmt":
+                target, met = bulk_check[2], verdict(bulk_check[3])
+            md.append("| %s | %s | %s | %s | %s |"
+                      % (label, fmt(x["seconds_median"], "{:.2f}"), fmt(x["ratio"], "{:.2f}"),
+                         target, met))
+        md.append("")
+    f = t["fanout"]["single"]
+    md += ["### Fan-out: the row trigger with 1, 3 and 10 endpoints matching (synchronous_commit = off)", "",
+           "Same pgbench run, all endpoints paused; each insert queues one delivery per matching endpoint.", "",
+           "| endpoints matching | TPS | × plain | deliveries queued / s | postgres CPU µs / insert (worker's part) |",
+           "|---|---|---|---|---|",
+           "| none (plain) | %s | 1.00 | | %s |" % (fmt(f["plain"]["tps_median"]), cpu_cell(f["plain"]))]
+    for n in FANOUT:
+        x = f["fan%d" % n]
+        md.append("| %d | %s | %s | %s | %s |"
+                  % (n, fmt(x["tps_median"]), fmt(x["ratio"], "{:.2f}"),
+                     fmt(x["tps_median"] * n if x["tps_median"] else None),
+                     cpu_cell(x)))
+    md.append("")
+    return md
