@@ -163,6 +163,12 @@ pgcb_discovery_list_databases(int *n)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
+		/*
+		 * datconnlimit -2: being dropped, or a drop that failed half-way
+		 * (PostgreSQL 15.4+); nobody can connect to it again: as good as gone
+		 */
+		if (db->datconnlimit == -2)
+			continue;
 		if (*n == cap)
 		{
 			cap *= 2;
@@ -170,9 +176,7 @@ pgcb_discovery_list_databases(int *n)
 		}
 		list[*n].oid = db->oid;
 		strlcpy(list[*n].name, NameStr(db->datname), NAMEDATALEN);
-		/* datconnlimit -2: a DROP DATABASE that failed half-way (PG 15.4+) */
-		list[*n].servable = db->datallowconn && !db->datistemplate &&
-			db->datconnlimit != -2;
+		list[*n].servable = db->datallowconn && !db->datistemplate;
 		(*n)++;
 	}
 	table_endscan(scan);
