@@ -183,6 +183,8 @@ pgcb_shmem_announce_database(Oid dboid, bool certain)
 		db = pgcb_shmem_find_database(dboid, true);
 		certain = true;			/* a new entry: worth a look */
 	}
+	if (db != NULL && certain)
+		db->created_gen++;
 	if (db != NULL && db->state == PGCB_DB_ABSENT && certain)
 	{
 		db->state = PGCB_DB_WANTED;
@@ -195,20 +197,38 @@ pgcb_shmem_announce_database(Oid dboid, bool certain)
 		SetLatch(launcher_latch);
 }
 
-void
-pgcb_shmem_database_absent(Oid dboid)
+uint32
+pgcb_shmem_database_gen(Oid dboid)
 {
 	PgcbDatabase *db;
+	uint32		gen = 0;
+
+	LWLockAcquire(pgcb_shared->lock, LW_SHARED);
+	db = pgcb_shmem_find_database(dboid, false);
+	if (db != NULL)
+		gen = db->created_gen;
+	LWLockRelease(pgcb_shared->lock);
+	return gen;
+}
+
+bool
+pgcb_shmem_database_absent(Oid dboid, uint32 gen)
+{
+	PgcbDatabase *db;
+	bool		recorded = true;
 
 	LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
 	db = pgcb_shmem_find_database(dboid, false);
-	if (db != NULL)
+	if (db != NULL && db->created_gen != gen)
+		recorded = false;		/* created again meanwhile */
+	else if (db != NULL)
 	{
 		db->state = PGCB_DB_ABSENT;
 		db->reason = PGCB_WHY_NONE;
 		db->since = GetCurrentTimestamp();
 	}
 	LWLockRelease(pgcb_shared->lock);
+	return recorded;
 }
 
 /* Caller holds pgcb_shared->lock exclusively. */

@@ -98,6 +98,7 @@ typedef struct PgcbDatabase
 	PgcbDatabaseReason reason;
 	TimestampTz since;			/* when it entered this state */
 	pid_t		worker_pid;		/* of its worker, once running */
+	uint32		created_gen;	/* counts commits of CREATE EXTENSION here */
 
 	/* the launcher's own bookkeeping */
 	TimestampTz next_start_at;	/* restart back-off */
@@ -157,8 +158,13 @@ extern void pgcb_shmem_wake_workers_only(Oid dboid);
  */
 extern void pgcb_shmem_announce_database(Oid dboid, bool certain);
 
-/* A worker found the extension gone from its database (launcher: no restart). */
-extern void pgcb_shmem_database_absent(Oid dboid);
+/*
+ * A worker found the extension gone from its database: the launcher is not
+ * to start it again.  Refused (false) if CREATE EXTENSION committed there
+ * since the worker read pgcb_shmem_database_gen(): the worker goes on.
+ */
+extern uint32 pgcb_shmem_database_gen(Oid dboid);
+extern bool pgcb_shmem_database_absent(Oid dboid, uint32 gen);
 
 /* The entry for dboid (lock held by the caller), or NULL; make one if asked. */
 extern PgcbDatabase *pgcb_shmem_find_database(Oid dboid, bool create);

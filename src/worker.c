@@ -60,6 +60,7 @@ typedef struct LoopState
 	int			last_claimed;
 	bool		extension_present;	/* and its schema one we work with */
 	bool		extension_gone; /* dropped: we stop */
+	uint32		created_gen;	/* pgcb_shmem_database_gen() before the look */
 	bool		schema_refused; /* we said so in the log */
 	const char *datname;
 } LoopState;
@@ -112,6 +113,9 @@ static void
 run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 {
 	int			room = pgcb_max_inflight - pgcb_delivery_inflight();
+
+	/* read before we look, so that a CREATE EXTENSION after the look shows */
+	ls->created_gen = pgcb_shmem_database_gen(MyDatabaseId);
 
 	/* now() in our statements is the transaction start: keep it current */
 	SetCurrentStatementStartTimestamp();
@@ -258,10 +262,13 @@ pgcb_worker_main(Datum main_arg)
 				pg_usleep(MIN_CYCLE_GAP_US - since_last);
 			run_cycle(slot, &ls, sweep);
 			MemoryContextSwitchTo(loop_cxt);
+			/* created again since we looked: go on, as 1.0 did */
+			if (ls.extension_gone &&
+				!pgcb_shmem_database_absent(MyDatabaseId, ls.created_gen))
+				ls.extension_gone = false;
 			if (ls.extension_gone)
 			{
 				/* no claims to return: they went with the tables */
-				pgcb_shmem_database_absent(MyDatabaseId);
 				ereport(LOG,
 						(errmsg("pg_callback: the extension is not installed in database \"%s\"; its worker stops",
 								args.datname),
