@@ -334,3 +334,24 @@ def test_database_name_filter_applies_at_reload(mc, rcv):
         mc.reload()
         for name in names:
             drop_db(mc, name)
+
+
+def test_drop_and_create_extension_at_once_keeps_delivering(mc, rcv):
+    """DROP EXTENSION and CREATE EXTENSION back to back, five times: the
+    worker may see the extension gone just before it comes back; it must
+    then go on (or be started again), never stop for good."""
+    create_db(mc, "app_j")
+    try:
+        install(mc, "app_j", rcv)
+        for round_ in range(5):
+            path = "app_j"
+            mc.execute("DROP EXTENSION pg_callback CASCADE; DROP TABLE public.items", dbname=path)
+            committed = install(mc, path, rcv)
+            insert(mc, path, round_ * 10 + 1, round_ * 10 + 10)
+            wait_arrivals(mc, rcv, path, (round_ + 1) * 10, timeout=10)
+            last = max(r.monotonic for r in rcv.requests("/" + path))
+            assert last - committed <= 5.0, "round %d: %.2f s" % (round_, last - committed)
+        assert view_from(mc, "app_j")["app_j"][0] == "served"
+        assert len([w for w in workers_by_db(mc, "app_j") if w[0] == "app_j"]) == 1
+    finally:
+        drop_db(mc, "app_j")
