@@ -75,7 +75,6 @@ static TimestampTz scanned_at = 0;
 static bool rescan = true;
 static BackgroundWorkerHandle *probe_handle = NULL;
 static Oid	probe_dboid = InvalidOid;
-static bool warned_worker_processes = false;
 
 void
 pgcb_launcher_register(void)
@@ -523,16 +522,6 @@ pgcb_launcher_main(Datum main_arg)
 	pgcb_shared->probe_dboid = InvalidOid;
 	LWLockRelease(pgcb_shared->lock);
 	on_shmem_exit(launcher_detach, (Datum) 0);
-
-	if (pgcb_max_workers + 2 > max_worker_processes && !warned_worker_processes)
-	{
-		ereport(LOG,
-				(errmsg("pg_callback: callback.max_workers is %d but max_worker_processes is %d",
-						pgcb_max_workers, max_worker_processes),
-				 errdetail("The launcher, each delivery worker and a short-lived probe each take a background worker slot, shared with other extensions and parallel queries."),
-				 errhint("Raise max_worker_processes to at least callback.max_workers + 2.")));
-		warned_worker_processes = true;
-	}
 
 	for (;;)
 	{
