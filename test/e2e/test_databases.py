@@ -355,3 +355,40 @@ def test_drop_and_create_extension_at_once_keeps_delivering(mc, rcv):
         assert len([w for w in workers_by_db(mc, "app_j") if w[0] == "app_j"]) == 1
     finally:
         drop_db(mc, "app_j")
+
+
+def test_template_is_not_served_and_its_copy_is_found(mc, rcv):
+    """A template with the extension is left out (a session in it would make
+    CREATE DATABASE from it fail); a database made from it has the
+    extension without any CREATE EXTENSION, and the launcher's probe of the
+    new database finds it before any event is queued."""
+    create_db(mc, "tmpl_src")
+    try:
+        install(mc, "tmpl_src", rcv)
+        mc.wait_until(lambda: view_from(mc, "tmpl_src").get("tmpl_src", (None,))[0] == "served",
+                      what="tmpl_src served")
+        forget_connection(mc, "tmpl_src")
+        mc.execute('ALTER DATABASE "tmpl_src" IS_TEMPLATE true', dbname="postgres")
+        mc.wait_until(lambda: "tmpl_src" not in [r[0] for r in mc.query(
+            "SELECT datname FROM pg_stat_activity WHERE backend_type = 'pg_callback worker'",
+            dbname="postgres")], what="tmpl_src's worker gone")
+        t0 = time.monotonic()
+        mc.execute('CREATE DATABASE "app_k" TEMPLATE "tmpl_src"', dbname="postgres")
+        made = time.monotonic() - t0
+        mc.wait_until(lambda: view_from(mc, "app_k").get("app_k", (None,))[0] == "served",
+                      timeout=5, interval=0.05, what="app_k served without CREATE EXTENSION")
+        found = time.monotonic() - t0
+        v = view_from(mc, "app_k")
+        assert v["tmpl_src"][0] == "excluded" and "template" in v["tmpl_src"][2], v
+        mc.execute("SELECT callback.alter_endpoint('tmpl_src_ep', url => %s)",
+                   (rcv.url("/app_k"),), dbname="app_k")
+        insert(mc, "app_k", 1, 7)
+        wait_arrivals(mc, rcv, "app_k", 7)
+        assert rcv.count("/tmpl_src") == 0
+        assert log_count(mc, 'installed in database "tmpl_src", which is a template') == 1
+        record_figure("databases: CREATE DATABASE from a template with pg_callback took %.2f s; "
+                      "served %.2f s after it started" % (made, found))
+    finally:
+        drop_db(mc, "app_k")
+        mc.execute('ALTER DATABASE "tmpl_src" IS_TEMPLATE false', dbname="postgres")
+        drop_db(mc, "tmpl_src")
