@@ -16,7 +16,12 @@ Two real clusters of this module's own, with callback.database_name empty
 - with callback.max_workers = 2 and three databases, callback_databases
   says which one waits (and the log says it once); after DROP EXTENSION in
   a served one its worker stops for good (no restart, one log line) and
-  the waiting database gets the slot and delivers what it had queued.
+  the waiting database gets the slot and delivers what it had queued;
+- a database whose extension was there before the server started is found
+  by the launcher's probe; callback.database_name filters at a reload; a
+  template is never served, and a database made from it is found before
+  any event; DROP + CREATE EXTENSION back to back never leaves a database
+  without its worker.
 """
 
 import time
@@ -134,46 +139,64 @@ def log_count(c, text):
 
 # ------------------------------------------------------------------ tests
 
-def test_three_databases_receive_exactly_their_own_events(mc, rcv):
-    names = ["app_a", "app_b", "app_c"]
-    sizes = {"app_a": 300, "app_b": 200, "app_c": 100}
-    for name in names:
+THREE = ["app_a", "app_b", "app_c"]
+
+
+@pytest.fixture(scope="module")
+def three(mc, rcv):
+    """Three served databases, kept for the module: the tests after the
+    first add and drop databases while these run."""
+    for name in THREE:
         create_db(mc, name)
         install(mc, name, rcv)
-    try:
-        for name in names:
-            insert(mc, name, 1, sizes[name])
-        for name in names:
-            wait_arrivals(mc, rcv, name, sizes[name])
-        for name in names:
-            mc.wait_until(lambda: mc.scalar(
-                "SELECT count(*) FROM callback.callback_queue WHERE status <> 'delivered'",
-                dbname=name) == 0, what="queue of %s delivered" % name)
-        total_dups = 0
-        for name in names:
-            events, dups = account(mc, name, rcv)
-            assert events == sizes[name]
-            total_dups += dups
-        paths = {r.path for r in rcv.requests()}
-        assert paths <= {"/" + n for n in names}, paths
-
-        # one worker per database, each named in callback_worker_stats, and
-        # the same from any of the databases
-        for name in names:
-            workers = workers_by_db(mc, name)
-            assert [w[0] for w in workers] == names, workers
-            assert len({w[1] for w in workers}) == 3
-        view = view_from(mc, "app_a")
-        assert {n: view[n][0] for n in names} == {n: "served" for n in names}, view
-        assert {w[1] for w in workers_by_db(mc, "app_a")} == {view[n][1] for n in names}
-        record_figure("databases: 3 databases, %d events, each at its own endpoint only; "
-                      "duplicates %d" % (sum(sizes.values()), total_dups))
-    finally:
-        for name in names:
-            drop_db(mc, name)
+    yield THREE
+    for name in THREE:
+        drop_db(mc, name)
 
 
-def test_create_extension_while_running_starts_delivery_within_5s(mc, rcv):
+def still_delivering(c, rcv, names, start):
+    """Ten more events in each of names arrive (ids from start)."""
+    for name in names:
+        have = len({r.headers.get("webhook-id") for r in rcv.requests("/" + name)})
+        insert(c, name, start, start + 9)
+        wait_arrivals(c, rcv, name, have + 10)
+
+
+def test_three_databases_receive_exactly_their_own_events(mc, rcv, three):
+    names = three
+    sizes = {"app_a": 300, "app_b": 200, "app_c": 100}
+    for name in names:
+        insert(mc, name, 1, sizes[name])
+    for name in names:
+        wait_arrivals(mc, rcv, name, sizes[name])
+    for name in names:
+        mc.wait_until(lambda: mc.scalar(
+            "SELECT count(*) FROM callback.callback_queue WHERE status <> 'delivered'",
+            dbname=name) == 0, what="queue of %s delivered" % name)
+    total_dups = 0
+    for name in names:
+        events, dups = account(mc, name, rcv)
+        assert events == sizes[name]
+        total_dups += dups
+    paths = {r.path for r in rcv.requests()}
+    assert paths <= {"/" + n for n in names}, paths
+
+    # one worker per database, each named in callback_worker_stats, and
+    # the same from any of the databases
+    for name in names:
+        workers = workers_by_db(mc, name)
+        assert [w[0] for w in workers] == names, workers
+        assert len({w[1] for w in workers}) == 3
+    view = view_from(mc, "app_a")
+    assert {n: view[n][0] for n in names} == {n: "served" for n in names}, view
+    assert {w[1] for w in workers_by_db(mc, "app_a")} == {view[n][1] for n in names}
+    record_figure("databases: 3 databases, %d events, each at its own endpoint only; "
+                  "duplicates %d" % (sum(sizes.values()), total_dups))
+
+
+def test_create_extension_while_running_starts_delivery_within_5s(mc, rcv, three):
+    assert {k: v[0] for k, v in view_from(mc, "app_a").items()} == \
+        {n: "served" for n in three}
     create_db(mc, "app_d")
     try:
         # the launcher has seen the database (and probed it: no extension)
@@ -197,11 +220,14 @@ def test_create_extension_while_running_starts_delivery_within_5s(mc, rcv):
         assert delay <= 5.0, "first event arrived %.2f s after CREATE EXTENSION" % delay
         assert account(mc, "app_d", rcv)[0] == 10
         assert view_from(mc, "app_d")["app_d"][0] == "served"
+        still_delivering(mc, rcv, three, 1001)
+        for name in three + ["app_d"]:
+            account(mc, name, rcv)
     finally:
         drop_db(mc, "app_d")
 
 
-def test_drop_database_of_a_served_database_is_immediate(mc, rcv):
+def test_drop_database_of_a_served_database_is_immediate(mc, rcv, three):
     for name in ("app_e", "app_f"):
         create_db(mc, name)
         install(mc, name, rcv)
@@ -225,6 +251,9 @@ def test_drop_database_of_a_served_database_is_immediate(mc, rcv):
         insert(mc, "app_f", 1, 20)
         wait_arrivals(mc, rcv, "app_f", 20)
         assert account(mc, "app_f", rcv)[0] == 20
+        still_delivering(mc, rcv, three, 2001)
+        for name in three:
+            account(mc, name, rcv)
         mc.wait_until(lambda: "app_e" not in view_from(mc, "app_f") and None not in view_from(mc, "app_f"),
                       what="app_e gone from callback_databases")
         assert worker_e not in [w[1] for w in workers_by_db(mc, "app_f")]
@@ -313,8 +342,9 @@ def test_database_name_filter_applies_at_reload(mc, rcv):
         create_db(mc, name)
         install(mc, name, rcv)
     try:
-        mc.wait_until(lambda: {k: v[0] for k, v in view_from(mc, "app_h").items()} ==
-                      {"app_h": "served", "app_i": "served"}, what="both served")
+        mc.wait_until(lambda: {k: v[0] for k, v in view_from(mc, "app_h").items()
+                               if k in names} == {"app_h": "served", "app_i": "served"},
+                      what="both served")
         mc.set_conf(**{"callback.database_name": "app_h"})
         mc.reload()
         mc.wait_until(lambda: view_from(mc, "app_h")["app_i"][0] == "excluded" and
