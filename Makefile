@@ -11,6 +11,7 @@ OBJS = \
 	src/event.o \
 	src/trigger.o \
 	src/launcher.o \
+	src/discovery.o \
 	src/worker.o \
 	src/dbguard.o \
 	src/delivery.o \

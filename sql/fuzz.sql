@@ -168,7 +168,9 @@ INSERT INTO fuzz_case (fn, cmd) VALUES
     ('callback.process_callbacks(integer)', $$SELECT callback.process_callbacks(-2147483648)$$),
     ('callback.process_callbacks(integer)', $$SELECT callback.process_callbacks(2147483647)$$),
 
-    ('callback.worker_stats()', $$SELECT count(*) >= 0 FROM callback.worker_stats()$$);
+    ('callback.worker_stats()', $$SELECT count(*) >= 0 FROM callback.worker_stats()$$),
+    ('callback.launcher_databases()', $$SELECT count(*) >= 0 FROM callback.launcher_databases()$$),
+    ('callback.launcher_databases()', $$SELECT count(*) = 0 FROM callback.launcher_databases() l WHERE l.state NOT IN ('served', 'starting', 'waiting', 'restarting', 'excluded')$$);
 
 -- The address policy's messages belong to netpolicy: only SQLSTATEs here.
 INSERT INTO fuzz_case (fn, whole, cmd) VALUES

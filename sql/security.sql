@@ -237,6 +237,7 @@ SELECT pg_temp.try('regress_pgcb_monitor', cmd) AS result, cmd
     $$SELECT * FROM callback.callback_health$$,
     $$SELECT * FROM callback.callback_dead_letters$$,
     $$SELECT * FROM callback.callback_worker_stats$$,
+    $$SELECT * FROM callback.callback_databases$$,
     $$SELECT callback.prometheus_metrics()$$,
     $$SELECT callback.enqueue('regress_pgcb.test', '{}')$$]) cmd;
 
@@ -365,6 +366,8 @@ SELECT pg_temp.try('regress_pgcb_pgmon', cmd) AS result, cmd
   FROM unnest(ARRAY[
     $$SELECT * FROM callback.worker_stats()$$,
     $$SELECT * FROM callback.callback_worker_stats$$,
+    $$SELECT * FROM callback.launcher_databases()$$,
+    $$SELECT * FROM callback.callback_databases$$,
     $$SELECT callback.prometheus_metrics()$$,
     $$SELECT * FROM callback.callback_metrics$$,
     $$SELECT * FROM callback.callback_health$$,

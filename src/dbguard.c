@@ -1,9 +1,11 @@
 /*
  * dbguard.c
- *		Sees DROP DATABASE of the database our worker is connected to, holds
- *		the launcher off for a while, and asks the worker to leave before the
- *		drop looks for other sessions.  If the drop fails after all, the hold
- *		is lifted when its transaction aborts and the worker comes back.
+ *		Sees DROP DATABASE of a database our workers (or the launcher's
+ *		probe) are connected to, holds the launcher off that database for a
+ *		while, and asks them to leave before the drop looks for other
+ *		sessions.  If the drop fails after all, the hold is lifted when its
+ *		transaction aborts and the worker comes back.  Each database has a
+ *		hold of its own, so that two drops at once do not undo each other.
  *
  * It acts from the object access hook (OAT_DROP of a pg_database entry),
  * not from ProcessUtility: dropdb() calls that hook only after its own
@@ -57,13 +59,8 @@ dbguard_xact_callback(XactEvent event, void *arg)
 		Latch	   *launcher_latch = NULL;
 
 		LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
-		if (pgcb_shared->hold_dboid == my_hold_dboid &&
-			pgcb_shared->hold_until == my_hold_until)
-		{
-			pgcb_shared->hold_dboid = InvalidOid;
-			pgcb_shared->hold_until = 0;
+		if (pgcb_shmem_unhold(my_hold_dboid, my_hold_until))
 			launcher_latch = pgcb_shared->launcher_latch;
-		}
 		LWLockRelease(pgcb_shared->lock);
 		if (launcher_latch != NULL)
 			SetLatch(launcher_latch);
@@ -88,10 +85,9 @@ hold_and_evict(Oid dboid)
 	}
 
 	LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
-	pgcb_shared->hold_dboid = dboid;
-	pgcb_shared->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HOLD_MS);
 	my_hold_dboid = dboid;
-	my_hold_until = pgcb_shared->hold_until;
+	my_hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HOLD_MS);
+	pgcb_shmem_hold(dboid, my_hold_until);
 	for (int i = 0; i < PGCB_MAX_WORKERS; i++)
 	{
 		PgcbWorkerSlot *slot = &pgcb_shared->workers[i];
@@ -99,6 +95,9 @@ hold_and_evict(Oid dboid)
 		if (slot->pid != 0 && slot->dboid == dboid)
 			kill(slot->pid, SIGTERM);
 	}
+	/* the probe lasts milliseconds, but the drop need not wait for it */
+	if (pgcb_shared->probe_pid != 0 && pgcb_shared->probe_dboid == dboid)
+		kill(pgcb_shared->probe_pid, SIGTERM);
 	LWLockRelease(pgcb_shared->lock);
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LEAVE_WAIT_MS);
@@ -110,6 +109,8 @@ hold_and_evict(Oid dboid)
 		for (int i = 0; i < PGCB_MAX_WORKERS; i++)
 			if (pgcb_shared->workers[i].pid != 0 && pgcb_shared->workers[i].dboid == dboid)
 				still_there = true;
+		if (pgcb_shared->probe_pid != 0 && pgcb_shared->probe_dboid == dboid)
+			still_there = true;
 		LWLockRelease(pgcb_shared->lock);
 		if (!still_there || GetCurrentTimestamp() > deadline)
 			break;

@@ -3,19 +3,25 @@
  *		Defines the callback.* settings and reserves the prefix.
  *
  * Settings read only by the worker are PGC_SIGHUP so that a reload reaches
- * it; the database it connects to is fixed at server start.
+ * it.  callback.database_name is a filter the launcher applies at each
+ * reload; callback.max_workers sizes nothing, but is fixed at start so that
+ * a reload never has to stop a serving worker to honour a smaller cap.
  */
 #include "postgres.h"
 
 #include <float.h>
 #include <limits.h>
 
+#include "nodes/pg_list.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "compat.h"
 #include "guc.h"
+#include "pg_callback.h"
 
 char	   *pgcb_database_name = NULL;
+int			pgcb_max_workers = 8;
 int			pgcb_max_inflight = 256;
 int			pgcb_max_inflight_per_endpoint = 128;
 int			pgcb_batch_size = 1000;
@@ -49,13 +55,65 @@ check_ssrf_allowlist(char **newval, void **extra, GucSource source)
 	return false;
 }
 
+static bool
+check_database_name(char **newval, void **extra, GucSource source)
+{
+	char	   *copy;
+	List	   *names = NIL;
+	bool		ok;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	copy = pstrdup(*newval);
+	ok = SplitGUCList(copy, ',', &names);
+	list_free(names);
+	pfree(copy);
+	if (!ok)
+		GUC_check_errdetail("Give database names separated by commas, such as app, billing (double-quote a name that holds a comma).");
+	return ok;
+}
+
+/*
+ * Whether callback.database_name lets the launcher serve datname: an empty
+ * setting serves every database, else only those it names (exactly, case
+ * included).
+ */
+bool
+pgcb_guc_database_wanted(const char *datname)
+{
+	char	   *copy;
+	List	   *names = NIL;
+	ListCell   *lc;
+	bool		wanted = false;
+
+	if (pgcb_database_name == NULL || pgcb_database_name[0] == '\0')
+		return true;
+	copy = pstrdup(pgcb_database_name);
+	if (SplitGUCList(copy, ',', &names))
+	{
+		foreach(lc, names)
+		{
+			if (strcmp((char *) lfirst(lc), datname) == 0)
+				wanted = true;
+		}
+	}
+	list_free(names);
+	pfree(copy);
+	return wanted;
+}
+
 void
 pgcb_guc_init(void)
 {
 	DefineCustomStringVariable("callback.database_name",
-							   "Database the delivery worker connects to.",
-							   NULL, &pgcb_database_name, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							   "Databases delivered from (comma-separated; empty: every database where the extension is installed).",
+							   NULL, &pgcb_database_name, "",
+							   PGC_SIGHUP, GUC_LIST_INPUT, check_database_name, NULL, NULL);
+	DefineCustomIntVariable("callback.max_workers",
+							"Most delivery workers at once, over all databases.",
+							"A database beyond this waits for a slot; callback.callback_databases shows which.",
+							&pgcb_max_workers, 8, 1, PGCB_MAX_WORKERS,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("callback.max_inflight",
 							"Most HTTP requests in flight at once, per worker.",
 							NULL, &pgcb_max_inflight, 256, 1, 10000,

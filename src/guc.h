@@ -6,6 +6,7 @@
 #define PGCB_GUC_H
 
 extern char *pgcb_database_name;
+extern int	pgcb_max_workers;
 extern int	pgcb_max_inflight;
 extern int	pgcb_max_inflight_per_endpoint;
 extern int	pgcb_batch_size;
@@ -28,5 +29,6 @@ extern int	pgcb_health_max_backlog;
 extern char *pgcb_health_window;
 
 extern void pgcb_guc_init(void);
+extern bool pgcb_guc_database_wanted(const char *datname);
 
 #endif							/* PGCB_GUC_H */

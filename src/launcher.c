@@ -1,24 +1,30 @@
 /*
  * launcher.c
  *		The leader, modelled on autoprewarm: a static background worker,
- *		restarted by the postmaster if it dies, that starts one delivery
- *		worker for callback.database_name (a dynamic worker with
- *		bgw_notify_pid set to us, never restarted by the postmaster) and
- *		starts it again when it exits, backing off if it keeps failing.
- *		More databases or more workers per database are more slots here,
- *		not a new design.
+ *		restarted by the postmaster if it dies, that serves every database
+ *		where pg_callback is installed.  For each it starts a delivery worker
+ *		(a dynamic worker with bgw_notify_pid set to us, never restarted by
+ *		the postmaster), starts it again when it exits (backing off if it
+ *		keeps failing), and stops it when the extension or the database goes.
  *
- * It connects to no database, only to the shared catalogs, to see whether
- * the worker's database exists (it may have been dropped).
+ * Which databases: discovery.c (commit hooks, probes); this file decides.
+ * A database is served when callback.database_name lets it (empty: all)
+ * and one of the callback.max_workers slots is free; otherwise it waits,
+ * in order of arrival, and callback_databases and the log (once per
+ * database and reason) say why.  A worker that exits keeps its database's
+ * slot while it restarts; one that found the extension dropped gives it up.
+ *
+ * A slot is (database, worker number within the database): the number is
+ * what the worker claims with, so that a restarted worker returns its own
+ * claims whichever slot it lands in.  Today each database has one worker
+ * (number 0); several per database are more numbers, not a new design.
+ *
+ * It connects to no database, only to the shared catalogs.  All it knows
+ * lives in shared memory (shmem.h) except the handles and its probe
+ * schedule, which are its own.
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
-#include "access/heapam.h"
-#include "access/table.h"
-#include "access/tableam.h"
-#include "access/xact.h"
-#include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -28,10 +34,11 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
-#include "utils/snapmgr.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
+#include "discovery.h"
 #include "guc.h"
 #include "launcher.h"
 #include "shmem.h"
@@ -42,8 +49,32 @@
 /* A worker that ran this long was healthy: restart it without backoff. */
 #define HEALTHY_RUN_MS 10000
 #define CHECK_INTERVAL_MS 1000
+#define SCAN_INTERVAL_MS 1000
+/* A probe that could not start or answer is tried again after this. */
+#define PROBE_RETRY_MS 10000
 
-static BackgroundWorkerHandle *worker_handle = NULL;
+/* A worker we started, by slot number. */
+typedef struct Run
+{
+	BackgroundWorkerHandle *handle; /* NULL: slot free */
+	Oid			dboid;
+	TimestampTz started_at;
+} Run;
+
+/* A database of pg_database, and when to probe it next (0: not needed). */
+typedef struct Known
+{
+	PgcbDatabaseInfo info;
+	TimestampTz probe_at;
+} Known;
+
+static Run	runs[PGCB_MAX_WORKERS];
+static Known *known = NULL;
+static int	n_known = 0;
+static TimestampTz scanned_at = 0;
+static bool rescan = true;
+static BackgroundWorkerHandle *probe_handle = NULL;
+static Oid	probe_dboid = InvalidOid;
 
 void
 pgcb_launcher_register(void)
@@ -64,9 +95,12 @@ pgcb_launcher_register(void)
 static void
 launcher_detach(int code, Datum arg)
 {
-	/* our worker must not outlive us: the next launcher starts a new one */
-	if (worker_handle != NULL)
-		TerminateBackgroundWorker(worker_handle);
+	/* our workers must not outlive us: the next launcher starts new ones */
+	for (int i = 0; i < PGCB_MAX_WORKERS; i++)
+		if (runs[i].handle != NULL)
+			TerminateBackgroundWorker(runs[i].handle);
+	if (probe_handle != NULL)
+		TerminateBackgroundWorker(probe_handle);
 	LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
 	if (pgcb_shared->launcher_pid == MyProcPid)
 	{
@@ -76,10 +110,130 @@ launcher_detach(int code, Datum arg)
 	LWLockRelease(pgcb_shared->lock);
 }
 
+static Known *
+find_known(Oid dboid)
+{
+	for (int i = 0; i < n_known; i++)
+		if (known[i].info.oid == dboid)
+			return &known[i];
+	return NULL;
+}
+
+static const char *
+db_name(Oid dboid)
+{
+	Known	   *k = find_known(dboid);
+	static char buf[32];
+
+	if (k != NULL)
+		return k->info.name;
+	snprintf(buf, sizeof(buf), "oid %u", dboid);
+	return buf;
+}
+
+static Run *
+run_of(Oid dboid)
+{
+	for (int i = 0; i < PGCB_MAX_WORKERS; i++)
+		if (runs[i].handle != NULL && runs[i].dboid == dboid)
+			return &runs[i];
+	return NULL;
+}
+
+/* Read pg_database again: new databases are probed, dropped ones forgotten. */
+static void
+scan_databases(TimestampTz now)
+{
+	int			n;
+	PgcbDatabaseInfo *list = pgcb_discovery_list_databases(&n);
+	Known	   *fresh = MemoryContextAlloc(TopMemoryContext, Max(n, 1) * sizeof(Known));
+
+	for (int i = 0; i < n; i++)
+	{
+		Known	   *old = find_known(list[i].oid);
+
+		fresh[i].info = list[i];
+		/* new, or now connectable: probe it at once */
+		fresh[i].probe_at = (old != NULL && old->info.servable) ? old->probe_at : now;
+	}
+	pfree(list);
+	if (known != NULL)
+		pfree(known);
+	known = fresh;
+	n_known = n;
+	scanned_at = now;
+	rescan = false;
+}
+
+/* Say why a database is not served, once per database and reason. */
+static void
+say_once(PgcbDatabase *db, PgcbDatabaseReason reason)
+{
+	if (db->said & (1 << reason))
+		return;
+	db->said |= 1 << reason;
+	switch (reason)
+	{
+		case PGCB_WHY_MAX_WORKERS:
+			ereport(LOG,
+					(errmsg("pg_callback: database \"%s\" waits for a delivery worker: all %d of callback.max_workers are serving other databases",
+							db_name(db->dboid), pgcb_max_workers),
+					 errhint("Raise callback.max_workers (a restart), or name the databases to serve in callback.database_name; callback.callback_databases lists who waits.")));
+			break;
+		case PGCB_WHY_NO_BGWORKER:
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("pg_callback could not start a delivery worker for database \"%s\"",
+							db_name(db->dboid)),
+					 errhint("Raise max_worker_processes (a restart).")));
+			break;
+		case PGCB_WHY_FILTER:
+			ereport(LOG,
+					(errmsg("pg_callback is installed in database \"%s\", which callback.database_name leaves out: its events are not delivered",
+							db_name(db->dboid)),
+					 errhint("Add it to callback.database_name, or empty the setting to serve every database, and reload.")));
+			break;
+		case PGCB_WHY_TEMPLATE:
+			ereport(LOG,
+					(errmsg("pg_callback is installed in database \"%s\", which is a template or allows no connections: its events are not delivered",
+							db_name(db->dboid))));
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+set_state(PgcbDatabase *db, PgcbDatabaseState state, PgcbDatabaseReason reason,
+		  TimestampTz now)
+{
+	if (db->state != state)
+		db->since = now;
+	db->state = state;
+	db->reason = reason;
+}
+
+/* Start the worker for db in a free slot (lock held); false if none started. */
 static bool
-start_worker(int slotno)
+start_worker(PgcbDatabase *db, TimestampTz now)
 {
 	BackgroundWorker bgw;
+	PgcbWorkerArgs args;
+	int			slotno = -1;
+
+	for (int i = 0; i < pgcb_max_workers; i++)
+		if (runs[i].handle == NULL)
+		{
+			slotno = i;
+			break;
+		}
+	if (slotno < 0)
+		return false;			/* a stopped worker not yet reaped */
+
+	memset(&args, 0, sizeof(args));
+	args.dboid = db->dboid;
+	args.db_worker = 0;
+	strlcpy(args.datname, db_name(db->dboid), NAMEDATALEN);
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -90,81 +244,260 @@ start_worker(int slotno)
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s %d", PGCB_WORKER_TYPE, slotno);
 	strlcpy(bgw.bgw_type, PGCB_WORKER_TYPE, BGW_MAXLEN);
 	bgw.bgw_main_arg = Int32GetDatum(slotno);
+	StaticAssertStmt(sizeof(PgcbWorkerArgs) <= BGW_EXTRALEN, "worker arguments too long");
+	memcpy(bgw.bgw_extra, &args, sizeof(args));
 	bgw.bgw_notify_pid = MyProcPid;
 
-	if (!RegisterDynamicBackgroundWorker(&bgw, &worker_handle))
+	if (!RegisterDynamicBackgroundWorker(&bgw, &runs[slotno].handle))
 	{
-		worker_handle = NULL;
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("pg_callback could not start its delivery worker"),
-				 errhint("Raise max_worker_processes.")));
+		runs[slotno].handle = NULL;
+		set_state(db, PGCB_DB_WAITING, PGCB_WHY_NO_BGWORKER, now);
+		say_once(db, PGCB_WHY_NO_BGWORKER);
 		return false;
 	}
+	runs[slotno].dboid = db->dboid;
+	runs[slotno].started_at = now;
+	set_state(db, PGCB_DB_STARTING, PGCB_WHY_NONE, now);
 	return true;
 }
 
 /*
- * The oid of the worker's database, or InvalidOid.  A plain heap scan of
- * pg_database: without a database we may read shared catalogs, not their
- * indexes.
+ * A worker stopped: why decides what next.  Its database's entry says
+ * ABSENT if the worker found the extension dropped (no restart), EXCLUDED
+ * if we stopped it; anything else is a failure or an eviction by DROP
+ * DATABASE, and the worker comes back after a back-off (holding its slot).
  */
-static Oid
-worker_database_oid(void)
+static void
+reap_worker(Run *r, TimestampTz now)
 {
-	Relation	rel;
-	TableScanDesc scan;
-	HeapTuple	tup;
-	Oid			dboid = InvalidOid;
+	PgcbDatabase *db;
 
-	StartTransactionCommand();
-	(void) GetTransactionSnapshot();
-	rel = table_open(DatabaseRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(rel, 0, NULL);
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	pfree(r->handle);
+	r->handle = NULL;
+	LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
+	db = pgcb_shmem_find_database(r->dboid, false);
+	if (db != NULL)
 	{
-		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-
-		if (strcmp(NameStr(db->datname), pgcb_database_name) == 0)
+		db->worker_pid = 0;
+		/* ABSENT: the worker said so in the log; EXCLUDED: we did */
+		if (db->state != PGCB_DB_ABSENT && db->state != PGCB_DB_EXCLUDED)
 		{
-			dboid = db->oid;
-			break;
+			if (TimestampDifferenceExceeds(r->started_at, now, HEALTHY_RUN_MS))
+				db->restart_delay_ms = RESTART_DELAY_MIN_MS;
+			else
+				db->restart_delay_ms = Min(Max(db->restart_delay_ms * 2, RESTART_DELAY_MIN_MS),
+										   RESTART_DELAY_MAX_MS);
+			db->next_start_at = TimestampTzPlusMilliseconds(now, db->restart_delay_ms);
+			set_state(db, PGCB_DB_RESTARTING, PGCB_WHY_BACKOFF, now);
 		}
 	}
-	table_endscan(scan);
-	table_close(rel, AccessShareLock);
-	CommitTransactionCommand();
-	return dboid;
+	LWLockRelease(pgcb_shared->lock);
+	rescan = true;				/* maybe its database went */
 }
 
-/* Does the worker's database exist, and is no DROP DATABASE holding it? */
-static bool
-database_ready(void)
+static void
+watch_workers(TimestampTz now)
 {
-	Oid			dboid = worker_database_oid();
-	TimestampTz hold_until;
-	Oid			hold_dboid;
+	for (int i = 0; i < PGCB_MAX_WORKERS; i++)
+	{
+		Run		   *r = &runs[i];
+		pid_t		pid;
+		BgwHandleStatus status;
+		PgcbDatabase *db;
+
+		if (r->handle == NULL)
+			continue;
+		status = GetBackgroundWorkerPid(r->handle, &pid);
+		if (status == BGWH_STOPPED)
+		{
+			reap_worker(r, now);
+			continue;
+		}
+		if (status != BGWH_STARTED)
+			continue;
+		LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
+		db = pgcb_shmem_find_database(r->dboid, false);
+		if (db != NULL && db->state == PGCB_DB_STARTING)
+		{
+			if (db->said & ((1 << PGCB_WHY_MAX_WORKERS) | (1 << PGCB_WHY_NO_BGWORKER)))
+				ereport(LOG,
+						(errmsg("pg_callback: database \"%s\" has a delivery worker now",
+								db_name(db->dboid))));
+			db->said = 0;
+			db->worker_pid = pid;
+			set_state(db, PGCB_DB_SERVED, PGCB_WHY_NONE, now);
+		}
+		LWLockRelease(pgcb_shared->lock);
+	}
+}
+
+/*
+ * Go over the database table (lock held): stop what must not be served,
+ * restart what is due, and hand free slots to the databases that wait, the
+ * longest-waiting first.  Returns the ms until a restart is due, or -1.
+ */
+static long
+assign_slots(TimestampTz now)
+{
+	int			busy = 0;
+	long		next_ms = -1;
+	bool		done[PGCB_MAX_DATABASES];
+
+	for (int i = 0; i < PGCB_MAX_DATABASES; i++)
+	{
+		PgcbDatabase *db = &pgcb_shared->databases[i];
+		Known	   *k;
+		Run		   *r;
+
+		done[i] = true;
+		if (db->state == PGCB_DB_FREE || db->state == PGCB_DB_ABSENT)
+			continue;
+		k = find_known(db->dboid);
+		r = run_of(db->dboid);
+		if (k == NULL)
+		{
+			/* dropped, or too new for our last scan */
+			if (db->since < scanned_at && r == NULL)
+				db->state = PGCB_DB_FREE;
+			else
+				rescan = true;
+			if (r != NULL)
+				busy++;
+			continue;
+		}
+		if (!k->info.servable || !pgcb_guc_database_wanted(k->info.name))
+		{
+			PgcbDatabaseReason why = k->info.servable ? PGCB_WHY_FILTER : PGCB_WHY_TEMPLATE;
+
+			set_state(db, PGCB_DB_EXCLUDED, why, now);
+			say_once(db, why);
+			if (r != NULL)
+			{
+				TerminateBackgroundWorker(r->handle);
+				busy++;
+			}
+			continue;
+		}
+		if (db->state == PGCB_DB_EXCLUDED)
+			set_state(db, PGCB_DB_WANTED, PGCB_WHY_NONE, now);
+		if (db->state == PGCB_DB_STARTING || db->state == PGCB_DB_SERVED || r != NULL)
+		{
+			busy++;
+			continue;
+		}
+		if (db->state == PGCB_DB_RESTARTING)
+		{
+			busy++;				/* it keeps its slot while it restarts */
+			if (pgcb_shmem_held(db->dboid))
+				db->reason = PGCB_WHY_HELD;
+			else if (now >= db->next_start_at)
+			{
+				if (!start_worker(db, now))
+					rescan = true;
+			}
+			else
+			{
+				long		ms = (long) ((db->next_start_at - now) / 1000) + 1;
+
+				next_ms = next_ms < 0 ? ms : Min(next_ms, ms);
+			}
+			continue;
+		}
+		done[i] = false;		/* WANTED or WAITING: below */
+	}
+
+	/* the waiting ones, oldest first, while slots are free */
+	for (;;)
+	{
+		PgcbDatabase *first = NULL;
+		int			first_i = -1;
+
+		for (int i = 0; i < PGCB_MAX_DATABASES; i++)
+		{
+			PgcbDatabase *db = &pgcb_shared->databases[i];
+
+			if (!done[i] && (first == NULL || db->since < first->since))
+			{
+				first = db;
+				first_i = i;
+			}
+		}
+		if (first == NULL)
+			break;
+		done[first_i] = true;
+		if (pgcb_shmem_held(first->dboid))
+			set_state(first, PGCB_DB_WAITING, PGCB_WHY_HELD, now);
+		else if (busy >= pgcb_max_workers)
+		{
+			set_state(first, PGCB_DB_WAITING, PGCB_WHY_MAX_WORKERS, now);
+			say_once(first, PGCB_WHY_MAX_WORKERS);
+		}
+		else if (start_worker(first, now))
+			busy++;
+	}
+	return next_ms;
+}
+
+/* Probe one database at a time: the next due, not already known to have it. */
+static long
+run_probes(TimestampTz now)
+{
+	Known	   *next = NULL;
+
+	if (probe_handle != NULL)
+	{
+		pid_t		pid;
+		int			result;
+		Known	   *k;
+
+		if (GetBackgroundWorkerPid(probe_handle, &pid) != BGWH_STOPPED)
+			return -1;			/* its exit sets our latch */
+		pfree(probe_handle);
+		probe_handle = NULL;
+		result = pgcb_discovery_probe_result();
+		k = find_known(probe_dboid);
+		if (result == 1)
+			pgcb_shmem_announce_database(probe_dboid, true);
+		if (k != NULL)
+			k->probe_at = TimestampTzPlusMilliseconds(now, result < 0 ? PROBE_RETRY_MS
+													  : PGCB_PROBE_INTERVAL_MS);
+		probe_dboid = InvalidOid;
+	}
 
 	LWLockAcquire(pgcb_shared->lock, LW_SHARED);
-	hold_dboid = pgcb_shared->hold_dboid;
-	hold_until = pgcb_shared->hold_until;
+	for (int i = 0; i < n_known; i++)
+	{
+		Known	   *k = &known[i];
+		PgcbDatabase *db;
+
+		if (!k->info.servable || !pgcb_guc_database_wanted(k->info.name))
+			continue;
+		db = pgcb_shmem_find_database(k->info.oid, false);
+		if (db != NULL && db->state != PGCB_DB_ABSENT)
+			continue;			/* known to have it */
+		if (next == NULL || k->probe_at < next->probe_at)
+			next = k;
+	}
 	LWLockRelease(pgcb_shared->lock);
 
-	if (!OidIsValid(dboid))
-		return false;
-	if (dboid == hold_dboid && GetCurrentTimestamp() < hold_until)
-		return false;
-	return true;
+	if (next == NULL)
+		return -1;
+	if (next->probe_at > now)
+		return (long) ((next->probe_at - now) / 1000) + 1;
+	probe_handle = pgcb_discovery_start_probe(next->info.oid);
+	if (probe_handle == NULL)
+	{
+		/* no background worker slot now: later */
+		next->probe_at = TimestampTzPlusMilliseconds(now, PROBE_RETRY_MS);
+		return PROBE_RETRY_MS;
+	}
+	probe_dboid = next->info.oid;
+	return -1;
 }
 
 void
 pgcb_launcher_main(Datum main_arg)
 {
-	TimestampTz started_at = 0;
-	TimestampTz next_start_at = 0;
-	long		delay_ms = RESTART_DELAY_MIN_MS;
-	bool		warned_missing = false;
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -173,15 +506,28 @@ pgcb_launcher_main(Datum main_arg)
 	LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
 	pgcb_shared->launcher_pid = MyProcPid;
 	pgcb_shared->launcher_latch = MyLatch;
+	/* a previous launcher's workers died with it: serve its databases anew */
+	for (int i = 0; i < PGCB_MAX_DATABASES; i++)
+	{
+		PgcbDatabase *db = &pgcb_shared->databases[i];
+
+		if (db->state != PGCB_DB_FREE && db->state != PGCB_DB_ABSENT)
+		{
+			db->state = PGCB_DB_WANTED;
+			db->reason = PGCB_WHY_NONE;
+			db->worker_pid = 0;
+		}
+	}
+	pgcb_shared->probe_pid = 0;
+	pgcb_shared->probe_dboid = InvalidOid;
 	LWLockRelease(pgcb_shared->lock);
 	on_shmem_exit(launcher_detach, (Datum) 0);
 
 	for (;;)
 	{
-		pid_t		pid;
-		BgwHandleStatus status = BGWH_STOPPED;
 		long		timeout = CHECK_INTERVAL_MS;
-		TimestampTz now = GetCurrentTimestamp();
+		long		ms;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -190,38 +536,22 @@ pgcb_launcher_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (worker_handle != NULL)
-			status = GetBackgroundWorkerPid(worker_handle, &pid);
-		if (worker_handle != NULL && status == BGWH_STOPPED)
-		{
-			/* it exited: back off if it did not run long */
-			pfree(worker_handle);
-			worker_handle = NULL;
-			if (TimestampDifferenceExceeds(started_at, now, HEALTHY_RUN_MS))
-				delay_ms = RESTART_DELAY_MIN_MS;
-			else
-				delay_ms = Min(delay_ms * 2, RESTART_DELAY_MAX_MS);
-			next_start_at = TimestampTzPlusMilliseconds(now, delay_ms);
-		}
-		if (worker_handle == NULL)
-		{
-			if (now < next_start_at)
-				timeout = Min(timeout, (long) ((next_start_at - now) / 1000) + 1);
-			else if (!database_ready())
-			{
-				if (!warned_missing)
-					ereport(LOG,
-							(errmsg("pg_callback: database \"%s\" is not available; the delivery worker waits for it",
-									pgcb_database_name),
-							 errhint("Create it, or set callback.database_name and restart.")));
-				warned_missing = true;
-			}
-			else if (start_worker(0))
-			{
-				started_at = now;
-				warned_missing = false;
-			}
-		}
+		now = GetCurrentTimestamp();
+		watch_workers(now);
+		if (rescan || TimestampDifferenceExceeds(scanned_at, now, SCAN_INTERVAL_MS))
+			scan_databases(now);
+
+		LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
+		ms = assign_slots(now);
+		LWLockRelease(pgcb_shared->lock);
+		if (ms >= 0)
+			timeout = Min(timeout, ms);
+
+		ms = run_probes(now);
+		if (ms >= 0)
+			timeout = Min(timeout, ms);
+		if (rescan)
+			timeout = Min(timeout, 100);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PGCB_WAIT_EVENT);

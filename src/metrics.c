@@ -1,8 +1,9 @@
 /*
  * metrics.c
  *		SQL functions behind the metrics views: the latency histogram kept in
- *		callback_stats (an aggregate, a merge and a percentile estimate), and
- *		worker_stats(), the live counters from shared memory.
+ *		callback_stats (an aggregate, a merge and a percentile estimate),
+ *		worker_stats(), the live counters from shared memory, and
+ *		launcher_databases(), which databases the launcher serves.
  *
  * A histogram of 24 power-of-two buckets makes p50/p95/p99 cheap over any
  * history: the views sum a few thousand per-minute rows instead of sorting
@@ -27,6 +28,7 @@ PG_FUNCTION_INFO_V1(histogram_accum);
 PG_FUNCTION_INFO_V1(histogram_add);
 PG_FUNCTION_INFO_V1(histogram_percentile);
 PG_FUNCTION_INFO_V1(worker_stats);
+PG_FUNCTION_INFO_V1(launcher_databases);
 
 /*
  * The bucket of a latency: finite and not negative (the callers check), so
@@ -273,6 +275,51 @@ worker_stats(PG_FUNCTION_ARGS)
 		nulls[13] = last_error[0] == '\0';
 		values[14] = TimestampTzGetDatum(last_error_at);
 		nulls[14] = last_error_at == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * callback.launcher_databases(): the databases where the launcher knows
+ * pg_callback is installed, served or not, and why not.  Read under the
+ * shared lock into local memory first: the tuplestore may write to disk.
+ */
+Datum
+launcher_databases(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PgcbDatabase dbs[PGCB_MAX_DATABASES];
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (pgcb_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_callback is not in shared_preload_libraries"),
+				 errhint("Add pg_callback to shared_preload_libraries and restart the server.")));
+
+	LWLockAcquire(pgcb_shared->lock, LW_SHARED);
+	memcpy(dbs, pgcb_shared->databases, sizeof(dbs));
+	LWLockRelease(pgcb_shared->lock);
+
+	for (int i = 0; i < PGCB_MAX_DATABASES; i++)
+	{
+		PgcbDatabase *db = &dbs[i];
+		Datum		values[5];
+		bool		nulls[5];
+		const char *detail;
+
+		if (db->state == PGCB_DB_FREE || db->state == PGCB_DB_ABSENT)
+			continue;
+		memset(nulls, 0, sizeof(nulls));
+		detail = pgcb_database_reason_text(db->reason);
+		values[0] = ObjectIdGetDatum(db->dboid);
+		values[1] = CStringGetTextDatum(pgcb_database_state_name(db->state));
+		values[2] = Int32GetDatum((int32) db->worker_pid);
+		nulls[2] = db->state != PGCB_DB_SERVED || db->worker_pid == 0;
+		values[3] = TimestampTzGetDatum(db->since);
+		values[4] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+		nulls[4] = detail == NULL;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

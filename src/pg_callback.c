@@ -13,6 +13,7 @@
 #include "miscadmin.h"
 
 #include "dbguard.h"
+#include "discovery.h"
 #include "event.h"
 #include "guc.h"
 #include "launcher.h"
@@ -31,5 +32,6 @@ _PG_init(void)
 	pgcb_shmem_init();
 	pgcb_launcher_register();
 	pgcb_dbguard_init();
+	pgcb_discovery_init();
 	pgcb_event_init();
 }

@@ -17,8 +17,12 @@
 /* Longest event type, and the characters allowed in one (patterns add '*'). */
 #define PGCB_EVENT_TYPE_MAX		128
 
-/* How many per-database delivery workers shared memory has room for. */
-#define PGCB_MAX_WORKERS		8
+/*
+ * How many delivery workers shared memory has room for (callback.max_workers
+ * is at most this), and how many databases the launcher can keep track of.
+ */
+#define PGCB_MAX_WORKERS		64
+#define PGCB_MAX_DATABASES		256
 
 extern bool pgcb_event_type_is_valid(const char *type, bool allow_wildcard);
 extern bool pgcb_event_type_matches(const char *pattern, const char *type);

@@ -13,7 +13,9 @@
  * a WAL flush per batch.
  *
  * It exits non-zero on any error or SIGTERM, so the launcher starts it
- * again; its claims are released when it comes back.
+ * again; its claims are released when it comes back.  It exits zero when
+ * the extension has been dropped from its database, having told the
+ * launcher, which then leaves the database alone until it is created again.
  */
 #include "postgres.h"
 
@@ -57,7 +59,10 @@ typedef struct LoopState
 	TimestampTz first_unflushed_at;
 	int			last_claimed;
 	bool		extension_present;	/* and its schema one we work with */
+	bool		extension_gone; /* dropped: we stop */
+	uint32		created_gen;	/* pgcb_shmem_database_gen() before the look */
 	bool		schema_refused; /* we said so in the log */
+	const char *datname;
 } LoopState;
 
 /*
@@ -94,7 +99,7 @@ schema_usable(PgcbWorkerSlot *slot, LoopState *ls)
 				 errmsg("%s; deliveries wait", msg),
 				 fit == PGCB_SCHEMA_TOO_OLD ?
 				 errhint("Run ALTER EXTENSION pg_callback UPDATE in database \"%s\".",
-						 pgcb_database_name) :
+						 ls->datname) :
 				 errhint("Install pg_callback %s or later and restart the server.", installed)));
 		pgcb_shmem_set_error(slot, msg);
 	}
@@ -109,6 +114,9 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 {
 	int			room = pgcb_max_inflight - pgcb_delivery_inflight();
 
+	/* read before we look, so that a CREATE EXTENSION after the look shows */
+	ls->created_gen = pgcb_shmem_database_gen(MyDatabaseId);
+
 	/* now() in our statements is the transaction start: keep it current */
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -117,7 +125,10 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 
 	ls->extension_present = pgcb_queue_extension_present();
 	if (!ls->extension_present)
+	{
 		pgcb_shmem_set_state(slot, PGCB_STATE_NO_EXTENSION);
+		ls->extension_gone = true;
+	}
 	else if (!schema_usable(slot, ls))
 		ls->extension_present = false;
 	else
@@ -200,6 +211,7 @@ void
 pgcb_worker_main(Datum main_arg)
 {
 	int			slotno = DatumGetInt32(main_arg);
+	PgcbWorkerArgs args;
 	PgcbWorkerSlot *slot;
 	LoopState	ls;
 	MemoryContext loop_cxt;
@@ -208,22 +220,25 @@ pgcb_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(pgcb_database_name, NULL, 0);
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	BackgroundWorkerInitializeConnectionByOid(args.dboid, InvalidOid, 0);
 	pgcb_session_pin_search_path();
-	slot = pgcb_shmem_attach_worker(slotno, MyDatabaseId);
+	slot = pgcb_shmem_attach_worker(slotno, MyDatabaseId, args.db_worker);
 	pgstat_report_appname(PGCB_WORKER_TYPE);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", PGCB_WORKER_TYPE, PGC_USERSET, PGC_S_OVERRIDE);
 
 	ereport(LOG,
-			(errmsg("pg_callback worker started in database \"%s\"", pgcb_database_name)));
+			(errmsg("pg_callback worker started in database \"%s\"", args.datname)));
 
-	pgcb_delivery_init(slot, slotno);
+	/* claims are per database: a restart in another slot still finds its own */
+	pgcb_delivery_init(slot, args.db_worker);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "pg_callback worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	memset(&ls, 0, sizeof(ls));
 	ls.woken = true;
 	ls.extension_present = true;
+	ls.datname = args.datname;
 
 	for (;;)
 	{
@@ -251,6 +266,19 @@ pgcb_worker_main(Datum main_arg)
 				pg_usleep(MIN_CYCLE_GAP_US - since_last);
 			run_cycle(slot, &ls, sweep);
 			MemoryContextSwitchTo(loop_cxt);
+			/* created again since we looked: go on, as 1.0 did */
+			if (ls.extension_gone &&
+				!pgcb_shmem_database_absent(MyDatabaseId, ls.created_gen))
+				ls.extension_gone = false;
+			if (ls.extension_gone)
+			{
+				/* no claims to return: they went with the tables */
+				ereport(LOG,
+						(errmsg("pg_callback: the extension is not installed in database \"%s\"; its worker stops",
+								args.datname),
+						 errhint("CREATE EXTENSION pg_callback there starts delivery again.")));
+				proc_exit(0);
+			}
 		}
 
 		if (pgcb_delivery_wait(wait_timeout(&ls, GetCurrentTimestamp())))

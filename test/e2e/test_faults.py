@@ -611,13 +611,19 @@ def test_drop_extension_while_delivering(dropcluster, receiver, tracker):
         c, receiver, tracker, "/dropext",
         lambda: _timed(c, "DROP EXTENSION pg_callback"))
     assert took < 20, "DROP EXTENSION took %.1f s" % took
+    # the worker stops cleanly (exit 0, one line) and is not started again
+    # until the extension is back (issue 11)
+    c.wait_until(lambda: c.worker_pid() is None, timeout=10,
+                 what="the worker stopped after DROP EXTENSION")
     c.execute("CREATE EXTENSION pg_callback")
     _resumes(c, receiver, tracker, "/dropext2")
     log = c.log_text()[off:]
     _assert_no_crash(log)
     codes = _worker_exit_codes(log)
-    assert codes == [] and c.worker_pid() == pid, \
-        "the worker left (exit codes %r) instead of waiting for the extension:\n%s" % (
+    stops = log.count('the extension is not installed in database "%s"; its worker stops' % c.dbname)
+    starts = log.count('pg_callback worker started in database "%s"' % c.dbname)
+    assert codes == [] and stops == 1 and starts == 1 and c.worker_pid() not in (None, pid), \
+        "the worker did not stop once, cleanly, and come back once (exit codes %r):\n%s" % (
             codes, "\n".join(line for line in log.splitlines() if "pg_callback worker" in line))
     record_figure("fault DROP EXTENSION with %d arrived of 5000: took %.2f s; worker %d -> %s "
                   "(exit codes %r); delivers again after CREATE EXTENSION"
