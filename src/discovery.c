@@ -42,6 +42,7 @@
 #include "utils/snapmgr.h"
 
 #include "discovery.h"
+#include "launcher.h"
 #include "pg_callback.h"
 #include "shmem.h"
 
@@ -191,22 +192,16 @@ pgcb_discovery_start_probe(Oid dboid)
 {
 	BackgroundWorker bgw;
 	BackgroundWorkerHandle *handle;
+	char		name[BGW_MAXLEN];
 
 	LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
 	pgcb_shared->probe_dboid = dboid;
 	pgcb_shared->probe_result = -1;
 	LWLockRelease(pgcb_shared->lock);
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(bgw.bgw_library_name, PGCB_LIBRARY_NAME, BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "pgcb_probe_main", BGW_MAXLEN);
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s %u", PGCB_PROBE_TYPE, dboid);
-	strlcpy(bgw.bgw_type, PGCB_PROBE_TYPE, BGW_MAXLEN);
+	snprintf(name, sizeof(name), "%s %u", PGCB_PROBE_TYPE, dboid);
+	pgcb_launcher_fill_worker(&bgw, "pgcb_probe_main", PGCB_PROBE_TYPE, name);
 	bgw.bgw_main_arg = ObjectIdGetDatum(dboid);
-	bgw.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
 		return NULL;
 	return handle;

@@ -76,6 +76,26 @@ static bool rescan = true;
 static BackgroundWorkerHandle *probe_handle = NULL;
 static Oid	probe_dboid = InvalidOid;
 
+/*
+ * A dynamic worker of ours (delivery worker or probe): connected to a
+ * database, started once recovery is over, never restarted by the
+ * postmaster (the launcher decides), reporting to the launcher.
+ */
+void
+pgcb_launcher_fill_worker(BackgroundWorker *bgw, const char *function,
+						  const char *type, const char *name)
+{
+	memset(bgw, 0, sizeof(*bgw));
+	bgw->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw->bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(bgw->bgw_library_name, PGCB_LIBRARY_NAME, BGW_MAXLEN);
+	strlcpy(bgw->bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(bgw->bgw_name, name, BGW_MAXLEN);
+	strlcpy(bgw->bgw_type, type, BGW_MAXLEN);
+	bgw->bgw_notify_pid = MyProcPid;
+}
+
 void
 pgcb_launcher_register(void)
 {
@@ -217,6 +237,7 @@ set_state(PgcbDatabase *db, PgcbDatabaseState state, PgcbDatabaseReason reason,
 static bool
 start_worker(PgcbDatabase *db, TimestampTz now)
 {
+	char		name[BGW_MAXLEN];
 	BackgroundWorker bgw;
 	PgcbWorkerArgs args;
 	int			slotno = -1;
@@ -235,18 +256,11 @@ start_worker(PgcbDatabase *db, TimestampTz now)
 	args.db_worker = 0;
 	strlcpy(args.datname, db_name(db->dboid), NAMEDATALEN);
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(bgw.bgw_library_name, PGCB_LIBRARY_NAME, BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "pgcb_worker_main", BGW_MAXLEN);
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s %d", PGCB_WORKER_TYPE, slotno);
-	strlcpy(bgw.bgw_type, PGCB_WORKER_TYPE, BGW_MAXLEN);
+	snprintf(name, sizeof(name), "%s %d", PGCB_WORKER_TYPE, slotno);
+	pgcb_launcher_fill_worker(&bgw, "pgcb_worker_main", PGCB_WORKER_TYPE, name);
 	bgw.bgw_main_arg = Int32GetDatum(slotno);
 	StaticAssertStmt(sizeof(PgcbWorkerArgs) <= BGW_EXTRALEN, "worker arguments too long");
 	memcpy(bgw.bgw_extra, &args, sizeof(args));
-	bgw.bgw_notify_pid = MyProcPid;
 
 	if (!RegisterDynamicBackgroundWorker(&bgw, &runs[slotno].handle))
 	{

@@ -8,9 +8,13 @@
 
 #include "postgres.h"
 
+#include "postmaster/bgworker.h"
+
 #define PGCB_LAUNCHER_TYPE "pg_callback launcher"
 
 extern void pgcb_launcher_register(void);
+extern void pgcb_launcher_fill_worker(BackgroundWorker *bgw, const char *function,
+									  const char *type, const char *name);
 
 PGDLLEXPORT void pgcb_launcher_main(Datum main_arg);
 

@@ -228,6 +228,17 @@ histogram_percentile(PG_FUNCTION_ARGS)
 	PG_RETURN_FLOAT8(PGCB_HIST_BASE_MS * pow(2.0, PGCB_HIST_BUCKETS - 1));
 }
 
+/* The live figures are in shared memory, there only when preloaded. */
+static void
+require_shared_memory(void)
+{
+	if (pgcb_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_callback is not in shared_preload_libraries"),
+				 errhint("Add pg_callback to shared_preload_libraries and restart the server.")));
+}
+
 /* callback.worker_stats(): one row per worker slot in use, from shared memory. */
 Datum
 worker_stats(PG_FUNCTION_ARGS)
@@ -235,11 +246,7 @@ worker_stats(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (pgcb_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_callback is not in shared_preload_libraries"),
-				 errhint("Add pg_callback to shared_preload_libraries and restart the server.")));
+	require_shared_memory();
 
 	for (int i = 0; i < PGCB_MAX_WORKERS; i++)
 	{
@@ -292,11 +299,7 @@ launcher_databases(PG_FUNCTION_ARGS)
 	PgcbDatabase dbs[PGCB_MAX_DATABASES];
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (pgcb_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_callback is not in shared_preload_libraries"),
-				 errhint("Add pg_callback to shared_preload_libraries and restart the server.")));
+	require_shared_memory();
 
 	LWLockAcquire(pgcb_shared->lock, LW_SHARED);
 	memcpy(dbs, pgcb_shared->databases, sizeof(dbs));
