@@ -195,3 +195,48 @@ def test_drop_endpoint_force_uncommitted_does_not_stop_others(cluster, receiver,
                          (slow,))[0][0] == 0
     after = enqueue(cluster, "drfast.ev")
     assert within(cluster, lambda: delivered_and_recorded(cluster, after), PROMPT_S)
+
+
+def test_process_callbacks_waits_for_the_lock_and_counts_once(cluster, receiver, endpoint_factory):
+    """process_callbacks() runs in its caller's transaction, which chose to
+    wait: under an open purge('0') it waits on the stats row, and once the
+    purge commits it finishes, each attempt recorded and counted once.
+    Runs last: it restarts the cluster without a worker for its database."""
+    cluster.set_conf(**{"callback.database_name": "pgcb_no_such_db"})
+    cluster.restart()
+    cluster.wait_until(lambda: not cluster.worker_pids(), timeout=20, what="no worker")
+    endpoint_factory("pc_a", receiver.url("/pc_a"), event_types="{pca.*}")
+    early_in_minute(cluster)
+    enqueue(cluster, "pca.ev")
+    assert cluster.scalar("SELECT callback.process_callbacks(10)") == 1
+    admin = cluster.connect(autocommit=False)
+    drainer = cluster.connect(autocommit=True)
+    result = {}
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT callback.purge('0')")
+        ev = enqueue(cluster, "pca.ev")
+        drainer_pid = drainer.get_backend_pid()
+
+        def drain():
+            with drainer.cursor() as cur:
+                cur.execute("SELECT callback.process_callbacks(10)")
+                result["n"] = cur.fetchone()[0]
+        import threading
+        t = threading.Thread(target=drain)
+        t.start()
+        cluster.wait_until(
+            lambda: cluster.scalar("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                   (drainer_pid,)) == "Lock",
+            timeout=10, what="process_callbacks() waiting on the purge's lock")
+        assert receiver.count("/pc_a") == 2
+        admin.commit()
+        t.join(timeout=15)
+        assert not t.is_alive(), "process_callbacks() still waits after the purge committed"
+    finally:
+        admin.close()
+        drainer.close()
+    assert result.get("n") == 1
+    assert delivered_and_recorded(cluster, ev)
+    rows, ok = stats_match_attempts(cluster, ["pc_a"])
+    assert ok and [(r[1], int(r[2])) for r in rows] == [("pca.ev", 1)], rows
