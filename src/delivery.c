@@ -4,7 +4,8 @@
  *		take now (its free in-flight slots, its token bucket, its circuit
  *		breaker), claims them, sends them signed through http.c, turns each
  *		finished attempt into an outcome with the retry policy, and writes
- *		the outcomes back in one statement.
+ *		the outcomes back in one statement (keeping, in the worker, those
+ *		whose rows an SQL user's open transaction holds, for a later cycle).
  *
  * Memory: endpoint configuration lives in config_cxt, reset at each
  * reload; each request is allocated in request_cxt and freed when it

@@ -3,8 +3,10 @@
  *		SQL of the delivery engine.  Each step is one statement with a saved
  *		plan: load endpoints (with each one's earliest due time, from the
  *		partial index), claim (FOR UPDATE SKIP LOCKED, a per-endpoint limit,
- *		a lease), write back (unnest of arrays: queue update, attempt
- *		history and stats rollup together).  Nothing here runs per row.
+ *		a lease), write back (unnest of arrays: queue update and attempt
+ *		history together; the stats rollup apart, see PLAN_STATS).  Nothing
+ *		here runs per row.  In the worker no statement waits on a row lock
+ *		an SQL user holds (see LOCK_MARK and run_step).
  */
 #include "postgres.h"
 
