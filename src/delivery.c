@@ -4,7 +4,8 @@
  *		take now (its free in-flight slots, its token bucket, its circuit
  *		breaker), claims them, sends them signed through http.c, turns each
  *		finished attempt into an outcome with the retry policy, and writes
- *		the outcomes back in one statement.
+ *		the outcomes back in one statement (keeping, in the worker, those
+ *		whose rows an SQL user's open transaction holds, for a later cycle).
  *
  * Memory: endpoint configuration lives in config_cxt, reset at each
  * reload; each request is allocated in request_cxt and freed when it
@@ -79,6 +80,20 @@ static dlist_head live_requests = DLIST_STATIC_INIT(live_requests);
 static bool more_due = false;
 static TimestampTz next_due_at = 0;
 
+/*
+ * What a lock held back at the last flush (see pgcb_delivery_flush): the
+ * outcomes kept are the first n_blocked (they do not count as unflushed,
+ * or the worker would cycle without pause); stats rollups not yet added.
+ * All are tried again at held_retry_at or with the next batch.
+ */
+#define HELD_RETRY_MS 200
+static int	n_blocked = 0;
+static bool held_back = false;
+static TimestampTz held_retry_at = 0;
+static char **pending_stats = NULL;
+static int	n_pending_stats = 0;
+static int	cap_pending_stats = 0;
+
 void
 pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
 {
@@ -86,6 +101,8 @@ pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
 
 	my_slot = slot;
 	my_claimed_by = claimed_by;
+	/* only the worker must never wait: see queue.c, LOCK_MARK */
+	pgcb_queue_set_skip_locked(slot != NULL);
 	if (engine_cxt != NULL)
 		return;
 	engine_cxt = AllocSetContextCreate(TopMemoryContext, "pg_callback delivery",
@@ -408,6 +425,69 @@ pgcb_delivery_wait(long timeout_ms)
 	return latch_set;
 }
 
+/*
+ * Start outcome_cxt again with only what is still to be written: the
+ * outcomes kept and the reasons of breakers still dirty.  So memory stays
+ * flat however long a lock holds some of them back.
+ */
+static void
+renew_outcome_cxt(void)
+{
+	HASH_SEQ_STATUS seq;
+	PgcbEndpoint *ep;
+	bool		keep = n_outcomes > 0;
+	MemoryContext fresh;
+
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+	{
+		if (!ep->breaker_dirty)
+			ep->breaker_reason = NULL;
+		else if (ep->breaker_reason != NULL)
+			keep = true;
+	}
+	if (!keep)
+	{
+		MemoryContextReset(outcome_cxt);
+		return;
+	}
+	fresh = AllocSetContextCreate(engine_cxt, "pg_callback outcomes", ALLOCSET_DEFAULT_SIZES);
+	for (int i = 0; i < n_outcomes; i++)
+	{
+		if (outcomes[i].error)
+			outcomes[i].error = MemoryContextStrdup(fresh, outcomes[i].error);
+		if (outcomes[i].response_body)
+			outcomes[i].response_body = MemoryContextStrdup(fresh, outcomes[i].response_body);
+	}
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+		if (ep->breaker_reason != NULL)
+			ep->breaker_reason = MemoryContextStrdup(fresh, ep->breaker_reason);
+	MemoryContextDelete(outcome_cxt);
+	outcome_cxt = fresh;
+}
+
+static void
+add_pending_stats(char *doc)
+{
+	if (n_pending_stats == cap_pending_stats)
+	{
+		cap_pending_stats = Max(8, cap_pending_stats * 2);
+		pending_stats = pending_stats == NULL ?
+			MemoryContextAlloc(engine_cxt, sizeof(char *) * cap_pending_stats) :
+			repalloc(pending_stats, sizeof(char *) * cap_pending_stats);
+	}
+	pending_stats[n_pending_stats++] = doc;
+}
+
+/*
+ * Write back what is finished: outcomes, then the stats rollup, the 410s
+ * and the breakers.  In the worker each of these skips the rows someone
+ * else holds (queue.c, LOCK_MARK) and keeps what it could not write, to try
+ * again in a later cycle: an outcome is written once, when its row is free
+ * (or dropped if the row is gone by then), and its stats with it or later,
+ * never twice.
+ */
 void
 pgcb_delivery_flush(void)
 {
@@ -421,10 +501,38 @@ pgcb_delivery_flush(void)
 	const char **reasons = palloc(sizeof(char *) * Max(n, 1));
 	TimestampTz *at = palloc(sizeof(TimestampTz) * Max(n, 1));
 	TimestampTz *seen = palloc(sizeof(TimestampTz) * Max(n, 1));
+	bool	   *done = palloc(sizeof(bool) * Max(n, 1));
 	int			n_breakers = 0;
 
 	if (n_outcomes > 0)
-		pgcb_queue_write_back(outcomes, n_outcomes);
+	{
+		bool	   *kept = palloc(sizeof(bool) * n_outcomes);
+		char	   *stats;
+		int			n_kept PG_USED_FOR_ASSERTS_ONLY = pgcb_queue_write_back(outcomes, n_outcomes, kept, &stats, engine_cxt);
+		int			k = 0;
+
+		if (stats != NULL)
+			add_pending_stats(stats);
+		for (int i = 0; i < n_outcomes; i++)
+			if (kept[i])
+				outcomes[k++] = outcomes[i];
+		Assert(k == n_kept);
+		n_outcomes = k;
+		pfree(kept);
+	}
+	if (n_pending_stats > 0)
+	{
+		char	   *rest;
+
+		if (pgcb_queue_write_stats(pending_stats, n_pending_stats, &rest, engine_cxt))
+		{
+			for (int i = 0; i < n_pending_stats; i++)
+				pfree(pending_stats[i]);
+			n_pending_stats = 0;
+			if (rest != NULL)
+				add_pending_stats(rest);
+		}
+	}
 
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
@@ -432,7 +540,6 @@ pgcb_delivery_flush(void)
 		if (ep->gone)
 		{
 			gone[n_gone++] = ep->id;
-			ep->gone = false;
 			ep->active = false;
 		}
 		if (ep->breaker_dirty)
@@ -443,22 +550,44 @@ pgcb_delivery_flush(void)
 			at[n_breakers] = ep->breaker_changed_at;
 			seen[n_breakers] = ep->breaker_table_at;
 			n_breakers++;
-			ep->breaker_dirty = false;
-			/* if a resume wins instead, the next load sees it differ */
-			ep->breaker_table_at = ep->breaker_changed_at;
 		}
 	}
 	if (n_gone > 0)
-		pgcb_queue_disable_endpoints(gone, n_gone);
+	{
+		pgcb_queue_disable_endpoints(gone, n_gone, done);
+		for (int i = 0; i < n_gone; i++)
+		{
+			ep = hash_search(endpoints, &gone[i], HASH_FIND, NULL);
+			if (ep != NULL && done[i])
+				ep->gone = false;
+		}
+	}
 	if (n_breakers > 0)
-		pgcb_queue_write_breakers(ids, states, reasons, at, seen, n_breakers);
+	{
+		pgcb_queue_write_breakers(ids, states, reasons, at, seen, n_breakers, done);
+		for (int i = 0; i < n_breakers; i++)
+		{
+			ep = hash_search(endpoints, &ids[i], HASH_FIND, NULL);
+			/* not done: someone holds the row; written again next time */
+			if (ep == NULL || !done[i])
+				continue;
+			ep->breaker_dirty = false;
+			/* if a resume wins instead, the next load sees it differ */
+			ep->breaker_table_at = at[i];
+		}
+	}
 
-	/* breaker reasons point into outcome_cxt too */
+	renew_outcome_cxt();
+	n_blocked = n_outcomes;
+	held_back = n_outcomes > 0 || n_pending_stats > 0;
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
-		ep->breaker_reason = NULL;
-	n_outcomes = 0;
-	MemoryContextReset(outcome_cxt);
+		held_back |= ep->gone || ep->breaker_dirty;
+	if (held_back)
+	{
+		held_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HELD_RETRY_MS);
+		note_due(held_retry_at);
+	}
 	if (my_slot)
 	{
 		pg_atomic_fetch_add_u64(&my_slot->batches, 1);
@@ -577,6 +706,8 @@ pgcb_delivery_cycle(int max_new)
 
 	next_due_at = 0;
 	more_due = false;
+	if (held_back)
+		note_due(held_retry_at);
 	n_eps = hash_get_num_entries(endpoints);
 	ids = palloc(sizeof(int) * Max(n_eps, 1));
 	counts = palloc(sizeof(int) * Max(n_eps, 1));
@@ -635,7 +766,7 @@ pgcb_delivery_inflight(void)
 int
 pgcb_delivery_unflushed(void)
 {
-	return n_outcomes;
+	return n_outcomes - n_blocked;
 }
 
 bool
@@ -658,7 +789,13 @@ pgcb_delivery_ms_until_due(void)
 void
 pgcb_delivery_release_claims(bool mine, bool expired)
 {
-	uint64		n = pgcb_queue_release(mine, my_claimed_by, expired);
+	int64	   *keep = palloc(sizeof(int64) * Max(n_outcomes, 1));
+	uint64		n;
+
+	/* rows whose outcome we hold: their request was sent, no need again */
+	for (int i = 0; i < n_outcomes; i++)
+		keep[i] = outcomes[i].delivery_id;
+	n = pgcb_queue_release(mine, my_claimed_by, expired, keep, n_outcomes);
 
 	if (n > 0)
 		ereport(LOG,
@@ -694,6 +831,10 @@ pgcb_delivery_shutdown(void)
 	endpoints = NULL;
 	outcomes = NULL;
 	n_outcomes = cap_outcomes = 0;
+	n_blocked = 0;
+	held_back = false;
+	pending_stats = NULL;
+	n_pending_stats = cap_pending_stats = 0;
 	inflight = 0;
 	next_due_at = 0;
 	more_due = false;

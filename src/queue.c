@@ -3,8 +3,10 @@
  *		SQL of the delivery engine.  Each step is one statement with a saved
  *		plan: load endpoints (with each one's earliest due time, from the
  *		partial index), claim (FOR UPDATE SKIP LOCKED, a per-endpoint limit,
- *		a lease), write back (unnest of arrays: queue update, attempt
- *		history and stats rollup together).  Nothing here runs per row.
+ *		a lease), write back (unnest of arrays: queue update and attempt
+ *		history together; the stats rollup apart, see PLAN_STATS).  Nothing
+ *		here runs per row.  In the worker no statement waits on a row lock
+ *		an SQL user holds (see LOCK_MARK and run_step).
  */
 #include "postgres.h"
 
@@ -13,11 +15,13 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -35,10 +39,34 @@ enum
 	PLAN_DISABLE,
 	PLAN_BREAKERS,
 	PLAN_RELEASE,
+	PLAN_STATS,
 	NUM_PLANS
 };
 
-static SPIPlanPtr plans[NUM_PLANS];
+/*
+ * Row locks.  Every row the engine writes may be locked by an SQL user for
+ * as long as their transaction stays open: an endpoint by alter_endpoint()
+ * and the others (FOR UPDATE through _endpoint_for_update), queue rows by
+ * drop_endpoint(force => true) or a process_callbacks() still running,
+ * stats rows by purge() and drop_endpoint().  The worker must never wait
+ * for them: one forgotten BEGIN would stop delivery to every endpoint.  So
+ * in the worker each write first locks its rows FOR UPDATE SKIP LOCKED,
+ * writes only those it got, and tells the caller which it skipped; the
+ * engine keeps those (outcomes, stats, breaker states, 410s) in memory and
+ * tries again next cycle.  Written in the plans as "FOR UPDATE" LOCK_MARK:
+ * the worker's plans get SKIP LOCKED there, process_callbacks()' keep the
+ * comment and wait, as the caller's transaction chose to (and a deadlock
+ * there is detected, which a retry loop would hide).  A wait SKIP LOCKED
+ * cannot avoid (a stats row inserted by a transaction still open) is cut
+ * short by lock_timeout: see run_step().
+ */
+#define LOCK_MARK "/*SKIP*/"
+
+/* How long a worker step may wait for a lock before it is retried later. */
+#define STEP_LOCK_TIMEOUT "100ms"
+
+static bool skip_locked = false;	/* the worker: never wait on a row lock */
+static SPIPlanPtr plans[2][NUM_PLANS];	/* [skip_locked] */
 
 /*
  * Every function, aggregate and operator is schema-qualified, and multi-array
@@ -102,6 +130,10 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"                           pg_catalog.unnest($9::pg_catalog.uuid[])) "
 	"    AS o(id, status_code, error, latency_ms, outcome, next_at, started_at, response_body, "
 	"         event_id)), "
+	/* the rows we may write now (see LOCK_MARK) */
+	"l AS MATERIALIZED ("
+	"  SELECT q.id FROM callback.callback_queue q "
+	"   WHERE q.id OPERATOR(pg_catalog.=) ANY ($1::bigint[]) FOR UPDATE " LOCK_MARK "), "
 	"u AS ("
 	"  UPDATE callback.callback_queue q "
 	"     SET status = o.outcome::callback.delivery_status, "
@@ -128,6 +160,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 * own after a stall, or another claimer's) returned the row.
 	 */
 	"    FROM o WHERE q.id OPERATOR(pg_catalog.=) o.id "
+	"             AND q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT l.id FROM l)) "
 	"             AND q.event_id OPERATOR(pg_catalog.=) o.event_id "
 	"             AND (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'sending' "
 	"                  OR (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'pending' "
@@ -139,64 +172,154 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"    (delivery_id, event_id, endpoint_id, event_type, attempt, started_at, latency_ms, "
 	"     status_code, error, response_body, outcome) "
 	"  SELECT id, event_id, endpoint_id, event_type, attempts, started_at, latency_ms, "
-	"         status_code, error, response_body, status FROM u) "
-	"INSERT INTO callback.callback_stats AS s "
-	"  (minute, endpoint_id, event_type, attempts, delivered, failed, dead, "
-	"   latency_sum_ms, latency_max_ms, latency_hist, last_error) "
-	"SELECT pg_catalog.date_trunc('minute', u.started_at), u.endpoint_id, u.event_type, "
-	"       pg_catalog.count(*), "
-	"       pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'delivered'), "
-	"       pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.<>) 'delivered'), "
-	"       pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'dead'), "
-	"       pg_catalog.sum(u.latency_ms), pg_catalog.max(u.latency_ms), "
-	"       callback.latency_histogram(u.latency_ms), "
-	"       (pg_catalog.array_agg(u.error ORDER BY u.started_at DESC) "
-	"            FILTER (WHERE u.error IS NOT NULL))[1] "
-	"  FROM u GROUP BY 1, 2, 3 "
-	"ON CONFLICT (endpoint_id, event_type, minute) DO UPDATE SET "
-	"  attempts = s.attempts OPERATOR(pg_catalog.+) excluded.attempts, "
-	"  delivered = s.delivered OPERATOR(pg_catalog.+) excluded.delivered, "
-	"  failed = s.failed OPERATOR(pg_catalog.+) excluded.failed, "
-	"  dead = s.dead OPERATOR(pg_catalog.+) excluded.dead, "
-	"  latency_sum_ms = s.latency_sum_ms OPERATOR(pg_catalog.+) excluded.latency_sum_ms, "
-	"  latency_max_ms = greatest(s.latency_max_ms, excluded.latency_max_ms), "
-	"  latency_hist = callback.histogram_add(s.latency_hist, excluded.latency_hist), "
-	"  last_error = coalesce(excluded.last_error, s.last_error)",
+	"         status_code, error, response_body, status FROM u), "
+	/*
+	 * The stats rollup is returned, not written: its rows may be locked
+	 * (purge() deletes them), and it is written by PLAN_STATS, which may
+	 * have to keep some for later, without holding back the outcomes.
+	 */
+	"s AS ("
+	"  SELECT pg_catalog.date_trunc('minute', u.started_at) AS minute, u.endpoint_id, u.event_type, "
+	"         pg_catalog.count(*) AS attempts, "
+	"         pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'delivered') AS delivered, "
+	"         pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.<>) 'delivered') AS failed, "
+	"         pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'dead') AS dead, "
+	"         pg_catalog.sum(u.latency_ms) AS latency_sum_ms, pg_catalog.max(u.latency_ms) AS latency_max_ms, "
+	"         callback.latency_histogram(u.latency_ms) AS latency_hist, "
+	"         (pg_catalog.array_agg(u.error ORDER BY u.started_at DESC) "
+	"              FILTER (WHERE u.error IS NOT NULL))[1] AS last_error "
+	"    FROM u GROUP BY 1, 2, 3) "
+	/* the outcomes to keep: their row is there but someone else holds it */
+	"SELECT ARRAY(SELECT o.id FROM o "
+	"              WHERE NOT (o.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT l.id FROM l))) "
+	"                AND EXISTS (SELECT 1 FROM callback.callback_queue q "
+	"                             WHERE q.id OPERATOR(pg_catalog.=) o.id)), "
+	"       (SELECT pg_catalog.jsonb_agg(s) FROM s)::pg_catalog.text",
 
 	[PLAN_DISABLE] =
-	"UPDATE callback.callback_endpoints "
+	"UPDATE callback.callback_endpoints e "
 	"   SET enabled = false, updated_at = pg_catalog.now(), "
 	"       disabled_reason = 'endpoint answered 410 Gone at ' OPERATOR(pg_catalog.||) pg_catalog.now() "
-	" WHERE id OPERATOR(pg_catalog.=) ANY ($1::int[])",
+	" WHERE e.id OPERATOR(pg_catalog.=) ANY (ARRAY("
+	"         SELECT c.id FROM callback.callback_endpoints c "
+	"          WHERE c.id OPERATOR(pg_catalog.=) ANY ($1::int[]) FOR UPDATE " LOCK_MARK ")) "
+	"RETURNING e.id",
 
 	/*
 	 * Only where the table still holds what we last read or wrote: a
 	 * resume_endpoint committed meanwhile wins (and the next load adopts
-	 * it).  A resume still uncommitted holds the row lock; we wait, and
-	 * the condition is checked again on the row it commits.
+	 * it).  Only the rows we could lock (see LOCK_MARK): the others stay
+	 * dirty in memory, and the next cycle tries again, after its load has
+	 * adopted whatever a resume holding the lock committed.  Returns the
+	 * rows dealt with, written or left to a resume.  (In
+	 * process_callbacks() an uncommitted resume is waited for, and the
+	 * condition checked again on the row it commits.)
 	 */
 	[PLAN_BREAKERS] =
-	"UPDATE callback.callback_endpoints e "
-	"   SET breaker_state = b.state, breaker_reason = b.reason, breaker_changed_at = b.at "
-	"  FROM ROWS FROM (pg_catalog.unnest($1::int[]), pg_catalog.unnest($2::pg_catalog.text[]), "
-	"                  pg_catalog.unnest($3::pg_catalog.text[]), "
-	"                  pg_catalog.unnest($4::pg_catalog.timestamptz[]), "
-	"                  pg_catalog.unnest($5::pg_catalog.timestamptz[])) AS b(id, state, reason, at, seen) "
-	" WHERE e.id OPERATOR(pg_catalog.=) b.id "
-	"   AND (e.breaker_changed_at OPERATOR(pg_catalog.=) b.seen "
-	"        OR (e.breaker_changed_at IS NULL AND b.seen IS NULL))",
+	"WITH l AS MATERIALIZED ("
+	"  SELECT c.id FROM callback.callback_endpoints c "
+	"   WHERE c.id OPERATOR(pg_catalog.=) ANY ($1::int[]) FOR UPDATE " LOCK_MARK "), "
+	"u AS ("
+	"  UPDATE callback.callback_endpoints e "
+	"     SET breaker_state = b.state, breaker_reason = b.reason, breaker_changed_at = b.at "
+	"    FROM ROWS FROM (pg_catalog.unnest($1::int[]), pg_catalog.unnest($2::pg_catalog.text[]), "
+	"                    pg_catalog.unnest($3::pg_catalog.text[]), "
+	"                    pg_catalog.unnest($4::pg_catalog.timestamptz[]), "
+	"                    pg_catalog.unnest($5::pg_catalog.timestamptz[])) AS b(id, state, reason, at, seen) "
+	"   WHERE e.id OPERATOR(pg_catalog.=) b.id "
+	"     AND e.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT l.id FROM l)) "
+	"     AND (e.breaker_changed_at OPERATOR(pg_catalog.=) b.seen "
+	"          OR (e.breaker_changed_at IS NULL AND b.seen IS NULL))) "
+	"SELECT l.id FROM l",
 
+	/*
+	 * Claims whose claimer stopped.  Rows someone holds (drop_endpoint()
+	 * deleting them) are left for the next sweep; so are those whose
+	 * outcome we hold but could not write yet ($4): their request was
+	 * sent, and sending it again would not be needed.
+	 */
 	[PLAN_RELEASE] =
-	"UPDATE callback.callback_queue "
+	"UPDATE callback.callback_queue q "
 	"   SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL "
-	" WHERE status OPERATOR(pg_catalog.=) 'sending' "
-	"   AND (($1 AND claimed_by OPERATOR(pg_catalog.=) $2) "
-	"        OR ($3 AND lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now()))",
+	" WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY("
+	"         SELECT c.id FROM callback.callback_queue c "
+	"          WHERE c.status OPERATOR(pg_catalog.=) 'sending' "
+	"            AND (($1 AND c.claimed_by OPERATOR(pg_catalog.=) $2) "
+	"                 OR ($3 AND c.lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now())) "
+	"            AND NOT (c.id OPERATOR(pg_catalog.=) ANY ($4::bigint[])) "
+	"          FOR UPDATE " LOCK_MARK ")) "
+	"   AND q.status OPERATOR(pg_catalog.=) 'sending'",
+
+	/*
+	 * Add stats rollups ($1: jsonb arrays of callback_stats rows, oldest
+	 * first, from PLAN_WRITE_BACK) into callback_stats.  A key whose row is
+	 * there but held by someone else (purge() or drop_endpoint() deleting
+	 * it) is returned, to be added later; so each attempt is counted once.
+	 * Keys of endpoints dropped meanwhile are let go.
+	 */
+	[PLAN_STATS] =
+	"WITH j AS ("
+	"  SELECT r.minute, r.endpoint_id, r.event_type, "
+	"         pg_catalog.sum(r.attempts)::bigint AS attempts, "
+	"         pg_catalog.sum(r.delivered)::bigint AS delivered, "
+	"         pg_catalog.sum(r.failed)::bigint AS failed, "
+	"         pg_catalog.sum(r.dead)::bigint AS dead, "
+	"         pg_catalog.sum(r.latency_sum_ms) AS latency_sum_ms, "
+	"         pg_catalog.max(r.latency_max_ms) AS latency_max_ms, "
+	"         callback.histogram_sum(r.latency_hist) AS latency_hist, "
+	"         (pg_catalog.array_agg(r.last_error ORDER BY b.n DESC) "
+	"              FILTER (WHERE r.last_error IS NOT NULL))[1] AS last_error "
+	"    FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[])) WITH ORDINALITY AS b(doc, n) "
+	"   CROSS JOIN LATERAL pg_catalog.jsonb_populate_recordset(NULL::callback.callback_stats, "
+	"                                                          b.doc::pg_catalog.jsonb) r "
+	"   WHERE EXISTS (SELECT 1 FROM callback.callback_endpoints e "
+	"                  WHERE e.id OPERATOR(pg_catalog.=) r.endpoint_id) "
+	"   GROUP BY 1, 2, 3), "
+	"x AS ("
+	"  SELECT s.endpoint_id, s.event_type, s.minute FROM callback.callback_stats s "
+	"   WHERE EXISTS (SELECT 1 FROM j WHERE j.endpoint_id OPERATOR(pg_catalog.=) s.endpoint_id "
+	"                   AND j.event_type OPERATOR(pg_catalog.=) s.event_type "
+	"                   AND j.minute OPERATOR(pg_catalog.=) s.minute)), "
+	"k AS MATERIALIZED ("
+	"  SELECT s.endpoint_id, s.event_type, s.minute FROM callback.callback_stats s "
+	"   WHERE EXISTS (SELECT 1 FROM j WHERE j.endpoint_id OPERATOR(pg_catalog.=) s.endpoint_id "
+	"                   AND j.event_type OPERATOR(pg_catalog.=) s.event_type "
+	"                   AND j.minute OPERATOR(pg_catalog.=) s.minute) "
+	"   FOR UPDATE " LOCK_MARK "), "
+	/* held: the row is there (x) but we could not lock it (not in k) */
+	"h AS MATERIALIZED ("
+	"  SELECT j.* FROM j "
+	"   WHERE EXISTS (SELECT 1 FROM x WHERE x.endpoint_id OPERATOR(pg_catalog.=) j.endpoint_id "
+	"                   AND x.event_type OPERATOR(pg_catalog.=) j.event_type "
+	"                   AND x.minute OPERATOR(pg_catalog.=) j.minute) "
+	"     AND NOT EXISTS (SELECT 1 FROM k WHERE k.endpoint_id OPERATOR(pg_catalog.=) j.endpoint_id "
+	"                       AND k.event_type OPERATOR(pg_catalog.=) j.event_type "
+	"                       AND k.minute OPERATOR(pg_catalog.=) j.minute)), "
+	"w AS ("
+	"  INSERT INTO callback.callback_stats AS s "
+	"    (minute, endpoint_id, event_type, attempts, delivered, failed, dead, "
+	"     latency_sum_ms, latency_max_ms, latency_hist, last_error) "
+	"  SELECT j.minute, j.endpoint_id, j.event_type, j.attempts, j.delivered, j.failed, j.dead, "
+	"         j.latency_sum_ms, j.latency_max_ms, j.latency_hist, j.last_error "
+	"    FROM j "
+	"   WHERE NOT EXISTS (SELECT 1 FROM h WHERE h.endpoint_id OPERATOR(pg_catalog.=) j.endpoint_id "
+	"                       AND h.event_type OPERATOR(pg_catalog.=) j.event_type "
+	"                       AND h.minute OPERATOR(pg_catalog.=) j.minute) "
+	"  ON CONFLICT (endpoint_id, event_type, minute) DO UPDATE SET "
+	"    attempts = s.attempts OPERATOR(pg_catalog.+) excluded.attempts, "
+	"    delivered = s.delivered OPERATOR(pg_catalog.+) excluded.delivered, "
+	"    failed = s.failed OPERATOR(pg_catalog.+) excluded.failed, "
+	"    dead = s.dead OPERATOR(pg_catalog.+) excluded.dead, "
+	"    latency_sum_ms = s.latency_sum_ms OPERATOR(pg_catalog.+) excluded.latency_sum_ms, "
+	"    latency_max_ms = greatest(s.latency_max_ms, excluded.latency_max_ms), "
+	"    latency_hist = callback.histogram_add(s.latency_hist, excluded.latency_hist), "
+	"    last_error = coalesce(excluded.last_error, s.last_error)) "
+	"SELECT (SELECT pg_catalog.jsonb_agg(h) FROM h)::pg_catalog.text",
 };
 
 static const int plan_nargs[NUM_PLANS] = {
 	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 9,
-	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 3,
+	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 4,[PLAN_STATS] = 1,
 };
 
 static const Oid plan_types[NUM_PLANS][9] = {
@@ -207,7 +330,8 @@ static const Oid plan_types[NUM_PLANS][9] = {
 	[PLAN_DISABLE] = {INT4ARRAYOID},
 	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
 	TIMESTAMPTZARRAYOID},
-	[PLAN_RELEASE] = {BOOLOID, INT4OID, BOOLOID},
+	[PLAN_RELEASE] = {BOOLOID, INT4OID, BOOLOID, INT8ARRAYOID},
+	[PLAN_STATS] = {TEXTARRAYOID},
 };
 
 bool
@@ -229,6 +353,29 @@ pgcb_queue_extension_present(void)
 }
 
 /*
+ * The plan's text for this process: LOCK_MARK becomes SKIP LOCKED in the
+ * worker, and stays a comment in process_callbacks().
+ */
+static char *
+plan_text(int which)
+{
+	const char *sql = plan_sql[which];
+	const char *mark = strstr(sql, LOCK_MARK);
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	while (mark != NULL)
+	{
+		appendBinaryStringInfo(&buf, sql, mark - sql);
+		appendStringInfoString(&buf, skip_locked ? "SKIP LOCKED" : LOCK_MARK);
+		sql = mark + strlen(LOCK_MARK);
+		mark = strstr(sql, LOCK_MARK);
+	}
+	appendStringInfoString(&buf, sql);
+	return buf.data;
+}
+
+/*
  * Run a saved plan (prepared on first use) inside an SPI connection, as the
  * extension's owner with search_path pinned (session.c): the worker and
  * process_callbacks() alike.
@@ -238,9 +385,10 @@ run_plan(int which, Datum *values, const char *nulls, bool read_only)
 {
 	int			ret;
 	PgcbSession session;
+	SPIPlanPtr *slot = &plans[skip_locked ? 1 : 0][which];
 
 	pgcb_session_enter(&session);
-	if (plans[which] == NULL)
+	if (*slot == NULL)
 	{
 		/*
 		 * The claim and the write-back are planned for each batch: a generic
@@ -251,20 +399,83 @@ run_plan(int which, Datum *values, const char *nulls, bool read_only)
 		 */
 		int			options = (which == PLAN_CLAIM || which == PLAN_WRITE_BACK) ?
 			CURSOR_OPT_CUSTOM_PLAN : 0;
-		SPIPlanPtr	plan = SPI_prepare_cursor(plan_sql[which], plan_nargs[which],
+		SPIPlanPtr	plan = SPI_prepare_cursor(plan_text(which), plan_nargs[which],
 											  (Oid *) plan_types[which], options);
 
 		if (plan == NULL)
 			elog(ERROR, "pg_callback: could not prepare statement %d: %s",
 				 which, SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
-		plans[which] = plan;
+		*slot = plan;
 	}
-	ret = SPI_execute_plan(plans[which], values, nulls, read_only, 0);
+	ret = SPI_execute_plan(*slot, values, nulls, read_only, 0);
 	if (ret < 0)
 		elog(ERROR, "pg_callback: statement %d failed: %s", which, SPI_result_code_string(ret));
 	pgcb_session_leave(&session);
 	return ret;
+}
+
+void
+pgcb_queue_set_skip_locked(bool skip)
+{
+	skip_locked = skip;
+}
+
+/*
+ * Run one step of the worker's cycle in a subtransaction with a short
+ * lock_timeout, as a PL/pgSQL exception block would.  SKIP LOCKED keeps the
+ * steps from waiting on rows that exist; what it cannot see (an upsert
+ * meeting a key inserted by a transaction still open, a lock on a whole
+ * table) is cut short here instead of stopping the worker.  Returns false
+ * when a lock was not granted in time: everything the step did is undone
+ * and the caller keeps what it meant to write for the next cycle.  Any
+ * other error is thrown on.  In process_callbacks() the step runs as is:
+ * there the caller's transaction chose to wait.
+ */
+static bool
+run_step(void (*step) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	if (!skip_locked)
+	{
+		step(arg);
+		return true;
+	}
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			nest = NewGUCNestLevel();
+
+		(void) set_config_option("lock_timeout", STEP_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		step(arg);
+		AtEOXact_GUC(true, nest);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		/* also ends SPI connections and session.c's user switch made inside */
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
 }
 
 static Datum
@@ -417,25 +628,27 @@ int4_array(const int *v, int n)
 	return construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
 }
 
-int
-pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_by,
-				 int lease_ms, PgcbClaimed **out, MemoryContext cxt)
+typedef struct ClaimStep
 {
 	Datum		values[4];
+	PgcbClaimed **out;
+	MemoryContext cxt;
+	int			got;
+} ClaimStep;
+
+static void
+claim_step(void *arg)
+{
+	ClaimStep  *cs = (ClaimStep *) arg;
 	int			got;
 
-	values[0] = PointerGetDatum(int4_array(endpoint_ids, n));
-	values[1] = PointerGetDatum(int4_array(counts, n));
-	values[2] = Float8GetDatum((double) lease_ms);
-	values[3] = Int32GetDatum(claimed_by);
-
 	SPI_connect();
-	run_plan(PLAN_CLAIM, values, NULL, false);
+	run_plan(PLAN_CLAIM, cs->values, NULL, false);
 	got = (int) SPI_processed;
-	*out = MemoryContextAlloc(cxt, sizeof(PgcbClaimed) * Max(got, 1));
+	*cs->out = MemoryContextAlloc(cs->cxt, sizeof(PgcbClaimed) * Max(got, 1));
 	for (int r = 0; r < got; r++)
 	{
-		PgcbClaimed *c = &(*out)[r];
+		PgcbClaimed *c = &(*cs->out)[r];
 		bool		isnull;
 		text	   *body;
 
@@ -445,16 +658,98 @@ pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_
 		c->attempts = DatumGetInt32(get_col(r, 4, &isnull));
 		body = DatumGetTextPP(get_col(r, 5, &isnull));
 		c->body_len = VARSIZE_ANY_EXHDR(body);
-		c->body = MemoryContextAlloc(cxt, c->body_len + 1);
+		c->body = MemoryContextAlloc(cs->cxt, c->body_len + 1);
 		memcpy(c->body, VARDATA_ANY(body), c->body_len);
 		c->body[c->body_len] = '\0';
 	}
 	SPI_finish();
-	return got;
+	cs->got = got;
 }
 
-void
-pgcb_queue_write_back(const PgcbOutcome *o, int n)
+int
+pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_by,
+				 int lease_ms, PgcbClaimed **out, MemoryContext cxt)
+{
+	ClaimStep	cs;
+
+	cs.values[0] = PointerGetDatum(int4_array(endpoint_ids, n));
+	cs.values[1] = PointerGetDatum(int4_array(counts, n));
+	cs.values[2] = Float8GetDatum((double) lease_ms);
+	cs.values[3] = Int32GetDatum(claimed_by);
+	cs.out = out;
+	cs.cxt = cxt;
+	cs.got = 0;
+	/* SKIP LOCKED already; a lock timeout only means nothing claimed now */
+	if (!run_step(claim_step, &cs))
+	{
+		*out = MemoryContextAlloc(cxt, sizeof(PgcbClaimed));
+		return 0;
+	}
+	return cs.got;
+}
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+typedef struct WriteBackStep
+{
+	Datum		values[9];
+	const PgcbOutcome *o;
+	int			n;
+	bool	   *kept;
+	int			n_kept;
+	char	   *stats;
+	MemoryContext cxt;
+} WriteBackStep;
+
+static void
+write_back_step(void *arg)
+{
+	WriteBackStep *ws = (WriteBackStep *) arg;
+	bool		isnull;
+	Datum		d;
+
+	SPI_connect();
+	run_plan(PLAN_WRITE_BACK, ws->values, NULL, false);
+	Assert(SPI_processed == 1);
+	d = get_col(0, 2, &isnull);
+	if (!isnull)
+		ws->stats = MemoryContextStrdup(ws->cxt, TextDatumGetCString(d));
+	d = get_col(0, 1, &isnull);
+	/* process_callbacks() waited for every row: what it did not get is gone */
+	if (!isnull && skip_locked)
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+		int			m;
+		int64	   *held;
+
+		deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+						  &elems, &nulls, &m);
+		held = palloc(sizeof(int64) * Max(m, 1));
+		for (int i = 0; i < m; i++)
+			held[i] = DatumGetInt64(elems[i]);
+		qsort(held, m, sizeof(int64), cmp_int64);
+		for (int i = 0; i < ws->n && m > 0; i++)
+		{
+			if (bsearch(&ws->o[i].delivery_id, held, m, sizeof(int64), cmp_int64) != NULL)
+			{
+				ws->kept[i] = true;
+				ws->n_kept++;
+			}
+		}
+	}
+	SPI_finish();
+}
+
+int
+pgcb_queue_write_back(const PgcbOutcome *o, int n, bool *kept, char **stats, MemoryContext cxt)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *codes = palloc(sizeof(Datum) * n);
@@ -471,7 +766,7 @@ pgcb_queue_write_back(const PgcbOutcome *o, int n)
 	Datum	   *event_ids = palloc(sizeof(Datum) * n);
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
-	Datum		values[9];
+	WriteBackStep ws;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -489,36 +784,145 @@ pgcb_queue_write_back(const PgcbOutcome *o, int n)
 		bodies[i] = body_nulls[i] ? (Datum) 0 : CStringGetTextDatum(o[i].response_body);
 		event_ids[i] = UUIDPGetDatum(&o[i].event_id);
 	}
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_md_array(codes, code_nulls, 1, dims, lbs, INT4OID, 4, true, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_array(latencies, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[4] = PointerGetDatum(construct_array(verdicts, n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[5] = PointerGetDatum(construct_md_array(next_ats, next_nulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[6] = PointerGetDatum(construct_array(starts, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[7] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-	values[8] = PointerGetDatum(construct_array(event_ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	ws.values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ws.values[1] = PointerGetDatum(construct_md_array(codes, code_nulls, 1, dims, lbs, INT4OID, 4, true, TYPALIGN_INT));
+	ws.values[2] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+	ws.values[3] = PointerGetDatum(construct_array(latencies, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ws.values[4] = PointerGetDatum(construct_array(verdicts, n, TEXTOID, -1, false, TYPALIGN_INT));
+	ws.values[5] = PointerGetDatum(construct_md_array(next_ats, next_nulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ws.values[6] = PointerGetDatum(construct_array(starts, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ws.values[7] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+	ws.values[8] = PointerGetDatum(construct_array(event_ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	ws.o = o;
+	ws.n = n;
+	ws.kept = kept;
+	ws.n_kept = 0;
+	ws.stats = NULL;
+	ws.cxt = cxt;
+	memset(kept, 0, sizeof(bool) * n);
+
+	*stats = NULL;
+	if (!run_step(write_back_step, &ws))
+	{
+		for (int i = 0; i < n; i++)
+			kept[i] = true;
+		return n;
+	}
+	*stats = ws.stats;
+	return ws.n_kept;
+}
+
+typedef struct StatsStep
+{
+	Datum		values[1];
+	char	   *rest;
+	MemoryContext cxt;
+} StatsStep;
+
+static void
+stats_step(void *arg)
+{
+	StatsStep  *ss = (StatsStep *) arg;
+	bool		isnull;
+	Datum		d;
 
 	SPI_connect();
-	run_plan(PLAN_WRITE_BACK, values, NULL, false);
+	run_plan(PLAN_STATS, ss->values, NULL, false);
+	d = get_col(0, 1, &isnull);
+	ss->rest = isnull ? NULL : MemoryContextStrdup(ss->cxt, TextDatumGetCString(d));
 	SPI_finish();
 }
 
+bool
+pgcb_queue_write_stats(char *const *docs, int n, char **rest, MemoryContext cxt)
+{
+	Datum	   *d = palloc(sizeof(Datum) * n);
+	StatsStep	ss;
+
+	for (int i = 0; i < n; i++)
+		d[i] = CStringGetTextDatum(docs[i]);
+	ss.values[0] = PointerGetDatum(construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT));
+	ss.rest = NULL;
+	ss.cxt = cxt;
+	*rest = NULL;
+	if (!run_step(stats_step, &ss))
+		return false;
+
+	/*
+	 * process_callbacks() waited for the rows it met: one left now was
+	 * deleted (purge) while it waited, and is there to insert again in a
+	 * new snapshot.
+	 */
+	for (int tries = 0; !skip_locked && ss.rest != NULL && tries < 3; tries++)
+	{
+		d[0] = CStringGetTextDatum(ss.rest);
+		ss.values[0] = PointerGetDatum(construct_array(d, 1, TEXTOID, -1, false, TYPALIGN_INT));
+		stats_step(&ss);
+	}
+	*rest = ss.rest;
+	return true;
+}
+
+typedef struct IdsStep
+{
+	int			which;
+	Datum	   *values;
+	bool	   *done;
+	const int  *ids;
+	int			n;
+} IdsStep;
+
+/* A plan returning the endpoint ids it dealt with: flag them in done[]. */
+static void
+ids_step(void *arg)
+{
+	IdsStep    *is = (IdsStep *) arg;
+
+	SPI_connect();
+	run_plan(is->which, is->values, NULL, false);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int			id = DatumGetInt32(get_col(r, 1, &isnull));
+
+		for (int i = 0; i < is->n; i++)
+			if (is->ids[i] == id)
+				is->done[i] = true;
+	}
+	SPI_finish();
+}
+
+static void
+run_ids_step(int which, Datum *values, const int *ids, int n, bool *done)
+{
+	IdsStep		is;
+
+	memset(done, 0, sizeof(bool) * n);
+	is.which = which;
+	is.values = values;
+	is.done = done;
+	is.ids = ids;
+	is.n = n;
+	if (!run_step(ids_step, &is))
+		memset(done, 0, sizeof(bool) * n);
+	/* process_callbacks() waited for each row: one it did not get is gone */
+	if (!skip_locked)
+		memset(done, 1, sizeof(bool) * n);
+}
+
 void
-pgcb_queue_disable_endpoints(const int *ids, int n)
+pgcb_queue_disable_endpoints(const int *ids, int n, bool *done)
 {
 	Datum		values[1];
 
 	values[0] = PointerGetDatum(int4_array(ids, n));
-	SPI_connect();
-	run_plan(PLAN_DISABLE, values, NULL, false);
-	SPI_finish();
+	run_ids_step(PLAN_DISABLE, values, ids, n, done);
 }
 
 void
 pgcb_queue_write_breakers(const int *ids, const char *const *states,
 						  const char *const *reasons, const TimestampTz *at,
-						  const TimestampTz *seen, int n)
+						  const TimestampTz *seen, int n, bool *done)
 {
 	Datum	   *s = palloc(sizeof(Datum) * n);
 	Datum	   *r = palloc(sizeof(Datum) * n);
@@ -544,25 +948,56 @@ pgcb_queue_write_breakers(const int *ids, const char *const *states,
 	values[2] = PointerGetDatum(construct_md_array(r, rnulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 	values[3] = PointerGetDatum(construct_array(t, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[4] = PointerGetDatum(construct_md_array(w, wnulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	run_ids_step(PLAN_BREAKERS, values, ids, n, done);
+}
+
+typedef struct ReleaseStep
+{
+	Datum		values[4];
+	uint64		n;
+} ReleaseStep;
+
+static void
+release_step(void *arg)
+{
+	ReleaseStep *rs = (ReleaseStep *) arg;
+
 	SPI_connect();
-	run_plan(PLAN_BREAKERS, values, NULL, false);
+	run_plan(PLAN_RELEASE, rs->values, NULL, false);
+	rs->n = SPI_processed;
 	SPI_finish();
 }
 
 uint64
-pgcb_queue_release(bool mine, int claimed_by, bool expired)
+pgcb_queue_release(bool mine, int claimed_by, bool expired, const int64 *keep, int n_keep)
 {
-	Datum		values[3];
-	uint64		n;
+	ReleaseStep rs;
+	Datum	   *k = palloc(sizeof(Datum) * Max(n_keep, 1));
 
-	values[0] = BoolGetDatum(mine);
-	values[1] = Int32GetDatum(claimed_by);
-	values[2] = BoolGetDatum(expired);
-	SPI_connect();
-	run_plan(PLAN_RELEASE, values, NULL, false);
-	n = SPI_processed;
-	SPI_finish();
-	return n;
+	for (int i = 0; i < n_keep; i++)
+		k[i] = Int64GetDatum(keep[i]);
+	rs.values[0] = BoolGetDatum(mine);
+	rs.values[1] = Int32GetDatum(claimed_by);
+	rs.values[2] = BoolGetDatum(expired);
+	rs.values[3] = PointerGetDatum(construct_array(k, n_keep, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	rs.n = 0;
+	/* rows held by someone else are skipped; a lock timeout: the next sweep */
+	(void) run_step(release_step, &rs);
+	return rs.n;
+}
+
+typedef struct OrphanStep
+{
+	Oid			fn;
+	uint64		n;
+} OrphanStep;
+
+static void
+orphan_step(void *arg)
+{
+	OrphanStep *os = (OrphanStep *) arg;
+
+	os->n = (uint64) DatumGetInt64(OidFunctionCall0(os->fn));
 }
 
 /*
@@ -578,7 +1013,13 @@ pgcb_queue_dead_letter_orphans(void)
 											   makeString("_dead_letter_orphans")),
 									0, NULL, true);
 
+	OrphanStep	os;
+
 	if (!OidIsValid(fn))
 		return 0;
-	return (uint64) DatumGetInt64(OidFunctionCall0(fn));
+	os.fn = fn;
+	os.n = 0;
+	/* its UPDATE could meet rows a process_callbacks() holds: then next sweep */
+	(void) run_step(orphan_step, &os);
+	return os.n;
 }

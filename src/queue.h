@@ -35,23 +35,49 @@ extern void pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, Tim
 extern int	pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_by,
 							 int lease_ms, PgcbClaimed **out, MemoryContext cxt);
 
-/* Record n outcomes: queue rows, attempt history and per-minute stats, in one statement. */
-extern void pgcb_queue_write_back(const PgcbOutcome *outcomes, int n);
+/*
+ * The worker (skip = true) never waits on a row lock held by someone else:
+ * the writes below then skip such rows and say so, for the caller to try
+ * again later.  process_callbacks() (skip = false) waits, as before.
+ */
+extern void pgcb_queue_set_skip_locked(bool skip);
 
-/* Disable endpoints that answered 410. */
-extern void pgcb_queue_disable_endpoints(const int *ids, int n);
+/*
+ * Record n outcomes: queue rows and attempt history, in one statement.
+ * Outcomes whose row someone else holds are flagged in kept[] (all of them
+ * when a lock timed out) and counted in the result: keep them for later.
+ * The per-minute stats rollup of what was written is returned in *stats
+ * (jsonb text in cxt, NULL if none), for pgcb_queue_write_stats().
+ */
+extern int	pgcb_queue_write_back(const PgcbOutcome *outcomes, int n, bool *kept,
+								  char **stats, MemoryContext cxt);
+
+/*
+ * Add stats rollups (oldest first) into callback_stats.  False: a lock
+ * timed out and nothing was added.  True: added, but for the rollup left
+ * in *rest (NULL if none; its rows are held by someone else).
+ */
+extern bool pgcb_queue_write_stats(char *const *docs, int n, char **rest, MemoryContext cxt);
+
+/* Disable endpoints that answered 410; done[i]: dealt with. */
+extern void pgcb_queue_disable_endpoints(const int *ids, int n, bool *done);
 
 /*
  * Persist circuit-breaker states: each only where the table still holds
  * seen[i] (0: NULL) as breaker_changed_at, so a resume_endpoint committed
- * since we last read the table is never overwritten.
+ * since we last read the table is never overwritten.  done[i]: written, or
+ * left to such a resume; the others are to be written again later.
  */
 extern void pgcb_queue_write_breakers(const int *ids, const char *const *states,
 									  const char *const *reasons, const TimestampTz *at,
-									  const TimestampTz *seen, int n);
+									  const TimestampTz *seen, int n, bool *done);
 
-/* Put claimed-but-unfinished rows back: this claimer's (mine) and/or those whose lease expired. */
-extern uint64 pgcb_queue_release(bool mine, int claimed_by, bool expired);
+/*
+ * Put claimed-but-unfinished rows back: this claimer's (mine) and/or those
+ * whose lease expired; never keep[] (whose outcome we hold, not yet written).
+ */
+extern uint64 pgcb_queue_release(bool mine, int claimed_by, bool expired,
+								 const int64 *keep, int n_keep);
 
 /* Make pending deliveries of dropped endpoints dead letters; returns how many. */
 extern uint64 pgcb_queue_dead_letter_orphans(void);

@@ -9,7 +9,8 @@ a real receiver.
   worker), and COMMIT PREPARED wakes it (delivered long before the poll);
 - resume_endpoint closes an open breaker even when its transaction began
   before the breaker opened, and the worker's breaker write-back does not
-  overwrite a resume that committed while it waited;
+  overwrite a resume that committed while it held the endpoint's row (the
+  worker skips the row meanwhile and writes its breaker later, if at all);
 - DROP DATABASE by a role that may not drop the worker's database (plain,
   inside a transaction block, WITH (FORCE)) leaves the worker alone; the
   owner's drop still succeeds at once.  Runs last: it drops the database.
@@ -253,11 +254,17 @@ def test_breaker_write_back_does_not_overwrite_a_resume(cluster, receiver, endpo
             cur.execute("SELECT 1 FROM callback.callback_endpoints WHERE name = 'brrace' FOR UPDATE")
         enqueue(cluster, "brrace.ev")
         assert receiver.wait_for(1, path, timeout=10)
-        # the worker's write-back (the breaker it just opened) waits on our lock
+        # the worker's write-back of the breaker it just opened found our
+        # lock: it skipped the row (it never waits on one: test_worker_locks)
+        # and committed the attempt, keeping the breaker to write later
         cluster.wait_until(
-            lambda: cluster.scalar("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
-                                   (pid,)) == "Lock",
-            timeout=10, what="the worker's write-back waiting on the endpoint row")
+            lambda: cluster.scalar("SELECT count(*) FROM callback.callback_attempts a "
+                                   "  JOIN callback.callback_endpoints e ON e.id = a.endpoint_id "
+                                   " WHERE e.name = 'brrace'") >= 1,
+            timeout=10, what="the worker's write-back committed, the endpoint row skipped")
+        assert cluster.scalar("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                              (pid,)) != "Lock"
+        assert breaker_state(cluster, "brrace") == "closed"   # not written: we hold the row
         with lk.cursor() as cur:
             cur.execute("SELECT callback.resume_endpoint('brrace')")
         lk.commit()
