@@ -538,13 +538,15 @@ clip_for_message(const char *s, size_t len)
  * password either.  The authority runs from after "scheme:" and its slashes
  * to the first '/', '?' or '#' (RFC 3986: a password must percent-encode
  * those), and the userinfo ends at its LAST '@' (curl takes the first; the
- * last hides more).
+ * last hides more), looked for up to the first '?' or '#' in case the
+ * password holds a '/' that was not encoded.
  */
 char *
 pgcb_netpolicy_redact_url(const char *url, bool keep_path)
 {
 	StringInfoData out;
 	size_t		a = 0;
+	size_t		h;
 	size_t		e;
 	size_t		q;
 	size_t		i;
@@ -566,19 +568,24 @@ pgcb_netpolicy_redact_url(const char *url, bool keep_path)
 	}
 	while (url[a] == '/')
 		a++;
-	e = a + strcspn(url + a, "/?#");
-	for (i = a; i < e; i++)
+
+	/*
+	 * A password that holds an unencoded '/' would end the authority early
+	 * and show what follows it.  So the userinfo runs to the last '@' before
+	 * any '?' or '#', even past a '/': a path with an '@' (/users/@me) then
+	 * loses its host too, which is hiding too much, never too little.
+	 */
+	q = a + strcspn(url + a, "?#");
+	for (i = a; i < q; i++)
 		if (url[i] == '@')
 			at = url + i;
+	h = (at != NULL) ? (size_t) (at + 1 - url) : a;
+	e = h + strcspn(url + h, "/?#");
 
 	appendBinaryStringInfo(&out, url, a);
 	if (at != NULL)
-	{
 		appendStringInfoString(&out, "***@");
-		appendBinaryStringInfo(&out, at + 1, url + e - (at + 1));
-	}
-	else
-		appendBinaryStringInfo(&out, url + a, e - a);
+	appendBinaryStringInfo(&out, url + h, e - h);
 
 	rest = url + e;
 	q = strcspn(rest, "?#");
@@ -627,9 +634,10 @@ pgcb_netpolicy_check_url(const char *url)
 	/*
 	 * Every message below shows the URL redacted, and none repeats the
 	 * statement into the log (errhidestmt): the caller's statement holds the
-	 * URL in full, password and token included.
+	 * URL in full, password and token included.  The path is hidden too:
+	 * some services put the token there (Slack, Discord).
 	 */
-	shown = pgcb_netpolicy_redact_url(url, true);
+	shown = pgcb_netpolicy_redact_url(url, false);
 
 	if (len > PGCB_URL_MAX_LEN)
 		ereport(ERROR,
