@@ -13,6 +13,7 @@ SET client_min_messages = warning;
 
 CREATE ROLE regress_pgcb_plain NOLOGIN;
 CREATE ROLE regress_pgcb_watcher NOLOGIN IN ROLE callback_monitor;
+CREATE ROLE regress_pgcb_direct NOLOGIN;
 
 -- the template: a function listing the privileges on every member, one line each
 CREATE DATABASE regress_pgcb_acl_base;
@@ -100,6 +101,10 @@ CREATE DATABASE regress_pgcb_acl_update TEMPLATE regress_pgcb_acl_base;
 \c regress_pgcb_acl_update
 SET client_min_messages = warning;
 CREATE EXTENSION pg_callback VERSION '1.0';
+-- what an administrator granted on 1.0 objects stays: here the metrics view,
+-- given directly to a role (it calls histogram_sum() as that role)
+GRANT USAGE ON SCHEMA callback TO regress_pgcb_direct;
+GRANT SELECT ON callback.callback_metrics TO regress_pgcb_direct;
 ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO regress_pgcb_plain;
 ALTER DEFAULT PRIVILEGES IN SCHEMA callback GRANT ALL ON TABLES TO regress_pgcb_plain;
 ALTER DEFAULT PRIVILEGES IN SCHEMA callback GRANT EXECUTE ON FUNCTIONS TO regress_pgcb_plain;
@@ -109,6 +114,13 @@ SELECT a AS only_in_clean FROM unnest(string_to_array(:'clean_acls', E'\n')) a
 EXCEPT SELECT * FROM public.pgcb_acls() ORDER BY 1;
 SELECT a AS only_here FROM public.pgcb_acls() a
 EXCEPT SELECT unnest(string_to_array(:'clean_acls', E'\n')) ORDER BY 1;
+INSERT INTO callback.callback_endpoints (name, url, secret) VALUES ('acl', 'http://127.0.0.1:9/', callback.generate_secret());
+INSERT INTO callback.callback_stats (minute, endpoint_id, event_type, attempts, delivered, latency_hist)
+SELECT date_trunc('minute', now()), e.id, 'order.created', 24, 24, array_fill(1::bigint, ARRAY[24])
+  FROM callback.callback_endpoints e WHERE e.name = 'acl';
+SET ROLE regress_pgcb_direct;
+SELECT endpoint, event_type, total_calls, p95_ms IS NOT NULL AS has_p95 FROM callback.callback_metrics;
+RESET ROLE;
 
 \c :regress_db
 DROP DATABASE regress_pgcb_acl_base;
@@ -117,3 +129,4 @@ DROP DATABASE regress_pgcb_acl_hostile;
 DROP DATABASE regress_pgcb_acl_update;
 DROP ROLE regress_pgcb_plain;
 DROP ROLE regress_pgcb_watcher;
+DROP ROLE regress_pgcb_direct;
