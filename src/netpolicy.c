@@ -848,6 +848,7 @@ check_header_name(const char *name, int len)
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("invalid header name \"%s\"", clip_for_message(name, len)),
 				 errdetail("A header name is 1 to %d letters, digits or characters among !#$%%&'*+-.^_`|~.",
 						   PGCB_HEADER_NAME_MAX_LEN),
@@ -865,6 +866,7 @@ check_header_name(const char *name, int len)
 	if (k < lengthof(owned_headers) || pg_strncasecmp(name, "webhook-", 8) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("header \"%s\" is set by pg_callback", name),
 				 errdetail("pg_callback sets webhook-id, webhook-timestamp, webhook-signature, Content-Type, Content-Length and Host itself, and owns Transfer-Encoding, Connection and Expect."),
 				 errhint("Remove \"%s\" from the headers.", name)));
@@ -878,6 +880,7 @@ check_header_value(const char *name, const JsonbValue *v)
 	if (v->type != jbvString)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("value of header \"%s\" must be a JSON string", name),
 				 errdetail("It is a JSON %s.", jsonb_type_name(v)),
 				 errhint(NETPOLICY_HINT_HEADERS)));
@@ -885,6 +888,7 @@ check_header_value(const char *name, const JsonbValue *v)
 	if (v->val.string.len > PGCB_HEADER_VALUE_MAX_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("value of header \"%s\" is too long", name),
 				 errdetail("It is %d bytes long; the limit is %d.",
 						   v->val.string.len, PGCB_HEADER_VALUE_MAX_LEN)));
@@ -901,12 +905,17 @@ check_header_value(const char *name, const JsonbValue *v)
 		if ((c < ' ' && c != '\t') || c == 0x7F)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errhidestmt(true),
 					 errmsg("value of header \"%s\" contains a control character", name),
 					 errdetail("Header values may not contain CR, LF, NUL or other control characters except tab."),
 					 errhint("Give each header value as a single line.")));
 	}
 }
 
+/*
+ * The errors below keep the statement out of the log (errhidestmt): it holds
+ * the other header values, Authorization among them.
+ */
 void
 pgcb_netpolicy_check_headers(Jsonb *headers)
 {
@@ -923,6 +932,7 @@ pgcb_netpolicy_check_headers(Jsonb *headers)
 			type = jsonb_type_name(&v);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("callback headers must be a JSON object"),
 				 errdetail("They are a JSON %s.", type),
 				 errhint(NETPOLICY_HINT_HEADERS)));

@@ -130,14 +130,14 @@ def test_dropped_endpoint_becomes_dead_letter(cluster):
 def test_failing_calls_keep_tokens_out_of_statement_log(cluster):
     """Any error inside create_endpoint / alter_endpoint / rotate_secret (not
     only a bad URL or secret: a bad name, max_attempts 1000, a duplicate),
-    and verify_signature's and sign's own errors, leave the statement out of
+    and verify_signature's, sign's and validate_headers' own errors, leave the statement out of
     the log although log_min_error_statement = error: it holds URL tokens,
     header values and secrets.  A URL refused by the address policy shows no
     path in the message.  A statement that fails for a reason of its own
     (1/0 below) is still logged, so the scan looks at a log that does log
     statements.  Called by a non-superuser callback_admin, as in production."""
     secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODkw"  # valid base64, 32 bytes
-    tok = {i: "PLANTEDTOK%02dX" % i for i in range(1, 12)}
+    tok = {i: "PLANTEDTOK%02dX" % i for i in range(1, 13)}
     cluster.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'redact_admin') "
                     "THEN CREATE ROLE redact_admin LOGIN IN ROLE callback_admin; END IF; END $$")
     admin = psycopg2.connect(**dict(cluster.dsn(), user="redact_admin"))
@@ -163,6 +163,9 @@ def test_failing_calls_keep_tokens_out_of_statement_log(cluster):
         % (secret, tok[8]),
         "SELECT callback.sign('%s', 'msg.%s', 1, 'b')" % (secret, tok[9]),
         "SELECT callback.sign('%s', '', 1, '%s')" % (secret, tok[10]),
+        # validate_headers is PUBLIC's: a bad header next to a good one
+        "SELECT callback.validate_headers('{\"Authorization\": \"Bearer %s\", \"Bad Name\": \"v\"}')"
+        % tok[12],
     ]
     # the endpoint that the duplicate and the alters name, created cleanly
     with admin.cursor() as cur:
@@ -185,7 +188,7 @@ def test_failing_calls_keep_tokens_out_of_statement_log(cluster):
     assert log.count("ERROR:") >= failed + 1, log
     assert "STATEMENT:  SELECT 1/0 AS %s" % tok[11] in log
     hits = [line for line in log.splitlines()
-            if any(t in line for t in list(tok.values())[:10]) or secret in line]
+            if any(t in line for k, t in tok.items() if k != 11) or secret in line]
     assert hits == [], hits
     cluster.execute("SELECT callback.drop_endpoint('stmt_ok', force => true)")
     cluster.execute("DROP ROLE redact_admin")
