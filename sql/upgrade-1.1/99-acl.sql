@@ -18,11 +18,13 @@
  * administrator gave them.  The schema is reset on a fresh install only.
  * Column privileges are not subject to default privileges and are kept.
  *
- * The table is the documentation of who may use what.  The owner (the
- * installing superuser) keeps every privilege and is not listed; an object
- * with no row but ('<object>', NULL, NULL) is its owner's alone.  A member
- * of the extension created here without a row is an error: whoever adds an
- * object adds its row.
+ * The table is the documentation of who may use what: one row per object
+ * and grantee (kind as pg_identify_object() names it, the object as GRANT
+ * takes it with search_path = pg_catalog).  The owner (the installing
+ * superuser) keeps every privilege and is not listed; an object whose only
+ * row has a NULL grantee is its owner's alone.  A member of the extension
+ * created here without a row is an error: whoever adds an object adds its
+ * row.  This part must stay the last one.
  */
 DO $acl$
 DECLARE
