@@ -295,11 +295,15 @@ SELECT p, t, callback.event_type_matches(ARRAY[p], t) AS matches
 
 ----------------------------------------------------------------- who may call the helpers
 
--- The aggregates' transition functions, the aggregates and _prom_label are
--- not for PUBLIC (42501), even for a role that may use the schema; the
--- monitor still reads the views built on them.
+-- The aggregates' transition functions, latency_histogram and _prom_label
+-- are not for PUBLIC (42501), even for a role that may use the schema; the
+-- monitor still reads the views built on them.  histogram_sum and
+-- histogram_percentile are PUBLIC's: callback_metrics calls them as the
+-- querying role, so a role given SELECT on it directly (as 1.0 allowed)
+-- reads it too.
 CREATE ROLE regress_fuzz_plain NOLOGIN IN ROLE callback_producer;
 CREATE ROLE regress_fuzz_monitor NOLOGIN IN ROLE callback_monitor;
+GRANT SELECT ON callback.callback_metrics TO regress_fuzz_plain;
 SET ROLE regress_fuzz_plain;
 SELECT pg_temp.fz(cmd) AS plain_role, cmd
   FROM unnest(ARRAY[
@@ -310,7 +314,9 @@ SELECT pg_temp.fz(cmd) AS plain_role, cmd
     $$SELECT callback._prom_label('x')$$,
     $$SELECT callback.histogram_percentile(array_fill(1::bigint, ARRAY[24]), 0.5) > 0$$,
     $$SELECT callback.event_type_matches('{order.*}', 'order.paid')$$,
-    $$SELECT callback.validate_event_types('{order.*}')$$]) cmd;
+    $$SELECT callback.validate_event_types('{order.*}')$$,
+    $$SELECT callback.histogram_sum(h) FROM (VALUES ('{1}'::bigint[])) v(h)$$,
+    $$SELECT count(p95_ms) >= 0 FROM callback.callback_metrics$$]) cmd;
 SET ROLE regress_fuzz_monitor;
 SELECT pg_temp.fz(cmd) AS monitor, cmd
   FROM unnest(ARRAY[
@@ -322,4 +328,5 @@ RESET ROLE;
 -- The extension's own aggregates still work for their owner.
 SELECT callback.histogram_sum(h) AS summed
   FROM (VALUES (array_fill(1::bigint, ARRAY[24])), (array_fill(2::bigint, ARRAY[24]))) v(h);
+REVOKE SELECT ON callback.callback_metrics FROM regress_fuzz_plain;
 DROP ROLE regress_fuzz_plain, regress_fuzz_monitor;

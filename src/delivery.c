@@ -673,8 +673,10 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 
 	/* the probe takes its token like any request: max_rate holds for all */
 	granted = pgcb_ratelimit_take(MyDatabaseId, ep->id, ep->rate, ep->burst, want, &wait_ms);
+	/* bounded before it becomes microseconds: the sum must not overflow */
 	if (granted < want && wait_ms > 0)
-		note_due(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms));
+		note_due(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											 Min(wait_ms, PGCB_RATELIMIT_MAX_WAIT_MS)));
 	if (granted > 0 && ep->breaker == 'o')
 	{
 		breaker_set(ep, 'h', "probing after cooldown");

@@ -538,13 +538,15 @@ clip_for_message(const char *s, size_t len)
  * password either.  The authority runs from after "scheme:" and its slashes
  * to the first '/', '?' or '#' (RFC 3986: a password must percent-encode
  * those), and the userinfo ends at its LAST '@' (curl takes the first; the
- * last hides more).
+ * last hides more), looked for up to the first '?' or '#' in case the
+ * password holds a '/' that was not encoded.
  */
 char *
 pgcb_netpolicy_redact_url(const char *url, bool keep_path)
 {
 	StringInfoData out;
 	size_t		a = 0;
+	size_t		h;
 	size_t		e;
 	size_t		q;
 	size_t		i;
@@ -566,19 +568,24 @@ pgcb_netpolicy_redact_url(const char *url, bool keep_path)
 	}
 	while (url[a] == '/')
 		a++;
-	e = a + strcspn(url + a, "/?#");
-	for (i = a; i < e; i++)
+
+	/*
+	 * A password that holds an unencoded '/' would end the authority early
+	 * and show what follows it.  So the userinfo runs to the last '@' before
+	 * any '?' or '#', even past a '/': a path with an '@' (/users/@me) then
+	 * loses its host too, which is hiding too much, never too little.
+	 */
+	q = a + strcspn(url + a, "?#");
+	for (i = a; i < q; i++)
 		if (url[i] == '@')
 			at = url + i;
+	h = (at != NULL) ? (size_t) (at + 1 - url) : a;
+	e = h + strcspn(url + h, "/?#");
 
 	appendBinaryStringInfo(&out, url, a);
 	if (at != NULL)
-	{
 		appendStringInfoString(&out, "***@");
-		appendBinaryStringInfo(&out, at + 1, url + e - (at + 1));
-	}
-	else
-		appendBinaryStringInfo(&out, url + a, e - a);
+	appendBinaryStringInfo(&out, url + h, e - h);
 
 	rest = url + e;
 	q = strcspn(rest, "?#");
@@ -627,9 +634,10 @@ pgcb_netpolicy_check_url(const char *url)
 	/*
 	 * Every message below shows the URL redacted, and none repeats the
 	 * statement into the log (errhidestmt): the caller's statement holds the
-	 * URL in full, password and token included.
+	 * URL in full, password and token included.  The path is hidden too:
+	 * some services put the token there (Slack, Discord).
 	 */
-	shown = pgcb_netpolicy_redact_url(url, true);
+	shown = pgcb_netpolicy_redact_url(url, false);
 
 	if (len > PGCB_URL_MAX_LEN)
 		ereport(ERROR,
@@ -840,6 +848,7 @@ check_header_name(const char *name, int len)
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("invalid header name \"%s\"", clip_for_message(name, len)),
 				 errdetail("A header name is 1 to %d letters, digits or characters among !#$%%&'*+-.^_`|~.",
 						   PGCB_HEADER_NAME_MAX_LEN),
@@ -857,6 +866,7 @@ check_header_name(const char *name, int len)
 	if (k < lengthof(owned_headers) || pg_strncasecmp(name, "webhook-", 8) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("header \"%s\" is set by pg_callback", name),
 				 errdetail("pg_callback sets webhook-id, webhook-timestamp, webhook-signature, Content-Type, Content-Length and Host itself, and owns Transfer-Encoding, Connection and Expect."),
 				 errhint("Remove \"%s\" from the headers.", name)));
@@ -870,6 +880,7 @@ check_header_value(const char *name, const JsonbValue *v)
 	if (v->type != jbvString)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("value of header \"%s\" must be a JSON string", name),
 				 errdetail("It is a JSON %s.", jsonb_type_name(v)),
 				 errhint(NETPOLICY_HINT_HEADERS)));
@@ -877,6 +888,7 @@ check_header_value(const char *name, const JsonbValue *v)
 	if (v->val.string.len > PGCB_HEADER_VALUE_MAX_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("value of header \"%s\" is too long", name),
 				 errdetail("It is %d bytes long; the limit is %d.",
 						   v->val.string.len, PGCB_HEADER_VALUE_MAX_LEN)));
@@ -893,12 +905,17 @@ check_header_value(const char *name, const JsonbValue *v)
 		if ((c < ' ' && c != '\t') || c == 0x7F)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errhidestmt(true),
 					 errmsg("value of header \"%s\" contains a control character", name),
 					 errdetail("Header values may not contain CR, LF, NUL or other control characters except tab."),
 					 errhint("Give each header value as a single line.")));
 	}
 }
 
+/*
+ * The errors below keep the statement out of the log (errhidestmt): it holds
+ * the other header values, Authorization among them.
+ */
 void
 pgcb_netpolicy_check_headers(Jsonb *headers)
 {
@@ -915,6 +932,7 @@ pgcb_netpolicy_check_headers(Jsonb *headers)
 			type = jsonb_type_name(&v);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("callback headers must be a JSON object"),
 				 errdetail("They are a JSON %s.", type),
 				 errhint(NETPOLICY_HINT_HEADERS)));

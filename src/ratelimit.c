@@ -88,14 +88,26 @@ bucket_refill(Oid dboid, int endpoint_id, double rate, double burst, TimestampTz
 	return b;
 }
 
+/*
+ * Milliseconds until the bucket holds a whole token, at most
+ * PGCB_RATELIMIT_MAX_WAIT_MS.  Clamped as a double, before the cast: a tiny
+ * rate (a row older than the bounds of create_endpoint) gives a wait no
+ * long can hold, and the cast of that is undefined (LONG_MIN in practice,
+ * which made the worker retry every millisecond).  Waking early is
+ * harmless: the next claim asks again.
+ */
 static long
 ms_until_token(Bucket *b)
 {
 	double		missing = 1.0 - b->tokens;
+	double		ms;
 
-	if (missing <= 0 || b->rate <= 0)
+	if (!(missing > 0) || !(b->rate > 0))
 		return 0;
-	return (long) ceil(missing / b->rate * 1000.0);
+	ms = ceil(missing / b->rate * 1000.0);
+	if (!(ms < PGCB_RATELIMIT_MAX_WAIT_MS))
+		return PGCB_RATELIMIT_MAX_WAIT_MS;
+	return (long) ms;
 }
 
 int

@@ -81,6 +81,7 @@ pgcb_retry_parse_retry_after(const char *value)
 {
 	const char *p = value;
 	time_t		when;
+	time_t		now;
 
 	while (*p == ' ' || *p == '\t')
 		p++;
@@ -105,5 +106,11 @@ pgcb_retry_parse_retry_after(const char *value)
 	when = curl_getdate(p, NULL);
 	if (when == (time_t) -1)
 		return -1;
-	return Max((long) ((when - time(NULL)) * 1000), 0);
+	now = time(NULL);
+	/* compared before subtracting: curl gives far dates as TIME_T_MIN/MAX */
+	if (when <= now)
+		return 0;
+	if (when - now > 100000000L)
+		return (long) pgcb_retry_after_max_ms;
+	return (long) (when - now) * 1000;
 }

@@ -319,11 +319,13 @@ sign(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("msg_id must not be empty"),
+				 errhidestmt(true),
 				 errhint("Standard Webhooks message ids look like \"msg_2KWPBgLlAfxdpx2AI54pPJ85f4W\".")));
 	if (strchr(msg_id, '.') != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("msg_id must not contain \".\""),
+				 errhidestmt(true),
 				 errdetail("The signed content is \"msg_id.timestamp.body\"; a dot in the id makes it ambiguous."),
 				 errhint("Standard Webhooks message ids look like \"msg_2KWPBgLlAfxdpx2AI54pPJ85f4W\".")));
 
@@ -402,6 +404,7 @@ verify_signature(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("tolerance must not be negative"),
+				 errhidestmt(true),
 				 errhint("Give how far the timestamp may lie from now, such as '5 minutes'.")));
 
 	msg_id = text_to_cstring(msg_id_t);

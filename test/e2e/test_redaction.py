@@ -125,3 +125,70 @@ def test_dropped_endpoint_becomes_dead_letter(cluster):
                           "WHERE event_id = %s AND last_error = 'endpoint dropped'", (event_id,)) == 1
     cluster.wait_until(lambda: "deliveries to dropped endpoints are dead letters now"
                        in cluster.log_text(), timeout=10, what="the WARNING in the log")
+
+
+def test_failing_calls_keep_tokens_out_of_statement_log(cluster):
+    """Any error inside create_endpoint / alter_endpoint / rotate_secret (not
+    only a bad URL or secret: a bad name, max_attempts 1000, a duplicate),
+    and verify_signature's, sign's and validate_headers' own errors, leave the statement out of
+    the log although log_min_error_statement = error: it holds URL tokens,
+    header values and secrets.  A URL refused by the address policy shows no
+    path in the message.  A statement that fails for a reason of its own
+    (1/0 below) is still logged, so the scan looks at a log that does log
+    statements.  Called by a non-superuser callback_admin, as in production."""
+    secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODkw"  # valid base64, 32 bytes
+    tok = {i: "PLANTEDTOK%02dX" % i for i in range(1, 13)}
+    cluster.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'redact_admin') "
+                    "THEN CREATE ROLE redact_admin LOGIN IN ROLE callback_admin; END IF; END $$")
+    admin = psycopg2.connect(**dict(cluster.dsn(), user="redact_admin"))
+    admin.autocommit = True
+    url = "http://127.0.0.1:1/hook/%s?token=%s" % (tok[1], tok[2])
+    hdr = '{"Authorization": "Bearer %s"}' % tok[3]
+    calls = [
+        # bad name, with URL, headers and a secret inline
+        "SELECT callback.create_endpoint('bad name!', '%s', headers => '%s', secret => '%s%s')"
+        % (url, hdr, secret[:-4], "AAA="),
+        "SELECT callback.create_endpoint('stmt_ok2', '%s', headers => '%s', max_attempts => 1000)"
+        % (url, hdr),
+        # a private address: the message must not show the path either
+        "SELECT callback.create_endpoint('stmt_ok3', 'http://10.0.0.1/x/%s?q=%s')" % (tok[4], tok[5]),
+        "SELECT callback.create_endpoint('stmt_ok', '%s', headers => '%s')" % (url, hdr),  # duplicate
+        "SELECT callback.alter_endpoint('stmt_ok', url => 'http://127.0.0.1:1/%s', max_attempts => 0)"
+        % tok[6],
+        "SELECT callback.alter_endpoint('stmt_ok', headers => '{\"X-Key\": \"%s\"}', timeout => '1 year')"
+        % tok[7],
+        "SELECT callback.rotate_secret('stmt_ok', grace => '-1 day', new_secret => '%s')" % secret,
+        "SELECT callback.rotate_secret('no such endpoint', new_secret => '%s')" % secret,
+        "SELECT callback.verify_signature('%s', 'msg_%s', 1, 'b', 'v1,x', '-1000000 years')"
+        % (secret, tok[8]),
+        "SELECT callback.sign('%s', 'msg.%s', 1, 'b')" % (secret, tok[9]),
+        "SELECT callback.sign('%s', '', 1, '%s')" % (secret, tok[10]),
+        # validate_headers is PUBLIC's: a bad header next to a good one
+        "SELECT callback.validate_headers('{\"Authorization\": \"Bearer %s\", \"Bad Name\": \"v\"}')"
+        % tok[12],
+    ]
+    # the endpoint that the duplicate and the alters name, created cleanly
+    with admin.cursor() as cur:
+        cur.execute("SELECT callback.create_endpoint('stmt_ok', 'http://127.0.0.1:1/x')")
+    start = len(cluster.log_text())
+    failed = 0
+    for sql in calls:
+        with pytest.raises(psycopg2.Error):
+            with admin.cursor() as cur:
+                cur.execute(sql)
+        failed += 1
+    with pytest.raises(psycopg2.Error):
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1/0 AS %s" % tok[11])
+    admin.close()
+    cluster.wait_until(lambda: tok[11] in cluster.log_text()[start:], timeout=10,
+                       what="the control statement in the log")
+    log = cluster.log_text()[start:]
+    # every call failed and was logged (the scan below looks at something)
+    assert log.count("ERROR:") >= failed + 1, log
+    assert "STATEMENT:  SELECT 1/0 AS %s" % tok[11] in log
+    hits = [line for line in log.splitlines()
+            if any(t in line for k, t in tok.items() if k != 11) or secret in line]
+    assert hits == [], hits
+    cluster.execute("SELECT callback.drop_endpoint('stmt_ok', force => true)")
+    cluster.execute("DROP ROLE redact_admin")
