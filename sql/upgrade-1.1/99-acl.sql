@@ -50,6 +50,8 @@ DECLARE
         ['view',     'callback.callback_metrics',                  'callback_monitor',  'SELECT'],
         ['view',     'callback.callback_worker_stats',             'callback_monitor',  'SELECT'],
         ['view',     'callback.callback_worker_stats',             'pg_monitor',        'SELECT'],
+        ['view',     'callback.callback_databases',                'callback_monitor',  'SELECT'],
+        ['view',     'callback.callback_databases',                'pg_monitor',        'SELECT'],
         ['type',     'callback.delivery_status',                   'PUBLIC',            'USAGE'],
         -- the administrator's functions
         ['function', 'callback.create_endpoint(text,text,text[],jsonb,interval,text,integer,interval[],double precision,integer,integer,interval)', 'callback_admin', 'EXECUTE'],
@@ -71,6 +73,8 @@ DECLARE
         -- the monitor's
         ['function', 'callback.worker_stats()',                    'callback_monitor',  'EXECUTE'],
         ['function', 'callback.worker_stats()',                    'pg_monitor',        'EXECUTE'],
+        ['function', 'callback.launcher_databases()',              'callback_monitor',  'EXECUTE'],
+        ['function', 'callback.launcher_databases()',              'pg_monitor',        'EXECUTE'],
         ['function', 'callback.prometheus_metrics()',              'callback_monitor',  'EXECUTE'],
         ['function', 'callback.prometheus_metrics()',              'pg_monitor',        'EXECUTE'],
         ['function', 'callback.prometheus_series()',               'callback_monitor',  'EXECUTE'],
