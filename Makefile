@@ -10,6 +10,9 @@ OBJS = \
 	src/shmem.o \
 	src/event.o \
 	src/trigger.o \
+	src/trigger_stmt.o \
+	src/route_cache.o \
+	src/queue_insert.o \
 	src/launcher.o \
 	src/worker.o \
 	src/dbguard.o \

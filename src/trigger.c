@@ -9,7 +9,8 @@
  *
  * queues "order.insert" / "order.update" / "order.delete" events whose data
  * is {"op","schema","table","new","old"}.  Without an argument the table
- * name is the prefix.
+ * name is the prefix.  Fired FOR EACH STATEMENT with transition tables it
+ * queues the same events, one per row (trigger_stmt.c).
  */
 #include "postgres.h"
 
@@ -19,12 +20,17 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "event.h"
 #include "pg_callback.h"
+#include "trigger.h"
 
 PG_FUNCTION_INFO_V1(callback_trigger);
 
@@ -44,6 +50,87 @@ append_row(StringInfo buf, HeapTuple tuple, TupleDesc tupdesc)
 	appendBinaryStringInfo(buf, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
 }
 
+/*
+ * Schema names by namespace OID, for the "schema" of every body: one
+ * syscache look-up and copy per schema and backend instead of per row.
+ * Dropped at any change of pg_namespace (ALTER SCHEMA ... RENAME).
+ */
+typedef struct NspName
+{
+	Oid			nspid;			/* hash key */
+	char		name[NAMEDATALEN];
+} NspName;
+
+static HTAB *nsp_names = NULL;
+
+static void
+nsp_names_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	HASH_SEQ_STATUS seq;
+	NspName    *e;
+
+	if (nsp_names == NULL)
+		return;
+	hash_seq_init(&seq, nsp_names);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		(void) hash_search(nsp_names, &e->nspid, HASH_REMOVE, NULL);
+}
+
+static const char *
+schema_name(Oid nspid)
+{
+	NspName    *e;
+	bool		found;
+
+	if (nsp_names == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(NspName);
+		ctl.hcxt = CacheMemoryContext;
+		nsp_names = hash_create("pg_callback schema names", 16, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, nsp_names_callback, (Datum) 0);
+	}
+	e = hash_search(nsp_names, &nspid, HASH_FIND, NULL);
+	if (e == NULL)
+	{
+		char	   *name = get_namespace_name(nspid);
+
+		if (name == NULL)
+			elog(ERROR, "cache lookup failed for namespace %u", nspid);
+		e = hash_search(nsp_names, &nspid, HASH_ENTER, &found);
+		strlcpy(e->name, name, NAMEDATALEN);
+		pfree(name);
+	}
+	return e->name;
+}
+
+void
+pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
+					   HeapTuple new_tuple, HeapTuple old_tuple)
+{
+	StringInfoData body;
+	pg_uuid_t	event_id;
+
+	initStringInfo(&body);
+	pgcb_event_body_begin(&body, event_type);
+	appendStringInfo(&body, "{\"op\":\"%s\",\"schema\":", op);
+	escape_json(&body, schema_name(RelationGetNamespace(rel)));
+	appendStringInfoString(&body, ",\"table\":");
+	escape_json(&body, RelationGetRelationName(rel));
+	appendStringInfoString(&body, ",\"new\":");
+	append_row(&body, new_tuple, RelationGetDescr(rel));
+	appendStringInfoString(&body, ",\"old\":");
+	append_row(&body, old_tuple, RelationGetDescr(rel));
+	appendStringInfoChar(&body, '}');
+	pgcb_event_body_end(&body);
+
+	pgcb_event_enqueue(event_type, body.data, body.len, &event_id);
+	pfree(body.data);
+}
+
 Datum
 callback_trigger(PG_FUNCTION_ARGS)
 {
@@ -56,18 +143,16 @@ callback_trigger(PG_FUNCTION_ARGS)
 	HeapTuple	new_tuple = NULL;
 	HeapTuple	old_tuple = NULL;
 	char		event_type[PGCB_EVENT_TYPE_MAX + 16];
-	StringInfoData body;
-	pg_uuid_t	event_id;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("callback.trigger() was not called by the trigger manager"),
 				 errhint("Use it in CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW EXECUTE FUNCTION callback.trigger('prefix').")));
-	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("callback.trigger() must be fired AFTER ... FOR EACH ROW"),
+				 errmsg("callback.trigger() must be fired AFTER ... FOR EACH ROW or AFTER ... FOR EACH STATEMENT"),
 				 errhint("CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW EXECUTE FUNCTION callback.trigger('prefix').")));
 
 	trigger = trigdata->tg_trigger;
@@ -114,21 +199,10 @@ callback_trigger(PG_FUNCTION_ARGS)
 	snprintf(event_type, sizeof(event_type), "%s.%s", prefix, op_lower);
 	pgcb_event_check_type(event_type, false, "event type");
 
-	initStringInfo(&body);
-	pgcb_event_body_begin(&body, event_type);
-	appendStringInfo(&body, "{\"op\":\"%s\",\"schema\":", op);
-	escape_json(&body, get_namespace_name(RelationGetNamespace(rel)));
-	appendStringInfoString(&body, ",\"table\":");
-	escape_json(&body, RelationGetRelationName(rel));
-	appendStringInfoString(&body, ",\"new\":");
-	append_row(&body, new_tuple, RelationGetDescr(rel));
-	appendStringInfoString(&body, ",\"old\":");
-	append_row(&body, old_tuple, RelationGetDescr(rel));
-	appendStringInfoChar(&body, '}');
-	pgcb_event_body_end(&body);
-
-	pgcb_event_enqueue(event_type, body.data, body.len, &event_id);
-	pfree(body.data);
+	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple);
+	else
+		pgcb_trigger_stmt_fire(trigdata, event_type, op);
 
 	return PointerGetDatum(NULL);
 }
