@@ -37,9 +37,9 @@ UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
-REGRESS = setup endpoints events signing netpolicy security search_path fuzz
+REGRESS = setup endpoints events signing netpolicy security search_path fuzz trigger_bodies
 REGRESS_OPTS = --load-extension=pg_callback
-ISOLATION = rollback concurrent_claim
+ISOLATION = rollback concurrent_claim route_cache
 ISOLATION_OPTS = --load-extension=pg_callback
 
 # -Wextra, less the warnings PostgreSQL's own headers raise.

@@ -21,8 +21,9 @@
  * an error, not a silent difference.  1.1 has none of them.
  *
  * Lifetimes:
- *	- per backend: the queue's OID and the prepared defaults, dropped by a
- *	  relcache invalidation of the queue (ALTER TABLE, DROP EXTENSION);
+ *	- per backend: the queue's OID, the prepared defaults and partial index
+ *	  predicates, dropped by a relcache invalidation of the queue (ALTER
+ *	  TABLE, CREATE or DROP INDEX, DROP EXTENSION);
  *	- per top-level transaction: the open relation and indexes, the EState
  *	  and slot.  They are opened under TopTransactionResourceOwner, so a
  *	  savepoint rolled back does not release them under our feet (the
@@ -37,6 +38,7 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -70,6 +72,9 @@ typedef struct QueueShape
 	AttrNumber	att_body;
 	ExprState **defaults;		/* [natts]; NULL: given, dropped or no default */
 	ExprContext *econtext;		/* evaluates the defaults; reset per row */
+	int			npredicates;
+	Oid		   *pred_index;		/* [npredicates]: partial indexes ... */
+	ExprState **pred_state;		/* ... and their predicates, ready to run */
 } QueueShape;
 
 /* Per top-level transaction: the open queue. */
@@ -238,6 +243,36 @@ build_shape(Relation rel)
 			s->defaults[i] = ExecInitExpr(expression_planner((Expr *) expr), NULL);
 	}
 	s->econtext = CreateStandaloneExprContext();
+
+	/*
+	 * The partial indexes' predicates, prepared as ExecInsertIndexTuples()
+	 * would prepare them in each transaction's EState (ExecPrepareQual).
+	 * A new or dropped index invalidates the table's relcache entry, and
+	 * with it this shape; an index unknown here is prepared the usual way.
+	 */
+	{
+		List	   *indexes = RelationGetIndexList(rel);
+		ListCell   *lc;
+
+		s->pred_index = palloc0(sizeof(Oid) * Max(list_length(indexes), 1));
+		s->pred_state = palloc0(sizeof(ExprState *) * Max(list_length(indexes), 1));
+		foreach(lc, indexes)
+		{
+			Oid			indexoid = lfirst_oid(lc);
+			Relation	irel = index_open(indexoid, AccessShareLock);
+			List	   *pred = RelationGetIndexPredicate(irel);
+
+			if (pred != NIL)
+			{
+				Expr	   *planned = expression_planner((Expr *) make_ands_explicit(pred));
+
+				s->pred_index[s->npredicates] = indexoid;
+				s->pred_state[s->npredicates] = ExecInitQual(make_ands_implicit(planned), NULL);
+				s->npredicates++;
+			}
+			index_close(irel, AccessShareLock);
+		}
+	}
 	MemoryContextSwitchTo(old);
 	shape = s;
 	shape_stale = false;
@@ -288,6 +323,17 @@ open_queue(void)
 	/* opening took the lock, which read any pending invalidation */
 	if (shape == NULL || shape_stale || shape->relid != relid)
 		build_shape(q->rel);
+	for (int i = 0; i < q->rri->ri_NumIndices; i++)
+	{
+		IndexInfo  *ii = q->rri->ri_IndexRelationInfo[i];
+		Oid			indexoid = RelationGetRelid(q->rri->ri_IndexRelationDescs[i]);
+
+		if (ii->ii_Predicate == NIL)
+			continue;
+		for (int p = 0; p < shape->npredicates; p++)
+			if (shape->pred_index[p] == indexoid)
+				ii->ii_PredicateState = shape->pred_state[p];
+	}
 	xact_open = q;
 	xact_open_stale = false;
 	return q;

@@ -21,8 +21,7 @@
  * own earlier commands (GetLatestSnapshot), whatever the isolation level.
  * So routing is "the endpoints as they are when the event happens", also
  * in REPEATABLE READ and SERIALIZABLE (1.0's SQL routing used the
- * transaction snapshot there, and took SIREAD locks on callback_endpoints
- * under SERIALIZABLE; this takes none).  A cache built from the
+ * transaction snapshot there).  A cache built from the
  * transaction snapshot could not be kept past its transaction: a change
  * committed before the rebuild but after that snapshot would have had its
  * invalidation consumed already.

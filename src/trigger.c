@@ -194,7 +194,8 @@ callback_trigger(PG_FUNCTION_ARGS)
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("callback.trigger() handles INSERT, UPDATE and DELETE only")));
+				 errmsg("callback.trigger() handles INSERT, UPDATE and DELETE only"),
+				 errhint("Fire it AFTER INSERT, UPDATE or DELETE, not on TRUNCATE.")));
 
 	snprintf(event_type, sizeof(event_type), "%s.%s", prefix, op_lower);
 	pgcb_event_check_type(event_type, false, "event type");

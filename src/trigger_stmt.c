@@ -103,6 +103,13 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 		HeapTuple	new_tuple;
 
 		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * A tuplestore spilled to disk hands over tuples it read into
+		 * row_cxt, owned by the slot: free them before the context.
+		 */
+		ExecClearTuple(old_slot);
+		ExecClearTuple(new_slot);
 		MemoryContextReset(row_cxt);
 		old_tuple = want_old ? next_row(old_ts, old_slot, &free_old) : NULL;
 		new_tuple = want_new ? next_row(new_ts, new_slot, &free_new) : NULL;
@@ -113,6 +120,8 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple);
 	}
 
+	ExecClearTuple(old_slot);
+	ExecClearTuple(new_slot);
 	MemoryContextSwitchTo(old_cxt);
 	MemoryContextDelete(row_cxt);
 	ExecDropSingleTupleTableSlot(old_slot);
