@@ -229,4 +229,5 @@ SELECT count(*) AS queued, count(DISTINCT (body->'data'->'new'->>'id')) AS disti
 DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
 
 SELECT callback.drop_endpoint('regress_tb');
+DROP VIEW pg_temp.tbq_part, pg_temp.tbq_cols;
 DROP TABLE tb_part, tb_cols, tb_toast, tb_wide, tb_same, tb_bad, tb_sp, tb_bulk;
