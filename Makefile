@@ -13,6 +13,7 @@ OBJS = \
 	src/trigger_stmt.o \
 	src/route_cache.o \
 	src/queue_insert.o \
+	src/row_json.o \
 	src/launcher.o \
 	src/worker.o \
 	src/dbguard.o \

@@ -50,6 +50,7 @@
 #include "optimizer/optimizer.h"
 #include "parser/parse_relation.h"
 #include "rewrite/rewriteHandler.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -352,6 +353,12 @@ pgcb_queue_insert(const pg_uuid_t *event_id, const char *event_type,
 	int			save_sec_context;
 	CommandId	cid;
 
+	/*
+	 * What the executor checks before any INSERT (ExecCheckXactReadOnly),
+	 * whether or not it inserts a row.
+	 */
+	PreventCommandIfReadOnly("INSERT");
+	PreventCommandIfParallelMode("INSERT");
 	if (n_endpoints <= 0)
 		return;
 	q = open_queue();

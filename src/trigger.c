@@ -30,25 +30,10 @@
 
 #include "event.h"
 #include "pg_callback.h"
+#include "row_json.h"
 #include "trigger.h"
 
 PG_FUNCTION_INFO_V1(callback_trigger);
-
-static void
-append_row(StringInfo buf, HeapTuple tuple, TupleDesc tupdesc)
-{
-	Datum		row;
-	text	   *json;
-
-	if (tuple == NULL)
-	{
-		appendStringInfoString(buf, "null");
-		return;
-	}
-	row = heap_copy_tuple_as_datum(tuple, tupdesc);
-	json = DatumGetTextPP(DirectFunctionCall1(row_to_json, row));
-	appendBinaryStringInfo(buf, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
-}
 
 /*
  * Schema names by namespace OID, for the "schema" of every body: one
@@ -121,9 +106,9 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	appendStringInfoString(&body, ",\"table\":");
 	escape_json(&body, RelationGetRelationName(rel));
 	appendStringInfoString(&body, ",\"new\":");
-	append_row(&body, new_tuple, RelationGetDescr(rel));
+	pgcb_row_json_append(&body, rel, new_tuple);
 	appendStringInfoString(&body, ",\"old\":");
-	append_row(&body, old_tuple, RelationGetDescr(rel));
+	pgcb_row_json_append(&body, rel, old_tuple);
 	appendStringInfoChar(&body, '}');
 	pgcb_event_body_end(&body);
 
