@@ -117,7 +117,10 @@ close_open(void)
 	/* released by the owner that holds them */
 	CurrentResourceOwner = TopTransactionResourceOwner;
 	ExecDropSingleTupleTableSlot(q->slot);
-	ExecCloseIndices(q->rri);
+	/* the locks stay to the end of the transaction, as an INSERT's do */
+	for (int i = 0; i < q->rri->ri_NumIndices; i++)
+		if (q->rri->ri_IndexRelationDescs[i] != NULL)
+			index_close(q->rri->ri_IndexRelationDescs[i], NoLock);
 	table_close(q->rel, NoLock);
 	FreeExecutorState(q->estate);
 	CurrentResourceOwner = save;
