@@ -269,6 +269,22 @@ SELECT count(*) AS queued, count(DISTINCT (body->'data'->'new'->>'id')) AS disti
        count(*) FILTER (WHERE body->'data'->'new' = jsonb_build_object('id', (body->'data'->'new'->>'id')::int,
                                                                        'v', 'v' || (body->'data'->'new'->>'id'))) AS right_body
   FROM pg_temp.tbq;
+-- Every row is in the queue's B-tree indexes where it belongs (amcheck
+-- reads the heap and looks each row up, partial indexes by their
+-- predicate), and found through the index the worker claims by.
+CREATE EXTENSION amcheck;
+SELECT i.indexrelid::regclass AS index, bt_index_check(i.indexrelid, true) IS NOT NULL AS checked
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+ WHERE i.indrelid = 'callback.callback_queue'::regclass AND a.amname = 'btree' ORDER BY i.indexrelid::regclass::text;
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM callback.callback_queue q
+ WHERE q.status = 'pending' AND q.endpoint_id = (SELECT id FROM callback.callback_endpoints WHERE name = 'regress_tb');
+SELECT count(*) AS pending_by_index FROM callback.callback_queue q
+ WHERE q.status = 'pending' AND q.endpoint_id = (SELECT id FROM callback.callback_endpoints WHERE name = 'regress_tb');
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+DROP EXTENSION amcheck;
 DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
 
 SELECT callback.drop_endpoint('regress_tb');

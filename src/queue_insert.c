@@ -14,7 +14,8 @@
  *	  'pending', 0, now()), prepared once per backend and evaluated per row;
  *	  no default means NULL.
  *	- NOT NULL and CHECK constraints by ExecConstraints; the indexes,
- *	  partial ones' predicates included, by ExecInsertIndexTuples; TOAST,
+ *	  partial ones' predicates included, as ExecInsertIndexTuples does
+ *	  (insert_index_entries); TOAST,
  *	  WAL and visibility by the table AM.
  * What an INSERT would do and this does not is refused when the queue has
  * it (a trigger, forced row security, a generated column, another relkind):
@@ -39,6 +40,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "catalog/index.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -73,9 +75,9 @@ typedef struct QueueShape
 	AttrNumber	att_body;
 	ExprState **defaults;		/* [natts]; NULL: given, dropped or no default */
 	ExprContext *econtext;		/* evaluates the defaults; reset per row */
-	int			npredicates;
-	Oid		   *pred_index;		/* [npredicates]: partial indexes ... */
-	ExprState **pred_state;		/* ... and their predicates, ready to run */
+	int			nindexes;
+	Oid		   *index_oid;		/* [nindexes]: the queue's indexes ... */
+	ExprState **index_pred;		/* ... and partial ones' predicates, ready to run */
 } QueueShape;
 
 /* Per top-level transaction: the open queue. */
@@ -86,6 +88,10 @@ typedef struct QueueOpen
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	bool		check_constraints;
+	int			nindexes;		/* shape's, when opened */
+	Relation   *index_rel;		/* [nindexes]: NULL until a row needs it */
+	IndexInfo **index_info;
+	bool	   *index_skip;		/* not ready for inserts (CREATE INDEX CONCURRENTLY) */
 } QueueOpen;
 
 static QueueShape *shape = NULL;
@@ -118,9 +124,9 @@ close_open(void)
 	CurrentResourceOwner = TopTransactionResourceOwner;
 	ExecDropSingleTupleTableSlot(q->slot);
 	/* the locks stay to the end of the transaction, as an INSERT's do */
-	for (int i = 0; i < q->rri->ri_NumIndices; i++)
-		if (q->rri->ri_IndexRelationDescs[i] != NULL)
-			index_close(q->rri->ri_IndexRelationDescs[i], NoLock);
+	for (int i = 0; i < q->nindexes; i++)
+		if (q->index_rel[i] != NULL)
+			index_close(q->index_rel[i], NoLock);
 	table_close(q->rel, NoLock);
 	FreeExecutorState(q->estate);
 	CurrentResourceOwner = save;
@@ -249,31 +255,36 @@ build_shape(Relation rel)
 	s->econtext = CreateStandaloneExprContext();
 
 	/*
-	 * The partial indexes' predicates, prepared as ExecInsertIndexTuples()
-	 * would prepare them in each transaction's EState (ExecPrepareQual).
-	 * A new or dropped index invalidates the table's relcache entry, and
-	 * with it this shape; an index unknown here is prepared the usual way.
+	 * The indexes, and the partial ones' predicates prepared as
+	 * ExecInsertIndexTuples() would prepare them in each transaction
+	 * (ExecPrepareQual).  A new or dropped index invalidates the table's
+	 * relcache entry, and with it this shape.
 	 */
 	{
 		List	   *indexes = RelationGetIndexList(rel);
 		ListCell   *lc;
 
-		s->pred_index = palloc0(sizeof(Oid) * Max(list_length(indexes), 1));
-		s->pred_state = palloc0(sizeof(ExprState *) * Max(list_length(indexes), 1));
+		s->index_oid = palloc0(sizeof(Oid) * Max(list_length(indexes), 1));
+		s->index_pred = palloc0(sizeof(ExprState *) * Max(list_length(indexes), 1));
 		foreach(lc, indexes)
 		{
 			Oid			indexoid = lfirst_oid(lc);
 			Relation	irel = index_open(indexoid, AccessShareLock);
 			List	   *pred = RelationGetIndexPredicate(irel);
 
+			/* what index_insert() alone does not do */
+			if (irel->rd_index->indisexclusion)
+				unsupported("an exclusion constraint");
+			if (irel->rd_index->indisunique && !irel->rd_index->indimmediate)
+				unsupported("a deferrable unique constraint");
+			s->index_oid[s->nindexes] = indexoid;
 			if (pred != NIL)
 			{
 				Expr	   *planned = expression_planner((Expr *) make_ands_explicit(pred));
 
-				s->pred_index[s->npredicates] = indexoid;
-				s->pred_state[s->npredicates] = ExecInitQual(make_ands_implicit(planned), NULL);
-				s->npredicates++;
+				s->index_pred[s->nindexes] = ExecInitQual(make_ands_implicit(planned), NULL);
 			}
+			s->nindexes++;
 			index_close(irel, AccessShareLock);
 		}
 	}
@@ -313,7 +324,6 @@ open_queue(void)
 		q->estate = CreateExecutorState();
 		q->rri = makeNode(ResultRelInfo);
 		InitResultRelInfo(q->rri, q->rel, 0, NULL, 0);
-		ExecOpenIndices(q->rri, false);
 		q->slot = MakeSingleTupleTableSlot(RelationGetDescr(q->rel), &TTSOpsVirtual);
 		q->check_constraints = RelationGetDescr(q->rel)->constr != NULL;
 	}
@@ -327,20 +337,70 @@ open_queue(void)
 	/* opening took the lock, which read any pending invalidation */
 	if (shape == NULL || shape_stale || shape->relid != relid)
 		build_shape(q->rel);
-	for (int i = 0; i < q->rri->ri_NumIndices; i++)
-	{
-		IndexInfo  *ii = q->rri->ri_IndexRelationInfo[i];
-		Oid			indexoid = RelationGetRelid(q->rri->ri_IndexRelationDescs[i]);
-
-		if (ii->ii_Predicate == NIL)
-			continue;
-		for (int p = 0; p < shape->npredicates; p++)
-			if (shape->pred_index[p] == indexoid)
-				ii->ii_PredicateState = shape->pred_state[p];
-	}
+	q->nindexes = shape->nindexes;
+	q->index_rel = MemoryContextAllocZero(TopTransactionContext, sizeof(Relation) * Max(q->nindexes, 1));
+	q->index_info = MemoryContextAllocZero(TopTransactionContext, sizeof(IndexInfo *) * Max(q->nindexes, 1));
+	q->index_skip = MemoryContextAllocZero(TopTransactionContext, sizeof(bool) * Max(q->nindexes, 1));
 	xact_open = q;
 	xact_open_stale = false;
 	return q;
+}
+
+/*
+ * The row's entries in the queue's indexes, as ExecInsertIndexTuples()
+ * makes them (partial indexes only where the predicate holds, indexes not
+ * yet ready for inserts skipped, UNIQUE_CHECK_YES for unique ones; the
+ * shape refused exclusion and deferrable constraints).  An index is opened
+ * and locked the first time a row needs it in the transaction: a new
+ * delivery is 'pending', so the partial indexes of leased and dead
+ * deliveries are never opened by producers.
+ */
+static void
+insert_index_entries(QueueOpen *q, QueueShape *s, TupleTableSlot *slot)
+{
+	ExprContext *econtext = GetPerTupleExprContext(q->estate);
+	Datum		values[INDEX_MAX_KEYS];
+	bool		isnull[INDEX_MAX_KEYS];
+
+	econtext->ecxt_scantuple = slot;
+	for (int i = 0; i < q->nindexes; i++)
+	{
+		Relation	irel;
+
+		if (q->index_skip[i])
+			continue;
+		if (s->index_pred[i] != NULL && !ExecQual(s->index_pred[i], econtext))
+			continue;
+		if (q->index_rel[i] == NULL)
+		{
+			ResourceOwner save_owner = CurrentResourceOwner;
+			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+			/* held with the table, to the end of the top-level transaction */
+			CurrentResourceOwner = TopTransactionResourceOwner;
+			PG_TRY();
+			{
+				q->index_rel[i] = index_open(s->index_oid[i], RowExclusiveLock);
+				q->index_info[i] = BuildIndexInfo(q->index_rel[i]);
+			}
+			PG_FINALLY();
+			{
+				CurrentResourceOwner = save_owner;
+				MemoryContextSwitchTo(old);
+			}
+			PG_END_TRY();
+			if (!q->index_info[i]->ii_ReadyForInserts)
+			{
+				q->index_skip[i] = true;
+				continue;
+			}
+		}
+		irel = q->index_rel[i];
+		FormIndexDatum(q->index_info[i], slot, q->estate, values, isnull);
+		(void) index_insert(irel, values, isnull, &slot->tts_tid, q->rel,
+							irel->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+							false, q->index_info[i]);
+	}
 }
 
 void
@@ -417,8 +477,7 @@ pgcb_queue_insert(const pg_uuid_t *event_id, const char *event_type,
 		if (q->check_constraints)
 			ExecConstraints(q->rri, slot, q->estate);
 		table_tuple_insert(q->rel, slot, cid, 0, NULL);
-		if (q->rri->ri_NumIndices > 0)
-			ExecInsertIndexTuples(q->rri, slot, q->estate, false, false, NULL, NIL);
+		insert_index_entries(q, s, slot);
 		ResetPerTupleExprContext(q->estate);
 	}
 
