@@ -22,11 +22,15 @@
  * an error, not a silent difference.  1.1 has none of them.
  *
  * Lifetimes:
- *	- per backend: the queue's OID, the prepared defaults and partial index
- *	  predicates, dropped by a relcache invalidation of the queue (ALTER
- *	  TABLE, CREATE or DROP INDEX, DROP EXTENSION);
- *	- per top-level transaction: the open relation and indexes, the EState
- *	  and slot.  They are opened under TopTransactionResourceOwner, so a
+ *	- per backend: the queue's OID, the prepared defaults, the list of its
+ *	  indexes and the partial ones' predicates, dropped by a relcache
+ *	  invalidation of the queue (ALTER TABLE, CREATE or DROP INDEX, DROP
+ *	  EXTENSION);
+ *	- per top-level transaction: the open relation, the EState and slot,
+ *	  and each index once a row needs it (an index that is not ready for
+ *	  inserts then stays skipped for the transaction: CREATE INDEX
+ *	  CONCURRENTLY waits for our lock before it makes an index ready).
+ *	  They are opened under TopTransactionResourceOwner, so a
  *	  savepoint rolled back does not release them under our feet (the
  *	  RowExclusiveLock is then held to the end of the top-level transaction,
  *	  not of the savepoint: harmless for that lock mode), and closed at
@@ -40,10 +44,10 @@
 #include "postgres.h"
 
 #include "access/genam.h"
-#include "catalog/index.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "executor/executor.h"
