@@ -10,6 +10,7 @@ OBJS = \
 	src/shmem.o \
 	src/event.o \
 	src/trigger.o \
+	src/trigger_body.o \
 	src/trigger_stmt.o \
 	src/route_cache.o \
 	src/queue_insert.o \
