@@ -26,6 +26,10 @@
  * committed before the rebuild but after that snapshot would have had its
  * invalidation consumed already.
  *
+ * Without that trigger (a 1.0 schema the 1.1 library runs against before
+ * ALTER EXTENSION ... UPDATE, or the trigger disabled) the copy is read
+ * again for every event.
+ *
  * Matches are remembered per event type (a trigger fires with one or three
  * types), at most MEMO_MAX of them, forgotten with the endpoints.
  */
@@ -100,6 +104,30 @@ lookup_endpoints_relid(void)
 	return relid;
 }
 
+/*
+ * Whether part 70's trigger is there and fires always.  Without it (a 1.0
+ * schema not yet updated to 1.1, or the trigger disabled by hand) nothing
+ * tells us of a change: the copy is then read again for every event.
+ */
+static bool
+has_invalidation_trigger(Relation rel)
+{
+	TriggerDesc *td = rel->trigdesc;
+
+	if (td == NULL)
+		return false;
+	for (int i = 0; i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+
+		/* ALWAYS: also in sessions with session_replication_role = replica */
+		if (strcmp(t->tgname, "callback_endpoints_routes_changed") == 0 &&
+			t->tgenabled == TRIGGER_FIRES_ALWAYS)
+			return true;
+	}
+	return false;
+}
+
 static int
 endpoint_cmp(const void *a, const void *b)
 {
@@ -138,6 +166,7 @@ rebuild(void)
 	AttrNumber	att_types;
 	int			cap = 16;
 	uint64		seen;
+	bool		invalidated_by_trigger;
 
 	if (route_cxt == NULL)
 	{
@@ -160,6 +189,7 @@ rebuild(void)
 	endpoints_relid = lookup_endpoints_relid();
 
 	rel = table_open(endpoints_relid, AccessShareLock);
+	invalidated_by_trigger = has_invalidation_trigger(rel);
 	att_id = attnameAttNum(rel, "id", false);
 	att_enabled = attnameAttNum(rel, "enabled", false);
 	att_types = attnameAttNum(rel, "event_types", false);
@@ -219,7 +249,7 @@ rebuild(void)
 	table_close(rel, AccessShareLock);
 
 	qsort(endpoints, n_endpoints, sizeof(RouteEndpoint), endpoint_cmp);
-	valid = (invalidations == seen);
+	valid = (invalidations == seen) && invalidated_by_trigger;
 }
 
 int

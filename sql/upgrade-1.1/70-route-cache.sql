@@ -7,8 +7,10 @@
  * changed (rows added or removed, id, enabled or event_types updated);
  * every backend drops its copy at our next command or at our commit.  The
  * breaker's and pause's updates touch other columns and invalidate nothing.
- * The trigger function is no one's to call: the trigger manager does not
- * check EXECUTE at fire time.
+ * Without the trigger (a 1.0 schema before ALTER EXTENSION ... UPDATE) the
+ * library reads the endpoints for every event.  The trigger function is
+ * no one's to call: the trigger manager does not check EXECUTE at fire
+ * time.
  */
 CREATE FUNCTION callback._endpoints_changed()
 RETURNS trigger
@@ -20,3 +22,7 @@ CREATE TRIGGER callback_endpoints_routes_changed
     AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF id, enabled, event_types
     ON callback.callback_endpoints
     FOR EACH STATEMENT EXECUTE FUNCTION callback._endpoints_changed();
+-- also in a session with session_replication_role = replica (logical
+-- replication's apply, restores): the library caches routes only while
+-- this trigger exists and fires always.
+ALTER TABLE callback.callback_endpoints ENABLE ALWAYS TRIGGER callback_endpoints_routes_changed;
