@@ -10,6 +10,11 @@ OBJS = \
 	src/shmem.o \
 	src/event.o \
 	src/trigger.o \
+	src/trigger_body.o \
+	src/trigger_stmt.o \
+	src/route_cache.o \
+	src/queue_insert.o \
+	src/row_json.o \
 	src/launcher.o \
 	src/discovery.o \
 	src/worker.o \
@@ -35,9 +40,9 @@ UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
-REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds
+REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies
 REGRESS_OPTS = --load-extension=pg_callback
-ISOLATION = rollback concurrent_claim drop_endpoint_race
+ISOLATION = rollback concurrent_claim drop_endpoint_race route_cache
 ISOLATION_OPTS = --load-extension=pg_callback
 
 # -Wextra, less the warnings PostgreSQL's own headers raise.

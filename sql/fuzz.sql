@@ -160,6 +160,16 @@ INSERT INTO fuzz_case (fn, cmd) VALUES
     ('callback.trigger()', $$INSERT INTO fuzz_odd_prefix VALUES (1)$$),
     ('callback.trigger()', $$INSERT INTO fuzz_empty_prefix VALUES (1)$$),
     ('callback.trigger()', $$INSERT INTO fuzz_ok VALUES (1) RETURNING id$$),
+    ('callback.trigger()', $$INSERT INTO fuzz_statement_ok VALUES (1) RETURNING id$$),
+    ('callback.trigger()', $$UPDATE fuzz_statement_ok SET id = 2 RETURNING id$$),
+    ('callback.trigger()', $$DELETE FROM fuzz_statement_ok RETURNING id$$),
+    ('callback.trigger()', $$INSERT INTO fuzz_statement_update_new VALUES (1) RETURNING id$$),
+    ('callback.trigger()', $$UPDATE fuzz_statement_update_new SET id = 2 RETURNING id$$),
+    ('callback._endpoints_changed()', $$SELECT callback._endpoints_changed()$$),
+    ('callback._endpoints_changed()', $$INSERT INTO fuzz_endpoints_changed VALUES (1) RETURNING id$$),
+    ('callback._endpoints_changed()', $$TRUNCATE fuzz_endpoints_changed_stmt$$),
+    ('callback._endpoints_changed()', $$UPDATE callback.callback_endpoints SET enabled = enabled WHERE false RETURNING id$$),
+    ('callback._endpoints_changed()', $$UPDATE callback.callback_endpoints SET paused = paused WHERE false RETURNING id$$),
 
     ('callback.wake_worker()', $$SELECT callback.wake_worker()$$),
 
@@ -267,6 +277,22 @@ CREATE TABLE fuzz_empty_prefix (id int);
 CREATE TRIGGER cb AFTER INSERT ON fuzz_empty_prefix FOR EACH ROW EXECUTE FUNCTION callback.trigger('');
 CREATE TABLE fuzz_ok (id int);
 CREATE TRIGGER cb AFTER INSERT ON fuzz_ok FOR EACH ROW EXECUTE FUNCTION callback.trigger('regress_fuzz');
+CREATE TABLE fuzz_statement_ok (id int);
+CREATE TRIGGER cb_i AFTER INSERT ON fuzz_statement_ok REFERENCING NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('regress_fuzz');
+CREATE TRIGGER cb_u AFTER UPDATE ON fuzz_statement_ok REFERENCING OLD TABLE AS o NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('regress_fuzz');
+CREATE TRIGGER cb_d AFTER DELETE ON fuzz_statement_ok REFERENCING OLD TABLE AS o
+    FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('regress_fuzz');
+CREATE TABLE fuzz_statement_update_new (id int);
+CREATE TRIGGER cb_u AFTER UPDATE ON fuzz_statement_update_new REFERENCING NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('regress_fuzz');
+
+-- callback._endpoints_changed() anywhere but on callback_endpoints.
+CREATE TABLE fuzz_endpoints_changed (id int);
+CREATE TRIGGER cb AFTER INSERT ON fuzz_endpoints_changed FOR EACH ROW EXECUTE FUNCTION callback._endpoints_changed();
+CREATE TABLE fuzz_endpoints_changed_stmt (id int);
+CREATE TRIGGER cb AFTER TRUNCATE ON fuzz_endpoints_changed_stmt FOR EACH STATEMENT EXECUTE FUNCTION callback._endpoints_changed();
 
 SELECT c.id, c.fn, pg_temp.fz(c.cmd, c.whole) AS result
   FROM fuzz_case c ORDER BY c.id;

@@ -1,8 +1,9 @@
 /*
  * event.c
  *		Everything between "an event happened" and "its deliveries are in
- *		callback_queue": the JSON envelope, routing by event type pattern,
- *		the size limit, the insert (one saved plan, run as the extension's
+ *		callback_queue": the JSON envelope, the event id, the size limit,
+ *		the pattern matcher, handing the event to routing (route_cache.c)
+ *		and to the queue (queue_insert.c, which inserts as the extension's
  *		owner so that producers need no rights on the queue), and waking the
  *		worker when the transaction commits (a prepared one: at COMMIT
  *		PREPARED).  Also callback.enqueue().
@@ -14,7 +15,6 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -31,16 +31,14 @@
 #include "event.h"
 #include "guc.h"
 #include "pg_callback.h"
-#include "session.h"
+#include "queue_insert.h"
+#include "route_cache.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(enqueue);
 PG_FUNCTION_INFO_V1(validate_event_types);
 PG_FUNCTION_INFO_V1(event_type_matches);
 PG_FUNCTION_INFO_V1(wake_worker);
-
-/* Saved plan of the routing insert; survives across transactions. */
-static SPIPlanPtr insert_plan = NULL;
 
 /* Registered once per backend (pg_net registered one per transaction). */
 static bool xact_callback_registered = false;
@@ -181,9 +179,36 @@ append_utc_timestamp(StringInfo buf, TimestampTz ts)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("timestamp out of range")));
-	appendStringInfo(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
-					 tm.tm_year, tm.tm_mon, tm.tm_mday,
-					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+	if (tm.tm_year < 1000 || tm.tm_year > 9999)
+	{
+		appendStringInfo(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+						 tm.tm_year, tm.tm_mon, tm.tm_mday,
+						 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+		return;
+	}
+	/* the same 27 characters without the printf machinery, once per event */
+	{
+		char		s[28];
+		int			fields[7] = {tm.tm_year, tm.tm_mon, tm.tm_mday,
+		tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec};
+		static const int widths[7] = {4, 2, 2, 2, 2, 2, 6};
+		static const char seps[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
+		char	   *p = s;
+
+		for (int f = 0; f < 7; f++)
+		{
+			int			v = fields[f];
+
+			for (int d = widths[f] - 1; d >= 0; d--)
+			{
+				p[d] = '0' + v % 10;
+				v /= 10;
+			}
+			p += widths[f];
+			*p++ = seps[f];
+		}
+		appendBinaryStringInfo(buf, s, p - s);
+	}
 }
 
 void
@@ -276,14 +301,43 @@ pgcb_event_init(void)
 	ProcessUtility_hook = pgcb_event_utility_hook;
 }
 
+/*
+ * A version 4 UUID, as gen_random_uuid() makes it, from random bytes drawn
+ * UUID_POOL at a time: one pg_strong_random() call per UUID_POOL events
+ * instead of one per event.  The pool is per process and filled in it
+ * (never in the postmaster), so no two backends share bytes.
+ */
+#define UUID_POOL 64
+
+static void
+new_event_id(pg_uuid_t *id)
+{
+	static unsigned char pool[UUID_POOL * UUID_LEN];
+	static int	left = 0;
+	unsigned char *u;
+
+	if (left == 0)
+	{
+		if (!pg_strong_random(pool, sizeof(pool)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random values")));
+		left = UUID_POOL;
+	}
+	left--;
+	u = pool + left * UUID_LEN;
+	memcpy(id->data, u, UUID_LEN);
+	explicit_bzero(u, UUID_LEN);
+	id->data[6] = (id->data[6] & 0x0f) | 0x40;	/* version 4 */
+	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+}
+
 uint64
 pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 				   pg_uuid_t *event_id)
 {
-	Datum		values[3];
-	PgcbSession session;
-	int			ret;
-	uint64		queued;
+	const int32 *endpoint_ids;
+	int			n;
 
 	if (body_len > pgcb_max_payload_bytes)
 		ereport(ERROR,
@@ -292,42 +346,14 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 						body_len, pgcb_max_payload_bytes),
 				 errhint("Send a smaller payload, such as an id the receiver can look up, or raise callback.max_payload_bytes.")));
 
-	*event_id = *DatumGetUUIDP(DirectFunctionCall1(gen_random_uuid, (Datum) 0));
-	values[0] = UUIDPGetDatum(event_id);
-	values[1] = CStringGetTextDatum(event_type);
-	values[2] = PointerGetDatum(cstring_to_text_with_len(body, body_len));
+	new_event_id(event_id);
+	/* routing: route_cache.c; the rows: queue_insert.c */
+	n = pgcb_route_cache_match(event_type, &endpoint_ids);
+	pgcb_queue_insert(event_id, event_type, body, body_len, endpoint_ids, n);
 
-	/* as the owner, so that producers need no rights on the queue */
-	pgcb_session_enter(&session);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (insert_plan == NULL)
-	{
-		Oid			types[3] = {UUIDOID, TEXTOID, TEXTOID};
-		SPIPlanPtr	plan;
-
-		/* every name qualified: see session.c */
-		plan = SPI_prepare("INSERT INTO callback.callback_queue (event_id, endpoint_id, event_type, body) "
-						   "SELECT $1, e.id, $2, $3 FROM callback.callback_endpoints e "
-						   "WHERE e.enabled AND callback.event_type_matches(e.event_types, $2)",
-						   3, types);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
-	ret = SPI_execute_plan(insert_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "queue insert failed: %s", SPI_result_code_string(ret));
-	queued = SPI_processed;
-	SPI_finish();
-
-	pgcb_session_leave(&session);
-
-	if (queued > 0)
+	if (n > 0)
 		wake_worker_at_commit();
-	return queued;
+	return n;
 }
 
 /* callback.enqueue(event_type text, payload jsonb) returns uuid */

@@ -9,7 +9,8 @@
  *
  * queues "order.insert" / "order.update" / "order.delete" events whose data
  * is {"op","schema","table","new","old"}.  Without an argument the table
- * name is the prefix.
+ * name is the prefix.  Fired FOR EACH STATEMENT with transition tables it
+ * queues the same events, one per row (trigger_stmt.c).
  *
  * Who may choose event types: PostgreSQL checks EXECUTE on callback.trigger()
  * (granted to callback_producer) only at CREATE TRIGGER.  An explicit prefix
@@ -38,6 +39,7 @@
 
 #include "event.h"
 #include "pg_callback.h"
+#include "trigger.h"
 
 PG_FUNCTION_INFO_V1(callback_trigger);
 
@@ -96,22 +98,6 @@ check_owner_is_producer(Relation rel)
 	}
 }
 
-static void
-append_row(StringInfo buf, HeapTuple tuple, TupleDesc tupdesc)
-{
-	Datum		row;
-	text	   *json;
-
-	if (tuple == NULL)
-	{
-		appendStringInfoString(buf, "null");
-		return;
-	}
-	row = heap_copy_tuple_as_datum(tuple, tupdesc);
-	json = DatumGetTextPP(DirectFunctionCall1(row_to_json, row));
-	appendBinaryStringInfo(buf, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
-}
-
 Datum
 callback_trigger(PG_FUNCTION_ARGS)
 {
@@ -124,18 +110,16 @@ callback_trigger(PG_FUNCTION_ARGS)
 	HeapTuple	new_tuple = NULL;
 	HeapTuple	old_tuple = NULL;
 	char		event_type[PGCB_EVENT_TYPE_MAX + 16];
-	StringInfoData body;
-	pg_uuid_t	event_id;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("callback.trigger() was not called by the trigger manager"),
 				 errhint("Use it in CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW EXECUTE FUNCTION callback.trigger('prefix').")));
-	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("callback.trigger() must be fired AFTER ... FOR EACH ROW"),
+				 errmsg("callback.trigger() must be fired AFTER ... FOR EACH ROW or AFTER ... FOR EACH STATEMENT"),
 				 errhint("CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW EXECUTE FUNCTION callback.trigger('prefix').")));
 
 	trigger = trigdata->tg_trigger;
@@ -179,26 +163,16 @@ callback_trigger(PG_FUNCTION_ARGS)
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("callback.trigger() handles INSERT, UPDATE and DELETE only")));
+				 errmsg("callback.trigger() handles INSERT, UPDATE and DELETE only"),
+				 errhint("Fire it AFTER INSERT, UPDATE or DELETE, not on TRUNCATE.")));
 
 	snprintf(event_type, sizeof(event_type), "%s.%s", prefix, op_lower);
 	pgcb_event_check_type(event_type, false, "event type");
 
-	initStringInfo(&body);
-	pgcb_event_body_begin(&body, event_type);
-	appendStringInfo(&body, "{\"op\":\"%s\",\"schema\":", op);
-	escape_json(&body, get_namespace_name(RelationGetNamespace(rel)));
-	appendStringInfoString(&body, ",\"table\":");
-	escape_json(&body, RelationGetRelationName(rel));
-	appendStringInfoString(&body, ",\"new\":");
-	append_row(&body, new_tuple, RelationGetDescr(rel));
-	appendStringInfoString(&body, ",\"old\":");
-	append_row(&body, old_tuple, RelationGetDescr(rel));
-	appendStringInfoChar(&body, '}');
-	pgcb_event_body_end(&body);
-
-	pgcb_event_enqueue(event_type, body.data, body.len, &event_id);
-	pfree(body.data);
+	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple);
+	else
+		pgcb_trigger_stmt_fire(trigdata, event_type, op);
 
 	return PointerGetDatum(NULL);
 }

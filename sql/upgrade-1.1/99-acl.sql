@@ -101,6 +101,7 @@ DECLARE
         ['function', 'callback._check_endpoint_args(text,text,text[],jsonb,interval,text,integer,interval[],double precision,integer,integer,interval)', NULL, NULL],
         ['function', 'callback._check_secret_unused(text,integer)', NULL,               NULL],
         ['function', 'callback._dead_letter_orphans()',            NULL,                NULL],
+        ['function', 'callback._endpoints_changed()',              NULL,                NULL],
         ['function', 'callback._endpoint_for_update(text)',        NULL,                NULL],
         ['function', 'callback._prom_label(text)',                 NULL,                NULL],
         ['function', 'callback._redrive_where(text,anyelement)',   NULL,                NULL],

@@ -1,0 +1,492 @@
+/*
+ * queue_insert.c
+ *		Insert deliveries into callback.callback_queue: the tuple formed
+ *		here, written through the table AM and the queue's indexes, with no
+ *		SPI, planner or executor start-up per row.  This file is the only
+ *		one that knows how a delivery is stored; a new queue layout changes
+ *		it alone.
+ *
+ * What each row gets, and why it is the same as INSERT INTO callback_queue
+ * (event_id, endpoint_id, event_type, body) would give:
+ *	- the four given columns;
+ *	- every other column its default expression as the catalog has it
+ *	  (build_column_default, the rewriter's own: the identity's nextval,
+ *	  'pending', 0, now()), prepared once per backend and evaluated per row;
+ *	  no default means NULL.
+ *	- NOT NULL and CHECK constraints by ExecConstraints; the indexes,
+ *	  partial ones' predicates included, as ExecInsertIndexTuples does
+ *	  (insert_index_entries); TOAST,
+ *	  WAL and visibility by the table AM.
+ * What an INSERT would do and this does not is refused when the queue has
+ * it (a trigger, forced row security, a generated column, another relkind):
+ * an error, not a silent difference.  1.1 has none of them.
+ *
+ * Lifetimes:
+ *	- per backend: the queue's OID, the prepared defaults, the list of its
+ *	  indexes and the partial ones' predicates, dropped by a relcache
+ *	  invalidation of the queue (ALTER TABLE, CREATE or DROP INDEX, DROP
+ *	  EXTENSION);
+ *	- per top-level transaction: the open relation, the EState and slot,
+ *	  and each index once a row needs it (an index that is not ready for
+ *	  inserts then stays skipped for the transaction: CREATE INDEX
+ *	  CONCURRENTLY waits for our lock before it makes an index ready).
+ *	  They are opened under TopTransactionResourceOwner, so a
+ *	  savepoint rolled back does not release them under our feet (the
+ *	  RowExclusiveLock is then held to the end of the top-level transaction,
+ *	  not of the savepoint: harmless for that lock mode), and closed at
+ *	  pre-commit / pre-prepare; at abort the resource owner releases them
+ *	  and we only forget the pointers.  A relcache invalidation of the queue
+ *	  within the transaction makes the next insert reopen them.
+ * Invalidation callbacks only set flags: they can run in the middle of an
+ * insert (any lock taken may read the invalidation queue), so nothing is
+ * freed until the next call starts.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_relation.h"
+#include "rewrite/rewriteHandler.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+
+#include "pg_callback.h"
+#include "queue_insert.h"
+
+/* Per backend: what the catalog says about the queue's columns. */
+typedef struct QueueShape
+{
+	MemoryContext cxt;
+	Oid			relid;
+	int			natts;
+	AttrNumber	att_event_id;
+	AttrNumber	att_endpoint_id;
+	AttrNumber	att_event_type;
+	AttrNumber	att_body;
+	ExprState **defaults;		/* [natts]; NULL: given, dropped or no default */
+	ExprContext *econtext;		/* evaluates the defaults; reset per row */
+	int			nindexes;
+	Oid		   *index_oid;		/* [nindexes]: the queue's indexes ... */
+	ExprState **index_pred;		/* ... and partial ones' predicates, ready to run */
+} QueueShape;
+
+/* Per top-level transaction: the open queue. */
+typedef struct QueueOpen
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	bool		check_constraints;
+	int			nindexes;		/* shape's, when opened */
+	Relation   *index_rel;		/* [nindexes]: NULL until a row needs it */
+	IndexInfo **index_info;
+	bool	   *index_skip;		/* not ready for inserts (CREATE INDEX CONCURRENTLY) */
+} QueueOpen;
+
+static QueueShape *shape = NULL;
+static bool shape_stale = false;
+static QueueOpen *xact_open = NULL;
+static bool xact_open_stale = false;
+static bool callbacks_registered = false;
+
+static void
+queue_relcache_callback(Datum arg, Oid relid)
+{
+	if (shape == NULL)
+		return;
+	if (relid == InvalidOid || relid == shape->relid)
+	{
+		shape_stale = true;
+		xact_open_stale = true;
+	}
+}
+
+static void
+close_open(void)
+{
+	QueueOpen  *q = xact_open;
+	ResourceOwner save = CurrentResourceOwner;
+
+	xact_open = NULL;
+	xact_open_stale = false;
+	/* released by the owner that holds them */
+	CurrentResourceOwner = TopTransactionResourceOwner;
+	ExecDropSingleTupleTableSlot(q->slot);
+	/* the locks stay to the end of the transaction, as an INSERT's do */
+	for (int i = 0; i < q->nindexes; i++)
+		if (q->index_rel[i] != NULL)
+			index_close(q->index_rel[i], NoLock);
+	table_close(q->rel, NoLock);
+	FreeExecutorState(q->estate);
+	CurrentResourceOwner = save;
+	pfree(q);
+}
+
+static void
+queue_xact_callback(XactEvent event, void *arg)
+{
+	if (xact_open == NULL)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			close_open();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PREPARE:
+			/* the resource owner and TopTransactionContext take care of it */
+			xact_open = NULL;
+			xact_open_stale = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static Oid
+lookup_queue_relid(void)
+{
+	Oid			nsp = get_namespace_oid(PGCB_SCHEMA_NAME, true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("callback_queue", nsp) : InvalidOid;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_callback is not installed in this database"),
+				 errhint("Run CREATE EXTENSION pg_callback.")));
+	return relid;
+}
+
+static AttrNumber
+given_attnum(Relation rel, const char *name)
+{
+	AttrNumber	attnum = attnameAttNum(rel, name, false);
+
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("callback.callback_queue has no column \"%s\"", name),
+				 errhint("The extension's tables were changed by hand; reinstall pg_callback.")));
+	return attnum;
+}
+
+static void
+unsupported(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("callback.callback_queue has %s, which pg_callback's queue insert does not support", what),
+			 errhint("Remove it: the queue is the extension's own table.")));
+}
+
+/* The queue must be what this file knows how to insert into. */
+static void
+check_queue(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	TriggerDesc *trig = rel->trigdesc;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		unsupported("a kind other than a plain table");
+	if (trig != NULL &&
+		(trig->trig_insert_before_row || trig->trig_insert_after_row ||
+		 trig->trig_insert_instead_row || trig->trig_insert_before_statement ||
+		 trig->trig_insert_after_statement || trig->trig_insert_new_table))
+		unsupported("an INSERT trigger");
+	/* the owner bypasses row security unless it is forced */
+	if (rel->rd_rel->relrowsecurity && rel->rd_rel->relforcerowsecurity)
+		unsupported("forced row level security");
+	if (desc->constr && desc->constr->has_generated_stored)
+		unsupported("a generated column");
+}
+
+static void
+build_shape(Relation rel)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	QueueShape *s;
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (shape != NULL)
+	{
+		MemoryContextDelete(shape->cxt);
+		shape = NULL;
+	}
+	cxt = AllocSetContextCreate(CacheMemoryContext, "pg_callback queue shape",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	s = palloc0(sizeof(QueueShape));
+	s->cxt = cxt;
+	s->relid = RelationGetRelid(rel);
+	s->natts = desc->natts;
+	s->att_event_id = given_attnum(rel, "event_id");
+	s->att_endpoint_id = given_attnum(rel, "endpoint_id");
+	s->att_event_type = given_attnum(rel, "event_type");
+	s->att_body = given_attnum(rel, "body");
+	s->defaults = palloc0(sizeof(ExprState *) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		AttrNumber	attnum = i + 1;
+		Node	   *expr;
+
+		if (TupleDescAttr(desc, i)->attisdropped ||
+			attnum == s->att_event_id || attnum == s->att_endpoint_id ||
+			attnum == s->att_event_type || attnum == s->att_body)
+			continue;
+		expr = build_column_default(rel, attnum);
+		if (expr != NULL)
+			s->defaults[i] = ExecInitExpr(expression_planner((Expr *) expr), NULL);
+	}
+	s->econtext = CreateStandaloneExprContext();
+
+	/*
+	 * The indexes, and the partial ones' predicates prepared as
+	 * ExecInsertIndexTuples() would prepare them in each transaction
+	 * (ExecPrepareQual).  A new or dropped index invalidates the table's
+	 * relcache entry, and with it this shape.
+	 */
+	{
+		List	   *indexes = RelationGetIndexList(rel);
+		ListCell   *lc;
+
+		s->index_oid = palloc0(sizeof(Oid) * Max(list_length(indexes), 1));
+		s->index_pred = palloc0(sizeof(ExprState *) * Max(list_length(indexes), 1));
+		foreach(lc, indexes)
+		{
+			Oid			indexoid = lfirst_oid(lc);
+			Relation	irel = index_open(indexoid, AccessShareLock);
+			List	   *pred = RelationGetIndexPredicate(irel);
+
+			/* what index_insert() alone does not do */
+			if (irel->rd_index->indisexclusion)
+				unsupported("an exclusion constraint");
+			if (irel->rd_index->indisunique && !irel->rd_index->indimmediate)
+				unsupported("a deferrable unique constraint");
+			s->index_oid[s->nindexes] = indexoid;
+			if (pred != NIL)
+			{
+				Expr	   *planned = expression_planner((Expr *) make_ands_explicit(pred));
+
+				s->index_pred[s->nindexes] = ExecInitQual(make_ands_implicit(planned), NULL);
+			}
+			s->nindexes++;
+			index_close(irel, AccessShareLock);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	shape = s;
+	shape_stale = false;
+}
+
+static QueueOpen *
+open_queue(void)
+{
+	ResourceOwner save_owner = CurrentResourceOwner;
+	MemoryContext old;
+	QueueOpen  *q;
+	Oid			relid;
+
+	if (xact_open != NULL && !xact_open_stale)
+		return xact_open;
+	if (xact_open != NULL)
+		close_open();
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(queue_relcache_callback, (Datum) 0);
+		RegisterXactCallback(queue_xact_callback, NULL);
+		callbacks_registered = true;
+	}
+
+	relid = (shape != NULL && !shape_stale) ? shape->relid : lookup_queue_relid();
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	q = palloc0(sizeof(QueueOpen));
+	CurrentResourceOwner = TopTransactionResourceOwner;
+	PG_TRY();
+	{
+		q->rel = table_open(relid, RowExclusiveLock);
+		check_queue(q->rel);
+		q->estate = CreateExecutorState();
+		q->rri = makeNode(ResultRelInfo);
+		InitResultRelInfo(q->rri, q->rel, 0, NULL, 0);
+		q->slot = MakeSingleTupleTableSlot(RelationGetDescr(q->rel), &TTSOpsVirtual);
+		q->check_constraints = RelationGetDescr(q->rel)->constr != NULL;
+	}
+	PG_FINALLY();
+	{
+		CurrentResourceOwner = save_owner;
+		MemoryContextSwitchTo(old);
+	}
+	PG_END_TRY();
+
+	/* opening took the lock, which read any pending invalidation */
+	if (shape == NULL || shape_stale || shape->relid != relid)
+		build_shape(q->rel);
+	q->nindexes = shape->nindexes;
+	q->index_rel = MemoryContextAllocZero(TopTransactionContext, sizeof(Relation) * Max(q->nindexes, 1));
+	q->index_info = MemoryContextAllocZero(TopTransactionContext, sizeof(IndexInfo *) * Max(q->nindexes, 1));
+	q->index_skip = MemoryContextAllocZero(TopTransactionContext, sizeof(bool) * Max(q->nindexes, 1));
+	xact_open = q;
+	xact_open_stale = false;
+	return q;
+}
+
+/*
+ * The row's entries in the queue's indexes, as ExecInsertIndexTuples()
+ * makes them (partial indexes only where the predicate holds, indexes not
+ * yet ready for inserts skipped, UNIQUE_CHECK_YES for unique ones; the
+ * shape refused exclusion and deferrable constraints).  An index is opened
+ * and locked the first time a row needs it in the transaction: a new
+ * delivery is 'pending', so the partial indexes of leased and dead
+ * deliveries are never opened by producers.
+ */
+static void
+insert_index_entries(QueueOpen *q, QueueShape *s, TupleTableSlot *slot)
+{
+	ExprContext *econtext = GetPerTupleExprContext(q->estate);
+	Datum		values[INDEX_MAX_KEYS];
+	bool		isnull[INDEX_MAX_KEYS];
+
+	econtext->ecxt_scantuple = slot;
+	for (int i = 0; i < q->nindexes; i++)
+	{
+		Relation	irel;
+
+		if (q->index_skip[i])
+			continue;
+		if (s->index_pred[i] != NULL && !ExecQual(s->index_pred[i], econtext))
+			continue;
+		if (q->index_rel[i] == NULL)
+		{
+			ResourceOwner save_owner = CurrentResourceOwner;
+			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+			/* held with the table, to the end of the top-level transaction */
+			CurrentResourceOwner = TopTransactionResourceOwner;
+			PG_TRY();
+			{
+				q->index_rel[i] = index_open(s->index_oid[i], RowExclusiveLock);
+				q->index_info[i] = BuildIndexInfo(q->index_rel[i]);
+			}
+			PG_FINALLY();
+			{
+				CurrentResourceOwner = save_owner;
+				MemoryContextSwitchTo(old);
+			}
+			PG_END_TRY();
+			if (!q->index_info[i]->ii_ReadyForInserts)
+			{
+				q->index_skip[i] = true;
+				continue;
+			}
+		}
+		irel = q->index_rel[i];
+		FormIndexDatum(q->index_info[i], slot, q->estate, values, isnull);
+		(void) index_insert(irel, values, isnull, &slot->tts_tid, q->rel,
+							irel->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+							false, q->index_info[i]);
+	}
+}
+
+void
+pgcb_queue_insert(const pg_uuid_t *event_id, const char *event_type,
+				  const char *body, int body_len,
+				  const int32 *endpoint_ids, int n_endpoints)
+{
+	QueueOpen  *q;
+	QueueShape *s;
+	Datum		type_datum;
+	Datum		body_datum;
+	Oid			save_userid;
+	int			save_sec_context;
+	CommandId	cid;
+
+	/*
+	 * What the executor checks before any INSERT (ExecCheckXactReadOnly),
+	 * whether or not it inserts a row.
+	 */
+	PreventCommandIfReadOnly("INSERT");
+	PreventCommandIfParallelMode("INSERT");
+	if (n_endpoints <= 0)
+		return;
+	q = open_queue();
+	s = shape;
+	type_datum = PointerGetDatum(cstring_to_text(event_type));
+	body_datum = PointerGetDatum(cstring_to_text_with_len(body, body_len));
+	cid = GetCurrentCommandId(true);
+
+	/*
+	 * As the queue's owner, in a security-restricted operation: whatever
+	 * the defaults, the index predicates or the constraints call runs as it
+	 * would under the owner's own INSERT, never with the producer's rights
+	 * (or the producer's code with the owner's).  Names are resolved
+	 * already: search_path plays no part.  An error in between needs no
+	 * cleanup: the (sub)transaction's abort restores the user.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(q->rel->rd_rel->relowner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+
+	for (int e = 0; e < n_endpoints; e++)
+	{
+		TupleTableSlot *slot = q->slot;
+		Datum	   *values;
+		bool	   *isnull;
+
+		CHECK_FOR_INTERRUPTS();
+		ExecClearTuple(slot);
+		ResetExprContext(s->econtext);
+		values = slot->tts_values;
+		isnull = slot->tts_isnull;
+		for (int i = 0; i < s->natts; i++)
+		{
+			if (s->defaults[i] != NULL)
+				values[i] = ExecEvalExprSwitchContext(s->defaults[i], s->econtext, &isnull[i]);
+			else
+			{
+				values[i] = (Datum) 0;
+				isnull[i] = true;
+			}
+		}
+		values[s->att_event_id - 1] = UUIDPGetDatum(event_id);
+		isnull[s->att_event_id - 1] = false;
+		values[s->att_endpoint_id - 1] = Int32GetDatum(endpoint_ids[e]);
+		isnull[s->att_endpoint_id - 1] = false;
+		values[s->att_event_type - 1] = type_datum;
+		isnull[s->att_event_type - 1] = false;
+		values[s->att_body - 1] = body_datum;
+		isnull[s->att_body - 1] = false;
+		ExecStoreVirtualTuple(slot);
+
+		if (q->check_constraints)
+			ExecConstraints(q->rri, slot, q->estate);
+		table_tuple_insert(q->rel, slot, cid, 0, NULL);
+		insert_index_entries(q, s, slot);
+		ResetPerTupleExprContext(q->estate);
+	}
+
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	ExecClearTuple(q->slot);
+	pfree(DatumGetPointer(type_datum));
+	pfree(DatumGetPointer(body_datum));
+}

@@ -1,0 +1,24 @@
+/*
+ * trigger.h
+ *		callback.trigger()'s two firing paths, per row (trigger.c) and per
+ *		statement over transition tables (trigger_stmt.c), share one body.
+ */
+#ifndef PGCB_TRIGGER_H
+#define PGCB_TRIGGER_H
+
+#include "access/htup.h"
+#include "commands/trigger.h"
+#include "utils/rel.h"
+
+/*
+ * Queue the event of one changed row of rel: event type, op ("INSERT",
+ * "UPDATE", "DELETE") and the row before and/or after (NULL when absent).
+ */
+extern void pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
+								   HeapTuple new_tuple, HeapTuple old_tuple);
+
+/* FOR EACH STATEMENT: one event per row of the transition tables. */
+extern void pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type,
+								   const char *op);
+
+#endif							/* PGCB_TRIGGER_H */

@@ -1,0 +1,100 @@
+/*
+ * trigger_body.c
+ *		The event callback.trigger() queues for one changed row, the same
+ *		from the row and the statement path: {"type","timestamp","data":
+ *		{"op","schema","table","new","old"}}.
+ */
+#include "postgres.h"
+
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "event.h"
+#include "pg_callback.h"
+#include "row_json.h"
+#include "trigger.h"
+
+/*
+ * Schema names by namespace OID, for the "schema" of every body: one
+ * syscache look-up and copy per schema and backend instead of per row.
+ * Dropped at any change of pg_namespace (ALTER SCHEMA ... RENAME).
+ */
+typedef struct NspName
+{
+	Oid			nspid;			/* hash key */
+	char		name[NAMEDATALEN];
+} NspName;
+
+static HTAB *nsp_names = NULL;
+
+static void
+nsp_names_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	HASH_SEQ_STATUS seq;
+	NspName    *e;
+
+	if (nsp_names == NULL)
+		return;
+	hash_seq_init(&seq, nsp_names);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		(void) hash_search(nsp_names, &e->nspid, HASH_REMOVE, NULL);
+}
+
+static const char *
+schema_name(Oid nspid)
+{
+	NspName    *e;
+	bool		found;
+
+	if (nsp_names == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(NspName);
+		ctl.hcxt = CacheMemoryContext;
+		nsp_names = hash_create("pg_callback schema names", 16, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, nsp_names_callback, (Datum) 0);
+	}
+	e = hash_search(nsp_names, &nspid, HASH_FIND, NULL);
+	if (e == NULL)
+	{
+		char	   *name = get_namespace_name(nspid);
+
+		if (name == NULL)
+			elog(ERROR, "cache lookup failed for namespace %u", nspid);
+		e = hash_search(nsp_names, &nspid, HASH_ENTER, &found);
+		strlcpy(e->name, name, NAMEDATALEN);
+		pfree(name);
+	}
+	return e->name;
+}
+
+void
+pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
+					   HeapTuple new_tuple, HeapTuple old_tuple)
+{
+	StringInfoData body;
+	pg_uuid_t	event_id;
+
+	initStringInfo(&body);
+	pgcb_event_body_begin(&body, event_type);
+	appendStringInfo(&body, "{\"op\":\"%s\",\"schema\":", op);
+	escape_json(&body, schema_name(RelationGetNamespace(rel)));
+	appendStringInfoString(&body, ",\"table\":");
+	escape_json(&body, RelationGetRelationName(rel));
+	appendStringInfoString(&body, ",\"new\":");
+	pgcb_row_json_append(&body, rel, new_tuple);
+	appendStringInfoString(&body, ",\"old\":");
+	pgcb_row_json_append(&body, rel, old_tuple);
+	appendStringInfoChar(&body, '}');
+	pgcb_event_body_end(&body);
+
+	pgcb_event_enqueue(event_type, body.data, body.len, &event_id);
+	pfree(body.data);
+}
