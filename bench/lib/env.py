@@ -104,6 +104,8 @@ class Env:
         self.pg_ctl("start")
         self.run(self.as_pg([self.pg_bin + "/createdb", "-h", self.pgdir, "-p", str(self.pg_port),
                              "-U", "postgres", "bench"]))
+        # the launcher starts a worker for a database once it has the extension
+        self.q("CREATE EXTENSION pg_callback")
         self.wait_worker()
 
     def pg_ctl(self, action):
@@ -276,8 +278,7 @@ http {{
     def setup_schema(self):
         """The extension and the endpoints every part shares: 'bench'
         (nginx, event types bench.*) and 'lat' (the latency receiver)."""
-        step("schema: extension, endpoints 'bench' (nginx) and 'lat' (receiver)")
-        self.q("CREATE EXTENSION pg_callback")
+        step("schema: endpoints 'bench' (nginx) and 'lat' (receiver)")
         self.q("SELECT callback.create_endpoint('bench', %s, '{bench.*}')", (self.hook_url,))
         self.q("SELECT callback.create_endpoint('lat', %s, '{lat.*}')",
                ("http://127.0.0.1:%d/lat" % self.rcv_port,))
