@@ -65,6 +65,7 @@
 #include "utils/resowner.h"
 
 #include "pg_callback.h"
+#include "session.h"
 #include "queue_insert.h"
 
 /* Per backend: what the catalog says about the queue's columns. */
@@ -164,15 +165,7 @@ queue_xact_callback(XactEvent event, void *arg)
 static Oid
 lookup_queue_relid(void)
 {
-	Oid			nsp = get_namespace_oid(PGCB_SCHEMA_NAME, true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("callback_queue", nsp) : InvalidOid;
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_callback is not installed in this database"),
-				 errhint("Run CREATE EXTENSION pg_callback.")));
-	return relid;
+	return pgcb_session_relid("callback_queue");
 }
 
 static AttrNumber

@@ -53,6 +53,7 @@
 #include "utils/snapmgr.h"
 
 #include "pg_callback.h"
+#include "session.h"
 #include "route_cache.h"
 
 #define MEMO_MAX 1024
@@ -93,15 +94,7 @@ route_relcache_callback(Datum arg, Oid relid)
 static Oid
 lookup_endpoints_relid(void)
 {
-	Oid			nsp = get_namespace_oid(PGCB_SCHEMA_NAME, true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("callback_endpoints", nsp) : InvalidOid;
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_callback is not installed in this database"),
-				 errhint("Run CREATE EXTENSION pg_callback.")));
-	return relid;
+	return pgcb_session_relid("callback_endpoints");
 }
 
 /*

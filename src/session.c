@@ -34,18 +34,26 @@ pgcb_session_pin_search_path(void)
 }
 
 Oid
-pgcb_session_owner(void)
+pgcb_session_relid(const char *relname)
 {
 	Oid			nsp = get_namespace_oid(PGCB_SCHEMA_NAME, true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("callback_queue", nsp) : InvalidOid;
-	HeapTuple	tup;
-	Oid			owner;
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid(relname, nsp) : InvalidOid;
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("pg_callback is not installed in this database"),
 				 errhint("Run CREATE EXTENSION pg_callback.")));
+	return relid;
+}
+
+Oid
+pgcb_session_owner(void)
+{
+	Oid			relid = pgcb_session_relid("callback_queue");
+	HeapTuple	tup;
+	Oid			owner;
+
 	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for relation %u", relid);

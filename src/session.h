@@ -21,6 +21,9 @@ typedef struct PgcbSession
 /* For the worker, before any SQL: its whole session keeps the safe path. */
 extern void pgcb_session_pin_search_path(void);
 
+/* The oid of one of the extension's tables; an error if it is not installed. */
+extern Oid	pgcb_session_relid(const char *relname);
+
 /* The extension's owner (the owner of callback.callback_queue). */
 extern Oid	pgcb_session_owner(void);
 
