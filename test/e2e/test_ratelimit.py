@@ -229,7 +229,7 @@ def test_bucket_shared_by_worker_and_process_callbacks(cluster, receiver, endpoi
             while not stop.is_set():
                 cur.execute("SELECT callback.process_callbacks(50)")
                 drained.append(cur.fetchone()[0])
-                stop.wait(0.01)  # pace of the drain loop, not a wait for a condition
+                stop.wait(0.002)  # pace of the drain loop, not a wait for a condition
         except Exception as e:  # reported below
             errors.append(e)
         finally:
@@ -238,11 +238,19 @@ def test_bucket_shared_by_worker_and_process_callbacks(cluster, receiver, endpoi
     th = threading.Thread(target=drain, daemon=True)
     th.start()
     try:
-        enqueue_many(cluster, "rl.shared", n)
-        ok = receiver.wait_for(n, "/shared", timeout=(n - 2) / 10.0 + 30)
+        # The worker is woken just when a token is due, so the backend's
+        # polling wins only some tokens; another round of n events (at most
+        # three in all) when it won none, so that both really share the bucket.
+        for rounds in range(1, 4):
+            enqueue_many(cluster, "rl.shared", n)
+            total = n * rounds
+            ok = receiver.wait_for(total, "/shared", timeout=(n - 2) / 10.0 + 30)
+            if not ok or sum(drained) > 0:
+                break
     finally:
         stop.set()
         th.join(timeout=30)
+    n = total
     assert not errors, errors
     assert ok, "only %d of %d arrived" % (receiver.count("/shared"), n)
     wait_all_delivered(cluster, "rl_shared", n, timeout=30)
@@ -256,7 +264,8 @@ def test_bucket_shared_by_worker_and_process_callbacks(cluster, receiver, endpoi
                   % (by_backend, n - by_backend, peak, span))
     assert by_backend > 0, "the backend never won a token: the test proves nothing"
     assert peak <= _peak_bound(10, 2), "%d arrivals in one second at 10/s burst 2" % peak
-    assert span >= (n - 2) / 10.0 * 0.97, "%d events in %.2f s at 10/s" % (n, span)
+    # each round may open with a full bucket (burst 2)
+    assert span >= (n - 2 * rounds) / 10.0 * 0.97, "%d events in %.2f s at 10/s" % (n, span)
 
 
 @pytest.mark.parametrize("status", [429, 503])
