@@ -25,6 +25,8 @@ OBJS = \
 	src/retry.o \
 	src/sign.o \
 	src/netpolicy.o \
+	src/notify_target.o \
+	src/tracecontext.o \
 	src/ratelimit.o \
 	src/metrics.o \
 	src/drain.o \

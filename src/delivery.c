@@ -37,6 +37,8 @@
 #include "ratelimit.h"
 #include "retry.h"
 #include "sign.h"
+#include "notify_target.h"
+#include "tracecontext.h"
 
 #define USER_AGENT "pg_callback/1.0"
 #define N_FIXED_HEADERS 5
@@ -57,6 +59,9 @@ typedef struct PgcbRequest
 	int			response_cap;	/* callback.max_response_bytes at the start */
 	struct curl_slist fixed[N_FIXED_HEADERS];	/* no malloc per request */
 	struct curl_slist *extra;	/* the endpoint's own headers (curl copies) */
+	struct curl_slist trace[2];	/* traceparent, tracestate */
+	char		traceparent_header[16 + PGCB_TRACEPARENT_LEN];
+	char	   *tracestate_header;
 	char		id_header[64];
 	char		ts_header[48];
 	char		sig_header[2 * PGCB_SIGNATURE_LEN + 32];
@@ -157,6 +162,29 @@ set_header(struct curl_slist *node, char *text, struct curl_slist *next)
 	node->next = next;
 }
 
+/*
+ * W3C trace context (tracecontext.c): each attempt is a span of its own, so
+ * it sends the event's trace-id and flags with a new parent-id; the
+ * tracestate as given.  Returns the list with these in front of next.
+ */
+static struct curl_slist *
+trace_headers(PgcbRequest *req, PgcbClaimed *c, struct curl_slist *next)
+{
+	if (c->traceparent == NULL)
+		return next;
+	if (c->tracestate != NULL)
+	{
+		req->tracestate_header = psprintf("tracestate: %s", c->tracestate);
+		set_header(&req->trace[1], req->tracestate_header, next);
+		next = &req->trace[1];
+	}
+	strcpy(req->traceparent_header, "traceparent: ");
+	pgcb_trace_attempt_parent(c->traceparent,
+							  req->traceparent_header + strlen("traceparent: "));
+	set_header(&req->trace[0], req->traceparent_header, next);
+	return &req->trace[0];
+}
+
 static void
 start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 {
@@ -210,7 +238,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	set_header(&req->fixed[1], req->ts_header, &req->fixed[2]);
 	set_header(&req->fixed[2], req->sig_header, &req->fixed[3]);
 	set_header(&req->fixed[3], "Content-Type: application/json", &req->fixed[4]);
-	set_header(&req->fixed[4], "Expect:", req->extra);
+	set_header(&req->fixed[4], "Expect:", trace_headers(req, c, req->extra));
 
 	easy = pgcb_http_easy_get();
 	req->easy = easy;
@@ -292,50 +320,61 @@ storable_text(const char *data, int len)
 	return pnstrdup(data, ok);
 }
 
-static void
-finish_request(CURL *easy, CURLcode result)
+/* One finished attempt, whatever carried it: what settle() decides on. */
+typedef struct PgcbAttempt
 {
-	PgcbRequest *req;
-	PgcbEndpoint *ep;
+	int64		delivery_id;
+	pg_uuid_t	event_id;
+	int			endpoint_id;
+	int			attempt;		/* from 1 */
+	TimestampTz started_at;
+	long		status;			/* HTTP status; 0: no response (or no HTTP) */
+	long		retry_after_ms; /* -1: none */
+	char	   *error;			/* NULL: none besides the status */
+	bool		permanent;		/* a failure no retry can mend: dead at once */
+	double		latency_ms;
+	char	   *response_body;
+} PgcbAttempt;
+
+/*
+ * Turn a finished attempt into an outcome for the write-back, and into its
+ * endpoint's breaker and hold and the worker's counters: the same for every
+ * transport.
+ */
+static void
+settle(PgcbEndpoint *ep, const PgcbAttempt *a)
+{
 	PgcbOutcome *o;
 	PgcbDecision d;
-	long		status = 0;
-	curl_off_t	total_us = 0;
-	long		retry_after_ms = -1;
-	struct curl_header *h;
 	MemoryContext old;
 	TimestampTz now = GetCurrentTimestamp();
 
-	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
-	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
-	if (result != CURLE_OK)
-		status = 0;
-	else if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
-		retry_after_ms = pgcb_retry_parse_retry_after(h->value);
-
-	ep = hash_search(endpoints, &req->endpoint_id, HASH_FIND, NULL);
 	if (ep)
-		d = pgcb_retry_decide(status, retry_after_ms, req->attempt, ep->max_attempts,
+		d = pgcb_retry_decide(a->status, a->retry_after_ms, a->attempt, ep->max_attempts,
 							  ep->schedule_ms, ep->n_schedule);
 	else
-		d = pgcb_retry_decide(status, retry_after_ms, req->attempt, req->attempt, NULL, 0);
+		d = pgcb_retry_decide(a->status, a->retry_after_ms, a->attempt, a->attempt, NULL, 0);
+	if (a->permanent && d.verdict != PGCB_DELIVERED)
+	{
+		/* the event's fault, not the endpoint's: no breaker counts it */
+		d.verdict = PGCB_DEAD;
+		d.reason = NULL;
+		d.counts_as_failure = false;
+	}
 
 	old = MemoryContextSwitchTo(outcome_cxt);
 	o = new_outcome();
-	o->delivery_id = req->delivery_id;
-	o->event_id = req->event_id;
-	o->status_code = (int) status;
-	o->latency_ms = (double) total_us / 1000.0;
-	o->started_at = req->started_at;
+	o->delivery_id = a->delivery_id;
+	o->event_id = a->event_id;
+	o->status_code = (int) a->status;
+	o->latency_ms = a->latency_ms;
+	o->started_at = a->started_at;
 	o->next_attempt_at = 0;
-	o->response_body = req->response_len > 0 ?
-		storable_text(req->response, req->response_len) : NULL;
-	if (result != CURLE_OK)
-		o->error = psprintf("%s", req->why[0] ? req->why :
-							req->errbuf[0] ? req->errbuf : curl_easy_strerror(result));
+	o->response_body = a->response_body;
+	if (a->error != NULL)
+		o->error = pstrdup(a->error);
 	else if (d.verdict != PGCB_DELIVERED)
-		o->error = psprintf("HTTP %ld", status);
+		o->error = psprintf("HTTP %ld", a->status);
 	else
 		o->error = NULL;
 	if (d.verdict == PGCB_DEAD && d.reason && o->error)
@@ -357,7 +396,6 @@ finish_request(CURL *easy, CURLcode result)
 
 	if (ep)
 	{
-		ep->inflight--;
 		if (d.verdict == PGCB_DELIVERED)
 		{
 			ep->consecutive_failures = 0;
@@ -378,10 +416,10 @@ finish_request(CURL *easy, CURLcode result)
 		if (d.endpoint_gone)
 			ep->gone = true;
 		/* "slow down" is about the endpoint, not one delivery: hold them all */
-		if (status == 429 || (status == 503 && retry_after_ms > 0))
+		if (a->status == 429 || (a->status == 503 && a->retry_after_ms > 0))
 		{
 			long		hold_ms = d.verdict == PGCB_RETRY ? d.delay_ms :
-				Min(Max(retry_after_ms, 0), pgcb_retry_after_max_ms);
+				Min(Max(a->retry_after_ms, 0), pgcb_retry_after_max_ms);
 
 			ep->hold_until = Max(ep->hold_until, TimestampTzPlusMilliseconds(now, hold_ms));
 		}
@@ -401,6 +439,47 @@ finish_request(CURL *easy, CURLcode result)
 		if (d.verdict == PGCB_DEAD)
 			pg_atomic_fetch_add_u64(&my_slot->dead, 1);
 	}
+}
+
+static void
+finish_request(CURL *easy, CURLcode result)
+{
+	PgcbRequest *req;
+	PgcbEndpoint *ep;
+	PgcbAttempt a = {0};
+	curl_off_t	total_us = 0;
+	struct curl_header *h;
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &a.status);
+	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
+	a.retry_after_ms = -1;
+	if (result != CURLE_OK)
+		a.status = 0;
+	else if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+		a.retry_after_ms = pgcb_retry_parse_retry_after(h->value);
+
+	a.delivery_id = req->delivery_id;
+	a.event_id = req->event_id;
+	a.endpoint_id = req->endpoint_id;
+	a.attempt = req->attempt;
+	a.started_at = req->started_at;
+	a.latency_ms = (double) total_us / 1000.0;
+	if (req->response_len > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(outcome_cxt);
+
+		a.response_body = storable_text(req->response, req->response_len);
+		MemoryContextSwitchTo(old);
+	}
+	if (result != CURLE_OK)
+		a.error = req->why[0] ? req->why :
+			req->errbuf[0] ? req->errbuf : (char *) curl_easy_strerror(result);
+
+	ep = hash_search(endpoints, &req->endpoint_id, HASH_FIND, NULL);
+	settle(ep, &a);
+	if (ep)
+		ep->inflight--;
 
 	inflight--;
 	if (my_slot)
@@ -410,6 +489,8 @@ finish_request(CURL *easy, CURLcode result)
 	pgcb_http_easy_put(easy);
 	pfree(req->body);
 	pfree(req->response);
+	if (req->tracestate_header)
+		pfree(req->tracestate_header);
 	pfree(req);
 }
 
@@ -685,6 +766,41 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 	return granted;
 }
 
+/*
+ * A notify: endpoint's attempt: the notification is queued in this (the
+ * claiming) transaction and the caller writes the outcome back in it too,
+ * so both commit together.  No HTTP status: the attempt records NULL.
+ */
+static void
+notify_attempt(PgcbEndpoint *ep, PgcbClaimed *c, const char *channel)
+{
+	PgcbAttempt a = {0};
+	MemoryContext old = MemoryContextSwitchTo(outcome_cxt);
+
+	a.delivery_id = c->id;
+	a.event_id = c->event_id;
+	a.endpoint_id = ep->id;
+	a.attempt = c->attempts + 1;
+	a.started_at = GetCurrentTimestamp();
+	a.retry_after_ms = -1;
+	a.error = pgcb_notify_send(channel, c->body, c->body_len, &a.permanent);
+	a.latency_ms = (double) (GetCurrentTimestamp() - a.started_at) / 1000.0;
+	MemoryContextSwitchTo(old);
+	settle(ep, &a);
+	if (my_slot && a.error == NULL)
+		pg_atomic_fetch_add_u64(&my_slot->bytes_sent, c->body_len);
+}
+
+/* Claimed rows in queue order, so that a NOTIFY channel gets them in it. */
+static int
+cmp_claimed(const void *a, const void *b)
+{
+	int64		x = ((const PgcbClaimed *) a)->id;
+	int64		y = ((const PgcbClaimed *) b)->id;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 int
 pgcb_delivery_cycle(int max_new)
 {
@@ -702,6 +818,7 @@ pgcb_delivery_cycle(int max_new)
 	int			lease_ms = pgcb_lease_ms;
 	int			n_busy = 0;
 	int			share;
+	int			n_notified = 0;
 
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
@@ -739,15 +856,34 @@ pgcb_delivery_cycle(int max_new)
 		return 0;
 
 	got = pgcb_queue_claim(n_want, ids, counts, my_claimed_by, lease_ms, &claimed, request_cxt);
+	qsort(claimed, got, sizeof(PgcbClaimed), cmp_claimed);
 	for (int i = 0; i < got; i++)
 	{
-		ep = hash_search(endpoints, &claimed[i].endpoint_id, HASH_FIND, NULL);
+		PgcbClaimed *c = &claimed[i];
+		const char *channel;
+
+		ep = hash_search(endpoints, &c->endpoint_id, HASH_FIND, NULL);
 		Assert(ep != NULL);
-		start_request(ep, &claimed[i]);
+		/* the transport, by the URL's scheme */
+		if ((channel = pgcb_notify_channel(ep->url)) != NULL)
+		{
+			notify_attempt(ep, c, channel);
+			pfree(c->body);
+			n_notified++;
+		}
+		else
+			start_request(ep, c);
+		if (c->traceparent)
+			pfree(c->traceparent);
+		if (c->tracestate)
+			pfree(c->tracestate);
 		for (int k = 0; k < n_want; k++)
-			if (ids[k] == claimed[i].endpoint_id)
+			if (ids[k] == c->endpoint_id)
 				got_per[k]++;
 	}
+	/* NOTIFY attempts: recorded in the transaction whose commit sends them */
+	if (n_notified > 0)
+		pgcb_delivery_flush();
 	for (int k = 0; k < n_want; k++)
 	{
 		if (got_per[k] < counts[k])

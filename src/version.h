@@ -16,7 +16,7 @@
 #error "PGCB_VERSION is set by the Makefile from pg_callback.control"
 #endif
 
-#define PGCB_SCHEMA_MIN_VERSION "1.0"
+#define PGCB_SCHEMA_MIN_VERSION "1.1"
 
 typedef enum PgcbSchemaFit
 {
