@@ -331,6 +331,7 @@ typedef struct PgcbAttempt
 	long		status;			/* HTTP status; 0: no response (or no HTTP) */
 	long		retry_after_ms; /* -1: none */
 	char	   *error;			/* NULL: none besides the status */
+	bool		delivered;		/* a transport without status codes: it got there */
 	bool		permanent;		/* a failure no retry can mend: dead at once */
 	double		latency_ms;
 	char	   *response_body;
@@ -349,7 +350,12 @@ settle(PgcbEndpoint *ep, const PgcbAttempt *a)
 	MemoryContext old;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (ep)
+	if (a->delivered)
+	{
+		memset(&d, 0, sizeof(d));
+		d.verdict = PGCB_DELIVERED;
+	}
+	else if (ep)
 		d = pgcb_retry_decide(a->status, a->retry_after_ms, a->attempt, ep->max_attempts,
 							  ep->schedule_ms, ep->n_schedule);
 	else
@@ -784,6 +790,7 @@ notify_attempt(PgcbEndpoint *ep, PgcbClaimed *c, const char *channel)
 	a.started_at = GetCurrentTimestamp();
 	a.retry_after_ms = -1;
 	a.error = pgcb_notify_send(channel, c->body, c->body_len, &a.permanent);
+	a.delivered = (a.error == NULL);
 	a.latency_ms = (double) (GetCurrentTimestamp() - a.started_at) / 1000.0;
 	MemoryContextSwitchTo(old);
 	settle(ep, &a);
