@@ -16,6 +16,7 @@
 #error "PGCB_VERSION is set by the Makefile from pg_callback.control"
 #endif
 
+/* 1.1: the claim reads callback_queue.traceparent and tracestate (part 91) */
 #define PGCB_SCHEMA_MIN_VERSION "1.1"
 
 typedef enum PgcbSchemaFit
