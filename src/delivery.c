@@ -2,8 +2,9 @@
  * delivery.c
  *		The delivery engine: decides how many deliveries each endpoint may
  *		take now (its free in-flight slots, its token bucket, its circuit
- *		breaker), claims them, sends them signed through http.c, turns each
- *		finished attempt into an outcome with the retry policy, and writes
+ *		breaker), claims them, sends them signed through http.c (or, for a
+ *		notify: endpoint, through notify_target.c), turns each finished
+ *		attempt into an outcome with the retry policy (settle), and writes
  *		the outcomes back in one statement (keeping, in the worker, those
  *		whose rows an SQL user's open transaction holds, for a later cycle).
  *
@@ -33,11 +34,11 @@
 #include "guc.h"
 #include "http.h"
 #include "netpolicy.h"
+#include "notify_target.h"
 #include "queue.h"
 #include "ratelimit.h"
 #include "retry.h"
 #include "sign.h"
-#include "notify_target.h"
 #include "tracecontext.h"
 
 #define USER_AGENT "pg_callback/1.0"
@@ -325,7 +326,6 @@ typedef struct PgcbAttempt
 {
 	int64		delivery_id;
 	pg_uuid_t	event_id;
-	int			endpoint_id;
 	int			attempt;		/* from 1 */
 	TimestampTz started_at;
 	long		status;			/* HTTP status; 0: no response (or no HTTP) */
@@ -467,7 +467,6 @@ finish_request(CURL *easy, CURLcode result)
 
 	a.delivery_id = req->delivery_id;
 	a.event_id = req->event_id;
-	a.endpoint_id = req->endpoint_id;
 	a.attempt = req->attempt;
 	a.started_at = req->started_at;
 	a.latency_ms = (double) total_us / 1000.0;
@@ -781,18 +780,15 @@ static void
 notify_attempt(PgcbEndpoint *ep, PgcbClaimed *c, const char *channel)
 {
 	PgcbAttempt a = {0};
-	MemoryContext old = MemoryContextSwitchTo(outcome_cxt);
 
 	a.delivery_id = c->id;
 	a.event_id = c->event_id;
-	a.endpoint_id = ep->id;
 	a.attempt = c->attempts + 1;
 	a.started_at = GetCurrentTimestamp();
 	a.retry_after_ms = -1;
 	a.error = pgcb_notify_send(channel, c->body, c->body_len, &a.permanent);
 	a.delivered = (a.error == NULL);
 	a.latency_ms = (double) (GetCurrentTimestamp() - a.started_at) / 1000.0;
-	MemoryContextSwitchTo(old);
 	settle(ep, &a);
 	if (my_slot && a.error == NULL)
 		pg_atomic_fetch_add_u64(&my_slot->bytes_sent, c->body_len);
