@@ -892,7 +892,13 @@ pgcb_delivery_cycle(int max_new)
 		if (got_per[k] < counts[k])
 			pgcb_ratelimit_give_back(MyDatabaseId, ids[k], counts[k] - got_per[k]);
 		else
+		{
 			more_due = true;	/* it took all it asked for: maybe more are due */
+			/* no response will come back to start the next cycle: due now */
+			ep = hash_search(endpoints, &ids[k], HASH_FIND, NULL);
+			if (ep != NULL && pgcb_notify_channel(ep->url) != NULL)
+				note_due(GetCurrentTimestamp());
+		}
 	}
 	pfree(claimed);
 	return got;
