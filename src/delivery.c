@@ -171,9 +171,12 @@ set_header(struct curl_slist *node, char *text, struct curl_slist *next)
 static struct curl_slist *
 trace_headers(PgcbRequest *req, PgcbClaimed *c, struct curl_slist *next)
 {
-	if (c->traceparent == NULL)
+	const char *why;
+
+	/* checked at write time; again here for rows written by hand */
+	if (c->traceparent == NULL || !pgcb_trace_parent_valid(c->traceparent, &why))
 		return next;
-	if (c->tracestate != NULL)
+	if (c->tracestate != NULL && pgcb_trace_state_valid(c->tracestate, &why))
 	{
 		req->tracestate_header = psprintf("tracestate: %s", c->tracestate);
 		set_header(&req->trace[1], req->tracestate_header, next);

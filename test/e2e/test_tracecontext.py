@@ -245,3 +245,20 @@ def test_good_values_accepted_and_stored(request, cluster, receiver, endpoint_fa
                          "WHERE endpoint_id = %s ORDER BY id", (ep.id,))
     assert [r[0] for r in rows] == GOOD_TRACEPARENTS + [TP] * len(GOOD_TRACESTATES)
     assert [r[1] for r in rows] == [None] * len(GOOD_TRACEPARENTS) + GOOD_TRACESTATES
+
+
+def test_row_written_by_hand_with_a_bad_traceparent_sends_none(request, cluster, receiver,
+                                                               endpoint_factory):
+    # enqueue() and SET refuse it; an admin's UPDATE does not: the worker
+    # checks again and sends no trace context rather than a broken header
+    ep = Ep(request, receiver, endpoint_factory)
+    name = "tc_" + ep.etype
+    cluster.execute("SELECT callback.pause_endpoint(%s)", (name,))
+    cluster.execute("SELECT callback.enqueue(%s, '{}', traceparent => %s, tracestate => 'a=b')",
+                    (ep.etype + ".x", TP))
+    cluster.execute("UPDATE callback.callback_queue SET traceparent = '00-ab\r\nx: y' "
+                    "WHERE endpoint_id = %s", (ep.id,))
+    cluster.execute("SELECT callback.resume_endpoint(%s)", (name,))
+    assert receiver.wait_for(1, ep.path, timeout=30)
+    h = receiver.requests(ep.path)[0].headers
+    assert "traceparent" not in h and "tracestate" not in h and "x" not in h
