@@ -337,6 +337,7 @@ pgcb_event_enqueue(PgcbEventRow *ev)
 {
 	const int32 *endpoint_ids;
 	int			n;
+	bool		any_unpaused;
 	int			body_len = ev->body_len;
 
 	if (body_len > pgcb_max_payload_bytes)
@@ -348,10 +349,11 @@ pgcb_event_enqueue(PgcbEventRow *ev)
 
 	new_event_id(&ev->event_id);
 	/* routing: route_cache.c; the rows: queue_insert.c */
-	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids);
+	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &any_unpaused);
 	pgcb_queue_insert(ev, endpoint_ids, n);
 
-	if (n > 0)
+	/* a paused endpoint's events wait for resume_endpoint(), which wakes */
+	if (any_unpaused)
 		wake_worker_at_commit();
 	return n;
 }
