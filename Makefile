@@ -12,6 +12,7 @@ OBJS = \
 	src/trigger.o \
 	src/trigger_body.o \
 	src/trigger_stmt.o \
+	src/backfill.o \
 	src/route_cache.o \
 	src/queue_insert.o \
 	src/row_json.o \

@@ -332,6 +332,17 @@ new_event_id(pg_uuid_t *id)
 	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
 }
 
+static void
+check_body_size(int body_len)
+{
+	if (body_len > pgcb_max_payload_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event body of %d bytes exceeds callback.max_payload_bytes (%d)",
+						body_len, pgcb_max_payload_bytes),
+				 errhint("Send a smaller payload, such as an id the receiver can look up, or raise callback.max_payload_bytes.")));
+}
+
 uint64
 pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 				   pg_uuid_t *event_id)
@@ -339,13 +350,7 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 	const int32 *endpoint_ids;
 	int			n;
 
-	if (body_len > pgcb_max_payload_bytes)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("event body of %d bytes exceeds callback.max_payload_bytes (%d)",
-						body_len, pgcb_max_payload_bytes),
-				 errhint("Send a smaller payload, such as an id the receiver can look up, or raise callback.max_payload_bytes.")));
-
+	check_body_size(body_len);
 	new_event_id(event_id);
 	/* routing: route_cache.c; the rows: queue_insert.c */
 	n = pgcb_route_cache_match(event_type, &endpoint_ids);
@@ -354,6 +359,17 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 	if (n > 0)
 		wake_worker_at_commit();
 	return n;
+}
+
+/* One delivery to endpoint_id, whatever its patterns: it was named. */
+void
+pgcb_event_enqueue_to(const char *event_type, const char *body, int body_len,
+					  int32 endpoint_id, pg_uuid_t *event_id)
+{
+	check_body_size(body_len);
+	new_event_id(event_id);
+	pgcb_queue_insert(event_id, event_type, body, body_len, &endpoint_id, 1);
+	wake_worker_at_commit();
 }
 
 /* callback.enqueue(event_type text, payload jsonb) returns uuid */

@@ -23,6 +23,13 @@ extern void pgcb_event_body_end(StringInfo buf);
 extern uint64 pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 								 pg_uuid_t *event_id);
 
+/*
+ * Insert one queue row for endpoint_id alone (no routing), as
+ * pgcb_event_enqueue does for each endpoint it routes to.
+ */
+extern void pgcb_event_enqueue_to(const char *event_type, const char *body, int body_len,
+								  int32 endpoint_id, pg_uuid_t *event_id);
+
 /* Install the hook that wakes the worker at COMMIT PREPARED (preload only). */
 extern void pgcb_event_init(void);
 
