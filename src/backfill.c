@@ -743,17 +743,12 @@ backfill(PG_FUNCTION_ARGS)
 	MemoryContext old;
 	int64		total = 0;
 	bool		finished;
+	bool		atomic = fcinfo->context == NULL || !IsA(fcinfo->context, CallContext) ||
+		((CallContext *) fcinfo->context)->atomic;
 
 	check_arguments(fcinfo, &b);
-	if (fcinfo->context == NULL || !IsA(fcinfo->context, CallContext) ||
-		((CallContext *) fcinfo->context)->atomic)
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("callback.backfill() cannot run inside a transaction block"),
-				 errdetail("It commits after every batch, which a transaction block, a function or a procedure with a SET clause does not allow."),
-				 errhint("Run CALL callback.backfill(...) as a statement of its own, outside BEGIN ... COMMIT.")));
-
-	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+	/* a bad argument is said as such, in a transaction block too */
+	if (SPI_connect_ext(atomic ? 0 : SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect_ext failed");
 
 	/* the first transaction (the CALL's): check everything, write nothing yet */
@@ -776,6 +771,13 @@ backfill(PG_FUNCTION_ARGS)
 	build_query(&b, rel);
 	relation_close(rel, AccessShareLock);
 	check_query(&b);
+
+	if (atomic)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("callback.backfill() cannot run inside a transaction block"),
+				 errdetail("It commits after every batch, which a transaction block, a function or a procedure with a SET clause does not allow."),
+				 errhint("Run CALL callback.backfill(...) as a statement of its own, outside BEGIN ... COMMIT.")));
 
 	/* what lives across the batches' transactions */
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback backfill batch",

@@ -31,7 +31,7 @@ CREATE TABLE callback.callback_backfill_progress (
     started_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at timestamptz,
-    UNIQUE NULLS NOT DISTINCT (relid, endpoint_id, where_clause)
+    CONSTRAINT callback_backfill_progress_key UNIQUE NULLS NOT DISTINCT (relid, endpoint_id, where_clause)
 );
 COMMENT ON TABLE callback.callback_backfill_progress IS
     'One row per backfill (table, endpoint, where clause): how far callback.backfill() got; written in each batch''s transaction.';

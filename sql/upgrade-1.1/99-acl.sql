@@ -52,7 +52,7 @@ DECLARE
         ['view',     'callback.callback_worker_stats',             'pg_monitor',        'SELECT'],
         ['view',     'callback.callback_databases',                'callback_monitor',  'SELECT'],
         ['view',     'callback.callback_databases',                'pg_monitor',        'SELECT'],
-        ['table',    'callback.callback_backfill_progress',        NULL,                NULL],
+        ['table',    'callback.callback_backfill_progress',        'callback_admin',    'SELECT'],
         ['sequence', 'callback.callback_backfill_progress_id_seq', NULL,                NULL],
         ['view',     'callback.callback_backfills',                'callback_producer', 'SELECT'],
         ['view',     'callback.callback_backfills',                'callback_monitor',  'SELECT'],
