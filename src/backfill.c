@@ -588,7 +588,7 @@ queue_rows(Backfill *b, Relation rel, Datum *last_key, bool *last_key_null)
 		Datum		row = SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull);
 		HeapTupleHeader th;
 		HeapTupleData tuple;
-		pg_uuid_t	event_id;
+		PgcbEventRow ev = {0};
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextReset(row_cxt);
@@ -601,7 +601,10 @@ queue_rows(Backfill *b, Relation rel, Datum *last_key, bool *last_key_null)
 		tuple.t_data = th;
 		initStringInfo(&body);
 		pgcb_trigger_row_body(&body, rel, b->event_type, "BACKFILL", &tuple, NULL);
-		pgcb_event_enqueue_to(b->event_type, body.data, body.len, b->endpoint_id, &event_id);
+		ev.event_type = b->event_type;
+		ev.body = body.data;
+		ev.body_len = body.len;
+		pgcb_event_enqueue_to(&ev, b->endpoint_id);
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(row_cxt);

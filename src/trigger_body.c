@@ -97,10 +97,13 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 					   HeapTuple new_tuple, HeapTuple old_tuple)
 {
 	StringInfoData body;
-	pg_uuid_t	event_id;
+	PgcbEventRow ev = {0};
 
 	initStringInfo(&body);
 	pgcb_trigger_row_body(&body, rel, event_type, op, new_tuple, old_tuple);
-	pgcb_event_enqueue(event_type, body.data, body.len, &event_id);
+	ev.event_type = event_type;
+	ev.body = body.data;
+	ev.body_len = body.len;
+	pgcb_event_enqueue(&ev);
 	pfree(body.data);
 }
