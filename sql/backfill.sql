@@ -105,11 +105,18 @@ SELECT rows_queued, batches, state FROM callback.callback_backfills;
 -- an empty table finishes at once
 CREATE TABLE bf_empty (id int PRIMARY KEY);
 CALL callback.backfill('bf_empty', 'regress_bf');
--- dropping the endpoint drops its backfills' progress
+-- a dropped endpoint's backfills leave the view, and the progress table at
+-- the next backfill
 SET client_min_messages = warning;
 SELECT callback.drop_endpoint('regress_bf', force => true);
+SELECT count(*) AS shown FROM callback.callback_backfills;
+SELECT callback.alter_endpoint('regress_bf_off', enabled => true);
+SET client_min_messages = notice;
+CALL callback.backfill('bf_empty', 'regress_bf_off');
+SELECT relation, endpoint, rows_queued, state FROM callback.callback_backfills;
+SELECT count(*) AS progress_rows FROM callback.callback_backfill_progress;
+SET client_min_messages = warning;
 SELECT callback.drop_endpoint('regress_bf_off', force => true);
-SELECT count(*) AS progress_rows_left FROM callback.callback_backfill_progress;
 DROP TABLE bf_items, "bad name", bf_parted, bf_empty CASCADE;
 DROP SEQUENCE bf_seq;
 REVOKE USAGE ON SCHEMA callback FROM regress_bf_reader;

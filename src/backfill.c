@@ -371,6 +371,13 @@ check_query(Backfill *b)
 
 /* ----------------------------------------------------------------- progress */
 
+/* the progress of backfills whose endpoint or table is gone */
+static const char *const progress_forget_sql =
+"DELETE FROM callback.callback_backfill_progress p "
+" WHERE NOT EXISTS (SELECT 1 FROM callback.callback_endpoints e "
+"                    WHERE e.id OPERATOR(pg_catalog.=) p.endpoint_id) "
+"    OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) p.relid)";
+
 static const char *const progress_begin_sql =
 "INSERT INTO callback.callback_backfill_progress "
 "       (relid, endpoint_id, where_clause, prefix, walk_by, rows_estimated, started_by) "
@@ -445,6 +452,8 @@ progress_lock(Backfill *b, bool first, Position *pos, MemoryContext keep)
 	pgcb_session_enter(&s);
 	if (first)
 	{
+		rc = SPI_execute(progress_forget_sql, false, 0);
+		spi_check(rc, SPI_OK_DELETE, "backfill progress clean-up");
 		rc = SPI_execute_with_args(progress_begin_sql, 7, types, values, nulls, false, 0);
 		spi_check(rc, SPI_OK_INSERT, "backfill progress insert");
 	}
@@ -454,7 +463,7 @@ progress_lock(Backfill *b, bool first, Position *pos, MemoryContext keep)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the progress of this backfill was removed while it ran"),
-				 errdetail("Its endpoint was dropped, or its row in callback.callback_backfill_progress deleted."),
+				 errdetail("Its row in callback.callback_backfill_progress was deleted (its endpoint was dropped and another backfill began)."),
 				 errhint("Call callback.backfill() again to start anew.")));
 	b->progress_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	stored_prefix = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);

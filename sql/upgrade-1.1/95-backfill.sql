@@ -15,8 +15,10 @@
 CREATE TABLE callback.callback_backfill_progress (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     relid oid NOT NULL,
-    endpoint_id integer NOT NULL
-        REFERENCES callback.callback_endpoints (id) ON DELETE CASCADE,
+    -- no foreign key (its RI triggers would be named by OID, unlike a fresh
+    -- install's): the rows of dropped endpoints and tables are deleted by
+    -- the next backfill, and the view shows none of them
+    endpoint_id integer NOT NULL,
     where_clause text,
     prefix text NOT NULL,
     walk_by text NOT NULL CHECK (walk_by IN ('primary key', 'ctid')),
@@ -67,7 +69,8 @@ SELECT b.id,
        b.updated_at,
        b.finished_at
   FROM callback.callback_backfill_progress b
-  JOIN callback.callback_endpoints e ON e.id OPERATOR(pg_catalog.=) b.endpoint_id;
+  JOIN callback.callback_endpoints e ON e.id OPERATOR(pg_catalog.=) b.endpoint_id
+ WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) b.relid);
 COMMENT ON VIEW callback.callback_backfills IS
     'Progress of callback.backfill(): one row per (table, endpoint, where clause).';
 
