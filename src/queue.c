@@ -97,7 +97,9 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"           WHERE q.endpoint_id OPERATOR(pg_catalog.=) e.id "
 	"             AND q.status OPERATOR(pg_catalog.=) 'pending' "
 	"           ORDER BY q.next_attempt_at LIMIT 1) END, "
-	"       pg_catalog.now() "
+	"       pg_catalog.now(), "
+	/* batches: events per request, how long a partial batch may wait (batch.c) */
+	"       e.batch_size, (extract(epoch FROM e.batch_window) OPERATOR(pg_catalog.*) 1000)::bigint "
 	"  FROM callback.callback_endpoints e",
 
 	[PLAN_CLAIM] =
@@ -478,6 +480,13 @@ run_step(void (*step) (void *), void *arg)
 	return ok;
 }
 
+/* batches: batch.c's claim runs as a step of the cycle, like ours */
+bool
+pgcb_queue_run_step(void (*step) (void *), void *arg)
+{
+	return run_step(step, arg);
+}
+
 static Datum
 get_col(int row, int col, bool *isnull)
 {
@@ -600,6 +609,9 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 		d = get_col(r, 17, &isnull);
 		ep->next_due = isnull ? 0 : DatumGetTimestampTz(d);
 		*now = DatumGetTimestampTz(get_col(r, 18, &isnull));
+		/* batches: see batch.c */
+		ep->batch_size = DatumGetInt32(get_col(r, 19, &isnull));
+		ep->batch_window_ms = DatumGetInt64(get_col(r, 20, &isnull));
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();

@@ -43,6 +43,13 @@ extern int	pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, i
 extern void pgcb_queue_set_skip_locked(bool skip);
 
 /*
+ * batches: run a step (SPI work of the cycle) as this file's are run: in
+ * the worker in a subtransaction with a short lock_timeout; false when a
+ * lock was not granted in time and the step was undone.
+ */
+extern bool pgcb_queue_run_step(void (*step) (void *), void *arg);
+
+/*
  * Record n outcomes: queue rows and attempt history, in one statement.
  * Outcomes whose row someone else holds are flagged in kept[] (all of them
  * when a lock timed out) and counted in the result: keep them for later.
