@@ -48,7 +48,8 @@ static const char *const ready_sql =
 /*
  * The claim of batch endpoints ($1 ids, $2 batches wanted, $3 batch sizes,
  * $4 lease in ms, $5 claimed_by), like queue.c's claim but by batches:
- *   d: the due rows, oldest first, a batch sent before kept together;
+ *   d: the due rows, oldest first, straight from the index as queue.c's
+ *      claim reads them (a batch sent before shares one next_attempt_at);
  *   g: new rows cut into chunks of size (same attempts: a batch shares
  *      its attempt count), rows sent before keep their batch;
  *   k, kept: the first n batches of each endpoint, new ones get an id;
@@ -68,7 +69,7 @@ static const char *const claim_sql =
 "       WHERE q.endpoint_id OPERATOR(pg_catalog.=) w.endpoint_id "
 "         AND q.status OPERATOR(pg_catalog.=) 'pending' "
 "         AND q.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
-"       ORDER BY q.next_attempt_at, q.batch_id, q.id "
+"       ORDER BY q.next_attempt_at "
 "       LIMIT w.n OPERATOR(pg_catalog.*) w.size FOR UPDATE SKIP LOCKED) l), "
 "g AS ("
 "  SELECT d.id, d.endpoint_id, d.batch_id, d.next_attempt_at, d.n, "
