@@ -142,16 +142,6 @@ run(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *values)
 	pgcb_session_leave(&session);
 }
 
-static ArrayType *
-int4_array(const int *v, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = Int32GetDatum(v[i]);
-	return construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
-}
-
 TimestampTz
 pgcb_batch_hold(HTAB *endpoints, TimestampTz now)
 {
@@ -182,8 +172,8 @@ pgcb_batch_hold(HTAB *endpoints, TimestampTz now)
 	if (n == 0)
 		return 0;
 
-	values[0] = PointerGetDatum(int4_array(ids, n));
-	values[1] = PointerGetDatum(int4_array(sizes, n));
+	values[0] = PointerGetDatum(pgcb_queue_int4_array(ids, n));
+	values[1] = PointerGetDatum(pgcb_queue_int4_array(sizes, n));
 	SPI_connect();
 	run(&ready_plan, ready_sql, 2, types, values);
 	for (int i = 0; i < n; i++)
@@ -342,9 +332,9 @@ pgcb_batch_claim(int n, const int *endpoint_ids, const int *counts, const int *s
 	int			n_batches = 0;
 	MemoryContext old;
 
-	cs.values[0] = PointerGetDatum(int4_array(endpoint_ids, n));
-	cs.values[1] = PointerGetDatum(int4_array(counts, n));
-	cs.values[2] = PointerGetDatum(int4_array(sizes, n));
+	cs.values[0] = PointerGetDatum(pgcb_queue_int4_array(endpoint_ids, n));
+	cs.values[1] = PointerGetDatum(pgcb_queue_int4_array(counts, n));
+	cs.values[2] = PointerGetDatum(pgcb_queue_int4_array(sizes, n));
 	cs.values[3] = Float8GetDatum((double) lease_ms);
 	cs.values[4] = Int32GetDatum(claimed_by);
 	cs.cxt = cxt;

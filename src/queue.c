@@ -640,6 +640,13 @@ int4_array(const int *v, int n)
 	return construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
 }
 
+/* batches: batch.c builds its arguments alike */
+ArrayType *
+pgcb_queue_int4_array(const int *v, int n)
+{
+	return int4_array(v, n);
+}
+
 typedef struct ClaimStep
 {
 	Datum		values[4];

@@ -7,6 +7,7 @@
 #ifndef PGCB_QUEUE_H
 #define PGCB_QUEUE_H
 
+#include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/uuid.h"
 
@@ -48,6 +49,9 @@ extern void pgcb_queue_set_skip_locked(bool skip);
  * lock was not granted in time and the step was undone.
  */
 extern bool pgcb_queue_run_step(void (*step) (void *), void *arg);
+
+/* batches: an int[] argument of a statement, palloc'd */
+extern ArrayType *pgcb_queue_int4_array(const int *v, int n);
 
 /*
  * Record n outcomes: queue rows and attempt history, in one statement.
