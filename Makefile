@@ -22,6 +22,7 @@ OBJS = \
 	src/dbguard.o \
 	src/delivery.o \
 	src/queue.o \
+	src/batch.o \
 	src/http.o \
 	src/retry.o \
 	src/sign.o \

@@ -98,7 +98,9 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"           WHERE q.endpoint_id OPERATOR(pg_catalog.=) e.id "
 	"             AND q.status OPERATOR(pg_catalog.=) 'pending' "
 	"           ORDER BY q.next_attempt_at LIMIT 1) END, "
-	"       pg_catalog.now() "
+	"       pg_catalog.now(), "
+	/* batches: events per request, how long a partial batch may wait (batch.c) */
+	"       e.batch_size, (extract(epoch FROM e.batch_window) OPERATOR(pg_catalog.*) 1000)::bigint "
 	"  FROM callback.callback_endpoints e",
 
 	[PLAN_CLAIM] =
@@ -493,6 +495,13 @@ run_step(void (*step) (void *), void *arg)
 	return ok;
 }
 
+/* batches: batch.c's claim runs as a step of the cycle, like ours */
+bool
+pgcb_queue_run_step(void (*step) (void *), void *arg)
+{
+	return run_step(step, arg);
+}
+
 static Datum
 get_col(int row, int col, bool *isnull)
 {
@@ -615,6 +624,9 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 		d = get_col(r, 17, &isnull);
 		ep->next_due = isnull ? 0 : DatumGetTimestampTz(d);
 		*now = DatumGetTimestampTz(get_col(r, 18, &isnull));
+		/* batches: see batch.c */
+		ep->batch_size = DatumGetInt32(get_col(r, 19, &isnull));
+		ep->batch_window_ms = DatumGetInt64(get_col(r, 20, &isnull));
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
@@ -641,6 +653,13 @@ int4_array(const int *v, int n)
 	for (int i = 0; i < n; i++)
 		d[i] = Int32GetDatum(v[i]);
 	return construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
+}
+
+/* batches: batch.c builds its arguments alike */
+ArrayType *
+pgcb_queue_int4_array(const int *v, int n)
+{
+	return int4_array(v, n);
 }
 
 typedef struct ClaimStep
