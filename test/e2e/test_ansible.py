@@ -10,8 +10,9 @@ the cluster with pg_ctl, creates the extension and an endpoint whose secret
 comes from an ansible-vault encrypted file.  Then:
 
   * the first run changes things, the second reports changed=0;
-  * a third run with another rate limit and another secret changes exactly
-    the endpoint (alter_endpoint + rotate_secret), nothing else;
+  * a third run with another rate limit and another secret for one endpoint
+    and state: absent for the other changes exactly the endpoints
+    (alter_endpoint + rotate_secret, drop_endpoint), nothing else;
   * a row inserted into a table with callback.trigger() reaches a real
     receiver on 127.0.0.1, signed with the secret of the third run;
   * the secrets appear in no ansible output (-v) and not in the server log;
@@ -74,6 +75,8 @@ def ansible_env(workdir):
                ANSIBLE_REMOTE_TEMP=os.path.join(workdir, "ansible-remote"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_RETRY_FILES_ENABLED="0",
+               # per-task times in the output (shown when a run fails)
+               ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
                # ansible(-lint) caches and galaxy files stay in the temp dir
                HOME=workdir, XDG_CACHE_HOME=os.path.join(workdir, "cache"))
     env.pop("ANSIBLE_CONFIG", None)
@@ -105,7 +108,7 @@ class Play:
             assert f.read().startswith("$ANSIBLE_VAULT;"), "secrets.yml is not encrypted"
         return path
 
-    def variables(self, endpoint):
+    def variables(self, endpoints):
         c = self.cluster
         return {
             "pg_callback_control": "pg_ctl",
@@ -116,18 +119,21 @@ class Play:
             "pg_callback_port": c.port,
             "pg_callback_pg_config": pg_config_path(),
             "pg_callback_build_dir": os.path.join(self.workdir, "build"),
+            # no JIT bitcode: halves the build on a busy machine (the role's
+            # build and install steps are the same)
+            "pg_callback_make_options": ["with_llvm=no"],
             "pg_callback_settings": {"ssrf_allowlist": "127.0.0.0/8",
                                      "callback.poll_interval": "200ms",
                                      "callback.database_name": c.dbname},
             "pg_callback_databases": [c.dbname],
-            "pg_callback_endpoints": [endpoint],
+            "pg_callback_endpoints": endpoints,
         }
 
-    def run(self, endpoint):
+    def run(self, *endpoints):
         """One play; returns (changed, output) after checking that it succeeded."""
         path = os.path.join(self.workdir, "vars.json")
         with open(path, "w") as f:
-            json.dump(self.variables(endpoint), f)
+            json.dump(self.variables(list(endpoints)), f)
         cmd = ["ansible-playbook", "-v", "-i", INVENTORY, PLAYBOOK, "-e", "@" + path,
                "-e", "@" + os.path.join(self.workdir, "secrets.yml"),
                "--vault-password-file", self.vault_pass]
@@ -168,9 +174,11 @@ def test_role_deploys_idempotently_and_events_flow(bare_cluster, workdir, receiv
     endpoint = {"name": "orders", "url": receiver.url("/orders"), "secret": "{{ pgcb_secret }}",
                 "event_types": ["order.*"], "timeout": "5s", "max_attempts": 3,
                 "retry_schedule": ["1s", "2 seconds"], "headers": {"X-Deployed-By": "ansible"}}
+    # created paused (create_endpoint, then alter_endpoint), secret generated
+    audit = {"name": "audit", "url": receiver.url("/audit"), "event_types": ["audit.*"], "enabled": False}
 
     # 1. everything to do
-    changed, out1 = play.run(endpoint)
+    changed, out1 = play.run(endpoint, audit)
     assert changed > 0, out1
     for task in ("Build the extension", "Install the extension", "Restart PostgreSQL (pg_ctl)",
                  "Create the extension", "Create, alter or drop the endpoints that differ"):
@@ -182,21 +190,25 @@ def test_role_deploys_idempotently_and_events_flow(bare_cluster, workdir, receiv
                   " secret = %s FROM callback.callback_endpoints WHERE name = 'orders'", (secret1,))
     assert row == [(receiver.url("/orders"), ["order.*"], {"X-Deployed-By": "ansible"}, 5000, 3,
                     "{00:00:01,00:00:02}", True)], row
+    row = c.query("SELECT enabled, secret LIKE 'whsec_%%' FROM callback.callback_endpoints WHERE name = 'audit'")
+    assert row == [(False, True)], row
     c.wait_until(lambda: c.worker_pid(), timeout=60, what="a delivery worker after the restart")
 
     # 2. nothing to do
-    changed, out2 = play.run(endpoint)
+    changed, out2 = play.run(endpoint, audit)
     assert changed == 0, "second run changed %d task(s): %s\n%s" % (changed, changed_tasks(out2), out2)
 
-    # 3. the endpoint differs in one key and its secret: altered and rotated, nothing else
+    # 3. one endpoint differs in one key and its secret: altered and rotated;
+    # the other one is dropped; nothing else changes
     play.write_secrets(pgcb_secret=secret2)
     endpoint["rate_limit"] = 50
-    changed, out3 = play.run(endpoint)
+    changed, out3 = play.run(endpoint, {"name": "audit", "state": "absent"})
     assert changed_tasks(out3) == ["pg_callback : Create, alter or drop the endpoints that differ"], out3
     assert changed == 1, out3
     row = c.query("SELECT rate_limit, max_attempts, secret = %s, previous_secret IS NULL"
                   " FROM callback.callback_endpoints WHERE name = 'orders'", (secret2,))
     assert row == [(50.0, 3, True, True)], row
+    assert c.query("SELECT name FROM callback.callback_endpoints") == [("orders",)]
 
     # 4. events flow, signed with the secret of the last run
     c.execute("CREATE TABLE orders (id integer PRIMARY KEY, status text)")
