@@ -195,6 +195,15 @@ def test_rate_limit_applies(cluster, notify_ep):
     assert [json.loads(n.payload)["data"]["i"] for n in lis.got] == list(range(1, 7))
 
 
+def test_batch_options_do_not_apply(cluster, notify_ep):
+    # a notification carries one event: batch_size and batch_window are ignored
+    name, etype, channel, eid, lis = notify_ep(batch_size=10, batch_window=30)
+    cluster.execute("SELECT callback.enqueue(%s, jsonb_build_object('i', g)) "
+                    "  FROM generate_series(1, 3) g", (etype + ".x",))
+    assert lis.wait_for(3, timeout=20), "held or batched: %d of 3" % len(lis.got)
+    assert [json.loads(n.payload)["data"]["i"] for n in lis.got] == [1, 2, 3]
+
+
 BAD_CHANNELS = [
     ("notify:", "empty"),
     ("notify:Orders", "uppercase"),
