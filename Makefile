@@ -8,6 +8,7 @@ OBJS = \
 	src/pg_callback.o \
 	src/guc.o \
 	src/shmem.o \
+	src/epshare.o \
 	src/event.o \
 	src/trigger.o \
 	src/trigger_body.o \

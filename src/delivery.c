@@ -30,6 +30,7 @@
 #include "utils/memutils.h"
 
 #include "delivery.h"
+#include "epshare.h"
 #include "guc.h"
 #include "http.h"
 #include "netpolicy.h"
@@ -65,6 +66,7 @@ typedef struct PgcbRequest
 } PgcbRequest;
 
 static PgcbWorkerSlot *my_slot = NULL;
+static int	my_slotno = -1;
 static int	my_claimed_by = -1;
 static HTAB *endpoints = NULL;
 static MemoryContext engine_cxt = NULL;
@@ -100,6 +102,7 @@ pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
 	HASHCTL		info;
 
 	my_slot = slot;
+	my_slotno = slot != NULL ? (int) (slot - pgcb_shared->workers) : -1;
 	my_claimed_by = claimed_by;
 	/* only the worker must never wait: see queue.c, LOCK_MARK */
 	pgcb_queue_set_skip_locked(slot != NULL);
@@ -256,6 +259,53 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * Several workers (epshare.c): what this worker decided about ep's breaker
+ * or hold becomes the shared state; share_sync() reads it back after each
+ * load.  A backend (process_callbacks) keeps to its own copy.
+ */
+static void
+share_fill(PgcbEndpoint *ep, PgcbEpBreaker *b)
+{
+	b->state = ep->breaker;
+	b->changed_at = ep->breaker_changed_at;
+	b->table_at = ep->breaker_table_at;
+	b->failures = ep->consecutive_failures;
+	b->hold_until = ep->hold_until;
+	b->gen = ep->share_gen;
+}
+
+static void
+share_push(PgcbEndpoint *ep)
+{
+	PgcbEpBreaker b;
+
+	if (my_slot == NULL)
+		return;
+	share_fill(ep, &b);
+	pgcb_epshare_push(MyDatabaseId, ep->id, &b);
+	ep->share_gen = b.gen;
+}
+
+static void
+share_sync(PgcbEndpoint *ep)
+{
+	PgcbEpBreaker b;
+
+	if (my_slot == NULL)
+		return;
+	share_fill(ep, &b);
+	/* the load adopted a breaker time from the table that we had not seen */
+	if (pgcb_epshare_sync(MyDatabaseId, ep->id, ep->breaker_table_at != ep->share_table_at, &b))
+		ep->breaker_dirty = false;	/* another worker decided later, and writes it */
+	ep->breaker = b.state;
+	ep->breaker_changed_at = b.changed_at;
+	ep->breaker_table_at = ep->share_table_at = b.table_at;
+	ep->consecutive_failures = b.failures;
+	ep->hold_until = b.hold_until;
+	ep->share_gen = b.gen;
+}
+
 static void
 breaker_set(PgcbEndpoint *ep, char state, const char *reason)
 {
@@ -265,6 +315,7 @@ breaker_set(PgcbEndpoint *ep, char state, const char *reason)
 	ep->breaker_changed_at = GetCurrentTimestamp();
 	ep->breaker_reason = reason;
 	ep->breaker_dirty = true;
+	share_push(ep);
 }
 
 static PgcbOutcome *
@@ -355,17 +406,22 @@ finish_request(CURL *easy, CURLcode result)
 			break;
 	}
 
+	if (my_slot)
+		pgcb_epshare_release(my_slotno, MyDatabaseId, req->endpoint_id, 1);
 	if (ep)
 	{
 		ep->inflight--;
 		if (d.verdict == PGCB_DELIVERED)
 		{
-			ep->consecutive_failures = 0;
+			ep->consecutive_failures = my_slot == NULL ? 0 :
+				pgcb_epshare_failures(MyDatabaseId, ep->id, 0, 0);
 			breaker_set(ep, 'c', NULL);
 		}
 		else if (d.counts_as_failure)
 		{
-			ep->consecutive_failures++;
+			/* counted over all the database's workers */
+			ep->consecutive_failures = my_slot == NULL ? ep->consecutive_failures + 1 :
+				pgcb_epshare_failures(MyDatabaseId, ep->id, 1, ep->consecutive_failures);
 			if (ep->breaker == 'h' ||
 				(ep->breaker == 'c' && ep->consecutive_failures >= ep->failure_threshold))
 			{
@@ -384,6 +440,7 @@ finish_request(CURL *easy, CURLcode result)
 				Min(Max(retry_after_ms, 0), pgcb_retry_after_max_ms);
 
 			ep->hold_until = Max(ep->hold_until, TimestampTzPlusMilliseconds(now, hold_ms));
+			share_push(ep);
 		}
 	}
 	MemoryContextSwitchTo(old);
@@ -548,7 +605,9 @@ pgcb_delivery_flush(void)
 			states[n_breakers] = ep->breaker == 'c' ? "closed" : ep->breaker == 'o' ? "open" : "half_open";
 			reasons[n_breakers] = ep->breaker_reason;
 			at[n_breakers] = ep->breaker_changed_at;
-			seen[n_breakers] = ep->breaker_table_at;
+			/* what any of the database's workers last wrote or read there */
+			seen[n_breakers] = my_slot == NULL ? ep->breaker_table_at :
+				pgcb_epshare_table_at(MyDatabaseId, ep->id, ep->breaker_table_at);
 			n_breakers++;
 		}
 	}
@@ -573,7 +632,9 @@ pgcb_delivery_flush(void)
 				continue;
 			ep->breaker_dirty = false;
 			/* if a resume wins instead, the next load sees it differ */
-			ep->breaker_table_at = at[i];
+			ep->breaker_table_at = ep->share_table_at = at[i];
+			if (my_slot)
+				pgcb_epshare_written(MyDatabaseId, ep->id, at[i]);
 		}
 	}
 
@@ -670,9 +731,19 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 		want = Min(1, room);
 	if (want <= 0)
 		return 0;
+	/* several workers: the cap and the single probe hold for all (epshare.c) */
+	if (my_slot)
+	{
+		want = pgcb_epshare_reserve(my_slotno, MyDatabaseId, ep->id, want,
+									pgcb_max_inflight_per_endpoint, ep->breaker != 'c');
+		if (want <= 0)
+			return 0;
+	}
 
 	/* the probe takes its token like any request: max_rate holds for all */
 	granted = pgcb_ratelimit_take(MyDatabaseId, ep->id, ep->rate, ep->burst, want, &wait_ms);
+	if (my_slot && granted < want)
+		pgcb_epshare_release(my_slotno, MyDatabaseId, ep->id, want - granted);
 	/* bounded before it becomes microseconds: the sum must not overflow */
 	if (granted < want && wait_ms > 0)
 		note_due(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -705,6 +776,9 @@ pgcb_delivery_cycle(int max_new)
 
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+		share_sync(ep);
 
 	next_due_at = 0;
 	more_due = false;
@@ -751,7 +825,11 @@ pgcb_delivery_cycle(int max_new)
 	for (int k = 0; k < n_want; k++)
 	{
 		if (got_per[k] < counts[k])
+		{
 			pgcb_ratelimit_give_back(MyDatabaseId, ids[k], counts[k] - got_per[k]);
+			if (my_slot)
+				pgcb_epshare_release(my_slotno, MyDatabaseId, ids[k], counts[k] - got_per[k]);
+		}
 		else
 			more_due = true;	/* it took all it asked for: maybe more are due */
 	}
