@@ -13,6 +13,7 @@ OBJS = \
 	src/trigger.o \
 	src/trigger_body.o \
 	src/trigger_stmt.o \
+	src/trigger_key.o \
 	src/route_cache.o \
 	src/queue_insert.o \
 	src/row_json.o \

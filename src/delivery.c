@@ -756,6 +756,65 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 	return granted;
 }
 
+/*
+ * ordering: claim for the endpoints asked, the ordered ones one by one
+ * through their own statement (queue.c, PLAN_CLAIM_ORDERED), the others
+ * together.  Rows go to *out, in request_cxt.
+ */
+static int
+claim_for(int n_want, const int *ids, const int *counts, int lease_ms, PgcbClaimed **out)
+{
+	int		   *plain_ids = palloc(sizeof(int) * n_want);
+	int		   *plain_counts = palloc(sizeof(int) * n_want);
+	int			n_plain = 0;
+	int			got = 0;
+
+	*out = NULL;
+	for (int k = 0; k < n_want; k++)
+	{
+		PgcbEndpoint *ep = hash_search(endpoints, &ids[k], HASH_FIND, NULL);
+
+		if (ep == NULL || !ep->ordered)
+		{
+			plain_ids[n_plain] = ids[k];
+			plain_counts[n_plain++] = counts[k];
+		}
+	}
+	if (n_plain > 0)
+		got = pgcb_queue_claim(n_plain, plain_ids, plain_counts, my_claimed_by, lease_ms,
+							   out, request_cxt);
+	for (int k = 0; k < n_want; k++)
+	{
+		PgcbEndpoint *ep = hash_search(endpoints, &ids[k], HASH_FIND, NULL);
+		PgcbClaimed *more;
+		TimestampTz next_retry;
+		int			m;
+
+		if (ep == NULL || !ep->ordered)
+			continue;
+		m = pgcb_queue_claim_ordered(ids[k], counts[k], my_claimed_by, lease_ms,
+									 &more, request_cxt, &next_retry);
+		/* a key waits for its head's retry: wake then, not at the next poll */
+		note_due(next_retry);
+		if (*out == NULL)
+		{
+			*out = more;
+			got = m;
+			continue;
+		}
+		if (m > 0)
+		{
+			*out = repalloc(*out, sizeof(PgcbClaimed) * (got + m));
+			memcpy(*out + got, more, sizeof(PgcbClaimed) * m);
+			got += m;
+		}
+		pfree(more);
+	}
+	pfree(plain_ids);
+	pfree(plain_counts);
+	return got;
+}
+
 int
 pgcb_delivery_cycle(int max_new)
 {
@@ -812,7 +871,7 @@ pgcb_delivery_cycle(int max_new)
 	if (n_want == 0)
 		return 0;
 
-	got = pgcb_queue_claim(n_want, ids, counts, my_claimed_by, lease_ms, &claimed, request_cxt);
+	got = claim_for(n_want, ids, counts, lease_ms, &claimed);
 	for (int i = 0; i < got; i++)
 	{
 		ep = hash_search(endpoints, &claimed[i].endpoint_id, HASH_FIND, NULL);

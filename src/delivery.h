@@ -32,6 +32,7 @@ typedef struct PgcbEndpoint
 	int			failure_threshold;
 	int64		cooldown_ms;
 	bool		active;			/* enabled and not paused */
+	bool		ordered;		/* one event per ordering key at a time */
 	PgcbKey		key;
 	bool		has_previous_key;
 	PgcbKey		previous_key;

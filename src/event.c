@@ -336,6 +336,7 @@ uint64
 pgcb_event_enqueue(PgcbEventRow *ev)
 {
 	const int32 *endpoint_ids;
+	const bool *ordered;
 	int			n;
 	int			body_len = ev->body_len;
 
@@ -348,12 +349,31 @@ pgcb_event_enqueue(PgcbEventRow *ev)
 
 	new_event_id(&ev->event_id);
 	/* routing: route_cache.c; the rows: queue_insert.c */
-	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids);
-	pgcb_queue_insert(ev, endpoint_ids, n);
+	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &ordered);
+	/* ordering: the trigger's key costs nothing unless an endpoint orders */
+	if (ordered != NULL && ev->ordering_key == NULL && ev->ordering_key_fn != NULL)
+		ev->ordering_key = ev->ordering_key_fn(ev->ordering_key_arg);
+	pgcb_queue_insert(ev, endpoint_ids, ordered, n);
 
 	if (n > 0)
 		wake_worker_at_commit();
 	return n;
+}
+
+/*
+ * ordering: an ordering key given to enqueue(): at most PGCB_ORDERING_KEY_MAX
+ * bytes (it is kept in a btree index), no NUL (a text cannot hold one).
+ */
+const char *
+pgcb_event_check_key(const char *key)
+{
+	if (strlen(key) > PGCB_ORDERING_KEY_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ordering key of %zu bytes is too long", strlen(key)),
+				 errhint("Give a key of at most %d bytes, such as the id of the row or customer whose events must stay in order.",
+						 PGCB_ORDERING_KEY_MAX)));
+	return key;
 }
 
 /* An option of enqueue() that this build does not have yet: refused, never ignored. */
@@ -393,7 +413,8 @@ enqueue(PG_FUNCTION_ARGS)
 	event_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	payload = PG_GETARG_JSONB_P(1);
 	pgcb_event_check_type(event_type, false, "event type");
-	refuse_unsupported_arg(fcinfo, 2, "key");
+	if (PG_NARGS() > 2 && !PG_ARGISNULL(2))
+		ev.ordering_key = pgcb_event_check_key(text_to_cstring(PG_GETARG_TEXT_PP(2)));
 	refuse_unsupported_arg(fcinfo, 3, "traceparent");
 	refuse_unsupported_arg(fcinfo, 4, "tracestate");
 

@@ -61,6 +61,7 @@
 typedef struct RouteEndpoint
 {
 	int32		id;
+	bool		ordered;		/* ordering: its events carry a key */
 	int			npatterns;
 	char	  **patterns;
 } RouteEndpoint;
@@ -70,6 +71,7 @@ typedef struct RouteMemo
 	char		event_type[PGCB_EVENT_TYPE_MAX + 1];	/* hash key */
 	int			n;
 	int32	   *ids;
+	bool	   *ordered;		/* per id; NULL when none is ordered */
 } RouteMemo;
 
 static MemoryContext route_cxt = NULL;
@@ -157,6 +159,7 @@ rebuild(void)
 	AttrNumber	att_id;
 	AttrNumber	att_enabled;
 	AttrNumber	att_types;
+	AttrNumber	att_ordered;
 	int			cap = 16;
 	uint64		seen;
 	bool		invalidated_by_trigger;
@@ -186,6 +189,8 @@ rebuild(void)
 	att_id = attnameAttNum(rel, "id", false);
 	att_enabled = attnameAttNum(rel, "enabled", false);
 	att_types = attnameAttNum(rel, "event_types", false);
+	/* ordering: absent from a 1.0 schema, where nothing is ordered */
+	att_ordered = attnameAttNum(rel, "ordered", false);
 	if (att_id == InvalidAttrNumber || att_enabled == InvalidAttrNumber ||
 		att_types == InvalidAttrNumber)
 		ereport(ERROR,
@@ -220,6 +225,12 @@ rebuild(void)
 		}
 		ep = &endpoints[n_endpoints++];
 		ep->id = DatumGetInt32(d);
+		ep->ordered = false;
+		if (att_ordered != InvalidAttrNumber)
+		{
+			d = slot_getattr(slot, att_ordered, &isnull);
+			ep->ordered = !isnull && DatumGetBool(d);
+		}
 		ep->npatterns = 0;
 		ep->patterns = NULL;
 		d = slot_getattr(slot, att_types, &isnull);
@@ -246,7 +257,7 @@ rebuild(void)
 }
 
 int
-pgcb_route_cache_match(const char *event_type, const int32 **ids)
+pgcb_route_cache_match(const char *event_type, const int32 **ids, const bool **ordered)
 {
 	RouteMemo  *m;
 	bool		found;
@@ -262,11 +273,14 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids)
 	if (!found)
 	{
 		int32	   *matched;
+		bool	   *matched_ordered;
+		bool		any_ordered = false;
 		int			n = 0;
 
 		if (hash_get_num_entries(memo) >= MEMO_MAX)
 			new_memo();
 		matched = MemoryContextAlloc(memo_cxt, sizeof(int32) * Max(n_endpoints, 1));
+		matched_ordered = MemoryContextAlloc(memo_cxt, sizeof(bool) * Max(n_endpoints, 1));
 
 		for (int e = 0; e < n_endpoints; e++)
 		{
@@ -274,6 +288,8 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids)
 			{
 				if (pgcb_event_type_matches(endpoints[e].patterns[p], event_type))
 				{
+					matched_ordered[n] = endpoints[e].ordered;
+					any_ordered |= endpoints[e].ordered;
 					matched[n++] = endpoints[e].id;
 					break;
 				}
@@ -282,8 +298,10 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids)
 		m = hash_search(memo, event_type, HASH_ENTER, &found);
 		m->n = n;
 		m->ids = matched;
+		m->ordered = any_ordered ? matched_ordered : NULL;
 	}
 	*ids = m->ids;
+	*ordered = m->ordered;
 	return m->n;
 }
 

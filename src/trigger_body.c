@@ -77,10 +77,11 @@ schema_name(Oid nspid)
 
 void
 pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
-					   HeapTuple new_tuple, HeapTuple old_tuple)
+					   HeapTuple new_tuple, HeapTuple old_tuple, const char *key_option)
 {
 	StringInfoData body;
 	PgcbEventRow ev = {0};
+	PgcbKeySource key = {rel, new_tuple ? new_tuple : old_tuple, key_option};
 
 	initStringInfo(&body);
 	pgcb_event_body_begin(&body, event_type);
@@ -98,6 +99,9 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	ev.event_type = event_type;
 	ev.body = body.data;
 	ev.body_len = body.len;
+	/* ordering: made only if an ordered endpoint gets the event */
+	ev.ordering_key_fn = pgcb_trigger_key;
+	ev.ordering_key_arg = &key;
 	pgcb_event_enqueue(&ev);
 	pfree(body.data);
 }
