@@ -43,12 +43,12 @@ ALTER TABLE callback.callback_endpoints ENABLE ALWAYS TRIGGER callback_endpoints
 DO $do$
 DECLARE
     def text := pg_catalog.pg_get_functiondef('callback.prometheus_metrics()'::pg_catalog.regprocedure);
-    lab text := $l$'{slot="' || w.slot || '",database="' || callback._prom_label(coalesce(d.datname, w.database::text)) || '"} '$l$;
+    lab text := $l${slot="' || w.slot || '",database="' || callback._prom_label(coalesce(d.datname, w.database::text)) || '"} '$l$;
     src text := $l$ FROM callback.worker_stats() w$l$;
     dst text := $l$ FROM callback.worker_stats() w LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) w.database$l$;
     new text;
 BEGIN
-    new := pg_catalog.replace(def, $l$'{slot="' || w.slot || '"} '$l$, lab);
+    new := pg_catalog.replace(def, $l${slot="' || w.slot || '"} '$l$, lab);
     new := pg_catalog.replace(new, src, dst);
     IF new = def OR pg_catalog.strpos(new, 'database="') = 0 THEN
         RAISE EXCEPTION 'prometheus_metrics() is not as part 60 left it';

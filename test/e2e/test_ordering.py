@@ -103,7 +103,8 @@ def queue_status(cluster, ep):
 def run_ordered(cluster, flaky, endpoint_factory, name, workers, kill=False):
     set_workers(cluster, workers)
     ep = endpoint_factory(name, flaky.url("/" + name), event_types=[name],
-                          ordered=True, retry_schedule=["100 milliseconds"], max_attempts=1000)
+                          ordered=True, max_attempts=100,
+                          retry_schedule=["100 milliseconds", "100 milliseconds", "60 seconds"])
     # the bad key first: its head fails forever and must hold back only itself
     cluster.execute(
         "SELECT callback.enqueue(%s, jsonb_build_object('k', %s, 's', s), key => %s) "
