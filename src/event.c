@@ -332,30 +332,37 @@ new_event_id(pg_uuid_t *id)
 	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
 }
 
-uint64
-pgcb_event_enqueue(PgcbEventRow *ev)
+static void
+check_body_size(int body_len)
 {
-	const int32 *endpoint_ids;
-	const bool *ordered;
-	int			n;
-	int			body_len = ev->body_len;
-
 	if (body_len > pgcb_max_payload_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("event body of %d bytes exceeds callback.max_payload_bytes (%d)",
 						body_len, pgcb_max_payload_bytes),
 				 errhint("Send a smaller payload, such as an id the receiver can look up, or raise callback.max_payload_bytes.")));
+}
 
+uint64
+pgcb_event_enqueue(PgcbEventRow *ev)
+{
+	const int32 *endpoint_ids;
+	const bool *ordered;
+	int			n;
+	bool		any_unpaused;
+	int			body_len = ev->body_len;
+
+	check_body_size(body_len);
 	new_event_id(&ev->event_id);
 	/* routing: route_cache.c; the rows: queue_insert.c */
-	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &ordered);
+	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &any_unpaused, &ordered);
 	/* ordering: the trigger's key costs nothing unless an endpoint orders */
 	if (ordered != NULL && ev->ordering_key == NULL && ev->ordering_key_fn != NULL)
 		ev->ordering_key = ev->ordering_key_fn(ev->ordering_key_arg);
 	pgcb_queue_insert(ev, endpoint_ids, ordered, n);
 
-	if (n > 0)
+	/* a paused endpoint's events wait for resume_endpoint(), which wakes */
+	if (any_unpaused)
 		wake_worker_at_commit();
 	return n;
 }
@@ -374,6 +381,17 @@ pgcb_event_check_key(const char *key)
 				 errhint("Give a key of at most %d bytes, such as the id of the row or customer whose events must stay in order.",
 						 PGCB_ORDERING_KEY_MAX)));
 	return key;
+}
+
+/* One delivery to endpoint_id, whatever its patterns: it was named. */
+void
+pgcb_event_enqueue_to(PgcbEventRow *ev, int32 endpoint_id)
+{
+	check_body_size(ev->body_len);
+	new_event_id(&ev->event_id);
+	/* ordering: no key (a backfill is not ordered against live events) */
+	pgcb_queue_insert(ev, &endpoint_id, NULL, 1);
+	wake_worker_at_commit();
 }
 
 /* An option of enqueue() that this build does not have yet: refused, never ignored. */

@@ -45,6 +45,11 @@ extern uint64 pgcb_event_enqueue(PgcbEventRow *ev);
 
 /* ordering: key, if it is a valid ordering key; else an error. */
 extern const char *pgcb_event_check_key(const char *key);
+/*
+ * Insert one queue row for endpoint_id alone (no routing), as
+ * pgcb_event_enqueue does for each endpoint it routes to.
+ */
+extern void pgcb_event_enqueue_to(PgcbEventRow *ev, int32 endpoint_id);
 
 /* Install the hook that wakes the worker at COMMIT PREPARED (preload only). */
 extern void pgcb_event_init(void);

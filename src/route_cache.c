@@ -6,9 +6,10 @@
  *
  * Invalidation: row changes send no relcache invalidation by themselves,
  * so part 70 puts a statement-level trigger on callback_endpoints
- * (INSERT, DELETE, TRUNCATE, UPDATE OF id, enabled, event_types: the
- * breaker's and pause's updates do not change routing and do not
- * invalidate) that calls callback._endpoints_changed(), which sends a
+ * (INSERT, DELETE, TRUNCATE, UPDATE OF id, enabled, paused, event_types:
+ * the breaker's updates do not change routing and do not invalidate; a
+ * pause does not change where events go, but whether their commit need
+ * wake the worker) that calls callback._endpoints_changed(), which sends a
  * relcache invalidation of callback_endpoints.  PostgreSQL delivers it to
  * this backend at the next command (our own change) or, from another
  * session, when that session commits; a rollback, or a savepoint rolled
@@ -62,6 +63,7 @@ typedef struct RouteEndpoint
 {
 	int32		id;
 	bool		ordered;		/* ordering: its events carry a key */
+	bool		paused;			/* queued for, but not delivered to now */
 	int			npatterns;
 	char	  **patterns;
 } RouteEndpoint;
@@ -72,6 +74,7 @@ typedef struct RouteMemo
 	int			n;
 	int32	   *ids;
 	bool	   *ordered;		/* per id; NULL when none is ordered */
+	bool		any_unpaused;	/* one of them may deliver now: wake the worker */
 } RouteMemo;
 
 static MemoryContext route_cxt = NULL;
@@ -160,6 +163,7 @@ rebuild(void)
 	AttrNumber	att_enabled;
 	AttrNumber	att_types;
 	AttrNumber	att_ordered;
+	AttrNumber	att_paused;
 	int			cap = 16;
 	uint64		seen;
 	bool		invalidated_by_trigger;
@@ -191,11 +195,12 @@ rebuild(void)
 	att_types = attnameAttNum(rel, "event_types", false);
 	/* ordering: absent from a 1.0 schema, where nothing is ordered */
 	att_ordered = attnameAttNum(rel, "ordered", false);
+	att_paused = attnameAttNum(rel, "paused", false);
 	if (att_id == InvalidAttrNumber || att_enabled == InvalidAttrNumber ||
-		att_types == InvalidAttrNumber)
+		att_types == InvalidAttrNumber || att_paused == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("callback.callback_endpoints lacks id, enabled or event_types"),
+				 errmsg("callback.callback_endpoints lacks id, enabled, paused or event_types"),
 				 errhint("The extension's tables were changed by hand; reinstall pg_callback.")));
 
 	endpoints = MemoryContextAlloc(route_cxt, sizeof(RouteEndpoint) * cap);
@@ -231,6 +236,8 @@ rebuild(void)
 			d = slot_getattr(slot, att_ordered, &isnull);
 			ep->ordered = !isnull && DatumGetBool(d);
 		}
+		d = slot_getattr(slot, att_paused, &isnull);
+		ep->paused = !isnull && DatumGetBool(d);
 		ep->npatterns = 0;
 		ep->patterns = NULL;
 		d = slot_getattr(slot, att_types, &isnull);
@@ -257,7 +264,8 @@ rebuild(void)
 }
 
 int
-pgcb_route_cache_match(const char *event_type, const int32 **ids, const bool **ordered)
+pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused,
+					   const bool **ordered)
 {
 	RouteMemo  *m;
 	bool		found;
@@ -276,6 +284,7 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids, const bool **o
 		bool	   *matched_ordered;
 		bool		any_ordered = false;
 		int			n = 0;
+		bool		unpaused = false;
 
 		if (hash_get_num_entries(memo) >= MEMO_MAX)
 			new_memo();
@@ -291,6 +300,7 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids, const bool **o
 					matched_ordered[n] = endpoints[e].ordered;
 					any_ordered |= endpoints[e].ordered;
 					matched[n++] = endpoints[e].id;
+					unpaused |= !endpoints[e].paused;
 					break;
 				}
 			}
@@ -299,9 +309,11 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids, const bool **o
 		m->n = n;
 		m->ids = matched;
 		m->ordered = any_ordered ? matched_ordered : NULL;
+		m->any_unpaused = unpaused;
 	}
 	*ids = m->ids;
 	*ordered = m->ordered;
+	*any_unpaused = m->any_unpaused;
 	return m->n;
 }
 

@@ -1,4 +1,4 @@
-"""Part 6, scale-out: the drain of part 1 with callback.workers_per_database
+"""Part 7, scale-out: the drain of part 1 with callback.workers_per_database
 = 1, 2 and 4 (deliveries/s, the ratio to wrk against the same nginx, CPU
 per delivery of every postgres process), and an ordered endpoint with 1,000
 keys beside the unordered one (the same backlog, one worker and four)."""
@@ -48,7 +48,7 @@ def ordered_once(env, n, keys):
 
 def run(env):
     n = env.args.drain_events or (20000 if env.quick else 100000)
-    step("6. scale-out: drain of %d with %s workers; ordered endpoint, %d keys"
+    step("7. scale-out: drain of %d with %s workers; ordered endpoint, %d keys"
          % (n, "/".join(map(str, WORKERS)), KEYS))
     res = {"events": n, "keys": KEYS, "drain": {}, "ordered": {}}
     env.q("SELECT callback.create_endpoint('bench_ord', %s, '{bench_ord.*}', ordered => true)",
@@ -83,7 +83,7 @@ def rows(d):
     out = []
     for w, r in sorted(d["drain"].items(), key=lambda x: int(x[0])):
         ratio = r["per_s"] / d["wrk_per_s"] if r["per_s"] and d["wrk_per_s"] else None
-        out.append(("6. Drain %s, %s worker(s) (deliveries/s; / wrk; CPU us all postgres)"
+        out.append(("7. Drain %s, %s worker(s) (deliveries/s; / wrk; CPU us all postgres)"
                     % (format(d["events"], ","), w),
                     "%s; %s; %s" % (fmt(r["per_s"]), fmt(ratio, "{:.3f}"),
                                     fmt(r["pg_us_per_delivery"], "{:.1f}")), "", "", ""))
