@@ -29,6 +29,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "amqp_transport.h"
 #include "delivery.h"
 #include "guc.h"
 #include "http.h"
@@ -49,7 +50,7 @@ typedef struct PgcbRequest
 	int			attempt;		/* this attempt's number, from 1 */
 	char	   *body;
 	int			body_len;
-	CURL	   *easy;
+	CURL	   *easy;			/* NULL: an amqp publish (amqp.c) */
 	TimestampTz started_at;
 	dlist_node	node;			/* in live_requests while in flight */
 	char	   *response;		/* head of the body, allocated up front */
@@ -119,6 +120,7 @@ pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
 	endpoints = hash_create("pg_callback endpoints", 64, &info,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	pgcb_http_init();
+	pgcb_amqp_init();
 }
 
 static void
@@ -157,6 +159,43 @@ set_header(struct curl_slist *node, char *text, struct curl_slist *next)
 	node->next = next;
 }
 
+/* What every started attempt counts, whatever its transport. */
+static void
+note_started(PgcbEndpoint *ep, PgcbRequest *req)
+{
+	ep->inflight++;
+	inflight++;
+	if (my_slot)
+	{
+		pg_atomic_write_u64(&my_slot->inflight, inflight);
+		pg_atomic_fetch_add_u64(&my_slot->bytes_sent, req->body_len);
+	}
+}
+
+/*
+ * The amqp transport's way to send an attempt: the same id, timestamp and
+ * signature as an HTTP attempt, as message properties and headers.
+ */
+static void
+start_publish(PgcbEndpoint *ep, PgcbRequest *req, const char *msg_id, int64 ts,
+			  const char *event_type)
+{
+	PgcbAmqpMessage m;
+
+	m.body = req->body;
+	m.body_len = req->body_len;
+	m.event_type = event_type;
+	m.webhook_id = msg_id;
+	m.timestamp = ts;
+	m.signature = strchr(req->sig_header, ' ') + 1;
+	m.headers = ep->headers;
+	m.n_headers = ep->n_headers;
+	dlist_push_tail(&live_requests, &req->node);
+	req->started_at = GetCurrentTimestamp();
+	pgcb_amqp_publish(ep->id, ep->url, ep->timeout_ms, &m, req);
+	note_started(ep, req);
+}
+
 static void
 start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 {
@@ -174,8 +213,6 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	req->attempt = c->attempts + 1;
 	req->body = c->body;
 	req->body_len = c->body_len;
-	req->response_cap = pgcb_max_response_bytes;
-	req->response = palloc(req->response_cap + 1);
 	req->response_len = 0;
 
 	/* webhook-id: stable across retries, unique across reinstalls */
@@ -192,6 +229,16 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 		pgcb_sign(&ep->previous_key, msg_id, ts, req->body, req->body_len, sig);
 		snprintf(req->sig_header + len, sizeof(req->sig_header) - len, " %s", sig);
 	}
+	if (pgcb_amqp_is_url(ep->url))
+	{
+		start_publish(ep, req, msg_id, ts, c->event_type);
+		pfree(c->event_type);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	pfree(c->event_type);
+	req->response_cap = pgcb_max_response_bytes;
+	req->response = palloc(req->response_cap + 1);
 	for (int i = 0; i < ep->n_headers; i++)
 	{
 		struct curl_slist *l = curl_slist_append(req->extra, ep->headers[i]);
@@ -246,13 +293,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 
 	req->started_at = GetCurrentTimestamp();
 	pgcb_http_start(easy);
-	ep->inflight++;
-	inflight++;
-	if (my_slot)
-	{
-		pg_atomic_write_u64(&my_slot->inflight, inflight);
-		pg_atomic_fetch_add_u64(&my_slot->bytes_sent, req->body_len);
-	}
+	note_started(ep, req);
 	MemoryContextSwitchTo(old);
 }
 
@@ -292,27 +333,21 @@ storable_text(const char *data, int len)
 	return pnstrdup(data, ok);
 }
 
+/*
+ * One finished attempt, whatever its transport, becomes an outcome: status
+ * is what the retry policy judges (an HTTP status, 0 for no answer),
+ * recorded_status what callback_attempts shows (0: none), error the
+ * transport's words for a failure (NULL: take the status).
+ */
 static void
-finish_request(CURL *easy, CURLcode result)
+finish_attempt(PgcbRequest *req, long status, int recorded_status, long retry_after_ms,
+			   const char *error, double latency_ms)
 {
-	PgcbRequest *req;
 	PgcbEndpoint *ep;
 	PgcbOutcome *o;
 	PgcbDecision d;
-	long		status = 0;
-	curl_off_t	total_us = 0;
-	long		retry_after_ms = -1;
-	struct curl_header *h;
 	MemoryContext old;
 	TimestampTz now = GetCurrentTimestamp();
-
-	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
-	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
-	if (result != CURLE_OK)
-		status = 0;
-	else if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
-		retry_after_ms = pgcb_retry_parse_retry_after(h->value);
 
 	ep = hash_search(endpoints, &req->endpoint_id, HASH_FIND, NULL);
 	if (ep)
@@ -325,15 +360,14 @@ finish_request(CURL *easy, CURLcode result)
 	o = new_outcome();
 	o->delivery_id = req->delivery_id;
 	o->event_id = req->event_id;
-	o->status_code = (int) status;
-	o->latency_ms = (double) total_us / 1000.0;
+	o->status_code = recorded_status;
+	o->latency_ms = latency_ms;
 	o->started_at = req->started_at;
 	o->next_attempt_at = 0;
 	o->response_body = req->response_len > 0 ?
 		storable_text(req->response, req->response_len) : NULL;
-	if (result != CURLE_OK)
-		o->error = psprintf("%s", req->why[0] ? req->why :
-							req->errbuf[0] ? req->errbuf : curl_easy_strerror(result));
+	if (error != NULL)
+		o->error = pstrdup(error);
 	else if (d.verdict != PGCB_DELIVERED)
 		o->error = psprintf("HTTP %ld", status);
 	else
@@ -406,22 +440,64 @@ finish_request(CURL *easy, CURLcode result)
 	if (my_slot)
 		pg_atomic_write_u64(&my_slot->inflight, inflight);
 	dlist_delete(&req->node);
-	curl_slist_free_all(req->extra);
-	pgcb_http_easy_put(easy);
+	if (req->easy != NULL)
+	{
+		curl_slist_free_all(req->extra);
+		pgcb_http_easy_put(req->easy);
+		pfree(req->response);
+	}
 	pfree(req->body);
-	pfree(req->response);
 	pfree(req);
+}
+
+static void
+finish_request(CURL *easy, CURLcode result)
+{
+	PgcbRequest *req;
+	long		status = 0;
+	curl_off_t	total_us = 0;
+	long		retry_after_ms = -1;
+	struct curl_header *h;
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
+	if (result != CURLE_OK)
+		status = 0;
+	else if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+		retry_after_ms = pgcb_retry_parse_retry_after(h->value);
+	finish_attempt(req, status, (int) status, retry_after_ms,
+				   result == CURLE_OK ? NULL : req->why[0] ? req->why :
+				   req->errbuf[0] ? req->errbuf : curl_easy_strerror(result),
+				   (double) total_us / 1000.0);
+}
+
+/* A publish is judged as a 2xx when confirmed, a 4xx when it cannot succeed, else no answer. */
+static void
+finish_publish(PgcbRequest *req, const PgcbAmqpResult *r)
+{
+	finish_attempt(req, r->ok ? 200 : r->permanent ? 400 : 0, 0, -1,
+				   r->ok ? NULL : r->error, r->latency_ms);
 }
 
 bool
 pgcb_delivery_wait(long timeout_ms)
 {
-	bool		latch_set = pgcb_http_wait(timeout_ms);
+	long		amqp_ms = pgcb_amqp_ms_until_due();
+	bool		latch_set;
 	CURL	   *easy;
 	CURLcode	result;
+	void	   *owner;
+	PgcbAmqpResult r;
 
+	if (amqp_ms >= 0 && (timeout_ms < 0 || amqp_ms < timeout_ms))
+		timeout_ms = amqp_ms;
+	latch_set = pgcb_http_wait(timeout_ms);
 	while ((easy = pgcb_http_next_done(&result)) != NULL)
 		finish_request(easy, result);
+	pgcb_amqp_poll();
+	while ((owner = pgcb_amqp_next_done(&r)) != NULL)
+		finish_publish((PgcbRequest *) owner, &r);
 	return latch_set;
 }
 
@@ -823,9 +899,12 @@ pgcb_delivery_shutdown(void)
 		PgcbRequest *req = dlist_container(PgcbRequest, node, it.cur);
 
 		dlist_delete(&req->node);
+		if (req->easy == NULL)
+			continue;			/* a publish: pgcb_amqp_shutdown forgets it */
 		pgcb_http_abandon(req->easy);
 		curl_slist_free_all(req->extra);
 	}
+	pgcb_amqp_shutdown();
 	pgcb_http_shutdown();
 	if (engine_cxt != NULL)
 		MemoryContextDelete(engine_cxt);

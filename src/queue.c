@@ -116,7 +116,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"                          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond') "
 	/* = ANY (ARRAY(...)): a join would hash the whole queue */
 	" WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.id FROM c)) "
-	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body",
+	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.event_type",
 
 	[PLAN_WRITE_BACK] =
 	"WITH o AS ("
@@ -661,6 +661,8 @@ claim_step(void *arg)
 		c->body = MemoryContextAlloc(cs->cxt, c->body_len + 1);
 		memcpy(c->body, VARDATA_ANY(body), c->body_len);
 		c->body[c->body_len] = '\0';
+		c->event_type = MemoryContextStrdup(cs->cxt,
+											TextDatumGetCString(get_col(r, 6, &isnull)));
 	}
 	SPI_finish();
 	cs->got = got;

@@ -20,6 +20,7 @@ typedef struct PgcbClaimed
 	int			attempts;		/* attempts made before this claim */
 	char	   *body;
 	int			body_len;
+	char	   *event_type;		/* the routing key of amqp endpoints */
 } PgcbClaimed;
 
 /* Whether the extension is installed; if so, it cannot be dropped before commit. */
