@@ -1,0 +1,253 @@
+"""End-to-end: amqp:// endpoints against a real RabbitMQ (Debian's
+rabbitmq-server, started once for this module on 127.0.0.1 with its own
+ports, data in a temporary directory; rabbitmq_util.py), consumed with pika.
+
+- 10,000 events arrive exactly once per webhook-id in a queue bound to the
+  exchange (duplicates, allowed by at-least-once, are counted and reported),
+  as persistent messages whose message_id is the webhook-id, whose routing
+  key is the event type, whose headers carry webhook-id, webhook-timestamp
+  and a webhook-signature that verifies against the endpoint's secret;
+- the broker stopped for 20 s and started again loses nothing: events
+  written during the outage arrive after it, and an HTTP endpoint of the
+  same worker keeps receiving while the broker is down;
+- a missing exchange, an unroutable message (mandatory) and a nack (a full
+  queue with x-overflow=reject-publish) are failed attempts in
+  callback_attempts, retried per policy, then dead letters;
+- bad amqp URLs are refused with 22023 (a forbidden address with 42501),
+  no message or view repeats the password.
+"""
+
+import collections
+import time
+
+import pytest
+
+from conftest import record_figure
+from faults_util import diagnostics, msg_id
+import rabbitmq_util
+from test_signing import new_secret, spec_signature
+
+pytestmark = pytest.mark.skipif(not rabbitmq_util.available(),
+                                reason="rabbitmq-server is not installed (scripts/install-deps.sh)")
+
+PASSWORD = "guest"          # the broker's default user; never shown
+SECRET_PW = "s3cr3t-Pw"     # in URLs that must be refused or redacted
+
+
+@pytest.fixture(scope="module")
+def broker():
+    b = rabbitmq_util.Broker("pgcbamqp")
+    try:
+        b.start()
+        yield b
+    finally:
+        b.close()
+
+
+def enqueue(cluster, etype, n):
+    """n events of type etype in one transaction; their webhook-ids."""
+    rows = cluster.query("SELECT callback.enqueue(%s, jsonb_build_object('i', g))::text "
+                         "  FROM generate_series(1, %s) g", (etype, n))
+    return {msg_id(r[0]) for r in rows}
+
+
+def statuses(cluster, eid):
+    return dict(cluster.query("SELECT status::text, count(*) FROM callback.callback_queue "
+                              " WHERE endpoint_id = %s GROUP BY 1", (eid,)))
+
+
+def by_id(msgs):
+    """webhook-id -> how many times it arrived."""
+    return collections.Counter(props.message_id for _, props, _ in msgs)
+
+
+# ---------------------------------------------------------------- URLs
+
+@pytest.mark.parametrize("url, what", [
+    ("amqp://u:%s@/vh" % SECRET_PW, "no host"),
+    ("amqp://u:%s@:5672/vh" % SECRET_PW, "no host"),
+    ("amqp://u:%s@host:99999/" % SECRET_PW, "port"),
+    ("amqp://u:%s@host/a/b" % SECRET_PW, "vhost with a slash"),
+    ("amqp://u:%s@host/?exchange=bad%%20name" % SECRET_PW, "exchange"),
+    ("amqp://u:%s@host/?routing_key=%s" % (SECRET_PW, "k" * 256), "routing key"),
+    ("amqp://u:%s@host/?token=%s" % (SECRET_PW, SECRET_PW), "unknown parameter"),
+    ("amqp://u:%s@host/?exchange" % SECRET_PW, "no value"),
+    ("amqp://u:%s@host/?mandatory=maybe" % SECRET_PW, "mandatory"),
+    ("amqp://u:%s@host/?exchange=a&exchange=b" % SECRET_PW, "repeated"),
+    ("amqp://u:%s@host/#frag" % SECRET_PW, "fragment"),
+    ("amqp:/u:%s@host/" % SECRET_PW, "not amqp://"),
+])
+def test_bad_urls_refused(cluster, url, what):
+    import psycopg2
+    conn = cluster.connect()
+    with pytest.raises(psycopg2.Error) as ei:
+        with conn.cursor() as cur:
+            cur.execute("SELECT callback.validate_url(%s)", (url,))
+    e = ei.value
+    assert e.pgcode == "22023", (what, e.pgcode, str(e))
+    text = " ".join(filter(None, [e.diag.message_primary, e.diag.message_detail,
+                                  e.diag.message_hint]))
+    assert SECRET_PW not in text, text
+    # and nothing is written by create_endpoint
+    with pytest.raises(psycopg2.Error) as ei:
+        with conn.cursor() as cur:
+            cur.execute("SELECT callback.create_endpoint(name => 'bad_amqp', url => %s)", (url,))
+    assert ei.value.pgcode == "22023"
+    assert cluster.scalar("SELECT count(*) FROM callback.callback_endpoints "
+                          " WHERE name = 'bad_amqp'") == 0
+    conn.close()
+
+
+def test_forbidden_address_and_redaction(cluster, broker, endpoint_factory):
+    import psycopg2
+    conn = cluster.connect()
+    # the network policy is the same as for HTTP: 10/8 is not allowlisted here
+    for url in ("amqp://u:%s@10.1.2.3/" % SECRET_PW, "amqps://u:%s@[::ffff:10.1.2.3]/" % SECRET_PW,
+                "amqp://u:%s@167837955/" % SECRET_PW):
+        with pytest.raises(psycopg2.Error) as ei:
+            with conn.cursor() as cur:
+                cur.execute("SELECT callback.validate_url(%s)", (url,))
+        assert ei.value.pgcode == "42501", (url, str(ei.value))
+        assert SECRET_PW not in str(ei.value)
+    conn.close()
+
+    # a good URL: accepted, and the monitor's view shows no password
+    good = "amqp://u:%s@127.0.0.1:%d/%%2F?exchange=x.y&routing_key=k&mandatory=false" % (
+        SECRET_PW, broker.port)
+    cluster.execute("SELECT callback.validate_url(%s)", (good,))
+    eid = endpoint_factory("amqp_redacted", good, event_types=["nothing.matches"])
+    shown = cluster.scalar("SELECT url FROM callback.callback_endpoints_redacted WHERE id = %s",
+                           (eid,))
+    assert SECRET_PW not in shown and shown.startswith("amqp://***@127.0.0.1:"), shown
+
+
+# ---------------------------------------------------------------- delivery
+
+def test_10000_events_exactly_once(cluster, broker, endpoint_factory):
+    broker.declare("pgcb.events", "all_events")
+    secret = new_secret()
+    eid = endpoint_factory("amqp_10k", broker.url(query="exchange=pgcb.events"),
+                           event_types=["amqp10k.*"], secret=secret)
+    n = 10000
+    t0 = time.monotonic()
+    ids = enqueue(cluster, "amqp10k.created", n)
+    assert len(ids) == n
+    msgs = broker.drain("all_events", lambda got: len(by_id(got)) >= n, timeout=150)
+    elapsed = time.monotonic() - t0
+    counts = by_id(msgs)
+    dups = sum(c - 1 for c in counts.values() if c > 1)
+    record_figure("amqp: %d events published and consumed in %.1f s (%.0f/s), %d duplicates"
+                  % (n, elapsed, n / elapsed, dups))
+    assert set(counts) == ids, ("missing %d, unexpected %d" % (len(ids - set(counts)),
+                                                               len(set(counts) - ids))
+                                + diagnostics(cluster, eid))
+    # at least once: duplicates may happen, but are reported above
+    cluster.wait_until(lambda: statuses(cluster, eid) == {"delivered": n}, timeout=60,
+                       what="all 10000 rows delivered")
+
+    bodies = dict(cluster.query(
+        "SELECT 'msg_' || replace(event_id::text, '-', ''), body "
+        "  FROM callback.callback_queue WHERE endpoint_id = %s", (eid,)))
+    for method, props, body in msgs[:2000]:
+        h = props.headers
+        assert props.message_id == h["webhook-id"]
+        assert props.delivery_mode == 2                  # persistent
+        assert props.content_type == "application/json"
+        assert method.routing_key == "amqp10k.created"   # the event type
+        assert method.exchange == "pgcb.events"
+        assert body.decode() == bodies[props.message_id]
+        ts = int(h["webhook-timestamp"])
+        assert abs(ts - time.time()) < 600
+        sigs = h["webhook-signature"].split(" ")
+        assert spec_signature(secret, props.message_id, ts, body) in sigs, h
+    # attempts recorded like HTTP ones, without a status code
+    row = cluster.query("SELECT count(*), count(status_code), count(error) "
+                        "  FROM callback.callback_attempts WHERE endpoint_id = %s", (eid,))[0]
+    assert row[0] >= n and row[1] == 0 and row[2] == 0, row
+
+
+def test_broker_restart_loses_nothing(cluster, broker, receiver, endpoint_factory):
+    broker.declare("pgcb.restart", "restart_events")
+    eid = endpoint_factory("amqp_restart", broker.url(query="exchange=pgcb.restart"),
+                           event_types=["amqprs.*"], max_attempts=1000,
+                           retry_schedule=[0.5, 1, 2], failure_threshold=1000)
+    hid = endpoint_factory("http_beside", receiver.url("/beside"), event_types=["beside.*"])
+
+    before = enqueue(cluster, "amqprs.before", 200)
+    got = broker.drain("restart_events", lambda g: len(by_id(g)) >= 200, timeout=60)
+    assert set(by_id(got)) == before, diagnostics(cluster, eid)
+
+    broker.stop()
+    down_at = time.monotonic()
+    during = enqueue(cluster, "amqprs.during", 500)
+    # HTTP keeps flowing while the broker is down
+    enqueue(cluster, "beside.ev", 100)
+    assert receiver.wait_for(100, "/beside", timeout=15), diagnostics(cluster, hid)
+    http_done = time.monotonic() - down_at
+    # the publishes fail and are retried: visible in callback_attempts, no secret in them
+    errors = cluster.wait_until(lambda: cluster.query(
+        "SELECT DISTINCT error FROM callback.callback_attempts "
+        " WHERE endpoint_id = %s AND outcome = 'pending'", (eid,)), timeout=15,
+        what="failed attempts while the broker is down")
+    assert any("127.0.0.1:%d" % broker.port in e[0] for e in errors), errors
+    assert not any(PASSWORD + "@" in e[0] for e in errors)
+    assert statuses(cluster, eid).get("delivered", 0) == 200
+    remaining = 20 - (time.monotonic() - down_at)
+    if remaining > 0:
+        time.sleep(remaining)  # the outage itself is what is tested: 20 s, not a poll
+    broker.start()
+    up_at = time.monotonic()
+
+    got = broker.drain("restart_events", lambda g: len(by_id(g)) >= 500, timeout=90)
+    counts = by_id(got)
+    record_figure("amqp restart: 100 HTTP deliveries in %.1f s while the broker was down; "
+                  "500 events of the outage consumed %.1f s after it came back, %d duplicates"
+                  % (http_done, time.monotonic() - up_at,
+                     sum(c - 1 for c in counts.values() if c > 1)))
+    assert set(counts) == during, ("missing %d" % len(during - set(counts))
+                                   + diagnostics(cluster, eid))
+    cluster.wait_until(lambda: statuses(cluster, eid) == {"delivered": 700}, timeout=60,
+                       what="all 700 rows delivered")
+
+
+def test_missing_exchange_unroutable_and_nack(cluster, broker, endpoint_factory):
+    # no such exchange: the broker closes the channel
+    e1 = endpoint_factory("amqp_noexchange", broker.url(query="exchange=no.such.exchange"),
+                          event_types=["amqpne.*"], max_attempts=2, retry_schedule=[0.2])
+    # an exchange with no queue bound: returned (mandatory is the default)
+    conn = broker.connect()
+    conn.channel().exchange_declare(exchange="pgcb.unbound", exchange_type="topic", durable=True)
+    conn.close()
+    e2 = endpoint_factory("amqp_unroutable", broker.url(query="exchange=pgcb.unbound"),
+                          event_types=["amqpur.*"], max_attempts=2, retry_schedule=[0.2])
+    # a queue that rejects what does not fit: nacks
+    broker.declare("pgcb.full", "full_queue",
+                   queue_args={"x-max-length": 1, "x-overflow": "reject-publish"})
+    e3 = endpoint_factory("amqp_nack", broker.url(query="exchange=pgcb.full"),
+                          event_types=["amqpnk.*"], max_attempts=2, retry_schedule=[0.2])
+    enqueue(cluster, "amqpne.x", 3)
+    enqueue(cluster, "amqpur.x", 3)
+    enqueue(cluster, "amqpnk.x", 3)
+
+    def dead(eid, n):
+        return statuses(cluster, eid).get("dead", 0) == n
+
+    cluster.wait_until(lambda: dead(e1, 3), timeout=30, what="missing exchange: 3 dead letters")
+    cluster.wait_until(lambda: dead(e2, 3), timeout=30, what="unroutable: 3 dead letters")
+    cluster.wait_until(lambda: statuses(cluster, e3) == {"delivered": 1, "dead": 2}, timeout=30,
+                       what="full queue: 1 delivered, 2 dead")
+
+    def errors(eid):
+        return [r[0] for r in cluster.query(
+            "SELECT error FROM callback.callback_attempts WHERE endpoint_id = %s "
+            "   AND error IS NOT NULL ORDER BY started_at", (eid,))]
+
+    e1_errors = errors(e1)
+    assert len(e1_errors) == 6 and all("404 NOT_FOUND" in e and "no.such.exchange" in e
+                                       for e in e1_errors), e1_errors
+    e2_errors = errors(e2)
+    assert len(e2_errors) == 6 and all("312 NO_ROUTE" in e for e in e2_errors), e2_errors
+    e3_errors = errors(e3)
+    assert len(e3_errors) == 4 and all("basic.nack" in e for e in e3_errors), e3_errors
+    assert cluster.scalar("SELECT count(*) FROM callback.callback_dead_letters "
+                          " WHERE endpoint IN ('amqp_noexchange', 'amqp_unroutable', 'amqp_nack')") == 8
