@@ -169,7 +169,7 @@ def test_10000_events_exactly_once(cluster, broker, endpoint_factory):
 def test_broker_restart_loses_nothing(cluster, broker, receiver, endpoint_factory):
     broker.declare("pgcb.restart", "restart_events")
     eid = endpoint_factory("amqp_restart", broker.url(query="exchange=pgcb.restart"),
-                           event_types=["amqprs.*"], max_attempts=1000,
+                           event_types=["amqprs.*"], max_attempts=100,
                            retry_schedule=[0.5, 1, 2], failure_threshold=1000)
     hid = endpoint_factory("http_beside", receiver.url("/beside"), event_types=["beside.*"])
 
@@ -213,34 +213,36 @@ def test_broker_restart_loses_nothing(cluster, broker, receiver, endpoint_factor
 def test_missing_exchange_unroutable_and_nack(cluster, broker, endpoint_factory):
     # no such exchange: the broker closes the channel
     e1 = endpoint_factory("amqp_noexchange", broker.url(query="exchange=no.such.exchange"),
-                          event_types=["amqpne.*"], max_attempts=2, retry_schedule=[0.2])
+                          event_types=["amqpne.*"], max_attempts=2, retry_schedule=[0.2], failure_threshold=100)
     # an exchange with no queue bound: returned (mandatory is the default)
     conn = broker.connect()
     conn.channel().exchange_declare(exchange="pgcb.unbound", exchange_type="topic", durable=True)
     conn.close()
     e2 = endpoint_factory("amqp_unroutable", broker.url(query="exchange=pgcb.unbound"),
-                          event_types=["amqpur.*"], max_attempts=2, retry_schedule=[0.2])
+                          event_types=["amqpur.*"], max_attempts=2, retry_schedule=[0.2], failure_threshold=100)
     # a queue that rejects what does not fit: nacks
     broker.declare("pgcb.full", "full_queue",
                    queue_args={"x-max-length": 1, "x-overflow": "reject-publish"})
     e3 = endpoint_factory("amqp_nack", broker.url(query="exchange=pgcb.full"),
-                          event_types=["amqpnk.*"], max_attempts=2, retry_schedule=[0.2])
+                          event_types=["amqpnk.*"], max_attempts=2, retry_schedule=[0.2], failure_threshold=100)
     enqueue(cluster, "amqpne.x", 3)
     enqueue(cluster, "amqpur.x", 3)
     enqueue(cluster, "amqpnk.x", 3)
-
-    def dead(eid, n):
-        return statuses(cluster, eid).get("dead", 0) == n
-
-    cluster.wait_until(lambda: dead(e1, 3), timeout=30, what="missing exchange: 3 dead letters")
-    cluster.wait_until(lambda: dead(e2, 3), timeout=30, what="unroutable: 3 dead letters")
-    cluster.wait_until(lambda: statuses(cluster, e3) == {"delivered": 1, "dead": 2}, timeout=30,
-                       what="full queue: 1 delivered, 2 dead")
 
     def errors(eid):
         return [r[0] for r in cluster.query(
             "SELECT error FROM callback.callback_attempts WHERE endpoint_id = %s "
             "   AND error IS NOT NULL ORDER BY started_at", (eid,))]
+
+    def settled(eid, want, what):
+        try:
+            cluster.wait_until(lambda: statuses(cluster, eid) == want, timeout=30, what=what)
+        except AssertionError as e:
+            raise AssertionError("%s; attempts: %r%s" % (e, errors(eid), diagnostics(cluster, eid)))
+
+    settled(e1, {"dead": 3}, "missing exchange: 3 dead letters")
+    settled(e2, {"dead": 3}, "unroutable: 3 dead letters")
+    settled(e3, {"delivered": 1, "dead": 2}, "full queue: 1 delivered, 2 dead")
 
     e1_errors = errors(e1)
     assert len(e1_errors) == 6 and all("404 NOT_FOUND" in e and "no.such.exchange" in e
