@@ -383,6 +383,28 @@ SELECT pg_temp.try($$SELECT callback.process_callbacks(1000001)$$) AS endpoints;
 -- Nothing is due: nothing attempted.
 SELECT callback.process_callbacks(10) AS attempted;
 
+----------------------------------------------------------------- 1.1 options
+
+-- Out of range or NULL: refused, nothing written.
+SELECT pg_temp.try($$SELECT callback.create_endpoint('opt', 'https://example.com/h', batch_size => 0)$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('opt', 'https://example.com/h', batch_size => 1001)$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('opt', 'https://example.com/h', batch_window => '-1 second')$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('opt', 'https://example.com/h', ordered => NULL)$$) AS endpoints;
+SELECT count(*) AS opt_endpoints FROM callback.callback_endpoints WHERE name = 'opt';
+-- The owner is the role calling, as SET ROLE left it, not the definer.
+CREATE ROLE regress_opt_admin IN ROLE callback_admin;
+SET ROLE regress_opt_admin;
+SELECT callback.create_endpoint('opt', 'https://example.com/h') > 0 AS created;
+RESET ROLE;
+SELECT owner, ordered, transform, on_response, batch_size, batch_window
+  FROM callback.callback_endpoints WHERE name = 'opt';
+SELECT callback.alter_endpoint('opt', batch_size => 1) AS altered;
+SELECT callback.drop_endpoint('opt');
+DROP ROLE regress_opt_admin;
+-- enqueue's positional 1.0 call still works.
+SELECT callback.enqueue('regress.opt', '{}') IS NOT NULL AS enqueued;
+DELETE FROM callback.callback_queue;
+
 ----------------------------------------------------------------- clean up
 
 SELECT callback.drop_endpoint(name, force => true) FROM callback.callback_endpoints;

@@ -333,11 +333,11 @@ new_event_id(pg_uuid_t *id)
 }
 
 uint64
-pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
-				   pg_uuid_t *event_id)
+pgcb_event_enqueue(PgcbEventRow *ev)
 {
 	const int32 *endpoint_ids;
 	int			n;
+	int			body_len = ev->body_len;
 
 	if (body_len > pgcb_max_payload_bytes)
 		ereport(ERROR,
@@ -346,23 +346,38 @@ pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
 						body_len, pgcb_max_payload_bytes),
 				 errhint("Send a smaller payload, such as an id the receiver can look up, or raise callback.max_payload_bytes.")));
 
-	new_event_id(event_id);
+	new_event_id(&ev->event_id);
 	/* routing: route_cache.c; the rows: queue_insert.c */
-	n = pgcb_route_cache_match(event_type, &endpoint_ids);
-	pgcb_queue_insert(event_id, event_type, body, body_len, endpoint_ids, n);
+	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids);
+	pgcb_queue_insert(ev, endpoint_ids, n);
 
 	if (n > 0)
 		wake_worker_at_commit();
 	return n;
 }
 
-/* callback.enqueue(event_type text, payload jsonb) returns uuid */
+/* An option of enqueue() that this build does not have yet: refused, never ignored. */
+static void
+refuse_unsupported_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_NARGS() > argno && !PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("enqueue(%s => ...) is not supported by this build", name),
+				 errhint("Leave %s out.", name)));
+}
+
+/*
+ * callback.enqueue(event_type text, payload jsonb, key text, traceparent
+ * text, tracestate text) returns uuid
+ */
 Datum
 enqueue(PG_FUNCTION_ARGS)
 {
 	char	   *event_type;
 	Jsonb	   *payload;
 	StringInfoData body;
+	PgcbEventRow ev = {0};
 	pg_uuid_t  *event_id = palloc(sizeof(pg_uuid_t));
 
 	if (PG_ARGISNULL(0))
@@ -378,13 +393,20 @@ enqueue(PG_FUNCTION_ARGS)
 	event_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	payload = PG_GETARG_JSONB_P(1);
 	pgcb_event_check_type(event_type, false, "event type");
+	refuse_unsupported_arg(fcinfo, 2, "key");
+	refuse_unsupported_arg(fcinfo, 3, "traceparent");
+	refuse_unsupported_arg(fcinfo, 4, "tracestate");
 
 	initStringInfo(&body);
 	pgcb_event_body_begin(&body, event_type);
 	(void) JsonbToCString(&body, &payload->root, VARSIZE(payload));
 	pgcb_event_body_end(&body);
 
-	pgcb_event_enqueue(event_type, body.data, body.len, event_id);
+	ev.event_type = event_type;
+	ev.body = body.data;
+	ev.body_len = body.len;
+	pgcb_event_enqueue(&ev);
+	*event_id = ev.event_id;
 	PG_RETURN_UUID_P(event_id);
 }
 

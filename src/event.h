@@ -15,13 +15,27 @@ extern void pgcb_event_body_begin(StringInfo buf, const char *event_type);
 extern void pgcb_event_body_end(StringInfo buf);
 
 /*
- * Insert one queue row per enabled endpoint whose patterns match
- * event_type, with body as the exact bytes to send, and arrange for the
- * worker to be woken when the transaction commits.  Fills *event_id.
- * Returns the number of deliveries queued.
+ * One event on its way into the queue.  The caller fills everything but
+ * event_id; the optional attributes are NULL when absent.
  */
-extern uint64 pgcb_event_enqueue(const char *event_type, const char *body, int body_len,
-								 pg_uuid_t *event_id);
+typedef struct PgcbEventRow
+{
+	pg_uuid_t	event_id;		/* set by pgcb_event_enqueue */
+	const char *event_type;
+	const char *body;			/* the exact bytes to send */
+	int			body_len;
+	const char *ordering_key;	/* ordered endpoints: one event per key at a time */
+	const char *traceparent;	/* W3C trace context sent with every attempt */
+	const char *tracestate;
+} PgcbEventRow;
+
+/*
+ * Insert one queue row per enabled endpoint whose patterns match the
+ * event's type, and arrange for the worker to be woken when the
+ * transaction commits.  Fills ev->event_id.  Returns the number of
+ * deliveries queued.
+ */
+extern uint64 pgcb_event_enqueue(PgcbEventRow *ev);
 
 /* Install the hook that wakes the worker at COMMIT PREPARED (preload only). */
 extern void pgcb_event_init(void);

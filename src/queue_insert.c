@@ -78,6 +78,9 @@ typedef struct QueueShape
 	AttrNumber	att_endpoint_id;
 	AttrNumber	att_event_type;
 	AttrNumber	att_body;
+	AttrNumber	att_ordering_key;	/* the event's optional attributes */
+	AttrNumber	att_traceparent;
+	AttrNumber	att_tracestate;
 	ExprState **defaults;		/* [natts]; NULL: given, dropped or no default */
 	ExprContext *econtext;		/* evaluates the defaults; reset per row */
 	int			nindexes;
@@ -235,6 +238,10 @@ build_shape(Relation rel)
 	s->att_endpoint_id = given_attnum(rel, "endpoint_id");
 	s->att_event_type = given_attnum(rel, "event_type");
 	s->att_body = given_attnum(rel, "body");
+	/* 1.1's: absent while a 1.0 schema awaits ALTER EXTENSION UPDATE */
+	s->att_ordering_key = attnameAttNum(rel, "ordering_key", false);
+	s->att_traceparent = attnameAttNum(rel, "traceparent", false);
+	s->att_tracestate = attnameAttNum(rel, "tracestate", false);
 	s->defaults = palloc0(sizeof(ExprState *) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -400,15 +407,40 @@ insert_index_entries(QueueOpen *q, QueueShape *s, TupleTableSlot *slot)
 	}
 }
 
+/* A text datum, or 0 for an absent attribute. */
+static Datum
+optional_text(const char *s)
+{
+	return s == NULL ? (Datum) 0 : PointerGetDatum(cstring_to_text(s));
+}
+
+static void
+set_optional(Datum *values, bool *isnull, AttrNumber attnum, Datum d)
+{
+	if (attnum == InvalidAttrNumber)
+	{
+		if (d != (Datum) 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the extension's schema is older than its library"),
+					 errhint("Run ALTER EXTENSION pg_callback UPDATE.")));
+		return;
+	}
+	values[attnum - 1] = d;
+	isnull[attnum - 1] = (d == (Datum) 0);
+}
+
 void
-pgcb_queue_insert(const pg_uuid_t *event_id, const char *event_type,
-				  const char *body, int body_len,
+pgcb_queue_insert(const PgcbEventRow *ev,
 				  const int32 *endpoint_ids, int n_endpoints)
 {
 	QueueOpen  *q;
 	QueueShape *s;
 	Datum		type_datum;
 	Datum		body_datum;
+	Datum		key_datum;
+	Datum		traceparent_datum;
+	Datum		tracestate_datum;
 	Oid			save_userid;
 	int			save_sec_context;
 	CommandId	cid;
@@ -423,8 +455,11 @@ pgcb_queue_insert(const pg_uuid_t *event_id, const char *event_type,
 		return;
 	q = open_queue();
 	s = shape;
-	type_datum = PointerGetDatum(cstring_to_text(event_type));
-	body_datum = PointerGetDatum(cstring_to_text_with_len(body, body_len));
+	type_datum = PointerGetDatum(cstring_to_text(ev->event_type));
+	body_datum = PointerGetDatum(cstring_to_text_with_len(ev->body, ev->body_len));
+	key_datum = optional_text(ev->ordering_key);
+	traceparent_datum = optional_text(ev->traceparent);
+	tracestate_datum = optional_text(ev->tracestate);
 	cid = GetCurrentCommandId(true);
 
 	/*
@@ -461,7 +496,7 @@ pgcb_queue_insert(const pg_uuid_t *event_id, const char *event_type,
 				isnull[i] = true;
 			}
 		}
-		values[s->att_event_id - 1] = UUIDPGetDatum(event_id);
+		values[s->att_event_id - 1] = UUIDPGetDatum(&ev->event_id);
 		isnull[s->att_event_id - 1] = false;
 		values[s->att_endpoint_id - 1] = Int32GetDatum(endpoint_ids[e]);
 		isnull[s->att_endpoint_id - 1] = false;
@@ -469,6 +504,9 @@ pgcb_queue_insert(const pg_uuid_t *event_id, const char *event_type,
 		isnull[s->att_event_type - 1] = false;
 		values[s->att_body - 1] = body_datum;
 		isnull[s->att_body - 1] = false;
+		set_optional(values, isnull, s->att_ordering_key, key_datum);
+		set_optional(values, isnull, s->att_traceparent, traceparent_datum);
+		set_optional(values, isnull, s->att_tracestate, tracestate_datum);
 		ExecStoreVirtualTuple(slot);
 
 		if (q->check_constraints)
@@ -482,4 +520,10 @@ pgcb_queue_insert(const pg_uuid_t *event_id, const char *event_type,
 	ExecClearTuple(q->slot);
 	pfree(DatumGetPointer(type_datum));
 	pfree(DatumGetPointer(body_datum));
+	if (key_datum != (Datum) 0)
+		pfree(DatumGetPointer(key_datum));
+	if (traceparent_datum != (Datum) 0)
+		pfree(DatumGetPointer(traceparent_datum));
+	if (tracestate_datum != (Datum) 0)
+		pfree(DatumGetPointer(tracestate_datum));
 }

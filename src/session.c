@@ -18,13 +18,17 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 #include "pg_callback.h"
 #include "session.h"
+
+PG_FUNCTION_INFO_V1(pgcb_calling_role);
 
 void
 pgcb_session_pin_search_path(void)
@@ -82,4 +86,17 @@ pgcb_session_leave(PgcbSession *s)
 {
 	AtEOXact_GUC(true, s->save_nestlevel);
 	SetUserIdAndSecContext(s->save_userid, s->save_sec_context);
+}
+
+/*
+ * callback._calling_role(): the role in effect outside every SECURITY
+ * DEFINER function (what SET ROLE left), so that create_endpoint can record
+ * who created an endpoint although it runs as the extension's owner.
+ */
+Datum
+pgcb_calling_role(PG_FUNCTION_ARGS)
+{
+	char	   *name = GetUserNameFromId(GetOuterUserId(), false);
+
+	PG_RETURN_DATUM(DirectFunctionCall1(namein, CStringGetDatum(name)));
 }

@@ -80,7 +80,7 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 					   HeapTuple new_tuple, HeapTuple old_tuple)
 {
 	StringInfoData body;
-	pg_uuid_t	event_id;
+	PgcbEventRow ev = {0};
 
 	initStringInfo(&body);
 	pgcb_event_body_begin(&body, event_type);
@@ -95,6 +95,9 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	appendStringInfoChar(&body, '}');
 	pgcb_event_body_end(&body);
 
-	pgcb_event_enqueue(event_type, body.data, body.len, &event_id);
+	ev.event_type = event_type;
+	ev.body = body.data;
+	ev.body_len = body.len;
+	pgcb_event_enqueue(&ev);
 	pfree(body.data);
 }

@@ -54,8 +54,8 @@ DECLARE
         ['view',     'callback.callback_databases',                'pg_monitor',        'SELECT'],
         ['type',     'callback.delivery_status',                   'PUBLIC',            'USAGE'],
         -- the administrator's functions
-        ['function', 'callback.create_endpoint(text,text,text[],jsonb,interval,text,integer,interval[],double precision,integer,integer,interval)', 'callback_admin', 'EXECUTE'],
-        ['function', 'callback.alter_endpoint(text,text,text[],jsonb,interval,integer,interval[],double precision,integer,integer,interval,boolean,boolean)', 'callback_admin', 'EXECUTE'],
+        ['function', 'callback.create_endpoint(text,text,text[],jsonb,interval,text,integer,interval[],double precision,integer,integer,interval,boolean,text,text,integer,interval)', 'callback_admin', 'EXECUTE'],
+        ['function', 'callback.alter_endpoint(text,text,text[],jsonb,interval,integer,interval[],double precision,integer,integer,interval,boolean,boolean,boolean,text,text,integer,interval,boolean,boolean)', 'callback_admin', 'EXECUTE'],
         ['function', 'callback.drop_endpoint(text,boolean)',       'callback_admin',    'EXECUTE'],
         ['function', 'callback.pause_endpoint(text)',              'callback_admin',    'EXECUTE'],
         ['function', 'callback.resume_endpoint(text)',             'callback_admin',    'EXECUTE'],
@@ -68,7 +68,7 @@ DECLARE
         ['function', 'callback.redrive(timestamp with time zone)', 'callback_admin',    'EXECUTE'],
         ['function', 'callback.wake_worker()',                     'callback_admin',    'EXECUTE'],
         -- the producer's
-        ['function', 'callback.enqueue(text,jsonb)',               'callback_producer', 'EXECUTE'],
+        ['function', 'callback.enqueue(text,jsonb,text,text,text)', 'callback_producer', 'EXECUTE'],
         ['function', 'callback.trigger()',                         'callback_producer', 'EXECUTE'],
         -- the monitor's
         ['function', 'callback.worker_stats()',                    'callback_monitor',  'EXECUTE'],
@@ -100,6 +100,11 @@ DECLARE
         ['function', 'callback.histogram_add(bigint[],bigint[])',  NULL,                NULL],
         ['function', 'callback._check_endpoint_args(text,text,text[],jsonb,interval,text,integer,interval[],double precision,integer,integer,interval)', NULL, NULL],
         ['function', 'callback._check_secret_unused(text,integer)', NULL,               NULL],
+        ['function', 'callback._calling_role()',                   NULL,                NULL],
+        ['function', 'callback._check_endpoint_options(boolean,text,text,integer,interval)', NULL, NULL],
+        ['function', 'callback._check_ordered(boolean)',           NULL,                NULL],
+        ['function', 'callback._check_hook(text,text)',            NULL,                NULL],
+        ['function', 'callback._check_batch(integer,interval)',    NULL,                NULL],
         ['function', 'callback._dead_letter_orphans()',            NULL,                NULL],
         ['function', 'callback._endpoints_changed()',              NULL,                NULL],
         ['function', 'callback._endpoint_for_update(text)',        NULL,                NULL],

@@ -37,7 +37,8 @@ def cluster(request):
 
 _ENDPOINT_ARGS = ("event_types", "headers", "timeout", "secret", "max_attempts",
                   "retry_schedule", "rate_limit", "rate_burst", "failure_threshold",
-                  "breaker_cooldown")
+                  "breaker_cooldown", "ordered", "transform", "on_response", "batch_size",
+                  "batch_window")
 
 
 def make_endpoint(cluster, name, url, **kw):
@@ -52,14 +53,16 @@ def make_endpoint(cluster, name, url, **kw):
     casts = {"event_types": "text[]", "headers": "jsonb", "timeout": "interval",
              "secret": "text", "max_attempts": "integer", "retry_schedule": "interval[]",
              "rate_limit": "double precision", "rate_burst": "integer",
-             "failure_threshold": "integer", "breaker_cooldown": "interval"}
+             "failure_threshold": "integer", "breaker_cooldown": "interval",
+             "ordered": "boolean", "transform": "text", "on_response": "text",
+             "batch_size": "integer", "batch_window": "interval"}
     for k, v in kw.items():
         if v is None:
             continue
         cast = casts.get(k)
         if isinstance(v, dict):
             v = Json(v)
-        elif k in ("timeout", "breaker_cooldown") and isinstance(v, (int, float)):
+        elif k in ("timeout", "breaker_cooldown", "batch_window") and isinstance(v, (int, float)):
             v = "%s seconds" % v
         elif k == "retry_schedule" and isinstance(v, (list, tuple)):
             v = ["%s seconds" % x if isinstance(x, (int, float)) else x for x in v]
