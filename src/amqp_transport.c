@@ -23,6 +23,10 @@
  * timeout is a failed attempt, retried per policy.  Any of the last three
  * closes the connection: the publishes still unconfirmed on it fail too.
  *
+ * A connection unused for IDLE_CLOSE_MS is closed: heartbeats are off (we
+ * cannot answer them while idle in the wait), so a long-idle connection
+ * may be dead without our knowing, and a dropped endpoint's is let go.
+ *
  * Nothing here puts the URL in a message: errors name the host and port.
  */
 #include "postgres.h"
@@ -48,6 +52,8 @@
 #define CHANNEL 1
 #define FRAME_MAX 131072
 #define RECONNECT_MS 1000
+/* a connection unused this long is closed (a dropped endpoint's too) */
+#define IDLE_CLOSE_MS (5 * 60 * 1000)
 #define MAX_EXCHANGE_LEN 127	/* AMQP 0-9-1: exchange names */
 #define MAX_SHORTSTR 255		/* routing keys */
 #define SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
@@ -99,6 +105,7 @@ typedef struct AmqpLink
 	int			fd;
 	bool		ready;			/* its socket was readable at the last poll */
 	uint64		next_tag;
+	TimestampTz last_publish_at;
 	dlist_head	pending;		/* AmqpPublish, in tag order */
 	TimestampTz retry_connect_at;
 	char		down_why[PGCB_AMQP_ERROR_LEN];
@@ -710,6 +717,7 @@ pgcb_amqp_publish(int endpoint_id, const char *url, int timeout_ms,
 		return;
 	}
 
+	l->last_publish_at = now;
 	p = MemoryContextAllocZero(amqp_cxt, sizeof(AmqpPublish));
 	p->tag = l->next_tag++;
 	p->owner = owner;
@@ -888,6 +896,9 @@ pgcb_amqp_poll(void)
 			l->ready = false;
 			link_read(l);
 		}
+		if (l->conn != NULL && dlist_is_empty(&l->pending) &&
+			now - l->last_publish_at > (TimestampTz) IDLE_CLOSE_MS * 1000)
+			link_down(l, NULL);
 		dlist_foreach(it, &l->pending)
 		{
 			AmqpPublish *p = dlist_container(AmqpPublish, node, it.cur);
