@@ -23,9 +23,10 @@
  * timeout is a failed attempt, retried per policy.  Any of the last three
  * closes the connection: the publishes still unconfirmed on it fail too.
  *
- * A connection unused for IDLE_CLOSE_MS is closed: heartbeats are off (we
- * cannot answer them while idle in the wait), so a long-idle connection
- * may be dead without our knowing, and a dropped endpoint's is let go.
+ * A connection unused for IDLE_CLOSE_MS is closed: heartbeats are off
+ * (they would need a timer of their own in the wait loop), so a long-idle
+ * connection may be dead without our knowing; and a dropped endpoint's
+ * connection is let go.
  *
  * Nothing here puts the URL in a message: errors name the host and port.
  */
