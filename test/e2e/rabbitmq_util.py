@@ -37,10 +37,31 @@ def available():
     return os.path.exists(RABBITMQ_SERVER)
 
 
+def _make_certs(d):
+    """A CA and a server certificate for localhost (and 127.0.0.1) signed by it."""
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), cwd=d, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=pgcb test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", "server.key", "-out", "server.csr")
+    with open(os.path.join(d, "san.ext"), "w") as f:
+        f.write("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    for f in ("ca.key", "server.key"):
+        os.chmod(os.path.join(d, f), 0o644)   # the broker may run as another user
+    return os.path.join(d, "ca.pem")
+
+
 class Broker:
-    def __init__(self, name="pgcb"):
+    def __init__(self, name="pgcb", tls=False):
         self.dir = tempfile.mkdtemp(prefix="pgcb-rabbitmq-", dir="/tmp")
+        os.chmod(self.dir, 0o755)   # the CA file is read by postgres
         self.port = _free_port()
+        self.tls_port = _free_port() if tls else None
+        self.ca_file = _make_certs(self.dir) if tls else None
         self.dist_port = _free_port()
         self.epmd_port = _free_port()
         self.node = "%s%d@localhost" % (name, os.getpid())
@@ -49,6 +70,13 @@ class Broker:
             f.write("loopback_users = none\n")
             # the disk alarm would stop publishers on a full shared /tmp
             f.write("disk_free_limit.absolute = 1MB\n")
+            if tls:
+                f.write("listeners.ssl.1 = 127.0.0.1:%d\n" % self.tls_port)
+                for k, v in (("cacertfile", "ca.pem"), ("certfile", "server.pem"),
+                             ("keyfile", "server.key")):
+                    f.write("ssl_options.%s = %s\n" % (k, os.path.join(self.dir, v)))
+                f.write("ssl_options.verify = verify_none\n")
+                f.write("ssl_options.fail_if_no_peer_cert = false\n")
         with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
             f.write("[].\n")
         self.env = dict(os.environ)

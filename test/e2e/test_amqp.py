@@ -13,6 +13,9 @@ ports, data in a temporary directory; rabbitmq_util.py), consumed with pika.
 - a missing exchange, an unroutable message (mandatory) and a nack (a full
   queue with x-overflow=reject-publish) are failed attempts in
   callback_attempts, retried per policy, then dead letters;
+- amqps:// verifies the broker's certificate against callback.ca_file:
+  refused (a failed attempt) until the test's CA is configured, then
+  delivered over TLS;
 - bad amqp URLs are refused with 22023 (a forbidden address with 42501),
   no message or view repeats the password.
 """
@@ -36,7 +39,7 @@ SECRET_PW = "s3cr3t-Pw"     # in URLs that must be refused or redacted
 
 @pytest.fixture(scope="module")
 def broker():
-    b = rabbitmq_util.Broker("pgcbamqp")
+    b = rabbitmq_util.Broker("pgcbamqp", tls=True)
     try:
         b.start()
         yield b
@@ -256,3 +259,27 @@ def test_missing_exchange_unroutable_and_nack(cluster, broker, endpoint_factory)
     assert len(e3_errors) == 4 and all("basic.nack" in e for e in e3_errors), e3_errors
     assert cluster.scalar("SELECT count(*) FROM callback.callback_dead_letters "
                           " WHERE endpoint IN ('amqp_noexchange', 'amqp_unroutable', 'amqp_nack')") == 8
+
+
+def test_amqps_verifies_the_broker(cluster, broker, endpoint_factory):
+    broker.declare("pgcb.tls", "tls_events")
+    url = "amqps://guest:guest@localhost:%d/%%2F?exchange=pgcb.tls" % broker.tls_port
+    eid = endpoint_factory("amqp_tls", url, event_types=["amqptls.*"], max_attempts=100,
+                           retry_schedule=[0.5], failure_threshold=100)
+    try:
+        # the system CAs do not know the test's CA: the handshake fails
+        ids = enqueue(cluster, "amqptls.x", 20)
+        errors = cluster.wait_until(lambda: cluster.query(
+            "SELECT DISTINCT error FROM callback.callback_attempts WHERE endpoint_id = %s",
+            (eid,)), timeout=30, what="failed TLS attempts")
+        assert all("localhost:%d" % broker.tls_port in e[0] for e in errors), errors
+        assert statuses(cluster, eid).get("delivered", 0) == 0
+        cluster.set_conf(**{"callback.ca_file": broker.ca_file})
+        cluster.reload()
+        got = broker.drain("tls_events", 20, timeout=60)
+        assert set(by_id(got)) == ids, diagnostics(cluster, eid)
+        record_figure("amqps: refused with the system CAs (%s), delivered with callback.ca_file"
+                      % errors[0][0])
+    finally:
+        cluster.set_conf(**{"callback.ca_file": None})
+        cluster.reload()
