@@ -163,6 +163,10 @@ def test_10000_events_exactly_once(cluster, broker, endpoint_factory):
         assert abs(ts - time.time()) < 600
         sigs = h["webhook-signature"].split(" ")
         assert spec_signature(secret, props.message_id, ts, body) in sigs, h
+    # the per-minute rollup (callback_stats, metrics, Prometheus) counts them like HTTP ones
+    cluster.wait_until(lambda: cluster.scalar(
+        "SELECT coalesce(sum(delivered), 0) FROM callback.callback_stats WHERE endpoint_id = %s",
+        (eid,)) == n, timeout=30, what="10000 delivered in callback_stats")
     # attempts recorded like HTTP ones, without a status code
     row = cluster.query("SELECT count(*), count(status_code), count(error) "
                         "  FROM callback.callback_attempts WHERE endpoint_id = %s", (eid,))[0]
