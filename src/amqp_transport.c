@@ -15,7 +15,10 @@
  * blocking step is making a connection (TCP, TLS, login, channel,
  * confirm.select): each step waits at most min(callback.connect_timeout,
  * the endpoint's timeout), and after a failed connection the endpoint's
- * publishes fail at once for RECONNECT_MS before the next try.
+ * publishes fail at once for RECONNECT_MS before the next try, twice as
+ * long after each further failure, up to RECONNECT_MAX_MS: a broker that
+ * does not answer costs the other endpoints one connect bound at most
+ * every RECONNECT_MAX_MS.
  *
  * A publish is delivered when the broker acks it; a nack, a basic.return
  * (unroutable; mandatory is on unless the URL says mandatory=false), a
@@ -52,7 +55,8 @@
 
 #define CHANNEL 1
 #define FRAME_MAX 131072
-#define RECONNECT_MS 1000
+#define RECONNECT_MS 1000		/* after one failed connection; doubled ... */
+#define RECONNECT_MAX_MS 8000	/* ... up to this, while they keep failing */
 /* a connection unused this long is closed (a dropped endpoint's too) */
 #define IDLE_CLOSE_MS (5 * 60 * 1000)
 #define MAX_EXCHANGE_LEN 127	/* AMQP 0-9-1: exchange names */
@@ -109,6 +113,7 @@ typedef struct AmqpLink
 	TimestampTz last_publish_at;
 	dlist_head	pending;		/* AmqpPublish, in tag order */
 	TimestampTz retry_connect_at;
+	int			connect_failures;	/* in a row */
 	char		down_why[PGCB_AMQP_ERROR_LEN];
 	ReturnState return_state;
 	uint64		return_left;	/* body bytes of the returned message still to read */
@@ -632,6 +637,7 @@ pgcb_amqp_publish(int endpoint_id, const char *url, int timeout_ms,
 		l->bad_url = !parse_target(url, &l->t, &detail);
 		MemoryContextSwitchTo(old);
 		l->retry_connect_at = 0;
+		l->connect_failures = 0;
 	}
 	if (l->bad_url)
 	{
@@ -656,10 +662,15 @@ pgcb_amqp_publish(int endpoint_id, const char *url, int timeout_ms,
 		}
 		if (!link_connect(l, timeout_ms))
 		{
-			l->retry_connect_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RECONNECT_MS);
+			int			wait_ms = RECONNECT_MS << Min(l->connect_failures, 3);
+
+			l->connect_failures++;
+			l->retry_connect_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															  Min(wait_ms, RECONNECT_MAX_MS));
 			add_done(owner, false, false, now, l->down_why);
 			return;
 		}
+		l->connect_failures = 0;
 	}
 	if (!room_to_send(l, (size_t) msg->body_len + 1024))
 	{

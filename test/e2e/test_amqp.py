@@ -13,6 +13,9 @@ ports, data in a temporary directory; rabbitmq_util.py), consumed with pika.
 - a missing exchange, an unroutable message (mandatory) and a nack (a full
   queue with x-overflow=reject-publish) are failed attempts in
   callback_attempts, retried per policy, then dead letters;
+- a "broker" that accepts connections and never answers holds up the HTTP
+  deliveries of the same worker by at most the bound of one handshake now
+  and then (reconnects back off), not once per publish;
 - amqps:// verifies the broker's certificate against callback.ca_file:
   refused (a failed attempt) until the test's CA is configured, then
   delivered over TLS;
@@ -21,6 +24,8 @@ ports, data in a temporary directory; rabbitmq_util.py), consumed with pika.
 """
 
 import collections
+import socket
+import threading
 import time
 
 import pytest
@@ -287,3 +292,59 @@ def test_amqps_verifies_the_broker(cluster, broker, endpoint_factory):
     finally:
         cluster.set_conf(**{"callback.ca_file": None})
         cluster.reload()
+
+
+def test_silent_broker_does_not_hold_up_http(cluster, receiver, endpoint_factory):
+    # accepts TCP connections and never speaks: each AMQP handshake waits its bound
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    srv.settimeout(0.2)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    port = srv.getsockname()[1]
+    try:
+        aid = endpoint_factory("amqp_silent", "amqp://guest:guest@127.0.0.1:%d/" % port,
+                               event_types=["amqpsil.*"], timeout=1, max_attempts=100,
+                               retry_schedule=[1], failure_threshold=1000)
+        endpoint_factory("http_beside_silent", receiver.url("/silent_beside"),
+                         event_types=["sbeside.*"])
+        enqueue(cluster, "amqpsil.x", 20)
+        errors = cluster.wait_until(lambda: cluster.query(
+            "SELECT DISTINCT error FROM callback.callback_attempts WHERE endpoint_id = %s",
+            (aid,)), timeout=30, what="failed attempts to the silent broker")
+        assert any("127.0.0.1:%d" % port in e[0] for e in errors), errors
+        # rounds of HTTP events for 12 s, while the publishes keep retrying
+        rounds = []
+        t_end = time.monotonic() + 12
+        sent = 0
+        while time.monotonic() < t_end:
+            t0 = time.monotonic()
+            enqueue(cluster, "sbeside.x", 20)
+            sent += 20
+            assert receiver.wait_for(sent, "/silent_beside", timeout=60), diagnostics(cluster, aid)
+            rounds.append(time.monotonic() - t0)
+        handshakes = len(held)
+        record_figure("amqp silent broker: %d rounds of 20 HTTP deliveries beside it in 12 s, "
+                      "slowest %.2f s, median %.2f s; %d AMQP handshakes tried (each waits 1 s); "
+                      "error: %s" % (len(rounds), max(rounds), sorted(rounds)[len(rounds) // 2],
+                                     handshakes, errors[0][0]))
+        assert handshakes >= 3, handshakes   # it did keep trying
+        # a handshake per publish would hold each round up for 20 s
+        assert max(rounds) < 6, rounds
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        srv.close()
