@@ -769,13 +769,15 @@ returned_content(AmqpLink *l, amqp_frame_t *f)
 		dlist_iter it;
 
 		if (props != NULL && (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG))
-			dlist_foreach(it, &l->pending)
 		{
-			AmqpPublish *p = dlist_container(AmqpPublish, node, it.cur);
+			dlist_foreach(it, &l->pending)
+			{
+				AmqpPublish *p = dlist_container(AmqpPublish, node, it.cur);
 
-			if (strlen(p->webhook_id) == props->message_id.len &&
-				memcmp(p->webhook_id, props->message_id.bytes, props->message_id.len) == 0)
-				p->returned = true;
+				if (strlen(p->webhook_id) == props->message_id.len &&
+					memcmp(p->webhook_id, props->message_id.bytes, props->message_id.len) == 0)
+					p->returned = true;
+			}
 		}
 		l->return_left = f->payload.properties.body_size;
 		l->return_state = l->return_left > 0 ? RETURN_BODY : RETURN_NONE;
