@@ -11,6 +11,7 @@ packages=(
     libcurl4-openssl-dev libssl-dev openssl
     python3 python3-pytest python3-psycopg2
     libipc-run-perl prometheus prometheus-postgres-exporter
+    ansible ansible-lint
     librabbitmq-dev rabbitmq-server python3-pika
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs)

@@ -30,6 +30,7 @@
 #include "utils/memutils.h"
 
 #include "amqp_transport.h"
+#include "batch.h"
 #include "delivery.h"
 #include "guc.h"
 #include "http.h"
@@ -50,6 +51,7 @@ typedef struct PgcbRequest
 	int			attempt;		/* this attempt's number, from 1 */
 	char	   *body;
 	int			body_len;
+	PgcbBatch  *batch;			/* batches: the deliveries it carries; NULL: one */
 	CURL	   *easy;			/* NULL: an amqp publish (amqp.c) */
 	TimestampTz started_at;
 	dlist_node	node;			/* in live_requests while in flight */
@@ -174,13 +176,25 @@ note_started(PgcbEndpoint *ep, PgcbRequest *req)
 
 /*
  * The amqp transport's way to send an attempt: the same id, timestamp and
- * signature as an HTTP attempt, as message properties and headers.
+ * signature as an HTTP attempt, as message properties and headers.  A batch
+ * is one message (its array body), with its events' ids in a header; its
+ * type, and its routing key unless the URL names one, is "batch".
  */
 static void
 start_publish(PgcbEndpoint *ep, PgcbRequest *req, const char *msg_id, int64 ts,
 			  const char *event_type)
 {
 	PgcbAmqpMessage m;
+	char	  **headers = ep->headers;
+	int			n_headers = ep->n_headers;
+
+	if (req->batch != NULL)
+	{
+		headers = palloc(sizeof(char *) * (n_headers + 1));
+		memcpy(headers, ep->headers, sizeof(char *) * n_headers);
+		headers[n_headers++] = req->batch->ids_header;
+		event_type = "batch";
+	}
 
 	m.body = req->body;
 	m.body_len = req->body_len;
@@ -188,16 +202,18 @@ start_publish(PgcbEndpoint *ep, PgcbRequest *req, const char *msg_id, int64 ts,
 	m.webhook_id = msg_id;
 	m.timestamp = ts;
 	m.signature = strchr(req->sig_header, ' ') + 1;
-	m.headers = ep->headers;
-	m.n_headers = ep->n_headers;
+	m.headers = headers;
+	m.n_headers = n_headers;
 	dlist_push_tail(&live_requests, &req->node);
 	req->started_at = GetCurrentTimestamp();
 	pgcb_amqp_publish(ep->id, ep->url, ep->timeout_ms, &m, req);
 	note_started(ep, req);
+	if (headers != ep->headers)
+		pfree(headers);
 }
 
 static void
-start_request(PgcbEndpoint *ep, PgcbClaimed *c)
+start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 {
 	MemoryContext old = MemoryContextSwitchTo(request_cxt);
 	PgcbRequest *req = palloc0(sizeof(PgcbRequest));
@@ -207,6 +223,13 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	int64		ts = (int64) time(NULL);
 	int			len;
 
+	/* batches: sent as one row, its head (batch.c) */
+	if (batch != NULL)
+	{
+		req->batch = palloc(sizeof(PgcbBatch));
+		*req->batch = *batch;
+		c = &batch->head;
+	}
 	req->delivery_id = c->id;
 	req->event_id = c->event_id;
 	req->endpoint_id = ep->id;
@@ -219,6 +242,17 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	strcpy(msg_id, "msg_");
 	for (int i = 0; i < UUID_LEN; i++)
 		sprintf(msg_id + 4 + 2 * i, "%02x", c->event_id.data[i]);
+	/* batches: the batch's own id, and its events' ids in a header */
+	if (batch != NULL)
+	{
+		strlcpy(msg_id, batch->msg_id, sizeof(msg_id));
+		req->extra = curl_slist_append(NULL, batch->ids_header);
+		if (req->extra == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory building the headers of endpoint \"%s\"", ep->name),
+					 errhint("Lower callback.max_inflight or free memory on the server.")));
+	}
 
 	snprintf(req->id_header, sizeof(req->id_header), "webhook-id: %s", msg_id);
 	snprintf(req->ts_header, sizeof(req->ts_header), "webhook-timestamp: " INT64_FORMAT, ts);
@@ -231,12 +265,15 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	}
 	if (pgcb_amqp_is_url(ep->url))
 	{
-		start_publish(ep, req, msg_id, ts, c->event_type);
-		pfree(c->event_type);
+		start_publish(ep, req, msg_id, ts, batch ? NULL : c->event_type);
+		if (batch == NULL)
+			pfree(c->event_type);
 		MemoryContextSwitchTo(old);
 		return;
 	}
-	pfree(c->event_type);
+	/* a batch's head is formed by batch.c, without an event type */
+	if (batch == NULL)
+		pfree(c->event_type);
 	req->response_cap = pgcb_max_response_bytes;
 	req->response = palloc(req->response_cap + 1);
 	for (int i = 0; i < ep->n_headers; i++)
@@ -388,6 +425,19 @@ finish_attempt(PgcbRequest *req, long status, int recorded_status, long retry_af
 			o->verdict = "dead";
 			break;
 	}
+	/* batches: every delivery of the batch has the request's outcome */
+	if (req->batch != NULL)
+	{
+		PgcbOutcome first = *o;
+
+		for (int i = 1; i < req->batch->n; i++)
+		{
+			o = new_outcome();
+			*o = first;
+			o->delivery_id = req->batch->members[i].id;
+			o->event_id = req->batch->members[i].event_id;
+		}
+	}
 
 	if (ep)
 	{
@@ -424,29 +474,37 @@ finish_attempt(PgcbRequest *req, long status, int recorded_status, long retry_af
 
 	if (my_slot)
 	{
-		pg_atomic_fetch_add_u64(&my_slot->sent, 1);
+		/* batches: counted by deliveries, as the stats are */
+		uint64		n = req->batch != NULL ? req->batch->n : 1;
+
+		pg_atomic_fetch_add_u64(&my_slot->sent, n);
 		if (d.verdict == PGCB_DELIVERED)
-			pg_atomic_fetch_add_u64(&my_slot->delivered, 1);
+			pg_atomic_fetch_add_u64(&my_slot->delivered, n);
 		else
 		{
-			pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+			pg_atomic_fetch_add_u64(&my_slot->failed, n);
 			pgcb_shmem_set_error(my_slot, o->error);
 		}
 		if (d.verdict == PGCB_DEAD)
-			pg_atomic_fetch_add_u64(&my_slot->dead, 1);
+			pg_atomic_fetch_add_u64(&my_slot->dead, n);
 	}
 
 	inflight--;
 	if (my_slot)
 		pg_atomic_write_u64(&my_slot->inflight, inflight);
 	dlist_delete(&req->node);
+	curl_slist_free_all(req->extra);
 	if (req->easy != NULL)
 	{
-		curl_slist_free_all(req->extra);
 		pgcb_http_easy_put(req->easy);
 		pfree(req->response);
 	}
 	pfree(req->body);
+	if (req->batch != NULL)
+	{
+		pgcb_batch_free(req->batch);
+		pfree(req->batch);
+	}
 	pfree(req);
 }
 
@@ -740,10 +798,16 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 		note_due(ep->next_due);
 		return 0;
 	}
+	/* batches: a partial batch waits for its window (noted by pgcb_batch_hold) */
+	if (ep->batch_held)
+		return 0;
 	if (ep->breaker == 'c')
 		want = Min(share - ep->inflight, room);
 	else
 		want = Min(1, room);
+	/* batches: want counts requests; their rows stay within callback.batch_size */
+	if (ep->batch_size > 1)
+		want = Min(want, Max(1, pgcb_batch_size / ep->batch_size));
 	if (want <= 0)
 		return 0;
 
@@ -759,6 +823,70 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 		ep->breaker_dirty = false;	/* transient; only open/closed are written */
 	}
 	return granted;
+}
+
+/*
+ * batches: claim and start what the batch endpoints among ids/counts (in
+ * requests) want, taking them out of the lists, which keep the others;
+ * returns the deliveries started.  Tokens are per request.
+ */
+static int
+claim_batches(int *ids, int *counts, int *n_want, int lease_ms)
+{
+	int			n = *n_want;
+	int		   *b_ids = palloc(sizeof(int) * n);
+	int		   *b_counts = palloc(sizeof(int) * n);
+	int		   *b_sizes = palloc(sizeof(int) * n);
+	int		   *b_got = palloc0(sizeof(int) * n);
+	int			n_b = 0;
+	int			k = 0;
+	int			got;
+	int			started = 0;
+	PgcbBatch  *batches;
+	PgcbEndpoint *ep;
+
+	for (int i = 0; i < n; i++)
+	{
+		ep = hash_search(endpoints, &ids[i], HASH_FIND, NULL);
+		if (ep->batch_size > 1)
+		{
+			b_ids[n_b] = ids[i];
+			b_counts[n_b] = counts[i];
+			b_sizes[n_b] = ep->batch_size;
+			n_b++;
+		}
+		else
+		{
+			ids[k] = ids[i];
+			counts[k] = counts[i];
+			k++;
+		}
+	}
+	*n_want = k;
+	if (n_b == 0)
+		return 0;
+
+	got = pgcb_batch_claim(n_b, b_ids, b_counts, b_sizes, my_claimed_by, lease_ms,
+						   &batches, request_cxt);
+	for (int i = 0; i < got; i++)
+	{
+		ep = hash_search(endpoints, &batches[i].head.endpoint_id, HASH_FIND, NULL);
+		Assert(ep != NULL);
+		start_request(ep, NULL, &batches[i]);
+		started += batches[i].n;
+		for (int j = 0; j < n_b; j++)
+			if (b_ids[j] == ep->id)
+				b_got[j]++;
+	}
+	for (int j = 0; j < n_b; j++)
+	{
+		if (b_got[j] < b_counts[j])
+			pgcb_ratelimit_give_back(MyDatabaseId, b_ids[j], b_counts[j] - b_got[j]);
+		else
+			more_due = true;
+	}
+	pfree(batches);
+	return started;
 }
 
 int
@@ -778,6 +906,7 @@ pgcb_delivery_cycle(int max_new)
 	int			lease_ms = pgcb_lease_ms;
 	int			n_busy = 0;
 	int			share;
+	int			started;
 
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
@@ -786,6 +915,8 @@ pgcb_delivery_cycle(int max_new)
 	more_due = false;
 	if (held_back)
 		note_due(held_retry_at);
+	/* batches: hold partial batches whose window is open */
+	note_due(pgcb_batch_hold(endpoints, now));
 	n_eps = hash_get_num_entries(endpoints);
 	ids = palloc(sizeof(int) * Max(n_eps, 1));
 	counts = palloc(sizeof(int) * Max(n_eps, 1));
@@ -814,12 +945,17 @@ pgcb_delivery_cycle(int max_new)
 	if (n_want == 0)
 		return 0;
 
+	/* batches: batch endpoints are claimed apart, by batches (batch.c) */
+	started = claim_batches(ids, counts, &n_want, lease_ms);
+	if (n_want == 0)
+		return started;
+
 	got = pgcb_queue_claim(n_want, ids, counts, my_claimed_by, lease_ms, &claimed, request_cxt);
 	for (int i = 0; i < got; i++)
 	{
 		ep = hash_search(endpoints, &claimed[i].endpoint_id, HASH_FIND, NULL);
 		Assert(ep != NULL);
-		start_request(ep, &claimed[i]);
+		start_request(ep, &claimed[i], NULL);
 		for (int k = 0; k < n_want; k++)
 			if (ids[k] == claimed[i].endpoint_id)
 				got_per[k]++;
@@ -832,7 +968,7 @@ pgcb_delivery_cycle(int max_new)
 			more_due = true;	/* it took all it asked for: maybe more are due */
 	}
 	pfree(claimed);
-	return got;
+	return got + started;
 }
 
 int
@@ -899,9 +1035,9 @@ pgcb_delivery_shutdown(void)
 		PgcbRequest *req = dlist_container(PgcbRequest, node, it.cur);
 
 		dlist_delete(&req->node);
-		if (req->easy == NULL)
-			continue;			/* a publish: pgcb_amqp_shutdown forgets it */
-		pgcb_http_abandon(req->easy);
+		/* a publish has no handle: pgcb_amqp_shutdown forgets it */
+		if (req->easy != NULL)
+			pgcb_http_abandon(req->easy);
 		curl_slist_free_all(req->extra);
 	}
 	pgcb_amqp_shutdown();

@@ -1,4 +1,4 @@
-"""Part 6, amqp: publishes/s to a real RabbitMQ (Debian's rabbitmq-server,
+"""Part 7, amqp: publishes/s to a real RabbitMQ (Debian's rabbitmq-server,
 started here on loopback with ports and data of its own) next to HTTP
 deliveries/s to nginx, in the same run and the same worker.  Three drains of
 n queued signed events each, timed from resume_endpoint() until the last is
@@ -63,7 +63,7 @@ def _drain(env, endpoints, n, broker):
 
 def run(env):
     n = 5000 if env.quick else 20000
-    step("6. amqp: %d events to RabbitMQ (publisher confirms) beside %d to nginx" % (n, n))
+    step("7. amqp: %d events to RabbitMQ (publisher confirms) beside %d to nginx" % (n, n))
     res = {"events": n, "runs": []}
     rmq = _broker_module(env)
     if not rmq.available():
@@ -101,9 +101,9 @@ def run(env):
 
 def rows(a):
     if a.get("skipped"):
-        return [("6. AMQP publishes/s", "skipped", "", "", "no rabbitmq-server")]
+        return [("7. AMQP publishes/s", "skipped", "", "", "no rabbitmq-server")]
     return [
-        ("6. AMQP drain %s events, alone (publishes/s)" % format(a["events"], ","),
+        ("7. AMQP drain %s events, alone (publishes/s)" % format(a["events"], ","),
          fmt(a["amqp_alone"]), "", "", ""),
         ("   HTTP drain %s events, alone (deliveries/s)" % format(a["events"], ","),
          fmt(a["http_alone"]), "", "", ""),
