@@ -16,6 +16,8 @@ ports, data in a temporary directory; rabbitmq_util.py), consumed with pika.
 - a "broker" that accepts connections and never answers holds up the HTTP
   deliveries of the same worker by at most the bound of one handshake now
   and then (reconnects back off), not once per publish;
+- batch_size > 1: one message per batch, its body the array, webhook-id the
+  batch's, webhook-event-ids its events';
 - amqps:// verifies the broker's certificate against callback.ca_file:
   refused (a failed attempt) until the test's CA is configured, then
   delivered over TLS;
@@ -348,3 +350,25 @@ def test_silent_broker_does_not_hold_up_http(cluster, receiver, endpoint_factory
         for c in held:
             c.close()
         srv.close()
+
+
+def test_batches_are_one_message_each(cluster, broker, endpoint_factory):
+    import json
+    broker.declare("pgcb.batch", "batch_events")
+    eid = endpoint_factory("amqp_batch", broker.url(query="exchange=pgcb.batch"),
+                           event_types=["amqpbt.*"])
+    cluster.execute("SELECT callback.alter_endpoint('amqp_batch', batch_size => 5)")
+    ids = enqueue(cluster, "amqpbt.x", 10)
+    got = broker.drain("batch_events", 2, timeout=60)
+    assert len(got) == 2, (len(got), diagnostics(cluster, eid))
+    seen = []
+    for method, props, body in got:
+        events = json.loads(body)
+        assert isinstance(events, list) and len(events) == 5, body
+        assert method.routing_key == "batch"
+        event_ids = props.headers["webhook-event-ids"].split(",")
+        assert props.message_id == props.headers["webhook-id"] not in event_ids
+        seen += event_ids
+    assert sorted(seen) == sorted(ids)
+    cluster.wait_until(lambda: statuses(cluster, eid) == {"delivered": 10}, timeout=30,
+                       what="10 rows delivered")
