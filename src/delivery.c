@@ -291,11 +291,11 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 
 	snprintf(req->id_header, sizeof(req->id_header), "webhook-id: %s", msg_id);
 	snprintf(req->ts_header, sizeof(req->ts_header), "webhook-timestamp: " INT64_FORMAT, ts);
-	pgcb_sign(&ep->key, msg_id, ts, req->body, req->body_len, sig);
+	pgcb_sign(&ep->key, msg_id, ts, req->body, req->body_len, sig, my_slot != NULL);
 	len = snprintf(req->sig_header, sizeof(req->sig_header), "webhook-signature: %s", sig);
 	if (ep->has_previous_key)
 	{
-		pgcb_sign(&ep->previous_key, msg_id, ts, req->body, req->body_len, sig);
+		pgcb_sign(&ep->previous_key, msg_id, ts, req->body, req->body_len, sig, my_slot != NULL);
 		snprintf(req->sig_header + len, sizeof(req->sig_header) - len, " %s", sig);
 	}
 	if (pgcb_amqp_is_url(ep->url))

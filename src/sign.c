@@ -57,7 +57,8 @@ PG_FUNCTION_INFO_V1(verify_signature);
 static EVP_MAC *hmac_impl = NULL;
 
 /*
- * HMAC contexts already keyed, one per recent key: keying (the digest
+ * HMAC contexts already keyed, one per recent key, for the worker (see
+ * pgcb_sign's cache_key): keying (the digest
  * fetched by name, the key hashed into the inner and outer pads) cost
  * three quarters of a signature; a copy of a keyed context costs little.
  * A handful of keys covers the endpoints a worker signs for in a burst;
@@ -207,21 +208,14 @@ mac_update_sliced(EVP_MAC_CTX *ctx, const char *data, size_t len)
 	return true;
 }
 
-/* An HMAC-SHA256 context keyed with key, from the cache (not to be freed). */
+/* A new HMAC-SHA256 context keyed with key, for the caller to free. */
 static EVP_MAC_CTX *
-keyed_mac(const PgcbKey *key)
+new_keyed_mac(const PgcbKey *key)
 {
 	char		digest_name[] = "SHA256";
 	OSSL_PARAM	params[2];
 	EVP_MAC_CTX *ctx;
-	KeyedMac   *slot;
 
-	for (int i = 0; i < KEYED_SLOTS; i++)
-	{
-		if (keyed[i].ctx != NULL && keyed[i].key.len == key->len &&
-			CRYPTO_memcmp(keyed[i].key.bytes, key->bytes, key->len) == 0)
-			return keyed[i].ctx;
-	}
 	if (hmac_impl == NULL)
 	{
 		hmac_impl = EVP_MAC_fetch(NULL, "HMAC", NULL);
@@ -238,6 +232,23 @@ keyed_mac(const PgcbKey *key)
 		EVP_MAC_CTX_free(ctx);
 		elog(ERROR, "HMAC-SHA256 failed in OpenSSL");
 	}
+	return ctx;
+}
+
+/* An HMAC-SHA256 context keyed with key, from the cache (not to be freed). */
+static EVP_MAC_CTX *
+keyed_mac(const PgcbKey *key)
+{
+	EVP_MAC_CTX *ctx;
+	KeyedMac   *slot;
+
+	for (int i = 0; i < KEYED_SLOTS; i++)
+	{
+		if (keyed[i].ctx != NULL && keyed[i].key.len == key->len &&
+			CRYPTO_memcmp(keyed[i].key.bytes, key->bytes, key->len) == 0)
+			return keyed[i].ctx;
+	}
+	ctx = new_keyed_mac(key);
 	slot = &keyed[keyed_next];
 	keyed_next = (keyed_next + 1) % KEYED_SLOTS;
 	if (slot->ctx != NULL)
@@ -250,7 +261,7 @@ keyed_mac(const PgcbKey *key)
 
 void
 pgcb_sign(const PgcbKey *key, const char *msg_id, int64_t timestamp,
-		  const char *body, size_t body_len, char *out)
+		  const char *body, size_t body_len, char *out, bool cache_key)
 {
 	char		ts[24];
 	int			ts_len;
@@ -267,7 +278,7 @@ pgcb_sign(const PgcbKey *key, const char *msg_id, int64_t timestamp,
 	 * OpenSSL memory is not palloc'd: the context is freed on the way out of
 	 * an interrupt too.
 	 */
-	ctx = EVP_MAC_CTX_dup(keyed_mac(key));
+	ctx = cache_key ? EVP_MAC_CTX_dup(keyed_mac(key)) : new_keyed_mac(key);
 	if (ctx == NULL)
 		elog(ERROR, "HMAC-SHA256 failed in OpenSSL");
 	PG_TRY();
@@ -376,7 +387,7 @@ sign(PG_FUNCTION_ARGS)
 				 errhint("Standard Webhooks message ids look like \"msg_2KWPBgLlAfxdpx2AI54pPJ85f4W\".")));
 
 	pgcb_sign(&key, msg_id, timestamp, VARDATA_ANY(body),
-			  VARSIZE_ANY_EXHDR(body), out);
+			  VARSIZE_ANY_EXHDR(body), out, false);
 	explicit_bzero(&key, sizeof(key));
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
@@ -462,7 +473,7 @@ verify_signature(PG_FUNCTION_ARGS)
 	}
 
 	pgcb_sign(&key, msg_id, timestamp, VARDATA_ANY(body),
-			  VARSIZE_ANY_EXHDR(body), expected);
+			  VARSIZE_ANY_EXHDR(body), expected, false);
 	explicit_bzero(&key, sizeof(key));
 
 	/* Several signatures, space-separated, while a secret is rotated. */

@@ -37,9 +37,11 @@ extern char *pgcb_secret_generate(void);
 /*
  * Write "v1,<base64 HMAC-SHA256(key, msg_id + '.' + timestamp + '.' + body)>"
  * into out (PGCB_SIGNATURE_LEN bytes, NUL-terminated).  Never fails for a
- * decoded key; cheap enough to call once per request.
+ * decoded key; cheap enough to call once per request.  cache_key: keep the
+ * keyed HMAC state for the next signature with this key (the worker, which
+ * holds its endpoints' keys anyway); false leaves no copy of the key behind.
  */
 extern void pgcb_sign(const PgcbKey *key, const char *msg_id, int64_t timestamp,
-					  const char *body, size_t body_len, char *out);
+					  const char *body, size_t body_len, char *out, bool cache_key);
 
 #endif							/* PGCB_SIGN_H */
