@@ -31,6 +31,7 @@
 
 #include "delivery.h"
 #include "guc.h"
+#include "hooks.h"
 #include "http.h"
 #include "netpolicy.h"
 #include "queue.h"
@@ -325,12 +326,17 @@ finish_request(CURL *easy, CURLcode result)
 	o = new_outcome();
 	o->delivery_id = req->delivery_id;
 	o->event_id = req->event_id;
+	o->endpoint_id = req->endpoint_id;
 	o->status_code = (int) status;
 	o->latency_ms = (double) total_us / 1000.0;
 	o->started_at = req->started_at;
 	o->next_attempt_at = 0;
 	o->response_body = req->response_len > 0 ?
 		storable_text(req->response, req->response_len) : NULL;
+	/* kept only where a hook will read them: a final answer, an on_response */
+	o->response_headers = (ep != NULL && ep->on_response != NULL && status != 0 &&
+						   d.verdict != PGCB_RETRY) ?
+		pgcb_http_headers_json(easy, pgcb_max_response_bytes) : NULL;
 	if (result != CURLE_OK)
 		o->error = psprintf("%s", req->why[0] ? req->why :
 							req->errbuf[0] ? req->errbuf : curl_easy_strerror(result));
@@ -458,6 +464,8 @@ renew_outcome_cxt(void)
 			outcomes[i].error = MemoryContextStrdup(fresh, outcomes[i].error);
 		if (outcomes[i].response_body)
 			outcomes[i].response_body = MemoryContextStrdup(fresh, outcomes[i].response_body);
+		if (outcomes[i].response_headers)
+			outcomes[i].response_headers = MemoryContextStrdup(fresh, outcomes[i].response_headers);
 	}
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
@@ -478,6 +486,40 @@ add_pending_stats(char *doc)
 			repalloc(pending_stats, sizeof(char *) * cap_pending_stats);
 	}
 	pending_stats[n_pending_stats++] = doc;
+}
+
+/*
+ * The on_response hooks of the outcomes just written as final, in the
+ * write-back's transaction, after it: a hook's failure (hooks.c undoes
+ * its work) is noted on the attempt, and the outcome stands.  Written
+ * once, so each runs once per final outcome.
+ */
+static void
+run_on_response(const int *final_attempt)
+{
+	for (int i = 0; i < n_outcomes; i++)
+	{
+		PgcbOutcome *o = &outcomes[i];
+		PgcbEndpoint *ep;
+		char	   *event;
+		char	   *error;
+
+		if (final_attempt[i] == 0)
+			continue;
+		ep = hash_search(endpoints, &o->endpoint_id, HASH_FIND, NULL);
+		if (ep == NULL || ep->on_response == NULL)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		event = pgcb_queue_event_body(o->delivery_id);
+		error = pgcb_hooks_on_response(ep->on_response, ep->owner, o->delivery_id, event,
+									   o->status_code, o->response_headers, o->response_body);
+		if (error != NULL)
+		{
+			pgcb_queue_record_hook_error(o->delivery_id, final_attempt[i], error);
+			if (my_slot)
+				pgcb_shmem_set_error(my_slot, error);
+		}
+	}
 }
 
 /*
@@ -507,12 +549,14 @@ pgcb_delivery_flush(void)
 	if (n_outcomes > 0)
 	{
 		bool	   *kept = palloc(sizeof(bool) * n_outcomes);
+		int		   *final_attempt = palloc(sizeof(int) * n_outcomes);
 		char	   *stats;
-		int			n_kept PG_USED_FOR_ASSERTS_ONLY = pgcb_queue_write_back(outcomes, n_outcomes, kept, &stats, engine_cxt);
+		int			n_kept PG_USED_FOR_ASSERTS_ONLY = pgcb_queue_write_back(outcomes, n_outcomes, kept, final_attempt, &stats, engine_cxt);
 		int			k = 0;
 
 		if (stats != NULL)
 			add_pending_stats(stats);
+		run_on_response(final_attempt);
 		for (int i = 0; i < n_outcomes; i++)
 			if (kept[i])
 				outcomes[k++] = outcomes[i];
@@ -685,6 +729,70 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 	return granted;
 }
 
+/*
+ * Replace the claimed body by the endpoint's transform of it (the bytes
+ * then signed and sent).  False: the transform failed, and that is the
+ * attempt's outcome, decided by the retry policy as a failure without a
+ * response; not the endpoint's fault, so not counted by its breaker.
+ */
+static bool
+apply_transform(PgcbEndpoint *ep, PgcbClaimed *c)
+{
+	MemoryContext old = MemoryContextSwitchTo(request_cxt);
+	char	   *body = c->body;
+	int			body_len = c->body_len;
+	char	   *error;
+	PgcbOutcome *o;
+	PgcbDecision d;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (pgcb_hooks_transform(ep->transform, ep->owner, &body, &body_len, &error))
+	{
+		pfree(c->body);
+		c->body = body;
+		c->body_len = body_len;
+		MemoryContextSwitchTo(old);
+		return true;
+	}
+	MemoryContextSwitchTo(outcome_cxt);
+	d = pgcb_retry_decide(0, -1, c->attempts + 1, ep->max_attempts, ep->schedule_ms, ep->n_schedule);
+	o = new_outcome();
+	o->delivery_id = c->id;
+	o->event_id = c->event_id;
+	o->endpoint_id = ep->id;
+	o->status_code = 0;
+	o->latency_ms = 0;
+	o->started_at = now;
+	o->next_attempt_at = 0;
+	o->response_body = NULL;
+	o->response_headers = NULL;
+	o->error = pstrdup(error);
+	if (d.verdict == PGCB_RETRY)
+	{
+		o->verdict = "pending";
+		o->next_attempt_at = TimestampTzPlusMilliseconds(now, d.delay_ms);
+		note_due(o->next_attempt_at);
+	}
+	else
+	{
+		o->verdict = "dead";
+		if (d.reason)
+			o->error = psprintf("%s (%s)", o->error, d.reason);
+	}
+	MemoryContextSwitchTo(old);
+	pfree(c->body);
+	pfree(error);
+	pgcb_ratelimit_give_back(MyDatabaseId, ep->id, 1);
+	if (my_slot)
+	{
+		pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+		if (d.verdict == PGCB_DEAD)
+			pg_atomic_fetch_add_u64(&my_slot->dead, 1);
+		pgcb_shmem_set_error(my_slot, o->error);
+	}
+	return false;
+}
+
 int
 pgcb_delivery_cycle(int max_new)
 {
@@ -743,6 +851,9 @@ pgcb_delivery_cycle(int max_new)
 	{
 		ep = hash_search(endpoints, &claimed[i].endpoint_id, HASH_FIND, NULL);
 		Assert(ep != NULL);
+		/* here, before the request: no transaction may be open while it is in flight */
+		if (ep->transform != NULL && !apply_transform(ep, &claimed[i]))
+			continue;
 		start_request(ep, &claimed[i]);
 		for (int k = 0; k < n_want; k++)
 			if (ids[k] == claimed[i].endpoint_id)
