@@ -89,25 +89,30 @@ resolve(const HookCall *call, Oid *fnoid, Oid *role)
 
 	if (call->owner == NULL)
 		ereport(ERROR,
-				(errmsg("the endpoint has no owner role to run its %s as", call->kind),
+				(errcode(ERRCODE_INVALID_ROLE_SPECIFICATION),
+				 errmsg("the endpoint has no owner role to run its %s as", call->kind),
 				 errhint("Endpoints created before version 1.1 have none: create it again as the role the hook should run as.")));
 	*role = get_role_oid(call->owner, true);
 	if (!OidIsValid(*role))
 		ereport(ERROR,
-				(errmsg("the endpoint's owner role \"%s\" no longer exists", call->owner)));
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the endpoint's owner role \"%s\" no longer exists", call->owner)));
 	if (superuser_arg(*role))
 		ereport(ERROR,
-				(errmsg("%s functions never run as a superuser, and the endpoint's owner \"%s\" is one",
+				(errcode(ERRCODE_INVALID_ROLE_SPECIFICATION),
+				 errmsg("%s functions never run as a superuser, and the endpoint's owner \"%s\" is one",
 						call->kind, call->owner),
 				 errhint("Create the endpoint again as a role that is not a superuser.")));
 	names = stringToQualifiedNameList(call->fn);
 	if (list_length(names) != 2)
 		ereport(ERROR,
-				(errmsg("%s function \"%s\" is not schema-qualified", call->kind, call->fn)));
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s function \"%s\" is not schema-qualified", call->kind, call->fn)));
 	*fnoid = LookupFuncName(names, call->nargs, call->argtypes, true);
 	if (!OidIsValid(*fnoid))
 		ereport(ERROR,
-				(errmsg("%s function %s does not exist with the arguments of a %s",
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("%s function %s does not exist with the arguments of a %s",
 						call->kind, call->fn, call->kind)));
 	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(*fnoid));
 	if (!HeapTupleIsValid(tup))
@@ -118,11 +123,13 @@ resolve(const HookCall *call, Oid *fnoid, Oid *role)
 	ReleaseSysCache(tup);
 	if (bad)
 		ereport(ERROR,
-				(errmsg("%s function %s no longer has the shape of a %s",
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("%s function %s no longer has the shape of a %s",
 						call->kind, call->fn, call->kind)));
 	if (pgcb_proc_aclcheck(*fnoid, *role) != ACLCHECK_OK)
 		ereport(ERROR,
-				(errmsg("role \"%s\" may no longer execute %s function %s",
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may no longer execute %s function %s",
 						call->owner, call->kind, call->fn)));
 }
 

@@ -260,7 +260,7 @@ TRANSFORM_FAILURES = [
     ("app.t_set_role", "cannot set parameter \"role\" within security-definer function"),
     ("app.t_queue", "permission denied for table callback_queue"),
     ("app.t_definer", "permission denied for function purge"),
-    ("app.t_dropped", "does not exist"),
+    ("app.t_dropped", "does not exist with the arguments of a transform (SQLSTATE 42883)"),
 ]
 
 
@@ -377,3 +377,30 @@ def test_bad_hook_refused_at_alter(cluster, receiver, owned):
         assert e.value.pgcode == sqlstate, (kw, e.value.pgerror)
     assert cluster.query("SELECT transform, on_response FROM callback.callback_endpoints "
                          "WHERE name = 'hk_alter'") == [("app.shape", None)]
+
+
+# ------------------------------------------------------------------ README
+
+def test_readme_example_runs(cluster, receiver):
+    """The README's Hooks example, as written but for the URL and role names."""
+    import os
+    import re
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    section = readme[readme.index("## Hooks: transforms and responses"):]
+    sql = re.search(r"```sql\n(.*?)```", section, re.S).group(1)
+    sql = sql.replace("https://supplier.example.com/hooks", receiver.url("/readme"))
+    cluster.execute("DROP SCHEMA IF EXISTS app CASCADE")
+    cluster.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app_owner') "
+                    "THEN CREATE ROLE app_owner IN ROLE callback_admin; END IF; END $$")
+    receiver.script("/readme", [(200, {}, "got it")])
+    try:
+        cluster.execute(sql.replace("CREATE ROLE app_owner IN ROLE callback_admin;", ""))
+        assert receiver.wait_for(1, path="/readme", timeout=60)
+        assert json.loads(receiver.requests("/readme")[0].body) == {"kind": "order.shipped", "order": 7}
+        cluster.wait_until(lambda: cluster.scalar("SELECT supplier_ack FROM app.orders WHERE id = 7"),
+                           timeout=30, what="supplier_ack")
+        assert cluster.scalar("SELECT supplier_ack FROM app.orders WHERE id = 7") == "200 got it"
+    finally:
+        cluster.execute("RESET ROLE")
+        cluster.execute("SELECT callback.drop_endpoint('supplier', force => true)")
+        cluster.execute("DROP SCHEMA IF EXISTS app CASCADE")
