@@ -51,6 +51,7 @@
 #define HOOK_MAX_ARGS 5
 
 static TimeoutId hook_timer = MAX_TIMEOUTS;
+static bool in_hook = false;	/* see pgcb_hooks_running() */
 static volatile sig_atomic_t hook_timed_out = false;
 
 /* Like statement_timeout's handler: ask for a cancel at the next check. */
@@ -195,8 +196,10 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 		/* a STRICT function with a NULL argument is not called, as in SQL */
 		if (!skip)
 		{
+			in_hook = true;
 			res = FunctionCallInvoke(fcinfo);
 			CHECK_FOR_INTERRUPTS();
+			in_hook = false;
 		}
 		disarm();
 		SetUserIdAndSecContext(save_userid, save_sec);
@@ -215,6 +218,7 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 	{
 		ErrorData  *edata;
 
+		in_hook = false;
 		disarm();
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
@@ -236,6 +240,12 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 	PG_END_TRY();
 	hook_timed_out = false;
 	return ok;
+}
+
+bool
+pgcb_hooks_running(void)
+{
+	return in_hook;
 }
 
 bool

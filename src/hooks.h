@@ -27,4 +27,10 @@ extern char *pgcb_hooks_on_response(const char *fn, const char *owner, int64 del
 									const char *event, int status, const char *headers,
 									const char *response_body);
 
+/*
+ * True while a hook runs: the delivery engine is in the middle of a cycle
+ * and must not be entered again (process_callbacks() from a hook).
+ */
+extern bool pgcb_hooks_running(void);
+
 #endif							/* PGCB_HOOKS_H */

@@ -64,6 +64,17 @@ enum
  */
 #define LOCK_MARK "/*SKIP*/"
 
+/*
+ * The hook columns of PLAN_LOAD (part 93's feature, columns of part 91).
+ * This library also delivers from a 1.0 schema until ALTER EXTENSION
+ * UPDATE (version.h), where they do not exist: there the plan reads NULLs,
+ * and it is prepared again once the columns appear.
+ */
+#define HOOKS_MARK "/*HOOKS*/"
+#define HOOKS_COLUMNS "e.transform, e.on_response, e.owner::pg_catalog.text "
+#define HOOKS_NONE "NULL::pg_catalog.text, NULL::pg_catalog.text, NULL::pg_catalog.text "
+static bool load_has_hooks = false;	/* what the saved PLAN_LOAD reads */
+
 /* How long a worker step may wait for a lock before it is retried later. */
 #define STEP_LOCK_TIMEOUT "100ms"
 
@@ -99,7 +110,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"           WHERE q.endpoint_id OPERATOR(pg_catalog.=) e.id "
 	"             AND q.status OPERATOR(pg_catalog.=) 'pending' "
 	"           ORDER BY q.next_attempt_at LIMIT 1) END, "
-	"       pg_catalog.now(), e.transform, e.on_response, e.owner::pg_catalog.text "
+	"       pg_catalog.now(), " HOOKS_MARK
 	"  FROM callback.callback_endpoints e",
 
 	[PLAN_CLAIM] =
@@ -378,9 +389,17 @@ plan_text(int which)
 {
 	const char *sql = plan_sql[which];
 	const char *mark = strstr(sql, LOCK_MARK);
+	const char *hooks = strstr(sql, HOOKS_MARK);
 	StringInfoData buf;
 
 	initStringInfo(&buf);
+	if (hooks != NULL)
+	{
+		appendBinaryStringInfo(&buf, sql, hooks - sql);
+		appendStringInfoString(&buf, load_has_hooks ? HOOKS_COLUMNS : HOOKS_NONE);
+		sql = hooks + strlen(HOOKS_MARK);
+		mark = strstr(sql, LOCK_MARK);
+	}
 	while (mark != NULL)
 	{
 		appendBinaryStringInfo(&buf, sql, mark - sql);
@@ -522,8 +541,21 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 	HASH_SEQ_STATUS seq;
 	PgcbEndpoint *ep;
 
+	bool		has_hooks = get_attnum(pgcb_session_relid("callback_endpoints"), "transform") !=
+		InvalidAttrNumber;
+
 	/* nothing outside the engine keeps pointers into the old configuration */
 	MemoryContextReset(cfgcxt);
+	if (has_hooks != load_has_hooks)
+	{
+		for (int i = 0; i < 2; i++)
+			if (plans[i][PLAN_LOAD] != NULL)
+			{
+				SPI_freeplan(plans[i][PLAN_LOAD]);
+				plans[i][PLAN_LOAD] = NULL;
+			}
+		load_has_hooks = has_hooks;
+	}
 	SPI_connect();
 	/*
 	 * Not read-only: SPI then takes a fresh snapshot, which sees the

@@ -41,6 +41,8 @@ GRANT EXECUTE ON FUNCTION callback.create_endpoint(text,text,text[],jsonb,interv
 GRANT EXECUTE ON FUNCTION callback.alter_endpoint(text,text,text[],jsonb,interval,integer,interval[],
     double precision,integer,integer,interval,boolean,boolean,boolean,text,text,integer,interval,
     boolean,boolean) TO hk_app;
+-- may drain, so that only the guard against re-entering the engine refuses it from a hook
+GRANT EXECUTE ON FUNCTION callback.process_callbacks(integer) TO hk_app;
 DROP SCHEMA IF EXISTS app CASCADE;
 CREATE SCHEMA app AUTHORIZATION hk_app;
 SET ROLE hk_app;
@@ -78,6 +80,8 @@ CREATE FUNCTION app.t_queue(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $f$
 BEGIN UPDATE callback.callback_queue SET status = 'delivered'; RETURN e; END $f$;
 CREATE FUNCTION app.t_definer(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $f$
 BEGIN PERFORM callback.purge('0 seconds'); RETURN e; END $f$;
+CREATE FUNCTION app.t_drain(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $f$
+BEGIN PERFORM callback.process_callbacks(10); RETURN e; END $f$;
 CREATE FUNCTION app.t_dropped(e jsonb) RETURNS jsonb LANGUAGE sql AS $f$ SELECT e $f$;
 CREATE FUNCTION app.r_error(delivery_id bigint, event jsonb, status int, headers jsonb, body text)
 RETURNS void LANGUAGE plpgsql AS $f$
@@ -260,6 +264,7 @@ TRANSFORM_FAILURES = [
     ("app.t_set_role", "cannot set parameter \"role\" within security-definer function"),
     ("app.t_queue", "permission denied for table callback_queue"),
     ("app.t_definer", "permission denied for function purge"),
+    ("app.t_drain", "process_callbacks() cannot be called from an endpoint's transform"),
     ("app.t_dropped", "does not exist with the arguments of a transform (SQLSTATE 42883)"),
 ]
 
