@@ -207,6 +207,24 @@ def test_transform_reshapes_body_for_its_endpoint_only(cluster, receiver, owned,
     final_status(cluster, shaped)
 
 
+def test_transform_cost_figure(cluster, receiver, owned, endpoint_factory):
+    """How long N events take through a transform endpoint, beside a plain one
+    (a figure; the assertion is only that all arrive, transformed)."""
+    n = 300
+    owned("hk_cost_t", receiver.url("/cost_t"), event_types="{cost_t.*}", transform="app.shape")
+    endpoint_factory("hk_cost_p", receiver.url("/cost_p"), event_types="{cost_p.*}")
+    took = {}
+    for kind in ("p", "t"):
+        t0 = time.monotonic()
+        cluster.execute("SELECT callback.enqueue('cost_%s.e', jsonb_build_object('i', g)) "
+                        "FROM generate_series(1, %d) g" % (kind, n))
+        assert receiver.wait_for(n, path="/cost_%s" % kind, timeout=120)
+        took[kind] = time.monotonic() - t0
+    assert all(json.loads(r.body)["shaped"] for r in receiver.requests("/cost_t"))
+    record_figure("hooks: %d events delivered in %.2f s plain, %.2f s through a SQL transform"
+                  % (n, took["p"], took["t"]))
+
+
 # ------------------------------------------------------------------ on_response
 
 def test_on_response_acknowledges_once_per_final_outcome(cluster, receiver, owned):
