@@ -12,6 +12,7 @@ OBJS = \
 	src/trigger.o \
 	src/trigger_body.o \
 	src/trigger_stmt.o \
+	src/backfill.o \
 	src/route_cache.o \
 	src/queue_insert.o \
 	src/row_json.o \
@@ -21,6 +22,7 @@ OBJS = \
 	src/dbguard.o \
 	src/delivery.o \
 	src/queue.o \
+	src/batch.o \
 	src/http.o \
 	src/retry.o \
 	src/sign.o \
@@ -41,7 +43,7 @@ UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
-REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies
+REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies backfill
 REGRESS_OPTS = --load-extension=pg_callback
 ISOLATION = rollback concurrent_claim drop_endpoint_race route_cache
 ISOLATION_OPTS = --load-extension=pg_callback

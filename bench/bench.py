@@ -34,11 +34,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lib import report  # noqa: E402
 from lib.env import Env  # noqa: E402
-from parts import drain, keepup, latency, metrics, trigger  # noqa: E402
+from parts import batch, drain, keepup, latency, metrics, trigger  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
-MODULES = {"drain": drain, "trigger": trigger, "keepup": keepup, "latency": latency, "metrics": metrics}
+MODULES = {"drain": drain, "trigger": trigger, "keepup": keepup, "latency": latency, "metrics": metrics,
+           "batch": batch}
 
 
 def bench(args):
@@ -72,7 +73,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 run, small sizes, 3 s trigger variants (a few minutes)")
     ap.add_argument("--runs", type=int, help="runs of drain, keepup, latency, metrics (default 3, 1 with --quick)")
-    ap.add_argument("--only", help="comma-separated parts: drain,trigger,keepup,latency,metrics")
+    ap.add_argument("--only", help="comma-separated parts: drain,trigger,keepup,latency,metrics,batch")
     ap.add_argument("--profile", action="store_true",
                     help="perf record the worker (drain) and the cluster (trigger, keep-up) in the first "
                          "run; reports in bench/out/perf-*.txt")
@@ -85,6 +86,8 @@ def main():
                     help="rows of the one-statement INSERT (default 100000, 20000 with --quick)")
     ap.add_argument("--clients", type=int, default=8, help="pgbench clients, keep-up part (default 8)")
     ap.add_argument("--drain-events", type=int, help="events queued for the drain (default 100000)")
+    ap.add_argument("--batch-events", type=int,
+                    help="events of each drain of the batch part (default 50000, 10000 with --quick)")
     ap.add_argument("--keepup-seconds", type=int, help="length of the keeping-up run (default 60)")
     ap.add_argument("--catchup-max", type=int,
                     help="longest wait for the backlog to clear after the keeping-up run (default 120 s)")

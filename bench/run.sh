@@ -10,7 +10,7 @@
 # Other options are passed to bench/bench.py (see `bash bench/run.sh --help`):
 #   --runs N, --profile (perf record of the worker / the cluster into bench/out/perf-*.txt),
 #   --trigger-seconds S, --trigger-rounds N, --bulk-rows N (the trigger part),
-#   --only drain,trigger,keepup,latency,metrics,
+#   --only drain,trigger,keepup,latency,metrics,batch,
 #   --no-install (no apt-get), --no-build (use the pg_callback already installed)
 #
 # It installs what it needs from Debian (unless everything is already there),

@@ -11,6 +11,7 @@ packages=(
     libcurl4-openssl-dev libssl-dev openssl
     python3 python3-pytest python3-psycopg2
     libipc-run-perl prometheus prometheus-postgres-exporter
+    ansible ansible-lint
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)

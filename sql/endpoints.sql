@@ -399,6 +399,10 @@ RESET ROLE;
 SELECT owner, ordered, transform, on_response, batch_size, batch_window
   FROM callback.callback_endpoints WHERE name = 'opt';
 SELECT callback.alter_endpoint('opt', batch_size => 1) AS altered;
+-- Batches: a window needs batch_size above 1.
+SELECT pg_temp.try($$SELECT callback.alter_endpoint('opt', batch_size => 1, batch_window => '5 seconds')$$) AS endpoints;
+SELECT callback.alter_endpoint('opt', batch_size => 100, batch_window => '5 seconds') AS altered;
+SELECT batch_size, batch_window FROM callback.callback_endpoints WHERE name = 'opt';
 SELECT callback.drop_endpoint('opt');
 DROP ROLE regress_opt_admin;
 -- enqueue's positional 1.0 call still works.

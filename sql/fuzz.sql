@@ -217,6 +217,23 @@ INSERT INTO fuzz_case (fn, whole, cmd) VALUES
     ('callback.redact_url(text,boolean)', true, $$SELECT callback.redact_url(E'http://a\x01b@c/\x7f')$$),
     ('callback.redact_url(text,boolean)', true, $$SELECT callback.redact_url(NULL) IS NULL AND callback.redact_url('x', NULL) IS NULL$$);
 
+-- backfill() is a procedure: through EXECUTE a CALL is atomic, so a call
+-- that passes every check ends at 25001 (it commits per batch) and writes
+-- nothing; these end earlier, at the argument they break.  Endpoint
+-- regress_fuzz_bf exists while the cases run.
+INSERT INTO fuzz_case (fn, cmd) VALUES
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill(NULL, NULL, NULL, NULL, NULL, NULL)$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill('pg_catalog.pg_class', repeat('e', 10000000))$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill('pg_catalog.pg_class', 'regress_fuzz_bf', repeat('(', 10000000))$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill('pg_catalog.pg_class', 'regress_fuzz_bf', repeat('(', 8000))$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill('pg_catalog.pg_class', 'regress_fuzz_bf', E'\x01')$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill('pg_catalog.pg_class', 'x', NULL, -2147483648)$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill('pg_catalog.pg_class', 'x', NULL, 100001)$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill('pg_catalog.pg_class', 'x', NULL, 1, repeat('p', 10000000))$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill(4294967295, 'x')$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill('pg_catalog.pg_class', 'regress_fuzz_bf', 'relname = ' || repeat('(', 4000) || '''x''' || repeat(')', 4000))$$),
+    ('callback.backfill(regclass,text,text,integer,text,boolean)', $$CALL callback.backfill('pg_catalog.pg_class', 'regress_fuzz_bf', 'relname = ''x''', 1, 'fuzz')$$);
+
 ----------------------------------------------------------------- coverage
 
 -- Every C function of the extension, with its number of cases.  A row in
@@ -296,8 +313,10 @@ CREATE TRIGGER cb AFTER INSERT ON fuzz_endpoints_changed FOR EACH ROW EXECUTE FU
 CREATE TABLE fuzz_endpoints_changed_stmt (id int);
 CREATE TRIGGER cb AFTER TRUNCATE ON fuzz_endpoints_changed_stmt FOR EACH STATEMENT EXECUTE FUNCTION callback._endpoints_changed();
 
+SELECT callback.create_endpoint('regress_fuzz_bf', 'http://127.0.0.1:9/fuzz', event_types => '{nothing}') > 0 AS made;
 SELECT c.id, c.fn, pg_temp.fz(c.cmd, c.whole) AS result
   FROM fuzz_case c ORDER BY c.id;
+SELECT callback.drop_endpoint('regress_fuzz_bf', force => true);
 
 ROLLBACK;
 

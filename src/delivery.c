@@ -29,6 +29,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "batch.h"
 #include "delivery.h"
 #include "guc.h"
 #include "hooks.h"
@@ -50,6 +51,7 @@ typedef struct PgcbRequest
 	int			attempt;		/* this attempt's number, from 1 */
 	char	   *body;
 	int			body_len;
+	PgcbBatch  *batch;			/* batches: the deliveries it carries; NULL: one */
 	CURL	   *easy;
 	TimestampTz started_at;
 	dlist_node	node;			/* in live_requests while in flight */
@@ -159,7 +161,7 @@ set_header(struct curl_slist *node, char *text, struct curl_slist *next)
 }
 
 static void
-start_request(PgcbEndpoint *ep, PgcbClaimed *c)
+start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 {
 	MemoryContext old = MemoryContextSwitchTo(request_cxt);
 	PgcbRequest *req = palloc0(sizeof(PgcbRequest));
@@ -169,6 +171,13 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	int64		ts = (int64) time(NULL);
 	int			len;
 
+	/* batches: sent as one row, its head (batch.c) */
+	if (batch != NULL)
+	{
+		req->batch = palloc(sizeof(PgcbBatch));
+		*req->batch = *batch;
+		c = &batch->head;
+	}
 	req->delivery_id = c->id;
 	req->event_id = c->event_id;
 	req->endpoint_id = ep->id;
@@ -183,6 +192,17 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c)
 	strcpy(msg_id, "msg_");
 	for (int i = 0; i < UUID_LEN; i++)
 		sprintf(msg_id + 4 + 2 * i, "%02x", c->event_id.data[i]);
+	/* batches: the batch's own id, and its events' ids in a header */
+	if (batch != NULL)
+	{
+		strlcpy(msg_id, batch->msg_id, sizeof(msg_id));
+		req->extra = curl_slist_append(NULL, batch->ids_header);
+		if (req->extra == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory building the headers of endpoint \"%s\"", ep->name),
+					 errhint("Lower callback.max_inflight or free memory on the server.")));
+	}
 
 	snprintf(req->id_header, sizeof(req->id_header), "webhook-id: %s", msg_id);
 	snprintf(req->ts_header, sizeof(req->ts_header), "webhook-timestamp: " INT64_FORMAT, ts);
@@ -360,6 +380,19 @@ finish_request(CURL *easy, CURLcode result)
 			o->verdict = "dead";
 			break;
 	}
+	/* batches: every delivery of the batch has the request's outcome */
+	if (req->batch != NULL)
+	{
+		PgcbOutcome first = *o;
+
+		for (int i = 1; i < req->batch->n; i++)
+		{
+			o = new_outcome();
+			*o = first;
+			o->delivery_id = req->batch->members[i].id;
+			o->event_id = req->batch->members[i].event_id;
+		}
+	}
 
 	if (ep)
 	{
@@ -396,16 +429,19 @@ finish_request(CURL *easy, CURLcode result)
 
 	if (my_slot)
 	{
-		pg_atomic_fetch_add_u64(&my_slot->sent, 1);
+		/* batches: counted by deliveries, as the stats are */
+		uint64		n = req->batch != NULL ? req->batch->n : 1;
+
+		pg_atomic_fetch_add_u64(&my_slot->sent, n);
 		if (d.verdict == PGCB_DELIVERED)
-			pg_atomic_fetch_add_u64(&my_slot->delivered, 1);
+			pg_atomic_fetch_add_u64(&my_slot->delivered, n);
 		else
 		{
-			pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+			pg_atomic_fetch_add_u64(&my_slot->failed, n);
 			pgcb_shmem_set_error(my_slot, o->error);
 		}
 		if (d.verdict == PGCB_DEAD)
-			pg_atomic_fetch_add_u64(&my_slot->dead, 1);
+			pg_atomic_fetch_add_u64(&my_slot->dead, n);
 	}
 
 	inflight--;
@@ -416,6 +452,11 @@ finish_request(CURL *easy, CURLcode result)
 	pgcb_http_easy_put(easy);
 	pfree(req->body);
 	pfree(req->response);
+	if (req->batch != NULL)
+	{
+		pgcb_batch_free(req->batch);
+		pfree(req->batch);
+	}
 	pfree(req);
 }
 
@@ -708,10 +749,16 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 		note_due(ep->next_due);
 		return 0;
 	}
+	/* batches: a partial batch waits for its window (noted by pgcb_batch_hold) */
+	if (ep->batch_held)
+		return 0;
 	if (ep->breaker == 'c')
 		want = Min(share - ep->inflight, room);
 	else
 		want = Min(1, room);
+	/* batches: want counts requests; their rows stay within callback.batch_size */
+	if (ep->batch_size > 1)
+		want = Min(want, Max(1, pgcb_batch_size / ep->batch_size));
 	if (want <= 0)
 		return 0;
 
@@ -731,12 +778,15 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 
 /*
  * Replace the claimed body by the endpoint's transform of it (the bytes
- * then signed and sent).  False: the transform failed, and that is the
- * attempt's outcome, decided by the retry policy as a failure without a
- * response; not the endpoint's fault, so not counted by its breaker.
+ * then signed and sent); a batch's body (the JSON array of its events) is
+ * transformed whole.  Here, before the request: no transaction may be open
+ * while it is in flight.  False: the transform failed, and that is the
+ * attempt's outcome (of every delivery in a batch), decided by the retry
+ * policy as a failure without a response; not the endpoint's fault, so not
+ * counted by its breaker.
  */
 static bool
-apply_transform(PgcbEndpoint *ep, PgcbClaimed *c)
+apply_transform(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 {
 	MemoryContext old = MemoryContextSwitchTo(request_cxt);
 	char	   *body = c->body;
@@ -779,19 +829,101 @@ apply_transform(PgcbEndpoint *ep, PgcbClaimed *c)
 		if (d.reason)
 			o->error = psprintf("%s (%s)", o->error, d.reason);
 	}
+	if (batch != NULL)
+	{
+		PgcbOutcome first = *o;
+
+		for (int i = 1; i < batch->n; i++)
+		{
+			o = new_outcome();
+			*o = first;
+			o->delivery_id = batch->members[i].id;
+			o->event_id = batch->members[i].event_id;
+		}
+		pgcb_batch_free(batch);
+	}
 	MemoryContextSwitchTo(old);
 	pfree(c->body);
 	pfree(error);
-	pgcb_ratelimit_give_back(MyDatabaseId, ep->id, 1);
+	/* its rate token: the caller gives back what it did not start */
 	if (my_slot)
 	{
-		pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+		uint64		n = batch != NULL ? batch->n : 1;
+
+		pg_atomic_fetch_add_u64(&my_slot->failed, n);
 		if (d.verdict == PGCB_DEAD)
-			pg_atomic_fetch_add_u64(&my_slot->dead, 1);
+			pg_atomic_fetch_add_u64(&my_slot->dead, n);
 		pgcb_shmem_set_error(my_slot, o->error);
 	}
 	return false;
 }
+
+/*
+ * batches: claim and start what the batch endpoints among ids/counts (in
+ * requests) want, taking them out of the lists, which keep the others;
+ * returns the deliveries started.  Tokens are per request.
+ */
+static int
+claim_batches(int *ids, int *counts, int *n_want, int lease_ms)
+{
+	int			n = *n_want;
+	int		   *b_ids = palloc(sizeof(int) * n);
+	int		   *b_counts = palloc(sizeof(int) * n);
+	int		   *b_sizes = palloc(sizeof(int) * n);
+	int		   *b_got = palloc0(sizeof(int) * n);
+	int			n_b = 0;
+	int			k = 0;
+	int			got;
+	int			started = 0;
+	PgcbBatch  *batches;
+	PgcbEndpoint *ep;
+
+	for (int i = 0; i < n; i++)
+	{
+		ep = hash_search(endpoints, &ids[i], HASH_FIND, NULL);
+		if (ep->batch_size > 1)
+		{
+			b_ids[n_b] = ids[i];
+			b_counts[n_b] = counts[i];
+			b_sizes[n_b] = ep->batch_size;
+			n_b++;
+		}
+		else
+		{
+			ids[k] = ids[i];
+			counts[k] = counts[i];
+			k++;
+		}
+	}
+	*n_want = k;
+	if (n_b == 0)
+		return 0;
+
+	got = pgcb_batch_claim(n_b, b_ids, b_counts, b_sizes, my_claimed_by, lease_ms,
+						   &batches, request_cxt);
+	for (int i = 0; i < got; i++)
+	{
+		ep = hash_search(endpoints, &batches[i].head.endpoint_id, HASH_FIND, NULL);
+		Assert(ep != NULL);
+		if (ep->transform != NULL && !apply_transform(ep, &batches[i].head, &batches[i]))
+			continue;
+		start_request(ep, NULL, &batches[i]);
+		started += batches[i].n;
+		for (int j = 0; j < n_b; j++)
+			if (b_ids[j] == ep->id)
+				b_got[j]++;
+	}
+	for (int j = 0; j < n_b; j++)
+	{
+		if (b_got[j] < b_counts[j])
+			pgcb_ratelimit_give_back(MyDatabaseId, b_ids[j], b_counts[j] - b_got[j]);
+		else
+			more_due = true;
+	}
+	pfree(batches);
+	return started;
+}
+
 
 int
 pgcb_delivery_cycle(int max_new)
@@ -810,6 +942,7 @@ pgcb_delivery_cycle(int max_new)
 	int			lease_ms = pgcb_lease_ms;
 	int			n_busy = 0;
 	int			share;
+	int			started;
 
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
@@ -818,6 +951,8 @@ pgcb_delivery_cycle(int max_new)
 	more_due = false;
 	if (held_back)
 		note_due(held_retry_at);
+	/* batches: hold partial batches whose window is open */
+	note_due(pgcb_batch_hold(endpoints, now));
 	n_eps = hash_get_num_entries(endpoints);
 	ids = palloc(sizeof(int) * Max(n_eps, 1));
 	counts = palloc(sizeof(int) * Max(n_eps, 1));
@@ -846,15 +981,19 @@ pgcb_delivery_cycle(int max_new)
 	if (n_want == 0)
 		return 0;
 
+	/* batches: batch endpoints are claimed apart, by batches (batch.c) */
+	started = claim_batches(ids, counts, &n_want, lease_ms);
+	if (n_want == 0)
+		return started;
+
 	got = pgcb_queue_claim(n_want, ids, counts, my_claimed_by, lease_ms, &claimed, request_cxt);
 	for (int i = 0; i < got; i++)
 	{
 		ep = hash_search(endpoints, &claimed[i].endpoint_id, HASH_FIND, NULL);
 		Assert(ep != NULL);
-		/* here, before the request: no transaction may be open while it is in flight */
-		if (ep->transform != NULL && !apply_transform(ep, &claimed[i]))
+		if (ep->transform != NULL && !apply_transform(ep, &claimed[i], NULL))
 			continue;
-		start_request(ep, &claimed[i]);
+		start_request(ep, &claimed[i], NULL);
 		for (int k = 0; k < n_want; k++)
 			if (ids[k] == claimed[i].endpoint_id)
 				got_per[k]++;
@@ -867,7 +1006,7 @@ pgcb_delivery_cycle(int max_new)
 			more_due = true;	/* it took all it asked for: maybe more are due */
 	}
 	pfree(claimed);
-	return got;
+	return got + started;
 }
 
 int

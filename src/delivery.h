@@ -39,6 +39,10 @@ typedef struct PgcbEndpoint
 	bool		has_previous_key;
 	PgcbKey		previous_key;
 	TimestampTz next_due;		/* earliest pending next_attempt_at, 0: none */
+	/* batches: deliveries per request (1: none), window (batch.c) */
+	int			batch_size;
+	int64		batch_window_ms;
+	bool		batch_held;		/* a partial batch waits for its window */
 	bool		seen;			/* present in the latest load */
 
 	/* live state, kept across reloads */

@@ -332,28 +332,45 @@ new_event_id(pg_uuid_t *id)
 	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
 }
 
-uint64
-pgcb_event_enqueue(PgcbEventRow *ev)
+static void
+check_body_size(int body_len)
 {
-	const int32 *endpoint_ids;
-	int			n;
-	int			body_len = ev->body_len;
-
 	if (body_len > pgcb_max_payload_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("event body of %d bytes exceeds callback.max_payload_bytes (%d)",
 						body_len, pgcb_max_payload_bytes),
 				 errhint("Send a smaller payload, such as an id the receiver can look up, or raise callback.max_payload_bytes.")));
+}
 
+uint64
+pgcb_event_enqueue(PgcbEventRow *ev)
+{
+	const int32 *endpoint_ids;
+	int			n;
+	bool		any_unpaused;
+	int			body_len = ev->body_len;
+
+	check_body_size(body_len);
 	new_event_id(&ev->event_id);
 	/* routing: route_cache.c; the rows: queue_insert.c */
-	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids);
+	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &any_unpaused);
 	pgcb_queue_insert(ev, endpoint_ids, n);
 
-	if (n > 0)
+	/* a paused endpoint's events wait for resume_endpoint(), which wakes */
+	if (any_unpaused)
 		wake_worker_at_commit();
 	return n;
+}
+
+/* One delivery to endpoint_id, whatever its patterns: it was named. */
+void
+pgcb_event_enqueue_to(PgcbEventRow *ev, int32 endpoint_id)
+{
+	check_body_size(ev->body_len);
+	new_event_id(&ev->event_id);
+	pgcb_queue_insert(ev, &endpoint_id, 1);
+	wake_worker_at_commit();
 }
 
 /* An option of enqueue() that this build does not have yet: refused, never ignored. */

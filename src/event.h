@@ -37,6 +37,12 @@ typedef struct PgcbEventRow
  */
 extern uint64 pgcb_event_enqueue(PgcbEventRow *ev);
 
+/*
+ * Insert one queue row for endpoint_id alone (no routing), as
+ * pgcb_event_enqueue does for each endpoint it routes to.
+ */
+extern void pgcb_event_enqueue_to(PgcbEventRow *ev, int32 endpoint_id);
+
 /* Install the hook that wakes the worker at COMMIT PREPARED (preload only). */
 extern void pgcb_event_init(void);
 

@@ -36,6 +36,7 @@ enum
 	PLAN_LOAD,
 	PLAN_CLAIM,
 	PLAN_WRITE_BACK,
+	PLAN_EXISTING,
 	PLAN_DISABLE,
 	PLAN_BREAKERS,
 	PLAN_RELEASE,
@@ -63,17 +64,6 @@ enum
  * short by lock_timeout: see run_step().
  */
 #define LOCK_MARK "/*SKIP*/"
-
-/*
- * The hook columns of PLAN_LOAD (part 93's feature, columns of part 91).
- * This library also delivers from a 1.0 schema until ALTER EXTENSION
- * UPDATE (version.h), where they do not exist: there the plan reads NULLs,
- * and it is prepared again once the columns appear.
- */
-#define HOOKS_MARK "/*HOOKS*/"
-#define HOOKS_COLUMNS "e.transform, e.on_response, e.owner::pg_catalog.text "
-#define HOOKS_NONE "NULL::pg_catalog.text, NULL::pg_catalog.text, NULL::pg_catalog.text "
-static bool load_has_hooks = false;	/* what the saved PLAN_LOAD reads */
 
 /* How long a worker step may wait for a lock before it is retried later. */
 #define STEP_LOCK_TIMEOUT "100ms"
@@ -110,7 +100,11 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"           WHERE q.endpoint_id OPERATOR(pg_catalog.=) e.id "
 	"             AND q.status OPERATOR(pg_catalog.=) 'pending' "
 	"           ORDER BY q.next_attempt_at LIMIT 1) END, "
-	"       pg_catalog.now(), " HOOKS_MARK
+	"       pg_catalog.now(), "
+	/* batches: events per request, how long a partial batch may wait (batch.c) */
+	"       e.batch_size, (extract(epoch FROM e.batch_window) OPERATOR(pg_catalog.*) 1000)::bigint, "
+	/* hooks: see hooks.c */
+	"       e.transform, e.on_response, e.owner::pg_catalog.text "
 	"  FROM callback.callback_endpoints e",
 
 	[PLAN_CLAIM] =
@@ -143,18 +137,22 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"                           pg_catalog.unnest($9::pg_catalog.uuid[])) "
 	"    AS o(id, status_code, error, latency_ms, outcome, next_at, started_at, response_body, "
 	"         event_id)), "
-	/* the rows we may write now (see LOCK_MARK) */
+	/*
+	 * The outcomes whose row we may write now (see LOCK_MARK), each row
+	 * found by its key: every join here runs from the batch to the queue's
+	 * primary key, so that one generic plan serves every batch (run_plan).
+	 */
 	"l AS MATERIALIZED ("
-	"  SELECT q.id FROM callback.callback_queue q "
-	"   WHERE q.id OPERATOR(pg_catalog.=) ANY ($1::bigint[]) FOR UPDATE " LOCK_MARK "), "
+	"  SELECT o.* FROM o JOIN callback.callback_queue q ON q.id OPERATOR(pg_catalog.=) o.id "
+	"   FOR UPDATE OF q " LOCK_MARK "), "
 	"u AS ("
 	"  UPDATE callback.callback_queue q "
-	"     SET status = o.outcome::callback.delivery_status, "
+	"     SET status = l.outcome::callback.delivery_status, "
 	"         attempts = q.attempts OPERATOR(pg_catalog.+) 1, "
-	"         next_attempt_at = coalesce(o.next_at, q.next_attempt_at), "
-	"         last_attempt_at = o.started_at, last_status_code = o.status_code, "
-	"         last_error = o.error, lease_expires_at = NULL, claimed_by = NULL, "
-	"         finished_at = CASE WHEN o.outcome OPERATOR(pg_catalog.<>) 'pending' "
+	"         next_attempt_at = coalesce(l.next_at, q.next_attempt_at), "
+	"         last_attempt_at = l.started_at, last_status_code = l.status_code, "
+	"         last_error = l.error, lease_expires_at = NULL, claimed_by = NULL, "
+	"         finished_at = CASE WHEN l.outcome OPERATOR(pg_catalog.<>) 'pending' "
 	"                            THEN pg_catalog.now() END "
 	/*
 	 * The event id too: after TRUNCATE ... RESTART IDENTITY a new row may
@@ -172,14 +170,13 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 * keeps an outcome whose request was still in flight when a sweep (its
 	 * own after a stall, or another claimer's) returned the row.
 	 */
-	"    FROM o WHERE q.id OPERATOR(pg_catalog.=) o.id "
-	"             AND q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT l.id FROM l)) "
-	"             AND q.event_id OPERATOR(pg_catalog.=) o.event_id "
+	"    FROM l WHERE q.id OPERATOR(pg_catalog.=) l.id "
+	"             AND q.event_id OPERATOR(pg_catalog.=) l.event_id "
 	"             AND (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'sending' "
 	"                  OR (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'pending' "
 	"                      AND q.claimed_by IS NULL)) "
 	"  RETURNING q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, q.status, "
-	"            o.started_at, o.latency_ms, o.status_code, o.error, o.response_body), "
+	"            l.started_at, l.latency_ms, l.status_code, l.error, l.response_body), "
 	"a AS ("
 	"  INSERT INTO callback.callback_attempts "
 	"    (delivery_id, event_id, endpoint_id, event_type, attempt, started_at, latency_ms, "
@@ -202,15 +199,17 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"         (pg_catalog.array_agg(u.error ORDER BY u.started_at DESC) "
 	"              FILTER (WHERE u.error IS NOT NULL))[1] AS last_error "
 	"    FROM u GROUP BY 1, 2, 3) "
-	/* the outcomes to keep: their row is there but someone else holds it */
-	"SELECT ARRAY(SELECT o.id FROM o "
-	"              WHERE NOT (o.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT l.id FROM l))) "
-	"                AND EXISTS (SELECT 1 FROM callback.callback_queue q "
-	"                             WHERE q.id OPERATOR(pg_catalog.=) o.id)), "
+	/* the rows locked: the caller looks for the others (PLAN_EXISTING) */
+	"SELECT ARRAY(SELECT l.id FROM l), "
 	"       (SELECT pg_catalog.jsonb_agg(s) FROM s)::pg_catalog.text, "
 	/* the final outcomes written, for on_response (hooks.c): id and attempt */
 	"       ARRAY(SELECT u.id FROM u WHERE u.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY u.id), "
 	"       ARRAY(SELECT u.attempts FROM u WHERE u.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY u.id)",
+
+	/* which of these rows are there (a write-back's unlocked ones) */
+	[PLAN_EXISTING] =
+	"SELECT ARRAY(SELECT q.id FROM callback.callback_queue q "
+	"              WHERE q.id OPERATOR(pg_catalog.=) ANY ($1::bigint[]))",
 
 	[PLAN_DISABLE] =
 	"UPDATE callback.callback_endpoints e "
@@ -343,7 +342,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 };
 
 static const int plan_nargs[NUM_PLANS] = {
-	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 9,
+	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 9,[PLAN_EXISTING] = 1,
 	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 4,[PLAN_STATS] = 1,
 	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 3,
 };
@@ -351,6 +350,7 @@ static const int plan_nargs[NUM_PLANS] = {
 static const Oid plan_types[NUM_PLANS][9] = {
 	[PLAN_LOAD] = {INT4OID},
 	[PLAN_CLAIM] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8OID, INT4OID},
+	[PLAN_EXISTING] = {INT8ARRAYOID},
 	[PLAN_WRITE_BACK] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
 	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, UUIDARRAYOID},
 	[PLAN_DISABLE] = {INT4ARRAYOID},
@@ -389,17 +389,9 @@ plan_text(int which)
 {
 	const char *sql = plan_sql[which];
 	const char *mark = strstr(sql, LOCK_MARK);
-	const char *hooks = strstr(sql, HOOKS_MARK);
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	if (hooks != NULL)
-	{
-		appendBinaryStringInfo(&buf, sql, hooks - sql);
-		appendStringInfoString(&buf, load_has_hooks ? HOOKS_COLUMNS : HOOKS_NONE);
-		sql = hooks + strlen(HOOKS_MARK);
-		mark = strstr(sql, LOCK_MARK);
-	}
 	while (mark != NULL)
 	{
 		appendBinaryStringInfo(&buf, sql, mark - sql);
@@ -424,19 +416,27 @@ run_plan(int which, Datum *values, const char *nulls, bool read_only)
 	SPIPlanPtr *slot = &plans[skip_locked ? 1 : 0][which];
 
 	pgcb_session_enter(&session);
+
+	/*
+	 * Each statement is planned once, not per batch: planning was a sixth
+	 * of the worker's time per delivery (perf, bench drain).  A generic plan
+	 * made while the queue was nearly empty would scan the whole queue and
+	 * keep doing so as the queue grows; every statement here reads a
+	 * batch's rows by key or an endpoint's due rows from its partial index,
+	 * so the planner is told that a scan of a table is not an option (set
+	 * for this statement only, in the session's GUC level; also at a
+	 * re-plan after an invalidation).
+	 */
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* the disabled path's cost would otherwise call for JIT compilation */
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	if (*slot == NULL)
 	{
-		/*
-		 * The claim and the write-back are planned for each batch: a generic
-		 * plan made while the queue was nearly empty hash-joins the batch
-		 * against a scan of the whole queue, and is kept however much the
-		 * queue grows until an ANALYZE.  A custom plan sees the batch's size
-		 * and the queue's current size.
-		 */
-		int			options = (which == PLAN_CLAIM || which == PLAN_WRITE_BACK) ?
-			CURSOR_OPT_CUSTOM_PLAN : 0;
 		SPIPlanPtr	plan = SPI_prepare_cursor(plan_text(which), plan_nargs[which],
-											  (Oid *) plan_types[which], options);
+											  (Oid *) plan_types[which],
+											  CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "pg_callback: could not prepare statement %d: %s",
@@ -514,6 +514,13 @@ run_step(void (*step) (void *), void *arg)
 	return ok;
 }
 
+/* batches: batch.c's claim runs as a step of the cycle, like ours */
+bool
+pgcb_queue_run_step(void (*step) (void *), void *arg)
+{
+	return run_step(step, arg);
+}
+
 static Datum
 get_col(int row, int col, bool *isnull)
 {
@@ -541,21 +548,8 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 	HASH_SEQ_STATUS seq;
 	PgcbEndpoint *ep;
 
-	bool		has_hooks = get_attnum(pgcb_session_relid("callback_endpoints"), "transform") !=
-		InvalidAttrNumber;
-
 	/* nothing outside the engine keeps pointers into the old configuration */
 	MemoryContextReset(cfgcxt);
-	if (has_hooks != load_has_hooks)
-	{
-		for (int i = 0; i < 2; i++)
-			if (plans[i][PLAN_LOAD] != NULL)
-			{
-				SPI_freeplan(plans[i][PLAN_LOAD]);
-				plans[i][PLAN_LOAD] = NULL;
-			}
-		load_has_hooks = has_hooks;
-	}
 	SPI_connect();
 	/*
 	 * Not read-only: SPI then takes a fresh snapshot, which sees the
@@ -649,11 +643,14 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 		d = get_col(r, 17, &isnull);
 		ep->next_due = isnull ? 0 : DatumGetTimestampTz(d);
 		*now = DatumGetTimestampTz(get_col(r, 18, &isnull));
-		d = get_col(r, 19, &isnull);
-		ep->transform = isnull ? NULL : TextDatumGetCString(d);
-		d = get_col(r, 20, &isnull);
-		ep->on_response = isnull ? NULL : TextDatumGetCString(d);
+		/* batches: see batch.c */
+		ep->batch_size = DatumGetInt32(get_col(r, 19, &isnull));
+		ep->batch_window_ms = DatumGetInt64(get_col(r, 20, &isnull));
 		d = get_col(r, 21, &isnull);
+		ep->transform = isnull ? NULL : TextDatumGetCString(d);
+		d = get_col(r, 22, &isnull);
+		ep->on_response = isnull ? NULL : TextDatumGetCString(d);
+		d = get_col(r, 23, &isnull);
 		ep->owner = isnull ? NULL : TextDatumGetCString(d);
 		MemoryContextSwitchTo(old);
 	}
@@ -681,6 +678,13 @@ int4_array(const int *v, int n)
 	for (int i = 0; i < n; i++)
 		d[i] = Int32GetDatum(v[i]);
 	return construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
+}
+
+/* batches: batch.c builds its arguments alike */
+ArrayType *
+pgcb_queue_int4_array(const int *v, int n)
+{
+	return int4_array(v, n);
 }
 
 typedef struct ClaimStep
@@ -764,7 +768,32 @@ typedef struct WriteBackStep
 	MemoryContext cxt;
 } WriteBackStep;
 
-/* Flag the outcomes written as final with their attempt number (columns 3 and 4, by id). */
+/* Column col of row 0 of the last result, a bigint[] (NULL: empty), sorted. */
+static int64 *
+id_array_col(int row, int col, int *n)
+{
+	bool		isnull;
+	Datum		d = get_col(row, col, &isnull);
+	Datum	   *elems;
+	bool	   *nulls;
+	int64	   *ids;
+
+	*n = 0;
+	if (isnull)
+		return palloc(sizeof(int64));
+	deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, n);
+	ids = palloc(sizeof(int64) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		ids[i] = DatumGetInt64(elems[i]);
+	qsort(ids, *n, sizeof(int64), cmp_int64);
+	return ids;
+}
+
+/*
+ * Flag the outcomes written as final with their attempt number (columns 3
+ * and 4 of the write-back, by id), for on_response.
+ */
 static void
 mark_final(WriteBackStep *ws)
 {
@@ -782,6 +811,7 @@ mark_final(WriteBackStep *ws)
 					  TYPALIGN_INT, &attempts, &nulls, &m2);
 	if (m == 0 || m != m2)
 		return;
+	/* sorted by id in the statement */
 	sorted = palloc(sizeof(int64) * m);
 	for (int i = 0; i < m; i++)
 		sorted[i] = DatumGetInt64(ids[i]);
@@ -809,27 +839,36 @@ write_back_step(void *arg)
 	if (!isnull)
 		ws->stats = MemoryContextStrdup(ws->cxt, TextDatumGetCString(d));
 	mark_final(ws);
-	d = get_col(0, 1, &isnull);
-	/* process_callbacks() waited for every row: what it did not get is gone */
-	if (!isnull && skip_locked)
+	/*
+	 * The outcomes to keep: their row is there but someone else holds it.
+	 * process_callbacks() waited for every row: what it did not get is gone.
+	 */
+	if (skip_locked)
 	{
-		Datum	   *elems;
-		bool	   *nulls;
-		int			m;
-		int64	   *held;
+		int			n_locked;
+		int64	   *locked = id_array_col(0, 1, &n_locked);
+		int			n_unlocked = 0;
+		Datum	   *unlocked = palloc(sizeof(Datum) * ws->n);
 
-		deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-						  &elems, &nulls, &m);
-		held = palloc(sizeof(int64) * Max(m, 1));
-		for (int i = 0; i < m; i++)
-			held[i] = DatumGetInt64(elems[i]);
-		qsort(held, m, sizeof(int64), cmp_int64);
-		for (int i = 0; i < ws->n && m > 0; i++)
+		for (int i = 0; i < ws->n; i++)
+			if (bsearch(&ws->o[i].delivery_id, locked, n_locked, sizeof(int64), cmp_int64) == NULL)
+				unlocked[n_unlocked++] = Int64GetDatum(ws->o[i].delivery_id);
+		if (n_unlocked > 0)
 		{
-			if (bsearch(&ws->o[i].delivery_id, held, m, sizeof(int64), cmp_int64) != NULL)
+			Datum		arg = PointerGetDatum(construct_array(unlocked, n_unlocked, INT8OID, 8,
+															  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			int			n_there;
+			int64	   *there;
+
+			run_plan(PLAN_EXISTING, &arg, NULL, true);
+			there = id_array_col(0, 1, &n_there);
+			for (int i = 0; i < ws->n; i++)
 			{
-				ws->kept[i] = true;
-				ws->n_kept++;
+				if (bsearch(&ws->o[i].delivery_id, there, n_there, sizeof(int64), cmp_int64) != NULL)
+				{
+					ws->kept[i] = true;
+					ws->n_kept++;
+				}
 			}
 		}
 	}

@@ -7,6 +7,7 @@
 #ifndef PGCB_QUEUE_H
 #define PGCB_QUEUE_H
 
+#include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/uuid.h"
 
@@ -41,6 +42,16 @@ extern int	pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, i
  * again later.  process_callbacks() (skip = false) waits, as before.
  */
 extern void pgcb_queue_set_skip_locked(bool skip);
+
+/*
+ * batches: run a step (SPI work of the cycle) as this file's are run: in
+ * the worker in a subtransaction with a short lock_timeout; false when a
+ * lock was not granted in time and the step was undone.
+ */
+extern bool pgcb_queue_run_step(void (*step) (void *), void *arg);
+
+/* batches: an int[] argument of a statement, palloc'd */
+extern ArrayType *pgcb_queue_int4_array(const int *v, int n);
 
 /*
  * Record n outcomes: queue rows and attempt history, in one statement.

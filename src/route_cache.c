@@ -6,9 +6,10 @@
  *
  * Invalidation: row changes send no relcache invalidation by themselves,
  * so part 70 puts a statement-level trigger on callback_endpoints
- * (INSERT, DELETE, TRUNCATE, UPDATE OF id, enabled, event_types: the
- * breaker's and pause's updates do not change routing and do not
- * invalidate) that calls callback._endpoints_changed(), which sends a
+ * (INSERT, DELETE, TRUNCATE, UPDATE OF id, enabled, paused, event_types:
+ * the breaker's updates do not change routing and do not invalidate; a
+ * pause does not change where events go, but whether their commit need
+ * wake the worker) that calls callback._endpoints_changed(), which sends a
  * relcache invalidation of callback_endpoints.  PostgreSQL delivers it to
  * this backend at the next command (our own change) or, from another
  * session, when that session commits; a rollback, or a savepoint rolled
@@ -61,6 +62,7 @@
 typedef struct RouteEndpoint
 {
 	int32		id;
+	bool		paused;			/* queued for, but not delivered to now */
 	int			npatterns;
 	char	  **patterns;
 } RouteEndpoint;
@@ -70,6 +72,7 @@ typedef struct RouteMemo
 	char		event_type[PGCB_EVENT_TYPE_MAX + 1];	/* hash key */
 	int			n;
 	int32	   *ids;
+	bool		any_unpaused;	/* one of them may deliver now: wake the worker */
 } RouteMemo;
 
 static MemoryContext route_cxt = NULL;
@@ -157,6 +160,7 @@ rebuild(void)
 	AttrNumber	att_id;
 	AttrNumber	att_enabled;
 	AttrNumber	att_types;
+	AttrNumber	att_paused;
 	int			cap = 16;
 	uint64		seen;
 	bool		invalidated_by_trigger;
@@ -186,11 +190,12 @@ rebuild(void)
 	att_id = attnameAttNum(rel, "id", false);
 	att_enabled = attnameAttNum(rel, "enabled", false);
 	att_types = attnameAttNum(rel, "event_types", false);
+	att_paused = attnameAttNum(rel, "paused", false);
 	if (att_id == InvalidAttrNumber || att_enabled == InvalidAttrNumber ||
-		att_types == InvalidAttrNumber)
+		att_types == InvalidAttrNumber || att_paused == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("callback.callback_endpoints lacks id, enabled or event_types"),
+				 errmsg("callback.callback_endpoints lacks id, enabled, paused or event_types"),
 				 errhint("The extension's tables were changed by hand; reinstall pg_callback.")));
 
 	endpoints = MemoryContextAlloc(route_cxt, sizeof(RouteEndpoint) * cap);
@@ -220,6 +225,8 @@ rebuild(void)
 		}
 		ep = &endpoints[n_endpoints++];
 		ep->id = DatumGetInt32(d);
+		d = slot_getattr(slot, att_paused, &isnull);
+		ep->paused = !isnull && DatumGetBool(d);
 		ep->npatterns = 0;
 		ep->patterns = NULL;
 		d = slot_getattr(slot, att_types, &isnull);
@@ -246,7 +253,7 @@ rebuild(void)
 }
 
 int
-pgcb_route_cache_match(const char *event_type, const int32 **ids)
+pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused)
 {
 	RouteMemo  *m;
 	bool		found;
@@ -263,6 +270,7 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids)
 	{
 		int32	   *matched;
 		int			n = 0;
+		bool		unpaused = false;
 
 		if (hash_get_num_entries(memo) >= MEMO_MAX)
 			new_memo();
@@ -275,6 +283,7 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids)
 				if (pgcb_event_type_matches(endpoints[e].patterns[p], event_type))
 				{
 					matched[n++] = endpoints[e].id;
+					unpaused |= !endpoints[e].paused;
 					break;
 				}
 			}
@@ -282,8 +291,10 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids)
 		m = hash_search(memo, event_type, HASH_ENTER, &found);
 		m->n = n;
 		m->ids = matched;
+		m->any_unpaused = unpaused;
 	}
 	*ids = m->ids;
+	*any_unpaused = m->any_unpaused;
 	return m->n;
 }
 

@@ -9,8 +9,10 @@
 /*
  * The ids of the enabled endpoints whose patterns match event_type, in
  * ascending order; returns their number.  *ids stays valid until the next
- * call.
+ * call.  *any_unpaused: one of them is not paused, so the worker has work
+ * when the event commits (events for paused endpoints only wait for
+ * resume_endpoint(), which wakes it).
  */
-extern int	pgcb_route_cache_match(const char *event_type, const int32 **ids);
+extern int	pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused);
 
 #endif							/* PGCB_ROUTE_CACHE_H */

@@ -8,6 +8,7 @@
 
 #include "access/htup.h"
 #include "commands/trigger.h"
+#include "lib/stringinfo.h"
 #include "utils/rel.h"
 
 /*
@@ -16,6 +17,13 @@
  */
 extern void pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 								   HeapTuple new_tuple, HeapTuple old_tuple);
+
+/*
+ * Append to body the event of that row change, as pgcb_trigger_row_event
+ * queues it (backfill.c builds its events here too).
+ */
+extern void pgcb_trigger_row_body(StringInfo body, Relation rel, const char *event_type,
+								  const char *op, HeapTuple new_tuple, HeapTuple old_tuple);
 
 /* FOR EACH STATEMENT: one event per row of the transition tables. */
 extern void pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type,

@@ -76,6 +76,23 @@ schema_name(Oid nspid)
 }
 
 void
+pgcb_trigger_row_body(StringInfo body, Relation rel, const char *event_type, const char *op,
+					  HeapTuple new_tuple, HeapTuple old_tuple)
+{
+	pgcb_event_body_begin(body, event_type);
+	appendStringInfo(body, "{\"op\":\"%s\",\"schema\":", op);
+	escape_json(body, schema_name(RelationGetNamespace(rel)));
+	appendStringInfoString(body, ",\"table\":");
+	escape_json(body, RelationGetRelationName(rel));
+	appendStringInfoString(body, ",\"new\":");
+	pgcb_row_json_append(body, rel, new_tuple);
+	appendStringInfoString(body, ",\"old\":");
+	pgcb_row_json_append(body, rel, old_tuple);
+	appendStringInfoChar(body, '}');
+	pgcb_event_body_end(body);
+}
+
+void
 pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 					   HeapTuple new_tuple, HeapTuple old_tuple)
 {
@@ -83,18 +100,7 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	PgcbEventRow ev = {0};
 
 	initStringInfo(&body);
-	pgcb_event_body_begin(&body, event_type);
-	appendStringInfo(&body, "{\"op\":\"%s\",\"schema\":", op);
-	escape_json(&body, schema_name(RelationGetNamespace(rel)));
-	appendStringInfoString(&body, ",\"table\":");
-	escape_json(&body, RelationGetRelationName(rel));
-	appendStringInfoString(&body, ",\"new\":");
-	pgcb_row_json_append(&body, rel, new_tuple);
-	appendStringInfoString(&body, ",\"old\":");
-	pgcb_row_json_append(&body, rel, old_tuple);
-	appendStringInfoChar(&body, '}');
-	pgcb_event_body_end(&body);
-
+	pgcb_trigger_row_body(&body, rel, event_type, op, new_tuple, old_tuple);
 	ev.event_type = event_type;
 	ev.body = body.data;
 	ev.body_len = body.len;

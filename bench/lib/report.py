@@ -9,7 +9,7 @@ import time
 
 from parts import drain, latency, trigger
 
-ORDER = ["drain", "trigger", "keepup", "latency", "metrics"]
+ORDER = ["drain", "trigger", "keepup", "latency", "metrics", "batch"]
 
 
 def table(parts, modules):

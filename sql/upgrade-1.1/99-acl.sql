@@ -52,6 +52,11 @@ DECLARE
         ['view',     'callback.callback_worker_stats',             'pg_monitor',        'SELECT'],
         ['view',     'callback.callback_databases',                'callback_monitor',  'SELECT'],
         ['view',     'callback.callback_databases',                'pg_monitor',        'SELECT'],
+        ['table',    'callback.callback_backfill_progress',        'callback_admin',    'SELECT'],
+        ['sequence', 'callback.callback_backfill_progress_id_seq', NULL,                NULL],
+        ['view',     'callback.callback_backfills',                'callback_producer', 'SELECT'],
+        ['view',     'callback.callback_backfills',                'callback_monitor',  'SELECT'],
+        ['view',     'callback.callback_backfills',                'pg_monitor',        'SELECT'],
         ['type',     'callback.delivery_status',                   'PUBLIC',            'USAGE'],
         -- the administrator's functions
         ['function', 'callback.create_endpoint(text,text,text[],jsonb,interval,text,integer,interval[],double precision,integer,integer,interval,boolean,text,text,integer,interval)', 'callback_admin', 'EXECUTE'],
@@ -70,6 +75,7 @@ DECLARE
         -- the producer's
         ['function', 'callback.enqueue(text,jsonb,text,text,text)', 'callback_producer', 'EXECUTE'],
         ['function', 'callback.trigger()',                         'callback_producer', 'EXECUTE'],
+        ['procedure', 'callback.backfill(regclass,text,text,integer,text,boolean)', 'callback_producer', 'EXECUTE'],
         -- the monitor's
         ['function', 'callback.worker_stats()',                    'callback_monitor',  'EXECUTE'],
         ['function', 'callback.worker_stats()',                    'pg_monitor',        'EXECUTE'],

@@ -55,6 +55,11 @@ CREATE TABLE app.leftovers (note text);
 CREATE FUNCTION app.shape(e jsonb) RETURNS jsonb LANGUAGE sql
     AS $f$ SELECT jsonb_build_object('shaped', true, 'kind', e->>'type', 'order', e->'data') $f$;
 
+-- on a batch endpoint a transform gets the batch, a JSON array of events
+CREATE FUNCTION app.count_batch(e jsonb) RETURNS jsonb LANGUAGE sql
+    AS $f$ SELECT jsonb_build_object('events', jsonb_array_length(e),
+                                     'ids', jsonb_path_query_array(e, '$[*].data.i')) $f$;
+
 -- order shipped -> supplier acknowledged
 CREATE FUNCTION app.ack(delivery_id bigint, event jsonb, status int, headers jsonb, body text)
 RETURNS void LANGUAGE plpgsql AS $f$
@@ -205,6 +210,21 @@ def test_transform_reshapes_body_for_its_endpoint_only(cluster, receiver, owned,
     assert receiver.requests("/plain")[0].body == body.encode()
     assert "shaped" not in json.loads(body)
     final_status(cluster, shaped)
+
+
+def test_transform_of_a_batch(cluster, receiver, owned):
+    eid = owned("hk_batch", receiver.url("/batch"), event_types="{hkbatch.*}",
+                transform="app.count_batch", batch_size=3, batch_window=5)
+    secret = cluster.scalar("SELECT secret FROM callback.callback_endpoints WHERE id = %s", (eid,))
+    cluster.execute("SELECT callback.enqueue('hkbatch.e', jsonb_build_object('i', g)) "
+                    "FROM generate_series(1, 3) g")
+    assert receiver.wait_for(1, path="/batch", timeout=60), attempts(cluster, eid)
+    rec = receiver.requests("/batch")[0]
+    got = json.loads(rec.body)
+    assert got["events"] == 3 and sorted(got["ids"]) == [1, 2, 3], got
+    sig = spec_signature(secret, rec.headers["webhook-id"], rec.headers["webhook-timestamp"], rec.body)
+    assert sig in rec.headers["webhook-signature"].split(" ")
+    assert [r[0] for r in final_status(cluster, eid, n=3)] == ["delivered"] * 3
 
 
 def test_transform_cost_figure(cluster, receiver, owned, endpoint_factory):
