@@ -27,6 +27,8 @@ OBJS = \
 	src/retry.o \
 	src/sign.o \
 	src/netpolicy.o \
+	src/notify_target.o \
+	src/tracecontext.o \
 	src/ratelimit.o \
 	src/metrics.o \
 	src/drain.o \
@@ -43,7 +45,7 @@ UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
-REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies backfill
+REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies backfill tracecontext
 REGRESS_OPTS = --load-extension=pg_callback
 ISOLATION = rollback concurrent_claim drop_endpoint_race route_cache
 ISOLATION_OPTS = --load-extension=pg_callback

@@ -2,8 +2,9 @@
  * delivery.c
  *		The delivery engine: decides how many deliveries each endpoint may
  *		take now (its free in-flight slots, its token bucket, its circuit
- *		breaker), claims them, sends them signed through http.c, turns each
- *		finished attempt into an outcome with the retry policy, and writes
+ *		breaker), claims them, sends them signed through http.c (or, for a
+ *		notify: endpoint, through notify_target.c), turns each finished
+ *		attempt into an outcome with the retry policy (settle), and writes
  *		the outcomes back in one statement (keeping, in the worker, those
  *		whose rows an SQL user's open transaction holds, for a later cycle).
  *
@@ -35,10 +36,12 @@
 #include "hooks.h"
 #include "http.h"
 #include "netpolicy.h"
+#include "notify_target.h"
 #include "queue.h"
 #include "ratelimit.h"
 #include "retry.h"
 #include "sign.h"
+#include "tracecontext.h"
 
 #define USER_AGENT "pg_callback/1.0"
 #define N_FIXED_HEADERS 5
@@ -60,6 +63,9 @@ typedef struct PgcbRequest
 	int			response_cap;	/* callback.max_response_bytes at the start */
 	struct curl_slist fixed[N_FIXED_HEADERS];	/* no malloc per request */
 	struct curl_slist *extra;	/* the endpoint's own headers (curl copies) */
+	struct curl_slist trace[2];	/* traceparent, tracestate */
+	char		traceparent_header[16 + PGCB_TRACEPARENT_LEN];
+	char	   *tracestate_header;
 	char		id_header[64];
 	char		ts_header[48];
 	char		sig_header[2 * PGCB_SIGNATURE_LEN + 32];
@@ -160,6 +166,32 @@ set_header(struct curl_slist *node, char *text, struct curl_slist *next)
 	node->next = next;
 }
 
+/*
+ * W3C trace context (tracecontext.c): each attempt is a span of its own, so
+ * it sends the event's trace-id and flags with a new parent-id; the
+ * tracestate as given.  Returns the list with these in front of next.
+ */
+static struct curl_slist *
+trace_headers(PgcbRequest *req, PgcbClaimed *c, struct curl_slist *next)
+{
+	const char *why;
+
+	/* checked at write time; again here for rows written by hand */
+	if (c->traceparent == NULL || !pgcb_trace_parent_valid(c->traceparent, &why))
+		return next;
+	if (c->tracestate != NULL && pgcb_trace_state_valid(c->tracestate, &why))
+	{
+		req->tracestate_header = psprintf("tracestate: %s", c->tracestate);
+		set_header(&req->trace[1], req->tracestate_header, next);
+		next = &req->trace[1];
+	}
+	strcpy(req->traceparent_header, "traceparent: ");
+	pgcb_trace_attempt_parent(c->traceparent,
+							  req->traceparent_header + strlen("traceparent: "));
+	set_header(&req->trace[0], req->traceparent_header, next);
+	return &req->trace[0];
+}
+
 static void
 start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 {
@@ -231,7 +263,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	set_header(&req->fixed[1], req->ts_header, &req->fixed[2]);
 	set_header(&req->fixed[2], req->sig_header, &req->fixed[3]);
 	set_header(&req->fixed[3], "Content-Type: application/json", &req->fixed[4]);
-	set_header(&req->fixed[4], "Expect:", req->extra);
+	set_header(&req->fixed[4], "Expect:", trace_headers(req, c, req->extra));
 
 	easy = pgcb_http_easy_get();
 	req->easy = easy;
@@ -313,55 +345,72 @@ storable_text(const char *data, int len)
 	return pnstrdup(data, ok);
 }
 
-static void
-finish_request(CURL *easy, CURLcode result)
+/* One finished attempt, whatever carried it: what settle() decides on. */
+typedef struct PgcbAttempt
 {
-	PgcbRequest *req;
-	PgcbEndpoint *ep;
+	int64		delivery_id;
+	pg_uuid_t	event_id;
+	int			endpoint_id;
+	int			attempt;		/* from 1 */
+	TimestampTz started_at;
+	long		status;			/* HTTP status; 0: no response (or no HTTP) */
+	long		retry_after_ms; /* -1: none */
+	char	   *error;			/* NULL: none besides the status */
+	bool		delivered;		/* a transport without status codes: it got there */
+	bool		permanent;		/* a failure no retry can mend: dead at once */
+	double		latency_ms;
+	char	   *response_body;
+	char	   *response_headers;	/* JSON object; only for an on_response hook */
+	const PgcbBatch *batch;		/* batches: its other deliveries share the outcome */
+} PgcbAttempt;
+
+/*
+ * Turn a finished attempt into an outcome for the write-back, and into its
+ * endpoint's breaker and hold and the worker's counters: the same for every
+ * transport.
+ */
+static void
+settle(PgcbEndpoint *ep, const PgcbAttempt *a)
+{
 	PgcbOutcome *o;
 	PgcbDecision d;
-	long		status = 0;
-	curl_off_t	total_us = 0;
-	long		retry_after_ms = -1;
-	struct curl_header *h;
 	MemoryContext old;
 	TimestampTz now = GetCurrentTimestamp();
 
-	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
-	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
-	if (result != CURLE_OK)
-		status = 0;
-	else if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
-		retry_after_ms = pgcb_retry_parse_retry_after(h->value);
-
-	ep = hash_search(endpoints, &req->endpoint_id, HASH_FIND, NULL);
-	if (ep)
-		d = pgcb_retry_decide(status, retry_after_ms, req->attempt, ep->max_attempts,
+	if (a->delivered)
+	{
+		memset(&d, 0, sizeof(d));
+		d.verdict = PGCB_DELIVERED;
+	}
+	else if (ep)
+		d = pgcb_retry_decide(a->status, a->retry_after_ms, a->attempt, ep->max_attempts,
 							  ep->schedule_ms, ep->n_schedule);
 	else
-		d = pgcb_retry_decide(status, retry_after_ms, req->attempt, req->attempt, NULL, 0);
+		d = pgcb_retry_decide(a->status, a->retry_after_ms, a->attempt, a->attempt, NULL, 0);
+	if (a->permanent && d.verdict != PGCB_DELIVERED)
+	{
+		/* the event's fault, not the endpoint's: no breaker counts it */
+		d.verdict = PGCB_DEAD;
+		d.reason = NULL;
+		d.counts_as_failure = false;
+	}
 
 	old = MemoryContextSwitchTo(outcome_cxt);
 	o = new_outcome();
-	o->delivery_id = req->delivery_id;
-	o->event_id = req->event_id;
-	o->endpoint_id = req->endpoint_id;
-	o->status_code = (int) status;
-	o->latency_ms = (double) total_us / 1000.0;
-	o->started_at = req->started_at;
+	o->delivery_id = a->delivery_id;
+	o->event_id = a->event_id;
+	o->endpoint_id = a->endpoint_id;
+	o->status_code = (int) a->status;
+	o->latency_ms = a->latency_ms;
+	o->started_at = a->started_at;
 	o->next_attempt_at = 0;
-	o->response_body = req->response_len > 0 ?
-		storable_text(req->response, req->response_len) : NULL;
-	/* kept only where a hook will read them: a final answer, an on_response */
-	o->response_headers = (ep != NULL && ep->on_response != NULL && status != 0 &&
-						   d.verdict != PGCB_RETRY) ?
-		pgcb_http_headers_json(easy, pgcb_max_response_bytes) : NULL;
-	if (result != CURLE_OK)
-		o->error = psprintf("%s", req->why[0] ? req->why :
-							req->errbuf[0] ? req->errbuf : curl_easy_strerror(result));
+	o->response_body = a->response_body;
+	/* only a final outcome's: on_response reads them */
+	o->response_headers = d.verdict != PGCB_RETRY ? a->response_headers : NULL;
+	if (a->error != NULL)
+		o->error = pstrdup(a->error);
 	else if (d.verdict != PGCB_DELIVERED)
-		o->error = psprintf("HTTP %ld", status);
+		o->error = psprintf("HTTP %ld", a->status);
 	else
 		o->error = NULL;
 	if (d.verdict == PGCB_DEAD && d.reason && o->error)
@@ -381,22 +430,21 @@ finish_request(CURL *easy, CURLcode result)
 			break;
 	}
 	/* batches: every delivery of the batch has the request's outcome */
-	if (req->batch != NULL)
+	if (a->batch != NULL)
 	{
 		PgcbOutcome first = *o;
 
-		for (int i = 1; i < req->batch->n; i++)
+		for (int i = 1; i < a->batch->n; i++)
 		{
 			o = new_outcome();
 			*o = first;
-			o->delivery_id = req->batch->members[i].id;
-			o->event_id = req->batch->members[i].event_id;
+			o->delivery_id = a->batch->members[i].id;
+			o->event_id = a->batch->members[i].event_id;
 		}
 	}
 
 	if (ep)
 	{
-		ep->inflight--;
 		if (d.verdict == PGCB_DELIVERED)
 		{
 			ep->consecutive_failures = 0;
@@ -417,10 +465,10 @@ finish_request(CURL *easy, CURLcode result)
 		if (d.endpoint_gone)
 			ep->gone = true;
 		/* "slow down" is about the endpoint, not one delivery: hold them all */
-		if (status == 429 || (status == 503 && retry_after_ms > 0))
+		if (a->status == 429 || (a->status == 503 && a->retry_after_ms > 0))
 		{
 			long		hold_ms = d.verdict == PGCB_RETRY ? d.delay_ms :
-				Min(Max(retry_after_ms, 0), pgcb_retry_after_max_ms);
+				Min(Max(a->retry_after_ms, 0), pgcb_retry_after_max_ms);
 
 			ep->hold_until = Max(ep->hold_until, TimestampTzPlusMilliseconds(now, hold_ms));
 		}
@@ -430,7 +478,7 @@ finish_request(CURL *easy, CURLcode result)
 	if (my_slot)
 	{
 		/* batches: counted by deliveries, as the stats are */
-		uint64		n = req->batch != NULL ? req->batch->n : 1;
+		uint64		n = a->batch != NULL ? a->batch->n : 1;
 
 		pg_atomic_fetch_add_u64(&my_slot->sent, n);
 		if (d.verdict == PGCB_DELIVERED)
@@ -443,6 +491,56 @@ finish_request(CURL *easy, CURLcode result)
 		if (d.verdict == PGCB_DEAD)
 			pg_atomic_fetch_add_u64(&my_slot->dead, n);
 	}
+}
+
+static void
+finish_request(CURL *easy, CURLcode result)
+{
+	PgcbRequest *req;
+	PgcbEndpoint *ep;
+	PgcbAttempt a = {0};
+	curl_off_t	total_us = 0;
+	struct curl_header *h;
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &a.status);
+	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
+	a.retry_after_ms = -1;
+	if (result != CURLE_OK)
+		a.status = 0;
+	else if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+		a.retry_after_ms = pgcb_retry_parse_retry_after(h->value);
+
+	a.delivery_id = req->delivery_id;
+	a.event_id = req->event_id;
+	a.attempt = req->attempt;
+	a.started_at = req->started_at;
+	a.batch = req->batch;
+	a.latency_ms = (double) total_us / 1000.0;
+	if (req->response_len > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(outcome_cxt);
+
+		a.response_body = storable_text(req->response, req->response_len);
+		MemoryContextSwitchTo(old);
+	}
+	if (result != CURLE_OK)
+		a.error = req->why[0] ? req->why :
+			req->errbuf[0] ? req->errbuf : (char *) curl_easy_strerror(result);
+
+	ep = hash_search(endpoints, &req->endpoint_id, HASH_FIND, NULL);
+	a.endpoint_id = req->endpoint_id;
+	/* kept only where a hook will read them */
+	if (ep != NULL && ep->on_response != NULL && a.status != 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(outcome_cxt);
+
+		a.response_headers = pgcb_http_headers_json(easy, pgcb_max_response_bytes);
+		MemoryContextSwitchTo(old);
+	}
+	settle(ep, &a);
+	if (ep)
+		ep->inflight--;
 
 	inflight--;
 	if (my_slot)
@@ -452,6 +550,8 @@ finish_request(CURL *easy, CURLcode result)
 	pgcb_http_easy_put(easy);
 	pfree(req->body);
 	pfree(req->response);
+	if (req->tracestate_header)
+		pfree(req->tracestate_header);
 	if (req->batch != NULL)
 	{
 		pgcb_batch_free(req->batch);
@@ -859,6 +959,40 @@ apply_transform(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 }
 
 /*
+ * A notify: endpoint's attempt: the notification is queued in this (the
+ * claiming) transaction and the caller writes the outcome back in it too,
+ * so both commit together.  No HTTP status: the attempt records NULL.
+ */
+static void
+notify_attempt(PgcbEndpoint *ep, PgcbClaimed *c, const char *channel)
+{
+	PgcbAttempt a = {0};
+
+	a.delivery_id = c->id;
+	a.event_id = c->event_id;
+	a.endpoint_id = ep->id;
+	a.attempt = c->attempts + 1;
+	a.started_at = GetCurrentTimestamp();
+	a.retry_after_ms = -1;
+	a.error = pgcb_notify_send(channel, c->body, c->body_len, &a.permanent);
+	a.delivered = (a.error == NULL);
+	a.latency_ms = (double) (GetCurrentTimestamp() - a.started_at) / 1000.0;
+	settle(ep, &a);
+	if (my_slot && a.error == NULL)
+		pg_atomic_fetch_add_u64(&my_slot->bytes_sent, c->body_len);
+}
+
+/* Claimed rows in queue order, so that a NOTIFY channel gets them in it. */
+static int
+cmp_claimed(const void *a, const void *b)
+{
+	int64		x = ((const PgcbClaimed *) a)->id;
+	int64		y = ((const PgcbClaimed *) b)->id;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
  * batches: claim and start what the batch endpoints among ids/counts (in
  * requests) want, taking them out of the lists, which keep the others;
  * returns the deliveries started.  Tokens are per request.
@@ -942,6 +1076,7 @@ pgcb_delivery_cycle(int max_new)
 	int			lease_ms = pgcb_lease_ms;
 	int			n_busy = 0;
 	int			share;
+	int			n_notified = 0;
 	int			started;
 
 	pgcb_delivery_flush();
@@ -951,6 +1086,11 @@ pgcb_delivery_cycle(int max_new)
 	more_due = false;
 	if (held_back)
 		note_due(held_retry_at);
+	/* a notification carries one event: notify: endpoints never batch */
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+		if (ep->batch_size > 1 && pgcb_notify_channel(ep->url) != NULL)
+			ep->batch_size = 1;
 	/* batches: hold partial batches whose window is open */
 	note_due(pgcb_batch_hold(endpoints, now));
 	n_eps = hash_get_num_entries(endpoints);
@@ -987,23 +1127,53 @@ pgcb_delivery_cycle(int max_new)
 		return started;
 
 	got = pgcb_queue_claim(n_want, ids, counts, my_claimed_by, lease_ms, &claimed, request_cxt);
+	qsort(claimed, got, sizeof(PgcbClaimed), cmp_claimed);
 	for (int i = 0; i < got; i++)
 	{
-		ep = hash_search(endpoints, &claimed[i].endpoint_id, HASH_FIND, NULL);
+		PgcbClaimed *c = &claimed[i];
+		const char *channel;
+		bool		transform_failed = false;
+
+		ep = hash_search(endpoints, &c->endpoint_id, HASH_FIND, NULL);
 		Assert(ep != NULL);
-		if (ep->transform != NULL && !apply_transform(ep, &claimed[i], NULL))
+		/* hooks: the endpoint's transform; a failure is the attempt's outcome */
+		if (ep->transform != NULL && !apply_transform(ep, c, NULL))
+			transform_failed = true;
+		/* the transport, by the URL's scheme */
+		else if ((channel = pgcb_notify_channel(ep->url)) != NULL)
+		{
+			notify_attempt(ep, c, channel);
+			pfree(c->body);
+			n_notified++;
+		}
+		else
+			start_request(ep, c, NULL);
+		if (c->traceparent)
+			pfree(c->traceparent);
+		if (c->tracestate)
+			pfree(c->tracestate);
+		/* not started: its rate token is given back below */
+		if (transform_failed)
 			continue;
-		start_request(ep, &claimed[i], NULL);
 		for (int k = 0; k < n_want; k++)
-			if (ids[k] == claimed[i].endpoint_id)
+			if (ids[k] == c->endpoint_id)
 				got_per[k]++;
 	}
+	/* NOTIFY attempts: recorded in the transaction whose commit sends them */
+	if (n_notified > 0)
+		pgcb_delivery_flush();
 	for (int k = 0; k < n_want; k++)
 	{
 		if (got_per[k] < counts[k])
 			pgcb_ratelimit_give_back(MyDatabaseId, ids[k], counts[k] - got_per[k]);
 		else
+		{
 			more_due = true;	/* it took all it asked for: maybe more are due */
+			/* no response will come back to start the next cycle: due now */
+			ep = hash_search(endpoints, &ids[k], HASH_FIND, NULL);
+			if (ep != NULL && pgcb_notify_channel(ep->url) != NULL)
+				note_due(GetCurrentTimestamp());
+		}
 	}
 	pfree(claimed);
 	return got + started;

@@ -34,6 +34,7 @@
 #include "queue_insert.h"
 #include "route_cache.h"
 #include "shmem.h"
+#include "tracecontext.h"
 
 PG_FUNCTION_INFO_V1(enqueue);
 PG_FUNCTION_INFO_V1(validate_event_types);
@@ -384,6 +385,15 @@ refuse_unsupported_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 				 errhint("Leave %s out.", name)));
 }
 
+/* A text argument of enqueue(), or NULL when not given. */
+static const char *
+optional_arg(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return NULL;
+	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
 /*
  * callback.enqueue(event_type text, payload jsonb, key text, traceparent
  * text, tracestate text) returns uuid
@@ -411,8 +421,9 @@ enqueue(PG_FUNCTION_ARGS)
 	payload = PG_GETARG_JSONB_P(1);
 	pgcb_event_check_type(event_type, false, "event type");
 	refuse_unsupported_arg(fcinfo, 2, "key");
-	refuse_unsupported_arg(fcinfo, 3, "traceparent");
-	refuse_unsupported_arg(fcinfo, 4, "tracestate");
+	/* checked before anything is built or queued (tracecontext.c) */
+	pgcb_trace_for_event(optional_arg(fcinfo, 3), optional_arg(fcinfo, 4),
+						 &ev.traceparent, &ev.tracestate);
 
 	initStringInfo(&body);
 	pgcb_event_body_begin(&body, event_type);

@@ -19,6 +19,7 @@
 #include "compat.h"
 #include "guc.h"
 #include "pg_callback.h"
+#include "tracecontext.h"
 
 char	   *pgcb_database_name = NULL;
 int			pgcb_max_workers = 8;
@@ -43,6 +44,8 @@ double		pgcb_health_min_success_rate = 99.5;
 double		pgcb_health_max_avg_ms = 150;
 int			pgcb_health_max_backlog = 1000;
 char	   *pgcb_health_window = NULL;
+char	   *pgcb_traceparent = NULL;
+char	   *pgcb_tracestate = NULL;
 
 static bool
 check_ssrf_allowlist(char **newval, void **extra, GucSource source)
@@ -53,6 +56,31 @@ check_ssrf_allowlist(char **newval, void **extra, GucSource source)
 	if (*newval == NULL || pgcb_netpolicy_allowlist_is_valid(*newval, &bad))
 		return true;
 	GUC_check_errdetail("\"%s\" is not a CIDR block such as 127.0.0.0/8 or ::1/128.", bad);
+	return false;
+}
+
+/* A malformed trace context is refused when set, not when an event takes it. */
+static bool
+check_traceparent(char **newval, void **extra, GucSource source)
+{
+	const char *why;
+
+	if (*newval == NULL || (*newval)[0] == '\0' || pgcb_trace_parent_valid(*newval, &why))
+		return true;
+	GUC_check_errdetail("%s", why);
+	GUC_check_errhint(PGCB_TRACEPARENT_HINT);
+	return false;
+}
+
+static bool
+check_tracestate(char **newval, void **extra, GucSource source)
+{
+	const char *why;
+
+	if (*newval == NULL || pgcb_trace_state_valid(*newval, &why))
+		return true;
+	GUC_check_errdetail("%s", why);
+	GUC_check_errhint(PGCB_TRACESTATE_HINT);
 	return false;
 }
 
@@ -205,6 +233,16 @@ pgcb_guc_init(void)
 							   "How far back callback_health looks (an interval).",
 							   NULL, &pgcb_health_window, "15min",
 							   PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("callback.traceparent",
+							   "W3C traceparent that events queued in this session carry (empty: none).",
+							   "Set with SET LOCAL in the transaction that writes; every attempt sends its trace-id.",
+							   &pgcb_traceparent, "",
+							   PGC_USERSET, 0, check_traceparent, NULL, NULL);
+	DefineCustomStringVariable("callback.tracestate",
+							   "W3C tracestate sent beside callback.traceparent (empty: none).",
+							   NULL, &pgcb_tracestate, "",
+							   PGC_USERSET, 0, check_tracestate, NULL, NULL);
 
 	pgcb_reserve_guc_prefix("callback");
 }

@@ -28,6 +28,8 @@ extern double pgcb_health_min_success_rate;
 extern double pgcb_health_max_avg_ms;
 extern int	pgcb_health_max_backlog;
 extern char *pgcb_health_window;
+extern char *pgcb_traceparent;
+extern char *pgcb_tracestate;
 
 extern void pgcb_guc_init(void);
 extern bool pgcb_guc_database_wanted(const char *datname);

@@ -36,6 +36,7 @@
 
 #include "guc.h"
 #include "netpolicy.h"
+#include "notify_target.h"
 
 /* Longest URL accepted; browsers and proxies commonly stop near here. */
 #define PGCB_URL_MAX_LEN			2048
@@ -631,6 +632,13 @@ pgcb_netpolicy_check_url(const char *url)
 	struct sockaddr_storage ss;
 	char		why[PGCB_NETPOLICY_WHY_LEN];
 
+	/* notify:channel names no host: notify_target.c judges it */
+	if (pgcb_notify_channel(url) != NULL)
+	{
+		pgcb_notify_check_url(url);
+		return;
+	}
+
 	/*
 	 * Every message below shows the URL redacted, and none repeats the
 	 * statement into the log (errhidestmt): the caller's statement holds the
@@ -737,7 +745,7 @@ pgcb_netpolicy_check_url(const char *url)
 				 errmsg("invalid callback URL \"%s\"", shown),
 				 errhidestmt(true),
 				 errdetail("Its scheme is \"%s\".", scheme ? scheme : ""),
-				 errhint("Only http and https are supported.")));
+				 errhint("Only http, https and notify:<channel> are supported.")));
 
 	/*
 	 * curl forgives "http:/x" and "http:///x", reading "x" as the host; a

@@ -35,8 +35,8 @@ extern bool pgcb_netpolicy_address_allowed(const struct sockaddr *addr,
 extern char *pgcb_netpolicy_redact_url(const char *url, bool keep_path);
 
 /*
- * ereport(ERROR) with SQLSTATE and hint unless url is an absolute http or
- * https URL with a host, no user:password, and (when the host is an address
+ * ereport(ERROR) with SQLSTATE and hint unless url is notify:<channel>
+ * (notify_target.c) or an absolute http or https URL with a host, no user:password, and (when the host is an address
  * in any spelling inet_aton or inet_pton accepts: 2130706433, 0x7f.1, 127.1,
  * [::1] ...) an address that pgcb_netpolicy_address_allowed admits.
  */

@@ -123,7 +123,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"                          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond') "
 	/* = ANY (ARRAY(...)): a join would hash the whole queue */
 	" WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.id FROM c)) "
-	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body",
+	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.traceparent, q.tracestate",
 
 	[PLAN_WRITE_BACK] =
 	"WITH o AS ("
@@ -710,6 +710,7 @@ claim_step(void *arg)
 		PgcbClaimed *c = &(*cs->out)[r];
 		bool		isnull;
 		text	   *body;
+		Datum		d;
 
 		c->id = DatumGetInt64(get_col(r, 1, &isnull));
 		memcpy(&c->event_id, DatumGetUUIDP(get_col(r, 2, &isnull)), sizeof(pg_uuid_t));
@@ -720,6 +721,10 @@ claim_step(void *arg)
 		c->body = MemoryContextAlloc(cs->cxt, c->body_len + 1);
 		memcpy(c->body, VARDATA_ANY(body), c->body_len);
 		c->body[c->body_len] = '\0';
+		d = get_col(r, 6, &isnull);
+		c->traceparent = isnull ? NULL : MemoryContextStrdup(cs->cxt, TextDatumGetCString(d));
+		d = get_col(r, 7, &isnull);
+		c->tracestate = isnull ? NULL : MemoryContextStrdup(cs->cxt, TextDatumGetCString(d));
 	}
 	SPI_finish();
 	cs->got = got;

@@ -21,6 +21,8 @@ typedef struct PgcbClaimed
 	int			attempts;		/* attempts made before this claim */
 	char	   *body;
 	int			body_len;
+	char	   *traceparent;	/* W3C trace context, NULL when none */
+	char	   *tracestate;
 } PgcbClaimed;
 
 /* Whether the extension is installed; if so, it cannot be dropped before commit. */

@@ -57,6 +57,24 @@ PG_FUNCTION_INFO_V1(verify_signature);
 static EVP_MAC *hmac_impl = NULL;
 
 /*
+ * HMAC contexts already keyed, one per recent key: keying (the digest
+ * fetched by name, the key hashed into the inner and outer pads) cost
+ * three quarters of a signature; a copy of a keyed context costs little.
+ * A handful of keys covers the endpoints a worker signs for in a burst;
+ * beyond, the oldest entry is freed (OpenSSL clears it).
+ */
+#define KEYED_SLOTS 16
+
+typedef struct KeyedMac
+{
+	PgcbKey		key;
+	EVP_MAC_CTX *ctx;			/* NULL: free slot */
+} KeyedMac;
+
+static KeyedMac keyed[KEYED_SLOTS];
+static int	keyed_next = 0;
+
+/*
  * True when b64[0..len) is canonical standard base64 (alphabet A-Z a-z 0-9
  * + /, padded to a multiple of 4, '=' only at the end).  pg_b64_decode()
  * alone would accept characters after a '=', which no encoder writes.
@@ -189,44 +207,72 @@ mac_update_sliced(EVP_MAC_CTX *ctx, const char *data, size_t len)
 	return true;
 }
 
-void
-pgcb_sign(const PgcbKey *key, const char *msg_id, int64_t timestamp,
-		  const char *body, size_t body_len, char *out)
+/* An HMAC-SHA256 context keyed with key, from the cache (not to be freed). */
+static EVP_MAC_CTX *
+keyed_mac(const PgcbKey *key)
 {
-	char		ts[24];
-	int			ts_len;
 	char		digest_name[] = "SHA256";
 	OSSL_PARAM	params[2];
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	size_t		mac_len = 0;
 	EVP_MAC_CTX *ctx;
-	volatile bool ok = false;
-	int			n;
+	KeyedMac   *slot;
 
+	for (int i = 0; i < KEYED_SLOTS; i++)
+	{
+		if (keyed[i].ctx != NULL && keyed[i].key.len == key->len &&
+			CRYPTO_memcmp(keyed[i].key.bytes, key->bytes, key->len) == 0)
+			return keyed[i].ctx;
+	}
 	if (hmac_impl == NULL)
 	{
 		hmac_impl = EVP_MAC_fetch(NULL, "HMAC", NULL);
 		if (hmac_impl == NULL)
 			elog(ERROR, "OpenSSL has no HMAC implementation");
 	}
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0);
+	params[1] = OSSL_PARAM_construct_end();
+	ctx = EVP_MAC_CTX_new(hmac_impl);
+	if (ctx == NULL)
+		elog(ERROR, "HMAC-SHA256 failed in OpenSSL");
+	if (!EVP_MAC_init(ctx, key->bytes, key->len, params))
+	{
+		EVP_MAC_CTX_free(ctx);
+		elog(ERROR, "HMAC-SHA256 failed in OpenSSL");
+	}
+	slot = &keyed[keyed_next];
+	keyed_next = (keyed_next + 1) % KEYED_SLOTS;
+	if (slot->ctx != NULL)
+		EVP_MAC_CTX_free(slot->ctx);
+	explicit_bzero(&slot->key, sizeof(slot->key));
+	memcpy(&slot->key, key, sizeof(PgcbKey));
+	slot->ctx = ctx;
+	return ctx;
+}
+
+void
+pgcb_sign(const PgcbKey *key, const char *msg_id, int64_t timestamp,
+		  const char *body, size_t body_len, char *out)
+{
+	char		ts[24];
+	int			ts_len;
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	size_t		mac_len = 0;
+	EVP_MAC_CTX *ctx;
+	volatile bool ok = false;
+	int			n;
 
 	ts_len = snprintf(ts, sizeof(ts), "%lld", (long long) timestamp);
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-												 digest_name, 0);
-	params[1] = OSSL_PARAM_construct_end();
 
 	/*
 	 * Streamed rather than concatenated, so a large body is not copied.
 	 * OpenSSL memory is not palloc'd: the context is freed on the way out of
 	 * an interrupt too.
 	 */
-	ctx = EVP_MAC_CTX_new(hmac_impl);
+	ctx = EVP_MAC_CTX_dup(keyed_mac(key));
 	if (ctx == NULL)
 		elog(ERROR, "HMAC-SHA256 failed in OpenSSL");
 	PG_TRY();
 	{
-		ok = EVP_MAC_init(ctx, key->bytes, key->len, params) &&
-			mac_update_sliced(ctx, msg_id, strlen(msg_id)) &&
+		ok = mac_update_sliced(ctx, msg_id, strlen(msg_id)) &&
 			EVP_MAC_update(ctx, (const unsigned char *) ".", 1) &&
 			EVP_MAC_update(ctx, (const unsigned char *) ts, ts_len) &&
 			EVP_MAC_update(ctx, (const unsigned char *) ".", 1) &&

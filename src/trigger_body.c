@@ -16,6 +16,7 @@
 #include "event.h"
 #include "pg_callback.h"
 #include "row_json.h"
+#include "tracecontext.h"
 #include "trigger.h"
 
 /*
@@ -104,6 +105,8 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	ev.event_type = event_type;
 	ev.body = body.data;
 	ev.body_len = body.len;
+	/* the writing transaction's SET LOCAL callback.traceparent, if any */
+	pgcb_trace_for_event(NULL, NULL, &ev.traceparent, &ev.tracestate);
 	pgcb_event_enqueue(&ev);
 	pfree(body.data);
 }

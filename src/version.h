@@ -16,7 +16,8 @@
 #error "PGCB_VERSION is set by the Makefile from pg_callback.control"
 #endif
 
-/* 1.1: the engine reads the endpoints' batch options and queue.batch_id */
+/* 1.1: the engine reads the endpoints' batch options and queue.batch_id,
+ * and the claim the trace context (traceparent, tracestate) */
 #define PGCB_SCHEMA_MIN_VERSION "1.1"
 
 typedef enum PgcbSchemaFit

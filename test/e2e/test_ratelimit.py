@@ -300,3 +300,30 @@ def test_retry_after_slows_the_endpoint_down(cluster, receiver, endpoint_factory
         ("after a %d with Retry-After: 2 the endpoint kept receiving requests at its full "
          "rate (%d within 1.5 s, at %r s): the %d did not slow the endpoint down, only "
          "that one delivery" % (status, len(others_soon), others_soon, status))
+
+
+def test_503_without_retry_after_does_not_hold_the_endpoint(cluster, receiver, endpoint_factory):
+    """A 503 without Retry-After is an ordinary failure: that delivery is
+    retried by its schedule (3 s here, which a hold of the endpoint would
+    take as its length), and the endpoint is not held back: its other
+    deliveries keep coming at the rate limit (5/s: about 7 in 1.5 s)."""
+    n = 12
+    path, name, etype = "/plain503", "rl_plain503", "rl.plain503"
+    receiver.script(path, [(503, {}, "unavailable")])
+    endpoint_factory(name, receiver.url(path), event_types=[etype],
+                     rate_limit=5, rate_burst=1, retry_schedule=["3 seconds"],
+                     failure_threshold=100)
+    enqueue_many(cluster, etype, n)
+    assert receiver.wait_for(n + 1, path, timeout=30), \
+        "only %d of %d requests arrived" % (receiver.count(path), n + 1)
+    wait_all_delivered(cluster, name, n, timeout=30)
+
+    reqs = sorted(receiver.requests(path), key=lambda r: r.monotonic)
+    t_failed = reqs[0].monotonic
+    others_soon = [round(r.monotonic - t_failed, 2) for r in reqs[1:]
+                   if r.monotonic - t_failed < 1.5]
+    record_figure("ratelimit: plain 503 at 5/s: %d other requests within 1.5 s after it"
+                  % len(others_soon))
+    assert len(others_soon) >= 2, \
+        ("a 503 without Retry-After held the endpoint: only %d requests within 1.5 s "
+         "after it (at %r s), at 5/s" % (len(others_soon), others_soon))
