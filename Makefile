@@ -8,10 +8,12 @@ OBJS = \
 	src/pg_callback.o \
 	src/guc.o \
 	src/shmem.o \
+	src/epshare.o \
 	src/event.o \
 	src/trigger.o \
 	src/trigger_body.o \
 	src/trigger_stmt.o \
+	src/trigger_key.o \
 	src/backfill.o \
 	src/route_cache.o \
 	src/queue_insert.o \

@@ -32,6 +32,7 @@
 
 #include "batch.h"
 #include "delivery.h"
+#include "epshare.h"
 #include "guc.h"
 #include "hooks.h"
 #include "http.h"
@@ -74,6 +75,7 @@ typedef struct PgcbRequest
 } PgcbRequest;
 
 static PgcbWorkerSlot *my_slot = NULL;
+static int	my_slotno = -1;
 static int	my_claimed_by = -1;
 static HTAB *endpoints = NULL;
 static MemoryContext engine_cxt = NULL;
@@ -109,6 +111,7 @@ pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
 	HASHCTL		info;
 
 	my_slot = slot;
+	my_slotno = slot != NULL ? (int) (slot - pgcb_shared->workers) : -1;
 	my_claimed_by = claimed_by;
 	/* only the worker must never wait: see queue.c, LOCK_MARK */
 	pgcb_queue_set_skip_locked(slot != NULL);
@@ -309,6 +312,53 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * Several workers (epshare.c): what this worker decided about ep's breaker
+ * or hold becomes the shared state; share_sync() reads it back after each
+ * load.  A backend (process_callbacks) keeps to its own copy.
+ */
+static void
+share_fill(PgcbEndpoint *ep, PgcbEpBreaker *b)
+{
+	b->state = ep->breaker;
+	b->changed_at = ep->breaker_changed_at;
+	b->table_at = ep->breaker_table_at;
+	b->failures = ep->consecutive_failures;
+	b->hold_until = ep->hold_until;
+	b->gen = ep->share_gen;
+}
+
+static void
+share_push(PgcbEndpoint *ep)
+{
+	PgcbEpBreaker b;
+
+	if (my_slot == NULL)
+		return;
+	share_fill(ep, &b);
+	pgcb_epshare_push(MyDatabaseId, ep->id, &b);
+	ep->share_gen = b.gen;
+}
+
+static void
+share_sync(PgcbEndpoint *ep)
+{
+	PgcbEpBreaker b;
+
+	if (my_slot == NULL)
+		return;
+	share_fill(ep, &b);
+	/* the load adopted a breaker time from the table that we had not seen */
+	if (pgcb_epshare_sync(MyDatabaseId, ep->id, ep->breaker_table_at != ep->share_table_at, &b))
+		ep->breaker_dirty = false;	/* another worker decided later, and writes it */
+	ep->breaker = b.state;
+	ep->breaker_changed_at = b.changed_at;
+	ep->breaker_table_at = ep->share_table_at = b.table_at;
+	ep->consecutive_failures = b.failures;
+	ep->hold_until = b.hold_until;
+	ep->share_gen = b.gen;
+}
+
 static void
 breaker_set(PgcbEndpoint *ep, char state, const char *reason)
 {
@@ -318,6 +368,7 @@ breaker_set(PgcbEndpoint *ep, char state, const char *reason)
 	ep->breaker_changed_at = GetCurrentTimestamp();
 	ep->breaker_reason = reason;
 	ep->breaker_dirty = true;
+	share_push(ep);
 }
 
 static PgcbOutcome *
@@ -350,7 +401,7 @@ typedef struct PgcbAttempt
 {
 	int64		delivery_id;
 	pg_uuid_t	event_id;
-	int			endpoint_id;
+	int			endpoint_id;	/* its in-flight slot is given back */
 	int			attempt;		/* from 1 */
 	TimestampTz started_at;
 	long		status;			/* HTTP status; 0: no response (or no HTTP) */
@@ -443,16 +494,21 @@ settle(PgcbEndpoint *ep, const PgcbAttempt *a)
 		}
 	}
 
+	if (my_slot)
+		pgcb_epshare_release(my_slotno, MyDatabaseId, a->endpoint_id, 1);
 	if (ep)
 	{
 		if (d.verdict == PGCB_DELIVERED)
 		{
-			ep->consecutive_failures = 0;
+			ep->consecutive_failures = my_slot == NULL ? 0 :
+				pgcb_epshare_failures(MyDatabaseId, ep->id, 0, 0);
 			breaker_set(ep, 'c', NULL);
 		}
 		else if (d.counts_as_failure)
 		{
-			ep->consecutive_failures++;
+			/* counted over all the database's workers */
+			ep->consecutive_failures = my_slot == NULL ? ep->consecutive_failures + 1 :
+				pgcb_epshare_failures(MyDatabaseId, ep->id, 1, ep->consecutive_failures);
 			if (ep->breaker == 'h' ||
 				(ep->breaker == 'c' && ep->consecutive_failures >= ep->failure_threshold))
 			{
@@ -471,6 +527,7 @@ settle(PgcbEndpoint *ep, const PgcbAttempt *a)
 				Min(Max(a->retry_after_ms, 0), pgcb_retry_after_max_ms);
 
 			ep->hold_until = Max(ep->hold_until, TimestampTzPlusMilliseconds(now, hold_ms));
+			share_push(ep);
 		}
 	}
 	MemoryContextSwitchTo(old);
@@ -512,6 +569,7 @@ finish_request(CURL *easy, CURLcode result)
 		a.retry_after_ms = pgcb_retry_parse_retry_after(h->value);
 
 	a.delivery_id = req->delivery_id;
+	a.endpoint_id = req->endpoint_id;
 	a.event_id = req->event_id;
 	a.attempt = req->attempt;
 	a.started_at = req->started_at;
@@ -733,7 +791,9 @@ pgcb_delivery_flush(void)
 			states[n_breakers] = ep->breaker == 'c' ? "closed" : ep->breaker == 'o' ? "open" : "half_open";
 			reasons[n_breakers] = ep->breaker_reason;
 			at[n_breakers] = ep->breaker_changed_at;
-			seen[n_breakers] = ep->breaker_table_at;
+			/* what any of the database's workers last wrote or read there */
+			seen[n_breakers] = my_slot == NULL ? ep->breaker_table_at :
+				pgcb_epshare_table_at(MyDatabaseId, ep->id, ep->breaker_table_at);
 			n_breakers++;
 		}
 	}
@@ -758,7 +818,9 @@ pgcb_delivery_flush(void)
 				continue;
 			ep->breaker_dirty = false;
 			/* if a resume wins instead, the next load sees it differ */
-			ep->breaker_table_at = at[i];
+			ep->breaker_table_at = ep->share_table_at = at[i];
+			if (my_slot)
+				pgcb_epshare_written(MyDatabaseId, ep->id, at[i]);
 		}
 	}
 
@@ -861,9 +923,19 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 		want = Min(want, Max(1, pgcb_batch_size / ep->batch_size));
 	if (want <= 0)
 		return 0;
+	/* several workers: the cap and the single probe hold for all (epshare.c) */
+	if (my_slot)
+	{
+		want = pgcb_epshare_reserve(my_slotno, MyDatabaseId, ep->id, want,
+									pgcb_max_inflight_per_endpoint, ep->breaker != 'c');
+		if (want <= 0)
+			return 0;
+	}
 
 	/* the probe takes its token like any request: max_rate holds for all */
 	granted = pgcb_ratelimit_take(MyDatabaseId, ep->id, ep->rate, ep->burst, want, &wait_ms);
+	if (my_slot && granted < want)
+		pgcb_epshare_release(my_slotno, MyDatabaseId, ep->id, want - granted);
 	/* bounded before it becomes microseconds: the sum must not overflow */
 	if (granted < want && wait_ms > 0)
 		note_due(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -969,6 +1041,7 @@ notify_attempt(PgcbEndpoint *ep, PgcbClaimed *c, const char *channel)
 	PgcbAttempt a = {0};
 
 	a.delivery_id = c->id;
+	a.endpoint_id = c->endpoint_id;
 	a.event_id = c->event_id;
 	a.endpoint_id = ep->id;
 	a.attempt = c->attempts + 1;
@@ -990,6 +1063,65 @@ cmp_claimed(const void *a, const void *b)
 	int64		y = ((const PgcbClaimed *) b)->id;
 
 	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * ordering: claim for the endpoints asked, the ordered ones one by one
+ * through their own statement (queue.c, PLAN_CLAIM_ORDERED), the others
+ * together.  Rows go to *out, in request_cxt.
+ */
+static int
+claim_for(int n_want, const int *ids, const int *counts, int lease_ms, PgcbClaimed **out)
+{
+	int		   *plain_ids = palloc(sizeof(int) * n_want);
+	int		   *plain_counts = palloc(sizeof(int) * n_want);
+	int			n_plain = 0;
+	int			got = 0;
+
+	*out = NULL;
+	for (int k = 0; k < n_want; k++)
+	{
+		PgcbEndpoint *ep = hash_search(endpoints, &ids[k], HASH_FIND, NULL);
+
+		if (ep == NULL || !ep->ordered)
+		{
+			plain_ids[n_plain] = ids[k];
+			plain_counts[n_plain++] = counts[k];
+		}
+	}
+	if (n_plain > 0)
+		got = pgcb_queue_claim(n_plain, plain_ids, plain_counts, my_claimed_by, lease_ms,
+							   out, request_cxt);
+	for (int k = 0; k < n_want; k++)
+	{
+		PgcbEndpoint *ep = hash_search(endpoints, &ids[k], HASH_FIND, NULL);
+		PgcbClaimed *more;
+		TimestampTz next_retry;
+		int			m;
+
+		if (ep == NULL || !ep->ordered)
+			continue;
+		m = pgcb_queue_claim_ordered(ids[k], counts[k], my_claimed_by, lease_ms,
+									 &more, request_cxt, &next_retry);
+		/* a key waits for its head's retry: wake then, not at the next poll */
+		note_due(next_retry);
+		if (*out == NULL)
+		{
+			*out = more;
+			got = m;
+			continue;
+		}
+		if (m > 0)
+		{
+			*out = repalloc(*out, sizeof(PgcbClaimed) * (got + m));
+			memcpy(*out + got, more, sizeof(PgcbClaimed) * m);
+			got += m;
+		}
+		pfree(more);
+	}
+	pfree(plain_ids);
+	pfree(plain_counts);
+	return got;
 }
 
 /*
@@ -1050,7 +1182,11 @@ claim_batches(int *ids, int *counts, int *n_want, int lease_ms)
 	for (int j = 0; j < n_b; j++)
 	{
 		if (b_got[j] < b_counts[j])
+		{
 			pgcb_ratelimit_give_back(MyDatabaseId, b_ids[j], b_counts[j] - b_got[j]);
+			if (my_slot)
+				pgcb_epshare_release(my_slotno, MyDatabaseId, b_ids[j], b_counts[j] - b_got[j]);
+		}
 		else
 			more_due = true;
 	}
@@ -1081,6 +1217,9 @@ pgcb_delivery_cycle(int max_new)
 
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+		share_sync(ep);
 
 	next_due_at = 0;
 	more_due = false;
@@ -1126,8 +1265,9 @@ pgcb_delivery_cycle(int max_new)
 	if (n_want == 0)
 		return started;
 
-	got = pgcb_queue_claim(n_want, ids, counts, my_claimed_by, lease_ms, &claimed, request_cxt);
-	qsort(claimed, got, sizeof(PgcbClaimed), cmp_claimed);
+	got = claim_for(n_want, ids, counts, lease_ms, &claimed);
+	if (got > 1)
+		qsort(claimed, got, sizeof(PgcbClaimed), cmp_claimed);
 	for (int i = 0; i < got; i++)
 	{
 		PgcbClaimed *c = &claimed[i];
@@ -1165,7 +1305,11 @@ pgcb_delivery_cycle(int max_new)
 	for (int k = 0; k < n_want; k++)
 	{
 		if (got_per[k] < counts[k])
+		{
 			pgcb_ratelimit_give_back(MyDatabaseId, ids[k], counts[k] - got_per[k]);
+			if (my_slot)
+				pgcb_epshare_release(my_slotno, MyDatabaseId, ids[k], counts[k] - got_per[k]);
+		}
 		else
 		{
 			more_due = true;	/* it took all it asked for: maybe more are due */

@@ -32,6 +32,7 @@ typedef struct PgcbEndpoint
 	int			failure_threshold;
 	int64		cooldown_ms;
 	bool		active;			/* enabled and not paused */
+	bool		ordered;		/* one event per ordering key at a time */
 	char	   *transform;		/* hooks (hooks.c), "schema.name"; NULL: none */
 	char	   *on_response;
 	char	   *owner;			/* the role hooks run as */
@@ -56,6 +57,10 @@ typedef struct PgcbEndpoint
 	const char *breaker_reason;
 	bool		gone;			/* answered 410: disable at next write-back */
 	TimestampTz hold_until;		/* a 429 (or 503 with Retry-After) holds the endpoint */
+
+	/* several workers: the shared state as last synced (epshare.c) */
+	uint64		share_gen;
+	TimestampTz share_table_at;
 } PgcbEndpoint;
 
 /* What one finished attempt left behind, waiting for the write-back. */

@@ -348,6 +348,7 @@ uint64
 pgcb_event_enqueue(PgcbEventRow *ev)
 {
 	const int32 *endpoint_ids;
+	const bool *ordered;
 	int			n;
 	bool		any_unpaused;
 	int			body_len = ev->body_len;
@@ -355,13 +356,32 @@ pgcb_event_enqueue(PgcbEventRow *ev)
 	check_body_size(body_len);
 	new_event_id(&ev->event_id);
 	/* routing: route_cache.c; the rows: queue_insert.c */
-	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &any_unpaused);
-	pgcb_queue_insert(ev, endpoint_ids, n);
+	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &any_unpaused, &ordered);
+	/* ordering: the trigger's key costs nothing unless an endpoint orders */
+	if (ordered != NULL && ev->ordering_key == NULL && ev->ordering_key_fn != NULL)
+		ev->ordering_key = ev->ordering_key_fn(ev->ordering_key_arg);
+	pgcb_queue_insert(ev, endpoint_ids, ordered, n);
 
 	/* a paused endpoint's events wait for resume_endpoint(), which wakes */
 	if (any_unpaused)
 		wake_worker_at_commit();
 	return n;
+}
+
+/*
+ * ordering: an ordering key given to enqueue(): at most PGCB_ORDERING_KEY_MAX
+ * bytes (it is kept in a btree index), no NUL (a text cannot hold one).
+ */
+const char *
+pgcb_event_check_key(const char *key)
+{
+	if (strlen(key) > PGCB_ORDERING_KEY_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ordering key of %zu bytes is too long", strlen(key)),
+				 errhint("Give a key of at most %d bytes, such as the id of the row or customer whose events must stay in order.",
+						 PGCB_ORDERING_KEY_MAX)));
+	return key;
 }
 
 /* One delivery to endpoint_id, whatever its patterns: it was named. */
@@ -370,19 +390,9 @@ pgcb_event_enqueue_to(PgcbEventRow *ev, int32 endpoint_id)
 {
 	check_body_size(ev->body_len);
 	new_event_id(&ev->event_id);
-	pgcb_queue_insert(ev, &endpoint_id, 1);
+	/* ordering: no key (a backfill is not ordered against live events) */
+	pgcb_queue_insert(ev, &endpoint_id, NULL, 1);
 	wake_worker_at_commit();
-}
-
-/* An option of enqueue() that this build does not have yet: refused, never ignored. */
-static void
-refuse_unsupported_arg(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_NARGS() > argno && !PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("enqueue(%s => ...) is not supported by this build", name),
-				 errhint("Leave %s out.", name)));
 }
 
 /* A text argument of enqueue(), or NULL when not given. */
@@ -420,7 +430,8 @@ enqueue(PG_FUNCTION_ARGS)
 	event_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	payload = PG_GETARG_JSONB_P(1);
 	pgcb_event_check_type(event_type, false, "event type");
-	refuse_unsupported_arg(fcinfo, 2, "key");
+	if (PG_NARGS() > 2 && !PG_ARGISNULL(2))
+		ev.ordering_key = pgcb_event_check_key(text_to_cstring(PG_GETARG_TEXT_PP(2)));
 	/* checked before anything is built or queued (tracecontext.c) */
 	pgcb_trace_for_event(optional_arg(fcinfo, 3), optional_arg(fcinfo, 4),
 						 &ev.traceparent, &ev.tracestate);

@@ -25,6 +25,9 @@ typedef struct PgcbEventRow
 	const char *body;			/* the exact bytes to send */
 	int			body_len;
 	const char *ordering_key;	/* ordered endpoints: one event per key at a time */
+	/* or, when NULL, made by this only if an ordered endpoint gets the event */
+	char	   *(*ordering_key_fn) (void *arg);
+	void	   *ordering_key_arg;
 	const char *traceparent;	/* W3C trace context sent with every attempt */
 	const char *tracestate;
 } PgcbEventRow;
@@ -37,6 +40,11 @@ typedef struct PgcbEventRow
  */
 extern uint64 pgcb_event_enqueue(PgcbEventRow *ev);
 
+/* Longest ordering key, in bytes (a btree index holds it). */
+#define PGCB_ORDERING_KEY_MAX 1024
+
+/* ordering: key, if it is a valid ordering key; else an error. */
+extern const char *pgcb_event_check_key(const char *key);
 /*
  * Insert one queue row for endpoint_id alone (no routing), as
  * pgcb_event_enqueue does for each endpoint it routes to.

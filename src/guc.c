@@ -22,6 +22,7 @@
 #include "tracecontext.h"
 
 char	   *pgcb_database_name = NULL;
+int			pgcb_workers_per_database = 1;
 int			pgcb_max_workers = 8;
 int			pgcb_max_inflight = 256;
 int			pgcb_max_inflight_per_endpoint = 128;
@@ -143,6 +144,11 @@ pgcb_guc_init(void)
 							"A database beyond this waits for a slot; callback.callback_databases shows which.",
 							&pgcb_max_workers, 8, 1, PGCB_MAX_WORKERS,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("callback.workers_per_database",
+							"Delivery workers per served database.",
+							"They claim disjoint work and share rate limits, breakers and in-flight caps; all count against callback.max_workers.",
+							&pgcb_workers_per_database, 1, 1, PGCB_MAX_WORKERS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("callback.max_inflight",
 							"Most HTTP requests in flight at once, per worker.",
 							NULL, &pgcb_max_inflight, 256, 1, 10000,

@@ -7,6 +7,7 @@
 
 extern char *pgcb_database_name;
 extern int	pgcb_max_workers;
+extern int	pgcb_workers_per_database;
 extern int	pgcb_max_inflight;
 extern int	pgcb_max_inflight_per_endpoint;
 extern int	pgcb_batch_size;

@@ -16,8 +16,12 @@
  *
  * A slot is (database, worker number within the database): the number is
  * what the worker claims with, so that a restarted worker returns its own
- * claims whichever slot it lands in.  Today each database has one worker
- * (number 0); several per database are more numbers, not a new design.
+ * claims whichever slot it lands in.  A database has
+ * callback.workers_per_database of them (numbers 0 .. n-1): its first
+ * worker is started as above; the others are added while slots are free,
+ * after every waiting database has its first (callback_databases says when
+ * a database runs with fewer).  Lowering the setting stops the highest
+ * numbers; their claims come back by lease expiry.
  *
  * It connects to no database, only to the shared catalogs.  All it knows
  * lives in shared memory (shmem.h) except the handles and its probe
@@ -58,6 +62,8 @@ typedef struct Run
 {
 	BackgroundWorkerHandle *handle; /* NULL: slot free */
 	Oid			dboid;
+	int			db_worker;		/* its number within the database */
+	pid_t		pid;			/* once started */
 	TimestampTz started_at;
 } Run;
 
@@ -160,6 +166,34 @@ run_of(Oid dboid)
 	return NULL;
 }
 
+/* How many workers dboid has (started or starting), and whether number w is one. */
+static int
+runs_of(Oid dboid, int w, bool *has_w)
+{
+	int			n = 0;
+
+	if (has_w)
+		*has_w = false;
+	for (int i = 0; i < PGCB_MAX_WORKERS; i++)
+		if (runs[i].handle != NULL && runs[i].dboid == dboid)
+		{
+			n++;
+			if (has_w && runs[i].db_worker == w)
+				*has_w = true;
+		}
+	return n;
+}
+
+/* Stop dboid's workers numbered at or above callback.workers_per_database. */
+static void
+stop_surplus(Oid dboid)
+{
+	for (int i = 0; i < PGCB_MAX_WORKERS; i++)
+		if (runs[i].handle != NULL && runs[i].dboid == dboid &&
+			runs[i].db_worker >= pgcb_workers_per_database)
+			TerminateBackgroundWorker(runs[i].handle);
+}
+
 /* Read pg_database again: new databases are probed, dropped ones forgotten. */
 static void
 scan_databases(TimestampTz now)
@@ -233,9 +267,9 @@ set_state(PgcbDatabase *db, PgcbDatabaseState state, PgcbDatabaseReason reason,
 	db->reason = reason;
 }
 
-/* Start the worker for db in a free slot (lock held); false if none started. */
+/* Start worker number w of db in a free slot (lock held); false if none started. */
 static bool
-start_worker(PgcbDatabase *db, TimestampTz now)
+start_worker(PgcbDatabase *db, int w, TimestampTz now)
 {
 	char		name[BGW_MAXLEN];
 	BackgroundWorker bgw;
@@ -253,7 +287,7 @@ start_worker(PgcbDatabase *db, TimestampTz now)
 
 	memset(&args, 0, sizeof(args));
 	args.dboid = db->dboid;
-	args.db_worker = 0;
+	args.db_worker = w;
 	strlcpy(args.datname, db_name(db->dboid), NAMEDATALEN);
 
 	snprintf(name, sizeof(name), "%s %d", PGCB_WORKER_TYPE, slotno);
@@ -270,8 +304,11 @@ start_worker(PgcbDatabase *db, TimestampTz now)
 		return false;
 	}
 	runs[slotno].dboid = db->dboid;
+	runs[slotno].db_worker = w;
+	runs[slotno].pid = 0;
 	runs[slotno].started_at = now;
-	set_state(db, PGCB_DB_STARTING, PGCB_WHY_NONE, now);
+	if (db->state != PGCB_DB_SERVED)
+		set_state(db, PGCB_DB_STARTING, PGCB_WHY_NONE, now);
 	return true;
 }
 
@@ -286,13 +323,17 @@ reap_worker(Run *r, TimestampTz now)
 {
 	PgcbDatabase *db;
 
+	Run		   *other;
+
 	pfree(r->handle);
 	r->handle = NULL;
+	other = run_of(r->dboid);
 	LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
 	db = pgcb_shmem_find_database(r->dboid, false);
 	if (db != NULL)
 	{
-		db->worker_pid = 0;
+		if (db->worker_pid == r->pid || other == NULL)
+			db->worker_pid = other != NULL ? other->pid : 0;
 		/* ABSENT: the worker said so in the log; EXCLUDED: we did */
 		if (db->state != PGCB_DB_ABSENT && db->state != PGCB_DB_EXCLUDED)
 		{
@@ -302,7 +343,9 @@ reap_worker(Run *r, TimestampTz now)
 				db->restart_delay_ms = Min(Max(db->restart_delay_ms * 2, RESTART_DELAY_MIN_MS),
 										   RESTART_DELAY_MAX_MS);
 			db->next_start_at = TimestampTzPlusMilliseconds(now, db->restart_delay_ms);
-			set_state(db, PGCB_DB_RESTARTING, PGCB_WHY_BACKOFF, now);
+			/* with workers left it stays served; the missing one comes back later */
+			if (other == NULL)
+				set_state(db, PGCB_DB_RESTARTING, PGCB_WHY_BACKOFF, now);
 		}
 	}
 	LWLockRelease(pgcb_shared->lock);
@@ -329,6 +372,7 @@ watch_workers(TimestampTz now)
 		}
 		if (status != BGWH_STARTED)
 			continue;
+		r->pid = pid;
 		LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
 		db = pgcb_shmem_find_database(r->dboid, false);
 		if (db != NULL && db->state == PGCB_DB_STARTING)
@@ -341,14 +385,18 @@ watch_workers(TimestampTz now)
 			db->worker_pid = pid;
 			set_state(db, PGCB_DB_SERVED, PGCB_WHY_NONE, now);
 		}
+		else if (db != NULL && db->state == PGCB_DB_SERVED && db->worker_pid == 0)
+			db->worker_pid = pid;
 		LWLockRelease(pgcb_shared->lock);
 	}
 }
 
 /*
  * Go over the database table (lock held): stop what must not be served,
- * restart what is due, and hand free slots to the databases that wait, the
- * longest-waiting first.  Returns the ms until a restart is due, or -1.
+ * restart what is due, hand free slots to the databases that wait, the
+ * longest-waiting first, and then to the served databases that have fewer
+ * than callback.workers_per_database workers.  Returns the ms until a
+ * restart is due, or -1.
  */
 static long
 assign_slots(TimestampTz now)
@@ -356,27 +404,28 @@ assign_slots(TimestampTz now)
 	int			busy = 0;
 	long		next_ms = -1;
 	bool		done[PGCB_MAX_DATABASES];
+	bool		top_up[PGCB_MAX_DATABASES];
 
 	for (int i = 0; i < PGCB_MAX_DATABASES; i++)
 	{
 		PgcbDatabase *db = &pgcb_shared->databases[i];
 		Known	   *k;
-		Run		   *r;
+		int			n_runs;
 
 		done[i] = true;
+		top_up[i] = false;
 		if (db->state == PGCB_DB_FREE || db->state == PGCB_DB_ABSENT)
 			continue;
 		k = find_known(db->dboid);
-		r = run_of(db->dboid);
+		n_runs = runs_of(db->dboid, -1, NULL);
+		busy += n_runs;
 		if (k == NULL)
 		{
 			/* dropped, or too new for our last scan */
-			if (db->since < scanned_at && r == NULL)
+			if (db->since < scanned_at && n_runs == 0)
 				db->state = PGCB_DB_FREE;
 			else
 				rescan = true;
-			if (r != NULL)
-				busy++;
 			continue;
 		}
 		if (!k->info.servable || !pgcb_guc_database_wanted(k->info.name))
@@ -385,18 +434,17 @@ assign_slots(TimestampTz now)
 
 			set_state(db, PGCB_DB_EXCLUDED, why, now);
 			say_once(db, why);
-			if (r != NULL)
-			{
-				TerminateBackgroundWorker(r->handle);
-				busy++;
-			}
+			for (int j = 0; j < PGCB_MAX_WORKERS; j++)
+				if (runs[j].handle != NULL && runs[j].dboid == db->dboid)
+					TerminateBackgroundWorker(runs[j].handle);
 			continue;
 		}
 		if (db->state == PGCB_DB_EXCLUDED)
 			set_state(db, PGCB_DB_WANTED, PGCB_WHY_NONE, now);
-		if (db->state == PGCB_DB_STARTING || db->state == PGCB_DB_SERVED || r != NULL)
+		stop_surplus(db->dboid);
+		if (db->state == PGCB_DB_STARTING || db->state == PGCB_DB_SERVED || n_runs > 0)
 		{
-			busy++;
+			top_up[i] = true;
 			continue;
 		}
 		if (db->state == PGCB_DB_RESTARTING)
@@ -406,7 +454,8 @@ assign_slots(TimestampTz now)
 				db->reason = PGCB_WHY_HELD;
 			else if (now >= db->next_start_at)
 			{
-				if (!start_worker(db, now))
+				/* its first worker takes the slot kept */
+				if (!start_worker(db, 0, now))
 					rescan = true;
 			}
 			else
@@ -446,8 +495,45 @@ assign_slots(TimestampTz now)
 			set_state(first, PGCB_DB_WAITING, PGCB_WHY_MAX_WORKERS, now);
 			say_once(first, PGCB_WHY_MAX_WORKERS);
 		}
-		else if (start_worker(first, now))
+		else if (start_worker(first, 0, now))
+		{
 			busy++;
+			top_up[first_i] = true;
+		}
+	}
+
+	/* served databases: their further workers, while slots are free */
+	for (int i = 0; i < PGCB_MAX_DATABASES; i++)
+	{
+		PgcbDatabase *db = &pgcb_shared->databases[i];
+		bool		fewer = false;
+
+		if (!top_up[i] || pgcb_shmem_held(db->dboid))
+			continue;
+		for (int w = 0; w < pgcb_workers_per_database; w++)
+		{
+			bool		has_w;
+
+			(void) runs_of(db->dboid, w, &has_w);
+			if (has_w)
+				continue;
+			if (now < db->next_start_at)
+			{
+				long		ms = (long) ((db->next_start_at - now) / 1000) + 1;
+
+				next_ms = next_ms < 0 ? ms : Min(next_ms, ms);
+				fewer = true;
+				break;
+			}
+			if (busy >= pgcb_max_workers || !start_worker(db, w, now))
+			{
+				fewer = true;
+				break;
+			}
+			busy++;
+		}
+		if (db->state == PGCB_DB_SERVED)
+			db->reason = fewer ? PGCB_WHY_FEWER_WORKERS : PGCB_WHY_NONE;
 	}
 	return next_ms;
 }

@@ -41,6 +41,7 @@ enum
 	PLAN_BREAKERS,
 	PLAN_RELEASE,
 	PLAN_STATS,
+	PLAN_CLAIM_ORDERED,			/* ordering: see its statement */
 	PLAN_EVENT,
 	PLAN_HOOK_ERROR,
 	NUM_PLANS
@@ -103,6 +104,8 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"       pg_catalog.now(), "
 	/* batches: events per request, how long a partial batch may wait (batch.c) */
 	"       e.batch_size, (extract(epoch FROM e.batch_window) OPERATOR(pg_catalog.*) 1000)::bigint, "
+	/* ordering: one event per key at a time (PLAN_CLAIM_ORDERED) */
+	"       e.ordered, "
 	/* hooks: see hooks.c */
 	"       e.transform, e.on_response, e.owner::pg_catalog.text "
 	"  FROM callback.callback_endpoints e",
@@ -331,6 +334,71 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"    last_error = coalesce(excluded.last_error, s.last_error)) "
 	"SELECT (SELECT pg_catalog.jsonb_agg(h) FROM h)::pg_catalog.text",
 
+	/*
+	 * ordering: the claim of one ordered endpoint ($1), up to $2 rows.  A
+	 * row with a key is claimable only as the head of its key: the lowest
+	 * id of that (endpoint, key) still pending or sending.  The keys are
+	 * walked through the partial index callback_queue_ordering (part 97)
+	 * one index probe each (k), and each key's head is one more (h); a key
+	 * whose head is in flight, or waits for a retry, gives nothing.  Rows
+	 * without a key are claimed as on any endpoint.  Several claimers: a
+	 * head claimed by a transaction that committed after our snapshot is
+	 * locked again here and, being 'sending' now, fails the recheck of
+	 * FOR UPDATE; a later row of the key is never a head while that one is
+	 * open, in any snapshot that sees it (ids of one key are taken in
+	 * commit order: see the README on ordering).  The last row (id NULL)
+	 * carries the earliest retry time of a waiting head, for the wake-up.
+	 */
+	"WITH RECURSIVE k(key) AS ("
+	"  (SELECT q.ordering_key FROM callback.callback_queue q "
+	"    WHERE q.endpoint_id OPERATOR(pg_catalog.=) $1 AND q.ordering_key IS NOT NULL "
+	"      AND q.status OPERATOR(pg_catalog.=) ANY ('{pending,sending}'::callback.delivery_status[]) "
+	"    ORDER BY q.ordering_key LIMIT 1) "
+	"  UNION ALL "
+	"  SELECT (SELECT q.ordering_key FROM callback.callback_queue q "
+	"           WHERE q.endpoint_id OPERATOR(pg_catalog.=) $1 AND q.ordering_key IS NOT NULL "
+	"             AND q.ordering_key OPERATOR(pg_catalog.>) k.key "
+	"             AND q.status OPERATOR(pg_catalog.=) ANY ('{pending,sending}'::callback.delivery_status[]) "
+	"           ORDER BY q.ordering_key LIMIT 1) "
+	"    FROM k WHERE k.key IS NOT NULL), "
+	"h AS MATERIALIZED ("
+	"  SELECT f.id, f.status, f.next_attempt_at FROM k CROSS JOIN LATERAL ("
+	"    SELECT q.id, q.status, q.next_attempt_at FROM callback.callback_queue q "
+	"     WHERE q.endpoint_id OPERATOR(pg_catalog.=) $1 AND q.ordering_key IS NOT NULL "
+	"       AND q.ordering_key OPERATOR(pg_catalog.=) k.key "
+	"       AND q.status OPERATOR(pg_catalog.=) ANY ('{pending,sending}'::callback.delivery_status[]) "
+	"     ORDER BY q.id LIMIT 1) f "
+	"   WHERE k.key IS NOT NULL), "
+	"c AS ("
+	"  SELECT q.id FROM callback.callback_queue q "
+	"   WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY("
+	"           SELECT h.id FROM h WHERE h.status OPERATOR(pg_catalog.=) 'pending' "
+	"              AND h.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
+	"           UNION ALL "
+	"           SELECT * FROM (SELECT n.id FROM callback.callback_queue n "
+	"                           WHERE n.endpoint_id OPERATOR(pg_catalog.=) $1 "
+	"                             AND n.status OPERATOR(pg_catalog.=) 'pending' "
+	"                             AND n.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
+	"                             AND n.ordering_key IS NULL "
+	"                           ORDER BY n.next_attempt_at LIMIT $2) x)) "
+	"     AND q.status OPERATOR(pg_catalog.=) 'pending' "
+	"     AND q.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
+	"   ORDER BY q.next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED), "
+	"u AS ("
+	"  UPDATE callback.callback_queue q "
+	"     SET status = 'sending', claimed_by = $4, "
+	"         lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
+	"                            ($3 OPERATOR(pg_catalog.*) interval '1 millisecond') "
+	"   WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.id FROM c)) "
+	"  RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.traceparent, q.tracestate) "
+	"SELECT u.id, u.event_id, u.endpoint_id, u.attempts, u.body, u.traceparent, u.tracestate, "
+	"       NULL::pg_catalog.timestamptz FROM u "
+	"UNION ALL "
+	"SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+	"       (SELECT pg_catalog.min(h.next_attempt_at) FROM h "
+	"         WHERE h.status OPERATOR(pg_catalog.=) 'pending' "
+	"           AND h.next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now())",
+
 	/* The event an on_response hook is given. */
 	[PLAN_EVENT] =
 	"SELECT q.body FROM callback.callback_queue q WHERE q.id OPERATOR(pg_catalog.=) $1",
@@ -344,6 +412,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 static const int plan_nargs[NUM_PLANS] = {
 	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 9,[PLAN_EXISTING] = 1,
 	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 4,[PLAN_STATS] = 1,
+	[PLAN_CLAIM_ORDERED] = 4,
 	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 3,
 };
 
@@ -358,6 +427,7 @@ static const Oid plan_types[NUM_PLANS][9] = {
 	TIMESTAMPTZARRAYOID},
 	[PLAN_RELEASE] = {BOOLOID, INT4OID, BOOLOID, INT8ARRAYOID},
 	[PLAN_STATS] = {TEXTARRAYOID},
+	[PLAN_CLAIM_ORDERED] = {INT4OID, INT4OID, FLOAT8OID, INT4OID},
 	[PLAN_EVENT] = {INT8OID},
 	[PLAN_HOOK_ERROR] = {INT8OID, INT4OID, TEXTOID},
 };
@@ -646,11 +716,12 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 		/* batches: see batch.c */
 		ep->batch_size = DatumGetInt32(get_col(r, 19, &isnull));
 		ep->batch_window_ms = DatumGetInt64(get_col(r, 20, &isnull));
-		d = get_col(r, 21, &isnull);
-		ep->transform = isnull ? NULL : TextDatumGetCString(d);
+		ep->ordered = DatumGetBool(get_col(r, 21, &isnull));
 		d = get_col(r, 22, &isnull);
-		ep->on_response = isnull ? NULL : TextDatumGetCString(d);
+		ep->transform = isnull ? NULL : TextDatumGetCString(d);
 		d = get_col(r, 23, &isnull);
+		ep->on_response = isnull ? NULL : TextDatumGetCString(d);
+		d = get_col(r, 24, &isnull);
 		ep->owner = isnull ? NULL : TextDatumGetCString(d);
 		MemoryContextSwitchTo(old);
 	}
@@ -695,6 +766,29 @@ typedef struct ClaimStep
 	int			got;
 } ClaimStep;
 
+/* Claimed row r of the SPI result (id, event_id, endpoint_id, attempts, body) into c. */
+static void
+read_claimed(int r, PgcbClaimed *c, MemoryContext cxt)
+{
+	bool		isnull;
+	text	   *body;
+	Datum		d;
+
+	c->id = DatumGetInt64(get_col(r, 1, &isnull));
+	memcpy(&c->event_id, DatumGetUUIDP(get_col(r, 2, &isnull)), sizeof(pg_uuid_t));
+	c->endpoint_id = DatumGetInt32(get_col(r, 3, &isnull));
+	c->attempts = DatumGetInt32(get_col(r, 4, &isnull));
+	body = DatumGetTextPP(get_col(r, 5, &isnull));
+	c->body_len = VARSIZE_ANY_EXHDR(body);
+	c->body = MemoryContextAlloc(cxt, c->body_len + 1);
+	memcpy(c->body, VARDATA_ANY(body), c->body_len);
+	c->body[c->body_len] = '\0';
+	d = get_col(r, 6, &isnull);
+	c->traceparent = isnull ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(d));
+	d = get_col(r, 7, &isnull);
+	c->tracestate = isnull ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(d));
+}
+
 static void
 claim_step(void *arg)
 {
@@ -706,26 +800,7 @@ claim_step(void *arg)
 	got = (int) SPI_processed;
 	*cs->out = MemoryContextAlloc(cs->cxt, sizeof(PgcbClaimed) * Max(got, 1));
 	for (int r = 0; r < got; r++)
-	{
-		PgcbClaimed *c = &(*cs->out)[r];
-		bool		isnull;
-		text	   *body;
-		Datum		d;
-
-		c->id = DatumGetInt64(get_col(r, 1, &isnull));
-		memcpy(&c->event_id, DatumGetUUIDP(get_col(r, 2, &isnull)), sizeof(pg_uuid_t));
-		c->endpoint_id = DatumGetInt32(get_col(r, 3, &isnull));
-		c->attempts = DatumGetInt32(get_col(r, 4, &isnull));
-		body = DatumGetTextPP(get_col(r, 5, &isnull));
-		c->body_len = VARSIZE_ANY_EXHDR(body);
-		c->body = MemoryContextAlloc(cs->cxt, c->body_len + 1);
-		memcpy(c->body, VARDATA_ANY(body), c->body_len);
-		c->body[c->body_len] = '\0';
-		d = get_col(r, 6, &isnull);
-		c->traceparent = isnull ? NULL : MemoryContextStrdup(cs->cxt, TextDatumGetCString(d));
-		d = get_col(r, 7, &isnull);
-		c->tracestate = isnull ? NULL : MemoryContextStrdup(cs->cxt, TextDatumGetCString(d));
-	}
+		read_claimed(r, &(*cs->out)[r], cs->cxt);
 	SPI_finish();
 	cs->got = got;
 }
@@ -750,6 +825,64 @@ pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_
 		return 0;
 	}
 	return cs.got;
+}
+
+/* ordering: PLAN_CLAIM_ORDERED, whose last row carries the next retry of a head */
+typedef struct OrderedClaimStep
+{
+	ClaimStep	cs;
+	TimestampTz next_due;
+} OrderedClaimStep;
+
+static void
+ordered_claim_step(void *arg)
+{
+	OrderedClaimStep *os = (OrderedClaimStep *) arg;
+	int			got = 0;
+
+	SPI_connect();
+	run_plan(PLAN_CLAIM_ORDERED, os->cs.values, NULL, false);
+	*os->cs.out = MemoryContextAlloc(os->cs.cxt, sizeof(PgcbClaimed) * Max(SPI_processed, 1));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		d;
+
+		(void) get_col(r, 1, &isnull);
+		if (!isnull)
+		{
+			read_claimed(r, &(*os->cs.out)[got++], os->cs.cxt);
+			continue;
+		}
+		d = get_col(r, 8, &isnull);
+		os->next_due = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+	SPI_finish();
+	os->cs.got = got;
+}
+
+int
+pgcb_queue_claim_ordered(int endpoint_id, int n, int claimed_by, int lease_ms,
+						 PgcbClaimed **out, MemoryContext cxt, TimestampTz *next_due)
+{
+	OrderedClaimStep os;
+
+	os.cs.values[0] = Int32GetDatum(endpoint_id);
+	os.cs.values[1] = Int32GetDatum(n);
+	os.cs.values[2] = Float8GetDatum((double) lease_ms);
+	os.cs.values[3] = Int32GetDatum(claimed_by);
+	os.cs.out = out;
+	os.cs.cxt = cxt;
+	os.cs.got = 0;
+	os.next_due = 0;
+	*next_due = 0;
+	if (!run_step(ordered_claim_step, &os))
+	{
+		*out = MemoryContextAlloc(cxt, sizeof(PgcbClaimed));
+		return 0;
+	}
+	*next_due = os.next_due;
+	return os.cs.got;
 }
 
 static int

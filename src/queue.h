@@ -39,6 +39,14 @@ extern int	pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, i
 							 int lease_ms, PgcbClaimed **out, MemoryContext cxt);
 
 /*
+ * ordering: claim up to n due deliveries of ordered endpoint endpoint_id,
+ * each the oldest open one of its ordering key (rows without a key: any).
+ * *next_due: when a head of a key that waits for a retry is due (0: none).
+ */
+extern int	pgcb_queue_claim_ordered(int endpoint_id, int n, int claimed_by, int lease_ms,
+									 PgcbClaimed **out, MemoryContext cxt, TimestampTz *next_due);
+
+/*
  * The worker (skip = true) never waits on a row lock held by someone else:
  * the writes below then skip such rows and say so, for the caller to try
  * again later.  process_callbacks() (skip = false) waits, as before.

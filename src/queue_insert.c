@@ -432,7 +432,7 @@ set_optional(Datum *values, bool *isnull, AttrNumber attnum, Datum d)
 
 void
 pgcb_queue_insert(const PgcbEventRow *ev,
-				  const int32 *endpoint_ids, int n_endpoints)
+				  const int32 *endpoint_ids, const bool *ordered, int n_endpoints)
 {
 	QueueOpen  *q;
 	QueueShape *s;
@@ -504,7 +504,9 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		isnull[s->att_event_type - 1] = false;
 		values[s->att_body - 1] = body_datum;
 		isnull[s->att_body - 1] = false;
-		set_optional(values, isnull, s->att_ordering_key, key_datum);
+		/* ordering: a key only where it orders (the partial index stays small) */
+		set_optional(values, isnull, s->att_ordering_key,
+					 ordered != NULL && ordered[e] ? key_datum : (Datum) 0);
 		set_optional(values, isnull, s->att_traceparent, traceparent_datum);
 		set_optional(values, isnull, s->att_tracestate, tracestate_datum);
 		ExecStoreVirtualTuple(slot);

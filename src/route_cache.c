@@ -62,6 +62,7 @@
 typedef struct RouteEndpoint
 {
 	int32		id;
+	bool		ordered;		/* ordering: its events carry a key */
 	bool		paused;			/* queued for, but not delivered to now */
 	int			npatterns;
 	char	  **patterns;
@@ -72,6 +73,7 @@ typedef struct RouteMemo
 	char		event_type[PGCB_EVENT_TYPE_MAX + 1];	/* hash key */
 	int			n;
 	int32	   *ids;
+	bool	   *ordered;		/* per id; NULL when none is ordered */
 	bool		any_unpaused;	/* one of them may deliver now: wake the worker */
 } RouteMemo;
 
@@ -160,6 +162,7 @@ rebuild(void)
 	AttrNumber	att_id;
 	AttrNumber	att_enabled;
 	AttrNumber	att_types;
+	AttrNumber	att_ordered;
 	AttrNumber	att_paused;
 	int			cap = 16;
 	uint64		seen;
@@ -190,6 +193,8 @@ rebuild(void)
 	att_id = attnameAttNum(rel, "id", false);
 	att_enabled = attnameAttNum(rel, "enabled", false);
 	att_types = attnameAttNum(rel, "event_types", false);
+	/* ordering: absent from a 1.0 schema, where nothing is ordered */
+	att_ordered = attnameAttNum(rel, "ordered", false);
 	att_paused = attnameAttNum(rel, "paused", false);
 	if (att_id == InvalidAttrNumber || att_enabled == InvalidAttrNumber ||
 		att_types == InvalidAttrNumber || att_paused == InvalidAttrNumber)
@@ -225,6 +230,12 @@ rebuild(void)
 		}
 		ep = &endpoints[n_endpoints++];
 		ep->id = DatumGetInt32(d);
+		ep->ordered = false;
+		if (att_ordered != InvalidAttrNumber)
+		{
+			d = slot_getattr(slot, att_ordered, &isnull);
+			ep->ordered = !isnull && DatumGetBool(d);
+		}
 		d = slot_getattr(slot, att_paused, &isnull);
 		ep->paused = !isnull && DatumGetBool(d);
 		ep->npatterns = 0;
@@ -253,7 +264,8 @@ rebuild(void)
 }
 
 int
-pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused)
+pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused,
+					   const bool **ordered)
 {
 	RouteMemo  *m;
 	bool		found;
@@ -269,12 +281,15 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpa
 	if (!found)
 	{
 		int32	   *matched;
+		bool	   *matched_ordered;
+		bool		any_ordered = false;
 		int			n = 0;
 		bool		unpaused = false;
 
 		if (hash_get_num_entries(memo) >= MEMO_MAX)
 			new_memo();
 		matched = MemoryContextAlloc(memo_cxt, sizeof(int32) * Max(n_endpoints, 1));
+		matched_ordered = MemoryContextAlloc(memo_cxt, sizeof(bool) * Max(n_endpoints, 1));
 
 		for (int e = 0; e < n_endpoints; e++)
 		{
@@ -282,6 +297,8 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpa
 			{
 				if (pgcb_event_type_matches(endpoints[e].patterns[p], event_type))
 				{
+					matched_ordered[n] = endpoints[e].ordered;
+					any_ordered |= endpoints[e].ordered;
 					matched[n++] = endpoints[e].id;
 					unpaused |= !endpoints[e].paused;
 					break;
@@ -291,9 +308,11 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpa
 		m = hash_search(memo, event_type, HASH_ENTER, &found);
 		m->n = n;
 		m->ids = matched;
+		m->ordered = any_ordered ? matched_ordered : NULL;
 		m->any_unpaused = unpaused;
 	}
 	*ids = m->ids;
+	*ordered = m->ordered;
 	*any_unpaused = m->any_unpaused;
 	return m->n;
 }

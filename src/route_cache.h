@@ -11,8 +11,10 @@
  * ascending order; returns their number.  *ids stays valid until the next
  * call.  *any_unpaused: one of them is not paused, so the worker has work
  * when the event commits (events for paused endpoints only wait for
- * resume_endpoint(), which wakes it).
+ * resume_endpoint(), which wakes it).  (*ordered)[i]: whether endpoint i
+ * is ordered (*ordered is NULL when none is), valid as long as *ids.
  */
-extern int	pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused);
+extern int	pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused,
+								   const bool **ordered);
 
 #endif							/* PGCB_ROUTE_CACHE_H */

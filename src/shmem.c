@@ -13,6 +13,7 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
+#include "epshare.h"
 #include "ratelimit.h"
 #include "shmem.h"
 
@@ -28,7 +29,8 @@ pgcb_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(PgcbShared)));
 	RequestAddinShmemSpace(pgcb_ratelimit_shmem_size());
-	RequestNamedLWLockTranche("pg_callback", 2);
+	RequestAddinShmemSpace(pgcb_epshare_shmem_size());
+	RequestNamedLWLockTranche("pg_callback", 3);
 }
 
 static void
@@ -63,6 +65,7 @@ pgcb_shmem_startup(void)
 		}
 	}
 	pgcb_ratelimit_shmem_startup(&GetNamedLWLockTranche("pg_callback")[1].lock);
+	pgcb_epshare_shmem_startup(&GetNamedLWLockTranche("pg_callback")[2].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -289,6 +292,8 @@ pgcb_shmem_detach_worker(int code, Datum arg)
 {
 	PgcbWorkerSlot *slot = (PgcbWorkerSlot *) DatumGetPointer(arg);
 
+	/* its requests in flight are no one's now (epshare.c) */
+	pgcb_epshare_forget_worker((int) (slot - pgcb_shared->workers));
 	LWLockAcquire(pgcb_shared->lock, LW_EXCLUSIVE);
 	slot->pid = 0;
 	slot->latch = NULL;
@@ -405,6 +410,8 @@ pgcb_database_reason_text(PgcbDatabaseReason reason)
 			return "DROP DATABASE in progress";
 		case PGCB_WHY_BACKOFF:
 			return "its worker exited; starting it again after a back-off";
+		case PGCB_WHY_FEWER_WORKERS:
+			return "served by fewer than callback.workers_per_database workers: the other slots of callback.max_workers are taken, or a worker restarts";
 	}
 	return NULL;
 }

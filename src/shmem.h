@@ -88,7 +88,8 @@ typedef enum PgcbDatabaseReason
 	PGCB_WHY_FILTER,			/* callback.database_name leaves it out */
 	PGCB_WHY_TEMPLATE,			/* a template, or connections not allowed */
 	PGCB_WHY_HELD,				/* DROP DATABASE in progress */
-	PGCB_WHY_BACKOFF			/* its worker exited; waiting to restart it */
+	PGCB_WHY_BACKOFF,			/* its worker exited; waiting to restart it */
+	PGCB_WHY_FEWER_WORKERS		/* served, by fewer than workers_per_database */
 } PgcbDatabaseReason;
 
 typedef struct PgcbDatabase

@@ -9,7 +9,9 @@
  *
  * queues "order.insert" / "order.update" / "order.delete" events whose data
  * is {"op","schema","table","new","old"}.  Without an argument the table
- * name is the prefix.  Fired FOR EACH STATEMENT with transition tables it
+ * name is the prefix.  An argument 'key=col1,col2' (after the prefix, or
+ * alone) names the columns of the ordering key, for ordered endpoints
+ * (trigger_key.c; the default is the primary key).  Fired FOR EACH STATEMENT with transition tables it
  * queues the same events, one per row (trigger_stmt.c).
  *
  * Who may choose event types: PostgreSQL checks EXECUTE on callback.trigger()
@@ -107,6 +109,8 @@ callback_trigger(PG_FUNCTION_ARGS)
 	const char *prefix;
 	const char *op;
 	const char *op_lower;
+	const char *key_option = NULL;
+	int			nargs;
 	HeapTuple	new_tuple = NULL;
 	HeapTuple	old_tuple = NULL;
 	char		event_type[PGCB_EVENT_TYPE_MAX + 16];
@@ -124,14 +128,18 @@ callback_trigger(PG_FUNCTION_ARGS)
 
 	trigger = trigdata->tg_trigger;
 	rel = trigdata->tg_relation;
-	if (trigger->tgnargs > 1)
+	/* [prefix] ['key=col,...']: no prefix holds '=' */
+	nargs = trigger->tgnargs;
+	if (nargs > 0 && pgcb_trigger_key_is_option(trigger->tgargs[nargs - 1]))
+		key_option = trigger->tgargs[--nargs];
+	if (nargs > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("callback.trigger() takes at most one argument, the event type prefix"),
-				 errhint("Give one prefix, such as callback.trigger('order'), or none to use the table's name.")));
-	if (trigger->tgnargs == 0)
+				 errmsg("callback.trigger() takes at most an event type prefix and a key option"),
+				 errhint("Give a prefix and, for ordered endpoints, the key columns: callback.trigger('order', 'key=customer_id'); or none to use the table's name and primary key.")));
+	if (nargs == 0)
 		check_owner_is_producer(rel);
-	prefix = trigger->tgnargs == 1 ? trigger->tgargs[0] : RelationGetRelationName(rel);
+	prefix = nargs == 1 ? trigger->tgargs[0] : RelationGetRelationName(rel);
 	/* room for ".insert", ".update" or ".delete" (7 bytes each) */
 	if (strlen(prefix) > PGCB_EVENT_TYPE_MAX - 7 || !pgcb_event_type_is_valid(prefix, false))
 		ereport(ERROR,
@@ -170,9 +178,9 @@ callback_trigger(PG_FUNCTION_ARGS)
 	pgcb_event_check_type(event_type, false, "event type");
 
 	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple);
+		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple, key_option);
 	else
-		pgcb_trigger_stmt_fire(trigdata, event_type, op);
+		pgcb_trigger_stmt_fire(trigdata, event_type, op, key_option);
 
 	return PointerGetDatum(NULL);
 }

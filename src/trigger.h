@@ -14,9 +14,11 @@
 /*
  * Queue the event of one changed row of rel: event type, op ("INSERT",
  * "UPDATE", "DELETE") and the row before and/or after (NULL when absent).
+ * key_option: the trigger's 'key=...' argument, or NULL (primary key).
  */
 extern void pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
-								   HeapTuple new_tuple, HeapTuple old_tuple);
+								   HeapTuple new_tuple, HeapTuple old_tuple,
+								   const char *key_option);
 
 /*
  * Append to body the event of that row change, as pgcb_trigger_row_event
@@ -27,6 +29,20 @@ extern void pgcb_trigger_row_body(StringInfo body, Relation rel, const char *eve
 
 /* FOR EACH STATEMENT: one event per row of the transition tables. */
 extern void pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type,
-								   const char *op);
+								   const char *op, const char *key_option);
+
+/* ordering (trigger_key.c): where a row's ordering key comes from. */
+typedef struct PgcbKeySource
+{
+	Relation	rel;
+	HeapTuple	tuple;			/* the new row, or the old one of a DELETE */
+	const char *option;			/* 'key=col,...', or NULL: the primary key */
+} PgcbKeySource;
+
+/* Whether a trigger argument is the key option ('key=...'). */
+extern bool pgcb_trigger_key_is_option(const char *arg);
+
+/* The ordering key of a PgcbKeySource (palloc'd), or NULL: none. */
+extern char *pgcb_trigger_key(void *arg);
 
 #endif							/* PGCB_TRIGGER_H */

@@ -95,10 +95,11 @@ pgcb_trigger_row_body(StringInfo body, Relation rel, const char *event_type, con
 
 void
 pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
-					   HeapTuple new_tuple, HeapTuple old_tuple)
+					   HeapTuple new_tuple, HeapTuple old_tuple, const char *key_option)
 {
 	StringInfoData body;
 	PgcbEventRow ev = {0};
+	PgcbKeySource key = {rel, new_tuple ? new_tuple : old_tuple, key_option};
 
 	initStringInfo(&body);
 	pgcb_trigger_row_body(&body, rel, event_type, op, new_tuple, old_tuple);
@@ -107,6 +108,9 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	ev.body_len = body.len;
 	/* the writing transaction's SET LOCAL callback.traceparent, if any */
 	pgcb_trace_for_event(NULL, NULL, &ev.traceparent, &ev.tracestate);
+	/* ordering: made only if an ordered endpoint gets the event */
+	ev.ordering_key_fn = pgcb_trigger_key;
+	ev.ordering_key_arg = &key;
 	pgcb_event_enqueue(&ev);
 	pfree(body.data);
 }

@@ -55,7 +55,8 @@ next_row(Tuplestorestate *ts, TupleTableSlot *slot, bool *should_free)
 }
 
 void
-pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char *op)
+pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char *op,
+					   const char *key_option)
 {
 	Relation	rel = trigdata->tg_relation;
 	Trigger    *trigger = trigdata->tg_trigger;
@@ -117,7 +118,7 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 			elog(ERROR, "transition tables of an UPDATE differ in length");
 		if (old_tuple == NULL && new_tuple == NULL)
 			break;
-		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple);
+		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple, key_option);
 	}
 
 	ExecClearTuple(old_slot);

@@ -9,7 +9,7 @@ import time
 
 from parts import drain, latency, trigger
 
-ORDER = ["drain", "trigger", "keepup", "latency", "metrics", "batch"]
+ORDER = ["drain", "trigger", "keepup", "latency", "metrics", "batch", "scaleout"]
 
 
 def table(parts, modules):

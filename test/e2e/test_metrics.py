@@ -503,7 +503,8 @@ def prom_and_view(cluster):
         "SELECT callback.prometheus_metrics(), "
         "       (SELECT json_agg(m) FROM callback.callback_metrics m), "
         "       (SELECT json_agg(h) FROM callback.callback_health h), "
-        "       (SELECT json_agg(w) FROM callback.worker_stats() w)")[0]
+        "       (SELECT json_agg(w) FROM (SELECT w.*, d.datname FROM callback.worker_stats() w "
+        "          LEFT JOIN pg_database d ON d.oid = w.database) w)")[0]
     return text, view or [], health or [], workers or []
 
 
@@ -566,7 +567,8 @@ def test_prometheus_exposition_is_strict_and_equals_the_view(cluster, mixed_run,
     for h in health:
         assert fams["pg_callback_endpoint_health"].value(endpoint=h["endpoint"]) == codes[h["status"]]
     for w in workers:
-        assert fams["pg_callback_worker_sent_total"].value(slot=str(w["slot"])) == w["sent"]
+        assert fams["pg_callback_worker_sent_total"].value(
+            slot=str(w["slot"]), database=w["datname"]) == w["sent"]
 
 
 def test_prometheus_stays_valid_after_endpoints_are_dropped(cluster, receiver):
