@@ -26,6 +26,7 @@ OBJS = \
 	src/queue.o \
 	src/batch.o \
 	src/http.o \
+	src/amqp_transport.o \
 	src/retry.o \
 	src/sign.o \
 	src/netpolicy.o \
@@ -55,7 +56,7 @@ ISOLATION_OPTS = --load-extension=pg_callback
 # -Wextra, less the warnings PostgreSQL's own headers raise.
 PG_CFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 PG_CPPFLAGS += -I$(srcdir)/src -DPGCB_VERSION='"$(EXTVERSION)"'
-SHLIB_LINK += -lcurl -lcrypto
+SHLIB_LINK += -lcurl -lcrypto -lrabbitmq
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

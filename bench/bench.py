@@ -23,6 +23,9 @@ Parts:
               1,000,000 attempts (one week of per-minute rollups).
   7. scaleout the drain with callback.workers_per_database 1, 2 and 4, and
               an ordered endpoint with 1,000 keys (1 and 4 workers).
+  8. amqp     publishes/s to a private rabbitmq-server (publisher confirms,
+              persistent) beside HTTP deliveries/s to nginx: each alone,
+              then both at once, in the same worker.
 
 Writes bench/out/results.json, results.md and bench.png.
 """
@@ -36,12 +39,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lib import report  # noqa: E402
 from lib.env import Env  # noqa: E402
-from parts import batch, drain, keepup, latency, metrics, scaleout, trigger  # noqa: E402
+from parts import amqp, batch, drain, keepup, latency, metrics, scaleout, trigger  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
 MODULES = {"drain": drain, "trigger": trigger, "keepup": keepup, "latency": latency, "metrics": metrics,
-           "batch": batch, "scaleout": scaleout}
+           "batch": batch, "scaleout": scaleout, "amqp": amqp}
 
 
 def bench(args):
@@ -75,7 +78,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 run, small sizes, 3 s trigger variants (a few minutes)")
     ap.add_argument("--runs", type=int, help="runs of drain, keepup, latency, metrics (default 3, 1 with --quick)")
-    ap.add_argument("--only", help="comma-separated parts: drain,trigger,keepup,latency,metrics,batch,scaleout")
+    ap.add_argument("--only", help="comma-separated parts: drain,trigger,keepup,latency,metrics,batch,scaleout,amqp")
     ap.add_argument("--profile", action="store_true",
                     help="perf record the worker (drain) and the cluster (trigger, keep-up) in the first "
                          "run; reports in bench/out/perf-*.txt")

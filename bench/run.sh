@@ -10,7 +10,7 @@
 # Other options are passed to bench/bench.py (see `bash bench/run.sh --help`):
 #   --runs N, --profile (perf record of the worker / the cluster into bench/out/perf-*.txt),
 #   --trigger-seconds S, --trigger-rounds N, --bulk-rows N (the trigger part),
-#   --only drain,trigger,keepup,latency,metrics,batch,
+#   --only drain,trigger,keepup,latency,metrics,batch,amqp,
 #   --no-install (no apt-get), --no-build (use the pg_callback already installed)
 #
 # It installs what it needs from Debian (unless everything is already there),
@@ -57,8 +57,8 @@ fi
 
 # ------------------------------------------------------------------ packages
 PKGS=(postgresql-15 postgresql-client-15 postgresql-server-dev-15 build-essential
-      libcurl4-openssl-dev libssl-dev nginx-light wrk python3 python3-psycopg2
-      python3-matplotlib)
+      libcurl4-openssl-dev libssl-dev librabbitmq-dev nginx-light wrk python3 python3-psycopg2
+      python3-matplotlib rabbitmq-server python3-pika)
 if [ "$INSTALL" = 1 ]; then
     missing=()
     for p in "${PKGS[@]}"; do

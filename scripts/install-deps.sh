@@ -12,6 +12,7 @@ packages=(
     python3 python3-pytest python3-psycopg2
     libipc-run-perl prometheus prometheus-postgres-exporter
     ansible ansible-lint
+    librabbitmq-dev rabbitmq-server python3-pika
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)

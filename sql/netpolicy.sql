@@ -254,3 +254,15 @@ SELECT u, callback.redact_url(u) AS in_messages, callback.redact_url(u, false) A
                ('https://user:pw@example.com/hooks?token=abc#frag'), ('https://example.com/#frag'),
                ('http://[::1]:8080/p?q=1'), ('http://a@b@example.com/'), ('http:u:pw@example.com'),
                ('u:pw@example.com/x'), ('not a url'), ('')) v(u);
+
+-- amqp:// and amqps:// (issue 13): parsed by librabbitmq, the same address
+-- policy, the password never repeated, the vhost kept where paths are kept.
+SELECT u, pg_temp.endpoint_error($$SELECT callback.validate_url($1)$$, u) AS error
+  FROM (VALUES ('amqp://app:s3cret@example.com:5672/%2F?exchange=orders&routing_key=k'),
+               ('amqps://app:s3cret@example.com/prod?mandatory=false'),
+               ('AMQP://example.com'), ('amqp://app:s3cret@/vh'), ('amqp://app:s3cret@example.com:0/'),
+               ('amqp://app:s3cret@example.com/a/b'), ('amqp://app:s3cret@example.com/?queue=s3cret'),
+               ('amqp://app:s3cret@example.com/?exchange=a%20b'), ('amqp://app:s3cret@10.0.0.1/'),
+               ('amqp://app:s3cret@[::1]:5672/'), ('amqp:app:s3cret@example.com')) v(u);
+SELECT callback.redact_url('amqp://app:s3cret@example.com:5672/prod?exchange=orders') AS in_messages,
+       callback.redact_url('amqp://app:s3cret@example.com:5672/prod?exchange=orders', false) AS for_monitors;

@@ -30,6 +30,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "amqp_transport.h"
 #include "batch.h"
 #include "delivery.h"
 #include "epshare.h"
@@ -56,7 +57,7 @@ typedef struct PgcbRequest
 	char	   *body;
 	int			body_len;
 	PgcbBatch  *batch;			/* batches: the deliveries it carries; NULL: one */
-	CURL	   *easy;
+	CURL	   *easy;			/* NULL: an amqp publish (amqp.c) */
 	TimestampTz started_at;
 	dlist_node	node;			/* in live_requests while in flight */
 	char	   *response;		/* head of the body, allocated up front */
@@ -131,6 +132,7 @@ pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
 	endpoints = hash_create("pg_callback endpoints", 64, &info,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	pgcb_http_init();
+	pgcb_amqp_init();
 }
 
 static void
@@ -195,6 +197,57 @@ trace_headers(PgcbRequest *req, PgcbClaimed *c, struct curl_slist *next)
 	return &req->trace[0];
 }
 
+/* What every started attempt counts, whatever its transport. */
+static void
+note_started(PgcbEndpoint *ep, PgcbRequest *req)
+{
+	ep->inflight++;
+	inflight++;
+	if (my_slot)
+	{
+		pg_atomic_write_u64(&my_slot->inflight, inflight);
+		pg_atomic_fetch_add_u64(&my_slot->bytes_sent, req->body_len);
+	}
+}
+
+/*
+ * The amqp transport's way to send an attempt: the same id, timestamp and
+ * signature as an HTTP attempt, as message properties and headers.  A batch
+ * is one message (its array body), with its events' ids in a header; its
+ * type, and its routing key unless the URL names one, is "batch".
+ */
+static void
+start_publish(PgcbEndpoint *ep, PgcbRequest *req, const char *msg_id, int64 ts,
+			  const char *event_type)
+{
+	PgcbAmqpMessage m;
+	char	  **headers = ep->headers;
+	int			n_headers = ep->n_headers;
+
+	if (req->batch != NULL)
+	{
+		headers = palloc(sizeof(char *) * (n_headers + 1));
+		memcpy(headers, ep->headers, sizeof(char *) * n_headers);
+		headers[n_headers++] = req->batch->ids_header;
+		event_type = "batch";
+	}
+
+	m.body = req->body;
+	m.body_len = req->body_len;
+	m.event_type = event_type;
+	m.webhook_id = msg_id;
+	m.timestamp = ts;
+	m.signature = strchr(req->sig_header, ' ') + 1;
+	m.headers = headers;
+	m.n_headers = n_headers;
+	dlist_push_tail(&live_requests, &req->node);
+	req->started_at = GetCurrentTimestamp();
+	pgcb_amqp_publish(ep->id, ep->url, ep->timeout_ms, &m, req);
+	note_started(ep, req);
+	if (headers != ep->headers)
+		pfree(headers);
+}
+
 static void
 start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 {
@@ -219,8 +272,6 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	req->attempt = c->attempts + 1;
 	req->body = c->body;
 	req->body_len = c->body_len;
-	req->response_cap = pgcb_max_response_bytes;
-	req->response = palloc(req->response_cap + 1);
 	req->response_len = 0;
 
 	/* webhook-id: stable across retries, unique across reinstalls */
@@ -248,6 +299,19 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 		pgcb_sign(&ep->previous_key, msg_id, ts, req->body, req->body_len, sig);
 		snprintf(req->sig_header + len, sizeof(req->sig_header) - len, " %s", sig);
 	}
+	if (pgcb_amqp_is_url(ep->url))
+	{
+		start_publish(ep, req, msg_id, ts, batch ? NULL : c->event_type);
+		if (batch == NULL)
+			pfree(c->event_type);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	/* a batch's head is formed by batch.c, without an event type */
+	if (batch == NULL)
+		pfree(c->event_type);
+	req->response_cap = pgcb_max_response_bytes;
+	req->response = palloc(req->response_cap + 1);
 	for (int i = 0; i < ep->n_headers; i++)
 	{
 		struct curl_slist *l = curl_slist_append(req->extra, ep->headers[i]);
@@ -302,13 +366,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 
 	req->started_at = GetCurrentTimestamp();
 	pgcb_http_start(easy);
-	ep->inflight++;
-	inflight++;
-	if (my_slot)
-	{
-		pg_atomic_write_u64(&my_slot->inflight, inflight);
-		pg_atomic_fetch_add_u64(&my_slot->bytes_sent, req->body_len);
-	}
+	note_started(ep, req);
 	MemoryContextSwitchTo(old);
 }
 
@@ -550,6 +608,46 @@ settle(PgcbEndpoint *ep, const PgcbAttempt *a)
 	}
 }
 
+/* What every finished attempt gives back, whatever its transport. */
+static void
+end_request(PgcbEndpoint *ep, PgcbRequest *req)
+{
+	if (ep)
+		ep->inflight--;
+	inflight--;
+	if (my_slot)
+		pg_atomic_write_u64(&my_slot->inflight, inflight);
+	dlist_delete(&req->node);
+	curl_slist_free_all(req->extra);
+	if (req->easy != NULL)
+	{
+		pgcb_http_easy_put(req->easy);
+		pfree(req->response);
+	}
+	pfree(req->body);
+	if (req->tracestate_header)
+		pfree(req->tracestate_header);
+	if (req->batch != NULL)
+	{
+		pgcb_batch_free(req->batch);
+		pfree(req->batch);
+	}
+	pfree(req);
+}
+
+/* The attempt's fields that every transport knows from its request. */
+static void
+attempt_of(PgcbRequest *req, PgcbAttempt *a)
+{
+	a->delivery_id = req->delivery_id;
+	a->endpoint_id = req->endpoint_id;
+	a->event_id = req->event_id;
+	a->attempt = req->attempt;
+	a->started_at = req->started_at;
+	a->batch = req->batch;
+	a->retry_after_ms = -1;
+}
+
 static void
 finish_request(CURL *easy, CURLcode result)
 {
@@ -560,20 +658,13 @@ finish_request(CURL *easy, CURLcode result)
 	struct curl_header *h;
 
 	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+	attempt_of(req, &a);
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &a.status);
 	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
-	a.retry_after_ms = -1;
 	if (result != CURLE_OK)
 		a.status = 0;
 	else if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
 		a.retry_after_ms = pgcb_retry_parse_retry_after(h->value);
-
-	a.delivery_id = req->delivery_id;
-	a.endpoint_id = req->endpoint_id;
-	a.event_id = req->event_id;
-	a.attempt = req->attempt;
-	a.started_at = req->started_at;
-	a.batch = req->batch;
 	a.latency_ms = (double) total_us / 1000.0;
 	if (req->response_len > 0)
 	{
@@ -597,36 +688,48 @@ finish_request(CURL *easy, CURLcode result)
 		MemoryContextSwitchTo(old);
 	}
 	settle(ep, &a);
-	if (ep)
-		ep->inflight--;
+	end_request(ep, req);
+}
 
-	inflight--;
-	if (my_slot)
-		pg_atomic_write_u64(&my_slot->inflight, inflight);
-	dlist_delete(&req->node);
-	curl_slist_free_all(req->extra);
-	pgcb_http_easy_put(easy);
-	pfree(req->body);
-	pfree(req->response);
-	if (req->tracestate_header)
-		pfree(req->tracestate_header);
-	if (req->batch != NULL)
-	{
-		pgcb_batch_free(req->batch);
-		pfree(req->batch);
-	}
-	pfree(req);
+/*
+ * A publish: delivered when the broker confirmed it; a failure no retry
+ * can mend (a missing exchange, an unroutable message) dead at once, as an
+ * HTTP 4xx would be; anything else retried.  No HTTP status is recorded.
+ */
+static void
+finish_publish(PgcbRequest *req, const PgcbAmqpResult *r)
+{
+	PgcbEndpoint *ep;
+	PgcbAttempt a = {0};
+
+	attempt_of(req, &a);
+	a.delivered = r->ok;
+	a.permanent = !r->ok && r->permanent;
+	a.error = r->ok ? NULL : (char *) r->error;
+	a.latency_ms = r->latency_ms;
+	ep = hash_search(endpoints, &req->endpoint_id, HASH_FIND, NULL);
+	settle(ep, &a);
+	end_request(ep, req);
 }
 
 bool
 pgcb_delivery_wait(long timeout_ms)
 {
-	bool		latch_set = pgcb_http_wait(timeout_ms);
+	long		amqp_ms = pgcb_amqp_ms_until_due();
+	bool		latch_set;
 	CURL	   *easy;
 	CURLcode	result;
+	void	   *owner;
+	PgcbAmqpResult r;
 
+	if (amqp_ms >= 0 && (timeout_ms < 0 || amqp_ms < timeout_ms))
+		timeout_ms = amqp_ms;
+	latch_set = pgcb_http_wait(timeout_ms);
 	while ((easy = pgcb_http_next_done(&result)) != NULL)
 		finish_request(easy, result);
+	pgcb_amqp_poll();
+	while ((owner = pgcb_amqp_next_done(&r)) != NULL)
+		finish_publish((PgcbRequest *) owner, &r);
 	return latch_set;
 }
 
@@ -1016,6 +1119,9 @@ apply_transform(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	}
 	MemoryContextSwitchTo(old);
 	pfree(c->body);
+	/* a batch's head has no event type (batch.c) */
+	if (batch == NULL && c->event_type != NULL)
+		pfree(c->event_type);
 	pfree(error);
 	/* its rate token: the caller gives back what it did not start */
 	if (my_slot)
@@ -1387,9 +1493,12 @@ pgcb_delivery_shutdown(void)
 		PgcbRequest *req = dlist_container(PgcbRequest, node, it.cur);
 
 		dlist_delete(&req->node);
-		pgcb_http_abandon(req->easy);
+		/* a publish has no handle: pgcb_amqp_shutdown forgets it */
+		if (req->easy != NULL)
+			pgcb_http_abandon(req->easy);
 		curl_slist_free_all(req->extra);
 	}
+	pgcb_amqp_shutdown();
 	pgcb_http_shutdown();
 	if (engine_cxt != NULL)
 		MemoryContextDelete(engine_cxt);

@@ -107,12 +107,25 @@ pgcb_http_init(void)
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
 	pgcb_http_apply_settings();
 
-	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	/* the fourth: another transport's descriptor (pgcb_http_wait_also) */
+	wait_set = CreateWaitEventSet(TopMemoryContext, 4);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, epoll_fd, NULL, NULL);
 	running = 0;
 	curl_deadline = 0;
+}
+
+/*
+ * Wake the wait for fd too: another transport (amqp.c) watches its own
+ * sockets through one descriptor, as curl's sit behind epoll_fd.  Once per
+ * pgcb_http_init; the caller polls its descriptor after each wait.
+ */
+void
+pgcb_http_wait_also(int fd)
+{
+	Assert(wait_set != NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, fd, NULL, NULL);
 }
 
 /*
@@ -256,7 +269,7 @@ drive_timer_if_due(void)
 bool
 pgcb_http_wait(long timeout_ms)
 {
-	WaitEvent	events[3];
+	WaitEvent	events[4];
 	int			nevents;
 	bool		latch_set = false;
 	bool		sockets_ready = false;

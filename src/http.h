@@ -22,6 +22,9 @@ extern void pgcb_http_shutdown(void);
 /* Remove a transfer in flight from the multi handle and free its handle. */
 extern void pgcb_http_abandon(CURL *easy);
 
+/* Wake pgcb_http_wait when fd is readable too (another transport's descriptor). */
+extern void pgcb_http_wait_also(int fd);
+
 /* Apply the reload settings kept in the multi handle (callback.max_connections). */
 extern void pgcb_http_apply_settings(void);
 

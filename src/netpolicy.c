@@ -34,6 +34,7 @@
 #include "utils/inet.h"
 #include "utils/jsonb.h"
 
+#include "amqp_transport.h"
 #include "guc.h"
 #include "netpolicy.h"
 #include "notify_target.h"
@@ -629,8 +630,6 @@ pgcb_netpolicy_check_url(const char *url)
 	const char *authority;
 	char	   *password;
 	char	   *shown;
-	struct sockaddr_storage ss;
-	char		why[PGCB_NETPOLICY_WHY_LEN];
 
 	/* notify:channel names no host: notify_target.c judges it */
 	if (pgcb_notify_channel(url) != NULL)
@@ -678,6 +677,13 @@ pgcb_netpolicy_check_url(const char *url)
 				 errhidestmt(true),
 				 errdetail("The URL is empty."),
 				 errhint(NETPOLICY_HINT_URL)));
+
+	/* checked by the parser of the code that will connect (librabbitmq) */
+	if (pgcb_amqp_is_url(url))
+	{
+		pgcb_amqp_check_url(url, shown);
+		return;
+	}
 
 	cu = curl_url();
 	if (cu == NULL)
@@ -745,7 +751,7 @@ pgcb_netpolicy_check_url(const char *url)
 				 errmsg("invalid callback URL \"%s\"", shown),
 				 errhidestmt(true),
 				 errdetail("Its scheme is \"%s\".", scheme ? scheme : ""),
-				 errhint("Only http, https and notify:<channel> are supported.")));
+				 errhint("Only http, https, amqp, amqps and notify:<channel> are supported.")));
 
 	/*
 	 * curl forgives "http:/x" and "http:///x", reading "x" as the host; a
@@ -783,29 +789,36 @@ pgcb_netpolicy_check_url(const char *url)
 				 errdetail("It contains a user name or password."),
 				 errhint("Put credentials in headers, such as {\"Authorization\": \"Basic ...\"}.")));
 
-	/* An address as host: judge it now.  Names wait for connect time. */
+	pgcb_netpolicy_check_host(host, shown);
+}
+
+/*
+ * An address as host is judged now; names wait for connect time, where
+ * each transport checks the address it reached.
+ */
+void
+pgcb_netpolicy_check_host(const char *host, const char *shown)
+{
+	struct sockaddr_storage ss;
+	char		why[PGCB_NETPOLICY_WHY_LEN];
+	char		bare[INET6_ADDRSTRLEN + 2];
+	size_t		hlen = strlen(host);
+
 	memset(&ss, 0, sizeof(ss));
-	if (host[0] == '[')
+	/* [::1] from curl, ::1 from librabbitmq */
+	if (host[0] == '[' && hlen >= 2 && host[hlen - 1] == ']' && hlen - 2 < sizeof(bare))
 	{
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
-		size_t		hlen = strlen(host);
-
-		if (hlen < 2 || host[hlen - 1] != ']')
-			return;				/* cannot happen: curl checked the brackets */
-		host[hlen - 1] = '\0';
-		if (inet_pton(AF_INET6, host + 1, &sin6->sin6_addr) != 1)
-			return;
-		sin6->sin6_family = AF_INET6;
+		memcpy(bare, host + 1, hlen - 2);
+		bare[hlen - 2] = '\0';
+		host = bare;
 	}
+	if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+	/* inet_aton takes every spelling getaddrinfo would */
+	else if (inet_aton(host, &((struct sockaddr_in *) &ss)->sin_addr) != 0)
+		ss.ss_family = AF_INET;
 	else
-	{
-		struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
-
-		/* inet_aton takes every spelling getaddrinfo would */
-		if (inet_aton(host, &sin->sin_addr) == 0)
-			return;
-		sin->sin_family = AF_INET;
-	}
+		return;
 
 	if (!pgcb_netpolicy_address_allowed((struct sockaddr *) &ss, why, sizeof(why)))
 		ereport(ERROR,

@@ -36,11 +36,19 @@ extern char *pgcb_netpolicy_redact_url(const char *url, bool keep_path);
 
 /*
  * ereport(ERROR) with SQLSTATE and hint unless url is notify:<channel>
- * (notify_target.c) or an absolute http or https URL with a host, no user:password, and (when the host is an address
+ * (notify_target.c), an amqp or amqps URL that pgcb_amqp_check_url accepts,
+ * or an absolute http or https URL with a host, no user:password, and (when the host is an address
  * in any spelling inet_aton or inet_pton accepts: 2130706433, 0x7f.1, 127.1,
  * [::1] ...) an address that pgcb_netpolicy_address_allowed admits.
  */
 extern void pgcb_netpolicy_check_url(const char *url);
+
+/*
+ * ereport(ERROR) (42501) when host (a name, an address in any spelling,
+ * bracketed or not) is an address pgcb_netpolicy_address_allowed refuses;
+ * messages show the URL as shown.
+ */
+extern void pgcb_netpolicy_check_host(const char *host, const char *shown);
 
 /*
  * ereport(ERROR) unless headers is a JSON object whose values are strings,

@@ -126,7 +126,8 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"                          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond') "
 	/* = ANY (ARRAY(...)): a join would hash the whole queue */
 	" WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.id FROM c)) "
-	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.traceparent, q.tracestate",
+	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.traceparent, q.tracestate, "
+	"          q.event_type",
 
 	[PLAN_WRITE_BACK] =
 	"WITH o AS ("
@@ -390,11 +391,12 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"         lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
 	"                            ($3 OPERATOR(pg_catalog.*) interval '1 millisecond') "
 	"   WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.id FROM c)) "
-	"  RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.traceparent, q.tracestate) "
+	"  RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.traceparent, q.tracestate, "
+	"            q.event_type) "
 	"SELECT u.id, u.event_id, u.endpoint_id, u.attempts, u.body, u.traceparent, u.tracestate, "
-	"       NULL::pg_catalog.timestamptz FROM u "
+	"       u.event_type, NULL::pg_catalog.timestamptz FROM u "
 	"UNION ALL "
-	"SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+	"SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
 	"       (SELECT pg_catalog.min(h.next_attempt_at) FROM h "
 	"         WHERE h.status OPERATOR(pg_catalog.=) 'pending' "
 	"           AND h.next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now())",
@@ -787,6 +789,7 @@ read_claimed(int r, PgcbClaimed *c, MemoryContext cxt)
 	c->traceparent = isnull ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(d));
 	d = get_col(r, 7, &isnull);
 	c->tracestate = isnull ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(d));
+	c->event_type = MemoryContextStrdup(cxt, TextDatumGetCString(get_col(r, 8, &isnull)));
 }
 
 static void
@@ -854,7 +857,7 @@ ordered_claim_step(void *arg)
 			read_claimed(r, &(*os->cs.out)[got++], os->cs.cxt);
 			continue;
 		}
-		d = get_col(r, 8, &isnull);
+		d = get_col(r, 9, &isnull);
 		os->next_due = isnull ? 0 : DatumGetTimestampTz(d);
 	}
 	SPI_finish();

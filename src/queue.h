@@ -23,6 +23,7 @@ typedef struct PgcbClaimed
 	int			body_len;
 	char	   *traceparent;	/* W3C trace context, NULL when none */
 	char	   *tracestate;
+	char	   *event_type;		/* the routing key of amqp endpoints */
 } PgcbClaimed;
 
 /* Whether the extension is installed; if so, it cannot be dropped before commit. */

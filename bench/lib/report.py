@@ -9,7 +9,7 @@ import time
 
 from parts import drain, latency, trigger
 
-ORDER = ["drain", "trigger", "keepup", "latency", "metrics", "batch", "scaleout"]
+ORDER = ["drain", "trigger", "keepup", "latency", "metrics", "batch", "scaleout", "amqp"]
 
 
 def table(parts, modules):
