@@ -79,6 +79,8 @@ CALL pg_temp.try($$CALL callback.backfill('bf_items', 'regress_bf', 'id > 1) ORD
 CALL pg_temp.try($$CALL callback.backfill('bf_items', 'regress_bf', 'no_such_column = 1')$$);
 CALL pg_temp.try($$CALL callback.backfill('bf_items', 'regress_bf', 'name')$$);
 CALL pg_temp.try($$CALL callback.backfill('bf_items', 'regress_bf', 'id > 1 /* open comment')$$);
+-- a -- comment cannot take the rest of the statement with it
+CALL pg_temp.try($$CALL callback.backfill('bf_items', 'regress_bf', 'true) --')$$);
 -- rights: a producer without SELECT on the table, a reader who is no producer
 CREATE ROLE regress_bf_producer NOLOGIN IN ROLE callback_producer;
 CREATE ROLE regress_bf_reader NOLOGIN;
@@ -102,6 +104,16 @@ SELECT event_type, body::jsonb -> 'data' AS data
 CALL callback.backfill('bf_items', 'regress_bf', 'id > 2', 2, 'item');
 CALL callback.backfill('bf_items', 'regress_bf', 'id > 2', 2, 'item', restart => true);
 SELECT rows_queued, batches, state FROM callback.callback_backfills;
+-- The key is kept as text in ISO formats whatever the session's DateStyle,
+-- so that a resume under another DateStyle reads the same key.
+CREATE TABLE bf_when (at timestamp PRIMARY KEY);
+INSERT INTO bf_when SELECT timestamp '2024-01-01' + g * interval '1 day' FROM generate_series(0, 11) g;
+SET datestyle = 'SQL, DMY';
+CALL callback.backfill('bf_when', 'regress_bf', batch_size => 5);
+RESET datestyle;
+SELECT last_key, rows_queued FROM callback.callback_backfills WHERE relation = 'bf_when'::regclass;
+DELETE FROM callback.callback_queue WHERE event_type = 'bf_when.backfill';
+DROP TABLE bf_when;
 -- an empty table finishes at once
 CREATE TABLE bf_empty (id int PRIMARY KEY);
 CALL callback.backfill('bf_empty', 'regress_bf');

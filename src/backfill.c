@@ -49,6 +49,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -244,7 +245,8 @@ check_where_clause(Backfill *b)
 	bool		ok;
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT FROM ONLY %s WHERE NOT (%s)", b->relname, b->where_clause);
+	/* the newline ends a -- comment inside the clause, as in the query */
+	appendStringInfo(&sql, "SELECT FROM ONLY %s WHERE NOT (%s\n)", b->relname, b->where_clause);
 	cb.callback = where_error_callback;
 	cb.arg = sql.data;
 	cb.previous = error_context_stack;
@@ -320,7 +322,7 @@ build_query(Backfill *b, Relation rel)
 		appendStringInfo(&q, ", ARRAY[%s] FROM ONLY %s WHERE ($1 IS NULL OR ROW(%s) OPERATOR(pg_catalog.>) ROW(%s))",
 						 texts.data, b->relname, cols.data, casts.data);
 		if (b->where_clause)
-			appendStringInfo(&q, " AND (%s)", b->where_clause);
+			appendStringInfo(&q, " AND (%s\n)", b->where_clause);
 		appendStringInfo(&q, " ORDER BY %s LIMIT %d", cols.data, b->batch_size);
 	}
 	else
@@ -328,7 +330,7 @@ build_query(Backfill *b, Relation rel)
 		appendStringInfo(&q, " FROM ONLY %s WHERE %s.ctid OPERATOR(pg_catalog.>=) $1 AND %s.ctid OPERATOR(pg_catalog.<) $2",
 						 b->relname, b->relref, b->relref);
 		if (b->where_clause)
-			appendStringInfo(&q, " AND (%s)", b->where_clause);
+			appendStringInfo(&q, " AND (%s\n)", b->where_clause);
 	}
 	b->query = q.data;
 }
@@ -703,7 +705,23 @@ run_batch(Backfill *b, bool first, int64 *total, MemoryContext batch_cxt)
 	/* the caller's SQL, with the caller's rights */
 	if (OidIsValid(b->pk_index) || from < nblocks)
 	{
+		/*
+		 * The key goes to text and back (the progress row keeps it between
+		 * transactions): its output formats are pinned for the query, so
+		 * that a resume in a session with another DateStyle, IntervalStyle
+		 * or extra_float_digits reads the same key.  ISO leaves DateStyle's
+		 * field order, and so the caller's date literals, as they were.
+		 */
+		int			nest = NewGUCNestLevel();
+
+		(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("intervalstyle", "postgres", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 		rc = SPI_execute_with_args(b->query, OidIsValid(b->pk_index) ? 1 : 2, types, args, nulls, false, 0);
+		AtEOXact_GUC(true, nest);
 		spi_check(rc, SPI_OK_SELECT, "backfill batch");
 		PushActiveSnapshot(GetTransactionSnapshot());
 		n = queue_rows(b, rel, &last_key, &last_key_null);

@@ -49,11 +49,14 @@ CREATE VIEW callback.callback_backfills AS
 SELECT b.id,
        b.relid::pg_catalog.regclass AS relation,
        e.name AS endpoint,
-       b.where_clause,
+       -- what the rows are is for those who may read them
+       CASE WHEN pg_catalog.has_table_privilege(b.relid, 'SELECT') THEN b.where_clause END
+           AS where_clause,
        b.prefix,
        b.prefix OPERATOR(pg_catalog.||) '.backfill' AS event_type,
        b.walk_by,
-       b.last_key,
+       CASE WHEN pg_catalog.has_table_privilege(b.relid, 'SELECT') THEN b.last_key END
+           AS last_key,
        b.rows_queued,
        b.rows_estimated,
        b.batches,
