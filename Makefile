@@ -36,6 +36,7 @@ OBJS = \
 	src/metrics.o \
 	src/drain.o \
 	src/session.o \
+	src/hooks.o \
 	src/version.o
 
 # 1.0 is frozen as shipped.  The upgrade to 1.1 is put together from one part

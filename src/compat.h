@@ -20,6 +20,9 @@
 /* Reserving a GUC prefix: MarkGUCPrefixReserved since 15. */
 #define pgcb_reserve_guc_prefix(prefix) MarkGUCPrefixReserved(prefix)
 
+/* May role run function fn?  (object_aclcheck since 16.) */
+#define pgcb_proc_aclcheck(fn, role) pg_proc_aclcheck((fn), (role), ACL_EXECUTE)
+
 /* Wait-event type used for every wait of ours. */
 #define PGCB_WAIT_EVENT PG_WAIT_EXTENSION
 

@@ -35,6 +35,7 @@
 #include "delivery.h"
 #include "epshare.h"
 #include "guc.h"
+#include "hooks.h"
 #include "http.h"
 #include "netpolicy.h"
 #include "notify_target.h"
@@ -468,6 +469,7 @@ typedef struct PgcbAttempt
 	bool		permanent;		/* a failure no retry can mend: dead at once */
 	double		latency_ms;
 	char	   *response_body;
+	char	   *response_headers;	/* JSON object; only for an on_response hook */
 	const PgcbBatch *batch;		/* batches: its other deliveries share the outcome */
 } PgcbAttempt;
 
@@ -506,11 +508,14 @@ settle(PgcbEndpoint *ep, const PgcbAttempt *a)
 	o = new_outcome();
 	o->delivery_id = a->delivery_id;
 	o->event_id = a->event_id;
+	o->endpoint_id = a->endpoint_id;
 	o->status_code = (int) a->status;
 	o->latency_ms = a->latency_ms;
 	o->started_at = a->started_at;
 	o->next_attempt_at = 0;
 	o->response_body = a->response_body;
+	/* only a final outcome's: on_response reads them */
+	o->response_headers = d.verdict != PGCB_RETRY ? a->response_headers : NULL;
 	if (a->error != NULL)
 		o->error = pstrdup(a->error);
 	else if (d.verdict != PGCB_DELIVERED)
@@ -673,6 +678,15 @@ finish_request(CURL *easy, CURLcode result)
 			req->errbuf[0] ? req->errbuf : (char *) curl_easy_strerror(result);
 
 	ep = hash_search(endpoints, &req->endpoint_id, HASH_FIND, NULL);
+	a.endpoint_id = req->endpoint_id;
+	/* kept only where a hook will read them */
+	if (ep != NULL && ep->on_response != NULL && a.status != 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(outcome_cxt);
+
+		a.response_headers = pgcb_http_headers_json(easy, pgcb_max_response_bytes);
+		MemoryContextSwitchTo(old);
+	}
 	settle(ep, &a);
 	end_request(ep, req);
 }
@@ -752,6 +766,8 @@ renew_outcome_cxt(void)
 			outcomes[i].error = MemoryContextStrdup(fresh, outcomes[i].error);
 		if (outcomes[i].response_body)
 			outcomes[i].response_body = MemoryContextStrdup(fresh, outcomes[i].response_body);
+		if (outcomes[i].response_headers)
+			outcomes[i].response_headers = MemoryContextStrdup(fresh, outcomes[i].response_headers);
 	}
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
@@ -772,6 +788,40 @@ add_pending_stats(char *doc)
 			repalloc(pending_stats, sizeof(char *) * cap_pending_stats);
 	}
 	pending_stats[n_pending_stats++] = doc;
+}
+
+/*
+ * The on_response hooks of the outcomes just written as final, in the
+ * write-back's transaction, after it: a hook's failure (hooks.c undoes
+ * its work) is noted on the attempt, and the outcome stands.  Written
+ * once, so each runs once per final outcome.
+ */
+static void
+run_on_response(const int *final_attempt)
+{
+	for (int i = 0; i < n_outcomes; i++)
+	{
+		PgcbOutcome *o = &outcomes[i];
+		PgcbEndpoint *ep;
+		char	   *event;
+		char	   *error;
+
+		if (final_attempt[i] == 0)
+			continue;
+		ep = hash_search(endpoints, &o->endpoint_id, HASH_FIND, NULL);
+		if (ep == NULL || ep->on_response == NULL)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		event = pgcb_queue_event_body(o->delivery_id);
+		error = pgcb_hooks_on_response(ep->on_response, ep->owner, o->delivery_id, event,
+									   o->status_code, o->response_headers, o->response_body);
+		if (error != NULL)
+		{
+			pgcb_queue_record_hook_error(o->delivery_id, final_attempt[i], error);
+			if (my_slot)
+				pgcb_shmem_set_error(my_slot, error);
+		}
+	}
 }
 
 /*
@@ -801,12 +851,14 @@ pgcb_delivery_flush(void)
 	if (n_outcomes > 0)
 	{
 		bool	   *kept = palloc(sizeof(bool) * n_outcomes);
+		int		   *final_attempt = palloc(sizeof(int) * n_outcomes);
 		char	   *stats;
-		int			n_kept PG_USED_FOR_ASSERTS_ONLY = pgcb_queue_write_back(outcomes, n_outcomes, kept, &stats, engine_cxt);
+		int			n_kept PG_USED_FOR_ASSERTS_ONLY = pgcb_queue_write_back(outcomes, n_outcomes, kept, final_attempt, &stats, engine_cxt);
 		int			k = 0;
 
 		if (stats != NULL)
 			add_pending_stats(stats);
+		run_on_response(final_attempt);
 		for (int i = 0; i < n_outcomes; i++)
 			if (kept[i])
 				outcomes[k++] = outcomes[i];
@@ -1000,6 +1052,91 @@ endpoint_wants(PgcbEndpoint *ep, int room, int share, TimestampTz now)
 }
 
 /*
+ * Replace the claimed body by the endpoint's transform of it (the bytes
+ * then signed and sent); a batch's body (the JSON array of its events) is
+ * transformed whole.  Here, before the request: no transaction may be open
+ * while it is in flight.  False: the transform failed, and that is the
+ * attempt's outcome (of every delivery in a batch), decided by the retry
+ * policy as a failure without a response; not the endpoint's fault, so not
+ * counted by its breaker.
+ */
+static bool
+apply_transform(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
+{
+	MemoryContext old = MemoryContextSwitchTo(request_cxt);
+	char	   *body = c->body;
+	int			body_len = c->body_len;
+	char	   *error;
+	PgcbOutcome *o;
+	PgcbDecision d;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (pgcb_hooks_transform(ep->transform, ep->owner, &body, &body_len, &error))
+	{
+		pfree(c->body);
+		c->body = body;
+		c->body_len = body_len;
+		MemoryContextSwitchTo(old);
+		return true;
+	}
+	MemoryContextSwitchTo(outcome_cxt);
+	d = pgcb_retry_decide(0, -1, c->attempts + 1, ep->max_attempts, ep->schedule_ms, ep->n_schedule);
+	o = new_outcome();
+	o->delivery_id = c->id;
+	o->event_id = c->event_id;
+	o->endpoint_id = ep->id;
+	o->status_code = 0;
+	o->latency_ms = 0;
+	o->started_at = now;
+	o->next_attempt_at = 0;
+	o->response_body = NULL;
+	o->response_headers = NULL;
+	o->error = pstrdup(error);
+	if (d.verdict == PGCB_RETRY)
+	{
+		o->verdict = "pending";
+		o->next_attempt_at = TimestampTzPlusMilliseconds(now, d.delay_ms);
+		note_due(o->next_attempt_at);
+	}
+	else
+	{
+		o->verdict = "dead";
+		if (d.reason)
+			o->error = psprintf("%s (%s)", o->error, d.reason);
+	}
+	if (batch != NULL)
+	{
+		PgcbOutcome first = *o;
+
+		for (int i = 1; i < batch->n; i++)
+		{
+			o = new_outcome();
+			*o = first;
+			o->delivery_id = batch->members[i].id;
+			o->event_id = batch->members[i].event_id;
+		}
+		pgcb_batch_free(batch);
+	}
+	MemoryContextSwitchTo(old);
+	pfree(c->body);
+	/* a batch's head has no event type (batch.c) */
+	if (batch == NULL && c->event_type != NULL)
+		pfree(c->event_type);
+	pfree(error);
+	/* its rate token: the caller gives back what it did not start */
+	if (my_slot)
+	{
+		uint64		n = batch != NULL ? batch->n : 1;
+
+		pg_atomic_fetch_add_u64(&my_slot->failed, n);
+		if (d.verdict == PGCB_DEAD)
+			pg_atomic_fetch_add_u64(&my_slot->dead, n);
+		pgcb_shmem_set_error(my_slot, o->error);
+	}
+	return false;
+}
+
+/*
  * A notify: endpoint's attempt: the notification is queued in this (the
  * claiming) transaction and the caller writes the outcome back in it too,
  * so both commit together.  No HTTP status: the attempt records NULL.
@@ -1012,6 +1149,7 @@ notify_attempt(PgcbEndpoint *ep, PgcbClaimed *c, const char *channel)
 	a.delivery_id = c->id;
 	a.endpoint_id = c->endpoint_id;
 	a.event_id = c->event_id;
+	a.endpoint_id = ep->id;
 	a.attempt = c->attempts + 1;
 	a.started_at = GetCurrentTimestamp();
 	a.retry_after_ms = -1;
@@ -1139,6 +1277,8 @@ claim_batches(int *ids, int *counts, int *n_want, int lease_ms)
 	{
 		ep = hash_search(endpoints, &batches[i].head.endpoint_id, HASH_FIND, NULL);
 		Assert(ep != NULL);
+		if (ep->transform != NULL && !apply_transform(ep, &batches[i].head, &batches[i]))
+			continue;
 		start_request(ep, NULL, &batches[i]);
 		started += batches[i].n;
 		for (int j = 0; j < n_b; j++)
@@ -1159,6 +1299,7 @@ claim_batches(int *ids, int *counts, int *n_want, int lease_ms)
 	pfree(batches);
 	return started;
 }
+
 
 int
 pgcb_delivery_cycle(int max_new)
@@ -1237,11 +1378,15 @@ pgcb_delivery_cycle(int max_new)
 	{
 		PgcbClaimed *c = &claimed[i];
 		const char *channel;
+		bool		transform_failed = false;
 
 		ep = hash_search(endpoints, &c->endpoint_id, HASH_FIND, NULL);
 		Assert(ep != NULL);
+		/* hooks: the endpoint's transform; a failure is the attempt's outcome */
+		if (ep->transform != NULL && !apply_transform(ep, c, NULL))
+			transform_failed = true;
 		/* the transport, by the URL's scheme */
-		if ((channel = pgcb_notify_channel(ep->url)) != NULL)
+		else if ((channel = pgcb_notify_channel(ep->url)) != NULL)
 		{
 			notify_attempt(ep, c, channel);
 			pfree(c->body);
@@ -1253,6 +1398,9 @@ pgcb_delivery_cycle(int max_new)
 			pfree(c->traceparent);
 		if (c->tracestate)
 			pfree(c->tracestate);
+		/* not started: its rate token is given back below */
+		if (transform_failed)
+			continue;
 		for (int k = 0; k < n_want; k++)
 			if (ids[k] == c->endpoint_id)
 				got_per[k]++;

@@ -33,6 +33,9 @@ typedef struct PgcbEndpoint
 	int64		cooldown_ms;
 	bool		active;			/* enabled and not paused */
 	bool		ordered;		/* one event per ordering key at a time */
+	char	   *transform;		/* hooks (hooks.c), "schema.name"; NULL: none */
+	char	   *on_response;
+	char	   *owner;			/* the role hooks run as */
 	PgcbKey		key;
 	bool		has_previous_key;
 	PgcbKey		previous_key;
@@ -65,6 +68,7 @@ typedef struct PgcbOutcome
 {
 	int64		delivery_id;
 	pg_uuid_t	event_id;		/* with the id: the row claimed, not one reusing its id */
+	int			endpoint_id;
 	int			status_code;	/* 0: no response */
 	char	   *error;			/* NULL when delivered */
 	double		latency_ms;
@@ -72,6 +76,7 @@ typedef struct PgcbOutcome
 	TimestampTz next_attempt_at;	/* for a retry */
 	TimestampTz started_at;
 	char	   *response_body;
+	char	   *response_headers;	/* JSON object, only for an on_response hook */
 } PgcbOutcome;
 
 /*

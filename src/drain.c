@@ -20,6 +20,7 @@
 
 #include "delivery.h"
 #include "guc.h"
+#include "hooks.h"
 #include "pg_callback.h"
 #include "queue.h"
 #include "shmem.h"
@@ -48,6 +49,11 @@ process_callbacks(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max %d is out of range", max),
 				 errhint("Give between 1 and 1000000 deliveries.")));
+	if (pgcb_hooks_running())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("process_callbacks() cannot be called from an endpoint's transform or on_response"),
+				 errhint("The delivery engine is running that hook: return, and let the worker deliver.")));
 	if (pgcb_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

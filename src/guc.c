@@ -33,6 +33,7 @@ int			pgcb_connect_timeout_ms = 2000;
 int			pgcb_lease_ms = 60000;
 int			pgcb_max_payload_bytes = 1048576;
 int			pgcb_max_response_bytes = 1024;
+int			pgcb_hook_timeout_ms = 2000;
 int			pgcb_retention_s = 7 * 24 * 3600;
 int			pgcb_retry_after_max_ms = 3600 * 1000;
 double		pgcb_retry_jitter = 0.2;
@@ -187,6 +188,11 @@ pgcb_guc_init(void)
 							"How much of a response body is kept in the attempt history.",
 							NULL, &pgcb_max_response_bytes, 1024, 0, 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("callback.hook_timeout",
+							"Longest an endpoint's transform or on_response function may run per call.",
+							"A call that runs longer is cancelled and counts as a failed attempt (transform) or a recorded hook error (on_response).",
+							&pgcb_hook_timeout_ms, 2000, 1, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("callback.retention",
 							"Default age after which callback.purge() removes finished deliveries and attempts.",
 							NULL, &pgcb_retention_s, 7 * 24 * 3600, 60, INT_MAX,

@@ -17,6 +17,7 @@ extern int	pgcb_connect_timeout_ms;
 extern int	pgcb_lease_ms;
 extern int	pgcb_max_payload_bytes;
 extern int	pgcb_max_response_bytes;
+extern int	pgcb_hook_timeout_ms;
 extern int	pgcb_retention_s;
 extern int	pgcb_retry_after_max_ms;
 extern double pgcb_retry_jitter;

@@ -13,9 +13,12 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -328,4 +331,50 @@ int
 pgcb_http_running(void)
 {
 	return running;
+}
+
+/*
+ * The headers of the last response on a finished transfer as a JSON object
+ * text (names lower-cased; of a repeated name the last wins), keeping at
+ * most cap bytes of names and values: what an on_response hook is given.
+ * Read after the transfer, with curl's header API, so that nothing is
+ * allocated inside a curl callback.
+ */
+char *
+pgcb_http_headers_json(CURL *easy, int cap)
+{
+	StringInfoData buf;
+	struct curl_header *h = NULL;
+	struct curl_header *prev = NULL;
+	int			used = 0;
+	bool		first = true;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	while ((h = curl_easy_nextheader(easy, CURLH_HEADER, -1, prev)) != NULL)
+	{
+		int			nlen = (int) strlen(h->name);
+		int			vlen = (int) strlen(h->value);
+		char	   *name;
+		char	   *value;
+
+		prev = h;
+		if (used + nlen + vlen > cap)
+			break;
+		used += nlen + vlen;
+		name = pnstrdup(h->name, pg_encoding_verifymbstr(GetDatabaseEncoding(), h->name, nlen));
+		value = pnstrdup(h->value, pg_encoding_verifymbstr(GetDatabaseEncoding(), h->value, vlen));
+		for (char *p = name; *p; p++)
+			*p = pg_ascii_tolower((unsigned char) *p);
+		if (!first)
+			appendStringInfoString(&buf, ", ");
+		first = false;
+		escape_json(&buf, name);
+		appendStringInfoString(&buf, ": ");
+		escape_json(&buf, value);
+		pfree(name);
+		pfree(value);
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
 }

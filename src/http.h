@@ -52,4 +52,7 @@ extern void pgcb_http_easy_put(CURL *easy);
 /* Transfers started and not yet returned by pgcb_http_next_done. */
 extern int	pgcb_http_running(void);
 
+/* The last response's headers as a JSON object, names and values within cap bytes. */
+extern char *pgcb_http_headers_json(CURL *easy, int cap);
+
 #endif							/* PGCB_HTTP_H */

@@ -42,6 +42,8 @@ enum
 	PLAN_RELEASE,
 	PLAN_STATS,
 	PLAN_CLAIM_ORDERED,			/* ordering: see its statement */
+	PLAN_EVENT,
+	PLAN_HOOK_ERROR,
 	NUM_PLANS
 };
 
@@ -103,7 +105,9 @@ static const char *const plan_sql[NUM_PLANS] = {
 	/* batches: events per request, how long a partial batch may wait (batch.c) */
 	"       e.batch_size, (extract(epoch FROM e.batch_window) OPERATOR(pg_catalog.*) 1000)::bigint, "
 	/* ordering: one event per key at a time (PLAN_CLAIM_ORDERED) */
-	"       e.ordered "
+	"       e.ordered, "
+	/* hooks: see hooks.c */
+	"       e.transform, e.on_response, e.owner::pg_catalog.text "
 	"  FROM callback.callback_endpoints e",
 
 	[PLAN_CLAIM] =
@@ -201,7 +205,10 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"    FROM u GROUP BY 1, 2, 3) "
 	/* the rows locked: the caller looks for the others (PLAN_EXISTING) */
 	"SELECT ARRAY(SELECT l.id FROM l), "
-	"       (SELECT pg_catalog.jsonb_agg(s) FROM s)::pg_catalog.text",
+	"       (SELECT pg_catalog.jsonb_agg(s) FROM s)::pg_catalog.text, "
+	/* the final outcomes written, for on_response (hooks.c): id and attempt */
+	"       ARRAY(SELECT u.id FROM u WHERE u.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY u.id), "
+	"       ARRAY(SELECT u.attempts FROM u WHERE u.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY u.id)",
 
 	/* which of these rows are there (a write-back's unlocked ones) */
 	[PLAN_EXISTING] =
@@ -393,12 +400,22 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"       (SELECT pg_catalog.min(h.next_attempt_at) FROM h "
 	"         WHERE h.status OPERATOR(pg_catalog.=) 'pending' "
 	"           AND h.next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now())",
+
+	/* The event an on_response hook is given. */
+	[PLAN_EVENT] =
+	"SELECT q.body FROM callback.callback_queue q WHERE q.id OPERATOR(pg_catalog.=) $1",
+
+	/* What a failed on_response left: on the attempt it ran after. */
+	[PLAN_HOOK_ERROR] =
+	"UPDATE callback.callback_attempts a SET hook_error = $3 "
+	" WHERE a.delivery_id OPERATOR(pg_catalog.=) $1 AND a.attempt OPERATOR(pg_catalog.=) $2",
 };
 
 static const int plan_nargs[NUM_PLANS] = {
 	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 9,[PLAN_EXISTING] = 1,
 	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 4,[PLAN_STATS] = 1,
 	[PLAN_CLAIM_ORDERED] = 4,
+	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 3,
 };
 
 static const Oid plan_types[NUM_PLANS][9] = {
@@ -413,6 +430,8 @@ static const Oid plan_types[NUM_PLANS][9] = {
 	[PLAN_RELEASE] = {BOOLOID, INT4OID, BOOLOID, INT8ARRAYOID},
 	[PLAN_STATS] = {TEXTARRAYOID},
 	[PLAN_CLAIM_ORDERED] = {INT4OID, INT4OID, FLOAT8OID, INT4OID},
+	[PLAN_EVENT] = {INT8OID},
+	[PLAN_HOOK_ERROR] = {INT8OID, INT4OID, TEXTOID},
 };
 
 bool
@@ -700,6 +719,12 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 		ep->batch_size = DatumGetInt32(get_col(r, 19, &isnull));
 		ep->batch_window_ms = DatumGetInt64(get_col(r, 20, &isnull));
 		ep->ordered = DatumGetBool(get_col(r, 21, &isnull));
+		d = get_col(r, 22, &isnull);
+		ep->transform = isnull ? NULL : TextDatumGetCString(d);
+		d = get_col(r, 23, &isnull);
+		ep->on_response = isnull ? NULL : TextDatumGetCString(d);
+		d = get_col(r, 24, &isnull);
+		ep->owner = isnull ? NULL : TextDatumGetCString(d);
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
@@ -879,6 +904,7 @@ typedef struct WriteBackStep
 	int			n;
 	bool	   *kept;
 	int			n_kept;
+	int		   *final_attempt;
 	char	   *stats;
 	MemoryContext cxt;
 } WriteBackStep;
@@ -905,6 +931,41 @@ id_array_col(int row, int col, int *n)
 	return ids;
 }
 
+/*
+ * Flag the outcomes written as final with their attempt number (columns 3
+ * and 4 of the write-back, by id), for on_response.
+ */
+static void
+mark_final(WriteBackStep *ws)
+{
+	bool		isnull;
+	Datum	   *ids;
+	Datum	   *attempts;
+	bool	   *nulls;
+	int			m;
+	int			m2;
+	int64	   *sorted;
+
+	deconstruct_array(DatumGetArrayTypeP(get_col(0, 3, &isnull)), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ids, &nulls, &m);
+	deconstruct_array(DatumGetArrayTypeP(get_col(0, 4, &isnull)), INT4OID, 4, true,
+					  TYPALIGN_INT, &attempts, &nulls, &m2);
+	if (m == 0 || m != m2)
+		return;
+	/* sorted by id in the statement */
+	sorted = palloc(sizeof(int64) * m);
+	for (int i = 0; i < m; i++)
+		sorted[i] = DatumGetInt64(ids[i]);
+	for (int i = 0; i < ws->n; i++)
+	{
+		int64	   *hit = bsearch(&ws->o[i].delivery_id, sorted, m, sizeof(int64), cmp_int64);
+
+		if (hit != NULL)
+			ws->final_attempt[i] = DatumGetInt32(attempts[hit - sorted]);
+	}
+	pfree(sorted);
+}
+
 static void
 write_back_step(void *arg)
 {
@@ -918,6 +979,7 @@ write_back_step(void *arg)
 	d = get_col(0, 2, &isnull);
 	if (!isnull)
 		ws->stats = MemoryContextStrdup(ws->cxt, TextDatumGetCString(d));
+	mark_final(ws);
 	/*
 	 * The outcomes to keep: their row is there but someone else holds it.
 	 * process_callbacks() waited for every row: what it did not get is gone.
@@ -955,7 +1017,8 @@ write_back_step(void *arg)
 }
 
 int
-pgcb_queue_write_back(const PgcbOutcome *o, int n, bool *kept, char **stats, MemoryContext cxt)
+pgcb_queue_write_back(const PgcbOutcome *o, int n, bool *kept, int *final_attempt,
+					  char **stats, MemoryContext cxt)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *codes = palloc(sizeof(Datum) * n);
@@ -1003,13 +1066,16 @@ pgcb_queue_write_back(const PgcbOutcome *o, int n, bool *kept, char **stats, Mem
 	ws.n = n;
 	ws.kept = kept;
 	ws.n_kept = 0;
+	ws.final_attempt = final_attempt;
 	ws.stats = NULL;
 	ws.cxt = cxt;
 	memset(kept, 0, sizeof(bool) * n);
+	memset(final_attempt, 0, sizeof(int) * n);
 
 	*stats = NULL;
 	if (!run_step(write_back_step, &ws))
 	{
+		memset(final_attempt, 0, sizeof(int) * n);
 		for (int i = 0; i < n; i++)
 			kept[i] = true;
 		return n;
@@ -1228,4 +1294,38 @@ pgcb_queue_dead_letter_orphans(void)
 	/* its UPDATE could meet rows a process_callbacks() holds: then next sweep */
 	(void) run_step(orphan_step, &os);
 	return os.n;
+}
+
+char *
+pgcb_queue_event_body(int64 delivery_id)
+{
+	Datum		arg = Int64GetDatum(delivery_id);
+	char	   *body = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SPI_connect();
+	run_plan(PLAN_EVENT, &arg, NULL, true);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = get_col(0, 1, &isnull);
+
+		if (!isnull)
+			body = MemoryContextStrdup(cxt, TextDatumGetCString(d));
+	}
+	SPI_finish();
+	return body;
+}
+
+void
+pgcb_queue_record_hook_error(int64 delivery_id, int attempt, const char *error)
+{
+	Datum		args[3];
+
+	args[0] = Int64GetDatum(delivery_id);
+	args[1] = Int32GetDatum(attempt);
+	args[2] = CStringGetTextDatum(error);
+	SPI_connect();
+	run_plan(PLAN_HOOK_ERROR, args, NULL, false);
+	SPI_finish();
 }

@@ -68,11 +68,13 @@ extern ArrayType *pgcb_queue_int4_array(const int *v, int n);
  * Record n outcomes: queue rows and attempt history, in one statement.
  * Outcomes whose row someone else holds are flagged in kept[] (all of them
  * when a lock timed out) and counted in the result: keep them for later.
+ * final_attempt[i]: the attempt number of an outcome written as final
+ * (delivered or dead), 0 for the others.
  * The per-minute stats rollup of what was written is returned in *stats
  * (jsonb text in cxt, NULL if none), for pgcb_queue_write_stats().
  */
 extern int	pgcb_queue_write_back(const PgcbOutcome *outcomes, int n, bool *kept,
-								  char **stats, MemoryContext cxt);
+								  int *final_attempt, char **stats, MemoryContext cxt);
 
 /*
  * Add stats rollups (oldest first) into callback_stats.  False: a lock
@@ -103,5 +105,11 @@ extern uint64 pgcb_queue_release(bool mine, int claimed_by, bool expired,
 
 /* Make pending deliveries of dropped endpoints dead letters; returns how many. */
 extern uint64 pgcb_queue_dead_letter_orphans(void);
+
+/* The event body of a delivery (for on_response), NULL if it is gone. */
+extern char *pgcb_queue_event_body(int64 delivery_id);
+
+/* Note an on_response failure on the attempt it ran after. */
+extern void pgcb_queue_record_hook_error(int64 delivery_id, int attempt, const char *error);
 
 #endif							/* PGCB_QUEUE_H */
