@@ -221,6 +221,21 @@ BEGIN
                                           max_attempts, retry_schedule, rate_limit, rate_burst,
                                           failure_threshold, breaker_cooldown);
     PERFORM callback._check_endpoint_options(ordered, transform, on_response, batch_size, batch_window);
+    /*
+     * Hooks run as the endpoint's owner: only the owner (or a member of
+     * it) may change them, or another admin could have his function run
+     * with the owner's rights.  An endpoint without an owner (made by 1.0)
+     * gets the caller as its owner with its first hook.
+     */
+    IF (alter_endpoint.transform IS NOT NULL OR alter_endpoint.on_response IS NOT NULL
+        OR remove_transform OR remove_on_response)
+       AND e.owner IS NOT NULL
+       AND NOT pg_has_role(callback._calling_role(), e.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'only the owner of endpoint "%" may change its hooks', name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Its transform and on_response functions run as its owner, %I.', e.owner),
+                  HINT = format('SET ROLE %I first (as a member of it), or create an endpoint of your own.', e.owner);
+    END IF;
     UPDATE callback.callback_endpoints c SET
         url = coalesce(alter_endpoint.url, c.url),
         event_types = coalesce(alter_endpoint.event_types, c.event_types),
@@ -250,6 +265,9 @@ BEGIN
                            ELSE coalesce(alter_endpoint.on_response, c.on_response) END,
         batch_size = coalesce(alter_endpoint.batch_size, c.batch_size),
         batch_window = coalesce(alter_endpoint.batch_window, c.batch_window),
+        owner = CASE WHEN c.owner IS NULL AND (alter_endpoint.transform IS NOT NULL
+                                               OR alter_endpoint.on_response IS NOT NULL)
+                     THEN callback._calling_role() ELSE c.owner END,
         updated_at = now()
     WHERE c.id = e.id;
 END

@@ -422,6 +422,33 @@ def test_bad_hook_refused_at_alter(cluster, receiver, owned):
                          "WHERE name = 'hk_alter'") == [("app.shape", None)]
 
 
+def test_hooks_changed_only_by_their_owner(cluster, receiver, owned):
+    """Hooks run as the endpoint's owner: another admin who is not a member
+    of that role may not set or remove them (or his function would run with
+    the owner's rights); other settings he may still change."""
+    owned("hk_theirs", receiver.url("/theirs"), event_types="{theirs.*}", transform="app.shape")
+    cluster.execute("""
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hk_other') THEN
+            CREATE ROLE hk_other NOSUPERUSER IN ROLE callback_admin;
+          END IF;
+        END $$;
+        CREATE OR REPLACE FUNCTION public.hk_other_fn(e jsonb) RETURNS jsonb
+            LANGUAGE sql AS $f$ SELECT e $f$;
+        GRANT EXECUTE ON FUNCTION public.hk_other_fn(jsonb) TO PUBLIC;""")
+    for kw in ({"transform": "public.hk_other_fn"}, {"remove_transform": True}):
+        with pytest.raises(psycopg2.Error) as e:
+            as_role(cluster, "hk_other", lambda c: c.scalar(
+                "SELECT callback.alter_endpoint('hk_theirs', %s => %%s)" % list(kw)[0],
+                (list(kw.values())[0],)))
+        assert e.value.pgcode == "42501", (kw, e.value.pgerror)
+        assert "only the owner" in e.value.pgerror and e.value.diag.message_hint
+    as_role(cluster, "hk_other", lambda c: c.scalar(
+        "SELECT callback.alter_endpoint('hk_theirs', max_attempts => 3)"))
+    assert cluster.query("SELECT transform, owner::text, max_attempts FROM callback.callback_endpoints "
+                         "WHERE name = 'hk_theirs'") == [("app.shape", OWNER, 3)]
+
+
 # ------------------------------------------------------------------ README
 
 def test_readme_example_runs(cluster, receiver):
