@@ -390,6 +390,7 @@ SELECT pg_temp.try($$SELECT callback.create_endpoint('opt', 'https://example.com
 SELECT pg_temp.try($$SELECT callback.create_endpoint('opt', 'https://example.com/h', batch_size => 1001)$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('opt', 'https://example.com/h', batch_window => '-1 second')$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.create_endpoint('opt', 'https://example.com/h', ordered => NULL)$$) AS endpoints;
+SELECT pg_temp.try($$SELECT callback.create_endpoint('opt', 'https://example.com/h', ordered => true, batch_size => 10)$$) AS endpoints;
 SELECT count(*) AS opt_endpoints FROM callback.callback_endpoints WHERE name = 'opt';
 -- The owner is the role calling, as SET ROLE left it, not the definer.
 CREATE ROLE regress_opt_admin IN ROLE callback_admin;
@@ -399,6 +400,8 @@ RESET ROLE;
 SELECT owner, ordered, transform, on_response, batch_size, batch_window
   FROM callback.callback_endpoints WHERE name = 'opt';
 SELECT callback.alter_endpoint('opt', batch_size => 1) AS altered;
+SELECT callback.alter_endpoint('opt', batch_size => 10) AS altered;
+SELECT pg_temp.try($$SELECT callback.alter_endpoint('opt', ordered => true)$$) AS endpoints;
 -- Batches: a window needs batch_size above 1.
 SELECT pg_temp.try($$SELECT callback.alter_endpoint('opt', batch_size => 1, batch_window => '5 seconds')$$) AS endpoints;
 SELECT callback.alter_endpoint('opt', batch_size => 100, batch_window => '5 seconds') AS altered;

@@ -60,6 +60,11 @@ BEGIN
                   HINT = 'Give how long a batch may wait to fill, between 0 and 1 hour.';
     END IF;
     PERFORM callback._check_ordered(ordered);
+    IF ordered AND batch_size > 1 THEN
+        RAISE EXCEPTION 'an ordered endpoint takes one event per request'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave batch_size at 1 for an ordered endpoint, or make it unordered.';
+    END IF;
     PERFORM callback._check_hook('transform', transform);
     PERFORM callback._check_hook('on_response', on_response);
     PERFORM callback._check_batch(batch_size, batch_window);
@@ -220,7 +225,10 @@ BEGIN
     PERFORM callback._check_endpoint_args(NULL, url, event_types, headers, timeout, NULL,
                                           max_attempts, retry_schedule, rate_limit, rate_burst,
                                           failure_threshold, breaker_cooldown);
-    PERFORM callback._check_endpoint_options(ordered, transform, on_response, batch_size, batch_window);
+    -- the options as they will be: they are checked together
+    PERFORM callback._check_endpoint_options(coalesce(ordered, e.ordered), transform, on_response,
+                                             coalesce(batch_size, e.batch_size),
+                                             coalesce(batch_window, e.batch_window));
     /*
      * Hooks run as the endpoint's owner: only the owner (or a member of
      * it) may change them, or another admin could have his function run
