@@ -34,7 +34,8 @@ psql() { as_postgres "$PGBIN/psql" -h "$work" -p "$port" -U postgres -X -q -v ON
 psql -d postgres -c "CREATE DATABASE demo"
 
 echo "== starting the receiver on http://127.0.0.1:$receiver_port"
-/usr/bin/python3 "$root/test/receiver.py" --port "$receiver_port" --print > "$work/receiver.log" 2>&1 &
+/usr/bin/python3 "$root/test/receiver.py" --port "$receiver_port" --print --jsonl "$work/requests.jsonl" \
+    > "$work/receiver.log" 2>&1 &
 receiver_pid=$!
 for _ in $(seq 50); do grep -q listening "$work/receiver.log" && break; sleep 0.1; done
 
@@ -55,7 +56,11 @@ SELECT 'customer ' || g, round((random() * 100)::numeric, 2), 'new' FROM generat
 BEGIN;
 INSERT INTO orders (customer, total, status) VALUES ('never sent', 1, 'rolled back');
 ROLLBACK;
+BEGIN;
+-- the writer's W3C trace context: the event carries it to the receiver
+SET LOCAL callback.traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 UPDATE orders SET status = 'paid' WHERE id = 1;
+COMMIT;
 DELETE FROM orders WHERE id = 2;
 SQL
 expected=$((rows + 2))
@@ -75,6 +80,15 @@ echo "== the first requests the receiver saw"
 grep '^[0-9]' "$work/receiver.log" | head -3 || true
 echo "== the update and the delete"
 grep -E 'order\.(update|delete)' "$work/receiver.log" | head -2 || true
+
+echo "== the update's trace context (same trace id, a new parent id per attempt)"
+/usr/bin/python3 - "$work/requests.jsonl" <<'PY' || true
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if '"order.update"' in r["body"]:
+        print("traceparent:", r["headers"].get("traceparent"))
+PY
 
 echo "== SELECT * FROM callback.callback_metrics"
 psql -d demo -c "SELECT * FROM callback.callback_metrics"
