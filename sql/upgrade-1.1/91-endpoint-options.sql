@@ -10,9 +10,7 @@
  *   enqueue(event_type, payload, key, traceparent, tracestate).
  *
  * create_endpoint and alter_endpoint keep their 1.0 arguments in place and
- * take the new ones after them, so that calls by position still work.  An
- * option whose feature is not in this build is refused with 0A000, never
- * ignored: see _check_endpoint_options().
+ * take the new ones after them, so that calls by position still work.
  */
 
 ALTER TABLE callback.callback_endpoints
@@ -71,50 +69,10 @@ BEGIN
 END
 $fn$;
 
-/* Per-key ordering: not in this build yet. */
-CREATE FUNCTION callback._check_ordered(ordered boolean)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF ordered THEN
-        RAISE EXCEPTION 'ordered endpoints are not supported by this build'
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Leave ordered out (false).';
-    END IF;
-END
-$fn$;
-
-/* transform and on_response hooks: not in this build yet. */
-CREATE FUNCTION callback._check_hook(kind text, fn text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF fn IS NOT NULL THEN
-        RAISE EXCEPTION '% functions are not supported by this build', kind
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = format('Leave %s out.', kind);
-    END IF;
-END
-$fn$;
-
-/* Batches: not in this build yet. */
-CREATE FUNCTION callback._check_batch(batch_size integer, batch_window interval)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF batch_size > 1 OR batch_window > '0' THEN
-        RAISE EXCEPTION 'batches are not supported by this build'
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Leave batch_size and batch_window out.';
-    END IF;
-END
-$fn$;
+/*
+ * _check_ordered (part 97), _check_hook (part 93) and _check_batch (part 94)
+ * are each feature's own checks, defined with the feature.
+ */
 
 DROP FUNCTION callback.create_endpoint(text, text, text[], jsonb, interval, text, integer,
                                        interval[], double precision, integer, integer, interval);
