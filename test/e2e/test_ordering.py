@@ -1,7 +1,7 @@
 """End-to-end: per-key ordering (ordered => true), with one and with four
 workers per database, and a worker killed mid-run.
 
-- 50 keys x 120 events through callback.enqueue(key => ...) to an ordered
+- 50 keys x 200 events through callback.enqueue(key => ...) to an ordered
   endpoint whose receiver answers 500 to a random 20 % of first attempts
   and answers after a random delay: per key, the events arrive in queue
   (commit) order with no gap; an event arriving again straight after
@@ -28,7 +28,7 @@ from conftest import record_figure
 from receiver import Receiver
 
 KEYS = 50
-PER_KEY = 120
+PER_KEY = 200
 BAD_KEY = "bad"
 
 
