@@ -740,11 +740,12 @@ pgcb_amqp_publish(int endpoint_id, const char *url, int timeout_ms,
 }
 
 /* basic.ack / basic.nack: settle the publishes the confirm covers. */
-static void
+static bool
 confirm(AmqpLink *l, uint64 tag, bool multiple, bool ok)
 {
 	dlist_mutable_iter it;
 	char		why[PGCB_AMQP_ERROR_LEN];
+	bool		matched = false;
 
 	snprintf(why, sizeof(why), "the AMQP broker at %s:%d refused the message (basic.nack)",
 			 l->t.host, l->t.port);
@@ -755,8 +756,29 @@ confirm(AmqpLink *l, uint64 tag, bool multiple, bool ok)
 		if (p->tag > tag)
 			break;
 		if (multiple || p->tag == tag)
+		{
 			complete(l, p, ok, why);
+			matched = true;
+		}
 	}
+	return matched;
+}
+
+/*
+ * A confirm for a tag never published on the channel: the broker does not
+ * follow the protocol, and the connection is dropped (its publishes fail
+ * and are retried) rather than read on.  A late confirm of a publish that
+ * already timed out is only ignored.
+ */
+static void
+unknown_tag(AmqpLink *l, uint64 tag)
+{
+	char		why[PGCB_AMQP_ERROR_LEN];
+
+	snprintf(why, sizeof(why),
+			 "the AMQP broker at %s:%d confirmed delivery tag %llu, which no message waits for",
+			 l->t.host, l->t.port, (unsigned long long) tag);
+	link_down(l, why);
 }
 
 /* The content of a basic.return: its header names the message that came back. */
@@ -792,13 +814,20 @@ returned_content(AmqpLink *l, amqp_frame_t *f)
 	}
 }
 
-/* Read every frame that has arrived on l, without waiting. */
+/*
+ * At most this many frames per read: a broker that floods frames must not
+ * hold the worker (the socket stays readable, so the wait comes back).
+ */
+#define MAX_FRAMES_PER_READ 1024
+
+/* Read the frames that have arrived on l, without waiting. */
 static void
 link_read(AmqpLink *l)
 {
 	char		why[PGCB_AMQP_ERROR_LEN];
+	int			frames = 0;
 
-	while (l->conn != NULL)
+	while (l->conn != NULL && frames++ < MAX_FRAMES_PER_READ)
 	{
 		amqp_frame_t f;
 		struct timeval zero = {0, 0};
@@ -824,14 +853,24 @@ link_read(AmqpLink *l)
 				{
 					amqp_basic_ack_t *m = f.payload.method.decoded;
 
-					confirm(l, m->delivery_tag, m->multiple != 0, true);
+					if (!confirm(l, m->delivery_tag, m->multiple != 0, true) &&
+						(m->delivery_tag == 0 || m->delivery_tag >= l->next_tag))
+					{
+						unknown_tag(l, m->delivery_tag);
+						return;
+					}
 					break;
 				}
 			case AMQP_BASIC_NACK_METHOD:
 				{
 					amqp_basic_nack_t *m = f.payload.method.decoded;
 
-					confirm(l, m->delivery_tag, m->multiple != 0, false);
+					if (!confirm(l, m->delivery_tag, m->multiple != 0, false) &&
+						(m->delivery_tag == 0 || m->delivery_tag >= l->next_tag))
+					{
+						unknown_tag(l, m->delivery_tag);
+						return;
+					}
 					break;
 				}
 			case AMQP_BASIC_RETURN_METHOD:
@@ -871,6 +910,8 @@ link_read(AmqpLink *l)
 				/* connection.blocked and the like: the send-buffer check covers them */
 				break;
 		}
+		/* the frame's memory, before the next one: flat however many come */
+		amqp_maybe_release_buffers(l->conn);
 	}
 	if (l->conn != NULL)
 		amqp_maybe_release_buffers(l->conn);

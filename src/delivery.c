@@ -24,6 +24,7 @@
 
 #include <time.h>
 
+#include "commands/extension.h"
 #include "lib/ilist.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -415,6 +416,44 @@ share_sync(PgcbEndpoint *ep)
 	ep->consecutive_failures = b.failures;
 	ep->hold_until = b.hold_until;
 	ep->share_gen = b.gen;
+}
+
+/*
+ * Several workers: the shared state of endpoints dropped since (or of an
+ * extension dropped and created again, whose ids start over) is forgotten,
+ * every few seconds, so that a new endpoint starts afresh and the table
+ * does not fill up.
+ */
+static int
+cmp_int(const void *a, const void *b)
+{
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static void
+forget_gone_endpoints(TimestampTz now)
+{
+	static TimestampTz last = 0;
+	HASH_SEQ_STATUS seq;
+	PgcbEndpoint *ep;
+	int		   *ids;
+	int			n = 0;
+
+	if (last == 0)
+		pgcb_epshare_set_generation(get_extension_oid("pg_callback", true));
+	if (last != 0 && now - last < 10 * USECS_PER_SEC)
+		return;
+	last = now;
+	ids = palloc(sizeof(int) * Max(hash_get_num_entries(endpoints), 1));
+	hash_seq_init(&seq, endpoints);
+	while ((ep = hash_seq_search(&seq)) != NULL)
+		ids[n++] = ep->id;
+	qsort(ids, n, sizeof(int), cmp_int);
+	pgcb_epshare_keep(MyDatabaseId, ids, n);
+	pfree(ids);
 }
 
 static void
@@ -1323,6 +1362,8 @@ pgcb_delivery_cycle(int max_new)
 
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
+	if (my_slot)
+		forget_gone_endpoints(now);
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
 		share_sync(ep);

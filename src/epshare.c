@@ -36,12 +36,27 @@ typedef struct EpKey
 typedef struct EpShared
 {
 	EpKey		key;
+	Oid			gen;			/* the extension's OID when made: ids restart with it */
 	int32		inflight[PGCB_MAX_WORKERS];	/* per worker slot */
 	PgcbEpBreaker b;
 } EpShared;
 
 static HTAB *entries = NULL;
 static LWLock *entries_lock = NULL;
+static Oid	my_gen = InvalidOid;	/* this worker's database's extension */
+static bool warned_full = false;
+
+static int	total_inflight(EpShared *e);
+
+static int
+pg_cmp_int(const void *a, const void *b)
+{
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 
 Size
 pgcb_epshare_shmem_size(void)
@@ -73,13 +88,60 @@ entry(Oid dboid, int endpoint_id, const PgcbEpBreaker *init)
 	key.dboid = dboid;
 	key.endpoint_id = endpoint_id;
 	e = hash_search(entries, &key, init ? HASH_ENTER_NULL : HASH_FIND, &found);
+	/* an endpoint of a dropped extension that had the same id is not this one */
+	if (e != NULL && found && e->gen != my_gen)
+	{
+		if (init == NULL)
+			return NULL;
+		found = false;
+	}
 	if (e != NULL && !found)
 	{
 		memset(e->inflight, 0, sizeof(e->inflight));
+		e->gen = my_gen;
 		e->b = *init;
 		e->b.gen = 1;
 	}
+	if (e == NULL && init != NULL && !warned_full)
+	{
+		warned_full = true;
+		ereport(LOG,
+				(errmsg("pg_callback: the shared state of %d endpoints is full; endpoint %d of database %u is limited by each worker alone",
+						PGCB_MAX_SHARED_ENDPOINTS, endpoint_id, dboid),
+				 errhint("Drop endpoints that are no longer used, or run one worker per database.")));
+	}
 	return e;
+}
+
+void
+pgcb_epshare_set_generation(Oid extoid)
+{
+	my_gen = extoid;
+}
+
+/*
+ * Forget the state of dboid's endpoints other than ids (sorted), and of a
+ * dropped extension's, unless a request of theirs is still in flight.
+ */
+void
+pgcb_epshare_keep(Oid dboid, const int *ids, int n)
+{
+	HASH_SEQ_STATUS seq;
+	EpShared   *e;
+
+	if (entries == NULL)
+		return;
+	LWLockAcquire(entries_lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, entries);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (e->key.dboid != dboid || total_inflight(e) > 0)
+			continue;
+		if (e->gen != my_gen ||
+			bsearch(&e->key.endpoint_id, ids, n, sizeof(int), pg_cmp_int) == NULL)
+			(void) hash_search(entries, &e->key, HASH_REMOVE, NULL);
+	}
+	LWLockRelease(entries_lock);
 }
 
 static int

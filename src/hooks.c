@@ -27,10 +27,12 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/prepare.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -53,6 +55,20 @@
 static TimeoutId hook_timer = MAX_TIMEOUTS;
 static bool in_hook = false;	/* see pgcb_hooks_running() */
 static volatile sig_atomic_t hook_timed_out = false;
+
+
+/*
+ * What a hook may leave in the worker's session beyond its transaction:
+ * session-level advisory locks and prepared statements.  The worker itself
+ * uses neither, so both are cleared after every call: one hook must not
+ * hold a lock another session waits for, or leave state for the next.
+ */
+static void
+undo_session_state(void)
+{
+	LockReleaseSession(USER_LOCKMETHOD);
+	DropAllPreparedStatements();
+}
 
 /* Like statement_timeout's handler: ask for a cancel at the next check. */
 static void
@@ -87,6 +103,7 @@ resolve(const HookCall *call, Oid *fnoid, Oid *role)
 	HeapTuple	tup;
 	Form_pg_proc proc;
 	bool		bad;
+	Oid			fn_owner;
 
 	if (call->owner == NULL)
 		ereport(ERROR,
@@ -121,6 +138,7 @@ resolve(const HookCall *call, Oid *fnoid, Oid *role)
 	proc = (Form_pg_proc) GETSTRUCT(tup);
 	bad = proc->prokind != PROKIND_FUNCTION || proc->proretset ||
 		(call->want_jsonb && proc->prorettype != JSONBOID);
+	fn_owner = proc->proowner;
 	ReleaseSysCache(tup);
 	if (bad)
 		ereport(ERROR,
@@ -132,6 +150,12 @@ resolve(const HookCall *call, Oid *fnoid, Oid *role)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("role \"%s\" may no longer execute %s function %s",
 						call->owner, call->kind, call->fn)));
+	/* nobody else's code runs with the owner's rights (part 93) */
+	if (!has_privs_of_role(*role, fn_owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s function %s is not owned by the endpoint's owner \"%s\" or a role it belongs to",
+						call->kind, call->fn, call->owner)));
 }
 
 static void
@@ -205,6 +229,7 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 		SetUserIdAndSecContext(save_userid, save_sec);
 		/* whatever the hook SET is undone, even without LOCAL */
 		AtEOXact_GUC(false, nest);
+		undo_session_state();
 
 		*isnull = skip || fcinfo->isnull;
 		*result = *isnull ? (Datum) 0 :
@@ -227,6 +252,7 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		undo_session_state();
 		if (hook_timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			*error = psprintf("%s %s did not finish within callback.hook_timeout (%d ms)",
 							  call->kind, call->fn, pgcb_hook_timeout_ms);

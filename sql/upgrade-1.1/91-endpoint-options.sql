@@ -190,14 +190,17 @@ BEGIN
     /*
      * Hooks run as the endpoint's owner: only the owner (or a member of
      * it) may change them, or another admin could have his function run
-     * with the owner's rights.  An endpoint without an owner (made by 1.0)
-     * gets the caller as its owner with its first hook.
+     * with the owner's rights; nor point an endpoint with hooks elsewhere,
+     * or he would receive what the owner's transform computed.  An
+     * endpoint without an owner (made by 1.0) gets the caller as its owner
+     * with its first hook.
      */
     IF (alter_endpoint.transform IS NOT NULL OR alter_endpoint.on_response IS NOT NULL
-        OR remove_transform OR remove_on_response)
+        OR remove_transform OR remove_on_response
+        OR (alter_endpoint.url IS NOT NULL AND (e.transform IS NOT NULL OR e.on_response IS NOT NULL)))
        AND e.owner IS NOT NULL
        AND NOT pg_has_role(callback._calling_role(), e.owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'only the owner of endpoint "%" may change its hooks', name
+        RAISE EXCEPTION 'only the owner of endpoint "%" may change its hooks or, while it has some, its URL', name
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = format('Its transform and on_response functions run as its owner, %I.', e.owner),
                   HINT = format('SET ROLE %I first (as a member of it), or create an endpoint of your own.', e.owner);

@@ -76,6 +76,18 @@ BEGIN
                   HINT = format('GRANT EXECUTE ON FUNCTION %s TO %I, or name a function that role may run: it runs with that role''s rights.',
                                 p::regprocedure, caller);
     END IF;
+    /*
+     * A hook runs with its owner's rights: its code must be the owner's
+     * own (or a role's the owner belongs to), or a function's author could
+     * have it run as anyone who creates an endpoint naming it, e.g.
+     * through a SECURITY DEFINER function that role is led to call.
+     */
+    IF NOT pg_has_role(caller, (SELECT pr.proowner FROM pg_proc pr WHERE pr.oid = p), 'USAGE') THEN
+        RAISE EXCEPTION 'role "%" does not own % function %', caller, kind, p::regprocedure
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('A hook runs with the rights of the endpoint''s owner (%I): name a function that role, or a role it belongs to, owns.',
+                                caller);
+    END IF;
     IF (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = caller) THEN
         RAISE EXCEPTION '% functions never run as a superuser, and role "%" is one', kind, caller
             USING ERRCODE = 'invalid_role_specification',

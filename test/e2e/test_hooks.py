@@ -435,8 +435,10 @@ def test_hooks_changed_only_by_their_owner(cluster, receiver, owned):
         END $$;
         CREATE OR REPLACE FUNCTION public.hk_other_fn(e jsonb) RETURNS jsonb
             LANGUAGE sql AS $f$ SELECT e $f$;
-        GRANT EXECUTE ON FUNCTION public.hk_other_fn(jsonb) TO PUBLIC;""")
-    for kw in ({"transform": "public.hk_other_fn"}, {"remove_transform": True}):
+        GRANT EXECUTE ON FUNCTION public.hk_other_fn(jsonb) TO PUBLIC;
+        ALTER FUNCTION public.hk_other_fn(jsonb) OWNER TO hk_other;""")
+    for kw in ({"transform": "public.hk_other_fn"}, {"remove_transform": True},
+               {"url": receiver.url("/elsewhere")}):
         with pytest.raises(psycopg2.Error) as e:
             as_role(cluster, "hk_other", lambda c: c.scalar(
                 "SELECT callback.alter_endpoint('hk_theirs', %s => %%s)" % list(kw)[0],
@@ -447,6 +449,47 @@ def test_hooks_changed_only_by_their_owner(cluster, receiver, owned):
         "SELECT callback.alter_endpoint('hk_theirs', max_attempts => 3)"))
     assert cluster.query("SELECT transform, owner::text, max_attempts FROM callback.callback_endpoints "
                          "WHERE name = 'hk_theirs'") == [("app.shape", OWNER, 3)]
+
+
+def test_hook_of_another_role_refused_through_security_definer(cluster, receiver):
+    """The review's attack: mallory (a callback_admin) owns a transform that
+    reads what only its runner may read, and a SECURITY DEFINER function
+    that creates an endpoint naming it.  When alice calls that function the
+    endpoint would be alice's (the calling role outside SECURITY DEFINER),
+    and the transform would run as alice.  A hook must be its owner's own
+    code: refused (42501), nothing created."""
+    cluster.execute("""
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hk_mallory') THEN
+            CREATE ROLE hk_mallory NOSUPERUSER IN ROLE callback_admin;
+          END IF;
+          IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hk_alice') THEN
+            CREATE ROLE hk_alice NOSUPERUSER IN ROLE callback_admin;
+          END IF;
+        END $$;
+        DROP SCHEMA IF EXISTS hk_m CASCADE;
+        CREATE SCHEMA hk_m AUTHORIZATION hk_mallory;
+        GRANT USAGE ON SCHEMA hk_m TO PUBLIC;
+        DROP TABLE IF EXISTS public.hk_alice_secret;
+        CREATE TABLE public.hk_alice_secret (v text);
+        INSERT INTO public.hk_alice_secret VALUES ('alice-only-data');
+        ALTER TABLE public.hk_alice_secret OWNER TO hk_alice;""")
+    cluster.execute("""
+        SET ROLE hk_mallory;
+        CREATE FUNCTION hk_m.evil(e jsonb) RETURNS jsonb LANGUAGE sql AS
+            $f$ SELECT jsonb_build_object('ran_as', current_user,
+                                          'stolen', (SELECT v FROM public.hk_alice_secret)) $f$;
+        CREATE FUNCTION hk_m.helper() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS
+            $f$ BEGIN PERFORM callback.create_endpoint('hk_stolen', %s, transform => 'hk_m.evil'); END $f$;
+        GRANT EXECUTE ON FUNCTION hk_m.evil(jsonb), hk_m.helper() TO PUBLIC;
+        RESET ROLE;""" % ("'" + receiver.url("/stolen") + "'"))
+    with pytest.raises(psycopg2.Error) as e:
+        as_role(cluster, "hk_alice", lambda c: c.scalar("SELECT hk_m.helper()"))
+    assert e.value.pgcode == "42501", e.value.pgerror
+    assert "does not own" in e.value.pgerror, e.value.pgerror
+    assert cluster.scalar("SELECT count(*) FROM callback.callback_endpoints "
+                          "WHERE name = 'hk_stolen'") == 0
+    cluster.execute("DROP SCHEMA hk_m CASCADE; DROP TABLE public.hk_alice_secret")
 
 
 # ------------------------------------------------------------------ README

@@ -153,3 +153,34 @@ def test_breaker_probes_once_over_workers(cluster, receiver, endpoint_factory):
     assert before <= threshold + 12, before
     record_figure("4 workers, breaker threshold %d: %d attempts before open, probes %.1f s apart"
                   % (threshold, before, later[1] - later[0]))
+
+
+def test_new_extension_starts_with_fresh_shared_state(cluster, receiver):
+    """The workers' shared state of an endpoint (breaker, hold, in-flight)
+    belongs to that endpoint of that extension: after DROP EXTENSION and
+    CREATE EXTENSION the ids start over, and a new endpoint must not inherit
+    what held a dropped one with the same id (here: a 429 with Retry-After:
+    3600)."""
+    from conftest import make_endpoint
+
+    def recreate():
+        cluster.execute("DROP EXTENSION pg_callback CASCADE")
+        cluster.execute("CREATE EXTENSION pg_callback")
+        cluster.wait_until(lambda: n_workers(cluster) == WORKERS, timeout=60,
+                           what="%d workers after CREATE EXTENSION" % WORKERS)
+
+    recreate()
+    receiver.script("/held", [(429, {"Retry-After": "3600"}, "slow down")])
+    held = make_endpoint(cluster, "ws_held", receiver.url("/held"), event_types=["held.*"])
+    enqueue(cluster, "held.a", 2)
+    assert receiver.wait_for(1, "/held", timeout=30), "the 429 was never asked for"
+    # the answer was taken (and the endpoint held) once its attempt is written back
+    cluster.wait_until(lambda: cluster.scalar(
+        "SELECT count(*) FROM callback.callback_attempts WHERE status_code = 429") >= 1,
+        timeout=30, what="the 429 attempt written back")
+    recreate()
+    fresh = make_endpoint(cluster, "ws_fresh", receiver.url("/fresh"), event_types=["fresh.*"])
+    assert fresh == held, "ids did not start over (%d, %d): the test proves nothing" % (held, fresh)
+    enqueue(cluster, "fresh.a", 1)
+    assert receiver.wait_for(1, "/fresh", timeout=30), \
+        "a new endpoint with a dropped endpoint's id inherited its one-hour hold"
