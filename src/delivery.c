@@ -424,15 +424,6 @@ share_sync(PgcbEndpoint *ep)
  * every few seconds, so that a new endpoint starts afresh and the table
  * does not fill up.
  */
-static int
-cmp_int(const void *a, const void *b)
-{
-	int			x = *(const int *) a;
-	int			y = *(const int *) b;
-
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
 static void
 forget_gone_endpoints(TimestampTz now)
 {
@@ -451,7 +442,6 @@ forget_gone_endpoints(TimestampTz now)
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
 		ids[n++] = ep->id;
-	qsort(ids, n, sizeof(int), cmp_int);
 	pgcb_epshare_keep(MyDatabaseId, ids, n);
 	pfree(ids);
 }

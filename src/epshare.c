@@ -120,17 +120,18 @@ pgcb_epshare_set_generation(Oid extoid)
 }
 
 /*
- * Forget the state of dboid's endpoints other than ids (sorted), and of a
- * dropped extension's, unless a request of theirs is still in flight.
+ * Forget the state of dboid's endpoints other than ids (sorted here), and
+ * of a dropped extension's, unless a request of theirs is still in flight.
  */
 void
-pgcb_epshare_keep(Oid dboid, const int *ids, int n)
+pgcb_epshare_keep(Oid dboid, int *ids, int n)
 {
 	HASH_SEQ_STATUS seq;
 	EpShared   *e;
 
 	if (entries == NULL)
 		return;
+	qsort(ids, n, sizeof(int), pg_cmp_int);
 	LWLockAcquire(entries_lock, LW_EXCLUSIVE);
 	hash_seq_init(&seq, entries);
 	while ((e = hash_seq_search(&seq)) != NULL)

@@ -28,8 +28,8 @@ extern Size pgcb_epshare_shmem_size(void);
 /* The worker's database's extension OID: state made under another is stale. */
 extern void pgcb_epshare_set_generation(Oid extoid);
 
-/* Drop dboid's state for endpoints not among ids (sorted) and idle. */
-extern void pgcb_epshare_keep(Oid dboid, const int *ids, int n);
+/* Drop dboid's state for endpoints not among ids (sorted in place) and idle. */
+extern void pgcb_epshare_keep(Oid dboid, int *ids, int n);
 extern void pgcb_epshare_shmem_startup(LWLock *lock);
 
 /*
