@@ -32,12 +32,33 @@ typedef struct NspName
 
 static HTAB *nsp_names = NULL;
 
+/* bumped by every change of pg_namespace: the head below is stale then */
+static uint64 nsp_generation = 0;
+
+/*
+ * The body's head up to the new row, {"op":"INSERT","schema":"s","table":
+ * "t","new":, for the last relation and op seen: a statement's rows, and
+ * a session's run of single-row writes to one table, escape nothing again.
+ * A table renamed has another name; a schema renamed bumps the generation.
+ */
+static struct
+{
+	Oid			relid;
+	Oid			nspid;
+	uint64		nsp_generation;
+	NameData	relname;
+	char		op[16];
+	char	   *text;
+	int			len;
+}			head = {InvalidOid};
+
 static void
 nsp_names_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	HASH_SEQ_STATUS seq;
 	NspName    *e;
 
+	nsp_generation++;
 	if (nsp_names == NULL)
 		return;
 	hash_seq_init(&seq, nsp_names);
@@ -76,18 +97,52 @@ schema_name(Oid nspid)
 	return e->name;
 }
 
+static void
+append_head(StringInfo body, Relation rel, const char *op)
+{
+	if (head.text == NULL || head.relid != RelationGetRelid(rel) ||
+		head.nspid != RelationGetNamespace(rel) ||
+		head.nsp_generation != nsp_generation ||
+		strcmp(head.op, op) != 0 ||
+		strcmp(NameStr(head.relname), RelationGetRelationName(rel)) != 0)
+	{
+		StringInfoData s;
+		uint64		generation = nsp_generation;	/* before any look-up */
+		const char *schema = schema_name(RelationGetNamespace(rel));
+		MemoryContext old;
+
+		if (strlen(op) >= sizeof(head.op))
+			elog(ERROR, "operation name \"%s\" too long", op);
+		if (head.text)
+			pfree(head.text);
+		head.text = NULL;
+		old = MemoryContextSwitchTo(CacheMemoryContext);
+		initStringInfo(&s);
+		appendStringInfo(&s, "{\"op\":\"%s\",\"schema\":", op);
+		escape_json(&s, schema);
+		appendStringInfoString(&s, ",\"table\":");
+		escape_json(&s, RelationGetRelationName(rel));
+		appendStringInfoString(&s, ",\"new\":");
+		MemoryContextSwitchTo(old);
+		head.relid = RelationGetRelid(rel);
+		head.nspid = RelationGetNamespace(rel);
+		head.nsp_generation = generation;
+		strlcpy(NameStr(head.relname), RelationGetRelationName(rel), NAMEDATALEN);
+		strlcpy(head.op, op, sizeof(head.op));
+		head.text = s.data;
+		head.len = s.len;
+	}
+	appendBinaryStringInfo(body, head.text, head.len);
+}
+
 void
 pgcb_trigger_row_body(StringInfo body, Relation rel, const char *event_type, const char *op,
 					  HeapTuple new_tuple, HeapTuple old_tuple)
 {
 	pgcb_event_body_begin(body, event_type);
-	appendStringInfo(body, "{\"op\":\"%s\",\"schema\":", op);
-	escape_json(body, schema_name(RelationGetNamespace(rel)));
-	appendStringInfoString(body, ",\"table\":");
-	escape_json(body, RelationGetRelationName(rel));
-	appendStringInfoString(body, ",\"new\":");
+	append_head(body, rel, op);
 	pgcb_row_json_append(body, rel, new_tuple);
-	appendStringInfoString(body, ",\"old\":");
+	appendBinaryStringInfo(body, ",\"old\":", 7);
 	pgcb_row_json_append(body, rel, old_tuple);
 	appendStringInfoChar(body, '}');
 	pgcb_event_body_end(body);
