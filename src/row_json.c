@@ -21,10 +21,11 @@
  *
  * The types most tables are made of skip their output function: integers
  * and oids are written as int2out/int4out/int8out/oidout write them (the
- * same numutils.c routines), and text, varchar and bpchar, whose output is
- * their bytes, are escaped straight from the datum, copying runs of bytes
- * that need no escape at once, to the bytes escape_json() gives.  A row
- * costs one look-up only when the relation differs from the last row's.
+ * same numutils.c routines), uuids as uuid_out does, and text, varchar and
+ * bpchar, whose output is their bytes, are escaped straight from the datum.
+ * Every string is escaped by copying runs of bytes that need no escape at
+ * once, to the bytes escape_json() gives.  A row costs one look-up only
+ * when the relation differs from the last row's.
  */
 #include "postgres.h"
 
@@ -42,6 +43,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/uuid.h"
 
 #include "row_json.h"
 
@@ -54,6 +56,7 @@ typedef enum
 	COL_INT8,
 	COL_OID,					/* a string, not a number, as to_json() has it */
 	COL_TEXT,					/* text, varchar, bpchar: output = the bytes */
+	COL_UUID,
 	COL_NUMERIC,
 	COL_DATE,
 	COL_TIMESTAMP,
@@ -131,6 +134,9 @@ categorize(Oid typoid, ColKind *kind, Oid *outfunc)
 		case VARCHAROID:
 		case BPCHAROID:
 			*kind = COL_TEXT;
+			return true;
+		case UUIDOID:
+			*kind = COL_UUID;
 			return true;
 		case FLOAT4OID:
 		case FLOAT8OID:
@@ -364,13 +370,39 @@ append_value(StringInfo buf, RowJsonEntry *e, int i, Datum val)
 					pfree(d);
 			}
 			break;
+		case COL_UUID:
+			{
+				/* uuid_out's 36 characters, in quotes */
+				const unsigned char *u = DatumGetUUIDP(val)->data;
+				static const char hex[] = "0123456789abcdef";
+				char	   *p;
+
+				enlargeStringInfo(buf, 38);
+				p = buf->data + buf->len;
+				*p++ = '"';
+				for (int b = 0; b < UUID_LEN; b++)
+				{
+					if (b == 4 || b == 6 || b == 8 || b == 10)
+						*p++ = '-';
+					*p++ = hex[u[b] >> 4];
+					*p++ = hex[u[b] & 0xf];
+				}
+				*p++ = '"';
+				buf->len = p - buf->data;
+			}
+			break;
 		case COL_NUMERIC:
-			s = OutputFunctionCall(&e->out[i], val);
-			if (IsValidJsonNumber(s, strlen(s)))
-				appendStringInfoString(buf, s);
-			else
-				escape_json(buf, s);
-			pfree(s);
+			{
+				int			len;
+
+				s = OutputFunctionCall(&e->out[i], val);
+				len = strlen(s);
+				if (IsValidJsonNumber(s, len))
+					put(buf, s, len);
+				else
+					append_escaped(buf, s, len);
+				pfree(s);
+			}
 			break;
 		case COL_DATE:
 			append_datetime(buf, val, DATEOID);
@@ -383,12 +415,12 @@ append_value(StringInfo buf, RowJsonEntry *e, int i, Datum val)
 			break;
 		case COL_JSON:
 			s = OutputFunctionCall(&e->out[i], val);
-			appendStringInfoString(buf, s);
+			put(buf, s, strlen(s));
 			pfree(s);
 			break;
 		case COL_OTHER:
 			s = OutputFunctionCall(&e->out[i], val);
-			escape_json(buf, s);
+			append_escaped(buf, s, strlen(s));
 			pfree(s);
 			break;
 		case COL_SKIP:
@@ -438,7 +470,8 @@ pgcb_row_json_append(StringInfo buf, Relation rel, HeapTuple tuple)
 
 	if (tuple == NULL)
 	{
-		appendBinaryStringInfo(buf, "null", 4);
+		put(buf, "null", 4);
+		buf->data[buf->len] = '\0';
 		return;
 	}
 	e = entry_for(rel);
