@@ -251,6 +251,12 @@ static const bool needs_escape[256] = {
 	['"'] = true, ['\\'] = true,
 };
 
+/* its two-character escapes; the other controls become \u00xx */
+static const char short_escape[256] = {
+	['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't',
+	['"'] = '"', ['\\'] = '\\',
+};
+
 /*
  * escape_json() of the string s[0..len), without the per-byte appends:
  * runs of bytes that need no escape are copied at once.  escape_json()
@@ -266,7 +272,8 @@ append_escaped(StringInfo buf, const char *s, int len)
 	while (s < end)
 	{
 		const char *run = s;
-		char		esc[7];
+		unsigned char c;
+		char		esc[6] = {'\\', 'u', '0', '0'};
 
 		while (s < end && !needs_escape[(unsigned char) *s])
 			s++;
@@ -274,43 +281,19 @@ append_escaped(StringInfo buf, const char *s, int len)
 			put(buf, run, s - run);
 		if (s == end || *s == '\0')
 			break;
-		esc[0] = '\\';
-		switch (*s)
+		c = (unsigned char) *s++;
+		if (short_escape[c])
 		{
-			case '\b':
-				esc[1] = 'b';
-				break;
-			case '\f':
-				esc[1] = 'f';
-				break;
-			case '\n':
-				esc[1] = 'n';
-				break;
-			case '\r':
-				esc[1] = 'r';
-				break;
-			case '\t':
-				esc[1] = 't';
-				break;
-			case '"':
-				esc[1] = '"';
-				break;
-			case '\\':
-				esc[1] = '\\';
-				break;
-			default:
-				/* "\\u%04x", as escape_json() writes the other controls */
-				esc[1] = 'u';
-				esc[2] = '0';
-				esc[3] = '0';
-				esc[4] = "0123456789abcdef"[(*s >> 4) & 0xf];
-				esc[5] = "0123456789abcdef"[*s & 0xf];
-				put(buf, esc, 6);
-				s++;
-				continue;
+			esc[1] = short_escape[c];
+			put(buf, esc, 2);
 		}
-		put(buf, esc, 2);
-		s++;
+		else
+		{
+			/* "\\u%04x", as escape_json() writes the other controls */
+			esc[4] = "0123456789abcdef"[c >> 4];
+			esc[5] = "0123456789abcdef"[c & 0xf];
+			put(buf, esc, 6);
+		}
 	}
 	put_char(buf, '"');
 }
