@@ -373,6 +373,37 @@ DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
 DROP TABLE tb_fast, tb_fast_arr, tb_fast_old;
 DROP DOMAIN tb_d8, tb_dtext, tb_dvc, tb_dbool, tb_duuid;
 
+-- float4, float8 and numeric are written raw unless NaN or an infinity
+-- (told by the output's first character): the same bytes as row_to_json()
+-- over many magnitudes, the extremes and the special values, under several
+-- extra_float_digits.
+CREATE TABLE tb_num (k int, f4 float4, f8 float8, n numeric);
+CREATE TRIGGER cb AFTER INSERT ON tb_num REFERENCING NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('tb.num');
+CREATE FUNCTION pg_temp.tb_num_round(efd int) RETURNS TABLE (digits int, nrows bigint, same_bytes bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('extra_float_digits', efd::text, true);
+    INSERT INTO tb_num
+    SELECT k, CASE WHEN k BETWEEN -37 AND 38 THEN (sign * 1.2345678 * 10::float8 ^ k)::float4 END,
+           sign * 10::float8 ^ k / 3, (sign * 1.5 * 10::numeric ^ k)
+      FROM generate_series(-40, 40) k, (VALUES (1), (-1)) s(sign);
+    INSERT INTO tb_num VALUES (100, 'NaN', 'NaN', 'NaN'), (101, 'Infinity', 'Infinity', 'Infinity'),
+        (102, '-Infinity', '-Infinity', '-Infinity'), (103, '-0', '-0', '-0'), (104, 0, 0, 0),
+        (105, 1.4e-45, 5e-324, 1e-1000), (106, 3.4028235e38, 1.7976931348623157e308, 1e1000),
+        (107, -1.4e-45, -5e-324, -1e-1000), (108, 0.1, 0.1, 0.1), (109, 1e15, 1e15, 1e15),
+        (110, 1e16, 1e16, 1e16), (111, 123456789, 1e22, 0.000001);
+    RETURN QUERY
+    SELECT efd, count(*), count(*) FILTER (WHERE EXISTS
+               (SELECT 1 FROM tb_num t WHERE strpos(q.raw, '"new":' || row_to_json(t)::text || ',"old":') > 0))
+      FROM pg_temp.tbq q;
+    DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
+    DELETE FROM tb_num;
+END
+$$;
+SELECT r.* FROM unnest('{1, 0, 3, -15}'::int[]) e, pg_temp.tb_num_round(e) r;
+DROP TABLE tb_num;
+
 -- The body's head (op, schema, table) is kept for the last table: a table
 -- or schema renamed in this session is seen by the next event.
 CREATE SCHEMA tb_s1;

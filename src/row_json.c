@@ -24,7 +24,8 @@
  * same numutils.c routines), uuids as uuid_out does, and text, varchar and
  * bpchar, whose output is their bytes, are escaped straight from the datum.
  * Every string is escaped by copying runs of bytes that need no escape at
- * once, to the bytes escape_json() gives.  A row costs one look-up only
+ * once, to the bytes escape_json() gives.  A float or numeric output is
+ * told a JSON number by its first character, not parsed again.  A row costs one look-up only
  * when the relation differs from the last row's.
  */
 #include "postgres.h"
@@ -57,7 +58,7 @@ typedef enum
 	COL_OID,					/* a string, not a number, as to_json() has it */
 	COL_TEXT,					/* text, varchar, bpchar: output = the bytes */
 	COL_UUID,
-	COL_NUMERIC,
+	COL_NUMERIC,				/* float4, float8, numeric */
 	COL_DATE,
 	COL_TIMESTAMP,
 	COL_TIMESTAMPTZ,
@@ -298,6 +299,21 @@ append_escaped(StringInfo buf, const char *s, int len)
 	put_char(buf, '"');
 }
 
+/*
+ * IsValidJsonNumber() of a float4, float8 or numeric output, which
+ * datum_to_json() asks, without parsing: finite values print as
+ * -?digits[.digits][e[+-]digits], a JSON number, and only NaN, Infinity
+ * and -Infinity, which are not, start otherwise (the regress test compares
+ * them with row_to_json() under several extra_float_digits).
+ */
+static inline bool
+is_json_number(const char *s)
+{
+	if (*s == '-')
+		s++;
+	return *s >= '0' && *s <= '9';
+}
+
 /* JsonEncodeDateTime()'s text in quotes, as datum_to_json() writes it */
 static void
 append_datetime(StringInfo buf, Datum val, Oid typoid)
@@ -380,7 +396,7 @@ append_value(StringInfo buf, RowJsonEntry *e, int i, Datum val)
 
 				s = OutputFunctionCall(&e->out[i], val);
 				len = strlen(s);
-				if (IsValidJsonNumber(s, len))
+				if (is_json_number(s))
 					put(buf, s, len);
 				else
 					append_escaped(buf, s, len);
