@@ -25,8 +25,8 @@
  * bpchar, whose output is their bytes, are escaped straight from the datum.
  * Every string is escaped by copying runs of bytes that need no escape at
  * once, to the bytes escape_json() gives.  A float or numeric output is
- * told a JSON number by its first character, not parsed again.  A row costs one look-up only
- * when the relation differs from the last row's.
+ * told a JSON number by its first character, not parsed again.  A row
+ * costs one look-up only when the relation differs from the last row's.
  */
 #include "postgres.h"
 
