@@ -111,9 +111,10 @@ leave_word(int code, Datum arg)
 	*w = running;
 	SpinLockRelease(&esc->mutex);
 	ereport(LOG,
-			(errmsg("pg_callback: %s %s did not stop within callback.hook_timeout after its cancel (delivery %lld); the worker ends and is restarted",
+			(errmsg("pg_callback: the worker ended itself: %s %s did not stop within callback.hook_timeout after its cancel (delivery %lld)",
 					running.kind, running.fn, (long long) running.delivery_id),
-			 errhint("Its next call for that delivery is counted as failed instead of run.")));
+			 errhint("The worker is restarted; its next call of the %s for that delivery is recorded as failed instead of made.",
+					 running.kind)));
 }
 
 void

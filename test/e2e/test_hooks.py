@@ -449,9 +449,27 @@ def test_transform_catching_its_cancel_ends_the_worker(cluster, receiver, owned,
     # only the worker restarted: another backend's session lives on
     assert _same_session(other) == other_pid
     other.close()
-    assert "app.t_catch did not stop within callback.hook_timeout after its cancel" in cluster.log_text()
+    assert ("the worker ended itself: transform app.t_catch did not stop within "
+            "callback.hook_timeout after its cancel" in cluster.log_text())
     record_figure("hooks: a transform catching its cancel (%d ms timeout): dead after 2 attempts "
                   "in %.1f s, %d events beside it delivered meanwhile" % (HOOK_TIMEOUT_MS, elapsed, sent))
+
+
+def test_batch_transform_catching_its_cancel(cluster, receiver, owned):
+    """A batch's transform gets the batch: the whole batch is the failed
+    attempt recorded after the worker ended."""
+    pid = cluster.wait_until(cluster.worker_pid, timeout=60, what="the worker")
+    eid = owned("hk_bcatch", receiver.url("/bcatch"), event_types="{esc.batch}",
+                transform="app.t_catch", batch_size=2, batch_window=5, max_attempts=1)
+    cluster.execute("SELECT callback.enqueue('esc.batch', jsonb_build_object('i', g)) "
+                    "FROM generate_series(1, 2) g")
+    rows = final_status(cluster, eid, n=2, timeout=90)
+    assert [r[0] for r in rows] == ["dead", "dead"], rows
+    for r in rows:
+        assert r[1].startswith("transform app.t_catch " + ESCALATED), rows
+    assert [(x[0], x[3]) for x in attempts(cluster, eid)] == [(1, "dead"), (1, "dead")]
+    assert receiver.count("/bcatch") == 0
+    assert cluster.worker_pid() not in (None, pid)
 
 
 def test_on_response_catching_its_cancel_ends_the_worker(cluster, receiver, owned):
