@@ -219,24 +219,30 @@ build(RowJsonEntry *e, Relation rel)
 }
 
 /*
- * Append len bytes.  The row's bytes go in with no terminating NUL each
- * time; pgcb_row_json_append() puts it back at the end.
+ * Room for n more bytes, and where they go.  The row's bytes go in with no
+ * terminating NUL each time; pgcb_row_json_append() puts it back at the
+ * end.  (enlargeStringInfo() is a call even when there is room.)
  */
+static inline char *
+reserve(StringInfo buf, int n)
+{
+	if (buf->maxlen - buf->len <= n)
+		enlargeStringInfo(buf, n);
+	return buf->data + buf->len;
+}
+
 static inline void
 put(StringInfo buf, const char *s, int len)
 {
-	if (buf->maxlen - buf->len <= len)
-		enlargeStringInfo(buf, len);
-	memcpy(buf->data + buf->len, s, len);
+	memcpy(reserve(buf, len), s, len);
 	buf->len += len;
 }
 
 static inline void
 put_char(StringInfo buf, char c)
 {
-	if (buf->maxlen - buf->len <= 1)
-		enlargeStringInfo(buf, 1);
-	buf->data[buf->len++] = c;
+	*reserve(buf, 1) = c;
+	buf->len++;
 }
 
 /* bytes escape_json() does not copy as they are: controls, '"', '\\' */
@@ -330,6 +336,7 @@ static void
 append_value(StringInfo buf, RowJsonEntry *e, int i, Datum val)
 {
 	char	   *s;
+	char	   *p;
 
 	switch (e->kind[i])
 	{
@@ -340,23 +347,21 @@ append_value(StringInfo buf, RowJsonEntry *e, int i, Datum val)
 				put(buf, "false", 5);
 			break;
 		case COL_INT2:
-			enlargeStringInfo(buf, MAXINT8LEN + 1);
-			buf->len += pg_itoa(DatumGetInt16(val), buf->data + buf->len);
+			buf->len += pg_itoa(DatumGetInt16(val), reserve(buf, MAXINT8LEN + 1));
 			break;
 		case COL_INT4:
-			enlargeStringInfo(buf, MAXINT8LEN + 1);
-			buf->len += pg_ltoa(DatumGetInt32(val), buf->data + buf->len);
+			buf->len += pg_ltoa(DatumGetInt32(val), reserve(buf, MAXINT8LEN + 1));
 			break;
 		case COL_INT8:
-			enlargeStringInfo(buf, MAXINT8LEN + 1);
-			buf->len += pg_lltoa(DatumGetInt64(val), buf->data + buf->len);
+			buf->len += pg_lltoa(DatumGetInt64(val), reserve(buf, MAXINT8LEN + 1));
 			break;
 		case COL_OID:
 			/* oidout's "%u" in quotes: digits need no escape */
-			enlargeStringInfo(buf, MAXINT8LEN + 3);
-			buf->data[buf->len++] = '"';
-			buf->len += pg_ultoa_n(DatumGetObjectId(val), buf->data + buf->len);
-			buf->data[buf->len++] = '"';
+			p = reserve(buf, MAXINT8LEN + 3);
+			*p++ = '"';
+			p += pg_ultoa_n(DatumGetObjectId(val), p);
+			*p++ = '"';
+			buf->len = p - buf->data;
 			break;
 		case COL_TEXT:
 			{
@@ -374,10 +379,8 @@ append_value(StringInfo buf, RowJsonEntry *e, int i, Datum val)
 				/* uuid_out's 36 characters, in quotes */
 				const unsigned char *u = DatumGetUUIDP(val)->data;
 				static const char hex[] = "0123456789abcdef";
-				char	   *p;
 
-				enlargeStringInfo(buf, 38);
-				p = buf->data + buf->len;
+				p = reserve(buf, 38);
 				*p++ = '"';
 				for (int b = 0; b < UUID_LEN; b++)
 				{
