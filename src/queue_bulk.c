@@ -1,18 +1,21 @@
 /*
  * queue_bulk.c
- *		Buffered multi-insert: tuples of one relation collected in a small
- *		set of slots and written with table_multi_insert, which locks each
- *		heap page once and writes one WAL record per page instead of per
- *		row (the way COPY FROM writes, learnt from its multi-insert buffers).
+ *		Buffered multi-insert: rows of one relation collected in a small set
+ *		of slots and written with table_multi_insert, which locks each heap
+ *		page once and writes one WAL record per page instead of per row
+ *		(the way COPY FROM writes, learnt from its multi-insert buffers).
  *		What a row needs after its heap insert (the queue's index entries)
- *		is the caller's callback, run per tuple right after the heap write:
+ *		is the caller's callback, run per row right after the heap write:
  *		this file knows nothing of the queue's shape.
  *
  * The bounds keep memory small whatever the statement's size: at most
- * PGCB_BULK_MAX_TUPLES tuples or PGCB_BULK_MAX_BYTES of their data, then a
- * flush.  Slots are made once and reused across flushes (a BufferHeapTuple
- * slot per tuple, as the table AM wants them, so that the heap tuple the
- * slot forms is the one inserted, with no extra copy).
+ * PGCB_BULK_MAX_ROWS rows or PGCB_BULK_MAX_BYTES of their data, then a
+ * flush.  The slots are made once per buffer and reused; they are virtual
+ * slots over a descriptor that pins nothing, so that a buffer can outlive
+ * a transaction (a single-row transaction with fan-out would otherwise pay
+ * for making its slots every time).  A virtual slot also keeps the row's
+ * values at hand for the index entries, where a heap slot would deform the
+ * tuple again; the heap tuple is formed by the table AM at the flush.
  */
 #include "postgres.h"
 
@@ -20,66 +23,50 @@
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "queue_bulk.h"
 
 /* COPY's bounds: enough to fill pages, small enough to stay in cache. */
-#define PGCB_BULK_MAX_TUPLES 1000
+#define PGCB_BULK_MAX_ROWS 1000
 #define PGCB_BULK_MAX_BYTES (64 * 1024)
 
 struct PgcbBulk
 {
-	Relation	rel;
-	MemoryContext cxt;			/* where the slots live ... */
-	ResourceOwner owner;		/* ... and who pins their descriptor */
-	MemoryContext flush_cxt;	/* what a flush allocates (toasted copies ...) */
-	PgcbBulkAfterInsert after;
-	void	   *after_arg;
-	TupleTableSlot **slots;		/* [PGCB_BULK_MAX_TUPLES], made on demand */
+	TupleDesc	desc;
+	MemoryContext cxt;			/* the slots and the rows' data */
+	MemoryContext flush_cxt;	/* what one flush allocates (heap tuples ...) */
+	TupleTableSlot **slots;		/* [PGCB_BULK_MAX_ROWS], made on demand */
 	int			nslots_made;
-	int			nused;			/* tuples buffered: slots[0 .. nused) */
+	int			nused;			/* rows buffered: slots[0 .. nused) */
 	Size		bytes;			/* their data, roughly */
 };
 
 PgcbBulk *
-pgcb_bulk_create(Relation rel, PgcbBulkAfterInsert after, void *arg)
+pgcb_bulk_create(TupleDesc desc)
 {
 	PgcbBulk   *b = palloc0(sizeof(PgcbBulk));
 
-	b->rel = rel;
+	Assert(desc->tdrefcount < 0);
+	b->desc = desc;
 	b->cxt = CurrentMemoryContext;
-	b->owner = CurrentResourceOwner;
 	b->flush_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback bulk flush",
 										 ALLOCSET_DEFAULT_SIZES);
-	b->after = after;
-	b->after_arg = arg;
-	b->slots = palloc0(sizeof(TupleTableSlot *) * PGCB_BULK_MAX_TUPLES);
+	b->slots = palloc0(sizeof(TupleTableSlot *) * PGCB_BULK_MAX_ROWS);
 	return b;
 }
 
 TupleTableSlot *
-pgcb_bulk_next_slot(PgcbBulk *b, CommandId cid)
+pgcb_bulk_next_slot(PgcbBulk *b, const PgcbBulkTarget *target)
 {
-	if (b->nused >= PGCB_BULK_MAX_TUPLES || b->bytes >= PGCB_BULK_MAX_BYTES)
-		pgcb_bulk_flush(b, cid);
+	if (b->nused >= PGCB_BULK_MAX_ROWS || b->bytes >= PGCB_BULK_MAX_BYTES)
+		pgcb_bulk_flush(b, target);
 	if (b->nused == b->nslots_made)
 	{
 		MemoryContext old = MemoryContextSwitchTo(b->cxt);
-		ResourceOwner save_owner = CurrentResourceOwner;
 
-		CurrentResourceOwner = b->owner;
-		PG_TRY();
-		{
-			b->slots[b->nslots_made] = table_slot_create(b->rel, NULL);
-		}
-		PG_FINALLY();
-		{
-			CurrentResourceOwner = save_owner;
-			MemoryContextSwitchTo(old);
-		}
-		PG_END_TRY();
+		b->slots[b->nslots_made] = MakeSingleTupleTableSlot(b->desc, &TTSOpsVirtual);
 		b->nslots_made++;
+		MemoryContextSwitchTo(old);
 	}
 	ExecClearTuple(b->slots[b->nused]);
 	return b->slots[b->nused];
@@ -88,14 +75,13 @@ pgcb_bulk_next_slot(PgcbBulk *b, CommandId cid)
 void
 pgcb_bulk_added(PgcbBulk *b, Size bytes)
 {
-	/* the heap tuple formed now, in the slot's memory: the caller may free its datums */
 	ExecMaterializeSlot(b->slots[b->nused]);
 	b->nused++;
 	b->bytes += bytes;
 }
 
 void
-pgcb_bulk_flush(PgcbBulk *b, CommandId cid)
+pgcb_bulk_flush(PgcbBulk *b, const PgcbBulkTarget *target)
 {
 	int			n = b->nused;
 	MemoryContext old;
@@ -111,13 +97,13 @@ pgcb_bulk_flush(PgcbBulk *b, CommandId cid)
 	b->nused = 0;
 	b->bytes = 0;
 	old = MemoryContextSwitchTo(b->flush_cxt);
-	table_multi_insert(b->rel, b->slots, n, cid, 0, NULL);
+	table_multi_insert(target->rel, b->slots, n, target->cid, 0, NULL);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(b->flush_cxt);
 	for (int i = 0; i < n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
-		b->after(b->slots[i], b->after_arg);
+		target->after_insert(b->slots[i], target->arg);
 		ExecClearTuple(b->slots[i]);
 	}
 }
@@ -140,13 +126,9 @@ pgcb_bulk_pending(const PgcbBulk *b)
 void
 pgcb_bulk_free(PgcbBulk *b)
 {
-	ResourceOwner save_owner = CurrentResourceOwner;
-
-	Assert(b->nused == 0);
-	CurrentResourceOwner = b->owner;
+	pgcb_bulk_discard(b);
 	for (int i = 0; i < b->nslots_made; i++)
 		ExecDropSingleTupleTableSlot(b->slots[i]);
-	CurrentResourceOwner = save_owner;
 	MemoryContextDelete(b->flush_cxt);
 	pfree(b->slots);
 	pfree(b);

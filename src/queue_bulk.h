@@ -1,6 +1,6 @@
 /*
  * queue_bulk.h
- *		A bounded buffer of formed tuples for one relation, written with
+ *		A bounded buffer of formed rows for one relation, written with
  *		table_multi_insert: one heap page locked and one WAL record per page
  *		of rows instead of per row.
  */
@@ -13,42 +13,49 @@
 typedef struct PgcbBulk PgcbBulk;
 
 /*
- * Called for each tuple once it is in the heap (slot->tts_tid set), in the
- * order the tuples were added: the caller's index entries.
+ * Where a flush writes: the relation (open), the command id, and what each
+ * row needs once it is in the heap (slot->tts_tid set), called in the
+ * order the rows were added: the caller's index entries.
  */
-typedef void (*PgcbBulkAfterInsert) (TupleTableSlot *slot, void *arg);
+typedef struct PgcbBulkTarget
+{
+	Relation	rel;
+	CommandId	cid;
+	void		(*after_insert) (TupleTableSlot *slot, void *arg);
+	void	   *arg;
+} PgcbBulkTarget;
 
 /*
- * A buffer for rel, allocated in the current memory context; its slots are
- * pinned by the current resource owner (both as of this call, also for
- * slots made later).  The caller keeps rel open while
- * the buffer lives.
+ * A buffer for rows of desc, which must not be reference-counted (a copy,
+ * not a relcache entry's): the buffer and its slots live in the current
+ * memory context, across transactions, and pin nothing.
  */
-extern PgcbBulk *pgcb_bulk_create(Relation rel, PgcbBulkAfterInsert after, void *arg);
+extern PgcbBulk *pgcb_bulk_create(TupleDesc desc);
 
 /*
- * An empty slot for the next tuple, flushing first if the buffer is full.
- * The caller stores the tuple (ExecStoreVirtualTuple) and then calls
- * pgcb_bulk_added; until then the slot is not part of the buffer.
+ * An empty slot for the next row, flushing to target first if the buffer
+ * is full.  The caller stores the row (ExecStoreVirtualTuple) and then
+ * calls pgcb_bulk_added; until then the slot is not part of the buffer.
  */
-extern TupleTableSlot *pgcb_bulk_next_slot(PgcbBulk *b, CommandId cid);
+extern TupleTableSlot *pgcb_bulk_next_slot(PgcbBulk *b, const PgcbBulkTarget *target);
 
 /*
- * The slot returned last now holds a tuple of about bytes bytes of
- * variable data: made independent of the caller's memory and counted.
+ * The slot returned last now holds a row with about bytes bytes of
+ * variable data: copied into the buffer's memory (the caller may free its
+ * datums) and counted.
  */
 extern void pgcb_bulk_added(PgcbBulk *b, Size bytes);
 
-/* Write what is buffered: heap, then the after-insert callback per tuple. */
-extern void pgcb_bulk_flush(PgcbBulk *b, CommandId cid);
+/* Write what is buffered: heap, then target->after_insert per row. */
+extern void pgcb_bulk_flush(PgcbBulk *b, const PgcbBulkTarget *target);
 
-/* Forget what is buffered, unwritten (after an error: the abort undoes the rest). */
+/* Forget what is buffered, unwritten (its transaction is rolling back). */
 extern void pgcb_bulk_discard(PgcbBulk *b);
 
-/* Tuples buffered and not written yet. */
+/* Rows buffered and not written yet. */
 extern int	pgcb_bulk_pending(const PgcbBulk *b);
 
-/* Drop the slots and the buffer (nothing may be pending). */
+/* Drop the slots and the buffer. */
 extern void pgcb_bulk_free(PgcbBulk *b);
 
 #endif							/* PGCB_QUEUE_BULK_H */

@@ -88,6 +88,7 @@ typedef struct QueueShape
 	int			nindexes;
 	Oid		   *index_oid;		/* [nindexes]: the queue's indexes ... */
 	ExprState **index_pred;		/* ... and partial ones' predicates, ready to run */
+	PgcbBulk   *bulk;			/* multi-insert buffer, made when first needed */
 } QueueShape;
 
 /* Per top-level transaction: the open queue. */
@@ -102,8 +103,6 @@ typedef struct QueueOpen
 	Relation   *index_rel;		/* [nindexes]: NULL until a row needs it */
 	IndexInfo **index_info;
 	bool	   *index_skip;		/* not ready for inserts (CREATE INDEX CONCURRENTLY) */
-	PgcbBulk   *bulk;			/* multi-insert buffer, made when first needed */
-	SubTransactionId bulk_subid;	/* whose rows it holds (one at a time) */
 } QueueOpen;
 
 static QueueShape *shape = NULL;
@@ -111,6 +110,13 @@ static bool shape_stale = false;
 static QueueOpen *xact_open = NULL;
 static bool xact_open_stale = false;
 static bool callbacks_registered = false;
+
+/*
+ * The subtransaction whose rows the buffer holds (one at a time): its
+ * rollback forgets them.  The buffer outlives transactions; its rows never
+ * do (written before the trigger call returns, forgotten at an abort).
+ */
+static SubTransactionId bulk_subid = InvalidSubTransactionId;
 
 /*
  * The batch of pgcb_queue_batch_begin .. _end: where its rows are buffered.
@@ -135,6 +141,12 @@ queue_relcache_callback(Datum arg, Oid relid)
 	}
 }
 
+static int
+bulk_pending(void)
+{
+	return (shape != NULL && shape->bulk != NULL) ? pgcb_bulk_pending(shape->bulk) : 0;
+}
+
 static void
 close_open(void)
 {
@@ -142,14 +154,12 @@ close_open(void)
 	ResourceOwner save = CurrentResourceOwner;
 
 	/* a batch is flushed before its trigger call returns: never here */
-	if (q->bulk != NULL && pgcb_bulk_pending(q->bulk) > 0)
+	if (bulk_pending() > 0)
 		elog(ERROR, "pg_callback: queue rows buffered and not written at the end of a transaction");
 	xact_open = NULL;
 	xact_open_stale = false;
 	/* released by the owner that holds them */
 	CurrentResourceOwner = TopTransactionResourceOwner;
-	if (q->bulk != NULL)
-		pgcb_bulk_free(q->bulk);
 	ExecDropSingleTupleTableSlot(q->slot);
 	/* the locks stay to the end of the transaction, as an INSERT's do */
 	for (int i = 0; i < q->nindexes; i++)
@@ -165,7 +175,11 @@ static void
 queue_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
 		batch_active = false;
+		if (bulk_pending() > 0)
+			pgcb_bulk_discard(shape->bulk);
+	}
 	if (xact_open == NULL)
 		return;
 	switch (event)
@@ -201,8 +215,8 @@ queue_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		return;
 	if (batch_active && mySubid == batch_subid)
 		batch_active = false;
-	if (xact_open != NULL && xact_open->bulk != NULL && xact_open->bulk_subid == mySubid)
-		pgcb_bulk_discard(xact_open->bulk);
+	if (bulk_pending() > 0 && bulk_subid == mySubid)
+		pgcb_bulk_discard(shape->bulk);
 }
 
 static void
@@ -361,14 +375,11 @@ open_queue(void)
 		return xact_open;
 	if (xact_open != NULL)
 	{
-		PgcbBulk   *b = xact_open->bulk;
-
 		/*
 		 * A batch's rows are written by their own subtransaction; a nested
-		 * insert in another one keeps the stale relation for now.
+		 * insert in another one keeps the stale relation (and shape) for now.
 		 */
-		if (b != NULL && pgcb_bulk_pending(b) > 0 &&
-			xact_open->bulk_subid != GetCurrentSubTransactionId())
+		if (bulk_pending() > 0 && bulk_subid != GetCurrentSubTransactionId())
 			return xact_open;
 
 		/*
@@ -575,42 +586,44 @@ after_bulk_insert(TupleTableSlot *slot, void *arg)
 	ResetPerTupleExprContext(q->estate);
 }
 
-/* The buffer of q's open transaction, made when first needed. */
-static PgcbBulk *
-queue_bulk(QueueOpen *q)
+/* Where q's buffered rows go. */
+static void
+bulk_target(QueueOpen *q, CommandId cid, PgcbBulkTarget *t)
 {
-	if (q->bulk == NULL)
-	{
-		ResourceOwner save_owner = CurrentResourceOwner;
-		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-
-		/* its slots live as long as the relation they are made for */
-		CurrentResourceOwner = TopTransactionResourceOwner;
-		PG_TRY();
-		{
-			q->bulk = pgcb_bulk_create(q->rel, after_bulk_insert, q);
-		}
-		PG_FINALLY();
-		{
-			CurrentResourceOwner = save_owner;
-			MemoryContextSwitchTo(old);
-		}
-		PG_END_TRY();
-	}
-	return q->bulk;
+	t->rel = q->rel;
+	t->cid = cid;
+	t->after_insert = after_bulk_insert;
+	t->arg = q;
 }
 
-/* Write q's buffered rows, if any. */
+/* The shape's buffer, made when first needed, for the life of the shape. */
+static PgcbBulk *
+shape_bulk(QueueOpen *q)
+{
+	if (shape->bulk == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(shape->cxt);
+
+		/* a copy: slots over it pin nothing, so they outlive transactions */
+		shape->bulk = pgcb_bulk_create(CreateTupleDescCopy(RelationGetDescr(q->rel)));
+		MemoryContextSwitchTo(old);
+	}
+	return shape->bulk;
+}
+
+/* Write the buffered rows, if any, through q. */
 static void
 flush_as_owner(QueueOpen *q)
 {
 	Oid			save_userid;
 	int			save_sec_context;
+	PgcbBulkTarget target;
 
-	if (q->bulk == NULL || pgcb_bulk_pending(q->bulk) == 0)
+	if (bulk_pending() == 0)
 		return;
+	bulk_target(q, GetCurrentCommandId(true), &target);
 	become_owner(q, &save_userid, &save_sec_context);
-	pgcb_bulk_flush(q->bulk, GetCurrentCommandId(true));
+	pgcb_bulk_flush(shape->bulk, &target);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
@@ -655,6 +668,7 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	CommandId	cid;
 	bool		batched;
 	bool		buffered;
+	PgcbBulkTarget target;
 
 	/*
 	 * What the executor checks before any INSERT (ExecCheckXactReadOnly),
@@ -681,8 +695,9 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	 * finding the batch's rows there goes straight in.
 	 */
 	batched = in_batch();
-	buffered = batched ||
-		(n_endpoints > 1 && (q->bulk == NULL || pgcb_bulk_pending(q->bulk) == 0));
+	buffered = batched || (n_endpoints > 1 && bulk_pending() == 0);
+	if (buffered)
+		bulk_target(q, cid, &target);
 
 	become_owner(q, &save_userid, &save_sec_context);
 	for (int e = 0; e < n_endpoints; e++)
@@ -692,10 +707,10 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		CHECK_FOR_INTERRUPTS();
 		if (buffered)
 		{
-			PgcbBulk   *b = queue_bulk(q);
-			TupleTableSlot *slot = pgcb_bulk_next_slot(b, cid);
+			PgcbBulk   *b = shape_bulk(q);
+			TupleTableSlot *slot = pgcb_bulk_next_slot(b, &target);
 
-			q->bulk_subid = GetCurrentSubTransactionId();
+			bulk_subid = GetCurrentSubTransactionId();
 
 			form_row(q, s, slot, ev, &d, endpoint_ids[e], key_here);
 			pgcb_bulk_added(b, ev->body_len);
@@ -709,7 +724,7 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		ResetPerTupleExprContext(q->estate);
 	}
 	if (buffered && !batched)
-		pgcb_bulk_flush(q->bulk, cid);
+		pgcb_bulk_flush(shape->bulk, &target);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	ExecClearTuple(q->slot);
