@@ -55,8 +55,9 @@ DELETE FROM callback.callback_queue q USING pg_temp.bkq b WHERE q.id = b.id;
 DELETE FROM bk_stmt;
 
 -- A statement that fails half-way (row 1,500's body is over the limit):
--- rows 1-1,000 were written, 1,001-1,499 buffered; the block's rollback
--- takes both, and the next statement queues its own rows only.
+-- the rows before it were partly written (at each 64 kB of bodies), partly
+-- still buffered; the block's rollback takes both, and the next statement
+-- queues its own rows only.
 SET callback.max_payload_bytes = 2000;
 DO $$
 BEGIN
