@@ -38,6 +38,7 @@ OBJS = \
 	src/drain.o \
 	src/session.o \
 	src/hooks.o \
+	src/hook_escalation.o \
 	src/version.o
 
 # 1.0 is frozen as shipped.  The upgrade to 1.1 is put together from one part
