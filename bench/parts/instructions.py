@@ -397,9 +397,8 @@ def markdown(t):
           "Counted by callgrind in a cluster of this part's own (`wal_level = logical`, needed by the "
           "logical-message variant, for every variant; `synchronous_commit = off`; a checkpoint before "
           "each session), only inside `PostgresMain` / `pgcb_worker_main`. Instruction counts do not "
-          "swing with the machine's load (two runs here agreed within 0.1 % for the backends, 0.5 % for "
-          "the worker, whose batches follow the receiver's timing); they are not time (no cache misses, "
-          "no I/O, no lock waits).", "",
+          "swing with the machine's load (the worker's a little: its batches follow the receiver's "
+          "timing); they are not time (no cache misses, no I/O, no lock waits).", "",
           "Single-row `INSERT INTO t(v) VALUES ('x')` transactions, one backend running %s and another "
           "%s: (cost(%s) - cost(%s)) / %s per insert." % (format(n, ","), format(3 * n, ","),
                                                            format(3 * n, ","), format(n, ","),
