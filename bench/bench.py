@@ -26,6 +26,11 @@ Parts:
   8. amqp     publishes/s to a private rabbitmq-server (publisher confirms,
               persistent) beside HTTP deliveries/s to nginx: each alone,
               then both at once, in the same worker.
+  9. instructions  deterministic costs, counted by callgrind in a cluster of
+              its own (wal_level = logical): instructions per single-row
+              INSERT with each trigger variant (and a logical message),
+              per row of one INSERT ... SELECT, per delivery of the worker
+              and of the functions below it; ratios to plain.
 
 Writes bench/out/results.json, results.md and bench.png.
 """
@@ -39,12 +44,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lib import report  # noqa: E402
 from lib.env import Env  # noqa: E402
-from parts import amqp, batch, drain, keepup, latency, metrics, scaleout, trigger  # noqa: E402
+from parts import amqp, batch, drain, instructions, keepup, latency, metrics, scaleout, trigger  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
 MODULES = {"drain": drain, "trigger": trigger, "keepup": keepup, "latency": latency, "metrics": metrics,
-           "batch": batch, "scaleout": scaleout, "amqp": amqp}
+           "batch": batch, "scaleout": scaleout, "amqp": amqp, "instructions": instructions}
 
 
 def bench(args):
@@ -78,7 +83,8 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 run, small sizes, 3 s trigger variants (a few minutes)")
     ap.add_argument("--runs", type=int, help="runs of drain, keepup, latency, metrics (default 3, 1 with --quick)")
-    ap.add_argument("--only", help="comma-separated parts: drain,trigger,keepup,latency,metrics,batch,scaleout,amqp")
+    ap.add_argument("--only", help="comma-separated parts: drain,trigger,keepup,latency,metrics,batch,scaleout,amqp,"
+                    "instructions")
     ap.add_argument("--profile", action="store_true",
                     help="perf record the worker (drain) and the cluster (trigger, keep-up) in the first "
                          "run; reports in bench/out/perf-*.txt")
@@ -97,6 +103,10 @@ def main():
     ap.add_argument("--catchup-max", type=int,
                     help="longest wait for the backlog to clear after the keeping-up run (default 120 s)")
     ap.add_argument("--metrics-attempts", type=int, help="attempts generated for part 5 (default 1000000)")
+    ap.add_argument("--instr-n", type=int, help="instructions part: N, the smaller of the two sessions "
+                    "of single-row INSERTs and of the two drains (default 2000, 300 with --quick)")
+    ap.add_argument("--instr-rows", type=int, help="instructions part: rows of the one-statement INSERT "
+                    "(default 10000, 2000 with --quick)")
     ap.add_argument("--port", type=int, default=55700, help="first port tried for PostgreSQL")
     ap.add_argument("--no-install", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-build", action="store_true", help=argparse.SUPPRESS)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pg_callback benchmark: one command.
 #
-#   bash bench/run.sh                 full run (3 runs / rounds of each part, ~25-35 min on 2 cores)
+#   bash bench/run.sh                 full run (3 runs / rounds of each part, ~25-35 min on 2 cores,
+#                                     plus 5-10 min of callgrind for the instructions part)
 #   BENCH_QUICK=1 bash bench/run.sh   smoke run (1 run, small sizes, 3 s trigger variants, ~6-8 min);
 #                                     same as --quick
 #   PG_CONFIG=/path/to/pg_config bash bench/run.sh   another PostgreSQL 15 installation
@@ -10,7 +11,8 @@
 # Other options are passed to bench/bench.py (see `bash bench/run.sh --help`):
 #   --runs N, --profile (perf record of the worker / the cluster into bench/out/perf-*.txt),
 #   --trigger-seconds S, --trigger-rounds N, --bulk-rows N (the trigger part),
-#   --only drain,trigger,keepup,latency,metrics,batch,amqp,
+#   --only drain,trigger,keepup,latency,metrics,batch,scaleout,amqp,instructions,
+#   --instr-n N, --instr-rows N (the instructions part, under callgrind),
 #   --no-install (no apt-get), --no-build (use the pg_callback already installed)
 #
 # It installs what it needs from Debian (unless everything is already there),
@@ -58,7 +60,7 @@ fi
 # ------------------------------------------------------------------ packages
 PKGS=(postgresql-15 postgresql-client-15 postgresql-server-dev-15 build-essential
       libcurl4-openssl-dev libssl-dev librabbitmq-dev nginx-light wrk python3 python3-psycopg2
-      python3-matplotlib rabbitmq-server python3-pika)
+      python3-matplotlib rabbitmq-server python3-pika valgrind)
 if [ "$INSTALL" = 1 ]; then
     missing=()
     for p in "${PKGS[@]}"; do
@@ -89,10 +91,13 @@ chmod 755 "$TMP"
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [ -f "$TMP/pg/data/postmaster.pid" ]; then
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$TMP/pg/data" stop -m fast -t 20 >/dev/null 2>&1 || \
-            runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$TMP/pg/data" stop -m immediate >/dev/null 2>&1 || true
-    fi
+    # the bench's cluster, and the instructions part's (under callgrind)
+    for data in "$TMP/pg/data" "$TMP/cg/data"; do
+        if [ -f "$data/postmaster.pid" ]; then
+            runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" stop -m fast -t 20 >/dev/null 2>&1 || \
+                runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" stop -m immediate >/dev/null 2>&1 || true
+        fi
+    done
     for pidfile in "$TMP/nginx/nginx.pid" "$TMP/receiver.pid"; do
         if [ -s "$pidfile" ]; then
             pid="$(cat "$pidfile")"

@@ -7,9 +7,9 @@ import json
 import os
 import time
 
-from parts import drain, latency, trigger
+from parts import drain, instructions, latency, trigger
 
-ORDER = ["drain", "trigger", "keepup", "latency", "metrics", "batch", "scaleout", "amqp"]
+ORDER = ["drain", "trigger", "keepup", "latency", "metrics", "batch", "scaleout", "amqp", "instructions"]
 
 
 def table(parts, modules):
@@ -113,7 +113,9 @@ def write(env, modules):
     with open(os.path.join(env.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1, default=str)
     png = plot(env)
-    trig_md = trigger.markdown(parts["trigger"]) if "trigger" in parts else []
+    tables_md = trigger.markdown(parts["trigger"]) if "trigger" in parts else []
+    if "instructions" in parts:
+        tables_md += instructions.markdown(parts["instructions"])
     load = "Load average before / after: %s / %s." % (
         " ".join("%.2f" % x for x in res["machine"]["load_before"]),
         " ".join("%.2f" % x for x in res["load_after"]))
@@ -129,7 +131,7 @@ def write(env, modules):
           "PostgreSQL programs from %s." % res["machine"]["pg_bin"], "",
           load, "",
           "```", tab, "```", ""]
-    md += trig_md
+    md += tables_md
     if png:
         md += ["![drain curve, keeping up and latency distribution](bench.png)", ""]
     with open(os.path.join(env.out, "results.md"), "w") as f:
@@ -140,7 +142,7 @@ def write(env, modules):
     print("machine: " + env.machine_line())
     print(load + " (other work on the machine skews the absolute figures; alternated ratios less)")
     print(tab)
-    if trig_md:
+    if tables_md:
         print()
-        print("\n".join(trig_md))
+        print("\n".join(tables_md))
     print("written: bench/out/results.json, bench/out/results.md" + (", bench/out/bench.png" if png else ""))
