@@ -28,6 +28,7 @@
 #include "lib/ilist.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -277,8 +278,8 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 
 	/* webhook-id: stable across retries, unique across reinstalls */
 	strcpy(msg_id, "msg_");
-	for (int i = 0; i < UUID_LEN; i++)
-		sprintf(msg_id + 4 + 2 * i, "%02x", c->event_id.data[i]);
+	hex_encode((const char *) c->event_id.data, UUID_LEN, msg_id + 4);
+	msg_id[4 + 2 * UUID_LEN] = '\0';
 	/* batches: the batch's own id, and its events' ids in a header */
 	if (batch != NULL)
 	{
