@@ -210,9 +210,6 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"r AS (" WB_UPDATE
 	"    FROM l WHERE q.id OPERATOR(pg_catalog.=) l.id "
 	"     AND NOT EXISTS (SELECT 1 FROM u WHERE u.id OPERATOR(pg_catalog.=) l.id) "
-	/* mostly none left: then r does not even read l (a one-time filter) */
-	"     AND (SELECT pg_catalog.count(*) FROM u) OPERATOR(pg_catalog.<) "
-	"         (SELECT pg_catalog.count(*) FROM l) "
 	WB_WHERE WB_RETURNING "), "
 	"d AS (SELECT * FROM u UNION ALL SELECT * FROM r), "
 	"a AS ("
