@@ -73,43 +73,6 @@ static bool skip_locked = false;	/* the worker: never wait on a row lock */
 static SPIPlanPtr plans[2][NUM_PLANS];	/* [skip_locked] */
 
 /*
- * The event id too: after TRUNCATE ... RESTART IDENTITY a new row may
- * carry the id.  status::text: the partial index on status = 'sending'
- * would otherwise be scanned whole, dead entries and all.
- *
- * An outcome is a request that was really sent: it is recorded while
- * the row is still open, that is 'sending' (our claim, or a claim made
- * again after our lease ran out) or 'pending' and claimed by nobody (a
- * sweep returned it after our lease ran out, or the other claim's
- * outcome was a retry).  A finished row (delivered, dead, deleted)
- * drops it: so when a row was claimed twice, the second outcome is
- * lost if the first finished it.  The worker writes back before it
- * sweeps, so its own finished requests are never swept; this clause
- * keeps an outcome whose request was still in flight when a sweep (its
- * own after a stall, or another claimer's) returned the row.
- */
-#define WB_WHERE \
-	"     AND q.event_id OPERATOR(pg_catalog.=) l.event_id " \
-	"     AND (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'sending' " \
-	"          OR (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'pending' " \
-	"              AND q.claimed_by IS NULL)) "
-
-/* The write-back of one outcome (l) to its queue row (q). */
-#define WB_UPDATE \
-	"  UPDATE callback.callback_queue q " \
-	"     SET status = l.outcome::callback.delivery_status, " \
-	"         attempts = q.attempts OPERATOR(pg_catalog.+) 1, " \
-	"         next_attempt_at = coalesce(l.next_at, q.next_attempt_at), " \
-	"         last_attempt_at = l.started_at, last_status_code = l.status_code, " \
-	"         last_error = l.error, lease_expires_at = NULL, claimed_by = NULL, " \
-	"         finished_at = CASE WHEN l.outcome OPERATOR(pg_catalog.<>) 'pending' " \
-	"                            THEN pg_catalog.now() END "
-
-#define WB_RETURNING \
-	"  RETURNING q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, q.status, " \
-	"            l.started_at, l.latency_ms, l.status_code, l.error, l.response_body"
-
-/*
  * Every function, aggregate and operator is schema-qualified, and multi-array
  * unnest is spelled ROWS FROM (pg_catalog.unnest(..), ..): these run with the
  * owner's rights, and an unqualified name could resolve to a better-matching
@@ -191,55 +154,68 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 * primary key, so that one generic plan serves every batch (run_plan).
 	 */
 	"l AS MATERIALIZED ("
-	"  SELECT o.*, q.ctid AS tid FROM o JOIN callback.callback_queue q ON q.id OPERATOR(pg_catalog.=) o.id "
+	"  SELECT o.* FROM o JOIN callback.callback_queue q ON q.id OPERATOR(pg_catalog.=) o.id "
 	"   FOR UPDATE OF q " LOCK_MARK "), "
+	"u AS ("
+	"  UPDATE callback.callback_queue q "
+	"     SET status = l.outcome::callback.delivery_status, "
+	"         attempts = q.attempts OPERATOR(pg_catalog.+) 1, "
+	"         next_attempt_at = coalesce(l.next_at, q.next_attempt_at), "
+	"         last_attempt_at = l.started_at, last_status_code = l.status_code, "
+	"         last_error = l.error, lease_expires_at = NULL, claimed_by = NULL, "
+	"         finished_at = CASE WHEN l.outcome OPERATOR(pg_catalog.<>) 'pending' "
+	"                            THEN pg_catalog.now() END "
 	/*
-	 * Each locked row is updated by u, by ctid (a TID scan, not a second
-	 * search of the primary key): the version locked, which nobody can
-	 * replace while we hold its lock.  A version committed after this
-	 * statement's snapshot (FOR UPDATE followed the update chain to lock
-	 * it) is not visible to the TID scan: r updates those rows through the
-	 * primary key, where the update follows the chain as the lock did.  A
-	 * row updated by u is skipped by r (and would be: a row updated by
-	 * this same command is not updated again), so each outcome is written
-	 * at most once.
+	 * The event id too: after TRUNCATE ... RESTART IDENTITY a new row may
+	 * carry the id.  status::text: the partial index on status = 'sending'
+	 * would otherwise be scanned whole, dead entries and all.
+	 *
+	 * An outcome is a request that was really sent: it is recorded while
+	 * the row is still open, that is 'sending' (our claim, or a claim made
+	 * again after our lease ran out) or 'pending' and claimed by nobody (a
+	 * sweep returned it after our lease ran out, or the other claim's
+	 * outcome was a retry).  A finished row (delivered, dead, deleted)
+	 * drops it: so when a row was claimed twice, the second outcome is
+	 * lost if the first finished it.  The worker writes back before it
+	 * sweeps, so its own finished requests are never swept; this clause
+	 * keeps an outcome whose request was still in flight when a sweep (its
+	 * own after a stall, or another claimer's) returned the row.
 	 */
-	"u AS (" WB_UPDATE
-	"    FROM l WHERE q.ctid OPERATOR(pg_catalog.=) l.tid AND q.id OPERATOR(pg_catalog.=) l.id "
-	WB_WHERE WB_RETURNING "), "
-	"r AS (" WB_UPDATE
 	"    FROM l WHERE q.id OPERATOR(pg_catalog.=) l.id "
-	"     AND NOT EXISTS (SELECT 1 FROM u WHERE u.id OPERATOR(pg_catalog.=) l.id) "
-	WB_WHERE WB_RETURNING "), "
-	"d AS (SELECT * FROM u UNION ALL SELECT * FROM r), "
+	"             AND q.event_id OPERATOR(pg_catalog.=) l.event_id "
+	"             AND (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'sending' "
+	"                  OR (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'pending' "
+	"                      AND q.claimed_by IS NULL)) "
+	"  RETURNING q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, q.status, "
+	"            l.started_at, l.latency_ms, l.status_code, l.error, l.response_body), "
 	"a AS ("
 	"  INSERT INTO callback.callback_attempts "
 	"    (delivery_id, event_id, endpoint_id, event_type, attempt, started_at, latency_ms, "
 	"     status_code, error, response_body, outcome) "
 	"  SELECT id, event_id, endpoint_id, event_type, attempts, started_at, latency_ms, "
-	"         status_code, error, response_body, status FROM d), "
+	"         status_code, error, response_body, status FROM u), "
 	/*
 	 * The stats rollup is returned, not written: its rows may be locked
 	 * (purge() deletes them), and it is written by PLAN_STATS, which may
 	 * have to keep some for later, without holding back the outcomes.
 	 */
 	"s AS ("
-	"  SELECT pg_catalog.date_trunc('minute', d.started_at) AS minute, d.endpoint_id, d.event_type, "
+	"  SELECT pg_catalog.date_trunc('minute', u.started_at) AS minute, u.endpoint_id, u.event_type, "
 	"         pg_catalog.count(*) AS attempts, "
-	"         pg_catalog.count(*) FILTER (WHERE d.status OPERATOR(pg_catalog.=) 'delivered') AS delivered, "
-	"         pg_catalog.count(*) FILTER (WHERE d.status OPERATOR(pg_catalog.<>) 'delivered') AS failed, "
-	"         pg_catalog.count(*) FILTER (WHERE d.status OPERATOR(pg_catalog.=) 'dead') AS dead, "
-	"         pg_catalog.sum(d.latency_ms) AS latency_sum_ms, pg_catalog.max(d.latency_ms) AS latency_max_ms, "
-	"         callback.latency_histogram(d.latency_ms) AS latency_hist, "
-	"         (pg_catalog.array_agg(d.error ORDER BY d.started_at DESC) "
-	"              FILTER (WHERE d.error IS NOT NULL))[1] AS last_error "
-	"    FROM d GROUP BY 1, 2, 3) "
+	"         pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'delivered') AS delivered, "
+	"         pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.<>) 'delivered') AS failed, "
+	"         pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'dead') AS dead, "
+	"         pg_catalog.sum(u.latency_ms) AS latency_sum_ms, pg_catalog.max(u.latency_ms) AS latency_max_ms, "
+	"         callback.latency_histogram(u.latency_ms) AS latency_hist, "
+	"         (pg_catalog.array_agg(u.error ORDER BY u.started_at DESC) "
+	"              FILTER (WHERE u.error IS NOT NULL))[1] AS last_error "
+	"    FROM u GROUP BY 1, 2, 3) "
 	/* the rows locked: the caller looks for the others (PLAN_EXISTING) */
 	"SELECT ARRAY(SELECT l.id FROM l), "
 	"       (SELECT pg_catalog.jsonb_agg(s) FROM s)::pg_catalog.text, "
 	/* the final outcomes written, for on_response (hooks.c): id and attempt */
-	"       ARRAY(SELECT d.id FROM d WHERE d.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY d.id), "
-	"       ARRAY(SELECT d.attempts FROM d WHERE d.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY d.id)",
+	"       ARRAY(SELECT u.id FROM u WHERE u.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY u.id), "
+	"       ARRAY(SELECT u.attempts FROM u WHERE u.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY u.id)",
 
 	/* which of these rows are there (a write-back's unlocked ones) */
 	[PLAN_EXISTING] =
