@@ -152,10 +152,14 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 * The outcomes whose row we may write now (see LOCK_MARK), each row
 	 * found by its key: every join here runs from the batch to the queue's
 	 * primary key, so that one generic plan serves every batch (run_plan).
+	 * The lock is taken in a lateral subquery, where the batch is not one
+	 * of its relations: a plain join FOR UPDATE OF q would copy each
+	 * outcome's whole row for a recheck (1.1k instructions per delivery).
 	 */
 	"l AS MATERIALIZED ("
-	"  SELECT o.* FROM o JOIN callback.callback_queue q ON q.id OPERATOR(pg_catalog.=) o.id "
-	"   FOR UPDATE OF q " LOCK_MARK "), "
+	"  SELECT o.* FROM o CROSS JOIN LATERAL ("
+	"    SELECT FROM callback.callback_queue q WHERE q.id OPERATOR(pg_catalog.=) o.id "
+	"     FOR UPDATE " LOCK_MARK ") k), "
 	"u AS ("
 	"  UPDATE callback.callback_queue q "
 	"     SET status = l.outcome::callback.delivery_status, "
