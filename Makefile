@@ -17,6 +17,7 @@ OBJS = \
 	src/backfill.o \
 	src/route_cache.o \
 	src/queue_insert.o \
+	src/queue_bulk.o \
 	src/row_json.o \
 	src/launcher.o \
 	src/discovery.o \
@@ -37,6 +38,7 @@ OBJS = \
 	src/drain.o \
 	src/session.o \
 	src/hooks.o \
+	src/hook_escalation.o \
 	src/version.o
 
 # 1.0 is frozen as shipped.  The upgrade to 1.1 is put together from one part
@@ -48,7 +50,7 @@ UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
-REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies backfill tracecontext
+REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies backfill tracecontext bulk_insert
 REGRESS_OPTS = --load-extension=pg_callback
 ISOLATION = rollback concurrent_claim drop_endpoint_race route_cache
 ISOLATION_OPTS = --load-extension=pg_callback

@@ -287,6 +287,138 @@ RESET enable_bitmapscan;
 DROP EXTENSION amcheck;
 DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
 
+----------------------------------------------------------------- fast paths
+
+-- row_json.c writes int2/int4/int8/oid/bool/uuid and text/varchar/bpchar
+-- without their output functions, and escapes every string (theirs and
+-- the output of other types: name, "char", NaN) by runs of plain bytes.
+-- The bytes must stay row_to_json()'s at the edges (extreme integers,
+-- every escape class, empty and long text, non-ASCII UTF-8, NULLs,
+-- domains, dropped and generated columns), through the row and the
+-- statement trigger, in "new" and in "old".  Arrays of those types take
+-- row_to_json() itself: the same bytes too.
+CREATE DOMAIN tb_d8 AS int8;
+CREATE DOMAIN tb_dtext AS text;
+CREATE DOMAIN tb_dvc AS varchar(8);
+CREATE DOMAIN tb_dbool AS bool;
+CREATE DOMAIN tb_duuid AS uuid;
+CREATE TABLE tb_fast (id int, gone text, i2 int2, i4 int4, i8 int8, o oid, b bool, t text,
+                      vc varchar(40), c char(5), d8 tb_d8, dt tb_dtext, dvc tb_dvc, db tb_dbool,
+                      g int8 GENERATED ALWAYS AS (i8 / 2) STORED, f8 float8, n numeric, u uuid, du tb_duuid,
+                      nm name, ch "char", tail text);
+ALTER TABLE tb_fast DROP COLUMN gone;
+CREATE TABLE tb_fast_arr (id int, a2 int2[], a4 int4[], a8 int8[], ao oid[], ab bool[], at text[],
+                          avc varchar[], ac char(2)[], ad tb_d8[], au uuid[]);
+CREATE TEMP TABLE tb_fast_old AS SELECT * FROM tb_fast WITH NO DATA;
+CREATE FUNCTION pg_temp.tb_fast_rows() RETURNS void LANGUAGE sql AS $$
+INSERT INTO tb_fast (id, i2, i4, i8, o, b, t, vc, c, d8, dt, dvc, db, f8, n, u, du, nm, ch, tail) VALUES
+    (1, -32768, -2147483648, -9223372036854775808, 0, true,
+     (SELECT string_agg(chr(i), '') FROM generate_series(1, 127) i),
+     E'\b\f\n\r\t"\\/ \u00e9\u4e2d\U0001F600', 'ab', -9223372036854775808,
+     E'x\u001fy\u007fz', '', false, '-0', '-0', '00000000-0000-0000-0000-000000000000',
+     'ffffffff-ffff-ffff-ffff-ffffffffffff', E'na\tme"\\\u0001é', '\', 'é'),
+    (2, 32767, 2147483647, 9223372036854775807, 4294967295, false, '', '', '', 9223372036854775807,
+     repeat(E'run of plain ascii \\ "q" ', 200), E'\t', NULL, 'NaN', 'NaN', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11',
+     '{01234567-89ab-cdef-0123-456789abcdef}', '', '"', ''),
+    (3, 0, 0, 0, 1, NULL, E'\u00e9\u00e9\U0001F600', 'ünï', 'a b', 0, repeat('x', 3000),
+     'é', true, '-Infinity', '-1e-5', NULL, NULL, NULL, E'\u0001', repeat(md5('t'), 100)),
+    (4, -1, -10, -100, 10, true, E'"', E'\\', E' "\t', -1, E'\n', E'\\\\', true, 'Infinity', '0',
+     '10203040-5060-7080-90a0-b0c0d0e0f000', NULL, 'n', 'é', E'end\\'),
+    (5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+INSERT INTO tb_fast_arr VALUES
+    (1, '{-32768,NULL,32767}', '{-2147483648,2147483647}', '{-9223372036854775808,9223372036854775807}',
+     '{0,4294967295}', '{t,f,NULL}', ARRAY['', E'\b\f\n\r\t"\\', 'é中😀', NULL], '{"a b",""}', '{x,"y "}', '{-1,0}',
+     '{00000000-0000-0000-0000-000000000000,NULL}'),
+    (2, '{}', NULL, '{}', NULL, '{}', '{}', NULL, '{}', NULL, '{}');
+$$;
+CREATE FUNCTION pg_temp.tb_fast_check(level text) RETURNS TABLE (level text, event_type text, id int, new_same_bytes bool, old_same_bytes bool)
+LANGUAGE sql AS $$
+SELECT level, q.event_type, coalesce((q.body->'data'->'new'->>'id')::int, (q.body->'data'->'old'->>'id')::int),
+       CASE WHEN q.body->'data'->'new' = 'null' THEN strpos(q.raw, '"new":null,') > 0
+            ELSE (SELECT count(*) FROM tb_fast f WHERE strpos(q.raw, '"new":' || row_to_json(f)::text || ',"old":') > 0)
+               + (SELECT count(*) FROM tb_fast_arr f WHERE strpos(q.raw, '"new":' || row_to_json(f)::text || ',"old":') > 0) = 1 END,
+       CASE WHEN q.body->'data'->'old' = 'null' THEN right(q.raw, 13) = ',"old":null}}'
+            ELSE (SELECT count(*) FROM tb_fast_old f WHERE right(q.raw, length(row_to_json(f)::text) + 9) = ',"old":' || row_to_json(f)::text || '}}') = 1 END
+  FROM pg_temp.tbq q ORDER BY q.id;
+$$;
+-- the rows inserted, then updated: each event's "new" and "old" compared
+CREATE FUNCTION pg_temp.tb_fast_round(lvl text) RETURNS SETOF record LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_temp.tb_fast_rows();
+    RETURN QUERY SELECT * FROM pg_temp.tb_fast_check(lvl);
+    DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
+    INSERT INTO tb_fast_old SELECT * FROM tb_fast;
+    UPDATE tb_fast SET t = t || E'\u0001', tail = tail || 'é', i2 = i2 / 2;
+    RETURN QUERY SELECT * FROM pg_temp.tb_fast_check(lvl);
+    DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
+END
+$$;
+CREATE TRIGGER cb AFTER INSERT OR UPDATE ON tb_fast FOR EACH ROW EXECUTE FUNCTION callback.trigger('tb.fast');
+CREATE TRIGGER cb AFTER INSERT ON tb_fast_arr FOR EACH ROW EXECUTE FUNCTION callback.trigger('tb.fast');
+SELECT * FROM pg_temp.tb_fast_round('row') AS r(level text, event_type text, id int, new_same_bytes bool, old_same_bytes bool);
+DROP TRIGGER cb ON tb_fast;
+DROP TRIGGER cb ON tb_fast_arr;
+TRUNCATE tb_fast, tb_fast_arr, tb_fast_old;
+CREATE TRIGGER cb AFTER INSERT ON tb_fast REFERENCING NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('tb.fast');
+CREATE TRIGGER cb_u AFTER UPDATE ON tb_fast REFERENCING OLD TABLE AS o NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('tb.fast');
+CREATE TRIGGER cb AFTER INSERT ON tb_fast_arr REFERENCING NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('tb.fast');
+SELECT * FROM pg_temp.tb_fast_round('statement') AS r(level text, event_type text, id int, new_same_bytes bool, old_same_bytes bool);
+-- one body in full, to see what the comparisons compared
+UPDATE tb_fast SET t = E'a\u0002"b' WHERE id = 4;
+SELECT regexp_replace(raw, '"timestamp":"[^"]*"', '"timestamp":"<ts>"') AS fast_body FROM pg_temp.tbq;
+DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
+DROP TABLE tb_fast, tb_fast_arr, tb_fast_old;
+DROP DOMAIN tb_d8, tb_dtext, tb_dvc, tb_dbool, tb_duuid;
+
+-- float4, float8 and numeric are written raw unless NaN or an infinity
+-- (told by the output's first character): the same bytes as row_to_json()
+-- over many magnitudes, the extremes and the special values, under several
+-- extra_float_digits.
+CREATE TABLE tb_num (k int, f4 float4, f8 float8, n numeric);
+CREATE TRIGGER cb AFTER INSERT ON tb_num REFERENCING NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('tb.num');
+CREATE FUNCTION pg_temp.tb_num_round(efd int) RETURNS TABLE (digits int, nrows bigint, same_bytes bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('extra_float_digits', efd::text, true);
+    INSERT INTO tb_num
+    SELECT k, CASE WHEN k BETWEEN -37 AND 38 THEN (sign * 1.2345678 * 10::float8 ^ k)::float4 END,
+           sign * 10::float8 ^ k / 3, (sign * 1.5 * 10::numeric ^ k)
+      FROM generate_series(-40, 40) k, (VALUES (1), (-1)) s(sign);
+    INSERT INTO tb_num VALUES (100, 'NaN', 'NaN', 'NaN'), (101, 'Infinity', 'Infinity', 'Infinity'),
+        (102, '-Infinity', '-Infinity', '-Infinity'), (103, '-0', '-0', '-0'), (104, 0, 0, 0),
+        (105, 1.4e-45, 5e-324, 1e-1000), (106, 3.4028235e38, 1.7976931348623157e308, 1e1000),
+        (107, -1.4e-45, -5e-324, -1e-1000), (108, 0.1, 0.1, 0.1), (109, 1e15, 1e15, 1e15),
+        (110, 1e16, 1e16, 1e16), (111, 123456789, 1e22, 0.000001);
+    RETURN QUERY
+    SELECT efd, count(*), count(*) FILTER (WHERE EXISTS
+               (SELECT 1 FROM tb_num t WHERE strpos(q.raw, '"new":' || row_to_json(t)::text || ',"old":') > 0))
+      FROM pg_temp.tbq q;
+    DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
+    DELETE FROM tb_num;
+END
+$$;
+SELECT r.* FROM unnest('{1, 0, 3, -15}'::int[]) e, pg_temp.tb_num_round(e) r;
+DROP TABLE tb_num;
+
+-- The body's head (op, schema, table) is kept for the last table: a table
+-- or schema renamed in this session is seen by the next event.
+CREATE SCHEMA tb_s1;
+CREATE TABLE tb_s1.tb_r1 (id int);
+CREATE TRIGGER cb AFTER INSERT OR DELETE ON tb_s1.tb_r1 FOR EACH ROW EXECUTE FUNCTION callback.trigger('tb.ren');
+INSERT INTO tb_s1.tb_r1 VALUES (1);
+ALTER TABLE tb_s1.tb_r1 RENAME TO "tb r2""";
+INSERT INTO tb_s1."tb r2""" VALUES (2);
+ALTER SCHEMA tb_s1 RENAME TO "tb s2\";
+INSERT INTO "tb s2\"."tb r2""" VALUES (3);
+DELETE FROM "tb s2\"."tb r2""" WHERE id = 3;
+SELECT regexp_replace(raw, '"timestamp":"[^"]*"', '"timestamp":"<ts>"') AS body FROM pg_temp.tbq ORDER BY id;
+DELETE FROM callback.callback_queue q USING pg_temp.tbq t WHERE q.id = t.id;
+DROP SCHEMA "tb s2\" CASCADE;
+
 SELECT callback.drop_endpoint('regress_tb');
 DROP VIEW pg_temp.tbq_part, pg_temp.tbq_cols;
 DROP TABLE tb_part, tb_cols, tb_toast, tb_wide, tb_same, tb_bad, tb_sp, tb_bulk;

@@ -1115,7 +1115,7 @@ apply_transform(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	PgcbDecision d;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (pgcb_hooks_transform(ep->transform, ep->owner, &body, &body_len, &error))
+	if (pgcb_hooks_transform(ep->transform, ep->owner, c->id, &body, &body_len, &error))
 	{
 		pfree(c->body);
 		c->body = body;

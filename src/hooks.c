@@ -16,7 +16,8 @@
  *     statement_timeout, which only a client's statement arms, and which
  *     process_callbacks' caller may be using) cancels the call, and keeps
  *     cancelling it every HOOK_RECANCEL_MS should the hook catch the
- *     cancel and go on;
+ *     cancel and go on; in the worker, a hook still running one more
+ *     hook_timeout after that ends the worker (hook_escalation.c);
  *   - leaves no setting behind (its SETs are undone).
  * Every failure, a check or the function's own error, is returned as text
  * for the caller to record; nothing is thrown at the worker.
@@ -46,6 +47,7 @@
 
 #include "compat.h"
 #include "guc.h"
+#include "hook_escalation.h"
 #include "hooks.h"
 #include "session.h"
 
@@ -76,6 +78,7 @@ hook_timeout_handler(void)
 {
 	hook_timed_out = true;
 	QueryCancelPending = true;
+	pgcb_hookesc_tick();		/* past the grace: the worker ends instead */
 	InterruptPending = true;
 	SetLatch(MyLatch);
 }
@@ -85,6 +88,7 @@ typedef struct HookCall
 	const char *kind;			/* "transform" or "on_response" */
 	const char *fn;
 	const char *owner;
+	int64		delivery_id;	/* the delivery (a batch's first) it runs for */
 	int			nargs;
 	Oid			argtypes[HOOK_MAX_ARGS];
 	Datum		args[HOOK_MAX_ARGS];
@@ -162,6 +166,7 @@ static void
 disarm(void)
 {
 	disable_timeout(hook_timer, false);
+	pgcb_hookesc_disarm();
 	/* a cancel of ours that no check consumed must not hit the worker later */
 	if (hook_timed_out)
 		QueryCancelPending = false;
@@ -181,6 +186,13 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 	int			save_sec;
 	volatile bool ok = true;
 
+	/* a worker ended itself in this call before: a failure, not run again */
+	if (pgcb_hookesc_take_word(call->kind, call->fn, call->delivery_id))
+	{
+		*error = psprintf("%s %s did not stop within callback.hook_timeout (%d ms) after its cancel; the worker was restarted",
+						  call->kind, call->fn, pgcb_hook_timeout_ms);
+		return false;
+	}
 	if (hook_timer == MAX_TIMEOUTS)
 		hook_timer = RegisterTimeout(USER_TIMEOUT, hook_timeout_handler);
 	GetUserIdAndSecContext(&save_userid, &save_sec);
@@ -214,6 +226,9 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 								 true, 0, false);
 		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
+		pgcb_hookesc_arm(call->kind, call->fn, call->delivery_id,
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 2 * (int64) pgcb_hook_timeout_ms));
 		enable_timeout_every(hook_timer,
 							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pgcb_hook_timeout_ms),
 							 HOOK_RECANCEL_MS);
@@ -275,7 +290,8 @@ pgcb_hooks_running(void)
 }
 
 bool
-pgcb_hooks_transform(const char *fn, const char *owner, char **body, int *body_len, char **error)
+pgcb_hooks_transform(const char *fn, const char *owner, int64 delivery_id,
+					 char **body, int *body_len, char **error)
 {
 	HookCall	call;
 	Datum		result;
@@ -286,6 +302,7 @@ pgcb_hooks_transform(const char *fn, const char *owner, char **body, int *body_l
 	call.kind = "transform";
 	call.fn = fn;
 	call.owner = owner;
+	call.delivery_id = delivery_id;
 	call.nargs = 1;
 	call.argtypes[0] = JSONBOID;
 	call.want_jsonb = true;
@@ -319,6 +336,7 @@ pgcb_hooks_on_response(const char *fn, const char *owner, int64 delivery_id,
 	call.kind = "on_response";
 	call.fn = fn;
 	call.owner = owner;
+	call.delivery_id = delivery_id;
 	call.nargs = 5;
 	call.argtypes[0] = INT8OID;
 	call.argtypes[1] = JSONBOID;

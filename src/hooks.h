@@ -4,18 +4,20 @@
  *		event) and on_response (run after each final outcome).  Each call
  *		runs as the endpoint's owner, never as a superuser, in a
  *		security-restricted subtransaction with search_path pinned and
- *		callback.hook_timeout; any failure comes back as text, never as an
- *		error thrown at the caller.
+ *		callback.hook_timeout (the worker ends itself if a hook ignores the
+ *		cancel: hook_escalation.h); any failure comes back as text, never
+ *		as an error thrown at the caller.
  */
 #ifndef PGCB_HOOKS_H
 #define PGCB_HOOKS_H
 
 /*
  * Apply the transform fn (as stored: "schema.name") as role owner to the
- * event body.  True: *body / *body_len are the new body (palloc'd in the
- * current context).  False: *error says why (palloc'd likewise).
+ * body of delivery_id (a batch's first delivery).  True: *body / *body_len
+ * are the new body (palloc'd in the current context).  False: *error says
+ * why (palloc'd likewise).
  */
-extern bool pgcb_hooks_transform(const char *fn, const char *owner,
+extern bool pgcb_hooks_transform(const char *fn, const char *owner, int64 delivery_id,
 								 char **body, int *body_len, char **error);
 
 /*

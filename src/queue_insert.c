@@ -58,6 +58,7 @@
 #include "rewrite/rewriteHandler.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -66,6 +67,7 @@
 
 #include "pg_callback.h"
 #include "session.h"
+#include "queue_bulk.h"
 #include "queue_insert.h"
 
 /* Per backend: what the catalog says about the queue's columns. */
@@ -86,6 +88,7 @@ typedef struct QueueShape
 	int			nindexes;
 	Oid		   *index_oid;		/* [nindexes]: the queue's indexes ... */
 	ExprState **index_pred;		/* ... and partial ones' predicates, ready to run */
+	PgcbBulk   *bulk;			/* multi-insert buffer, made when first needed */
 } QueueShape;
 
 /* Per top-level transaction: the open queue. */
@@ -108,6 +111,24 @@ static QueueOpen *xact_open = NULL;
 static bool xact_open_stale = false;
 static bool callbacks_registered = false;
 
+/*
+ * The subtransaction whose rows the buffer holds (one at a time): its
+ * rollback forgets them.  The buffer outlives transactions; its rows never
+ * do (written before the trigger call returns, forgotten at an abort).
+ */
+static SubTransactionId bulk_subid = InvalidSubTransactionId;
+
+/*
+ * The batch of pgcb_queue_batch_begin .. _end: where its rows are buffered.
+ * Only inserts made in the batch's own subtransaction and trigger depth are
+ * buffered; anything nested (a type's output function running SQL while a
+ * body is built) inserts at once, so that its own savepoint or statement
+ * sees exactly what it would without the batch.
+ */
+static bool batch_active = false;
+static SubTransactionId batch_subid;
+static int32 batch_trigger_depth;
+
 static void
 queue_relcache_callback(Datum arg, Oid relid)
 {
@@ -120,12 +141,21 @@ queue_relcache_callback(Datum arg, Oid relid)
 	}
 }
 
+static int
+bulk_pending(void)
+{
+	return (shape != NULL && shape->bulk != NULL) ? pgcb_bulk_pending(shape->bulk) : 0;
+}
+
 static void
 close_open(void)
 {
 	QueueOpen  *q = xact_open;
 	ResourceOwner save = CurrentResourceOwner;
 
+	/* a batch is flushed before its trigger call returns: never here */
+	if (bulk_pending() > 0)
+		elog(ERROR, "pg_callback: queue rows buffered and not written at the end of a transaction");
 	xact_open = NULL;
 	xact_open_stale = false;
 	/* released by the owner that holds them */
@@ -144,6 +174,12 @@ close_open(void)
 static void
 queue_xact_callback(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		batch_active = false;
+		if (bulk_pending() > 0)
+			pgcb_bulk_discard(shape->bulk);
+	}
 	if (xact_open == NULL)
 		return;
 	switch (event)
@@ -162,6 +198,36 @@ queue_xact_callback(XactEvent event, void *arg)
 			break;
 		default:
 			break;
+	}
+}
+
+static void flush_as_owner(QueueOpen *q);
+
+/*
+ * A subtransaction rolled back takes its buffered rows with it (they were
+ * never written), and its batch.
+ */
+static void
+queue_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	if (batch_active && mySubid == batch_subid)
+		batch_active = false;
+	if (bulk_pending() > 0 && bulk_subid == mySubid)
+		pgcb_bulk_discard(shape->bulk);
+}
+
+static void
+register_callbacks(void)
+{
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(queue_relcache_callback, (Datum) 0);
+		RegisterXactCallback(queue_xact_callback, NULL);
+		RegisterSubXactCallback(queue_subxact_callback, NULL);
+		callbacks_registered = true;
 	}
 }
 
@@ -308,14 +374,23 @@ open_queue(void)
 	if (xact_open != NULL && !xact_open_stale)
 		return xact_open;
 	if (xact_open != NULL)
-		close_open();
-
-	if (!callbacks_registered)
 	{
-		CacheRegisterRelcacheCallback(queue_relcache_callback, (Datum) 0);
-		RegisterXactCallback(queue_xact_callback, NULL);
-		callbacks_registered = true;
+		/*
+		 * A batch's rows are written by their own subtransaction; a nested
+		 * insert in another one keeps the stale relation (and shape) for now.
+		 */
+		if (bulk_pending() > 0 && bulk_subid != GetCurrentSubTransactionId())
+			return xact_open;
+
+		/*
+		 * Rows buffered go in as they were formed, through the indexes of
+		 * their time: our lock keeps any index made since (CONCURRENTLY)
+		 * from being ready for inserts before we commit.
+		 */
+		flush_as_owner(xact_open);
+		close_open();
 	}
+	register_callbacks();
 
 	relid = (shape != NULL && !shape_stale) ? shape->relid : lookup_queue_relid();
 	old = MemoryContextSwitchTo(TopTransactionContext);
@@ -430,20 +505,170 @@ set_optional(Datum *values, bool *isnull, AttrNumber attnum, Datum d)
 	isnull[attnum - 1] = (d == (Datum) 0);
 }
 
+/* The datums one event gives each of its deliveries. */
+typedef struct EventDatums
+{
+	Datum		type;
+	Datum		body;
+	Datum		key;
+	Datum		traceparent;
+	Datum		tracestate;
+} EventDatums;
+
+/*
+ * One delivery's row in slot: the defaults evaluated (the identity's
+ * nextval among them, so ids follow the order rows are formed in), the
+ * event's columns, the constraints checked.
+ */
+static void
+form_row(QueueOpen *q, QueueShape *s, TupleTableSlot *slot, const PgcbEventRow *ev,
+		 const EventDatums *d, int32 endpoint_id, bool ordered)
+{
+	Datum	   *values;
+	bool	   *isnull;
+
+	ExecClearTuple(slot);
+	ResetExprContext(s->econtext);
+	values = slot->tts_values;
+	isnull = slot->tts_isnull;
+	for (int i = 0; i < s->natts; i++)
+	{
+		if (s->defaults[i] != NULL)
+			values[i] = ExecEvalExprSwitchContext(s->defaults[i], s->econtext, &isnull[i]);
+		else
+		{
+			values[i] = (Datum) 0;
+			isnull[i] = true;
+		}
+	}
+	values[s->att_event_id - 1] = UUIDPGetDatum(&ev->event_id);
+	isnull[s->att_event_id - 1] = false;
+	values[s->att_endpoint_id - 1] = Int32GetDatum(endpoint_id);
+	isnull[s->att_endpoint_id - 1] = false;
+	values[s->att_event_type - 1] = d->type;
+	isnull[s->att_event_type - 1] = false;
+	values[s->att_body - 1] = d->body;
+	isnull[s->att_body - 1] = false;
+	/* ordering: a key only where it orders (the partial index stays small) */
+	set_optional(values, isnull, s->att_ordering_key, ordered ? d->key : (Datum) 0);
+	set_optional(values, isnull, s->att_traceparent, d->traceparent);
+	set_optional(values, isnull, s->att_tracestate, d->tracestate);
+	ExecStoreVirtualTuple(slot);
+
+	if (q->check_constraints)
+		ExecConstraints(q->rri, slot, q->estate);
+}
+
+/*
+ * Run as the queue's owner, in a security-restricted operation: whatever
+ * the defaults, the index predicates or the constraints call runs as it
+ * would under the owner's own INSERT, never with the producer's rights (or
+ * the producer's code with the owner's).  Names are resolved already:
+ * search_path plays no part.  An error in between needs no cleanup: the
+ * (sub)transaction's abort restores the user.
+ */
+static void
+become_owner(QueueOpen *q, Oid *save_userid, int *save_sec_context)
+{
+	GetUserIdAndSecContext(save_userid, save_sec_context);
+	SetUserIdAndSecContext(q->rel->rd_rel->relowner,
+						   *save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/* After a buffered row's heap insert: its index entries. */
+static void
+after_bulk_insert(TupleTableSlot *slot, void *arg)
+{
+	QueueOpen  *q = (QueueOpen *) arg;
+
+	insert_index_entries(q, shape, slot);
+	ResetPerTupleExprContext(q->estate);
+}
+
+/* Where q's buffered rows go. */
+static void
+bulk_target(QueueOpen *q, CommandId cid, PgcbBulkTarget *t)
+{
+	t->rel = q->rel;
+	t->cid = cid;
+	t->after_insert = after_bulk_insert;
+	t->arg = q;
+}
+
+/* The shape's buffer, made when first needed, for the life of the shape. */
+static PgcbBulk *
+shape_bulk(QueueOpen *q)
+{
+	if (shape->bulk == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(shape->cxt);
+
+		/* a copy: slots over it pin nothing, so they outlive transactions */
+		shape->bulk = pgcb_bulk_create(CreateTupleDescCopy(RelationGetDescr(q->rel)));
+		MemoryContextSwitchTo(old);
+	}
+	return shape->bulk;
+}
+
+/* Write the buffered rows, if any, through q. */
+static void
+flush_as_owner(QueueOpen *q)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	PgcbBulkTarget target;
+
+	if (bulk_pending() == 0)
+		return;
+	bulk_target(q, GetCurrentCommandId(true), &target);
+	become_owner(q, &save_userid, &save_sec_context);
+	pgcb_bulk_flush(shape->bulk, &target);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/* Whether an insert made now belongs to the open batch. */
+static bool
+in_batch(void)
+{
+	return batch_active &&
+		GetCurrentSubTransactionId() == batch_subid &&
+		DatumGetInt32(DirectFunctionCall1(pg_trigger_depth, (Datum) 0)) == batch_trigger_depth;
+}
+
+bool
+pgcb_queue_batch_begin(void)
+{
+	if (batch_active)
+		return false;
+	register_callbacks();
+	batch_subid = GetCurrentSubTransactionId();
+	batch_trigger_depth = DatumGetInt32(DirectFunctionCall1(pg_trigger_depth, (Datum) 0));
+	batch_active = true;
+	return true;
+}
+
+void
+pgcb_queue_batch_end(void)
+{
+	batch_active = false;
+	if (xact_open != NULL)
+		flush_as_owner(xact_open);
+}
+
 void
 pgcb_queue_insert(const PgcbEventRow *ev,
 				  const int32 *endpoint_ids, const bool *ordered, int n_endpoints)
 {
 	QueueOpen  *q;
 	QueueShape *s;
-	Datum		type_datum;
-	Datum		body_datum;
-	Datum		key_datum;
-	Datum		traceparent_datum;
-	Datum		tracestate_datum;
+	EventDatums d;
 	Oid			save_userid;
 	int			save_sec_context;
 	CommandId	cid;
+	bool		batched;
+	bool		buffered;
+	PgcbBulkTarget target;
 
 	/*
 	 * What the executor checks before any INSERT (ExecCheckXactReadOnly),
@@ -455,77 +680,60 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		return;
 	q = open_queue();
 	s = shape;
-	type_datum = PointerGetDatum(cstring_to_text(ev->event_type));
-	body_datum = PointerGetDatum(cstring_to_text_with_len(ev->body, ev->body_len));
-	key_datum = optional_text(ev->ordering_key);
-	traceparent_datum = optional_text(ev->traceparent);
-	tracestate_datum = optional_text(ev->tracestate);
+	d.type = PointerGetDatum(cstring_to_text(ev->event_type));
+	d.body = PointerGetDatum(cstring_to_text_with_len(ev->body, ev->body_len));
+	d.key = optional_text(ev->ordering_key);
+	d.traceparent = optional_text(ev->traceparent);
+	d.tracestate = optional_text(ev->tracestate);
 	cid = GetCurrentCommandId(true);
 
 	/*
-	 * As the queue's owner, in a security-restricted operation: whatever
-	 * the defaults, the index predicates or the constraints call runs as it
-	 * would under the owner's own INSERT, never with the producer's rights
-	 * (or the producer's code with the owner's).  Names are resolved
-	 * already: search_path plays no part.  An error in between needs no
-	 * cleanup: the (sub)transaction's abort restores the user.
+	 * One row alone goes straight in; an event's fan-out, and every row of
+	 * a batch, through the multi-insert buffer (flushed here unless the
+	 * batch's end will).  The buffer holds one subtransaction's rows at a
+	 * time: a fan-out nested in a batch (SQL run while a body is built)
+	 * finding the batch's rows there goes straight in.
 	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(q->rel->rd_rel->relowner,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	batched = in_batch();
+	buffered = batched || (n_endpoints > 1 && bulk_pending() == 0);
+	if (buffered)
+		bulk_target(q, cid, &target);
 
+	become_owner(q, &save_userid, &save_sec_context);
 	for (int e = 0; e < n_endpoints; e++)
 	{
-		TupleTableSlot *slot = q->slot;
-		Datum	   *values;
-		bool	   *isnull;
+		bool		key_here = ordered != NULL && ordered[e];
 
 		CHECK_FOR_INTERRUPTS();
-		ExecClearTuple(slot);
-		ResetExprContext(s->econtext);
-		values = slot->tts_values;
-		isnull = slot->tts_isnull;
-		for (int i = 0; i < s->natts; i++)
+		if (buffered)
 		{
-			if (s->defaults[i] != NULL)
-				values[i] = ExecEvalExprSwitchContext(s->defaults[i], s->econtext, &isnull[i]);
-			else
-			{
-				values[i] = (Datum) 0;
-				isnull[i] = true;
-			}
-		}
-		values[s->att_event_id - 1] = UUIDPGetDatum(&ev->event_id);
-		isnull[s->att_event_id - 1] = false;
-		values[s->att_endpoint_id - 1] = Int32GetDatum(endpoint_ids[e]);
-		isnull[s->att_endpoint_id - 1] = false;
-		values[s->att_event_type - 1] = type_datum;
-		isnull[s->att_event_type - 1] = false;
-		values[s->att_body - 1] = body_datum;
-		isnull[s->att_body - 1] = false;
-		/* ordering: a key only where it orders (the partial index stays small) */
-		set_optional(values, isnull, s->att_ordering_key,
-					 ordered != NULL && ordered[e] ? key_datum : (Datum) 0);
-		set_optional(values, isnull, s->att_traceparent, traceparent_datum);
-		set_optional(values, isnull, s->att_tracestate, tracestate_datum);
-		ExecStoreVirtualTuple(slot);
+			PgcbBulk   *b = shape_bulk(q);
+			TupleTableSlot *slot = pgcb_bulk_next_slot(b, &target);
 
-		if (q->check_constraints)
-			ExecConstraints(q->rri, slot, q->estate);
-		table_tuple_insert(q->rel, slot, cid, 0, NULL);
-		insert_index_entries(q, s, slot);
+			bulk_subid = GetCurrentSubTransactionId();
+
+			form_row(q, s, slot, ev, &d, endpoint_ids[e], key_here);
+			pgcb_bulk_added(b, ev->body_len);
+		}
+		else
+		{
+			form_row(q, s, q->slot, ev, &d, endpoint_ids[e], key_here);
+			table_tuple_insert(q->rel, q->slot, cid, 0, NULL);
+			insert_index_entries(q, s, q->slot);
+		}
 		ResetPerTupleExprContext(q->estate);
 	}
-
+	if (buffered && !batched)
+		pgcb_bulk_flush(shape->bulk, &target);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+
 	ExecClearTuple(q->slot);
-	pfree(DatumGetPointer(type_datum));
-	pfree(DatumGetPointer(body_datum));
-	if (key_datum != (Datum) 0)
-		pfree(DatumGetPointer(key_datum));
-	if (traceparent_datum != (Datum) 0)
-		pfree(DatumGetPointer(traceparent_datum));
-	if (tracestate_datum != (Datum) 0)
-		pfree(DatumGetPointer(tracestate_datum));
+	pfree(DatumGetPointer(d.type));
+	pfree(DatumGetPointer(d.body));
+	if (d.key != (Datum) 0)
+		pfree(DatumGetPointer(d.key));
+	if (d.traceparent != (Datum) 0)
+		pfree(DatumGetPointer(d.traceparent));
+	if (d.tracestate != (Datum) 0)
+		pfree(DatumGetPointer(d.tracestate));
 }

@@ -17,4 +17,15 @@
 extern void pgcb_queue_insert(const PgcbEventRow *ev, const int32 *endpoint_ids,
 							  const bool *ordered, int n_endpoints);
 
+/*
+ * A batch: until pgcb_queue_batch_end, the rows pgcb_queue_insert is given
+ * in this subtransaction and trigger call are buffered and written together
+ * (table_multi_insert), at the latest by pgcb_queue_batch_end, which must
+ * be called before the trigger call returns.  begin returns false when a
+ * batch is open already (then do not call end).  An error needs no call:
+ * the (sub)transaction's abort forgets what was buffered.
+ */
+extern bool pgcb_queue_batch_begin(void);
+extern void pgcb_queue_batch_end(void);
+
 #endif							/* PGCB_QUEUE_INSERT_H */

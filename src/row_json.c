@@ -18,6 +18,15 @@
  * The invalidation callback only marks an entry stale (it may run while an
  * output function of that very entry is running); it is rebuilt, and the
  * old memory freed, at the entry's next use.
+ *
+ * The types most tables are made of skip their output function: integers
+ * and oids are written as int2out/int4out/int8out/oidout write them (the
+ * same numutils.c routines), uuids as uuid_out does, and text, varchar and
+ * bpchar, whose output is their bytes, are escaped straight from the datum.
+ * Every string is escaped by copying runs of bytes that need no escape at
+ * once, to the bytes escape_json() gives.  A float or numeric output is
+ * told a JSON number by its first character, not parsed again.  A row
+ * costs one look-up only when the relation differs from the last row's.
  */
 #include "postgres.h"
 
@@ -35,6 +44,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/uuid.h"
 
 #include "row_json.h"
 
@@ -42,7 +52,13 @@ typedef enum
 {
 	COL_SKIP,					/* dropped */
 	COL_BOOL,
-	COL_NUMERIC,
+	COL_INT2,
+	COL_INT4,
+	COL_INT8,
+	COL_OID,					/* a string, not a number, as to_json() has it */
+	COL_TEXT,					/* text, varchar, bpchar: output = the bytes */
+	COL_UUID,
+	COL_NUMERIC,				/* float4, float8, numeric */
 	COL_DATE,
 	COL_TIMESTAMP,
 	COL_TIMESTAMPTZ,
@@ -59,12 +75,16 @@ typedef struct RowJsonEntry
 	int			natts;
 	ColKind    *kind;
 	char	  **key;			/* "name": */
+	int		   *keylen;
 	FmgrInfo   *out;
 	Datum	   *values;
 	bool	   *nulls;
 } RowJsonEntry;
 
 static HTAB *entries = NULL;
+
+/* the entry of the last row written: a statement's rows skip the hash */
+static RowJsonEntry *last_entry = NULL;
 
 static void
 row_json_relcache_callback(Datum arg, Oid relid)
@@ -100,8 +120,25 @@ categorize(Oid typoid, ColKind *kind, Oid *outfunc)
 			*kind = COL_BOOL;
 			return true;
 		case INT2OID:
+			*kind = COL_INT2;
+			return true;
 		case INT4OID:
+			*kind = COL_INT4;
+			return true;
 		case INT8OID:
+			*kind = COL_INT8;
+			return true;
+		case OIDOID:
+			*kind = COL_OID;
+			return true;
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+			*kind = COL_TEXT;
+			return true;
+		case UUIDOID:
+			*kind = COL_UUID;
+			return true;
 		case FLOAT4OID:
 		case FLOAT8OID:
 		case NUMERICOID:
@@ -149,6 +186,7 @@ build(RowJsonEntry *e, Relation rel)
 	old = MemoryContextSwitchTo(e->cxt);
 	e->kind = palloc0(sizeof(ColKind) * Max(desc->natts, 1));
 	e->key = palloc0(sizeof(char *) * Max(desc->natts, 1));
+	e->keylen = palloc0(sizeof(int) * Max(desc->natts, 1));
 	e->out = palloc0(sizeof(FmgrInfo) * Max(desc->natts, 1));
 	e->values = palloc0(sizeof(Datum) * Max(desc->natts, 1));
 	e->nulls = palloc0(sizeof(bool) * Max(desc->natts, 1));
@@ -174,50 +212,217 @@ build(RowJsonEntry *e, Relation rel)
 		escape_json(&k, NameStr(att->attname));
 		appendStringInfoChar(&k, ':');
 		e->key[i] = k.data;
+		e->keylen[i] = k.len;
 	}
 	MemoryContextSwitchTo(old);
 	e->valid = true;
+}
+
+/*
+ * Room for n more bytes, and where they go.  The row's bytes go in with no
+ * terminating NUL each time; pgcb_row_json_append() puts it back at the
+ * end.  (enlargeStringInfo() is a call even when there is room.)
+ */
+static inline char *
+reserve(StringInfo buf, int n)
+{
+	if (buf->maxlen - buf->len <= n)
+		enlargeStringInfo(buf, n);
+	return buf->data + buf->len;
+}
+
+static inline void
+put(StringInfo buf, const char *s, int len)
+{
+	memcpy(reserve(buf, len), s, len);
+	buf->len += len;
+}
+
+static inline void
+put_char(StringInfo buf, char c)
+{
+	*reserve(buf, 1) = c;
+	buf->len++;
+}
+
+/* bytes escape_json() does not copy as they are: controls, '"', '\\' */
+static const bool needs_escape[256] = {
+	[0x00] = true, [0x01] = true, [0x02] = true, [0x03] = true,
+	[0x04] = true, [0x05] = true, [0x06] = true, [0x07] = true,
+	[0x08] = true, [0x09] = true, [0x0a] = true, [0x0b] = true,
+	[0x0c] = true, [0x0d] = true, [0x0e] = true, [0x0f] = true,
+	[0x10] = true, [0x11] = true, [0x12] = true, [0x13] = true,
+	[0x14] = true, [0x15] = true, [0x16] = true, [0x17] = true,
+	[0x18] = true, [0x19] = true, [0x1a] = true, [0x1b] = true,
+	[0x1c] = true, [0x1d] = true, [0x1e] = true, [0x1f] = true,
+	['"'] = true, ['\\'] = true,
+};
+
+/* its two-character escapes; the other controls become \u00xx */
+static const char short_escape[256] = {
+	['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't',
+	['"'] = '"', ['\\'] = '\\',
+};
+
+/*
+ * escape_json() of the string s[0..len), without the per-byte appends:
+ * runs of bytes that need no escape are copied at once.  escape_json()
+ * stops at a NUL; so does this (text holds none, but the bytes must be the
+ * same whatever the input).
+ */
+static void
+append_escaped(StringInfo buf, const char *s, int len)
+{
+	const char *end = s + len;
+
+	put_char(buf, '"');
+	while (s < end)
+	{
+		const char *run = s;
+		unsigned char c;
+		char		esc[6] = {'\\', 'u', '0', '0'};
+
+		while (s < end && !needs_escape[(unsigned char) *s])
+			s++;
+		if (s > run)
+			put(buf, run, s - run);
+		if (s == end || *s == '\0')
+			break;
+		c = (unsigned char) *s++;
+		if (short_escape[c])
+		{
+			esc[1] = short_escape[c];
+			put(buf, esc, 2);
+		}
+		else
+		{
+			/* "\\u%04x", as escape_json() writes the other controls */
+			esc[4] = "0123456789abcdef"[c >> 4];
+			esc[5] = "0123456789abcdef"[c & 0xf];
+			put(buf, esc, 6);
+		}
+	}
+	put_char(buf, '"');
+}
+
+/*
+ * IsValidJsonNumber() of a float4, float8 or numeric output, which
+ * datum_to_json() asks, without parsing: finite values print as
+ * -?digits[.digits][e[+-]digits], a JSON number, and only NaN, Infinity
+ * and -Infinity, which are not, start otherwise (the regress test compares
+ * them with row_to_json() under several extra_float_digits).
+ */
+static inline bool
+is_json_number(const char *s)
+{
+	if (*s == '-')
+		s++;
+	return *s >= '0' && *s <= '9';
+}
+
+/* JsonEncodeDateTime()'s text in quotes, as datum_to_json() writes it */
+static void
+append_datetime(StringInfo buf, Datum val, Oid typoid)
+{
+	char		dt[MAXDATELEN + 1];
+
+	JsonEncodeDateTime(dt, val, typoid, NULL);
+	put_char(buf, '"');
+	put(buf, dt, strlen(dt));
+	put_char(buf, '"');
 }
 
 static void
 append_value(StringInfo buf, RowJsonEntry *e, int i, Datum val)
 {
 	char	   *s;
-	char		dt[MAXDATELEN + 1];
+	char	   *p;
 
 	switch (e->kind[i])
 	{
 		case COL_BOOL:
-			appendStringInfoString(buf, DatumGetBool(val) ? "true" : "false");
+			if (DatumGetBool(val))
+				put(buf, "true", 4);
+			else
+				put(buf, "false", 5);
+			break;
+		case COL_INT2:
+			buf->len += pg_itoa(DatumGetInt16(val), reserve(buf, MAXINT8LEN + 1));
+			break;
+		case COL_INT4:
+			buf->len += pg_ltoa(DatumGetInt32(val), reserve(buf, MAXINT8LEN + 1));
+			break;
+		case COL_INT8:
+			buf->len += pg_lltoa(DatumGetInt64(val), reserve(buf, MAXINT8LEN + 1));
+			break;
+		case COL_OID:
+			/* oidout's "%u" in quotes: digits need no escape */
+			p = reserve(buf, MAXINT8LEN + 3);
+			*p++ = '"';
+			p += pg_ultoa_n(DatumGetObjectId(val), p);
+			*p++ = '"';
+			buf->len = p - buf->data;
+			break;
+		case COL_TEXT:
+			{
+				/* textout, varcharout and bpcharout: the bytes as they are */
+				struct varlena *v = (struct varlena *) DatumGetPointer(val);
+				struct varlena *d = pg_detoast_datum_packed(v);
+
+				append_escaped(buf, VARDATA_ANY(d), VARSIZE_ANY_EXHDR(d));
+				if (d != v)
+					pfree(d);
+			}
+			break;
+		case COL_UUID:
+			{
+				/* uuid_out's 36 characters, in quotes */
+				const unsigned char *u = DatumGetUUIDP(val)->data;
+				static const char hex[] = "0123456789abcdef";
+
+				p = reserve(buf, 38);
+				*p++ = '"';
+				for (int b = 0; b < UUID_LEN; b++)
+				{
+					if (b == 4 || b == 6 || b == 8 || b == 10)
+						*p++ = '-';
+					*p++ = hex[u[b] >> 4];
+					*p++ = hex[u[b] & 0xf];
+				}
+				*p++ = '"';
+				buf->len = p - buf->data;
+			}
 			break;
 		case COL_NUMERIC:
-			s = OutputFunctionCall(&e->out[i], val);
-			if (IsValidJsonNumber(s, strlen(s)))
-				appendStringInfoString(buf, s);
-			else
-				escape_json(buf, s);
-			pfree(s);
+			{
+				int			len;
+
+				s = OutputFunctionCall(&e->out[i], val);
+				len = strlen(s);
+				if (is_json_number(s))
+					put(buf, s, len);
+				else
+					append_escaped(buf, s, len);
+				pfree(s);
+			}
 			break;
 		case COL_DATE:
-			JsonEncodeDateTime(dt, val, DATEOID, NULL);
-			appendStringInfo(buf, "\"%s\"", dt);
+			append_datetime(buf, val, DATEOID);
 			break;
 		case COL_TIMESTAMP:
-			JsonEncodeDateTime(dt, val, TIMESTAMPOID, NULL);
-			appendStringInfo(buf, "\"%s\"", dt);
+			append_datetime(buf, val, TIMESTAMPOID);
 			break;
 		case COL_TIMESTAMPTZ:
-			JsonEncodeDateTime(dt, val, TIMESTAMPTZOID, NULL);
-			appendStringInfo(buf, "\"%s\"", dt);
+			append_datetime(buf, val, TIMESTAMPTZOID);
 			break;
 		case COL_JSON:
 			s = OutputFunctionCall(&e->out[i], val);
-			appendStringInfoString(buf, s);
+			put(buf, s, strlen(s));
 			pfree(s);
 			break;
 		case COL_OTHER:
 			s = OutputFunctionCall(&e->out[i], val);
-			escape_json(buf, s);
+			append_escaped(buf, s, strlen(s));
 			pfree(s);
 			break;
 		case COL_SKIP:
@@ -225,19 +430,16 @@ append_value(StringInfo buf, RowJsonEntry *e, int i, Datum val)
 	}
 }
 
-void
-pgcb_row_json_append(StringInfo buf, Relation rel, HeapTuple tuple)
+static RowJsonEntry *
+entry_for(Relation rel)
 {
 	RowJsonEntry *e;
 	Oid			relid = RelationGetRelid(rel);
 	bool		found;
-	bool		needsep = false;
 
-	if (tuple == NULL)
-	{
-		appendStringInfoString(buf, "null");
-		return;
-	}
+	if (last_entry && last_entry->relid == relid && last_entry->valid &&
+		last_entry->natts == RelationGetDescr(rel)->natts)
+		return last_entry;
 	if (entries == NULL)
 	{
 		HASHCTL		ctl;
@@ -249,6 +451,7 @@ pgcb_row_json_append(StringInfo buf, Relation rel, HeapTuple tuple)
 							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		CacheRegisterRelcacheCallback(row_json_relcache_callback, (Datum) 0);
 	}
+	/* entries are never removed, so a pointer to one stays good */
 	e = hash_search(entries, &relid, HASH_ENTER, &found);
 	if (!found)
 	{
@@ -257,6 +460,23 @@ pgcb_row_json_append(StringInfo buf, Relation rel, HeapTuple tuple)
 	}
 	if (!e->valid || e->natts != RelationGetDescr(rel)->natts)
 		build(e, rel);
+	last_entry = e;
+	return e;
+}
+
+void
+pgcb_row_json_append(StringInfo buf, Relation rel, HeapTuple tuple)
+{
+	RowJsonEntry *e;
+	bool		needsep = false;
+
+	if (tuple == NULL)
+	{
+		put(buf, "null", 4);
+		buf->data[buf->len] = '\0';
+		return;
+	}
+	e = entry_for(rel);
 
 	if (e->fallback)
 	{
@@ -269,19 +489,20 @@ pgcb_row_json_append(StringInfo buf, Relation rel, HeapTuple tuple)
 	}
 
 	heap_deform_tuple(tuple, RelationGetDescr(rel), e->values, e->nulls);
-	appendStringInfoChar(buf, '{');
+	put_char(buf, '{');
 	for (int i = 0; i < e->natts; i++)
 	{
 		if (e->kind[i] == COL_SKIP)
 			continue;
 		if (needsep)
-			appendStringInfoChar(buf, ',');
+			put_char(buf, ',');
 		needsep = true;
-		appendStringInfoString(buf, e->key[i]);
+		put(buf, e->key[i], e->keylen[i]);
 		if (e->nulls[i])
-			appendStringInfoString(buf, "null");
+			put(buf, "null", 4);
 		else
 			append_value(buf, e, i, e->values[i]);
 	}
-	appendStringInfoChar(buf, '}');
+	put_char(buf, '}');
+	buf->data[buf->len] = '\0';
 }

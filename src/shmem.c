@@ -14,6 +14,7 @@
 
 #include "compat.h"
 #include "epshare.h"
+#include "hook_escalation.h"
 #include "ratelimit.h"
 #include "shmem.h"
 
@@ -30,6 +31,7 @@ pgcb_shmem_request(void)
 	RequestAddinShmemSpace(MAXALIGN(sizeof(PgcbShared)));
 	RequestAddinShmemSpace(pgcb_ratelimit_shmem_size());
 	RequestAddinShmemSpace(pgcb_epshare_shmem_size());
+	RequestAddinShmemSpace(pgcb_hookesc_shmem_size());
 	RequestNamedLWLockTranche("pg_callback", 3);
 }
 
@@ -66,6 +68,7 @@ pgcb_shmem_startup(void)
 	}
 	pgcb_ratelimit_shmem_startup(&GetNamedLWLockTranche("pg_callback")[1].lock);
 	pgcb_epshare_shmem_startup(&GetNamedLWLockTranche("pg_callback")[2].lock);
+	pgcb_hookesc_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -27,6 +27,7 @@
 #include "utils/tuplestore.h"
 
 #include "pg_callback.h"
+#include "queue_insert.h"
 #include "trigger.h"
 
 static void
@@ -68,6 +69,7 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	TupleTableSlot *new_slot;
 	MemoryContext row_cxt;
 	MemoryContext old_cxt;
+	bool		batch;
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		want_new = true;
@@ -95,6 +97,8 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback statement row",
 									ALLOCSET_DEFAULT_SIZES);
 	old_cxt = MemoryContextSwitchTo(row_cxt);
+	/* the statement's queue rows written together, before we return */
+	batch = pgcb_queue_batch_begin();
 
 	for (;;)
 	{
@@ -120,6 +124,8 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 			break;
 		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple, key_option);
 	}
+	if (batch)
+		pgcb_queue_batch_end();
 
 	ExecClearTuple(old_slot);
 	ExecClearTuple(new_slot);

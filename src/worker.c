@@ -33,6 +33,7 @@
 
 #include "delivery.h"
 #include "guc.h"
+#include "hook_escalation.h"
 #include "pg_callback.h"
 #include "queue.h"
 #include "session.h"
@@ -233,6 +234,8 @@ pgcb_worker_main(Datum main_arg)
 
 	/* claims are per database: a restart in another slot still finds its own */
 	pgcb_delivery_init(slot, args.db_worker);
+	/* a hook that ignores its cancel ends this worker, not holds it */
+	pgcb_hookesc_enable();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "pg_callback worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	memset(&ls, 0, sizeof(ls));

@@ -9,7 +9,9 @@ response status, headers and body; an application table is updated from it.
 Hooks that fail, loop past callback.hook_timeout or try to escalate are each
 a recorded failure (callback_attempts.error for a transform, .hook_error for
 an on_response), the worker stays the same process and other endpoints
-keep being delivered.  Bad hooks are refused at create time with a SQLSTATE
+keep being delivered.  A hook that catches its own cancel ends the worker
+one hook_timeout later (only the worker restarts, not the cluster), and
+its next call for that delivery is recorded as that failure instead.  Bad hooks are refused at create time with a SQLSTATE
 and nothing written.
 """
 
@@ -75,6 +77,20 @@ CREATE FUNCTION app.t_error(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $f$
 BEGIN RAISE EXCEPTION 'shape rejected: %', e->>'type'; END $f$;
 CREATE FUNCTION app.t_loop(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $f$
 BEGIN LOOP END LOOP; END $f$;
+-- catches its own cancel, for ever
+CREATE FUNCTION app.t_catch(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $f$
+BEGIN
+    LOOP
+        BEGIN PERFORM pg_sleep(1); EXCEPTION WHEN query_canceled THEN NULL; END;
+    END LOOP;
+END $f$;
+CREATE FUNCTION app.r_catch(delivery_id bigint, event jsonb, status int, headers jsonb, body text)
+RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+    LOOP
+        BEGIN PERFORM pg_sleep(1); EXCEPTION WHEN query_canceled THEN NULL; END;
+    END LOOP;
+END $f$;
 CREATE FUNCTION app.t_superuser(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $f$
 BEGIN ALTER ROLE hk_app SUPERUSER; RETURN e; END $f$;
 CREATE FUNCTION app.t_secret(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $f$
@@ -373,6 +389,105 @@ def test_failing_on_response_keeps_the_outcome(cluster, receiver, owned, endpoin
     assert receiver.wait_for(3, path="/healthy2", timeout=60)
     assert cluster.worker_pid() == pid
     assert not cluster.scalar("SELECT rolsuper FROM pg_roles WHERE rolname = 'hk_app'")
+
+
+ESCALATED = ("did not stop within callback.hook_timeout (%d ms) after its cancel; "
+             "the worker was restarted" % HOOK_TIMEOUT_MS)
+
+
+def _session(cluster):
+    """Another backend's connection and its pid: a cluster restart would end it."""
+    conn = cluster.connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return conn, cur.fetchone()[0]
+
+
+def _same_session(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
+def test_transform_catching_its_cancel_ends_the_worker(cluster, receiver, owned, endpoint_factory):
+    """The looping transform would hold the worker (every endpoint of the
+    database) for ever.  One hook_timeout after its cancel the worker ends
+    itself; its successor counts the delivery's attempt as failed with what
+    happened, retried per policy, dead after max_attempts; the endpoint
+    beside it keeps being delivered throughout, and the cluster does not
+    restart."""
+    other, other_pid = _session(cluster)
+    pid = cluster.wait_until(cluster.worker_pid, timeout=60, what="the worker")
+    a = owned("hk_catch", receiver.url("/catch"), event_types="{esc.a}",
+              transform="app.t_catch", retry_schedule=[0.1], max_attempts=2)
+    endpoint_factory("hk_beside", receiver.url("/beside"), event_types="{esc.b}")
+    cluster.execute("SELECT callback.enqueue('esc.a', '{}')")
+
+    def a_dead():
+        return cluster.scalar("SELECT status::text FROM callback.callback_queue "
+                              "WHERE endpoint_id = %s", (a,)) == "dead"
+    t0 = time.monotonic()
+    sent = 0
+    # one event beside at a time, each within a bound, until A is dead (and one after)
+    while True:
+        done = a_dead()
+        cluster.execute("SELECT callback.enqueue('esc.b', jsonb_build_object('n', %s))", (sent,))
+        sent += 1
+        assert receiver.wait_for(sent, path="/beside", timeout=30), \
+            ("event %d beside the looping transform not delivered" % sent, attempts(cluster, a))
+        if done:
+            break
+        assert time.monotonic() - t0 < 120, ("A never dead", attempts(cluster, a))
+    elapsed = time.monotonic() - t0
+
+    atts = attempts(cluster, a)
+    assert [(x[0], x[1], x[3]) for x in atts] == [(1, None, "pending"), (2, None, "dead")], atts
+    for x in atts:
+        assert x[2].startswith("transform app.t_catch " + ESCALATED), x[2]
+    assert receiver.count("/catch") == 0
+    assert cluster.worker_pid() not in (None, pid)
+    # only the worker restarted: another backend's session lives on
+    assert _same_session(other) == other_pid
+    other.close()
+    assert ("the worker ended itself: transform app.t_catch did not stop within "
+            "callback.hook_timeout after its cancel" in cluster.log_text())
+    record_figure("hooks: a transform catching its cancel (%d ms timeout): dead after 2 attempts "
+                  "in %.1f s, %d events beside it delivered meanwhile" % (HOOK_TIMEOUT_MS, elapsed, sent))
+
+
+def test_batch_transform_catching_its_cancel(cluster, receiver, owned):
+    """A batch's transform gets the batch: the whole batch is the failed
+    attempt recorded after the worker ended."""
+    pid = cluster.wait_until(cluster.worker_pid, timeout=60, what="the worker")
+    eid = owned("hk_bcatch", receiver.url("/bcatch"), event_types="{esc.batch}",
+                transform="app.t_catch", batch_size=2, batch_window=5, max_attempts=1)
+    cluster.execute("SELECT callback.enqueue('esc.batch', jsonb_build_object('i', g)) "
+                    "FROM generate_series(1, 2) g")
+    rows = final_status(cluster, eid, n=2, timeout=90)
+    assert [r[0] for r in rows] == ["dead", "dead"], rows
+    for r in rows:
+        assert r[1].startswith("transform app.t_catch " + ESCALATED), rows
+    assert [(x[0], x[3]) for x in attempts(cluster, eid)] == [(1, "dead"), (1, "dead")]
+    assert receiver.count("/bcatch") == 0
+    assert cluster.worker_pid() not in (None, pid)
+
+
+def test_on_response_catching_its_cancel_ends_the_worker(cluster, receiver, owned):
+    """The same in the write-back: the outcome and the hook's run are undone
+    with the worker, the delivery is sent again (at least once), and its
+    outcome stands with the hook's failure as its hook_error."""
+    other, other_pid = _session(cluster)
+    pid = cluster.wait_until(cluster.worker_pid, timeout=60, what="the worker")
+    r = owned("hk_rcatch", receiver.url("/rcatch"), event_types="{esc.r}", on_response="app.r_catch")
+    cluster.execute("SELECT callback.enqueue('esc.r', '{}')")
+    assert final_status(cluster, r, timeout=90)[0][0] == "delivered"
+    atts = attempts(cluster, r)
+    assert [(x[1], x[3]) for x in atts] == [(204, "delivered")], atts
+    assert atts[0][4] == "on_response app.r_catch " + ESCALATED, atts
+    assert receiver.count("/rcatch") == 2
+    assert cluster.worker_pid() not in (None, pid)
+    assert _same_session(other) == other_pid
+    other.close()
 
 
 # ------------------------------------------------------------------ create-time checks

@@ -1,0 +1,187 @@
+/*
+ * hook_escalation.c
+ *		The delivery worker's last resort against a hook that catches its
+ *		own cancel.
+ *
+ * hooks.c cancels a hook after callback.hook_timeout, and again every
+ * 100 ms; a PL/pgSQL hook may catch query_canceled each time and go on,
+ * and would hold the worker (every endpoint of its database) for ever.  So
+ * when the hook still runs one more hook_timeout after its first cancel,
+ * the worker ends itself through the die path: a FATAL, which no exception
+ * block can catch, and exit code 1, which restarts this worker only, never
+ * the cluster.  On its way out (before_shmem_exit) it leaves word in shared
+ * memory: its database, the delivery and the hook.  The next call of that
+ * hook for that delivery, by whichever worker of the database, is not made
+ * but fails at once with what happened: a transform's failure is a failed
+ * attempt (retried, then dead, per the endpoint's policy), an
+ * on_response's is the attempt's hook_error.  What the ended worker had
+ * claimed comes back as after any worker exit: its claim transaction rolls
+ * back, and the next worker releases its committed claims.
+ *
+ * Only the worker escalates: a session's process_callbacks() is ended by
+ * whoever waits on it, and whatever it claimed comes back to the worker.
+ *
+ * Locking: a spinlock guards the table of words.  It is taken by a worker
+ * leaving word, and before a hook call only while some word is left (an
+ * atomic count says so without the lock).
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+
+#include "hook_escalation.h"
+#include "shmem.h"
+
+/* Words kept at once; a new one replaces the oldest when all are taken. */
+#define ESC_MAX_WORDS 32
+#define ESC_KIND_LEN 16
+#define ESC_FN_LEN (2 * NAMEDATALEN + 2)
+
+typedef struct EscWord
+{
+	Oid			dboid;			/* InvalidOid: free */
+	uint32		gen;			/* pgcb_shmem_database_gen(): ids restart with the extension */
+	int64		delivery_id;
+	char		kind[ESC_KIND_LEN];
+	char		fn[ESC_FN_LEN];
+} EscWord;
+
+typedef struct EscShared
+{
+	slock_t		mutex;
+	pg_atomic_uint32 n_words;
+	uint32		next;			/* where a word goes when none is free */
+	EscWord		words[ESC_MAX_WORDS];
+} EscShared;
+
+static EscShared *esc = NULL;
+
+/* This process's hook in progress; the timer's handler reads it. */
+static bool enabled = false;
+static bool armed = false;
+static TimestampTz die_at = 0;
+static volatile sig_atomic_t escalated = false;
+static EscWord running;
+
+
+Size
+pgcb_hookesc_shmem_size(void)
+{
+	return MAXALIGN(sizeof(EscShared));
+}
+
+/* With AddinShmemInitLock held (shmem.c). */
+void
+pgcb_hookesc_shmem_startup(void)
+{
+	bool		found;
+
+	esc = ShmemInitStruct("pg_callback hook escalation", sizeof(EscShared), &found);
+	if (!found)
+	{
+		memset(esc, 0, sizeof(EscShared));
+		SpinLockInit(&esc->mutex);
+		pg_atomic_init_u32(&esc->n_words, 0);
+	}
+}
+
+/* before_shmem_exit: the word, if the exit is ours. */
+static void
+leave_word(int code, Datum arg)
+{
+	EscWord    *w = NULL;
+
+	if (!escalated)
+		return;
+	/* no LWLock is held: a FATAL from ProcessInterrupts never holds one */
+	running.gen = pgcb_shmem_database_gen(MyDatabaseId);
+	SpinLockAcquire(&esc->mutex);
+	for (int i = 0; i < ESC_MAX_WORDS && w == NULL; i++)
+		if (!OidIsValid(esc->words[i].dboid))
+			w = &esc->words[i];
+	if (w == NULL)
+		w = &esc->words[esc->next++ % ESC_MAX_WORDS];
+	else
+		pg_atomic_fetch_add_u32(&esc->n_words, 1);
+	*w = running;
+	SpinLockRelease(&esc->mutex);
+	ereport(LOG,
+			(errmsg("pg_callback: the worker ended itself: %s %s did not stop within callback.hook_timeout after its cancel (delivery %lld)",
+					running.kind, running.fn, (long long) running.delivery_id),
+			 errhint("The worker is restarted; its next call of the %s for that delivery is recorded as failed instead of made.",
+					 running.kind)));
+}
+
+void
+pgcb_hookesc_enable(void)
+{
+	if (enabled)
+		return;
+	before_shmem_exit(leave_word, (Datum) 0);
+	enabled = true;
+}
+
+void
+pgcb_hookesc_arm(const char *kind, const char *fn, int64 delivery_id, TimestampTz at)
+{
+	if (!enabled)
+		return;
+	memset(&running, 0, sizeof(running));
+	running.dboid = MyDatabaseId;
+	running.delivery_id = delivery_id;
+	strlcpy(running.kind, kind, ESC_KIND_LEN);
+	strlcpy(running.fn, fn, ESC_FN_LEN);
+	die_at = at;
+	armed = true;
+}
+
+void
+pgcb_hookesc_disarm(void)
+{
+	armed = false;
+}
+
+/*
+ * A signal handler: only flags.  ProcessInterrupts handles ProcDiePending
+ * before a cancel, and as FATAL.
+ */
+void
+pgcb_hookesc_tick(void)
+{
+	if (!armed || GetCurrentTimestamp() < die_at)
+		return;
+	escalated = true;
+	ProcDiePending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+bool
+pgcb_hookesc_take_word(const char *kind, const char *fn, int64 delivery_id)
+{
+	bool		taken = false;
+	uint32		gen;
+
+	if (esc == NULL || pg_atomic_read_u32(&esc->n_words) == 0)
+		return false;
+	gen = pgcb_shmem_database_gen(MyDatabaseId);
+	SpinLockAcquire(&esc->mutex);
+	for (int i = 0; i < ESC_MAX_WORDS && !taken; i++)
+	{
+		EscWord    *w = &esc->words[i];
+
+		if (w->dboid != MyDatabaseId || w->gen != gen || w->delivery_id != delivery_id ||
+			strcmp(w->kind, kind) != 0 || strncmp(w->fn, fn, ESC_FN_LEN - 1) != 0)
+			continue;
+		w->dboid = InvalidOid;
+		pg_atomic_fetch_sub_u32(&esc->n_words, 1);
+		taken = true;
+	}
+	SpinLockRelease(&esc->mutex);
+	return taken;
+}
