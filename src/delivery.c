@@ -367,6 +367,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	if (fresh)
 		set_fixed_options(easy);
 	/* the rest points into req or depends on the endpoint: set every time */
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_URL, ep->url);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
@@ -376,7 +377,6 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
 					 (long) Min(pgcb_connect_timeout_ms, ep->timeout_ms));
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, (void *) req->why);
 	curl_easy_setopt(easy, CURLOPT_PREREQDATA, (void *) req->why);
 

@@ -211,6 +211,8 @@ pgcb_http_easy_get(bool *fresh)
 void
 pgcb_http_easy_put(CURL *easy)
 {
+	/* its request's memory is freed next: let nothing write there meanwhile */
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
 	if (pool_len == pool_cap)
 	{
 		int			newcap = Max(64, pool_cap * 2);
