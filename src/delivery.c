@@ -28,6 +28,7 @@
 #include "lib/ilist.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -249,12 +250,38 @@ start_publish(PgcbEndpoint *ep, PgcbRequest *req, const char *msg_id, int64 ts,
 		pfree(headers);
 }
 
+/*
+ * The options every request of ours sets alike: set once on a new handle,
+ * kept while it sits in http.c's pool (which a reload empties, for
+ * callback.ca_file), instead of a reset and a dozen calls per request.
+ */
+static void
+set_fixed_options(CURL *easy)
+{
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	/* a proxy from the environment would hide the real peer from the SSRF check */
+	curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, USER_AGENT);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, response_write);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, pgcb_netpolicy_opensocket);
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, pgcb_netpolicy_prereq);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (pgcb_ca_file != NULL && pgcb_ca_file[0] != '\0')
+		curl_easy_setopt(easy, CURLOPT_CAINFO, pgcb_ca_file);
+}
+
 static void
 start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 {
 	MemoryContext old = MemoryContextSwitchTo(request_cxt);
 	PgcbRequest *req = palloc0(sizeof(PgcbRequest));
 	CURL	   *easy;
+	bool		fresh;
 	char		msg_id[40];
 	char		sig[PGCB_SIGNATURE_LEN];
 	int64		ts = (int64) time(NULL);
@@ -277,8 +304,8 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 
 	/* webhook-id: stable across retries, unique across reinstalls */
 	strcpy(msg_id, "msg_");
-	for (int i = 0; i < UUID_LEN; i++)
-		sprintf(msg_id + 4 + 2 * i, "%02x", c->event_id.data[i]);
+	hex_encode((const char *) c->event_id.data, UUID_LEN, msg_id + 4);
+	msg_id[4 + 2 * UUID_LEN] = '\0';
 	/* batches: the batch's own id, and its events' ids in a header */
 	if (batch != NULL)
 	{
@@ -333,37 +360,25 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	set_header(&req->fixed[3], "Content-Type: application/json", &req->fixed[4]);
 	set_header(&req->fixed[4], "Expect:", trace_headers(req, c, req->extra));
 
-	easy = pgcb_http_easy_get();
+	easy = pgcb_http_easy_get(&fresh);
 	req->easy = easy;
 	/* from here on shutdown frees the handle and the header list */
 	dlist_push_tail(&live_requests, &req->node);
+	if (fresh)
+		set_fixed_options(easy);
+	/* the rest points into req or depends on the endpoint: set every time */
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_URL, ep->url);
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	/* a proxy from the environment would hide the real peer from the SSRF check */
-	curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) req->body_len);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, &req->fixed[0]);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, USER_AGENT);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) ep->timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
 					 (long) Min(pgcb_connect_timeout_ms, ep->timeout_ms));
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, response_write);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, pgcb_netpolicy_opensocket);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, (void *) req->why);
-	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, pgcb_netpolicy_prereq);
 	curl_easy_setopt(easy, CURLOPT_PREREQDATA, (void *) req->why);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (pgcb_ca_file != NULL && pgcb_ca_file[0] != '\0')
-		curl_easy_setopt(easy, CURLOPT_CAINFO, pgcb_ca_file);
 
 	req->started_at = GetCurrentTimestamp();
 	pgcb_http_start(easy);

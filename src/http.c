@@ -135,6 +135,10 @@ pgcb_http_wait_also(int fd)
 void
 pgcb_http_apply_settings(void)
 {
+	/* pooled handles keep their options (callback.ca_file): start anew */
+	for (int i = 0; i < pool_len; i++)
+		curl_easy_cleanup(pool[i]);
+	pool_len = 0;
 	if (multi == NULL)
 		return;
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) pgcb_max_connections);
@@ -186,15 +190,13 @@ pgcb_http_shutdown(void)
 }
 
 CURL *
-pgcb_http_easy_get(void)
+pgcb_http_easy_get(bool *fresh)
 {
 	CURL	   *easy;
 
+	*fresh = pool_len == 0;
 	if (pool_len > 0)
-	{
 		easy = pool[--pool_len];
-		curl_easy_reset(easy);
-	}
 	else
 	{
 		easy = curl_easy_init();
@@ -209,6 +211,8 @@ pgcb_http_easy_get(void)
 void
 pgcb_http_easy_put(CURL *easy)
 {
+	/* its request's memory is freed next: let nothing write there meanwhile */
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
 	if (pool_len == pool_cap)
 	{
 		int			newcap = Max(64, pool_cap * 2);

@@ -28,8 +28,11 @@ extern void pgcb_http_wait_also(int fd);
 /* Apply the reload settings kept in the multi handle (callback.max_connections). */
 extern void pgcb_http_apply_settings(void);
 
-/* An easy handle from the pool, reset to pg_callback's defaults. */
-extern CURL *pgcb_http_easy_get(void);
+/*
+ * An easy handle from the pool, with the options its last user set (the
+ * caller sets them all again); *fresh: a new handle, with curl's defaults.
+ */
+extern CURL *pgcb_http_easy_get(bool *fresh);
 
 /* Start a transfer set up on an easy handle from pgcb_http_easy_get(). */
 extern void pgcb_http_start(CURL *easy);
