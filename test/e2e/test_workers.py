@@ -38,7 +38,7 @@ def set_workers(cluster, n):
 def four_workers(cluster):
     set_workers(cluster, WORKERS)
     yield
-    cluster.set_conf(**{"callback.max_inflight_per_endpoint": None})
+    cluster.set_conf(**{"callback.max_inflight_per_endpoint": None, "callback.max_inflight": None})
     cluster.reload()
 
 
@@ -78,6 +78,17 @@ def test_workers_started_shown_and_stopped(cluster):
 
 def test_claims_are_disjoint(cluster, receiver, endpoint_factory):
     n = 2000
+    # A worker keeps at most 8 requests in flight, each answered 50 ms
+    # later: alone it would need 12.5 s, so the others (woken at the
+    # enqueue's commit, or by their poll a second later) must claim too.
+    # Without that, one fast worker could drain all 2,000 before the
+    # others woke, and the disjointness would go untested.
+    cluster.set_conf(**{"callback.max_inflight": 8})
+    cluster.reload()
+    cluster.wait_until(lambda: cluster.scalar("SELECT setting FROM pg_settings "
+                                              " WHERE name = 'callback.max_inflight'") == "8",
+                       what="setting reloaded")
+    receiver.set_delay("/all", 0.05)
     ep = endpoint_factory("wk_all", receiver.url("/all"), event_types=["wk.all"])
     sent_before = dict(cluster.query("SELECT pid, sent FROM callback.callback_worker_stats"))
     enqueue(cluster, "wk.all", n)
