@@ -60,6 +60,7 @@ typedef struct PgcbRequest
 	int			body_len;
 	PgcbBatch  *batch;			/* batches: the deliveries it carries; NULL: one */
 	CURL	   *easy;			/* NULL: an amqp publish (amqp.c) */
+	uint64		easy_gen;		/* http.c's settings when it was lent */
 	TimestampTz started_at;
 	dlist_node	node;			/* in live_requests while in flight */
 	char	   *response;		/* head of the body, allocated up front */
@@ -360,7 +361,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	set_header(&req->fixed[3], "Content-Type: application/json", &req->fixed[4]);
 	set_header(&req->fixed[4], "Expect:", trace_headers(req, c, req->extra));
 
-	easy = pgcb_http_easy_get(&fresh);
+	easy = pgcb_http_easy_get(&fresh, &req->easy_gen);
 	req->easy = easy;
 	/* from here on shutdown frees the handle and the header list */
 	dlist_push_tail(&live_requests, &req->node);
@@ -665,7 +666,7 @@ end_request(PgcbEndpoint *ep, PgcbRequest *req)
 	curl_slist_free_all(req->extra);
 	if (req->easy != NULL)
 	{
-		pgcb_http_easy_put(req->easy);
+		pgcb_http_easy_put(req->easy, req->easy_gen);
 		pfree(req->response);
 	}
 	pfree(req->body);

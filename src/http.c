@@ -39,6 +39,13 @@ static CURL **pool = NULL;
 static int	pool_len = 0;
 static int	pool_cap = 0;
 
+/*
+ * Bumped by each pgcb_http_apply_settings(): a handle lent out before it
+ * (a request in flight across a reload) keeps the old callback.ca_file and
+ * is freed when given back, not pooled.
+ */
+static uint64 settings_gen = 0;
+
 static int
 socket_callback(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
@@ -139,6 +146,7 @@ pgcb_http_apply_settings(void)
 	for (int i = 0; i < pool_len; i++)
 		curl_easy_cleanup(pool[i]);
 	pool_len = 0;
+	settings_gen++;
 	if (multi == NULL)
 		return;
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) pgcb_max_connections);
@@ -190,10 +198,11 @@ pgcb_http_shutdown(void)
 }
 
 CURL *
-pgcb_http_easy_get(bool *fresh)
+pgcb_http_easy_get(bool *fresh, uint64 *gen)
 {
 	CURL	   *easy;
 
+	*gen = settings_gen;
 	*fresh = pool_len == 0;
 	if (pool_len > 0)
 		easy = pool[--pool_len];
@@ -209,8 +218,13 @@ pgcb_http_easy_get(bool *fresh)
 }
 
 void
-pgcb_http_easy_put(CURL *easy)
+pgcb_http_easy_put(CURL *easy, uint64 gen)
 {
+	if (gen != settings_gen)
+	{
+		curl_easy_cleanup(easy);
+		return;
+	}
 	/* its request's memory is freed next: let nothing write there meanwhile */
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
 	if (pool_len == pool_cap)

@@ -31,8 +31,9 @@ extern void pgcb_http_apply_settings(void);
 /*
  * An easy handle from the pool, with the options its last user set (the
  * caller sets them all again); *fresh: a new handle, with curl's defaults.
+ * *gen: the settings it was lent under, for pgcb_http_easy_put.
  */
-extern CURL *pgcb_http_easy_get(bool *fresh);
+extern CURL *pgcb_http_easy_get(bool *fresh, uint64 *gen);
 
 /* Start a transfer set up on an easy handle from pgcb_http_easy_get(). */
 extern void pgcb_http_start(CURL *easy);
@@ -50,7 +51,8 @@ extern bool pgcb_http_wait(long timeout_ms);
  */
 extern CURL *pgcb_http_next_done(CURLcode *result);
 
-extern void pgcb_http_easy_put(CURL *easy);
+/* Back to the pool, unless a reload came since it was lent (gen): freed. */
+extern void pgcb_http_easy_put(CURL *easy, uint64 gen);
 
 /* Transfers started and not yet returned by pgcb_http_next_done. */
 extern int	pgcb_http_running(void);

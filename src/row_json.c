@@ -17,7 +17,8 @@
  *
  * The invalidation callback only marks an entry stale (it may run while an
  * output function of that very entry is running); it is rebuilt, and the
- * old memory freed, at the entry's next use.
+ * old memory freed, at the entry's next use, or dropped with the other
+ * stale ones when enough have piled up (a dropped table's is never used).
  *
  * The types most tables are made of skip their output function: integers
  * and oids are written as int2out/int4out/int8out/oidout write them (the
@@ -86,6 +87,15 @@ static HTAB *entries = NULL;
 /* the entry of the last row written: a statement's rows skip the hash */
 static RowJsonEntry *last_entry = NULL;
 
+/*
+ * Entries made stale since the last sweep (at least).  A dropped table's
+ * entry is never used again: without a sweep a session that writes to
+ * many short-lived tables (temporary ones, dropped partitions) would keep
+ * every one's memory.
+ */
+#define STALE_SWEEP 64
+static int	n_stale = 0;
+
 static void
 row_json_relcache_callback(Datum arg, Oid relid)
 {
@@ -97,13 +107,45 @@ row_json_relcache_callback(Datum arg, Oid relid)
 	if (OidIsValid(relid))
 	{
 		e = hash_search(entries, &relid, HASH_FIND, NULL);
-		if (e)
+		if (e && e->valid)
+		{
 			e->valid = false;
+			n_stale++;
+		}
 		return;
 	}
 	hash_seq_init(&seq, entries);
 	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (e->valid)
+			n_stale++;
 		e->valid = false;
+	}
+}
+
+/*
+ * Forget the stale entries, memory and all: one still in use is made again
+ * at its next row.  Only from entry_for(), when no row of any entry is
+ * being written (a row's fast path runs built-in output functions only,
+ * and the fallback does not touch its entry once row_to_json() is called).
+ */
+static void
+sweep_stale(void)
+{
+	HASH_SEQ_STATUS seq;
+	RowJsonEntry *e;
+
+	hash_seq_init(&seq, entries);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (e->valid)
+			continue;
+		if (e->cxt)
+			MemoryContextDelete(e->cxt);
+		(void) hash_search(entries, &e->relid, HASH_REMOVE, NULL);
+	}
+	last_entry = NULL;
+	n_stale = 0;
 }
 
 /* As json_categorize_type() decides; false: leave the row to row_to_json(). */
@@ -451,10 +493,13 @@ entry_for(Relation rel)
 							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		CacheRegisterRelcacheCallback(row_json_relcache_callback, (Datum) 0);
 	}
-	/* entries are never removed, so a pointer to one stays good */
-	e = hash_search(entries, &relid, HASH_ENTER, &found);
-	if (!found)
+	/* entries are removed by the sweep alone, which resets last_entry */
+	e = hash_search(entries, &relid, HASH_FIND, NULL);
+	if (e == NULL && n_stale >= STALE_SWEEP)
+		sweep_stale();
+	if (e == NULL)
 	{
+		e = hash_search(entries, &relid, HASH_ENTER, &found);
 		e->cxt = NULL;
 		e->valid = false;
 	}

@@ -701,6 +701,11 @@ class _TLSHandler(http.server.BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(n)
         with self.server.lock:
+            self.server.started += 1
+        # a request to /hold is answered once the test lets it go (bounded)
+        if self.path == "/hold":
+            self.server.release.wait(60)
+        with self.server.lock:
             self.server.records.append((self.path, dict(self.headers), body))
         self.send_response(204)
         self.end_headers()
@@ -713,6 +718,8 @@ class _TLSServer(http.server.ThreadingHTTPServer):
     def __init__(self, ctx):
         self.ctx = ctx
         self.records = []
+        self.started = 0
+        self.release = threading.Event()
         self.lock = threading.Lock()
         self.handshakes_failed = 0
         super().__init__(("127.0.0.1", 0), _TLSHandler)
@@ -774,6 +781,7 @@ def tls_servers():
         yield servers, bundle
     finally:
         for srv in servers.values():
+            srv.release.set()
             srv.shutdown()
             srv.server_close()
         shutil.rmtree(d, ignore_errors=True)
@@ -818,4 +826,49 @@ def test_tls_verified_by_default_and_ca_file(request, cluster, endpoint_factory,
         assert re.search(r"certificate|SSL|subject|name", r2["last_error"] or "", re.I), r2
         assert other.records == [], "sent to a server whose certificate names another host"
     finally:
+        set_system(cluster, "callback.ca_file", "")
+
+
+def test_tls_ca_file_dropped_while_in_flight(request, cluster, endpoint_factory, tls_servers):
+    """A reload that takes callback.ca_file away applies to the curl handle
+    of a request in flight across it too: once that request ends, its
+    handle must not go back to the pool still trusting the old CA file, for
+    the next request to take it (http.c frees it instead)."""
+    servers, bundle = tls_servers
+    good = servers["good"]
+    set_allowlist(cluster, LOOPBACK)
+    set_system(cluster, "callback.ca_file", bundle)
+    try:
+        held = endpoint_factory(endpoint_name(request, "_held"),
+                                "https://127.0.0.1:%d/hold" % good.server_port,
+                                event_types="{out.tlshold}", max_attempts=1, timeout=60)
+        after = endpoint_factory(endpoint_name(request, "_after"),
+                                 "https://127.0.0.1:%d/after" % good.server_port,
+                                 event_types="{out.tlsafter}", max_attempts=1)
+        # the probe shows when the worker has read the reload: its address
+        # leaves the allowlist in the same reload that drops ca_file
+        probe = endpoint_factory(endpoint_name(request, "_probe"), "http://127.0.0.2:9/probe",
+                                 event_types="{out.tlsprobe}", max_attempts=1)
+        enqueue(cluster, "out.tlshold", {"n": 1})
+        cluster.wait_until(lambda: good.started >= 1, timeout=30,
+                           what="the held request reached the server")
+
+        cluster.execute("ALTER SYSTEM SET callback.ca_file = ''")
+        set_allowlist(cluster, "127.0.0.1/32")
+        enqueue(cluster, "out.tlsprobe", {"n": 1})
+        r = wait_status(cluster, probe, "dead")
+        assert "127.0.0.2 is in 127.0.0.0/8" in (r["last_error"] or ""), \
+            "the probe did not fail on the policy, the worker may not have reloaded: %r" % r
+
+        # the held request ends (its connection was verified before the reload)
+        good.release.set()
+        wait_status(cluster, held, "delivered")
+        # the next request: no CA file trusts the server's certificate now
+        enqueue(cluster, "out.tlsafter", {"n": 2})
+        r = wait_status(cluster, after, "dead")
+        assert re.search(r"certificate|SSL|TLS", r["last_error"] or "", re.I), r
+        assert [p for p, _, _ in good.records] == ["/hold"], \
+            "a request was sent trusting the CA file a reload had removed: %r" % good.records
+    finally:
+        good.release.set()
         set_system(cluster, "callback.ca_file", "")
