@@ -6,7 +6,6 @@
  */
 #include "postgres.h"
 
-#include "storage/proc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/json.h"
@@ -154,17 +153,35 @@ pgcb_trigger_row_body(StringInfo body, Relation rel, const char *event_type, con
  * rows grow it once instead of each from 1 kB, with no palloc per row.  It
  * is taken while in use (an event queued from inside another's enqueue
  * gets a buffer of its own); one that an error leaves taken is freed with
- * the transaction's memory, as is the spare itself.  The queue keeps no
- * pointer to a body (queue_insert.c copies it into the tuple).
+ * the transaction's memory, as is the spare itself: a callback on that
+ * memory forgets the spare when it goes.  The queue keeps no pointer to a
+ * body (queue_insert.c copies it into the tuple).
  */
 static char *spare_data = NULL;
 static int	spare_maxlen;
-static LocalTransactionId spare_lxid = InvalidLocalTransactionId;
+static bool spare_watched = false;	/* the callback is on this transaction's memory */
+
+static void
+forget_spare(void *arg)
+{
+	spare_data = NULL;
+	spare_watched = false;
+}
 
 static void
 take_body_buffer(StringInfo body)
 {
-	if (spare_data != NULL && spare_lxid == MyProc->lxid)
+	if (!spare_watched)
+	{
+		MemoryContextCallback *cb = MemoryContextAlloc(TopTransactionContext, sizeof(*cb));
+
+		cb->func = forget_spare;
+		cb->arg = NULL;
+		MemoryContextRegisterResetCallback(TopTransactionContext, cb);
+		spare_watched = true;
+		spare_data = NULL;
+	}
+	if (spare_data != NULL)
 	{
 		body->data = spare_data;
 		body->maxlen = spare_maxlen;
@@ -189,7 +206,6 @@ give_body_buffer(StringInfo body)
 	}
 	spare_data = body->data;
 	spare_maxlen = body->maxlen;
-	spare_lxid = MyProc->lxid;
 }
 
 void
