@@ -10,10 +10,14 @@
  * the worker ends itself through the die path: a FATAL, which no exception
  * block can catch, and exit code 1, which restarts this worker only, never
  * the cluster.  On its way out (before_shmem_exit) it leaves word in shared
- * memory: its database, the delivery and the hook.  The next call of that
- * hook for that delivery, by whichever worker of the database, is not made
- * but fails at once with what happened: a transform's failure is a failed
- * attempt (retried, then dead, per the endpoint's policy), an
+ * memory: its database, the delivery and the hook.  That hook is then set
+ * aside in the database for HOOKESC_SET_ASIDE_MS: every call of it, by
+ * whichever worker, is not made but fails at once with what happened (the
+ * delivery that ended the worker included).  Without that, a hook that
+ * always loops would end the worker at every attempt of every event, each
+ * time holding the database's other endpoints for 2 x hook_timeout and
+ * sending their requests in flight again.  A transform's failure is a
+ * failed attempt (retried, then dead, per the endpoint's policy), an
  * on_response's is the attempt's hook_error.  What the ended worker had
  * claimed comes back as after any worker exit: its claim transaction rolls
  * back, and the next worker releases its committed claims.
@@ -22,8 +26,9 @@
  * whoever waits on it, and whatever it claimed comes back to the worker.
  *
  * Locking: a spinlock guards the table of words.  It is taken by a worker
- * leaving word, and before a hook call only while some word is left (an
- * atomic count says so without the lock).
+ * leaving word, and before a hook call only while some word is kept (an
+ * atomic count says so without the lock); a word past its time is freed
+ * by the next look.
  */
 #include "postgres.h"
 
@@ -39,6 +44,8 @@
 
 /* Words kept at once; a new one replaces the oldest when all are taken. */
 #define ESC_MAX_WORDS 32
+/* how long a hook that ended the worker is not called (README: Hooks) */
+#define HOOKESC_SET_ASIDE_MS (10 * 60 * 1000)
 #define ESC_KIND_LEN 16
 #define ESC_FN_LEN (2 * NAMEDATALEN + 2)
 
@@ -46,7 +53,8 @@ typedef struct EscWord
 {
 	Oid			dboid;			/* InvalidOid: free */
 	uint32		gen;			/* pgcb_shmem_database_gen(): ids restart with the extension */
-	int64		delivery_id;
+	int64		delivery_id;	/* the one it ran for, for the log */
+	TimestampTz until;			/* set aside until then */
 	char		kind[ESC_KIND_LEN];
 	char		fn[ESC_FN_LEN];
 } EscWord;
@@ -90,6 +98,13 @@ pgcb_hookesc_shmem_startup(void)
 	}
 }
 
+static bool
+same_hook(const EscWord *w, Oid dboid, uint32 gen, const char *kind, const char *fn)
+{
+	return w->dboid == dboid && w->gen == gen && strcmp(w->kind, kind) == 0 &&
+		strncmp(w->fn, fn, ESC_FN_LEN - 1) == 0;
+}
+
 /* before_shmem_exit: the word, if the exit is ours. */
 static void
 leave_word(int code, Datum arg)
@@ -100,21 +115,27 @@ leave_word(int code, Datum arg)
 		return;
 	/* no LWLock is held: a FATAL from ProcessInterrupts never holds one */
 	running.gen = pgcb_shmem_database_gen(MyDatabaseId);
+	running.until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HOOKESC_SET_ASIDE_MS);
 	SpinLockAcquire(&esc->mutex);
+	/* the same hook's earlier word, else a free one, else the oldest */
+	for (int i = 0; i < ESC_MAX_WORDS && w == NULL; i++)
+		if (same_hook(&esc->words[i], running.dboid, running.gen, running.kind, running.fn))
+			w = &esc->words[i];
 	for (int i = 0; i < ESC_MAX_WORDS && w == NULL; i++)
 		if (!OidIsValid(esc->words[i].dboid))
+		{
 			w = &esc->words[i];
+			pg_atomic_fetch_add_u32(&esc->n_words, 1);
+		}
 	if (w == NULL)
 		w = &esc->words[esc->next++ % ESC_MAX_WORDS];
-	else
-		pg_atomic_fetch_add_u32(&esc->n_words, 1);
 	*w = running;
 	SpinLockRelease(&esc->mutex);
 	ereport(LOG,
 			(errmsg("pg_callback: the worker ended itself: %s %s did not stop within callback.hook_timeout after its cancel (delivery %lld)",
 					running.kind, running.fn, (long long) running.delivery_id),
-			 errhint("The worker is restarted; its next call of the %s for that delivery is recorded as failed instead of made.",
-					 running.kind)));
+			 errhint("The worker is restarted; the %s is not called for %d minutes: each call fails at once instead.",
+					 running.kind, HOOKESC_SET_ASIDE_MS / 60000)));
 }
 
 void
@@ -161,27 +182,40 @@ pgcb_hookesc_tick(void)
 	SetLatch(MyLatch);
 }
 
+/*
+ * Whether the hook is set aside in this database (a worker ended itself in
+ * a call of it less than HOOKESC_SET_ASIDE_MS ago), and until when.
+ */
 bool
-pgcb_hookesc_take_word(const char *kind, const char *fn, int64 delivery_id)
+pgcb_hookesc_set_aside(const char *kind, const char *fn, TimestampTz *until)
 {
-	bool		taken = false;
+	bool		found = false;
 	uint32		gen;
+	TimestampTz now;
 
 	if (esc == NULL || pg_atomic_read_u32(&esc->n_words) == 0)
 		return false;
 	gen = pgcb_shmem_database_gen(MyDatabaseId);
+	now = GetCurrentTimestamp();
 	SpinLockAcquire(&esc->mutex);
-	for (int i = 0; i < ESC_MAX_WORDS && !taken; i++)
+	for (int i = 0; i < ESC_MAX_WORDS; i++)
 	{
 		EscWord    *w = &esc->words[i];
 
-		if (w->dboid != MyDatabaseId || w->gen != gen || w->delivery_id != delivery_id ||
-			strcmp(w->kind, kind) != 0 || strncmp(w->fn, fn, ESC_FN_LEN - 1) != 0)
+		if (!OidIsValid(w->dboid))
 			continue;
-		w->dboid = InvalidOid;
-		pg_atomic_fetch_sub_u32(&esc->n_words, 1);
-		taken = true;
+		if (w->until <= now)
+		{
+			w->dboid = InvalidOid;
+			pg_atomic_fetch_sub_u32(&esc->n_words, 1);
+			continue;
+		}
+		if (!found && same_hook(w, MyDatabaseId, gen, kind, fn))
+		{
+			*until = w->until;
+			found = true;
+		}
 	}
 	SpinLockRelease(&esc->mutex);
-	return taken;
+	return found;
 }

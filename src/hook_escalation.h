@@ -31,6 +31,6 @@ extern void pgcb_hookesc_tick(void);
  * Whether a process of this database ended itself running this hook for
  * this delivery; the word is taken (the next call runs it again).
  */
-extern bool pgcb_hookesc_take_word(const char *kind, const char *fn, int64 delivery_id);
+extern bool pgcb_hookesc_set_aside(const char *kind, const char *fn, TimestampTz *until);
 
 #endif							/* PGCB_HOOK_ESCALATION_H */

@@ -185,12 +185,14 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 	Oid			save_userid;
 	int			save_sec;
 	volatile bool ok = true;
+	TimestampTz until;
 
-	/* a worker ended itself in this call before: a failure, not run again */
-	if (pgcb_hookesc_take_word(call->kind, call->fn, call->delivery_id))
+	/* a worker ended itself in a call of it lately: a failure, not run */
+	if (pgcb_hookesc_set_aside(call->kind, call->fn, &until))
 	{
-		*error = psprintf("%s %s did not stop within callback.hook_timeout (%d ms) after its cancel; the worker was restarted",
-						  call->kind, call->fn, pgcb_hook_timeout_ms);
+		*error = psprintf("%s %s did not stop within callback.hook_timeout (%d ms) after its cancel; the worker was restarted, and the %s is not called until %s",
+						  call->kind, call->fn, pgcb_hook_timeout_ms, call->kind,
+						  timestamptz_to_str(until));
 		return false;
 	}
 	if (hook_timer == MAX_TIMEOUTS)
