@@ -481,7 +481,7 @@ def test_batch_transform_catching_its_cancel(cluster, receiver, owned):
 # a schema and function names long enough that the stored, quoted name
 # passes 2 x NAMEDATALEN + 1 bytes: two names alike but for their last
 # character must not be taken for one hook
-LONG_SCHEMA = '"Hook_' + "x" * 57 + '"'
+LONG_SCHEMA = '"Hook_' + "x" * 58 + '"'    # 63 bytes
 LONG_LOOP = LONG_SCHEMA + '."' + "t" * 62 + '1"'
 LONG_OK = LONG_SCHEMA + '."' + "t" * 62 + '2"'
 
@@ -489,7 +489,7 @@ LONG_OK = LONG_SCHEMA + '."' + "t" * 62 + '2"'
 def test_set_aside_is_that_hook_not_a_name_prefix(cluster, receiver, owned):
     """The looping hook is set aside; a healthy one whose stored name has
     the same first 129 bytes still runs."""
-    assert len(LONG_LOOP) > 2 * 64 + 1 and LONG_LOOP[:-2] == LONG_OK[:-2]
+    assert len(LONG_LOOP) == 131 and LONG_LOOP[:129] == LONG_OK[:129]
     cluster.execute("DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s AUTHORIZATION hk_app; "
                     "SET ROLE hk_app; "
                     "CREATE FUNCTION %s(e jsonb) RETURNS jsonb LANGUAGE sql AS $f$ SELECT app.t_catch(e) $f$; "
