@@ -42,12 +42,17 @@
 #include "hook_escalation.h"
 #include "shmem.h"
 
-/* Words kept at once; a new one replaces the oldest when all are taken. */
+/* Words kept at once; when all are live, a new one replaces the next in turn. */
 #define ESC_MAX_WORDS 32
 /* how long a hook that ended the worker is not called (README: Hooks) */
 #define HOOKESC_SET_ASIDE_MS (10 * 60 * 1000)
 #define ESC_KIND_LEN 16
-#define ESC_FN_LEN (2 * NAMEDATALEN + 2)
+/*
+ * The name as stored: _check_hook (part 93) accepts up to 200 characters,
+ * quotes and spaces included, so up to 800 bytes.  A longer one is kept
+ * cut, and then matches nothing: a cut name could match another function.
+ */
+#define ESC_FN_LEN (4 * 200 + 1)
 
 typedef struct EscWord
 {
@@ -102,7 +107,7 @@ static bool
 same_hook(const EscWord *w, Oid dboid, uint32 gen, const char *kind, const char *fn)
 {
 	return w->dboid == dboid && w->gen == gen && strcmp(w->kind, kind) == 0 &&
-		strncmp(w->fn, fn, ESC_FN_LEN - 1) == 0;
+		strcmp(w->fn, fn) == 0;
 }
 
 /* before_shmem_exit: the word, if the exit is ours. */
@@ -110,16 +115,24 @@ static void
 leave_word(int code, Datum arg)
 {
 	EscWord    *w = NULL;
+	TimestampTz now;
 
 	if (!escalated)
 		return;
 	/* no LWLock is held: a FATAL from ProcessInterrupts never holds one */
 	running.gen = pgcb_shmem_database_gen(MyDatabaseId);
-	running.until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HOOKESC_SET_ASIDE_MS);
+	now = GetCurrentTimestamp();
+	running.until = TimestampTzPlusMilliseconds(now, HOOKESC_SET_ASIDE_MS);
 	SpinLockAcquire(&esc->mutex);
-	/* the same hook's earlier word, else a free one, else the oldest */
+	/*
+	 * The same hook's earlier word, else one past its time (still counted:
+	 * only a look frees it), else a free one, else the next in turn.
+	 */
 	for (int i = 0; i < ESC_MAX_WORDS && w == NULL; i++)
 		if (same_hook(&esc->words[i], running.dboid, running.gen, running.kind, running.fn))
+			w = &esc->words[i];
+	for (int i = 0; i < ESC_MAX_WORDS && w == NULL; i++)
+		if (OidIsValid(esc->words[i].dboid) && esc->words[i].until <= now)
 			w = &esc->words[i];
 	for (int i = 0; i < ESC_MAX_WORDS && w == NULL; i++)
 		if (!OidIsValid(esc->words[i].dboid))

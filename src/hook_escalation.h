@@ -1,9 +1,9 @@
 /*
  * hook_escalation.h
  *		The worker's last resort against a hook that catches its own cancel:
- *		it ends itself, leaving word in shared memory, and the next call of
- *		that hook for that delivery fails with what happened instead of
- *		running (see hook_escalation.c).
+ *		it ends itself, leaving word in shared memory, and for 10 minutes
+ *		every call of that hook in the database fails with what happened
+ *		instead of running (see hook_escalation.c).
  */
 #ifndef PGCB_HOOK_ESCALATION_H
 #define PGCB_HOOK_ESCALATION_H
@@ -28,8 +28,8 @@ extern void pgcb_hookesc_disarm(void);
 extern void pgcb_hookesc_tick(void);
 
 /*
- * Whether a process of this database ended itself running this hook for
- * this delivery; the word is taken (the next call runs it again).
+ * Whether a process of this database ended itself running this hook (same
+ * kind, same stored name) lately; *until: when it may be called again.
  */
 extern bool pgcb_hookesc_set_aside(const char *kind, const char *fn, TimestampTz *until);
 

@@ -478,6 +478,41 @@ def test_batch_transform_catching_its_cancel(cluster, receiver, owned):
     assert cluster.worker_pid() not in (None, pid)
 
 
+# a schema and function names long enough that the stored, quoted name
+# passes 2 x NAMEDATALEN + 1 bytes: two names alike but for their last
+# character must not be taken for one hook
+LONG_SCHEMA = '"Hook_' + "x" * 58 + '"'    # 63 bytes
+LONG_LOOP = LONG_SCHEMA + '."' + "t" * 62 + '1"'
+LONG_OK = LONG_SCHEMA + '."' + "t" * 62 + '2"'
+
+
+def test_set_aside_is_that_hook_not_a_name_prefix(cluster, receiver, owned):
+    """The looping hook is set aside; a healthy one whose stored name has
+    the same first 129 bytes still runs."""
+    assert len(LONG_LOOP) == 131 and LONG_LOOP[:129] == LONG_OK[:129]
+    cluster.execute("DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s AUTHORIZATION hk_app; "
+                    "SET ROLE hk_app; "
+                    "CREATE FUNCTION %s(e jsonb) RETURNS jsonb LANGUAGE sql AS $f$ SELECT app.t_catch(e) $f$; "
+                    "CREATE FUNCTION %s(e jsonb) RETURNS jsonb LANGUAGE sql "
+                    "    AS $f$ SELECT jsonb_build_object('ok', true) $f$; RESET ROLE"
+                    % (LONG_SCHEMA, LONG_SCHEMA, LONG_LOOP, LONG_OK))
+    pid = cluster.wait_until(cluster.worker_pid, timeout=60, what="the worker")
+    bad = owned("hk_long_loop", receiver.url("/longloop"), event_types="{long.a}",
+                transform=LONG_LOOP, max_attempts=1)
+    owned("hk_long_ok", receiver.url("/longok"), event_types="{long.b}", transform=LONG_OK)
+    cluster.execute("SELECT callback.enqueue('long.a', '{}')")
+    rows = final_status(cluster, bad, timeout=90)
+    assert rows[0][0] == "dead" and ESCALATED in rows[0][1], rows
+    assert cluster.worker_pid() not in (None, pid)
+    cluster.execute("SELECT callback.enqueue('long.b', '{}')")
+    assert receiver.wait_for(1, path="/longok", timeout=30), \
+        cluster.query("SELECT attempt, error, hook_error FROM callback.callback_attempts a "
+                      "JOIN callback.callback_endpoints e ON e.id = a.endpoint_id "
+                      "WHERE e.name = 'hk_long_ok'")
+    assert json.loads(receiver.requests("/longok")[0].body) == {"ok": True}
+    cluster.execute("DROP SCHEMA %s CASCADE" % LONG_SCHEMA)
+
+
 def test_on_response_catching_its_cancel_ends_the_worker(cluster, receiver, owned):
     """The same in the write-back: the outcome and the hook's run are undone
     with the worker, the delivery is sent again (at least once), and its
