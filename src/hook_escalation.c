@@ -58,6 +58,7 @@ typedef struct EscWord
 {
 	Oid			dboid;			/* InvalidOid: free */
 	uint32		gen;			/* pgcb_shmem_database_gen(): ids restart with the extension */
+	Oid			fnoid;			/* the hook's function: what is set aside */
 	int64		delivery_id;	/* the one it ran for, for the log */
 	TimestampTz until;			/* set aside until then */
 	char		kind[ESC_KIND_LEN];
@@ -103,11 +104,15 @@ pgcb_hookesc_shmem_startup(void)
 	}
 }
 
+/*
+ * The function, not its name: another spelling of the name is the same
+ * hook, and a function created later under a dropped one's name is not.
+ */
 static bool
-same_hook(const EscWord *w, Oid dboid, uint32 gen, const char *kind, const char *fn)
+same_hook(const EscWord *w, Oid dboid, uint32 gen, const char *kind, Oid fnoid)
 {
-	return w->dboid == dboid && w->gen == gen && strcmp(w->kind, kind) == 0 &&
-		strcmp(w->fn, fn) == 0;
+	return w->dboid == dboid && w->gen == gen && w->fnoid == fnoid &&
+		strcmp(w->kind, kind) == 0;
 }
 
 /* before_shmem_exit: the word, if the exit is ours. */
@@ -129,7 +134,7 @@ leave_word(int code, Datum arg)
 	 * only a look frees it), else a free one, else the next in turn.
 	 */
 	for (int i = 0; i < ESC_MAX_WORDS && w == NULL; i++)
-		if (same_hook(&esc->words[i], running.dboid, running.gen, running.kind, running.fn))
+		if (same_hook(&esc->words[i], running.dboid, running.gen, running.kind, running.fnoid))
 			w = &esc->words[i];
 	for (int i = 0; i < ESC_MAX_WORDS && w == NULL; i++)
 		if (OidIsValid(esc->words[i].dboid) && esc->words[i].until <= now)
@@ -161,7 +166,7 @@ pgcb_hookesc_enable(void)
 }
 
 void
-pgcb_hookesc_arm(const char *kind, const char *fn, int64 delivery_id, TimestampTz at)
+pgcb_hookesc_arm(const char *kind, const char *fn, Oid fnoid, int64 delivery_id, TimestampTz at)
 {
 	if (!enabled)
 		return;
@@ -170,6 +175,7 @@ pgcb_hookesc_arm(const char *kind, const char *fn, int64 delivery_id, TimestampT
 	running.delivery_id = delivery_id;
 	strlcpy(running.kind, kind, ESC_KIND_LEN);
 	strlcpy(running.fn, fn, ESC_FN_LEN);
+	running.fnoid = fnoid;
 	die_at = at;
 	armed = true;
 }
@@ -200,7 +206,7 @@ pgcb_hookesc_tick(void)
  * a call of it less than HOOKESC_SET_ASIDE_MS ago), and until when.
  */
 bool
-pgcb_hookesc_set_aside(const char *kind, const char *fn, TimestampTz *until)
+pgcb_hookesc_set_aside(const char *kind, Oid fnoid, TimestampTz *until)
 {
 	bool		found = false;
 	uint32		gen;
@@ -223,7 +229,7 @@ pgcb_hookesc_set_aside(const char *kind, const char *fn, TimestampTz *until)
 			pg_atomic_fetch_sub_u32(&esc->n_words, 1);
 			continue;
 		}
-		if (!found && same_hook(w, MyDatabaseId, gen, kind, fn))
+		if (!found && same_hook(w, MyDatabaseId, gen, kind, fnoid))
 		{
 			*until = w->until;
 			found = true;

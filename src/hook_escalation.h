@@ -17,10 +17,11 @@ extern void pgcb_hookesc_shmem_startup(void);
 extern void pgcb_hookesc_enable(void);
 
 /*
- * A hook (kind "transform" or "on_response", fn as stored) is about to run
- * for delivery_id; past die_at, still running, the process ends itself.
+ * A hook (kind "transform" or "on_response", fn as stored, fnoid what it
+ * names) is about to run for delivery_id; past die_at, still running, the
+ * process ends itself.
  */
-extern void pgcb_hookesc_arm(const char *kind, const char *fn, int64 delivery_id,
+extern void pgcb_hookesc_arm(const char *kind, const char *fn, Oid fnoid, int64 delivery_id,
 							 TimestampTz die_at);
 extern void pgcb_hookesc_disarm(void);
 
@@ -29,8 +30,8 @@ extern void pgcb_hookesc_tick(void);
 
 /*
  * Whether a process of this database ended itself running this hook (same
- * kind, same stored name) lately; *until: when it may be called again.
+ * kind, same function) lately; *until: when it may be called again.
  */
-extern bool pgcb_hookesc_set_aside(const char *kind, const char *fn, TimestampTz *until);
+extern bool pgcb_hookesc_set_aside(const char *kind, Oid fnoid, TimestampTz *until);
 
 #endif							/* PGCB_HOOK_ESCALATION_H */

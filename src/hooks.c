@@ -185,16 +185,9 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 	Oid			save_userid;
 	int			save_sec;
 	volatile bool ok = true;
+	char	   *volatile aside = NULL;
 	TimestampTz until;
 
-	/* a worker ended itself in a call of it lately: a failure, not run */
-	if (pgcb_hookesc_set_aside(call->kind, call->fn, &until))
-	{
-		*error = psprintf("%s %s did not stop within callback.hook_timeout (%d ms) after its cancel; the worker was restarted, and the %s is not called until %s",
-						  call->kind, call->fn, pgcb_hook_timeout_ms, call->kind,
-						  timestamptz_to_str(until));
-		return false;
-	}
 	if (hook_timer == MAX_TIMEOUTS)
 		hook_timer = RegisterTimeout(USER_TIMEOUT, hook_timeout_handler);
 	GetUserIdAndSecContext(&save_userid, &save_sec);
@@ -213,6 +206,14 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 		LOCAL_FCINFO(fcinfo, HOOK_MAX_ARGS);
 
 		resolve(call, &fnoid, &role);
+		/* a worker ended itself in a call of it lately: a failure, not run */
+		if (pgcb_hookesc_set_aside(call->kind, fnoid, &until))
+		{
+			aside = psprintf("%s %s did not stop within callback.hook_timeout (%d ms) after its cancel; the worker was restarted, and the %s is not called until %s",
+							 call->kind, call->fn, pgcb_hook_timeout_ms, call->kind,
+							 timestamptz_to_str(until));
+			skip = true;
+		}
 		fmgr_info(fnoid, &flinfo);
 		InitFunctionCallInfoData(*fcinfo, &flinfo, call->nargs, DEFAULT_COLLATION_OID, NULL, NULL);
 		for (int i = 0; i < call->nargs; i++)
@@ -228,7 +229,7 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 								 true, 0, false);
 		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
-		pgcb_hookesc_arm(call->kind, call->fn, call->delivery_id,
+		pgcb_hookesc_arm(call->kind, call->fn, fnoid, call->delivery_id,
 						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 2 * (int64) pgcb_hook_timeout_ms));
 		enable_timeout_every(hook_timer,
@@ -282,6 +283,11 @@ run_hook(const HookCall *call, Datum *result, bool *isnull, char **error)
 	}
 	PG_END_TRY();
 	hook_timed_out = false;
+	if (ok && aside != NULL)
+	{
+		*error = aside;
+		return false;
+	}
 	return ok;
 }
 

@@ -513,6 +513,34 @@ def test_set_aside_is_that_hook_not_a_name_prefix(cluster, receiver, owned):
     cluster.execute("DROP SCHEMA %s CASCADE" % LONG_SCHEMA)
 
 
+def test_set_aside_is_the_function_not_its_spelling(cluster, receiver, owned):
+    """What is set aside is the function: the same function named another
+    way is not run (the worker does not end again), and a function made
+    later under the dropped one's name runs."""
+    cluster.execute("SET ROLE hk_app; CREATE FUNCTION app.t_catch_c(e jsonb) RETURNS jsonb "
+                    "LANGUAGE sql AS $f$ SELECT app.t_catch(e) $f$; RESET ROLE")
+    pid = cluster.wait_until(cluster.worker_pid, timeout=60, what="the worker")
+    first = owned("hk_spell_1", receiver.url("/spell1"), event_types="{spell.a}",
+                  transform="app.t_catch_c", max_attempts=1)
+    cluster.execute("SELECT callback.enqueue('spell.a', '{}')")
+    assert final_status(cluster, first, timeout=90)[0][0] == "dead"
+    pid = cluster.wait_until(lambda: (lambda p: p if p not in (None, pid) else None)(cluster.worker_pid()),
+                             timeout=60, what="the restarted worker")
+    other = owned("hk_spell_2", receiver.url("/spell2"), event_types="{spell.b}",
+                  transform="APP.T_CATCH_C", max_attempts=1)
+    cluster.execute("SELECT callback.enqueue('spell.b', '{}')")
+    rows = final_status(cluster, other, timeout=60)
+    assert rows[0][0] == "dead" and "the transform is not called until" in rows[0][1], rows
+    assert cluster.worker_pid() == pid, "the worker ended again for another spelling"
+    # dropped and made again: another function, not set aside
+    cluster.execute("SET ROLE hk_app; DROP FUNCTION app.t_catch_c(jsonb); "
+                    "CREATE FUNCTION app.t_catch_c(e jsonb) RETURNS jsonb LANGUAGE sql "
+                    "    AS $f$ SELECT jsonb_build_object('again', true) $f$; RESET ROLE")
+    cluster.execute("SELECT callback.enqueue('spell.a', '{}')")
+    assert receiver.wait_for(1, path="/spell1", timeout=30), attempts(cluster, first)
+    assert json.loads(receiver.requests("/spell1")[0].body) == {"again": True}
+
+
 def test_on_response_catching_its_cancel_ends_the_worker(cluster, receiver, owned):
     """The same in the write-back: the outcome and the hook's run are undone
     with the worker, the delivery is sent again (at least once), and its
