@@ -10,7 +10,7 @@
  * the worker ends itself through the die path: a FATAL, which no exception
  * block can catch, and exit code 1, which restarts this worker only, never
  * the cluster.  On its way out (before_shmem_exit) it leaves word in shared
- * memory: its database, the delivery and the hook.  That hook is then set
+ * memory: its database and the hook's function.  That hook is then set
  * aside in the database for HOOKESC_SET_ASIDE_MS: every call of it, by
  * whichever worker, is not made but fails at once with what happened (the
  * delivery that ended the worker included).  Without that, a hook that
@@ -48,9 +48,9 @@
 #define HOOKESC_SET_ASIDE_MS (10 * 60 * 1000)
 #define ESC_KIND_LEN 16
 /*
- * The name as stored: _check_hook (part 93) accepts up to 200 characters,
- * quotes and spaces included, so up to 800 bytes.  A longer one is kept
- * cut, and then matches nothing: a cut name could match another function.
+ * The name as stored, for the log only (a word matches by the function's
+ * OID): _check_hook (part 93) accepts up to 200 characters, quotes and
+ * spaces included, so up to 800 bytes.
  */
 #define ESC_FN_LEN (4 * 200 + 1)
 
@@ -59,10 +59,8 @@ typedef struct EscWord
 	Oid			dboid;			/* InvalidOid: free */
 	uint32		gen;			/* pgcb_shmem_database_gen(): ids restart with the extension */
 	Oid			fnoid;			/* the hook's function: what is set aside */
-	int64		delivery_id;	/* the one it ran for, for the log */
 	TimestampTz until;			/* set aside until then */
 	char		kind[ESC_KIND_LEN];
-	char		fn[ESC_FN_LEN];
 } EscWord;
 
 typedef struct EscShared
@@ -81,6 +79,9 @@ static bool armed = false;
 static TimestampTz die_at = 0;
 static volatile sig_atomic_t escalated = false;
 static EscWord running;
+/* for the log line only */
+static char running_fn[ESC_FN_LEN];
+static int64 running_delivery_id;
 
 
 Size
@@ -151,7 +152,7 @@ leave_word(int code, Datum arg)
 	SpinLockRelease(&esc->mutex);
 	ereport(LOG,
 			(errmsg("pg_callback: the worker ended itself: %s %s did not stop within callback.hook_timeout after its cancel (delivery %lld)",
-					running.kind, running.fn, (long long) running.delivery_id),
+					running.kind, running_fn, (long long) running_delivery_id),
 			 errhint("The worker is restarted; the %s is not called for %d minutes: each call fails at once instead.",
 					 running.kind, HOOKESC_SET_ASIDE_MS / 60000)));
 }
@@ -172,10 +173,10 @@ pgcb_hookesc_arm(const char *kind, const char *fn, Oid fnoid, int64 delivery_id,
 		return;
 	memset(&running, 0, sizeof(running));
 	running.dboid = MyDatabaseId;
-	running.delivery_id = delivery_id;
 	strlcpy(running.kind, kind, ESC_KIND_LEN);
-	strlcpy(running.fn, fn, ESC_FN_LEN);
 	running.fnoid = fnoid;
+	running_delivery_id = delivery_id;
+	strlcpy(running_fn, fn, ESC_FN_LEN);
 	die_at = at;
 	armed = true;
 }
