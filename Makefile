@@ -7,6 +7,7 @@ MODULE_big = pg_callback
 OBJS = \
 	src/pg_callback.o \
 	src/guc.o \
+	src/inbox.o \
 	src/shmem.o \
 	src/epshare.o \
 	src/event.o \

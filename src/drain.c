@@ -21,6 +21,7 @@
 #include "delivery.h"
 #include "guc.h"
 #include "hooks.h"
+#include "inbox.h"
 #include "pg_callback.h"
 #include "queue.h"
 #include "shmem.h"
@@ -78,6 +79,9 @@ process_callbacks(PG_FUNCTION_ARGS)
 			MemoryContextReset(refill_cxt);
 			MemoryContextSwitchTo(refill_cxt);
 			room = Min(max - attempted, pgcb_max_inflight - pgcb_delivery_inflight());
+			/* callback.inbox: what committed there joins the queue first */
+			if (room > 0)
+				(void) pgcb_inbox_move(PGCB_INBOX_MOVE_MAX);
 			started = room > 0 ? pgcb_delivery_cycle(room) : 0;
 			attempted += started;
 			if (pgcb_delivery_inflight() == 0 && (started == 0 || attempted >= max))

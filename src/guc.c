@@ -46,6 +46,7 @@ double		pgcb_health_max_avg_ms = 150;
 int			pgcb_health_max_backlog = 1000;
 char	   *pgcb_health_window = NULL;
 char	   *pgcb_traceparent = NULL;
+bool		pgcb_inbox = false;
 char	   *pgcb_tracestate = NULL;
 
 static bool
@@ -240,6 +241,11 @@ pgcb_guc_init(void)
 							   NULL, &pgcb_health_window, "15min",
 							   PGC_USERSET, 0, NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("callback.inbox",
+							 "Write new deliveries into callback_inbox, which has no index, for the worker to move into callback_queue.",
+							 "Halves what the trigger adds to a write; deliveries show in callback_queue once the worker has moved them.",
+							 &pgcb_inbox, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("callback.traceparent",
 							   "W3C traceparent that events queued in this session carry (empty: none).",
 							   "Set with SET LOCAL in the transaction that writes; every attempt sends its trace-id.",

@@ -31,6 +31,7 @@ extern int	pgcb_health_max_backlog;
 extern char *pgcb_health_window;
 extern char *pgcb_traceparent;
 extern char *pgcb_tracestate;
+extern bool pgcb_inbox;
 
 extern void pgcb_guc_init(void);
 extern bool pgcb_guc_database_wanted(const char *datname);

@@ -65,6 +65,8 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 
+#include "guc.h"
+#include "inbox.h"
 #include "pg_callback.h"
 #include "session.h"
 #include "queue_bulk.h"
@@ -75,6 +77,7 @@ typedef struct QueueShape
 {
 	MemoryContext cxt;
 	Oid			relid;
+	bool		inbox;			/* relid is callback_inbox */
 	int			natts;
 	AttrNumber	att_event_id;
 	AttrNumber	att_endpoint_id;
@@ -95,6 +98,7 @@ typedef struct QueueShape
 typedef struct QueueOpen
 {
 	Relation	rel;
+	bool		inbox;			/* rel is callback_inbox */
 	EState	   *estate;
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
@@ -231,10 +235,11 @@ register_callbacks(void)
 	}
 }
 
+/* Where new rows go now: the queue, or the inbox (callback.inbox). */
 static Oid
-lookup_queue_relid(void)
+lookup_target_relid(void)
 {
-	return pgcb_session_relid("callback_queue");
+	return pgcb_inbox ? pgcb_inbox_relid() : pgcb_session_relid("callback_queue");
 }
 
 static AttrNumber
@@ -245,7 +250,7 @@ given_attnum(Relation rel, const char *name)
 	if (attnum == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("callback.callback_queue has no column \"%s\"", name),
+				 errmsg("callback.%s has no column \"%s\"", RelationGetRelationName(rel), name),
 				 errhint("The extension's tables were changed by hand; reinstall pg_callback.")));
 	return attnum;
 }
@@ -281,7 +286,7 @@ check_queue(Relation rel)
 }
 
 static void
-build_shape(Relation rel)
+build_shape(Relation rel, bool inbox)
 {
 	MemoryContext cxt;
 	MemoryContext old;
@@ -299,6 +304,7 @@ build_shape(Relation rel)
 	s = palloc0(sizeof(QueueShape));
 	s->cxt = cxt;
 	s->relid = RelationGetRelid(rel);
+	s->inbox = inbox;
 	s->natts = desc->natts;
 	s->att_event_id = given_attnum(rel, "event_id");
 	s->att_endpoint_id = given_attnum(rel, "endpoint_id");
@@ -371,6 +377,9 @@ open_queue(void)
 	QueueOpen  *q;
 	Oid			relid;
 
+	/* callback.inbox changed in the transaction (SET LOCAL): the other table */
+	if (xact_open != NULL && xact_open->inbox != pgcb_inbox)
+		xact_open_stale = true;
 	if (xact_open != NULL && !xact_open_stale)
 		return xact_open;
 	if (xact_open != NULL)
@@ -392,13 +401,15 @@ open_queue(void)
 	}
 	register_callbacks();
 
-	relid = (shape != NULL && !shape_stale) ? shape->relid : lookup_queue_relid();
+	relid = (shape != NULL && !shape_stale && shape->inbox == pgcb_inbox) ?
+		shape->relid : lookup_target_relid();
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	q = palloc0(sizeof(QueueOpen));
 	CurrentResourceOwner = TopTransactionResourceOwner;
 	PG_TRY();
 	{
 		q->rel = table_open(relid, RowExclusiveLock);
+		q->inbox = pgcb_inbox;
 		check_queue(q->rel);
 		q->estate = CreateExecutorState();
 		q->rri = makeNode(ResultRelInfo);
@@ -415,7 +426,7 @@ open_queue(void)
 
 	/* opening took the lock, which read any pending invalidation */
 	if (shape == NULL || shape_stale || shape->relid != relid)
-		build_shape(q->rel);
+		build_shape(q->rel, q->inbox);
 	q->nindexes = shape->nindexes;
 	q->index_rel = MemoryContextAllocZero(TopTransactionContext, sizeof(Relation) * Max(q->nindexes, 1));
 	q->index_info = MemoryContextAllocZero(TopTransactionContext, sizeof(IndexInfo *) * Max(q->nindexes, 1));

@@ -32,6 +32,7 @@
 #include "utils/snapmgr.h"
 
 #include "delivery.h"
+#include "inbox.h"
 #include "guc.h"
 #include "hook_escalation.h"
 #include "pg_callback.h"
@@ -114,6 +115,7 @@ static void
 run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 {
 	int			room = pgcb_max_inflight - pgcb_delivery_inflight();
+	bool		inbox_left = false;
 
 	/* read before we look, so that a CREATE EXTENSION after the look shows */
 	ls->created_gen = pgcb_shmem_database_gen(MyDatabaseId);
@@ -157,6 +159,8 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 			(void) pgcb_queue_dead_letter_orphans();
 			ls->last_sweep_at = GetCurrentTimestamp();
 		}
+		/* callback.inbox: what committed there joins the queue first */
+		inbox_left = pgcb_inbox_move(PGCB_INBOX_MOVE_MAX) >= PGCB_INBOX_MOVE_MAX;
 		ls->last_claimed = pgcb_delivery_cycle(room);
 		pgcb_shmem_set_state(slot, pgcb_delivery_inflight() > 0 ?
 							 PGCB_STATE_DELIVERING : PGCB_STATE_IDLE);
@@ -168,7 +172,8 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 	pgstat_report_activity(STATE_IDLE, NULL);
 	ls->last_cycle_at = GetCurrentTimestamp();
 	ls->first_unflushed_at = 0;
-	ls->woken = false;
+	/* more waits in the inbox: another cycle at once */
+	ls->woken = inbox_left;
 }
 
 static bool

@@ -37,6 +37,7 @@ DECLARE
         -- tables, their sequences and views (the monitor's columns are granted column by column in part 50)
         ['table',    'callback.callback_endpoints',                'callback_admin',    'SELECT'],
         ['table',    'callback.callback_queue',                    'callback_admin',    'SELECT'],
+        ['table',    'callback.callback_inbox',                    'callback_admin',    'SELECT'],
         ['table',    'callback.callback_attempts',                 'callback_admin',    'SELECT'],
         ['table',    'callback.callback_stats',                    'callback_admin',    'SELECT'],
         ['table',    'callback.callback_stats_purged',             'callback_admin',    'SELECT'],
@@ -112,6 +113,8 @@ DECLARE
         ['function', 'callback._check_hook(text,text)',            NULL,                NULL],
         ['function', 'callback._check_batch(integer,interval)',    NULL,                NULL],
         ['function', 'callback._dead_letter_orphans()',            NULL,                NULL],
+        ['function', 'callback._inbox_seq()',                      NULL,                NULL],
+        ['function', 'callback._move_inbox(integer)',              NULL,                NULL],
         ['function', 'callback._endpoints_changed()',              NULL,                NULL],
         ['function', 'callback._endpoint_for_update(text)',        NULL,                NULL],
         ['function', 'callback._prom_label(text)',                 NULL,                NULL],
