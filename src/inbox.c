@@ -1,6 +1,6 @@
 /*
  * inbox.c
- *		callback_inbox (sql/upgrade-1.1/98-inbox.sql): with callback.inbox
+ *		callback_inbox (sql/upgrade-1.1/58-inbox.sql): with callback.inbox
  *		on, queue_insert.c writes new deliveries there, where they cost a
  *		heap tuple and no index entry; the worker, at the start of each
  *		cycle, moves them into callback_queue with one statement.

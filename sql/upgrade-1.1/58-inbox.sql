@@ -1,5 +1,5 @@
 /*
- * 98-inbox: where events wait between their commit and the worker, when
+ * 58-inbox: where events wait between their commit and the worker, when
  * callback.inbox is on (issue 10, the write path).
  *
  * A delivery written into callback_queue by the trigger pays for the
