@@ -245,8 +245,9 @@ http {{
         return int(r[0]), int(r[1]), int(r[2])
 
     def reset_queue(self):
-        self.q("TRUNCATE callback.callback_queue, callback.callback_attempts, callback.callback_stats "
-               "RESTART IDENTITY CASCADE")
+        # the inbox too (callback.inbox): rows left there would join the queue later
+        self.q("TRUNCATE callback.callback_queue, callback.callback_inbox, callback.callback_attempts, "
+               "callback.callback_stats RESTART IDENTITY CASCADE")
 
     def queue_counts(self):
         r = self.q("SELECT count(*), count(*) FILTER (WHERE status = 'delivered'), "
@@ -254,9 +255,10 @@ http {{
                    "count(*) FILTER (WHERE status = 'dead') FROM callback.callback_queue", name="mon")[0]
         return {"total": r[0], "delivered": r[1], "backlog": r[2], "dead": r[3]}
 
-    def pgbench(self, name, script, seconds, clients, jobs, sync_commit=None):
+    def pgbench(self, name, script, seconds, clients, jobs, sync_commit=None, options=None):
         """pgbench -M prepared running `script` (the text of a pgbench
-        script); returns (TPS without connection time, transactions)."""
+        script); returns (TPS without connection time, transactions).
+        `options`: more libpq options for its sessions ("-c callback.inbox=on")."""
         path = os.path.join(self.tmp, "pgbench_%s.sql" % name)
         with open(path, "w") as f:
             f.write(script)
@@ -264,8 +266,9 @@ http {{
                "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(jobs, clients)),
                "-T", str(seconds), "-f", path, "bench"]
         env = dict(os.environ)
-        if sync_commit:
-            env["PGOPTIONS"] = "-c synchronous_commit=%s" % sync_commit
+        opts = (["-c synchronous_commit=%s" % sync_commit] if sync_commit else []) + ([options] if options else [])
+        if opts:
+            env["PGOPTIONS"] = " ".join(opts)
         out = self.run(cmd, capture_output=True, text=True, env=env, check=False)
         m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)
         n = re.search(r"number of transactions actually processed: (\d+)", out.stdout)

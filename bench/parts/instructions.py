@@ -22,7 +22,17 @@ the work measured, so start-up and shut-down cancel:
      (endpoint paused while they are queued, then resumed) to
      test/receiver.py answering 204, a fresh worker for each drain:
      (cost(3N) - cost(N)) / 2N per delivery, and the functions below it by
-     inclusive cost per delivery (callgrind_annotate --inclusive=yes).
+     inclusive cost per delivery (callgrind_annotate --inclusive=yes);
+  4. callback.inbox: parts 1 and 2 run the row trigger and the statement
+     path a second time with the inbox on (the producer's share), and here
+     the rest of an event's way in, its move into callback_queue: the inbox
+     filled with N and then 3N row-trigger events (single-row transactions,
+     endpoint paused: nothing is delivered), moved by a fresh worker (its
+     cycles as they run: by halves past 2,000 rows) and, apart, by one
+     backend calling callback._move_inbox(1000000) (one statement):
+     (cost(3N) - cost(N)) / (moved(3N) - moved(N)) per moved row.  The
+     report adds the worker's figure to the producer's: "producer + move"
+     per event beside the direct path's producer cost.
 
 The cluster runs with wal_level = logical (for pg_logical_emit_message),
 synchronous_commit = off, autovacuum off and a checkpoint before each
@@ -48,11 +58,25 @@ SINGLE = [
     ("lm", "t_lm", "PL/pgSQL `pg_logical_emit_message(true, 'pg_callback', to_jsonb(NEW)::text)`"),
     ("fan3", "t_fan3", "`callback.trigger()` FOR EACH ROW, 3 paused endpoints matching"),
     ("fan10", "t_fan10", "`callback.trigger()` FOR EACH ROW, 10 paused endpoints matching"),
+    ("row_inbox", "t_row", "`callback.trigger()` FOR EACH ROW, 1 paused endpoint matching, "
+                           "**callback.inbox on** (producer only)"),
+    ("stmt_inbox", "t_stmt", "`callback.trigger()` FOR EACH STATEMENT, REFERENCING NEW TABLE, "
+                             "**callback.inbox on** (producer only)"),
 ]
-BULK = ["plain", "row", "stmt", "outbox"]
+BULK = ["plain", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"]
 TABLE = {name: table for name, table, _ in SINGLE}
 LABEL = {name: label for name, _, label in SINGLE}
 EVENTS_PER_ROW = dict(trigger.EVENTS_PER_ROW, lm=0)
+# the session of an inbox variant starts with this (in both sessions of a difference)
+INBOX_SET = "SET callback.inbox = on"
+# (inbox variant, the direct path it is compared with)
+INBOX_PAIRS = [("row_inbox", "row"), ("stmt_inbox", "stmt")]
+# callback._move_inbox's advisory lock ('pgcb', 'inbx'): held, no one moves
+MOVE_LOCK = (1885823842, 1768841848)
+# functions of the worker's move reported by inclusive cost per moved row
+MOVE_FNS = ("pgcb_inbox_move", "ExecInsertIndexTuples", "heap_insert", "heap_delete", "nextval_internal")
+# the worker's calls counted in part 4: how many cycles and moves it took
+MOVE_CALLS = ("pgcb_inbox_move", "pgcb_delivery_cycle")
 # functions whose inclusive cost per insert part 1 reports beside the total
 TRIGGER_FNS = ("callback_trigger", "plpgsql_exec_trigger")
 # worker functions always listed in part 3 (when present), beside the top ones
@@ -152,6 +176,8 @@ class Grind(Env):
                 pid = cur.fetchone()[0]
                 for s in statements:
                     cur.execute(s)
+                    # what the last statement returned, for a caller that needs it
+                    self.last = cur.fetchall() if cur.description else None
         finally:
             c.close()
         return pid
@@ -232,10 +258,21 @@ def setup(g):
 
 
 def warm_up(g):
-    """One session touching every table and trigger function: the first
-    session after a start writes the relcache init file and reads pages in."""
+    """One session touching every table and trigger function, with the inbox
+    off and on: the first session after a start writes the relcache init
+    file and reads pages in."""
     prepare(g)
-    g.cost(g.session(["INSERT INTO %s (v) VALUES ('x')" % t for t in TABLE.values()]))
+    ins = ["INSERT INTO %s (v) VALUES ('x')" % t for t in dict.fromkeys(TABLE.values())]
+    g.cost(g.session(ins + [INBOX_SET] + ins))
+
+
+def events_per_row(v):
+    return EVENTS_PER_ROW[trigger.base_of(v)]
+
+
+def opening(v):
+    """What a measured session of variant v runs first."""
+    return [INBOX_SET] if trigger.inbox_of(v) else []
 
 
 def single_rows(g, variants, n):
@@ -246,10 +283,10 @@ def single_rows(g, variants, n):
         cost, inc = {}, {}
         for m in (1, 3):
             prepare(g)
-            pid = g.session("INSERT INTO %s (v) VALUES ('x')" % table for _ in range(m * n))
+            pid = g.session(opening(v) + ["INSERT INTO %s (v) VALUES ('x')" % table] * (m * n))
             cost[m] = g.cost(pid)
             inc[m] = g.inclusive(pid) if v != "plain" else {}
-        ok = not EVENTS_PER_ROW[v] or trigger.check_events(g, table, EVENTS_PER_ROW[v])
+        ok = not events_per_row(v) or trigger.check_events(g, table, events_per_row(v))
         fns = per_unit(inc[1], inc[3], 2 * n)
         out[v] = {"cost_n": cost[1], "cost_3n": cost[3], "per_insert": (cost[3] - cost[1]) / (2.0 * n),
                   "events_ok": ok, "functions": {f: fns[f] for f in TRIGGER_FNS if f in fns}}
@@ -267,15 +304,19 @@ def bulk(g, variants, rows):
     """Part 2: per-row instructions of one INSERT ... SELECT per variant."""
     prepare(g)
     base = g.cost(g.session(["SELECT 1"]))
-    out = {"session_select1": base}
+    # the inbox variants' sessions open with a SET: so does their baseline
+    base_inbox = g.cost(g.session([INBOX_SET, "SELECT 1"]))
+    out = {"session_select1": base, "session_set_select1": base_inbox}
     for v in variants:
         prepare(g)
-        pid = g.session(["INSERT INTO %s (v) SELECT 'x' FROM generate_series(1, %d)" % (TABLE[v], rows)])
+        pid = g.session(opening(v) + ["INSERT INTO %s (v) SELECT 'x' FROM generate_series(1, %d)"
+                                      % (TABLE[v], rows)])
         c = g.cost(pid)
-        ok = not EVENTS_PER_ROW[v] or trigger.check_events(g, TABLE[v], EVENTS_PER_ROW[v])
-        out[v] = {"cost": c, "per_row": (c - base) / float(rows), "events_ok": ok}
+        ok = not events_per_row(v) or trigger.check_events(g, TABLE[v], events_per_row(v))
+        b = base_inbox if trigger.inbox_of(v) else base
+        out[v] = {"cost": c, "per_row": (c - b) / float(rows), "events_ok": ok}
         log("%-6s %9.0f instructions per row (session %s, SELECT 1 session %s)"
-            % (v, out[v]["per_row"], format(c, ","), format(base, ",")))
+            % (v, out[v]["per_row"], format(c, ","), format(b, ",")))
     for v in variants:
         out[v]["plain_over"] = out["plain"]["per_row"] / out[v]["per_row"]
     return out
@@ -347,12 +388,123 @@ def worker(g, n):
             "calls_3n": trips[3], "top": [[f, round(x)] for f, x in top]}
 
 
+def fill_inbox(g, m):
+    """m row-trigger events in the inbox, one single-row transaction each as
+    pgbench writes them ('bench' is paused: nothing is delivered); how many
+    wait there."""
+    prepare(g)
+    g.q("DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO t_row (v) VALUES ('x'); COMMIT; END LOOP; END $$"
+        % m, name="fill", options="-c callback.inbox=on")
+    g.q("CHECKPOINT")
+    return g.q1("SELECT count(*) FROM callback.callback_inbox")
+
+
+def worker_state(g, pid):
+    return g.q1("SELECT coalesce(state, '') FROM pg_stat_activity WHERE pid = %s", (pid,), name="mon")
+
+
+def wait_for(what, cond, timeout=600):
+    deadline = time.time() + timeout
+    while not cond():
+        if time.time() > deadline:
+            raise RuntimeError("instructions, inbox move: %s not seen after %d s" % (what, timeout))
+        time.sleep(0.1)
+
+
+def worker_move_once(g, m):
+    """A fresh worker moves an inbox of m events; (its pid once ended, rows
+    it moved).  The move's advisory lock is held while the inbox fills and
+    the worker starts, so that it moves nothing before its first cycle is
+    over; then released, and the worker woken."""
+    holder = psycopg2.connect(host=g.pgdir, port=g.pg_port, user="postgres", dbname="bench")
+    holder.autocommit = True
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", MOVE_LOCK)
+            k = fill_inbox(g, m)
+            pid = new_worker(g, g.worker_pid())
+            # its first cycle (the move finds the lock taken) is over: 'idle'
+            wait_for("the fresh worker's first cycle", lambda: worker_state(g, pid) == "idle")
+            cur.execute("SELECT pg_advisory_unlock(%s, %s)", MOVE_LOCK)
+    finally:
+        holder.close()
+    g.q("SELECT callback.wake_worker()")
+    wait_for("an empty inbox", lambda: not g.q1("SELECT EXISTS (SELECT FROM callback.callback_inbox)",
+                                                 name="mon"))
+    wait_for("the worker idle", lambda: worker_state(g, pid) == "idle")
+    moved = g.q1("SELECT count(*) FROM callback.callback_queue")
+    if moved != k:
+        log("warning: %d events in the inbox, %d in the queue after the move" % (k, moved))
+    g.q("SELECT pg_terminate_backend(%s)", (pid,))
+    g.cg_file(pid)
+    return pid, moved
+
+
+def backend_move_once(g, m):
+    """A session moves an inbox of m events with one call of
+    callback._move_inbox(1000000); (its pid, rows it moved)."""
+    fill_inbox(g, m)
+    pid = g.session(["SELECT callback._move_inbox(1000000)"])
+    return pid, g.last[0][0]
+
+
+def move(g, n):
+    """Part 4: instructions per row moved from the inbox into the queue, by
+    the worker and by one statement."""
+    out = {}
+    for who, once in (("worker", worker_move_once), ("statement", backend_move_once)):
+        runs = {m: once(g, m * n) for m in (1, 3)}
+        pids = {m: runs[m][0] for m in (1, 3)}
+        moved = {m: runs[m][1] for m in (1, 3)}
+        cost = {m: g.cost(pids[m]) for m in (1, 3)}
+        per = (cost[3] - cost[1]) / float(moved[3] - moved[1])
+        x = {"moved_n": moved[1], "moved_3n": moved[3], "cost_n": cost[1], "cost_3n": cost[3],
+             "per_row": per}
+        if who == "worker":
+            fns = per_unit(g.inclusive(pids[1]), g.inclusive(pids[3]), moved[3] - moved[1])
+            x["functions"] = {f: round(fns[f]) for f in MOVE_FNS if f in fns}
+            x["calls_n"], x["calls_3n"] = g.calls(pids[1], MOVE_CALLS), g.calls(pids[3], MOVE_CALLS)
+        out[who] = x
+        log("inbox move, %s: %.0f instructions per moved row (%s and %s rows: %s and %s)%s"
+            % (who, per, moved[1], moved[3], format(cost[1], ","), format(cost[3], ","),
+               "; calls of %s: %s and %s" % (" / ".join(MOVE_CALLS),
+                                             " / ".join(str(x["calls_n"][f]) for f in MOVE_CALLS),
+                                             " / ".join(str(x["calls_3n"][f]) for f in MOVE_CALLS))
+               if who == "worker" else ""))
+    g.reset_queue()
+    return out
+
+
+def inbox_totals(t):
+    """Per event, for each inbox variant: the producer's instructions (per
+    single-row INSERT, per row of the bulk INSERT) + the worker's per moved
+    row, beside the direct path's producer cost.  A list of dicts."""
+    s, b, mv = t["single"], t["bulk"], t.get("move")
+    if not mv:
+        return []
+    per_move = mv["worker"]["per_row"]
+    out = []
+    for what, res, key in (("single-row INSERT", s, "per_insert"),
+                           ("one INSERT of %s rows, per row" % format(t["rows"], ","), b, "per_row")):
+        plain = res["plain"][key]
+        for inbox_v, direct_v in INBOX_PAIRS:
+            if inbox_v not in res or direct_v not in res:
+                continue
+            prod, direct = res[inbox_v][key], res[direct_v][key]
+            out.append({"what": what, "inbox": inbox_v, "direct": direct_v, "producer": prod,
+                        "producer_added": prod - plain, "move": per_move, "total": prod + per_move,
+                        "total_added": prod - plain + per_move, "direct_producer": direct,
+                        "direct_added": direct - plain, "total_over_direct": (prod + per_move) / direct})
+    return out
+
+
 def run(env):
     a = env.args
     n = a.instr_n or (300 if env.quick else 2000)
     rows = a.instr_rows or (2000 if env.quick else 10000)
     step("9. instructions (callgrind): %d and %d single-row INSERTs per variant; one INSERT of %s rows; "
-         "drains of %d and %d events" % (n, 3 * n, format(rows, ","), n, 3 * n))
+         "drains of %d and %d events; inbox moves of %d and %d events"
+         % (n, 3 * n, format(rows, ","), n, 3 * n, n, 3 * n))
     t0 = time.time()
     g = Grind(env)
     receiver = None
@@ -376,11 +528,16 @@ def run(env):
         res["timing_s"] = {"start": round(time.time() - t0, 1)}
         for key, fn in (("single", lambda: single_rows(g, single_v, n)),
                         ("bulk", lambda: bulk(g, [v for v in BULK if v in single_v], rows)),
-                        ("worker", lambda: worker(g, n))):
+                        ("worker", lambda: worker(g, n)),
+                        ("move", lambda: move(g, n))):
             t = time.time()
             res[key] = fn()
             res["timing_s"][key] = round(time.time() - t, 1)
             log("(%s: %.0f s)" % (key, res["timing_s"][key]))
+        res["inbox_totals"] = inbox_totals(res)
+        for x in res["inbox_totals"]:
+            log("%s, %s: producer %.0f + move %.0f = %.0f instructions per event (direct path: %.0f)"
+                % (x["what"], x["inbox"], x["producer"], x["move"], x["total"], x["direct_producer"]))
     finally:
         if receiver is not None:
             receiver.terminate()
@@ -409,7 +566,22 @@ def rows(t):
                 " / ".join(fmt(b[v]["plain_over"], "{:.2f}") if v in b else "-"
                            for v in ("row", "stmt", "outbox")), "", "", ""))
     out.append(("   worker instructions per delivery", fmt(w["per_delivery"]), "", "", ""))
+    if "row_inbox" in s:
+        out.append(("   plain / row trigger, statement path, inbox on (producer only)",
+                    " / ".join(fmt(s[v]["plain_over"], "{:.2f}") if v in s else "-"
+                               for v in ("row_inbox", "stmt_inbox")), "", "", ""))
+    if "move" in t:
+        out.append(("   inbox: worker instructions per moved row (one statement)",
+                    "%s (%s)" % (fmt(t["move"]["worker"]["per_row"]), fmt(t["move"]["statement"]["per_row"])),
+                    "", "", ""))
+    for x in t.get("inbox_totals", []):
+        out.append(("   %s, %s: producer + move (direct path)" % (x["what"], INBOX_SHORT[x["inbox"]]),
+                    "%s (%s)" % (fmt(x["total"]), fmt(x["direct_producer"])), "", "", ""))
     return out
+
+
+INBOX_SHORT = {"row_inbox": "row trigger, inbox on", "stmt_inbox": "statement path, inbox on",
+               "row": "row trigger", "stmt": "statement path"}
 
 
 def markdown(t):
@@ -458,5 +630,45 @@ def markdown(t):
     # a function the executor re-enters (ExecScan, ...) can be counted once per level
     for f, x in w["top"]:
         md.append("| `%s` | %s | %.0f %% |" % (f, fmt(x), 100.0 * x / w["per_delivery"]))
+    md.append("")
+    return md + inbox_markdown(t)
+
+
+def inbox_markdown(t):
+    """callback.inbox: the move per row, and producer + move per event."""
+    mv = t.get("move")
+    if not mv:
+        return []
+    w, st = mv["worker"], mv["statement"]
+    md = ["#### callback.inbox: an event's whole way in (callgrind)", "",
+          "With the inbox on, the producer writes a heap tuple into `callback_inbox` (no index); the "
+          "worker then moves it into `callback_queue` (its index entries and identity value). The inbox "
+          "was filled with %s and then %s row-trigger events, one single-row transaction each (endpoint "
+          "paused: nothing delivered), and moved: by a fresh worker, woken once (its cycles as they "
+          "run: whole transactions, by halves past 2,000 rows; it called %s %s and %s times), "
+          "**%s instructions per moved row**; by one session calling "
+          "`callback._move_inbox(1000000)` (one statement), %s per moved row. Each: (cost(%s) - "
+          "cost(%s)) / rows moved in between. The worker's figure includes what a cycle with nothing "
+          "to deliver costs, an empty cycle more or less between the two moves moving it by a few "
+          "instructions per row; it is a backlog's figure (the bench's case: endpoints paused, the "
+          "worker moves at each poll): a worker woken at every commit moves a few rows per call and "
+          "pays the call's fixed cost on fewer rows."
+          % (format(w["moved_n"], ","), format(w["moved_3n"], ","), " / ".join("`%s`" % f for f in MOVE_CALLS),
+             " / ".join(str(w["calls_n"][f]) for f in MOVE_CALLS),
+             " / ".join(str(w["calls_3n"][f]) for f in MOVE_CALLS), fmt(w["per_row"]), fmt(st["per_row"]),
+             format(w["moved_3n"], ","), format(w["moved_n"], ",")), ""]
+    if w.get("functions"):
+        md += ["| worker function (inclusive) | instructions / moved row |", "|---|---|"]
+        md += ["| `%s` | %s |" % (f, fmt(x)) for f, x in w["functions"].items()]
+        md.append("")
+    md += ["Producer + move per event, beside the direct path's producer (callback.inbox off); "
+           "\"added\" is over plain's instructions for the same INSERT:", "",
+           "| per event | inbox on: producer (added) | + move (worker) | = producer + move (added) "
+           "| inbox off: producer (added) | inbox total / direct |", "|---|---|---|---|---|---|"]
+    for x in t.get("inbox_totals", []):
+        md.append("| %s, %s | %s (%s) | %s | **%s** (%s) | %s (%s) | %.2f |"
+                  % (x["what"], INBOX_SHORT[x["direct"]], fmt(x["producer"]), fmt(x["producer_added"]),
+                     fmt(x["move"]), fmt(x["total"]), fmt(x["total_added"]), fmt(x["direct_producer"]),
+                     fmt(x["direct_added"]), x["total_over_direct"]))
     md.append("")
     return md
