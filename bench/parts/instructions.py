@@ -84,7 +84,8 @@ WORKER_FNS = ("pgcb_delivery_cycle", "pgcb_queue_claim", "pgcb_queue_write_back"
               "start_request", "SPI_execute_plan", "ExecInsertIndexTuples", "heap_insert",
               "heap_update", "curl_multi_perform")
 TOP = 15
-EVENTS_WARNING = " **(warning: events queued != rows x endpoints matching)**"
+EVENTS_WARNING = (" **(warning: events queued != rows x endpoints matching, or, inbox on, not all "
+                  "through callback_inbox)**")
 
 LM_DDL = """
 CREATE TABLE t_lm (id bigserial PRIMARY KEY, v text);
@@ -283,10 +284,12 @@ def single_rows(g, variants, n):
         cost, inc = {}, {}
         for m in (1, 3):
             prepare(g)
+            before = trigger.inbox_inserts(g)
             pid = g.session(opening(v) + ["INSERT INTO %s (v) VALUES ('x')" % table] * (m * n))
             cost[m] = g.cost(pid)
             inc[m] = g.inclusive(pid) if v != "plain" else {}
         ok = not events_per_row(v) or trigger.check_events(g, table, events_per_row(v))
+        ok = ok and (not trigger.inbox_of(v) or trigger.check_inbox(g, v, before))
         fns = per_unit(inc[1], inc[3], 2 * n)
         out[v] = {"cost_n": cost[1], "cost_3n": cost[3], "per_insert": (cost[3] - cost[1]) / (2.0 * n),
                   "events_ok": ok, "functions": {f: fns[f] for f in TRIGGER_FNS if f in fns}}
@@ -309,10 +312,12 @@ def bulk(g, variants, rows):
     out = {"session_select1": base, "session_set_select1": base_inbox}
     for v in variants:
         prepare(g)
+        before = trigger.inbox_inserts(g)
         pid = g.session(opening(v) + ["INSERT INTO %s (v) SELECT 'x' FROM generate_series(1, %d)"
                                       % (TABLE[v], rows)])
         c = g.cost(pid)
         ok = not events_per_row(v) or trigger.check_events(g, TABLE[v], events_per_row(v))
+        ok = ok and (not trigger.inbox_of(v) or trigger.check_inbox(g, v, before))
         b = base_inbox if trigger.inbox_of(v) else base
         out[v] = {"cost": c, "per_row": (c - b) / float(rows), "events_ok": ok}
         log("%-6s %9.0f instructions per row (session %s, SELECT 1 session %s)"
@@ -494,7 +499,8 @@ def inbox_totals(t):
             out.append({"what": what, "inbox": inbox_v, "direct": direct_v, "producer": prod,
                         "producer_added": prod - plain, "move": per_move, "total": prod + per_move,
                         "total_added": prod - plain + per_move, "direct_producer": direct,
-                        "direct_added": direct - plain, "total_over_direct": (prod + per_move) / direct})
+                        "direct_added": direct - plain, "total_over_direct": (prod + per_move) / direct,
+                        "added_over_direct": (prod - plain + per_move) / (direct - plain)})
     return out
 
 
@@ -664,11 +670,11 @@ def inbox_markdown(t):
     md += ["Producer + move per event, beside the direct path's producer (callback.inbox off); "
            "\"added\" is over plain's instructions for the same INSERT:", "",
            "| per event | inbox on: producer (added) | + move (worker) | = producer + move (added) "
-           "| inbox off: producer (added) | inbox total / direct |", "|---|---|---|---|---|---|"]
+           "| inbox off: producer (added) | inbox on / off: total (added) |", "|---|---|---|---|---|---|"]
     for x in t.get("inbox_totals", []):
-        md.append("| %s, %s | %s (%s) | %s | **%s** (%s) | %s (%s) | %.2f |"
+        md.append("| %s, %s | %s (%s) | %s | **%s** (%s) | %s (%s) | %.2f (%.2f) |"
                   % (x["what"], INBOX_SHORT[x["direct"]], fmt(x["producer"]), fmt(x["producer_added"]),
                      fmt(x["move"]), fmt(x["total"]), fmt(x["total_added"]), fmt(x["direct_producer"]),
-                     fmt(x["direct_added"]), x["total_over_direct"]))
+                     fmt(x["direct_added"]), x["total_over_direct"], x["added_over_direct"]))
     md.append("")
     return md

@@ -190,6 +190,29 @@ def wait_inbox_empty(env, timeout=300):
     return time.time() - t0
 
 
+def inbox_inserts(env):
+    """Rows ever inserted into callback_inbox, by the cumulative statistics
+    (a session's show once it has flushed them: at the latest as it exits)."""
+    return env.q1("SELECT pg_stat_get_tuples_inserted('callback.callback_inbox'::regclass)", name="mon")
+
+
+def check_inbox(env, v, before, timeout=60):
+    """An inbox variant's deliveries went through callback_inbox: else the
+    setting did not reach its sessions, and it measured the direct path.
+    Polls the statistics until they show them (a session flushes them when
+    it exits or goes idle), else a warning."""
+    expected = env.q1("SELECT count(*) FROM %s" % table_of(v)) * events_per_row(v)
+    deadline = time.time() + timeout
+    while True:
+        got = inbox_inserts(env) - before
+        if got >= expected:
+            return True
+        if time.time() > deadline:
+            log("warning: %s: %d of %d deliveries went through callback_inbox" % (v, got, expected))
+            return False
+        time.sleep(0.1)
+
+
 def check_events(env, table, per_row):
     """Rows inserted x matching endpoints == deliveries queued (in the queue,
     or the inbox if the worker has not moved them yet), else a warning."""
@@ -226,11 +249,13 @@ def events_per_row(v):
 
 def pgbench_rounds(env, variants, setting, cfg, profile=()):
     """Single-row pgbench for each variant, alternated over the rounds."""
-    out = {v: {"tps": [], "pg_us": [], "worker_us": [], "events_ok": True} for v in variants}
+    out = {v: {"tps": [], "pg_us": [], "worker_us": [], "events_ok": True, "inbox_ok": True}
+           for v in variants}
     for r in range(cfg["rounds"]):
         line = []
         for v in rotated(variants, r):
             prepare(env)
+            inbox_before = inbox_inserts(env)
             script = "INSERT INTO %s (v) VALUES ('x');\n" % table_of(v)
             prof = perf_start(env, "trigger-%s-%s" % (v, setting)) \
                 if (r == 0 and v in profile) else None
@@ -250,6 +275,8 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
             out[v]["worker_us"].append(d["worker"] * 1e6 / n if n else None)
             if events_per_row(v) and not check_events(env, table_of(v), events_per_row(v)):
                 out[v]["events_ok"] = False
+            if inbox_of(v) and not check_inbox(env, v, inbox_before):
+                out[v]["inbox_ok"] = False
             line.append("%s %.0f (pg CPU %.0f us/insert, worker %.0f)"
                         % (v, tps, out[v]["pg_us"][-1] or 0, out[v]["worker_us"][-1] or 0))
         log("synchronous_commit=%s round %d: TPS %s" % (setting, r + 1, ", ".join(line)))
@@ -265,7 +292,7 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
 
 def bulk_rounds(env, variants, setting, cfg, profile=()):
     """One INSERT ... SELECT of cfg["bulk_rows"] rows per variant, alternated."""
-    out = {v: {"seconds": [], "worker_s": [], "events_ok": True} for v in variants}
+    out = {v: {"seconds": [], "worker_s": [], "events_ok": True, "inbox_ok": True} for v in variants}
     for r in range(cfg["rounds"]):
         line = []
         for v in rotated(variants, r):
@@ -277,6 +304,7 @@ def bulk_rounds(env, variants, setting, cfg, profile=()):
                 if (r == 0 and v in profile) else None
             name = "bulk-profiled-%s" % v if prof else "bulk"
             env.q("SELECT 1", name=name, options=opts)
+            inbox_before = inbox_inserts(env)
             cpu = CpuMeter(env)
             c0 = cpu.snap()
             t = time.perf_counter()
@@ -292,6 +320,11 @@ def bulk_rounds(env, variants, setting, cfg, profile=()):
             out[v]["worker_s"].append(worker_s)
             if events_per_row(v) and not check_events(env, table_of(v), events_per_row(v)):
                 out[v]["events_ok"] = False
+            if inbox_of(v):
+                # its session ends, and so flushes its statistics for check_inbox
+                env.conn(name=name, options=opts).close()
+                if not check_inbox(env, v, inbox_before):
+                    out[v]["inbox_ok"] = False
             line.append("%s %.2f s (worker %.2f s)" % (v, secs, worker_s))
         log("synchronous_commit=%s round %d: %s rows in one INSERT: %s"
             % (setting, r + 1, format(cfg["bulk_rows"], ","), ", ".join(line)))
@@ -367,8 +400,9 @@ def meets(setting, single, bulk):
 
 
 def meets_line(target, yes, no):
-    return "%s: met by %s; not by %s" % (target, ", ".join(SHORT[v] for v in yes) or "none",
-                                         ", ".join(SHORT[v] for v in no) or "none")
+    # the labels hold commas: items apart with semicolons
+    return "%s: met by %s. Not met by %s." % (target, "; ".join(SHORT[v] for v in yes) or "none",
+                                              "; ".join(SHORT[v] for v in no) or "none")
 
 
 def run(env):
@@ -446,6 +480,13 @@ def rows(t):
     return out
 
 
+def warnings(x):
+    """What the checks found wrong with a variant's runs, for its label."""
+    w = ([] if x.get("events_ok", True) else ["deliveries queued != rows x endpoints matching"]) + \
+        ([] if x.get("inbox_ok", True) else ["its deliveries did not all go through callback_inbox"])
+    return "".join(" **(warning: %s)**" % m for m in w)
+
+
 def cpu_cell(x):
     """postgres CPU per insert, the worker's part in brackets"""
     if x.get("pg_us_median") is None:
@@ -483,6 +524,7 @@ def markdown(t):
                 md.append("| %s | not available | | | | |" % label)
                 continue
             x = single[v]
+            label += warnings(x)
             target, met = "", ""
             c = checks.get("single-row, " + SHORT[v])
             if c:
@@ -504,6 +546,7 @@ def markdown(t):
                           % (label, checks[bc[0][0]][2] if bc else ""))
                 continue
             x = bulk[v]
+            label += warnings(x)
             target = checks[bc[0][0]][2] if bc else ""
             met = "; ".join(("counting the worker: " if key == "ratio_worker" else "")
                             + verdict(checks[what][3]) for what, _, key in bc)
@@ -527,7 +570,7 @@ def markdown(t):
         for n in FANOUT:
             x = f[k % n]
             md.append("| %s | %d | %s | %s | %s | %s |"
-                      % (label, n, fmt(x["tps_median"]), fmt(x["ratio"], "{:.2f}"),
+                      % (label + warnings(x), n, fmt(x["tps_median"]), fmt(x["ratio"], "{:.2f}"),
                          fmt(x["tps_median"] * n if x["tps_median"] else None),
                          cpu_cell(x)))
     md.append("")
