@@ -196,7 +196,7 @@ def inbox_inserts(env):
     return env.q1("SELECT pg_stat_get_tuples_inserted('callback.callback_inbox'::regclass)", name="mon")
 
 
-def check_inbox(env, v, before, timeout=60):
+def check_inbox(env, v, before, timeout=30):
     """An inbox variant's deliveries went through callback_inbox: else the
     setting did not reach its sessions, and it measured the direct path.
     Polls the statistics until they show them (a session flushes them when
