@@ -11,11 +11,14 @@
  * nothing differs: same ids order per ordering key, same claims, leases,
  * write-back and metrics.
  *
- * xact and seq keep the events' order: the producing transaction's id
- * (full, no wraparound) and a counter of the producing backend.  Events of
- * one transaction keep the order they were written in; a transaction that
- * began after another committed has a larger xact.  The heap's order (ctid)
- * would not do: a free-space map can hand a later row an earlier page.
+ * created_at, xact and seq keep the events' order: the producing
+ * transaction's start (now()), its id and a counter of the producing
+ * backend.  A transaction that began after another committed has a later
+ * start (on a clock that does not step back), and the events of one transaction keep the order they were written
+ * in.  The start time, not the id alone, leads: it means the same thing in
+ * a cluster restored from a dump, whose transaction ids start elsewhere.
+ * The heap's order (ctid) would not do: a free-space map can hand a later
+ * row an earlier page.
  */
 CREATE FUNCTION callback._inbox_seq()
 RETURNS bigint
@@ -45,18 +48,21 @@ SELECT pg_catalog.pg_extension_config_dump('callback.callback_inbox', '');
 /*
  * Move committed inbox rows into callback_queue as pending deliveries,
  * oldest first; returns how many moved.  Whole transactions move together,
- * and an older one never after a younger, so queue ids keep the inbox's
+ * and an older one never after a younger, so queue ids keep the events'
  * order:
  *	- up to max_rows rows waiting: all of them;
- *	- more (a backlog, after the worker was away): the transactions up to
- *	  an xact chosen to take about half of them (max_rows at least),
- *	  assuming rows spread evenly over the xacts.  Each call then scans
- *	  what is left once, and a backlog of N rows moves in about log2 N
- *	  calls, not N / max_rows calls each reading all of it.
- * One mover at a time in a database (the others return 0 at once), so
- * that queue ids follow the inbox's order.  An endpoint dropped meanwhile
- * leaves rows that the orphan sweep makes dead letters ("endpoint
- * dropped"), as it does for the trigger's own rows.
+ *	- more (a backlog, after the worker was away): those up to a start time
+ *	  chosen to take about half of them (max_rows at least), assuming rows
+ *	  spread evenly over time.  Each call then scans what is left once, and
+ *	  a backlog of N rows moves in about log2 N calls, not N / max_rows
+ *	  calls each reading all of it.
+ * Why a time bound keeps the order: if a transaction began after another
+ * committed and moves now, the other had committed before this call's
+ * snapshot, and began earlier, so it moves now too.
+ * One mover at a time in a database (the others return 0 at once), so that
+ * ids follow that order.  An endpoint dropped meanwhile leaves rows that the
+ * orphan sweep makes dead letters ("endpoint dropped"), as it does for the
+ * trigger's own rows.
  */
 CREATE FUNCTION callback._move_inbox(max_rows integer)
 RETURNS bigint
@@ -65,9 +71,9 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     waiting bigint;
-    lo numeric;
-    hi numeric;
-    bound xid8;
+    lo timestamptz;
+    hi timestamptz;
+    bound timestamptz;
     moved bigint;
 BEGIN
     IF max_rows IS NULL OR max_rows < 1 THEN
@@ -78,25 +84,24 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(1885823842, 1768841848) THEN
         RETURN 0;
     END IF;
-    SELECT count(*), min(i.xact::text::numeric), max(i.xact::text::numeric)
-      INTO waiting, lo, hi
+    SELECT count(*), min(i.created_at), max(i.created_at) INTO waiting, lo, hi
       FROM callback.callback_inbox i;
     IF waiting = 0 THEN
         RETURN 0;
     END IF;
     IF waiting > max_rows THEN
-        bound := (lo + floor((hi - lo) * greatest(max_rows, waiting / 2) / waiting))::text::xid8;
+        bound := lo + (hi - lo) * (greatest(max_rows, waiting / 2)::float8 / waiting);
     END IF;
     WITH taken AS (
         DELETE FROM callback.callback_inbox i
-         WHERE bound IS NULL OR i.xact <= bound
+         WHERE bound IS NULL OR i.created_at <= bound
         RETURNING i.*)
     INSERT INTO callback.callback_queue
            (event_id, endpoint_id, event_type, body, ordering_key, traceparent, tracestate, created_at)
     SELECT t.event_id, t.endpoint_id, t.event_type, t.body, t.ordering_key, t.traceparent,
            t.tracestate, t.created_at
       FROM taken t
-     ORDER BY t.xact, t.seq;
+     ORDER BY t.created_at, t.xact, t.seq;
     GET DIAGNOSTICS moved = ROW_COUNT;
     RETURN moved;
 END
