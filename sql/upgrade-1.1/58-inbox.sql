@@ -11,14 +11,18 @@
  * nothing differs: same ids order per ordering key, same claims, leases,
  * write-back and metrics.
  *
- * created_at, xact and seq keep the events' order: the producing
- * transaction's start (now()), its id and a counter of the producing
- * backend.  A transaction that began after another committed has a later
- * start (on a clock that does not step back), and the events of one transaction keep the order they were written
- * in.  The start time, not the id alone, leads: it means the same thing in
- * a cluster restored from a dump, whose transaction ids start elsewhere.
- * The heap's order (ctid) would not do: a free-space map can hand a later
- * row an earlier page.
+ * written_at, xact and seq keep the events' order, as the queue's ids do
+ * on the direct path (nextval as each row is written): the time the row
+ * was written (clock_timestamp(), on a clock that does not step back), the
+ * producing transaction's id and a counter of the producing backend, for
+ * rows written in the same microsecond.  An event written after another's
+ * transaction committed (one after the other, or after waiting for its row
+ * lock) has a later written_at.  A time, not a transaction id, leads, and it
+ * is the row's, not its transaction's start: a change that began first but
+ * waited for another's commit comes after it, and a cluster restored from a
+ * dump, whose transaction ids start elsewhere, keeps the order.  The heap's
+ * order (ctid) would not do: a free-space map can hand a later row an
+ * earlier page.
  */
 CREATE FUNCTION callback._inbox_seq()
 RETURNS bigint
@@ -37,7 +41,8 @@ CREATE TABLE callback.callback_inbox (
     ordering_key text,
     traceparent text,
     tracestate text,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    written_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
 );
 COMMENT ON TABLE callback.callback_inbox IS
     'Deliveries committed with callback.inbox on and not yet moved into callback_queue by the worker (moments, while it runs).';
@@ -46,19 +51,18 @@ COMMENT ON TABLE callback.callback_inbox IS
 SELECT pg_catalog.pg_extension_config_dump('callback.callback_inbox', '');
 
 /*
- * Move committed inbox rows into callback_queue as pending deliveries,
- * oldest first; returns how many moved.  Whole transactions move together,
- * and an older one never after a younger, so queue ids keep the events'
- * order:
+ * Move committed inbox rows into callback_queue as pending deliveries, in
+ * the order they were written; returns how many moved:
  *	- up to max_rows rows waiting: all of them;
- *	- more (a backlog, after the worker was away): those up to a start time
- *	  chosen to take about half of them (max_rows at least), assuming rows
- *	  spread evenly over time.  Each call then scans what is left once, and
- *	  a backlog of N rows moves in about log2 N calls, not N / max_rows
- *	  calls each reading all of it.
- * Why a time bound keeps the order: if a transaction began after another
- * committed and moves now, the other had committed before this call's
- * snapshot, and began earlier, so it moves now too.
+ *	- more (a backlog, after the worker was away): those written up to the
+ *	  time that takes half of them (max_rows at least).  Each call reads
+ *	  what is left, and a backlog of N rows moves in about log2 N calls,
+ *	  not N / max_rows calls each reading all of it; a call that leaves rows
+ *	  behind has moved max_rows at least, which tells the worker to go on.
+ * Why the order holds across calls: if an event was written after another
+ * event's transaction committed and moves now, the other was written
+ * earlier and had committed before this call's snapshot, so it moves now,
+ * or moved before.
  * One mover at a time in a database (the others return 0 at once), so that
  * ids follow that order.  An endpoint dropped meanwhile leaves rows that the
  * orphan sweep makes dead letters ("endpoint dropped"), as it does for the
@@ -71,37 +75,38 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     waiting bigint;
-    lo timestamptz;
-    hi timestamptz;
     bound timestamptz;
     moved bigint;
 BEGIN
     IF max_rows IS NULL OR max_rows < 1 THEN
         RAISE EXCEPTION 'max_rows must be at least 1, not %', coalesce(max_rows::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give how many waiting rows may move at once, such as 2000.';
     END IF;
     -- key: 'pgcb' and 'inbx' as integers, to stay clear of other advisory locks
     IF NOT pg_try_advisory_xact_lock(1885823842, 1768841848) THEN
         RETURN 0;
     END IF;
-    SELECT count(*), min(i.created_at), max(i.created_at) INTO waiting, lo, hi
-      FROM callback.callback_inbox i;
+    SELECT count(*) INTO waiting FROM callback.callback_inbox;
     IF waiting = 0 THEN
         RETURN 0;
     END IF;
     IF waiting > max_rows THEN
-        bound := lo + (hi - lo) * (greatest(max_rows, waiting / 2)::float8 / waiting);
+        SELECT percentile_disc(greatest(max_rows, waiting / 2)::float8 / waiting)
+                   WITHIN GROUP (ORDER BY i.written_at)
+          INTO bound
+          FROM callback.callback_inbox i;
     END IF;
     WITH taken AS (
         DELETE FROM callback.callback_inbox i
-         WHERE bound IS NULL OR i.created_at <= bound
+         WHERE bound IS NULL OR i.written_at <= bound
         RETURNING i.*)
     INSERT INTO callback.callback_queue
            (event_id, endpoint_id, event_type, body, ordering_key, traceparent, tracestate, created_at)
     SELECT t.event_id, t.endpoint_id, t.event_type, t.body, t.ordering_key, t.traceparent,
            t.tracestate, t.created_at
       FROM taken t
-     ORDER BY t.created_at, t.xact, t.seq;
+     ORDER BY t.written_at, t.xact, t.seq;
     GET DIAGNOSTICS moved = ROW_COUNT;
     RETURN moved;
 END
