@@ -125,8 +125,8 @@ def assert_moves_held(cluster, eid, n):
     called now moves nothing: the lock of moves_held() is the movers'."""
     assert cluster.scalar("SELECT callback._move_inbox(2000)") == 0
     got = (inbox_count(cluster, eid), queue_count(cluster, eid))
-    assert got == (n, 0), "inbox, queue rows of endpoint %s: %r, not (%d, 0): moves are not " \
-        "held back by the lock %r" % (eid, got, n, MOVER_LOCK)
+    assert got == (n, 0), "inbox, queue rows of endpoint %s: %r, not (%d, 0): the inbox was " \
+        "not written, or the lock %r did not hold moves back" % (eid, got, n, MOVER_LOCK)
 
 
 def wait_all_once(cluster, tracker, path, eid, expected, timeout):
@@ -212,7 +212,9 @@ def test_row_and_statement_triggers_one_and_three_endpoints(cluster, receiver, e
             expected[eid] = {msg_id(e) for e in inbox_ids(cluster, eid, cur)}
             cur.execute("SELECT count(*) FROM callback.callback_queue WHERE endpoint_id = %s",
                         (eid,))
-            assert cur.fetchone()[0] == 0
+            queued = cur.fetchone()[0]
+            assert queued == 0, "%d rows of endpoint %s in the queue, %d in the inbox, " \
+                "before the commit" % (queued, eid, len(expected[eid]))
         conn.commit()
     finally:
         conn.close()
