@@ -38,6 +38,20 @@ CREATE FUNCTION pg_temp.masked(body text) RETURNS text LANGUAGE sql AS $$
 SELECT regexp_replace(body, '"timestamp":"[^"]*"', '"timestamp":"<ts>"')
 $$;
 
+-- Whether the queue ids of the inbox rows saved in ib_before follow the
+-- order they were written in: (xact, seq), as one session wrote them all.
+CREATE FUNCTION pg_temp.ids_in_written_order() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN (SELECT bool_and(b.rn = q.rn)
+              FROM (SELECT event_id, endpoint_id, row_number() OVER (ORDER BY xact, seq) AS rn
+                      FROM ib_before) b
+              JOIN (SELECT event_id, endpoint_id, row_number() OVER (ORDER BY id) AS rn
+                      FROM callback.callback_queue
+                     WHERE event_id IN (SELECT event_id FROM ib_before)) q
+             USING (event_id, endpoint_id));
+END
+$$;
+
 SELECT callback.create_endpoint('regress_ib1', 'http://127.0.0.1:9/ib', '{ib.*}') > 0 AS created;
 SELECT callback.create_endpoint('regress_ib_fan' || i, 'http://127.0.0.1:9/fan', '{ibfan.*}',
                                 ordered => i = 3) > 0 AS created
@@ -140,12 +154,8 @@ SELECT status, attempts, count(*) AS queued, count(traceparent) AS traced,
                           AND last_attempt_at IS NULL AND finished_at IS NULL) AS untouched
   FROM callback.callback_queue WHERE event_id IN (SELECT event_id FROM ib_before)
  GROUP BY status, attempts;
--- Queue ids in the inbox's (xact, seq) order.
-SELECT bool_and(b.rn = q.rn) AS ids_follow_xact_seq
-  FROM (SELECT event_id, endpoint_id, row_number() OVER (ORDER BY xact, seq) AS rn FROM ib_before) b
-  JOIN (SELECT event_id, endpoint_id, row_number() OVER (ORDER BY id) AS rn
-          FROM callback.callback_queue WHERE event_id IN (SELECT event_id FROM ib_before)) q
- USING (event_id, endpoint_id);
+-- Queue ids in the order the events were written.
+SELECT pg_temp.ids_in_written_order();
 -- Nothing waits: the next call moves nothing.
 SELECT callback._move_inbox(2000) AS moved_again;
 DELETE FROM callback.callback_queue q USING ib_before b WHERE q.event_id = b.event_id;
@@ -247,11 +257,7 @@ CREATE TEMP TABLE ib_before AS SELECT * FROM callback.callback_inbox;
 SELECT callback._move_inbox(2000) AS moved;
 SELECT event_type, coalesce(v, body::jsonb->'data'->'old'->>'v') AS v
   FROM pg_temp.ibq WHERE event_id IN (SELECT event_id FROM ib_before) ORDER BY id;
-SELECT bool_and(b.rn = q.rn) AS ids_follow_xact_seq
-  FROM (SELECT event_id, row_number() OVER (ORDER BY xact, seq) AS rn FROM ib_before) b
-  JOIN (SELECT event_id, row_number() OVER (ORDER BY id) AS rn
-          FROM callback.callback_queue WHERE event_id IN (SELECT event_id FROM ib_before)) q
- USING (event_id);
+SELECT pg_temp.ids_in_written_order();
 DELETE FROM callback.callback_queue q USING ib_before b WHERE q.event_id = b.event_id;
 DROP TABLE ib_before;
 
@@ -299,11 +305,7 @@ SELECT count(*) BETWEEN 3 AND 8 AS calls_about_log2,
 SELECT moved BETWEEN 140 AND 230 AS first_about_half FROM ib_calls WHERE call = 1;
 SELECT count(*) AS queued, count(DISTINCT event_id) AS events
   FROM callback.callback_queue WHERE event_id IN (SELECT event_id FROM ib_before);
-SELECT bool_and(b.rn = q.rn) AS ids_follow_xact_seq
-  FROM (SELECT event_id, row_number() OVER (ORDER BY xact, seq) AS rn FROM ib_before) b
-  JOIN (SELECT event_id, row_number() OVER (ORDER BY id) AS rn
-          FROM callback.callback_queue WHERE event_id IN (SELECT event_id FROM ib_before)) q
- USING (event_id);
+SELECT pg_temp.ids_in_written_order();
 DELETE FROM callback.callback_queue q USING ib_before b WHERE q.event_id = b.event_id;
 DROP TABLE ib_before, ib_calls;
 

@@ -32,7 +32,6 @@ test/receiver.py on loopback.  Every wait is bounded.
 """
 
 import contextlib
-import json
 import random
 import threading
 import time
@@ -164,6 +163,19 @@ def no_worker(cluster):
         cluster.reload()
         cluster.wait_until(cluster.worker_pid, timeout=60,
                            what="a worker for %s again" % cluster.dbname)
+
+
+def paused_statement_flow(cluster, receiver, endpoint_factory, name):
+    """A paused endpoint name (at /name), and a new table name whose INSERTs
+    queue name.insert events for it (statement trigger); the endpoint's id.
+    Paused: moved rows stay as the moves left them until resume_endpoint."""
+    eid = endpoint_factory(name, receiver.url("/" + name), event_types=[name + ".*"])
+    cluster.execute("SELECT callback.pause_endpoint(%s)", (name,))
+    cluster.execute("DROP TABLE IF EXISTS %s" % name)
+    cluster.execute("CREATE TABLE %s (id int PRIMARY KEY, v text)" % name)
+    cluster.execute("CREATE TRIGGER cb AFTER INSERT ON %s REFERENCING NEW TABLE AS n "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger(%%s)" % name, (name,))
+    return eid
 
 
 def produce_statements(cluster, table, n_tx, rows_per_tx, start=1):
@@ -334,14 +346,9 @@ N_BIG = 20000
 
 
 def test_crash_while_a_backlog_moves(cluster, receiver, endpoint_factory, tracker):
-    eid = endpoint_factory("ib_big", receiver.url("/big"), event_types=["ibbig.*"])
-    cluster.execute("SELECT callback.pause_endpoint('ib_big')")
-    cluster.execute("DROP TABLE IF EXISTS ib_big")
-    cluster.execute("CREATE TABLE ib_big (id int PRIMARY KEY, v text)")
-    cluster.execute("CREATE TRIGGER cb AFTER INSERT ON ib_big REFERENCING NEW TABLE AS n "
-                    "FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('ibbig')")
+    eid = paused_statement_flow(cluster, receiver, endpoint_factory, "ibbig")
     with moves_held(cluster):
-        produce_statements(cluster, "ib_big", 40, N_BIG // 40)
+        produce_statements(cluster, "ibbig", 40, N_BIG // 40)
         assert_moves_held(cluster, eid, N_BIG)
         expected = inbox_ids(cluster, eid)
     # the worker moves the backlog now, by halves: stop the server as soon
@@ -362,8 +369,8 @@ def test_crash_while_a_backlog_moves(cluster, receiver, endpoint_factory, tracke
     cluster.start()
     places = assert_each_once(cluster, eid, expected, "after a crash during the moves")
     after = sum(1 for p in places.values() if p == ["inbox"])
-    cluster.execute("SELECT callback.resume_endpoint('ib_big')")
-    wait_all_once(cluster, tracker, "/big", eid, {msg_id(e) for e in expected}, timeout=240)
+    cluster.execute("SELECT callback.resume_endpoint('ibbig')")
+    wait_all_once(cluster, tracker, "/ibbig", eid, {msg_id(e) for e in expected}, timeout=240)
     record_figure("inbox on: crash while %d events moved (last look: %d in the inbox, %d in "
                   "the queue; %d in the inbox after recovery): each once after the restart, "
                   "all delivered once" % (N_BIG, in_inbox, in_queue, after))
@@ -375,16 +382,11 @@ N_BACKLOG = 50000
 
 
 def test_backlog_built_without_worker(cluster, receiver, endpoint_factory, tracker):
-    eid = endpoint_factory("ib_back", receiver.url("/back"), event_types=["ibback.*"])
     # paused: the moved rows stay as the moves left them, to be counted
-    cluster.execute("SELECT callback.pause_endpoint('ib_back')")
-    cluster.execute("DROP TABLE IF EXISTS ib_back")
-    cluster.execute("CREATE TABLE ib_back (id int PRIMARY KEY, v text)")
-    cluster.execute("CREATE TRIGGER cb AFTER INSERT ON ib_back REFERENCING NEW TABLE AS n "
-                    "FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('ibback')")
+    eid = paused_statement_flow(cluster, receiver, endpoint_factory, "ibback")
     with no_worker(cluster):
         t0 = time.monotonic()
-        produce_statements(cluster, "ib_back", 100, N_BACKLOG // 100)
+        produce_statements(cluster, "ibback", 100, N_BACKLOG // 100)
         wrote = time.monotonic() - t0
         expected = inbox_ids(cluster, eid)
         assert len(expected) == N_BACKLOG and queue_count(cluster, eid) == 0
@@ -403,9 +405,9 @@ def test_backlog_built_without_worker(cluster, receiver, endpoint_factory, track
             len(sizes), N_BACKLOG, N_BACKLOG, sizes)
     assert sizes[0] >= N_BACKLOG // 4, "the first move took %d of %d" % (sizes[0], N_BACKLOG)
     assert_each_once(cluster, eid, expected, "after the moves")
-    cluster.execute("SELECT callback.resume_endpoint('ib_back')")
+    cluster.execute("SELECT callback.resume_endpoint('ibback')")
     t2 = time.monotonic()
-    wait_all_once(cluster, tracker, "/back", eid, {msg_id(e) for e in expected}, timeout=300)
+    wait_all_once(cluster, tracker, "/ibback", eid, {msg_id(e) for e in expected}, timeout=300)
     record_figure("inbox on, no worker: %d events written in %.1f s (%d transactions); the "
                   "worker moved them in %d moves (%s) in %.1f s; delivered in %.1f s"
                   % (N_BACKLOG, wrote, 100, len(sizes), ", ".join(map(str, sizes)), moved_in,
