@@ -153,6 +153,7 @@ INSERT INTO fuzz_case (fn, cmd) VALUES
     ('callback.enqueue(text,jsonb,text,text,text)', $$SELECT callback.enqueue('regress_fuzz.x', E'{"\\u0001": "\\u00e9", "n": 1e400}') IS NOT NULL$$),
     ('callback.enqueue(text,jsonb,text,text,text)', $$SELECT callback.enqueue('regress_fuzz.x', '{}', NULL, NULL, NULL) IS NOT NULL$$),
     ('callback._calling_role()', $$SELECT callback._calling_role() = current_user$$),
+    ('callback._inbox_seq()', $$SELECT callback._inbox_seq() < callback._inbox_seq()$$),
 
     ('callback.trigger()', $$SELECT callback.trigger()$$),
     ('callback.trigger()', $$INSERT INTO fuzz_before VALUES (1)$$),

@@ -11,11 +11,18 @@
  * nothing differs: same ids order per ordering key, same claims, leases,
  * write-back and metrics.
  *
- * xact and seq keep the events' order: the producing transaction's id
- * (full, no wraparound) and a counter of the producing backend.  Events of
- * one transaction keep the order they were written in; a transaction that
- * began after another committed has a larger xact.  The heap's order (ctid)
- * would not do: a free-space map can hand a later row an earlier page.
+ * written_at, xact and seq keep the events' order, as the queue's ids do
+ * on the direct path (nextval as each row is written): the time the row
+ * was written (clock_timestamp(), on a clock that does not step back), the
+ * producing transaction's id and a counter of the producing backend, for
+ * rows written in the same microsecond.  An event written after another's
+ * transaction committed (one after the other, or after waiting for its row
+ * lock) has a later written_at.  A time, not a transaction id, leads, and it
+ * is the row's, not its transaction's start: a change that began first but
+ * waited for another's commit comes after it, and a cluster restored from a
+ * dump, whose transaction ids start elsewhere, keeps the order.  The heap's
+ * order (ctid) would not do: a free-space map can hand a later row an
+ * earlier page.
  */
 CREATE FUNCTION callback._inbox_seq()
 RETURNS bigint
@@ -34,7 +41,8 @@ CREATE TABLE callback.callback_inbox (
     ordering_key text,
     traceparent text,
     tracestate text,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    written_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
 );
 COMMENT ON TABLE callback.callback_inbox IS
     'Deliveries committed with callback.inbox on and not yet moved into callback_queue by the worker (moments, while it runs).';
@@ -43,20 +51,22 @@ COMMENT ON TABLE callback.callback_inbox IS
 SELECT pg_catalog.pg_extension_config_dump('callback.callback_inbox', '');
 
 /*
- * Move committed inbox rows into callback_queue as pending deliveries,
- * oldest first; returns how many moved.  Whole transactions move together,
- * and an older one never after a younger, so queue ids keep the inbox's
- * order:
+ * Move committed inbox rows into callback_queue as pending deliveries, in
+ * the order they were written; returns how many moved:
  *	- up to max_rows rows waiting: all of them;
- *	- more (a backlog, after the worker was away): the transactions up to
- *	  an xact chosen to take about half of them (max_rows at least),
- *	  assuming rows spread evenly over the xacts.  Each call then scans
- *	  what is left once, and a backlog of N rows moves in about log2 N
- *	  calls, not N / max_rows calls each reading all of it.
- * One mover at a time in a database (the others return 0 at once), so
- * that queue ids follow the inbox's order.  An endpoint dropped meanwhile
- * leaves rows that the orphan sweep makes dead letters ("endpoint
- * dropped"), as it does for the trigger's own rows.
+ *	- more (a backlog, after the worker was away): those written up to the
+ *	  time that takes half of them (max_rows at least).  Each call reads
+ *	  what is left, and a backlog of N rows moves in about log2 N calls,
+ *	  not N / max_rows calls each reading all of it; a call that leaves rows
+ *	  behind has moved max_rows at least, which tells the worker to go on.
+ * Why the order holds across calls: if an event was written after another
+ * event's transaction committed and moves now, the other was written
+ * earlier and had committed before this call's snapshot, so it moves now,
+ * or moved before.
+ * One mover at a time in a database (the others return 0 at once), so that
+ * ids follow that order.  An endpoint dropped meanwhile leaves rows that the
+ * orphan sweep makes dead letters ("endpoint dropped"), as it does for the
+ * trigger's own rows.
  */
 CREATE FUNCTION callback._move_inbox(max_rows integer)
 RETURNS bigint
@@ -65,38 +75,38 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     waiting bigint;
-    lo numeric;
-    hi numeric;
-    bound xid8;
+    bound timestamptz;
     moved bigint;
 BEGIN
     IF max_rows IS NULL OR max_rows < 1 THEN
         RAISE EXCEPTION 'max_rows must be at least 1, not %', coalesce(max_rows::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give how many waiting rows may move at once, such as 2000.';
     END IF;
     -- key: 'pgcb' and 'inbx' as integers, to stay clear of other advisory locks
     IF NOT pg_try_advisory_xact_lock(1885823842, 1768841848) THEN
         RETURN 0;
     END IF;
-    SELECT count(*), min(i.xact::text::numeric), max(i.xact::text::numeric)
-      INTO waiting, lo, hi
-      FROM callback.callback_inbox i;
+    SELECT count(*) INTO waiting FROM callback.callback_inbox;
     IF waiting = 0 THEN
         RETURN 0;
     END IF;
     IF waiting > max_rows THEN
-        bound := (lo + floor((hi - lo) * greatest(max_rows, waiting / 2) / waiting))::text::xid8;
+        SELECT percentile_disc(greatest(max_rows, waiting / 2)::float8 / waiting)
+                   WITHIN GROUP (ORDER BY i.written_at)
+          INTO bound
+          FROM callback.callback_inbox i;
     END IF;
     WITH taken AS (
         DELETE FROM callback.callback_inbox i
-         WHERE bound IS NULL OR i.xact <= bound
+         WHERE bound IS NULL OR i.written_at <= bound
         RETURNING i.*)
     INSERT INTO callback.callback_queue
            (event_id, endpoint_id, event_type, body, ordering_key, traceparent, tracestate, created_at)
     SELECT t.event_id, t.endpoint_id, t.event_type, t.body, t.ordering_key, t.traceparent,
            t.tracestate, t.created_at
       FROM taken t
-     ORDER BY t.xact, t.seq;
+     ORDER BY t.written_at, t.xact, t.seq;
     GET DIAGNOSTICS moved = ROW_COUNT;
     RETURN moved;
 END
@@ -134,3 +144,119 @@ BEGIN
     DELETE FROM callback.callback_endpoints c WHERE c.id = e.id;
 END
 $fn$;
+
+/*
+ * The backlog the views show includes what waits in the inbox: with the
+ * worker away, events pile up there, and an operator must see them.  Only
+ * the q part of each view changes (a third arm); the rest is 1.0's.
+ */
+CREATE OR REPLACE VIEW callback.callback_metrics AS
+WITH s AS (
+    SELECT st.endpoint_id, st.event_type,
+           sum(st.attempts) AS attempts, sum(st.delivered) AS delivered,
+           sum(st.failed) AS failed, sum(st.dead) AS dead,
+           sum(st.latency_sum_ms) AS latency_sum_ms, max(st.latency_max_ms) AS latency_max_ms,
+           callback.histogram_sum(st.latency_hist) AS hist,
+           (array_agg(st.last_error ORDER BY st.minute DESC)
+                FILTER (WHERE st.last_error IS NOT NULL))[1] AS last_error
+      FROM callback.callback_stats st
+     GROUP BY st.endpoint_id, st.event_type
+), q AS (
+    -- one arm per status, so that each reads its partial index: the cost
+    -- follows the backlog, not the history kept in the queue
+    SELECT b.endpoint_id, b.event_type, sum(b.n) AS pending, min(b.oldest) AS oldest
+      FROM (SELECT cq.endpoint_id, cq.event_type, count(*) AS n, min(cq.created_at) AS oldest
+              FROM callback.callback_queue cq WHERE cq.status = 'pending'
+             GROUP BY cq.endpoint_id, cq.event_type
+            UNION ALL
+            SELECT cq.endpoint_id, cq.event_type, count(*), min(cq.created_at)
+              FROM callback.callback_queue cq WHERE cq.status = 'sending'
+             GROUP BY cq.endpoint_id, cq.event_type
+            UNION ALL
+            -- committed with callback.inbox on, not yet moved by the worker
+            SELECT ci.endpoint_id, ci.event_type, count(*), min(ci.created_at)
+              FROM callback.callback_inbox ci
+             GROUP BY ci.endpoint_id, ci.event_type) b
+     GROUP BY b.endpoint_id, b.event_type
+)
+SELECT e.name AS endpoint,
+       coalesce(s.event_type, q.event_type) AS event_type,
+       coalesce(s.attempts, 0) AS total_calls,
+       coalesce(s.delivered, 0) AS delivered,
+       coalesce(s.failed, 0) AS failed_attempts,
+       coalesce(s.dead, 0) AS dead,
+       coalesce(q.pending, 0) AS pending,
+       round(100.0 * s.delivered / nullif(s.attempts, 0), 2) AS success_rate,
+       round((s.latency_sum_ms / nullif(s.attempts, 0))::numeric, 2) AS avg_ms,
+       round(least(callback.histogram_percentile(s.hist, 0.50), s.latency_max_ms)::numeric, 2) AS p50_ms,
+       round(least(callback.histogram_percentile(s.hist, 0.95), s.latency_max_ms)::numeric, 2) AS p95_ms,
+       round(least(callback.histogram_percentile(s.hist, 0.99), s.latency_max_ms)::numeric, 2) AS p99_ms,
+       round(s.latency_max_ms::numeric, 2) AS max_ms,
+       s.last_error,
+       pg_catalog.now() - q.oldest AS oldest_pending_age
+  FROM s
+  FULL JOIN q ON q.endpoint_id = s.endpoint_id AND q.event_type = s.event_type
+  LEFT JOIN callback.callback_endpoints e ON e.id = coalesce(s.endpoint_id, q.endpoint_id);
+
+CREATE OR REPLACE VIEW callback.callback_health AS
+WITH t AS (
+    SELECT coalesce(current_setting('callback.health_min_success_rate', true), '99.5')::float8 AS min_rate,
+           coalesce(current_setting('callback.health_max_avg_ms', true), '150')::float8 AS max_avg,
+           coalesce(current_setting('callback.health_max_backlog', true), '1000')::bigint AS max_backlog,
+           coalesce(current_setting('callback.health_window', true), '15min')::interval AS win
+), s AS (
+    SELECT st.endpoint_id, sum(st.attempts) AS attempts, sum(st.delivered) AS delivered,
+           sum(st.latency_sum_ms) AS latency_sum_ms
+      FROM callback.callback_stats st
+     -- written out (not from t) so that it bounds a scan of callback_stats_minute
+     WHERE st.minute >= date_trunc('minute', pg_catalog.now()
+               - coalesce(current_setting('callback.health_window', true), '15min')::interval)
+     GROUP BY st.endpoint_id
+), q AS (
+    SELECT b.endpoint_id, sum(b.n) AS backlog, min(b.oldest) AS oldest
+      FROM (SELECT cq.endpoint_id, count(*) AS n, min(cq.created_at) AS oldest
+              FROM callback.callback_queue cq WHERE cq.status = 'pending'
+             GROUP BY cq.endpoint_id
+            UNION ALL
+            SELECT cq.endpoint_id, count(*), min(cq.created_at)
+              FROM callback.callback_queue cq WHERE cq.status = 'sending'
+             GROUP BY cq.endpoint_id
+            UNION ALL
+            -- committed with callback.inbox on, not yet moved by the worker
+            SELECT ci.endpoint_id, count(*), min(ci.created_at)
+              FROM callback.callback_inbox ci
+             GROUP BY ci.endpoint_id) b
+     GROUP BY b.endpoint_id
+), f AS (
+    SELECT e.id, e.name, e.enabled, e.paused, e.breaker_state, e.breaker_reason,
+           round(100.0 * s.delivered / nullif(s.attempts, 0), 2) AS success_rate,
+           round((s.latency_sum_ms / nullif(s.attempts, 0))::numeric, 2) AS avg_ms,
+           coalesce(q.backlog, 0) AS backlog, pg_catalog.now() - q.oldest AS oldest_pending_age,
+           t.*
+      FROM callback.callback_endpoints e
+      CROSS JOIN t
+      LEFT JOIN s ON s.endpoint_id = e.id
+      LEFT JOIN q ON q.endpoint_id = e.id
+), c AS (
+    SELECT f.*, ARRAY(
+        SELECT x FROM unnest(ARRAY[
+            CASE WHEN NOT f.enabled THEN 'alert: endpoint disabled' END,
+            CASE WHEN f.breaker_state = 'open' THEN 'alert: circuit breaker open (' || coalesce(f.breaker_reason, '?') || ')' END,
+            CASE WHEN f.paused THEN 'warn: paused' END,
+            CASE WHEN f.success_rate < f.min_rate - 5 THEN 'alert: success rate ' || f.success_rate || '% < ' || f.min_rate || '%'
+                 WHEN f.success_rate < f.min_rate THEN 'warn: success rate ' || f.success_rate || '% < ' || f.min_rate || '%' END,
+            CASE WHEN f.avg_ms >= 4 * f.max_avg THEN 'alert: average ' || f.avg_ms || ' ms >= ' || 4 * f.max_avg || ' ms'
+                 WHEN f.avg_ms >= f.max_avg THEN 'warn: average ' || f.avg_ms || ' ms >= ' || f.max_avg || ' ms' END,
+            CASE WHEN f.backlog >= 10 * f.max_backlog THEN 'alert: backlog ' || f.backlog || ' >= ' || 10 * f.max_backlog
+                 WHEN f.backlog >= f.max_backlog THEN 'warn: backlog ' || f.backlog || ' >= ' || f.max_backlog END
+        ]) x WHERE x IS NOT NULL) AS findings
+      FROM f
+)
+SELECT c.name AS endpoint,
+       CASE WHEN EXISTS (SELECT 1 FROM unnest(c.findings) x WHERE x LIKE 'alert:%') THEN 'alert'
+            WHEN cardinality(c.findings) > 0 THEN 'warn'
+            ELSE 'ok' END AS status,
+       array_to_string(c.findings, '; ') AS reason,
+       c.success_rate, c.avg_ms, c.backlog, c.oldest_pending_age,
+       c.breaker_state, c.enabled, c.paused
+  FROM c;

@@ -140,7 +140,12 @@ WITH s AS (
             UNION ALL
             SELECT cq.endpoint_id, cq.event_type, count(*), min(cq.created_at)
               FROM callback.callback_queue cq WHERE cq.status = 'sending'
-             GROUP BY cq.endpoint_id, cq.event_type) b
+             GROUP BY cq.endpoint_id, cq.event_type
+            UNION ALL
+            -- committed with callback.inbox on, not yet moved (part 58)
+            SELECT ci.endpoint_id, ci.event_type, count(*), min(ci.created_at)
+              FROM callback.callback_inbox ci
+             GROUP BY ci.endpoint_id, ci.event_type) b
      GROUP BY b.endpoint_id, b.event_type
 ), j AS (
     SELECT e.name, coalesce(s.event_type, q.event_type) AS event_type, s.attempts, s.delivered,

@@ -254,3 +254,53 @@ def test_restore_into_database_with_extension(source, target, target_db, receive
         assert target.query("SELECT name FROM callback.callback_endpoints",
                             dbname=target_db) == [("dr_pre",)]
         assert undelivered(target, "dr_pre", target_db) == pending
+
+
+def test_inbox_rows_survive_a_dump(source, target, target_db, receiver, source_endpoints):
+    """callback.inbox: deliveries committed into callback_inbox and not yet
+    moved by the worker at dump time are in the dump, and the restored
+    database moves and delivers each of them once, with its webhook-id."""
+    ep = "dr_inbox"
+    source_endpoints.append(ep)
+    source.execute("SELECT callback.create_endpoint(%s, %s, event_types => '{inbox.*}')",
+                   (ep, receiver.url("/inbox")))
+    # paused: the source never sends them (the dump carries the pause; the
+    # target resumes)
+    source.execute("SELECT callback.pause_endpoint(%s)", (ep,))
+    # the worker's move takes this lock with pg_try_advisory_xact_lock: held
+    # here, nothing moves until we let go
+    holder = source.connect()
+    try:
+        holder.cursor().execute("SELECT pg_advisory_lock(1885823842, 1768841848)")
+        writer = source.connect()
+        cur = writer.cursor()
+        cur.execute("SET callback.inbox = on")
+        cur.execute("SELECT callback.enqueue('inbox.x', jsonb_build_object('i', g)) "
+                    "  FROM generate_series(1, 25) g")
+        writer.close()
+        waiting = {webhook_id(r[0]) for r in source.query(
+            "SELECT event_id FROM callback.callback_inbox")}
+        assert len(waiting) == 25
+        assert source.scalar("SELECT count(*) FROM callback.callback_queue q "
+                             "  JOIN callback.callback_endpoints e ON e.id = q.endpoint_id "
+                             " WHERE e.name = %s", (ep,)) == 0
+        path = dump(source, "custom", "--no-sync")
+    finally:
+        holder.close()
+    n_before = receiver.count()
+    p = restore(target, path)
+    assert "ERROR" not in p.stdout, p.stdout
+    target.execute("SELECT callback.resume_endpoint(%s)", (ep,), dbname=target_db)
+
+    target.wait_until(lambda: receiver.count("/inbox") >= 25
+                      and target.scalar("SELECT count(*) FROM callback.callback_inbox",
+                                        dbname=target_db) == 0,
+                      timeout=60, what="the restored inbox moved and delivered")
+    got = ids_received(receiver, n_before)
+    assert sorted(got) == sorted(waiting), (
+        "delivered by the restored database: %d requests; missing %r; extra %r"
+        % (len(got), waiting - set(got), set(got) - waiting))
+    # the source's worker moves them into its queue, paused, for the
+    # fixture's drop_endpoint(force) to discard
+    source.wait_until(lambda: source.scalar("SELECT count(*) FROM callback.callback_inbox") == 0,
+                      what="the source's inbox moved")
