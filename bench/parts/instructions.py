@@ -28,8 +28,9 @@ the work measured, so start-up and shut-down cancel:
      the rest of an event's way in, its move into callback_queue: the inbox
      filled with N and then 3N row-trigger events (single-row transactions,
      endpoint paused: nothing is delivered), moved by a fresh worker (its
-     cycles as they run: about half a backlog of more than 2,000 rows per call) and, apart, by one
-     backend calling callback._move_inbox(1000000) (one statement):
+     cycles as they run: about half a backlog of more than 2,000 rows per
+     call) and, apart, by one backend calling callback._move_inbox(1000000)
+     (one statement):
      (cost(3N) - cost(N)) / (moved(3N) - moved(N)) per moved row.  The
      report adds the worker's figure to the producer's: "producer + move"
      per event beside the direct path's producer cost.
@@ -651,7 +652,8 @@ def inbox_markdown(t):
           "worker then moves it into `callback_queue` (its index entries and identity value). The inbox "
           "was filled with %s and then %s row-trigger events, one single-row transaction each (endpoint "
           "paused: nothing delivered), and moved: by a fresh worker, woken once (its cycles as they "
-          "run: oldest written first, about half a backlog of more than 2,000 rows per call; it called %s %s and %s times), "
+          "run: oldest written first, about half a backlog of more than 2,000 rows per call; it "
+          "called %s %s and %s times), "
           "**%s instructions per moved row**; by one session calling "
           "`callback._move_inbox(1000000)` (one statement), %s per moved row. Each: (cost(%s) - "
           "cost(%s)) / rows moved in between. The worker's figure includes what a cycle with nothing "
