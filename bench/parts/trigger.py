@@ -401,8 +401,8 @@ def meets(setting, single, bulk):
 
 def meets_line(target, yes, no):
     # the labels hold commas: items apart with semicolons
-    return "%s: met by %s. Not met by %s." % (target, "; ".join(SHORT[v] for v in yes) or "none",
-                                              "; ".join(SHORT[v] for v in no) or "none")
+    line = "%s: met by %s." % (target, "; ".join(SHORT[v] for v in yes) if yes else "none")
+    return line + (" Not met by %s." % "; ".join(SHORT[v] for v in no) if no else " Met by all.")
 
 
 def run(env):
