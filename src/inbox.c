@@ -5,23 +5,64 @@
  *		heap tuple and no index entry; the worker, at the start of each
  *		cycle, moves them into callback_queue with one statement.
  *
- * This file holds the two ends that are not queue_insert.c's: the counter
- * that orders one backend's inbox rows, and the worker's call of the move.
+ * This file holds what is not queue_insert.c's: the counter that orders
+ * one backend's inbox rows, and the move, callback._move_inbox(), which the
+ * worker calls at the start of each cycle.
+ *
+ * The move is C rather than one INSERT ... SELECT FROM (DELETE ...
+ * RETURNING) ORDER BY: the statement cost 40k instructions per row, half of
+ * it the executor's projections, the CTE and a sort of whole rows with
+ * their bodies.  Here a scan keeps the keys of the oldest rows (a bounded
+ * heap), sorts them, and each row is deleted from the inbox and written into
+ * the queue through queue_insert.c's multi-insert.
+ *
+ * Order: rows move in the order they were written (written_at, then the
+ * transaction and the backend's counter for rows of the same microsecond):
+ * the order nextval gives queue ids on the direct path.  A prefix of that
+ * order, moved now, never leaves behind a row that must come first: such a
+ * row was written before the other's transaction committed, so it is older
+ * and had committed before our snapshot was taken.
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
+#include "lib/binaryheap.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
+#include "parser/parse_relation.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "inbox.h"
 #include "pg_callback.h"
 #include "queue.h"
+#include "queue_insert.h"
 
 PG_FUNCTION_INFO_V1(inbox_seq);
+PG_FUNCTION_INFO_V1(move_inbox);
+
+/* The advisory lock of the mover: 'pgcb' and 'inbx' as integers. */
+#define MOVER_LOCK_KEY1 1885823842
+#define MOVER_LOCK_KEY2 1768841848
+
+/*
+ * Most rows one call moves, whatever waits: the keys kept while scanning
+ * (32 bytes each) stay within 32 MB.  A larger backlog moves in more calls,
+ * each reading what is left.
+ */
+#define MOVE_CAP 1000000
 
 /* The order of this backend's inbox rows; with xact, of all of them. */
 static int64 next_seq = 0;
@@ -77,4 +118,280 @@ pgcb_inbox_move(int max)
 	/* a DELETE meeting a row lock held elsewhere: the next cycle moves it */
 	(void) pgcb_queue_run_step(move_step, &ms);
 	return ms.n;
+}
+
+/* An inbox row's place in the order, and where it is. */
+typedef struct MoveKey
+{
+	TimestampTz written_at;
+	int64		xact;
+	int64		seq;
+	ItemPointerData tid;
+} MoveKey;
+
+static int
+key_cmp(const MoveKey *a, const MoveKey *b)
+{
+	if (a->written_at != b->written_at)
+		return a->written_at < b->written_at ? -1 : 1;
+	if (a->xact != b->xact)
+		return a->xact < b->xact ? -1 : 1;
+	if (a->seq != b->seq)
+		return a->seq < b->seq ? -1 : 1;
+	return ItemPointerCompare((ItemPointer) &a->tid, (ItemPointer) &b->tid);
+}
+
+static int
+key_qsort_cmp(const void *a, const void *b)
+{
+	return key_cmp((const MoveKey *) a, (const MoveKey *) b);
+}
+
+/* binaryheap keeps the largest on top: the youngest of the oldest kept */
+static int
+key_heap_cmp(Datum a, Datum b, void *arg)
+{
+	return key_cmp((const MoveKey *) DatumGetPointer(a), (const MoveKey *) DatumGetPointer(b));
+}
+
+/* The inbox's columns, by name: the table is the extension's own. */
+typedef struct InboxAtts
+{
+	AttrNumber	xact;
+	AttrNumber	seq;
+	AttrNumber	event_id;
+	AttrNumber	endpoint_id;
+	AttrNumber	event_type;
+	AttrNumber	body;
+	AttrNumber	ordering_key;
+	AttrNumber	traceparent;
+	AttrNumber	tracestate;
+	AttrNumber	created_at;
+	AttrNumber	written_at;
+} InboxAtts;
+
+static AttrNumber
+inbox_att(Relation rel, const char *name)
+{
+	AttrNumber	attnum = attnameAttNum(rel, name, false);
+
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("callback.callback_inbox has no column \"%s\"", name),
+				 errhint("The extension's tables were changed by hand; reinstall pg_callback.")));
+	return attnum;
+}
+
+static void
+inbox_atts(Relation rel, InboxAtts *a)
+{
+	a->xact = inbox_att(rel, "xact");
+	a->seq = inbox_att(rel, "seq");
+	a->event_id = inbox_att(rel, "event_id");
+	a->endpoint_id = inbox_att(rel, "endpoint_id");
+	a->event_type = inbox_att(rel, "event_type");
+	a->body = inbox_att(rel, "body");
+	a->ordering_key = inbox_att(rel, "ordering_key");
+	a->traceparent = inbox_att(rel, "traceparent");
+	a->tracestate = inbox_att(rel, "tracestate");
+	a->created_at = inbox_att(rel, "created_at");
+	a->written_at = inbox_att(rel, "written_at");
+}
+
+/* A NOT NULL column of the slot's row (the table says so; checked anyway). */
+static Datum
+required(TupleTableSlot *slot, AttrNumber attnum)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, attnum, &isnull);
+
+	if (isnull)
+		elog(ERROR, "callback.callback_inbox: column %d is NULL", attnum);
+	return d;
+}
+
+static char *
+optional_cstring(TupleTableSlot *slot, AttrNumber attnum)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, attnum, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
+ * Scan the inbox: the keys of the oldest rows visible to snapshot, at most
+ * cap of them (a bounded heap holds the cap oldest seen so far), into keys;
+ * returns how many rows are visible, and in *nkept how many keys were kept.
+ */
+static int64
+scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey *keys, int cap,
+			int *nkept)
+{
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+	binaryheap *heap = binaryheap_allocate(cap, key_heap_cmp, NULL);
+	int64		visible = 0;
+	int			n = 0;
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		MoveKey		k;
+
+		CHECK_FOR_INTERRUPTS();
+		k.written_at = DatumGetTimestampTz(required(slot, a->written_at));
+		k.xact = DatumGetInt64(required(slot, a->xact));
+		k.seq = DatumGetInt64(required(slot, a->seq));
+		k.tid = slot->tts_tid;
+		visible++;
+		if (n < cap)
+		{
+			keys[n] = k;
+			binaryheap_add_unordered(heap, PointerGetDatum(&keys[n]));
+			if (++n == cap)
+				binaryheap_build(heap);
+		}
+		else
+		{
+			MoveKey    *top = (MoveKey *) DatumGetPointer(binaryheap_first(heap));
+
+			if (key_cmp(&k, top) < 0)
+			{
+				*top = k;
+				binaryheap_replace_first(heap, PointerGetDatum(top));
+			}
+		}
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	binaryheap_free(heap);
+	*nkept = n;
+	return visible;
+}
+
+/*
+ * Delete the row at key->tid and write it into the queue.  A row deleted
+ * meanwhile (drop_endpoint(force), or by hand) is not moved: false.
+ */
+static bool
+move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key,
+		 TupleTableSlot *slot)
+{
+	ItemPointerData tid = key->tid;
+	TM_FailureData tmfd;
+	TM_Result	res;
+	PgcbEventRow ev;
+	text	   *body;
+
+	if (!table_tuple_fetch_row_version(rel, &tid, snapshot, slot))
+		return false;
+	res = table_tuple_delete(rel, &tid, GetCurrentCommandId(true), snapshot, InvalidSnapshot,
+							 true, &tmfd, false);
+	if (res != TM_Ok)
+		return false;
+
+	memset(&ev, 0, sizeof(ev));
+	memcpy(&ev.event_id, DatumGetUUIDP(required(slot, a->event_id)), sizeof(pg_uuid_t));
+	ev.event_type = TextDatumGetCString(required(slot, a->event_type));
+	body = DatumGetTextPP(required(slot, a->body));
+	ev.body = VARDATA_ANY(body);
+	ev.body_len = VARSIZE_ANY_EXHDR(body);
+	ev.ordering_key = optional_cstring(slot, a->ordering_key);
+	ev.traceparent = optional_cstring(slot, a->traceparent);
+	ev.tracestate = optional_cstring(slot, a->tracestate);
+	pgcb_queue_insert_moved(&ev, DatumGetInt32(required(slot, a->endpoint_id)),
+							ev.ordering_key != NULL,
+							DatumGetTimestampTz(required(slot, a->created_at)));
+	return true;
+}
+
+/*
+ * callback._move_inbox(max_rows integer) returns bigint: move committed
+ * inbox rows into callback_queue as pending deliveries, in the order they
+ * were written; returns how many moved.
+ *	- up to max_rows waiting: all of them;
+ *	- more (a backlog, after the worker was away): the oldest half of them,
+ *	  max_rows at least (and MOVE_CAP at most).  A call that leaves rows
+ *	  behind has moved max_rows at least, which tells the worker to go on,
+ *	  and a backlog of N moves in about log2 N calls, each reading what is
+ *	  left once.
+ * One mover at a time in a database (the others return 0 at once), so that
+ * queue ids follow that order.  An endpoint dropped meanwhile leaves rows
+ * that the orphan sweep makes dead letters ("endpoint dropped"), as it does
+ * for the trigger's own rows.
+ */
+Datum
+move_inbox(PG_FUNCTION_ARGS)
+{
+	int32		max_rows;
+	int			cap;
+	Relation	rel;
+	InboxAtts	atts;
+	Snapshot	snapshot;
+	MemoryContext cxt;
+	MemoryContext old;
+	MoveKey    *keys;
+	int			nkept;
+	int64		visible;
+	int64		want;
+	int64		moved = 0;
+	bool		batch;
+	TupleTableSlot *slot;
+	MemoryContext row_cxt;
+
+	if (PG_ARGISNULL(0) || PG_GETARG_INT32(0) < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rows must be at least 1, not %s",
+						PG_ARGISNULL(0) ? "NULL" : psprintf("%d", PG_GETARG_INT32(0))),
+				 errhint("Give how many waiting rows may move at once, such as 2000.")));
+	max_rows = PG_GETARG_INT32(0);
+	if (!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
+										  Int32GetDatum(MOVER_LOCK_KEY1),
+										  Int32GetDatum(MOVER_LOCK_KEY2))))
+		PG_RETURN_INT64(0);
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback inbox move",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	rel = table_open(pgcb_inbox_relid(), RowExclusiveLock);
+	inbox_atts(rel, &atts);
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+
+	cap = Max(max_rows, MOVE_CAP);
+	cap = Min(cap, (int) (MaxAllocSize / sizeof(MoveKey)));
+	keys = palloc(sizeof(MoveKey) * cap);
+	visible = scan_oldest(rel, snapshot, &atts, keys, cap, &nkept);
+	want = visible <= max_rows ? visible : Max(max_rows, visible / 2);
+	want = Min(want, nkept);
+	qsort(keys, nkept, sizeof(MoveKey), key_qsort_cmp);
+
+	/*
+	 * One heap multi-insert per 1,000 rows or 64 kB (queue_insert.c's
+	 * batch, which copies each row it buffers); a row's own strings go with
+	 * row_cxt.
+	 */
+	slot = table_slot_create(rel, NULL);
+	row_cxt = AllocSetContextCreate(cxt, "pg_callback inbox row", ALLOCSET_DEFAULT_SIZES);
+	batch = pgcb_queue_batch_begin();
+	for (int64 i = 0; i < want; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextSwitchTo(row_cxt);
+		if (move_one(rel, snapshot, &atts, &keys[i], slot))
+			moved++;
+		ExecClearTuple(slot);
+		MemoryContextSwitchTo(cxt);
+		MemoryContextReset(row_cxt);
+	}
+	if (batch)
+		pgcb_queue_batch_end();
+	ExecDropSingleTupleTableSlot(slot);
+
+	UnregisterSnapshot(snapshot);
+	table_close(rel, NoLock);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	PG_RETURN_INT64(moved);
 }

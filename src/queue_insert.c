@@ -86,6 +86,7 @@ typedef struct QueueShape
 	AttrNumber	att_ordering_key;	/* the event's optional attributes */
 	AttrNumber	att_traceparent;
 	AttrNumber	att_tracestate;
+	AttrNumber	att_created_at;	/* set from the inbox row by a move */
 	ExprState **defaults;		/* [natts]; NULL: given, dropped or no default */
 	ExprContext *econtext;		/* evaluates the defaults; reset per row */
 	int			nindexes;
@@ -235,11 +236,24 @@ register_callbacks(void)
 	}
 }
 
-/* Where new rows go now: the queue, or the inbox (callback.inbox). */
+/*
+ * A move from the inbox (pgcb_queue_insert_moved) under way: rows go into
+ * the queue whatever callback.inbox says, with the inbox row's created_at.
+ */
+static bool moving = false;
+static TimestampTz moving_created_at;
+
+/* Whether new rows go into the inbox now (callback.inbox), not the queue. */
+static bool
+target_is_inbox(void)
+{
+	return pgcb_inbox && !moving;
+}
+
 static Oid
 lookup_target_relid(void)
 {
-	return pgcb_inbox ? pgcb_inbox_relid() : pgcb_session_relid("callback_queue");
+	return target_is_inbox() ? pgcb_inbox_relid() : pgcb_session_relid("callback_queue");
 }
 
 static AttrNumber
@@ -314,6 +328,7 @@ build_shape(Relation rel, bool inbox)
 	s->att_ordering_key = attnameAttNum(rel, "ordering_key", false);
 	s->att_traceparent = attnameAttNum(rel, "traceparent", false);
 	s->att_tracestate = attnameAttNum(rel, "tracestate", false);
+	s->att_created_at = attnameAttNum(rel, "created_at", false);
 	s->defaults = palloc0(sizeof(ExprState *) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -378,7 +393,7 @@ open_queue(void)
 	Oid			relid;
 
 	/* callback.inbox changed in the transaction (SET LOCAL): the other table */
-	if (xact_open != NULL && xact_open->inbox != pgcb_inbox)
+	if (xact_open != NULL && xact_open->inbox != target_is_inbox())
 		xact_open_stale = true;
 	if (xact_open != NULL && !xact_open_stale)
 		return xact_open;
@@ -401,7 +416,7 @@ open_queue(void)
 	}
 	register_callbacks();
 
-	relid = (shape != NULL && !shape_stale && shape->inbox == pgcb_inbox) ?
+	relid = (shape != NULL && !shape_stale && shape->inbox == target_is_inbox()) ?
 		shape->relid : lookup_target_relid();
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	q = palloc0(sizeof(QueueOpen));
@@ -409,7 +424,7 @@ open_queue(void)
 	PG_TRY();
 	{
 		q->rel = table_open(relid, RowExclusiveLock);
-		q->inbox = pgcb_inbox;
+		q->inbox = target_is_inbox();
 		check_queue(q->rel);
 		q->estate = CreateExecutorState();
 		q->rri = makeNode(ResultRelInfo);
@@ -564,6 +579,11 @@ form_row(QueueOpen *q, QueueShape *s, TupleTableSlot *slot, const PgcbEventRow *
 	set_optional(values, isnull, s->att_ordering_key, ordered ? d->key : (Datum) 0);
 	set_optional(values, isnull, s->att_traceparent, d->traceparent);
 	set_optional(values, isnull, s->att_tracestate, d->tracestate);
+	if (moving && s->att_created_at != InvalidAttrNumber)
+	{
+		values[s->att_created_at - 1] = TimestampTzGetDatum(moving_created_at);
+		isnull[s->att_created_at - 1] = false;
+	}
 	ExecStoreVirtualTuple(slot);
 
 	if (q->check_constraints)
@@ -747,4 +767,21 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		pfree(DatumGetPointer(d.traceparent));
 	if (d.tracestate != (Datum) 0)
 		pfree(DatumGetPointer(d.tracestate));
+}
+
+void
+pgcb_queue_insert_moved(const PgcbEventRow *ev, int32 endpoint_id, bool ordered,
+						TimestampTz created_at)
+{
+	moving = true;
+	moving_created_at = created_at;
+	PG_TRY();
+	{
+		pgcb_queue_insert(ev, &endpoint_id, &ordered, 1);
+	}
+	PG_FINALLY();
+	{
+		moving = false;
+	}
+	PG_END_TRY();
 }

@@ -5,6 +5,7 @@
 #ifndef PGCB_QUEUE_INSERT_H
 #define PGCB_QUEUE_INSERT_H
 
+#include "datatype/timestamp.h"
 #include "event.h"
 
 /*
@@ -16,6 +17,15 @@
  */
 extern void pgcb_queue_insert(const PgcbEventRow *ev, const int32 *endpoint_ids,
 							  const bool *ordered, int n_endpoints);
+
+/*
+ * inbox.c's move: one delivery that waited in callback_inbox, written into
+ * callback_queue whatever callback.inbox says, with the created_at it had
+ * there (the event's time); the key is stored where ordered.  Buffered in
+ * an open batch like any other row.
+ */
+extern void pgcb_queue_insert_moved(const PgcbEventRow *ev, int32 endpoint_id, bool ordered,
+									TimestampTz created_at);
 
 /*
  * A batch: until pgcb_queue_batch_end, the rows pgcb_queue_insert is given
