@@ -306,6 +306,8 @@ build_shape(Relation rel, bool inbox)
 	MemoryContext old;
 	QueueShape *s;
 	TupleDesc	desc = RelationGetDescr(rel);
+	Oid			save_userid;
+	int			save_sec_context;
 
 	if (shape != NULL)
 	{
@@ -330,6 +332,17 @@ build_shape(Relation rel, bool inbox)
 	s->att_tracestate = attnameAttNum(rel, "tracestate", false);
 	s->att_created_at = attnameAttNum(rel, "created_at", false);
 	s->defaults = palloc0(sizeof(ExprState *) * desc->natts);
+
+	/*
+	 * As the owner: preparing an expression checks EXECUTE on its functions
+	 * (callback._inbox_seq() is the owner's alone), and the rows are the
+	 * owner's inserts, whoever's write prepares them first.  An error here
+	 * needs no cleanup (see become_owner).
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 	for (int i = 0; i < desc->natts; i++)
 	{
 		AttrNumber	attnum = i + 1;
@@ -379,6 +392,7 @@ build_shape(Relation rel, bool inbox)
 			index_close(irel, AccessShareLock);
 		}
 	}
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 	MemoryContextSwitchTo(old);
 	shape = s;
 	shape_stale = false;
