@@ -154,6 +154,10 @@ INSERT INTO fuzz_case (fn, cmd) VALUES
     ('callback.enqueue(text,jsonb,text,text,text)', $$SELECT callback.enqueue('regress_fuzz.x', '{}', NULL, NULL, NULL) IS NOT NULL$$),
     ('callback._calling_role()', $$SELECT callback._calling_role() = current_user$$),
     ('callback._inbox_seq()', $$SELECT callback._inbox_seq() < callback._inbox_seq()$$),
+    ('callback._move_inbox(integer)', $$SELECT callback._move_inbox(NULL)$$),
+    ('callback._move_inbox(integer)', $$SELECT callback._move_inbox(0)$$),
+    ('callback._move_inbox(integer)', $$SELECT callback._move_inbox(-2147483648)$$),
+    ('callback._move_inbox(integer)', $$SELECT callback._move_inbox(2147483647) >= 0$$),
 
     ('callback.trigger()', $$SELECT callback.trigger()$$),
     ('callback.trigger()', $$INSERT INTO fuzz_before VALUES (1)$$),

@@ -445,17 +445,28 @@ open_queue(void)
 		InitResultRelInfo(q->rri, q->rel, 0, NULL, 0);
 		q->slot = MakeSingleTupleTableSlot(RelationGetDescr(q->rel), &TTSOpsVirtual);
 		q->check_constraints = RelationGetDescr(q->rel)->constr != NULL;
+		/* opening took the lock, which read any pending invalidation */
+		if (shape == NULL || shape_stale || shape->relid != relid)
+			build_shape(q->rel, q->inbox);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		/*
+		 * Held by the top-level transaction's owner: a savepoint that
+		 * catches this error would not release them, and its commit would
+		 * warn of leaked references.
+		 */
+		if (q->slot != NULL)
+			ExecDropSingleTupleTableSlot(q->slot);
+		if (q->rel != NULL)
+			table_close(q->rel, NoLock);
 		CurrentResourceOwner = save_owner;
 		MemoryContextSwitchTo(old);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
-
-	/* opening took the lock, which read any pending invalidation */
-	if (shape == NULL || shape_stale || shape->relid != relid)
-		build_shape(q->rel, q->inbox);
+	CurrentResourceOwner = save_owner;
+	MemoryContextSwitchTo(old);
 	q->nindexes = shape->nindexes;
 	q->index_rel = MemoryContextAllocZero(TopTransactionContext, sizeof(Relation) * Max(q->nindexes, 1));
 	q->index_info = MemoryContextAllocZero(TopTransactionContext, sizeof(IndexInfo *) * Max(q->nindexes, 1));
