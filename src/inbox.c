@@ -34,11 +34,11 @@
 #include "fmgr.h"
 #include "lib/binaryheap.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "parser/parse_relation.h"
 #include "utils/builtins.h"
-#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -49,13 +49,19 @@
 #include "pg_callback.h"
 #include "queue.h"
 #include "queue_insert.h"
+#include "session.h"
 
 PG_FUNCTION_INFO_V1(inbox_seq);
 PG_FUNCTION_INFO_V1(move_inbox);
 
-/* The advisory lock of the mover: 'pgcb' and 'inbx' as integers. */
-#define MOVER_LOCK_KEY1 1885823842
-#define MOVER_LOCK_KEY2 1768841848
+/*
+ * One mover at a time: SHARE UPDATE EXCLUSIVE on the inbox, which conflicts
+ * with itself (and VACUUM, ANALYZE), not with the producers' inserts.  Not
+ * an advisory lock: any role may take one of those and stop every move;
+ * LOCK TABLE in this mode needs more than SELECT on the inbox, which only
+ * its owner has.
+ */
+#define MOVER_LOCK ShareUpdateExclusiveLock
 
 /*
  * Most rows one call moves, whatever waits: the keys kept while scanning
@@ -74,10 +80,17 @@ inbox_seq(PG_FUNCTION_ARGS)
 }
 
 Oid
-pgcb_inbox_relid(void)
+pgcb_inbox_relid_if_any(void)
 {
 	Oid			nsp = get_namespace_oid(PGCB_SCHEMA_NAME, true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("callback_inbox", nsp) : InvalidOid;
+
+	return OidIsValid(nsp) ? get_relname_relid("callback_inbox", nsp) : InvalidOid;
+}
+
+Oid
+pgcb_inbox_relid(void)
+{
+	Oid			relid = pgcb_inbox_relid_if_any();
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
@@ -87,37 +100,73 @@ pgcb_inbox_relid(void)
 	return relid;
 }
 
-typedef struct MoveStep
-{
-	Oid			fn;
-	int			max;
-	uint64		n;
-} MoveStep;
+/* The last time a failed move was logged: at most once a minute. */
+static TimestampTz last_failure_logged = 0;
 
-static void
-move_step(void *arg)
-{
-	MoveStep   *ms = (MoveStep *) arg;
-
-	ms->n = (uint64) DatumGetInt64(OidFunctionCall1(ms->fn, Int32GetDatum(ms->max)));
-}
-
+/*
+ * In a subtransaction of its own, as the extension's owner (session.c): an
+ * error other than a cancel or a shutdown is the move's alone.  It is
+ * logged (once a minute while it lasts: the inbox's backlog in
+ * callback_health tells how long) and the cycle goes on to deliver what
+ * the queue holds, rather than ending the worker, which would meet the same
+ * error after each restart.
+ */
 uint64
 pgcb_inbox_move(int max)
 {
 	Oid			argtypes[1] = {INT4OID};
-	MoveStep	ms;
+	Oid			fn;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile uint64 n = 0;
 
 	/* by name and schema, not search_path; absent below 1.1: nothing to move */
-	ms.fn = LookupFuncName(list_make2(makeString(PGCB_SCHEMA_NAME), makeString("_move_inbox")),
-						   1, argtypes, true);
-	if (!OidIsValid(ms.fn))
+	fn = LookupFuncName(list_make2(makeString(PGCB_SCHEMA_NAME), makeString("_move_inbox")),
+						1, argtypes, true);
+	if (!OidIsValid(fn))
 		return 0;
-	ms.max = max;
-	ms.n = 0;
-	/* a DELETE meeting a row lock held elsewhere: the next cycle moves it */
-	(void) pgcb_queue_run_step(move_step, &ms);
-	return ms.n;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		PgcbSession sess;
+
+		pgcb_session_enter(&sess);
+		n = (uint64) DatumGetInt64(OidFunctionCall1(fn, Int32GetDatum(max)));
+		pgcb_session_leave(&sess);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		TimestampTz now = GetCurrentTimestamp();
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			ReThrowError(edata);
+		if (TimestampDifferenceExceeds(last_failure_logged, now, 60 * 1000))
+		{
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("pg_callback: moving callback_inbox into callback_queue failed: %s",
+							edata->message),
+					 errdetail("The inbox's rows wait (callback_health counts them); deliveries already in the queue go on."),
+					 errhint("Fix the cause; the worker tries again at each cycle and logs this once a minute while it fails.")));
+			last_failure_logged = now;
+		}
+		FreeErrorData(edata);
+		n = 0;
+	}
+	PG_END_TRY();
+	return n;
 }
 
 /* An inbox row's place in the order, and where it is. */
@@ -271,37 +320,85 @@ scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey *keys, 
 }
 
 /*
- * Delete the row at key->tid and write it into the queue.  A row deleted
- * meanwhile (drop_endpoint(force), or by hand) is not moved: false.
+ * Keys (endpoint, ordering key) held back in this call: one of their rows
+ * is locked by another transaction (a drop_endpoint(force) not yet
+ * committed, an operator's DELETE), so their later rows wait too, and
+ * their order stays.  Rows with no key have no order to keep.
+ */
+typedef struct HeldKey
+{
+	int32		endpoint_id;
+	char	   *key;
+} HeldKey;
+
+static bool
+is_held(List *held, int32 endpoint_id, const char *key)
+{
+	ListCell   *lc;
+
+	if (key == NULL)
+		return false;
+	foreach(lc, held)
+	{
+		HeldKey    *h = (HeldKey *) lfirst(lc);
+
+		if (h->endpoint_id == endpoint_id && strcmp(h->key, key) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Delete the row at key->tid and write it into the queue; true if moved.
+ * A row deleted meanwhile (drop_endpoint(force), by hand) is not moved; a
+ * row locked by a transaction still open is not waited for: it, and the
+ * later rows of its key, wait for the next call (*held, in held_cxt).
  */
 static bool
 move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key,
-		 TupleTableSlot *slot)
+		 TupleTableSlot *slot, List **held, MemoryContext held_cxt)
 {
 	ItemPointerData tid = key->tid;
 	TM_FailureData tmfd;
 	TM_Result	res;
 	PgcbEventRow ev;
 	text	   *body;
+	int32		endpoint_id;
 
 	if (!table_tuple_fetch_row_version(rel, &tid, snapshot, slot))
 		return false;
+	endpoint_id = DatumGetInt32(required(slot, a->endpoint_id));
+	memset(&ev, 0, sizeof(ev));
+	ev.ordering_key = optional_cstring(slot, a->ordering_key);
+	if (is_held(*held, endpoint_id, ev.ordering_key))
+		return false;
 	res = table_tuple_delete(rel, &tid, GetCurrentCommandId(true), snapshot, InvalidSnapshot,
-							 true, &tmfd, false);
+							 false, &tmfd, false);
+	if (res == TM_BeingModified || res == TM_WouldBlock)
+	{
+		if (ev.ordering_key != NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(held_cxt);
+			HeldKey    *h = palloc(sizeof(HeldKey));
+
+			h->endpoint_id = endpoint_id;
+			h->key = pstrdup(ev.ordering_key);
+			*held = lappend(*held, h);
+			MemoryContextSwitchTo(old);
+		}
+		return false;
+	}
 	if (res != TM_Ok)
 		return false;
 
-	memset(&ev, 0, sizeof(ev));
 	memcpy(&ev.event_id, DatumGetUUIDP(required(slot, a->event_id)), sizeof(pg_uuid_t));
 	ev.event_type = TextDatumGetCString(required(slot, a->event_type));
 	body = DatumGetTextPP(required(slot, a->body));
 	ev.body = VARDATA_ANY(body);
 	ev.body_len = VARSIZE_ANY_EXHDR(body);
-	ev.ordering_key = optional_cstring(slot, a->ordering_key);
 	ev.traceparent = optional_cstring(slot, a->traceparent);
 	ev.tracestate = optional_cstring(slot, a->tracestate);
-	pgcb_queue_insert_moved(&ev, DatumGetInt32(required(slot, a->endpoint_id)),
-							ev.ordering_key != NULL,
+	pgcb_queue_insert_moved(&ev, endpoint_id, ev.ordering_key != NULL,
 							DatumGetTimestampTz(required(slot, a->created_at)));
 	return true;
 }
@@ -325,6 +422,7 @@ Datum
 move_inbox(PG_FUNCTION_ARGS)
 {
 	int32		max_rows;
+	Oid			relid;
 	int			cap;
 	Relation	rel;
 	InboxAtts	atts;
@@ -339,6 +437,7 @@ move_inbox(PG_FUNCTION_ARGS)
 	bool		batch;
 	TupleTableSlot *slot;
 	MemoryContext row_cxt;
+	List	   *held = NIL;
 
 	if (PG_ARGISNULL(0) || PG_GETARG_INT32(0) < 1)
 		ereport(ERROR,
@@ -347,15 +446,14 @@ move_inbox(PG_FUNCTION_ARGS)
 						PG_ARGISNULL(0) ? "NULL" : psprintf("%d", PG_GETARG_INT32(0))),
 				 errhint("Give how many waiting rows may move at once, such as 2000.")));
 	max_rows = PG_GETARG_INT32(0);
-	if (!DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
-										  Int32GetDatum(MOVER_LOCK_KEY1),
-										  Int32GetDatum(MOVER_LOCK_KEY2))))
+	relid = pgcb_inbox_relid();
+	if (!ConditionalLockRelationOid(relid, MOVER_LOCK))
 		PG_RETURN_INT64(0);
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback inbox move",
 								ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	rel = table_open(pgcb_inbox_relid(), RowExclusiveLock);
+	rel = table_open(relid, RowExclusiveLock);
 	inbox_atts(rel, &atts);
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 
@@ -379,7 +477,7 @@ move_inbox(PG_FUNCTION_ARGS)
 	{
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(row_cxt);
-		if (move_one(rel, snapshot, &atts, &keys[i], slot))
+		if (move_one(rel, snapshot, &atts, &keys[i], slot, &held, cxt))
 			moved++;
 		ExecClearTuple(slot);
 		MemoryContextSwitchTo(cxt);

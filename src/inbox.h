@@ -9,8 +9,10 @@
 /* Up to this many waiting rows move at once; a backlog moves by halves. */
 #define PGCB_INBOX_MOVE_MAX 2000
 
-/* The inbox's OID: an error when the schema predates it. */
+/* The inbox's OID: an error when the schema predates it (1.0). */
 extern Oid	pgcb_inbox_relid(void);
+/* The inbox's OID, or InvalidOid when the schema predates it. */
+extern Oid	pgcb_inbox_relid_if_any(void);
 
 /*
  * Move committed inbox rows into callback_queue, oldest first, in the

@@ -250,10 +250,31 @@ target_is_inbox(void)
 	return pgcb_inbox && !moving;
 }
 
-static Oid
+/*
+ * The inbox, or the queue.  A database whose pg_callback predates the inbox
+ * (1.0, awaiting ALTER EXTENSION UPDATE) while callback.inbox is on for the
+ * whole server: its writes go into the queue, as they did, and the log says
+ * so once per session.
+ */
+static pg_noinline Oid
 lookup_target_relid(void)
 {
-	return target_is_inbox() ? pgcb_inbox_relid() : pgcb_session_relid("callback_queue");
+	static bool fallback_logged = false;
+	Oid			relid;
+
+	if (!target_is_inbox())
+		return pgcb_session_relid("callback_queue");
+	relid = pgcb_inbox_relid_if_any();
+	if (OidIsValid(relid))
+		return relid;
+	if (!fallback_logged)
+	{
+		ereport(LOG,
+				(errmsg("pg_callback: callback.inbox is on, but this database's pg_callback has no callback_inbox; events go into callback_queue"),
+				 errhint("Run ALTER EXTENSION pg_callback UPDATE in this database.")));
+		fallback_logged = true;
+	}
+	return pgcb_session_relid("callback_queue");
 }
 
 static AttrNumber
@@ -270,12 +291,13 @@ given_attnum(Relation rel, const char *name)
 }
 
 static void
-unsupported(const char *what)
+unsupported(Relation rel, const char *what)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("callback.callback_queue has %s, which pg_callback's queue insert does not support", what),
-			 errhint("Remove it: the queue is the extension's own table.")));
+			 errmsg("callback.%s has %s, which pg_callback's queue insert does not support",
+					RelationGetRelationName(rel), what),
+			 errhint("Remove it: the table is the extension's own.")));
 }
 
 /* The queue must be what this file knows how to insert into. */
@@ -286,17 +308,17 @@ check_queue(Relation rel)
 	TriggerDesc *trig = rel->trigdesc;
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
-		unsupported("a kind other than a plain table");
+		unsupported(rel, "a kind other than a plain table");
 	if (trig != NULL &&
 		(trig->trig_insert_before_row || trig->trig_insert_after_row ||
 		 trig->trig_insert_instead_row || trig->trig_insert_before_statement ||
 		 trig->trig_insert_after_statement || trig->trig_insert_new_table))
-		unsupported("an INSERT trigger");
+		unsupported(rel, "an INSERT trigger");
 	/* the owner bypasses row security unless it is forced */
 	if (rel->rd_rel->relrowsecurity && rel->rd_rel->relforcerowsecurity)
-		unsupported("forced row level security");
+		unsupported(rel, "forced row level security");
 	if (desc->constr && desc->constr->has_generated_stored)
-		unsupported("a generated column");
+		unsupported(rel, "a generated column");
 }
 
 static void
@@ -378,9 +400,9 @@ build_shape(Relation rel, bool inbox)
 
 			/* what index_insert() alone does not do */
 			if (irel->rd_index->indisexclusion)
-				unsupported("an exclusion constraint");
+				unsupported(rel, "an exclusion constraint");
 			if (irel->rd_index->indisunique && !irel->rd_index->indimmediate)
-				unsupported("a deferrable unique constraint");
+				unsupported(rel, "a deferrable unique constraint");
 			s->index_oid[s->nindexes] = indexoid;
 			if (pred != NIL)
 			{

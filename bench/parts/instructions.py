@@ -72,8 +72,8 @@ EVENTS_PER_ROW = dict(trigger.EVENTS_PER_ROW, lm=0)
 INBOX_SET = "SET callback.inbox = on"
 # (inbox variant, the direct path it is compared with)
 INBOX_PAIRS = [("row_inbox", "row"), ("stmt_inbox", "stmt")]
-# callback._move_inbox's advisory lock ('pgcb', 'inbx'): held, no one moves
-MOVE_LOCK = (1885823842, 1768841848)
+# callback._move_inbox's lock (src/inbox.c): held in an open transaction, no one moves
+MOVE_LOCK = "LOCK TABLE callback.callback_inbox IN SHARE UPDATE EXCLUSIVE MODE"
 # functions of the worker's move reported by inclusive cost per moved row
 MOVE_FNS = ("pgcb_inbox_move", "ExecInsertIndexTuples", "heap_insert", "heap_delete", "nextval_internal")
 # the worker's calls counted in part 4: how many cycles and moves it took
@@ -419,19 +419,18 @@ def wait_for(what, cond, timeout=600):
 
 def worker_move_once(g, m):
     """A fresh worker moves an inbox of m events; (its pid once ended, rows
-    it moved).  The move's advisory lock is held while the inbox fills and
-    the worker starts, so that it moves nothing before its first cycle is
-    over; then released, and the worker woken."""
+    it moved).  The move's lock is held while the inbox fills and the
+    worker starts, so that it moves nothing before its first cycle is over;
+    then released, and the worker woken."""
     holder = psycopg2.connect(host=g.pgdir, port=g.pg_port, user="postgres", dbname="bench")
-    holder.autocommit = True
     try:
         with holder.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s, %s)", MOVE_LOCK)
+            cur.execute(MOVE_LOCK)
             k = fill_inbox(g, m)
             pid = new_worker(g, g.worker_pid())
             # its first cycle (the move finds the lock taken) is over: 'idle'
             wait_for("the fresh worker's first cycle", lambda: worker_state(g, pid) == "idle")
-            cur.execute("SELECT pg_advisory_unlock(%s, %s)", MOVE_LOCK)
+        holder.rollback()
     finally:
         holder.close()
     g.q("SELECT callback.wake_worker()")

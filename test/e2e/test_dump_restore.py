@@ -267,11 +267,11 @@ def test_inbox_rows_survive_a_dump(source, target, target_db, receiver, source_e
     # paused: the source never sends them (the dump carries the pause; the
     # target resumes)
     source.execute("SELECT callback.pause_endpoint(%s)", (ep,))
-    # the worker's move takes this lock with pg_try_advisory_xact_lock: held
+    # the worker's move takes this lock conditionally (src/inbox.c): held
     # here, nothing moves until we let go
-    holder = source.connect()
+    holder = source.connect(autocommit=False)
     try:
-        holder.cursor().execute("SELECT pg_advisory_lock(1885823842, 1768841848)")
+        holder.cursor().execute("LOCK TABLE callback.callback_inbox IN SHARE UPDATE EXCLUSIVE MODE")
         writer = source.connect()
         cur = writer.cursor()
         cur.execute("SET callback.inbox = on")
@@ -286,6 +286,7 @@ def test_inbox_rows_survive_a_dump(source, target, target_db, receiver, source_e
                              " WHERE e.name = %s", (ep,)) == 0
         path = dump(source, "custom", "--no-sync")
     finally:
+        holder.rollback()
         holder.close()
     n_before = receiver.count()
     p = restore(target, path)

@@ -25,9 +25,10 @@ them.
   moves and delivers.
 
 Moves are held back, where a test needs a backlog, by holding the movers'
-advisory lock (callback._move_inbox takes it with pg_try_advisory_xact_lock
-and moves nothing without it); each such test first checks that the lock
-does hold moves back.  Real parts only: a throwaway cluster, the worker,
+lock (callback._move_inbox takes SHARE UPDATE EXCLUSIVE on callback_inbox
+with a conditional lock and moves nothing without it; a superuser session
+of the test holds it with LOCK TABLE); each such test first checks that the
+lock does hold moves back.  Real parts only: a throwaway cluster, the worker,
 test/receiver.py on loopback.  Every wait is bounded.
 """
 
@@ -43,8 +44,8 @@ from faults_util import IdTracker, diagnostics, msg_id, queue_status
 
 CLUSTER_CONF = {"callback.inbox": True}
 
-# sql/upgrade-1.1/58-inbox.sql: the key of the movers' advisory lock
-MOVER_LOCK = (1885823842, 1768841848)
+# src/inbox.c: the movers' lock, which a superuser may take too
+MOVER_LOCK = "LOCK TABLE callback.callback_inbox IN SHARE UPDATE EXCLUSIVE MODE"
 NO_SUCH_DB = "pgcb_inbox_no_worker_here"
 
 
@@ -103,17 +104,16 @@ def assert_each_once(cluster, eid, expected, what):
 
 @contextlib.contextmanager
 def moves_held(cluster):
-    """Hold the movers' advisory lock in a session of our own: while held,
+    """Hold the movers' lock in a transaction of our own: while it is open,
     no worker or process_callbacks() moves anything out of the inbox."""
-    conn = cluster.connect()
+    conn = cluster.connect(autocommit=False)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s, %s)", MOVER_LOCK)
+            cur.execute(MOVER_LOCK)
         yield conn
     finally:
         try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s, %s)", MOVER_LOCK)
+            conn.rollback()
         except Exception:
             pass  # the server went away with it (a crash test)
         conn.close()
