@@ -34,9 +34,15 @@ def inbox_and_queue(cluster, eid):
         (eid, eid))[0]
 
 
-def new_worker(cluster, old):
-    return cluster.wait_until(lambda: cluster.worker_pid() not in (None, old), timeout=60,
-                              what="a new worker for %s" % cluster.dbname)
+def enqueue_directly(cluster, sql):
+    """Run sql in a session of its own with callback.inbox off: into the queue."""
+    conn = cluster.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET callback.inbox = off")
+            cur.execute(sql)
+    finally:
+        conn.close()
 
 
 def test_a_role_without_privileges_cannot_stop_the_moves(cluster, receiver, endpoint_factory):
@@ -78,13 +84,7 @@ def test_a_failing_move_does_not_stop_deliveries_already_queued(cluster, receive
         cluster.execute("SELECT callback.enqueue('ibrbad.e', '{}')")
         cluster.wait_until(lambda: "moving callback_inbox into callback_queue failed"
                            in cluster.log_text(), timeout=30, what="the failed move logged")
-        conn = cluster.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET callback.inbox = off")
-                cur.execute("SELECT callback.enqueue('ibrlive.e', '{}')")
-        finally:
-            conn.close()
+        enqueue_directly(cluster, "SELECT callback.enqueue('ibrlive.e', '{}')")
         arrived = receiver.wait_for(1, "/live", timeout=30)
         assert arrived, "a delivery queued directly was not sent in 30 s while the move " \
             "failed (inbox, queue rows of ibr_live: %r)\n%s" % (
@@ -132,13 +132,7 @@ def test_turning_the_inbox_off_keeps_the_order_of_a_key(cluster, receiver, endpo
         # committed first, through the inbox (the cluster's setting)
         cluster.execute("SELECT callback.enqueue('ibrord.e', '{\"n\": 1}', key => 'k')")
         # then, in a session that has the setting off, directly
-        conn = cluster.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET callback.inbox = off")
-                cur.execute("SELECT callback.enqueue('ibrord.e', '{\"n\": 2}', key => 'k')")
-        finally:
-            conn.close()
+        enqueue_directly(cluster, "SELECT callback.enqueue('ibrord.e', '{\"n\": 2}', key => 'k')")
     cluster.wait_until(lambda: inbox_count(cluster, eid) == 0, timeout=30,
                        what="the inbox moved")
     order = [r[0] for r in cluster.query(
