@@ -396,9 +396,9 @@ def worker(g, n):
 
 def fill_inbox(g, m):
     """m row-trigger events in the inbox, one single-row transaction each as
-    pgbench writes them ('bench' is paused: nothing is delivered); how many
-    wait there."""
-    prepare(g)
+    pgbench writes them ('bench' is paused: nothing is delivered), after
+    prepare(g) emptied the tables (its TRUNCATE would wait for a held move
+    lock); how many wait there."""
     g.q("DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO t_row (v) VALUES ('x'); COMMIT; END LOOP; END $$"
         % m, name="fill", options="-c callback.inbox=on")
     g.q("CHECKPOINT")
@@ -422,6 +422,7 @@ def worker_move_once(g, m):
     it moved).  The move's lock is held while the inbox fills and the
     worker starts, so that it moves nothing before its first cycle is over;
     then released, and the worker woken."""
+    prepare(g)
     holder = psycopg2.connect(host=g.pgdir, port=g.pg_port, user="postgres", dbname="bench")
     try:
         with holder.cursor() as cur:
@@ -448,6 +449,7 @@ def worker_move_once(g, m):
 def backend_move_once(g, m):
     """A session moves an inbox of m events with one call of
     callback._move_inbox(1000000); (its pid, rows it moved)."""
+    prepare(g)
     fill_inbox(g, m)
     pid = g.session(["SELECT callback._move_inbox(1000000)"])
     return pid, g.last[0][0]
