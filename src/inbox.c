@@ -321,8 +321,7 @@ scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey *keys, 
 
 /*
  * Keys (endpoint, ordering key) held back in this call: one of their rows
- * is locked by another transaction (a drop_endpoint(force) not yet
- * committed, an operator's DELETE), so their later rows wait too, and
+ * could not be deleted (see move_one), so their later rows wait too, and
  * their order stays.  Rows with no key have no order to keep.
  */
 typedef struct HeldKey
@@ -350,9 +349,13 @@ is_held(List *held, int32 endpoint_id, const char *key)
 
 /*
  * Delete the row at key->tid and write it into the queue; true if moved.
- * A row deleted meanwhile (drop_endpoint(force), by hand) is not moved; a
- * row locked by a transaction still open is not waited for: it, and the
- * later rows of its key, wait for the next call (*held, in held_cxt).
+ * A row we could not delete is not moved, and neither are the later rows of
+ * its key in this call (*held, in held_cxt): one locked by a transaction
+ * still open is not waited for; one deleted since our snapshot may have
+ * been moved by another mover whose queue row our snapshot does not see
+ * (a REPEATABLE READ caller of process_callbacks()), and our claim would
+ * then take the key's next row for its head; one updated by hand moves, as
+ * its new version, at a later call, ahead of its key's later rows.
  */
 static bool
 move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key,
@@ -374,7 +377,7 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 		return false;
 	res = table_tuple_delete(rel, &tid, GetCurrentCommandId(true), snapshot, InvalidSnapshot,
 							 false, &tmfd, false);
-	if (res == TM_BeingModified || res == TM_WouldBlock)
+	if (res != TM_Ok)
 	{
 		if (ev.ordering_key != NULL)
 		{
@@ -388,8 +391,6 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 		}
 		return false;
 	}
-	if (res != TM_Ok)
-		return false;
 
 	memcpy(&ev.event_id, DatumGetUUIDP(required(slot, a->event_id)), sizeof(pg_uuid_t));
 	ev.event_type = TextDatumGetCString(required(slot, a->event_type));

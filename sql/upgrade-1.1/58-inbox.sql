@@ -88,8 +88,10 @@ BEGIN
             USING ERRCODE = 'object_in_use',
                   HINT = 'Pause it and let them drain, or call callback.drop_endpoint(name, force => true) to discard them.';
     END IF;
-    DELETE FROM callback.callback_queue q WHERE q.endpoint_id = e.id AND q.status IN ('pending', 'sending');
+    -- the inbox first: a move under way holds its rows, and once it commits
+    -- the queue's DELETE, a statement later, sees the rows it moved there
     DELETE FROM callback.callback_inbox i WHERE i.endpoint_id = e.id;
+    DELETE FROM callback.callback_queue q WHERE q.endpoint_id = e.id AND q.status IN ('pending', 'sending');
     -- its figures would stay in callback_metrics with no name; the attempt history stays
     DELETE FROM callback.callback_stats s WHERE s.endpoint_id = e.id;
     DELETE FROM callback.callback_endpoints c WHERE c.id = e.id;
