@@ -271,19 +271,23 @@ optional_cstring(TupleTableSlot *slot, AttrNumber attnum)
 
 /*
  * Scan the inbox: the keys of the oldest rows visible to snapshot, at most
- * cap of them (a bounded heap holds the cap oldest seen so far), into keys;
- * returns how many rows are visible, and in *nkept how many keys were kept.
+ * cap of them, into *keys (palloc'd, grown as rows come: a cycle that finds
+ * a few rows allocates for a few); returns how many rows are visible, and
+ * in *nkept how many keys were kept.  Past cap rows, a bounded heap keeps
+ * the cap oldest seen so far.
  */
 static int64
-scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey *keys, int cap,
+scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey **keys, int cap,
 			int *nkept)
 {
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
-	binaryheap *heap = binaryheap_allocate(cap, key_heap_cmp, NULL);
+	binaryheap *heap = NULL;
 	int64		visible = 0;
 	int			n = 0;
+	int			size = Min(cap, 1024);
 
+	*keys = palloc(sizeof(MoveKey) * size);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
 		MoveKey		k;
@@ -296,12 +300,22 @@ scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey *keys, 
 		visible++;
 		if (n < cap)
 		{
-			keys[n] = k;
-			binaryheap_add_unordered(heap, PointerGetDatum(&keys[n]));
-			if (++n == cap)
-				binaryheap_build(heap);
+			if (n == size)
+			{
+				size = (size > cap / 2) ? cap : size * 2;
+				*keys = repalloc(*keys, sizeof(MoveKey) * size);
+			}
+			(*keys)[n++] = k;
+			continue;
 		}
-		else
+		if (heap == NULL)
+		{
+			/* cap rows kept: from now on, only a row older than the youngest kept */
+			heap = binaryheap_allocate(cap, key_heap_cmp, NULL);
+			for (int i = 0; i < n; i++)
+				binaryheap_add_unordered(heap, PointerGetDatum(&(*keys)[i]));
+			binaryheap_build(heap);
+		}
 		{
 			MoveKey    *top = (MoveKey *) DatumGetPointer(binaryheap_first(heap));
 
@@ -314,7 +328,8 @@ scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey *keys, 
 	}
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	binaryheap_free(heap);
+	if (heap != NULL)
+		binaryheap_free(heap);
 	*nkept = n;
 	return visible;
 }
@@ -460,8 +475,7 @@ move_inbox(PG_FUNCTION_ARGS)
 
 	cap = Max(max_rows, MOVE_CAP);
 	cap = Min(cap, (int) (MaxAllocSize / sizeof(MoveKey)));
-	keys = palloc(sizeof(MoveKey) * cap);
-	visible = scan_oldest(rel, snapshot, &atts, keys, cap, &nkept);
+	visible = scan_oldest(rel, snapshot, &atts, &keys, cap, &nkept);
 	want = visible <= max_rows ? visible : Max(max_rows, visible / 2);
 	want = Min(want, nkept);
 	qsort(keys, nkept, sizeof(MoveKey), key_qsort_cmp);
