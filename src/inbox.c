@@ -32,6 +32,7 @@
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "common/hashfn.h"
 #include "lib/binaryheap.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -39,6 +40,7 @@
 #include "parser/parse_func.h"
 #include "parser/parse_relation.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -55,11 +57,12 @@ PG_FUNCTION_INFO_V1(inbox_seq);
 PG_FUNCTION_INFO_V1(move_inbox);
 
 /*
- * One mover at a time: SHARE UPDATE EXCLUSIVE on the inbox, which conflicts
- * with itself (and VACUUM, ANALYZE), not with the producers' inserts.  Not
- * an advisory lock: any role may take one of those and stop every move;
- * LOCK TABLE in this mode needs more than SELECT on the inbox, which only
- * its owner has.
+ * One mover at a time: SHARE UPDATE EXCLUSIVE on the inbox, taken without
+ * waiting and let go when the move ends.  It conflicts with itself (and
+ * VACUUM, ANALYZE), not with the producers' inserts.  Not an advisory
+ * lock: any role may take one of those and stop every move; LOCK TABLE in
+ * this mode needs more than SELECT on the inbox, which only its owner has
+ * (a database owner's ANALYZE takes it too, while it runs).
  */
 #define MOVER_LOCK ShareUpdateExclusiveLock
 
@@ -342,24 +345,50 @@ scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey **keys,
 typedef struct HeldKey
 {
 	int32		endpoint_id;
-	char	   *key;
+	uint32		key_hash;		/* two keys of one hash: both held, which only delays */
 } HeldKey;
 
-static bool
-is_held(List *held, int32 endpoint_id, const char *key)
+static HeldKey
+held_key(int32 endpoint_id, const char *key)
 {
-	ListCell   *lc;
+	HeldKey		h;
+
+	memset(&h, 0, sizeof(h));
+	h.endpoint_id = endpoint_id;
+	h.key_hash = DatumGetUInt32(hash_any((const unsigned char *) key, strlen(key)));
+	return h;
+}
+
+static bool
+is_held(HTAB *held, int32 endpoint_id, const char *key)
+{
+	HeldKey		h;
+
+	if (key == NULL || held == NULL)
+		return false;
+	h = held_key(endpoint_id, key);
+	return hash_search(held, &h, HASH_FIND, NULL) != NULL;
+}
+
+static void
+hold(HTAB **held, MemoryContext cxt, int32 endpoint_id, const char *key)
+{
+	HeldKey		h;
 
 	if (key == NULL)
-		return false;
-	foreach(lc, held)
+		return;
+	if (*held == NULL)
 	{
-		HeldKey    *h = (HeldKey *) lfirst(lc);
+		HASHCTL		ctl;
 
-		if (h->endpoint_id == endpoint_id && strcmp(h->key, key) == 0)
-			return true;
+		ctl.keysize = sizeof(HeldKey);
+		ctl.entrysize = sizeof(HeldKey);
+		ctl.hcxt = cxt;
+		*held = hash_create("pg_callback keys held back", 64, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	return false;
+	h = held_key(endpoint_id, key);
+	(void) hash_search(*held, &h, HASH_ENTER, NULL);
 }
 
 /*
@@ -374,7 +403,7 @@ is_held(List *held, int32 endpoint_id, const char *key)
  */
 static bool
 move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key,
-		 TupleTableSlot *slot, List **held, MemoryContext held_cxt)
+		 TupleTableSlot *slot, HTAB **held, MemoryContext held_cxt)
 {
 	ItemPointerData tid = key->tid;
 	TM_FailureData tmfd;
@@ -394,16 +423,7 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 							 false, &tmfd, false);
 	if (res != TM_Ok)
 	{
-		if (ev.ordering_key != NULL)
-		{
-			MemoryContext old = MemoryContextSwitchTo(held_cxt);
-			HeldKey    *h = palloc(sizeof(HeldKey));
-
-			h->endpoint_id = endpoint_id;
-			h->key = pstrdup(ev.ordering_key);
-			*held = lappend(*held, h);
-			MemoryContextSwitchTo(old);
-		}
+		hold(held, held_cxt, endpoint_id, ev.ordering_key);
 		return false;
 	}
 
@@ -453,7 +473,7 @@ move_inbox(PG_FUNCTION_ARGS)
 	bool		batch;
 	TupleTableSlot *slot;
 	MemoryContext row_cxt;
-	List	   *held = NIL;
+	HTAB	   *held = NULL;
 
 	if (PG_ARGISNULL(0) || PG_GETARG_INT32(0) < 1)
 		ereport(ERROR,
@@ -504,6 +524,15 @@ move_inbox(PG_FUNCTION_ARGS)
 
 	UnregisterSnapshot(snapshot);
 	table_close(rel, NoLock);
+
+	/*
+	 * Let the next mover in now, not at our commit: a caller that stays in
+	 * its transaction (process_callbacks() waiting for answers) must not
+	 * stop the worker's moves, nor hold off VACUUM.  The order holds: a
+	 * mover that starts before we commit finds the rows we moved deleted by
+	 * a transaction in progress, and holds their keys back (move_one).
+	 */
+	UnlockRelationOid(relid, MOVER_LOCK);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 	PG_RETURN_INT64(moved);

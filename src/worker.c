@@ -232,6 +232,15 @@ pgcb_worker_main(Datum main_arg)
 	slot = pgcb_shmem_attach_worker(slotno, MyDatabaseId, args.db_worker);
 	pgstat_report_appname(PGCB_WORKER_TYPE);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * The cycle's statements are written for READ COMMITTED (a claim skips
+	 * what others lock, the write-back re-reads its rows): a database or
+	 * server default of REPEATABLE READ made the write-back fail with
+	 * serialization errors and the worker restart in a loop, sending again.
+	 * And the worker must write, whatever the default says.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", PGCB_WORKER_TYPE, PGC_USERSET, PGC_S_OVERRIDE);
 
 	ereport(LOG,

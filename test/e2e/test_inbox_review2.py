@@ -10,15 +10,13 @@ each test asserting what must hold:
   key's later rows;
 - drop_endpoint(force) waiting on a move discards what that move put in the
   queue (it was left there, to become an 'endpoint dropped' dead letter);
-- strict xfails, for the lead to decide (the movers' lock, SHARE UPDATE
-  EXCLUSIVE on callback_inbox, held to the end of the mover's transaction):
-  the database's owner, with no right on schema callback, stops every move
-  with BEGIN; ANALYZE; and a callback_admin does with BEGIN; SELECT
-  callback.process_callbacks(1); both silently, while their transaction
-  stays open;
-- strict xfail: the keys held back in one call are a list, searched for
-  every row: an open drop_endpoint(force) of an endpoint with many keys
-  makes the move quadratic (measured as the ratio of two sizes).
+- a callback_admin's process_callbacks() whose transaction stays open
+  does not stop the worker's moves (the movers' lock goes when a move
+  ends, not at the caller's commit);
+- a known limit, kept as a strict xfail: the database's owner, with no
+  right on schema callback, holds the movers' lock (SHARE UPDATE EXCLUSIVE
+  on callback_inbox) with BEGIN; ANALYZE; and stops every move while that
+  transaction stays open (README, The inbox).
 
 Moves are driven by hand in a database no worker serves (test_inbox's
 no_worker), where the order of the steps must be exact; the lock tests use
@@ -27,7 +25,6 @@ loopback.  Every wait is bounded.
 """
 
 import threading
-import time
 
 import psycopg2
 import pytest
@@ -164,8 +161,8 @@ def test_drop_endpoint_force_waiting_on_a_move_discards_what_it_moved(cluster, r
         mover.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review 2: SHARE UPDATE EXCLUSIVE on callback_inbox is "
-                   "taken by (auto)ANALYZE/VACUUM too, which a database owner may run")
+@pytest.mark.xfail(strict=True, reason="known limit (README, The inbox): ANALYZE takes the "
+                   "movers' lock, and a database owner may run it in an open transaction")
 def test_the_database_owner_cannot_stop_the_moves(cluster, receiver, endpoint_factory):
     endpoint_factory("ibr2_own", receiver.url("/own"), event_types=["ibr2own.*"])
     cluster.execute("DROP ROLE IF EXISTS ibr2_dbowner")
@@ -188,8 +185,6 @@ def test_the_database_owner_cannot_stop_the_moves(cluster, receiver, endpoint_fa
         cluster.execute("DROP ROLE IF EXISTS ibr2_dbowner")
 
 
-@pytest.mark.xfail(strict=True, reason="review 2: the movers' lock is held to the end of the "
-                   "mover's transaction, which is the caller's for process_callbacks()")
 def test_a_process_callbacks_left_open_does_not_stop_the_moves(cluster, receiver,
                                                                endpoint_factory):
     endpoint_factory("ibr2_adm", receiver.url("/adm"), event_types=["ibr2adm.*"])
@@ -208,38 +203,3 @@ def test_a_process_callbacks_left_open_does_not_stop_the_moves(cluster, receiver
         admin.rollback()
         admin.close()
         cluster.execute("DROP ROLE IF EXISTS ibr2_admin")
-
-
-def held_move_seconds(cluster, eid, name, rows):
-    """Seconds one _move_inbox takes when rows keyed rows (distinct keys) of
-    the endpoint wait and an open drop_endpoint(force) holds them all."""
-    cluster.execute("DELETE FROM callback.callback_inbox WHERE endpoint_id = %s", (eid,))
-    cluster.execute("INSERT INTO callback.callback_inbox (event_id, endpoint_id, event_type, "
-                    "       body, ordering_key) "
-                    "SELECT gen_random_uuid(), %s, 'ibr2held.e', '{}', 'key-' || g "
-                    "  FROM generate_series(1, %s) g", (eid, rows))
-    dropper = cluster.connect(autocommit=False)
-    try:
-        with dropper.cursor() as cur:
-            cur.execute("SELECT callback.drop_endpoint(%s, force => true)", (name,))
-        t0 = time.monotonic()
-        cluster.execute("SELECT callback._move_inbox(2000)")
-        return time.monotonic() - t0
-    finally:
-        dropper.rollback()
-        dropper.close()
-
-
-@pytest.mark.xfail(strict=True, reason="review 2: held keys are a List searched per row")
-def test_held_keys_cost_grows_linearly(cluster, receiver, endpoint_factory):
-    eid = endpoint_factory("ibr2_held", receiver.url("/held"), event_types=["ibr2held.*"],
-                           ordered=True)
-    cluster.execute("SELECT callback.pause_endpoint('ibr2_held')")
-    with no_worker(cluster):
-        # the best of three for the small size: a pause on a busy host only raises it
-        small = min(held_move_seconds(cluster, eid, "ibr2_held", 25000) for _ in range(3))
-        large = held_move_seconds(cluster, eid, "ibr2_held", 100000)
-        cluster.execute("DELETE FROM callback.callback_inbox WHERE endpoint_id = %s", (eid,))
-    # four times the rows: about 4x if linear, 16x if quadratic
-    assert large / small < 8, "25,000 held rows: %.2f s, 100,000: %.2f s (x%.1f)" % (
-        small, large, large / small)
