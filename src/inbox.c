@@ -3,7 +3,7 @@
  *		callback_inbox (sql/upgrade-1.1/58-inbox.sql): with callback.inbox
  *		on, queue_insert.c writes new deliveries there, where they cost a
  *		heap tuple and no index entry; the worker, at the start of each
- *		cycle, moves them into callback_queue with one statement.
+ *		cycle, moves them into callback_queue (move_inbox below).
  *
  * This file holds what is not queue_insert.c's: the counter that orders
  * one backend's inbox rows, and the move, callback._move_inbox(), which the
@@ -25,6 +25,7 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -35,6 +36,7 @@
 #include "common/hashfn.h"
 #include "lib/binaryheap.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
@@ -106,70 +108,88 @@ pgcb_inbox_relid(void)
 /* The last time a failed move was logged: at most once a minute. */
 static TimestampTz last_failure_logged = 0;
 
+typedef struct MoveStep
+{
+	Oid			fn;
+	int			max;
+	uint64		n;
+} MoveStep;
+
+/* As the extension's owner (session.c), whoever runs the cycle. */
+static void
+move_step(void *arg)
+{
+	MoveStep   *ms = (MoveStep *) arg;
+	PgcbSession sess;
+
+	pgcb_session_enter(&sess);
+	ms->n = (uint64) DatumGetInt64(OidFunctionCall1(ms->fn, Int32GetDatum(ms->max)));
+	pgcb_session_leave(&sess);
+}
+
 /*
- * In a subtransaction of its own, as the extension's owner (session.c): an
- * error other than a cancel or a shutdown is the move's alone.  It is
- * logged (once a minute while it lasts: the inbox's backlog in
- * callback_health tells how long) and the cycle goes on to deliver what
- * the queue holds, rather than ending the worker, which would meet the same
- * error after each restart.
+ * Whether the inbox has no page at all (never written, or truncated by
+ * vacuum): then there is nothing to move, and a database that does not use
+ * the inbox pays no subtransaction for it per cycle.  A lock we cannot have
+ * at once (TRUNCATE under way) also means: not now.
+ */
+static bool
+inbox_surely_empty(Oid relid)
+{
+	Relation	rel;
+	bool		empty;
+
+	if (!ConditionalLockRelationOid(relid, AccessShareLock))
+		return true;
+	rel = relation_open(relid, NoLock);
+	empty = RelationGetNumberOfBlocks(rel) == 0;
+	relation_close(rel, AccessShareLock);
+	return empty;
+}
+
+/*
+ * A failure of the move (any error but a lock timeout, a cancel or a
+ * shutdown) is the move's alone: it is logged, once a minute while it lasts
+ * (the inbox's backlog in callback_health tells how long), and the cycle
+ * goes on to deliver what the queue holds, rather than ending the worker,
+ * which would meet the same error after each restart.
  */
 uint64
 pgcb_inbox_move(int max)
 {
 	Oid			argtypes[1] = {INT4OID};
-	Oid			fn;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile uint64 n = 0;
+	Oid			relid = pgcb_inbox_relid_if_any();
+	MoveStep	ms;
+	ErrorData  *edata;
+	TimestampTz now;
 
-	/* by name and schema, not search_path; absent below 1.1: nothing to move */
-	fn = LookupFuncName(list_make2(makeString(PGCB_SCHEMA_NAME), makeString("_move_inbox")),
-						1, argtypes, true);
-	if (!OidIsValid(fn))
+	/* absent below 1.1, or empty: nothing to move */
+	if (!OidIsValid(relid) || inbox_surely_empty(relid))
 		return 0;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	/* by name and schema, not search_path */
+	ms.fn = LookupFuncName(list_make2(makeString(PGCB_SCHEMA_NAME), makeString("_move_inbox")),
+						   1, argtypes, true);
+	if (!OidIsValid(ms.fn))
+		return 0;
+	ms.max = max;
+	ms.n = 0;
+	if (pgcb_queue_try_step(move_step, &ms, &edata))
+		return ms.n;
+	if (edata == NULL)
+		return 0;				/* a lock timeout: the next cycle moves */
+	now = GetCurrentTimestamp();
+	if (TimestampDifferenceExceeds(last_failure_logged, now, 60 * 1000))
 	{
-		PgcbSession sess;
-
-		pgcb_session_enter(&sess);
-		n = (uint64) DatumGetInt64(OidFunctionCall1(fn, Int32GetDatum(max)));
-		pgcb_session_leave(&sess);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("pg_callback: moving callback_inbox into callback_queue failed: %s",
+						edata->message),
+				 errdetail("The inbox's rows wait (callback_health counts them); deliveries already in the queue go on."),
+				 errhint("Fix the cause; the worker tries again at each cycle and logs this once a minute while it fails.")));
+		last_failure_logged = now;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		TimestampTz now = GetCurrentTimestamp();
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			ReThrowError(edata);
-		if (TimestampDifferenceExceeds(last_failure_logged, now, 60 * 1000))
-		{
-			ereport(WARNING,
-					(errcode(edata->sqlerrcode),
-					 errmsg("pg_callback: moving callback_inbox into callback_queue failed: %s",
-							edata->message),
-					 errdetail("The inbox's rows wait (callback_health counts them); deliveries already in the queue go on."),
-					 errhint("Fix the cause; the worker tries again at each cycle and logs this once a minute while it fails.")));
-			last_failure_logged = now;
-		}
-		FreeErrorData(edata);
-		n = 0;
-	}
-	PG_END_TRY();
-	return n;
+	FreeErrorData(edata);
+	return 0;
 }
 
 /* An inbox row's place in the order, and where it is. */

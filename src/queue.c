@@ -549,17 +549,20 @@ pgcb_queue_set_skip_locked(bool skip)
  * table) is cut short here instead of stopping the worker.  Returns false
  * when a lock was not granted in time: everything the step did is undone
  * and the caller keeps what it meant to write for the next cycle.  Any
- * other error is thrown on.  In process_callbacks() the step runs as is:
- * there the caller's transaction chose to wait.
+ * other error is thrown on, or, given error, handed back there (see
+ * pgcb_queue_try_step).  In process_callbacks() a step without error runs
+ * as is: there the caller's transaction chose to wait.
  */
 static bool
-run_step(void (*step) (void *), void *arg)
+run_step_in(void (*step) (void *), void *arg, ErrorData **error)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool ok = true;
 
-	if (!skip_locked)
+	if (error != NULL)
+		*error = NULL;
+	if (!skip_locked && error == NULL)
 	{
 		step(arg);
 		return true;
@@ -570,8 +573,9 @@ run_step(void (*step) (void *), void *arg)
 	{
 		int			nest = NewGUCNestLevel();
 
-		(void) set_config_option("lock_timeout", STEP_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+		if (skip_locked)
+			(void) set_config_option("lock_timeout", STEP_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
 		step(arg);
 		AtEOXact_GUC(true, nest);
 		ReleaseCurrentSubTransaction();
@@ -589,13 +593,24 @@ run_step(void (*step) (void *), void *arg)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			ReThrowError(edata);
-		FreeErrorData(edata);
 		ok = false;
+		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+			FreeErrorData(edata);
+		else if (error != NULL &&
+				 edata->sqlerrcode != ERRCODE_QUERY_CANCELED &&
+				 edata->sqlerrcode != ERRCODE_ADMIN_SHUTDOWN)
+			*error = edata;
+		else
+			ReThrowError(edata);
 	}
 	PG_END_TRY();
 	return ok;
+}
+
+static bool
+run_step(void (*step) (void *), void *arg)
+{
+	return run_step_in(step, arg, NULL);
 }
 
 /* batches: batch.c's claim runs as a step of the cycle, like ours */
@@ -603,6 +618,12 @@ bool
 pgcb_queue_run_step(void (*step) (void *), void *arg)
 {
 	return run_step(step, arg);
+}
+
+bool
+pgcb_queue_try_step(void (*step) (void *), void *arg, ErrorData **error)
+{
+	return run_step_in(step, arg, error);
 }
 
 static Datum

@@ -61,6 +61,15 @@ extern void pgcb_queue_set_skip_locked(bool skip);
  */
 extern bool pgcb_queue_run_step(void (*step) (void *), void *arg);
 
+/*
+ * The inbox's move: a step whose failure is its own.  As
+ * pgcb_queue_run_step, but always in a subtransaction (in
+ * process_callbacks() too), and an error other than a lock timeout, a
+ * cancel or a shutdown is handed back in *error (palloc'd; NULL on a lock
+ * timeout), the step undone, rather than thrown on.
+ */
+extern bool pgcb_queue_try_step(void (*step) (void *), void *arg, ErrorData **error);
+
 /* batches: an int[] argument of a statement, palloc'd */
 extern ArrayType *pgcb_queue_int4_array(const int *v, int n);
 

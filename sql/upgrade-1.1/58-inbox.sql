@@ -7,7 +7,7 @@
  * of what the trigger adds to an INSERT, by callgrind.  callback_inbox has
  * no index at all: a producer's transaction writes the heap tuple and its
  * WAL, nothing else.  The worker moves what committed into callback_queue
- * at the start of each cycle, many rows per statement, and from there on
+ * at the start of each cycle, many rows per call, and from there on
  * nothing differs: same ids order per ordering key, same claims, leases,
  * write-back and metrics.
  *
@@ -56,7 +56,7 @@ SELECT pg_catalog.pg_extension_config_dump('callback.callback_inbox', '');
  * to max_rows wait, else the oldest half (max_rows at least), so that a
  * backlog moves in about log2 N calls.  One mover at a time per database.
  * C (src/inbox.c): the same as one INSERT ... SELECT FROM (DELETE ...
- * RETURNING) ORDER BY, at less than half its cost per row.
+ * RETURNING) ORDER BY, at about two thirds of its cost per row.
  */
 CREATE FUNCTION callback._move_inbox(max_rows integer)
 RETURNS bigint
