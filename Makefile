@@ -19,6 +19,7 @@ OBJS = \
 	src/route_cache.o \
 	src/queue_insert.o \
 	src/queue_bulk.o \
+	src/queue_claim.o \
 	src/row_json.o \
 	src/launcher.o \
 	src/discovery.o \

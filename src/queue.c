@@ -2,8 +2,8 @@
  * queue.c
  *		SQL of the delivery engine.  Each step is one statement with a saved
  *		plan: load endpoints (with each one's earliest due time, from the
- *		partial index), claim (FOR UPDATE SKIP LOCKED, a per-endpoint limit,
- *		a lease), write back (unnest of arrays: queue update and attempt
+ *		partial index), the ordered claim (FOR UPDATE SKIP LOCKED, a lease;
+ *		the plain claim is C, in queue_claim.c), write back (unnest of arrays: queue update and attempt
  *		history together; the stats rollup apart, see PLAN_STATS).  Nothing
  *		here runs per row.  In the worker no statement waits on a row lock
  *		an SQL user holds (see LOCK_MARK and run_step).
@@ -34,7 +34,6 @@
 enum
 {
 	PLAN_LOAD,
-	PLAN_CLAIM,
 	PLAN_WRITE_BACK,
 	PLAN_EXISTING,
 	PLAN_DISABLE,
@@ -109,32 +108,6 @@ static const char *const plan_sql[NUM_PLANS] = {
 	/* hooks: see hooks.c */
 	"       e.transform, e.on_response, e.owner::pg_catalog.text "
 	"  FROM callback.callback_endpoints e",
-
-	[PLAN_CLAIM] =
-	"WITH c AS ("
-	"  SELECT l.ctid FROM ROWS FROM (pg_catalog.unnest($1::int[]), pg_catalog.unnest($2::int[])) "
-	"                     AS w(endpoint_id, n) "
-	"  CROSS JOIN LATERAL ("
-	"    SELECT q.ctid FROM callback.callback_queue q "
-	"     WHERE q.endpoint_id OPERATOR(pg_catalog.=) w.endpoint_id "
-	"       AND q.status OPERATOR(pg_catalog.=) 'pending' "
-	"       AND q.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
-	"     ORDER BY q.next_attempt_at LIMIT w.n FOR UPDATE SKIP LOCKED) l) "
-	"UPDATE callback.callback_queue q "
-	"   SET status = 'sending', claimed_by = $4, "
-	"       lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
-	"                          ($3 OPERATOR(pg_catalog.*) interval '1 millisecond') "
-	/*
-	 * = ANY (ARRAY(...)): a join would hash the whole queue.  By ctid (a
-	 * TID scan, not a second search of the primary key): the row version
-	 * locked above, which nobody can replace while we hold its lock.  A
-	 * version committed after this statement's snapshot (locked after
-	 * following the update chain) is not visible to the TID scan: that
-	 * row is just not claimed this time.
-	 */
-	" WHERE q.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM c)) "
-	"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.traceparent, q.tracestate, "
-	"          q.event_type",
 
 	[PLAN_WRITE_BACK] =
 	"WITH o AS ("
@@ -401,7 +374,10 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"     SET status = 'sending', claimed_by = $4, "
 	"         lease_expires_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
 	"                            ($3 OPERATOR(pg_catalog.*) interval '1 millisecond') "
-	/* by ctid, as PLAN_CLAIM */
+	/*
+	 * By ctid (a TID scan): the row version locked above.  One committed
+	 * after the snapshot is not visible to it: not claimed this time.
+	 */
 	"   WHERE q.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM c)) "
 	"  RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.traceparent, q.tracestate, "
 	"            q.event_type) "
@@ -424,7 +400,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 };
 
 static const int plan_nargs[NUM_PLANS] = {
-	[PLAN_LOAD] = 1,[PLAN_CLAIM] = 4,[PLAN_WRITE_BACK] = 9,[PLAN_EXISTING] = 1,
+	[PLAN_LOAD] = 1,[PLAN_WRITE_BACK] = 9,[PLAN_EXISTING] = 1,
 	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 4,[PLAN_STATS] = 1,
 	[PLAN_CLAIM_ORDERED] = 4,
 	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 3,
@@ -432,7 +408,6 @@ static const int plan_nargs[NUM_PLANS] = {
 
 static const Oid plan_types[NUM_PLANS][9] = {
 	[PLAN_LOAD] = {INT4OID},
-	[PLAN_CLAIM] = {INT4ARRAYOID, INT4ARRAYOID, FLOAT8OID, INT4OID},
 	[PLAN_EXISTING] = {INT8ARRAYOID},
 	[PLAN_WRITE_BACK] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
 	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, UUIDARRAYOID},
@@ -823,44 +798,6 @@ read_claimed(int r, PgcbClaimed *c, MemoryContext cxt)
 	d = get_col(r, 7, &isnull);
 	c->tracestate = isnull ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(d));
 	c->event_type = MemoryContextStrdup(cxt, TextDatumGetCString(get_col(r, 8, &isnull)));
-}
-
-static void
-claim_step(void *arg)
-{
-	ClaimStep  *cs = (ClaimStep *) arg;
-	int			got;
-
-	SPI_connect();
-	run_plan(PLAN_CLAIM, cs->values, NULL, false);
-	got = (int) SPI_processed;
-	*cs->out = MemoryContextAlloc(cs->cxt, sizeof(PgcbClaimed) * Max(got, 1));
-	for (int r = 0; r < got; r++)
-		read_claimed(r, &(*cs->out)[r], cs->cxt);
-	SPI_finish();
-	cs->got = got;
-}
-
-int
-pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_by,
-				 int lease_ms, PgcbClaimed **out, MemoryContext cxt)
-{
-	ClaimStep	cs;
-
-	cs.values[0] = PointerGetDatum(int4_array(endpoint_ids, n));
-	cs.values[1] = PointerGetDatum(int4_array(counts, n));
-	cs.values[2] = Float8GetDatum((double) lease_ms);
-	cs.values[3] = Int32GetDatum(claimed_by);
-	cs.out = out;
-	cs.cxt = cxt;
-	cs.got = 0;
-	/* SKIP LOCKED already; a lock timeout only means nothing claimed now */
-	if (!run_step(claim_step, &cs))
-	{
-		*out = MemoryContextAlloc(cxt, sizeof(PgcbClaimed));
-		return 0;
-	}
-	return cs.got;
 }
 
 /* ordering: PLAN_CLAIM_ORDERED, whose last row carries the next retry of a head */

@@ -34,7 +34,7 @@ extern void pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, Tim
 
 /*
  * Claim up to counts[i] due deliveries of endpoint_ids[i] for lease_ms;
- * rows go to *out (palloc'd in cxt).
+ * rows go to *out (palloc'd in cxt).  In queue_claim.c.
  */
 extern int	pgcb_queue_claim(int n, const int *endpoint_ids, const int *counts, int claimed_by,
 							 int lease_ms, PgcbClaimed **out, MemoryContext cxt);
