@@ -28,10 +28,13 @@
  *	  scan then skipped a version newer than its snapshot, so such a row is
  *	  now claimed once instead of left for the next cycle);
  *	- the same new version: ExecSimpleRelationUpdate (constraints, table AM
- *	  update, index entries with partial predicates), as logical
- *	  replication's apply writes a row.
+ *	  update, index entries with partial predicates, row triggers), as
+ *	  logical replication's apply writes a row; the statement's triggers
+ *	  around it, the updated columns in a range table for UPDATE OF
+ *	  triggers and the after-trigger queue as a query's (an operator's
+ *	  audit trigger on the queue keeps working, test_faults.py);
  * What an UPDATE would do and this does not is refused when the queue has
- * it (an UPDATE trigger, forced row security, another relkind).
+ * it (transition tables, forced row security, another relkind).
  *
  * Per backend: the queue's OID, the column numbers by name (an upgraded
  * 1.0 database has another column order than a fresh 1.1 install), the
@@ -49,8 +52,10 @@
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
+#include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
@@ -132,12 +137,9 @@ check_queue(Relation rel)
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
 		unsupported(rel, "a kind other than a plain table");
-	if (trig != NULL &&
-		(trig->trig_update_before_row || trig->trig_update_after_row ||
-		 trig->trig_update_instead_row || trig->trig_update_before_statement ||
-		 trig->trig_update_after_statement || trig->trig_update_old_table ||
-		 trig->trig_update_new_table))
-		unsupported(rel, "an UPDATE trigger");
+	/* ExecSimpleRelationUpdate captures no transition tables */
+	if (trig != NULL && (trig->trig_update_old_table || trig->trig_update_new_table))
+		unsupported(rel, "an UPDATE trigger with transition tables");
 	/* the owner bypasses row security unless it is forced */
 	if (rel->rd_rel->relrowsecurity && rel->rd_rel->relforcerowsecurity)
 		unsupported(rel, "forced row level security");
@@ -318,8 +320,12 @@ copy_text(Datum d, int *len, MemoryContext cxt)
 	return s;
 }
 
-/* Write the claimed version of the locked row, and note it in *c. */
-static void
+/*
+ * Write the claimed version of the locked row, and note it in *c; false
+ * when a BEFORE trigger skipped it (the statement's RETURNING would not
+ * have returned it).
+ */
+static bool
 claim_row(ClaimRun *run, PgcbClaimed *c, MemoryContext cxt)
 {
 	TupleTableSlot *old = run->lockslot;
@@ -340,18 +346,23 @@ claim_row(ClaimRun *run, PgcbClaimed *c, MemoryContext cxt)
 	new->tts_isnull[shape.att_lease_expires_at - 1] = false;
 	ExecStoreVirtualTuple(new);
 	ExecSimpleRelationUpdate(run->rri, run->estate, NULL, old, new);
+	/* the table AM sets the TID of the version it wrote */
+	if (!ItemPointerIsValid(&new->tts_tid))
+		return false;
 
-	c->id = DatumGetInt64(slot_getattr(old, shape.att_id, &isnull));
-	memcpy(&c->event_id, DatumGetUUIDP(slot_getattr(old, shape.att_event_id, &isnull)),
+	/* what was written, as RETURNING gives it (a BEFORE trigger may change it) */
+	c->id = DatumGetInt64(slot_getattr(new, shape.att_id, &isnull));
+	memcpy(&c->event_id, DatumGetUUIDP(slot_getattr(new, shape.att_event_id, &isnull)),
 		   sizeof(pg_uuid_t));
-	c->endpoint_id = DatumGetInt32(slot_getattr(old, shape.att_endpoint_id, &isnull));
-	c->attempts = DatumGetInt32(slot_getattr(old, shape.att_attempts, &isnull));
-	c->body = copy_text(slot_getattr(old, shape.att_body, &isnull), &c->body_len, cxt);
-	d = slot_getattr(old, shape.att_traceparent, &isnull);
+	c->endpoint_id = DatumGetInt32(slot_getattr(new, shape.att_endpoint_id, &isnull));
+	c->attempts = DatumGetInt32(slot_getattr(new, shape.att_attempts, &isnull));
+	c->body = copy_text(slot_getattr(new, shape.att_body, &isnull), &c->body_len, cxt);
+	d = slot_getattr(new, shape.att_traceparent, &isnull);
 	c->traceparent = isnull ? NULL : copy_text(d, NULL, cxt);
-	d = slot_getattr(old, shape.att_tracestate, &isnull);
+	d = slot_getattr(new, shape.att_tracestate, &isnull);
 	c->tracestate = isnull ? NULL : copy_text(d, NULL, cxt);
-	c->event_type = copy_text(slot_getattr(old, shape.att_event_type, &isnull), NULL, cxt);
+	c->event_type = copy_text(slot_getattr(new, shape.att_event_type, &isnull), NULL, cxt);
+	return true;
 }
 
 /* Claim up to count due rows of one endpoint, oldest due first. */
@@ -380,9 +391,9 @@ claim_endpoint(ClaimRun *run, IndexScanDesc scan, int endpoint_id, int count,
 				*room *= 2;
 				*out = repalloc(*out, sizeof(PgcbClaimed) * *room);
 			}
-			claim_row(run, &(*out)[*got], cxt);
-			(*got)++;
-			claimed = true;
+			claimed = claim_row(run, &(*out)[*got], cxt);
+			if (claimed)
+				(*got)++;
 		}
 		MemoryContextSwitchTo(old);
 		ExecClearTuple(run->lockslot);
@@ -406,6 +417,7 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	PgcbSession session;
 	ClaimRun	run;
 	IndexScanDesc scan;
+	RangeTblEntry *rte;
 	Interval	lease;
 	int			got = 0;
 	int			room = 16;
@@ -427,8 +439,21 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	run.estate = CreateExecutorState();
 	run.estate->es_snapshot = run.snapshot;
 	run.estate->es_output_cid = GetCurrentCommandId(true);
+	/* a range table of the queue alone, for the triggers' updated columns */
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(run.rel);
+	rte->relkind = run.rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	rte->requiredPerms = ACL_UPDATE;
+	rte->updatedCols = bms_make_singleton(shape.att_status - FirstLowInvalidHeapAttributeNumber);
+	rte->updatedCols = bms_add_member(rte->updatedCols,
+									  shape.att_claimed_by - FirstLowInvalidHeapAttributeNumber);
+	rte->updatedCols = bms_add_member(rte->updatedCols,
+									  shape.att_lease_expires_at - FirstLowInvalidHeapAttributeNumber);
+	ExecInitRangeTable(run.estate, list_make1(rte));
 	run.rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(run.rri, run.rel, 0, NULL, 0);
+	InitResultRelInfo(run.rri, run.rel, 1, NULL, 0);
 	ExecOpenIndices(run.rri, false);
 
 	run.now = GetCurrentTransactionStartTimestamp();
@@ -446,6 +471,9 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	run.row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback claim row",
 										ALLOCSET_DEFAULT_SIZES);
 
+	/* the statement's triggers, as an UPDATE fires them */
+	AfterTriggerBeginQuery();
+	ExecBSUpdateTriggers(run.estate, run.rri);
 	run.index = index_open(shape.due_index, RowExclusiveLock);
 	scan = index_beginscan(run.rel, run.index, run.snapshot, 2, 0);
 	for (int i = 0; i < n; i++)
@@ -456,12 +484,15 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	}
 	index_endscan(scan);
 	index_close(run.index, NoLock);
+	ExecASUpdateTriggers(run.estate, run.rri, NULL);
+	AfterTriggerEndQuery(run.estate);
 
 	MemoryContextDelete(run.row_cxt);
 	ExecDropSingleTupleTableSlot(run.newslot);
 	ExecDropSingleTupleTableSlot(run.lockslot);
 	ExecDropSingleTupleTableSlot(run.scanslot);
 	ExecCloseIndices(run.rri);
+	ExecCloseRangeTableRelations(run.estate);
 	FreeExecutorState(run.estate);
 	/* the lock stays to the end of the transaction, as an UPDATE's does */
 	table_close(run.rel, NoLock);
