@@ -454,6 +454,8 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	ExecInitRangeTable(run.estate, list_make1(rte));
 	run.rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(run.rri, run.rel, 1, NULL, 0);
+	/* where the after-trigger queue looks for it; its indexes closed with it */
+	run.estate->es_opened_result_relations = list_make1(run.rri);
 	ExecOpenIndices(run.rri, false);
 
 	run.now = GetCurrentTransactionStartTimestamp();
@@ -491,7 +493,9 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	ExecDropSingleTupleTableSlot(run.newslot);
 	ExecDropSingleTupleTableSlot(run.lockslot);
 	ExecDropSingleTupleTableSlot(run.scanslot);
-	ExecCloseIndices(run.rri);
+	/* and the triggers' slots and relations, as the executor's end does */
+	ExecResetTupleTable(run.estate->es_tupleTable, false);
+	ExecCloseResultRelations(run.estate);
 	ExecCloseRangeTableRelations(run.estate);
 	FreeExecutorState(run.estate);
 	/* the lock stays to the end of the transaction, as an UPDATE's does */
