@@ -34,8 +34,8 @@ PG_FUNCTION_INFO_V1(launcher_databases);
  * The bucket of a latency: finite and not negative (the callers check), so
  * the floor of its log2 is a finite double, compared before any cast to int.
  */
-static int
-bucket_of(double ms)
+int
+pgcb_hist_bucket(double ms)
 {
 	double		b;
 
@@ -138,7 +138,7 @@ histogram_accum(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("latency %g ms is not a finite number of milliseconds, 0 or more", ms),
 					 errhint("Give each attempt's latency in milliseconds, such as 12.5.")));
-		slot = &((int64 *) ARR_DATA_PTR(state))[bucket_of(ms)];
+		slot = &((int64 *) ARR_DATA_PTR(state))[pgcb_hist_bucket(ms)];
 		if (pg_add_s64_overflow(*slot, 1, slot))
 			count_overflow();
 	}

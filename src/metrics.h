@@ -10,4 +10,7 @@
 #define PGCB_HIST_BUCKETS 24
 #define PGCB_HIST_BASE_MS 0.125
 
+/* The bucket (0-based) of a finite latency of 0 ms or more. */
+extern int	pgcb_hist_bucket(double ms);
+
 #endif							/* PGCB_METRICS_H */

@@ -3,9 +3,11 @@
  *		SQL of the delivery engine.  Each step is one statement with a saved
  *		plan: load endpoints (with each one's earliest due time, from the
  *		partial index), the ordered claim (FOR UPDATE SKIP LOCKED, a lease;
- *		the plain claim is C, in queue_claim.c), write back (unnest of arrays: queue update and attempt
- *		history together; the stats rollup apart, see PLAN_STATS).  Nothing
- *		here runs per row.  In the worker no statement waits on a row lock
+ *		the plain claim is C, in queue_claim.c), the stats rollup
+ *		(PLAN_STATS).  The write-back of outcomes is C (queue_write_back.c),
+ *		run as a step of this file's; its SQL statement here serves a queue
+ *		with triggers, which only a statement fires.  Nothing here runs per
+ *		row.  In the worker no statement waits on a row lock
  *		an SQL user holds (see LOCK_MARK and run_step).
  */
 #include "postgres.h"
@@ -516,6 +518,12 @@ pgcb_queue_set_skip_locked(bool skip)
 	skip_locked = skip;
 }
 
+bool
+pgcb_queue_skip_locked(void)
+{
+	return skip_locked;
+}
+
 /*
  * Run one step of the worker's cycle in a subtransaction with a short
  * lock_timeout, as a PL/pgSQL exception block would.  SKIP LOCKED keeps the
@@ -937,9 +945,8 @@ mark_final(WriteBackStep *ws)
 }
 
 static void
-write_back_step(void *arg)
+write_back_by_statement(WriteBackStep *ws)
 {
-	WriteBackStep *ws = (WriteBackStep *) arg;
 	bool		isnull;
 	Datum		d;
 
@@ -987,8 +994,8 @@ write_back_step(void *arg)
 }
 
 int
-pgcb_queue_write_back(const PgcbOutcome *o, int n, bool *kept, int *final_attempt,
-					  char **stats, MemoryContext cxt)
+pgcb_queue_write_back_statement(const PgcbOutcome *o, int n, bool *kept, int *final_attempt,
+								char **stats, MemoryContext cxt)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *codes = palloc(sizeof(Datum) * n);
@@ -1042,14 +1049,7 @@ pgcb_queue_write_back(const PgcbOutcome *o, int n, bool *kept, int *final_attemp
 	memset(kept, 0, sizeof(bool) * n);
 	memset(final_attempt, 0, sizeof(int) * n);
 
-	*stats = NULL;
-	if (!run_step(write_back_step, &ws))
-	{
-		memset(final_attempt, 0, sizeof(int) * n);
-		for (int i = 0; i < n; i++)
-			kept[i] = true;
-		return n;
-	}
+	write_back_by_statement(&ws);
 	*stats = ws.stats;
 	return ws.n_kept;
 }

@@ -53,6 +53,8 @@ extern int	pgcb_queue_claim_ordered(int endpoint_id, int n, int claimed_by, int 
  * again later.  process_callbacks() (skip = false) waits, as before.
  */
 extern void pgcb_queue_set_skip_locked(bool skip);
+extern bool pgcb_queue_skip_locked(void);
+extern bool pgcb_queue_skip_locked(void);
 
 /*
  * batches: run a step (SPI work of the cycle) as this file's are run: in
@@ -74,7 +76,7 @@ extern bool pgcb_queue_try_step(void (*step) (void *), void *arg, ErrorData **er
 extern ArrayType *pgcb_queue_int4_array(const int *v, int n);
 
 /*
- * Record n outcomes: queue rows and attempt history, in one statement.
+ * Record n outcomes: queue rows and attempt history (queue_write_back.c).
  * Outcomes whose row someone else holds are flagged in kept[] (all of them
  * when a lock timed out) and counted in the result: keep them for later.
  * final_attempt[i]: the attempt number of an outcome written as final
@@ -84,6 +86,12 @@ extern ArrayType *pgcb_queue_int4_array(const int *v, int n);
  */
 extern int	pgcb_queue_write_back(const PgcbOutcome *outcomes, int n, bool *kept,
 								  int *final_attempt, char **stats, MemoryContext cxt);
+/*
+ * The same as one SQL statement, for tables with triggers (which only a
+ * statement fires); called by queue_write_back.c inside its step.
+ */
+extern int	pgcb_queue_write_back_statement(const PgcbOutcome *outcomes, int n, bool *kept,
+											int *final_attempt, char **stats, MemoryContext cxt);
 
 /*
  * Add stats rollups (oldest first) into callback_stats.  False: a lock

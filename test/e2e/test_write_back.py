@@ -1,0 +1,131 @@
+"""End-to-end: the write-back of outcomes has two ways, and they must write
+the same thing.
+
+The worker writes outcomes through the table AM (src/queue_write_back.c);
+a queue or attempt table with a trigger (an operator's audit trigger, say)
+is written by the SQL statement instead (src/queue.c), since only a
+statement fires triggers. For the same answers from the receiver -- a
+delivery, a retry then a delivery, a retry then a dead letter, a 400 -- both
+ways must leave the same queue row, the same attempt history and the same
+per-minute stats. Every wait is bounded.
+"""
+
+import re
+
+from faults_util import diagnostics, queue_status
+
+# (suffix, max_attempts, the receiver's answers in order; 204 after them)
+SCENARIOS = [
+    ("ok", 3, []),
+    ("retry", 3, [(500, {}, "boom")]),
+    ("dead", 2, [(503, {}, "down 1"), (503, {}, "down 2")]),
+    ("bad", 3, [(400, {}, "no")]),
+]
+
+
+def _label(request, phase, suffix):
+    return re.sub(r"[^A-Za-z0-9]", "", "wb%s%s%s" % (request.node.name[-12:], phase, suffix))[:40]
+
+
+def _run_phase(request, cluster, receiver, endpoint_factory, phase):
+    """One endpoint and one event per scenario; returns what each left, by scenario."""
+    eps = {}
+    for suffix, max_attempts, answers in SCENARIOS:
+        label = _label(request, phase, suffix)
+        path = "/" + label
+        receiver.script(path, answers)
+        eid = endpoint_factory(label, receiver.url(path), event_types=[label + ".*"],
+                               max_attempts=max_attempts, retry_schedule=[0.1])
+        cluster.execute("SELECT callback.enqueue(%s, '{\"x\": 1}'::jsonb)", (label + ".ev",))
+        eps[suffix] = eid
+
+    def finished():
+        for eid in eps.values():
+            st = queue_status(cluster, eid)
+            if st.get("delivered", 0) + st.get("dead", 0) != 1:
+                return False
+        return True
+    try:
+        cluster.wait_until(finished, timeout=60, interval=0.05,
+                           what="every scenario's delivery finished (%s)" % phase)
+    except AssertionError as e:
+        raise AssertionError(str(e) + "".join(diagnostics(cluster, eid) for eid in eps.values())) \
+            from None
+
+    # the stats rollup is written after the outcomes, apart: wait for it too
+    def stats_complete():
+        return all(cluster.scalar(
+            "SELECT coalesce(sum(attempts), 0) FROM callback.callback_stats WHERE endpoint_id = %s",
+            (eid,)) == cluster.scalar(
+            "SELECT count(*) FROM callback.callback_attempts WHERE endpoint_id = %s", (eid,))
+            for eid in eps.values())
+    cluster.wait_until(stats_complete, timeout=30, interval=0.05,
+                       what="the stats rollup of every attempt written (%s)" % phase)
+
+    left = {}
+    for suffix, eid in eps.items():
+        [row] = cluster.query(
+            "SELECT status::text, attempts, last_status_code, last_error, "
+            "       lease_expires_at IS NULL, claimed_by IS NULL, "
+            "       finished_at IS NOT NULL AND finished_at >= created_at, "
+            "       last_attempt_at IS NOT NULL, next_attempt_at <= last_attempt_at + interval '1 hour' "
+            "  FROM callback.callback_queue WHERE endpoint_id = %s", (eid,))
+        attempts = cluster.query(
+            "SELECT a.attempt, a.status_code, a.error, a.response_body, a.outcome::text, "
+            "       a.event_id = q.event_id, a.event_type = q.event_type, a.latency_ms >= 0, "
+            "       a.hook_error IS NULL "
+            "  FROM callback.callback_attempts a JOIN callback.callback_queue q ON q.id = a.delivery_id "
+            " WHERE a.endpoint_id = %s ORDER BY a.attempt", (eid,))
+        stats = cluster.query(
+            "SELECT sum(attempts)::int, sum(delivered)::int, sum(failed)::int, sum(dead)::int, "
+            "       sum(latency_sum_ms) > 0, "
+            "       sum((SELECT sum(h) FROM unnest(latency_hist) h))::int, "
+            "       max(last_error) "
+            "  FROM callback.callback_stats WHERE endpoint_id = %s", (eid,))
+        left[suffix] = (row, attempts, stats)
+    return left
+
+
+def test_write_back_by_table_am_equals_the_statement(request, cluster, receiver, endpoint_factory):
+    # the table AM (no trigger on the queue)
+    direct = _run_phase(request, cluster, receiver, endpoint_factory, "d")
+
+    # the statement: a row trigger on the queue, which records that it ran
+    cluster.execute("CREATE TABLE public.wb_audit (id bigint, status text)")
+    cluster.execute("""
+        CREATE FUNCTION public.wb_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.wb_audit VALUES (NEW.id, NEW.status); RETURN NEW; END $$""")
+    cluster.execute("GRANT INSERT ON public.wb_audit TO PUBLIC")
+    cluster.execute("CREATE TRIGGER wb_audit AFTER UPDATE ON callback.callback_queue "
+                    "FOR EACH ROW EXECUTE FUNCTION public.wb_audit()")
+    try:
+        by_statement = _run_phase(request, cluster, receiver, endpoint_factory, "s")
+        finished = cluster.scalar("SELECT count(*) FROM public.wb_audit "
+                                  " WHERE status IN ('delivered', 'dead')")
+    finally:
+        cluster.execute("DROP TRIGGER IF EXISTS wb_audit ON callback.callback_queue")
+        cluster.execute("DROP FUNCTION IF EXISTS public.wb_audit()")
+        cluster.execute("DROP TABLE IF EXISTS public.wb_audit")
+
+    # the statement ran (its trigger saw each delivery finish) ...
+    assert finished == len(SCENARIOS), finished
+    # ... and both ways left the same rows
+    for suffix, _, _ in SCENARIOS:
+        assert direct[suffix] == by_statement[suffix], (suffix, direct[suffix], by_statement[suffix])
+
+    # and what they left is what the answers call for
+    assert direct["ok"][0][:4] == ("delivered", 1, 204, None)
+    assert direct["retry"][0][:4] == ("delivered", 2, 204, None)
+    assert [a[:5] for a in direct["retry"][1]] == [
+        (1, 500, "HTTP 500", "boom", "pending"), (2, 204, None, None, "delivered")]
+    assert direct["dead"][0][:4] == ("dead", 2, 503, "HTTP 503 (no attempts left)")
+    assert [a[4] for a in direct["dead"][1]] == ["pending", "dead"]
+    assert direct["bad"][0][:3] == ("dead", 1, 400) and direct["bad"][0][3].startswith("HTTP 400")
+    for suffix, (row, attempts, stats) in direct.items():
+        assert row[4:] == (True, True, True, True, True), (suffix, row)
+        assert all(a[5:] == (True, True, True, True) for a in attempts), (suffix, attempts)
+    # stats: attempts, delivered, failed, dead, latency, histogram total, last error
+    assert direct["ok"][2] == [(1, 1, 0, 0, True, 1, None)]
+    assert direct["retry"][2] == [(2, 1, 1, 0, True, 2, "HTTP 500")]
+    assert direct["dead"][2] == [(2, 0, 2, 1, True, 2, direct["dead"][1][-1][2])]
+    assert direct["bad"][2] == [(1, 0, 1, 1, True, 1, direct["bad"][0][3])]
