@@ -27,6 +27,7 @@ OBJS = \
 	src/dbguard.o \
 	src/delivery.o \
 	src/queue.o \
+	src/queue_rows.o \
 	src/queue_write_back.o \
 	src/batch.o \
 	src/http.o \

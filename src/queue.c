@@ -4,11 +4,10 @@
  *		plan: load endpoints (with each one's earliest due time, from the
  *		partial index), the ordered claim (FOR UPDATE SKIP LOCKED, a lease;
  *		the plain claim is C, in queue_claim.c), the stats rollup
- *		(PLAN_STATS).  The write-back of outcomes is C (queue_write_back.c),
- *		run as a step of this file's; its SQL statement here serves a queue
- *		with triggers, which only a statement fires.  Nothing here runs per
- *		row.  In the worker no statement waits on a row lock
- *		an SQL user holds (see LOCK_MARK and run_step).
+ *		(PLAN_STATS).  The write-back of outcomes is C too
+ *		(queue_write_back.c), run as a step of this file's (run_step).
+ *		Nothing here runs per row.  In the worker no statement waits on a
+ *		row lock an SQL user holds (see LOCK_MARK and run_step).
  */
 #include "postgres.h"
 
@@ -36,8 +35,6 @@
 enum
 {
 	PLAN_LOAD,
-	PLAN_WRITE_BACK,
-	PLAN_EXISTING,
 	PLAN_DISABLE,
 	PLAN_BREAKERS,
 	PLAN_RELEASE,
@@ -111,96 +108,6 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"       e.transform, e.on_response, e.owner::pg_catalog.text "
 	"  FROM callback.callback_endpoints e",
 
-	[PLAN_WRITE_BACK] =
-	"WITH o AS ("
-	"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::int[]), "
-	"                           pg_catalog.unnest($3::pg_catalog.text[]), "
-	"                           pg_catalog.unnest($4::pg_catalog.float8[]), "
-	"                           pg_catalog.unnest($5::pg_catalog.text[]), "
-	"                           pg_catalog.unnest($6::pg_catalog.timestamptz[]), "
-	"                           pg_catalog.unnest($7::pg_catalog.timestamptz[]), "
-	"                           pg_catalog.unnest($8::pg_catalog.text[]), "
-	"                           pg_catalog.unnest($9::pg_catalog.uuid[])) "
-	"    AS o(id, status_code, error, latency_ms, outcome, next_at, started_at, response_body, "
-	"         event_id)), "
-	/*
-	 * The outcomes whose row we may write now (see LOCK_MARK), each row
-	 * found by its key: every join here runs from the batch to the queue's
-	 * primary key, so that one generic plan serves every batch (run_plan).
-	 * The lock is taken in a lateral subquery, where the batch is not one
-	 * of its relations: a plain join FOR UPDATE OF q would copy each
-	 * outcome's whole row for a recheck (1.1k instructions per delivery).
-	 */
-	"l AS MATERIALIZED ("
-	"  SELECT o.* FROM o CROSS JOIN LATERAL ("
-	"    SELECT FROM callback.callback_queue q WHERE q.id OPERATOR(pg_catalog.=) o.id "
-	"     FOR UPDATE " LOCK_MARK ") k), "
-	"u AS ("
-	"  UPDATE callback.callback_queue q "
-	"     SET status = l.outcome::callback.delivery_status, "
-	"         attempts = q.attempts OPERATOR(pg_catalog.+) 1, "
-	"         next_attempt_at = coalesce(l.next_at, q.next_attempt_at), "
-	"         last_attempt_at = l.started_at, last_status_code = l.status_code, "
-	"         last_error = l.error, lease_expires_at = NULL, claimed_by = NULL, "
-	"         finished_at = CASE WHEN l.outcome OPERATOR(pg_catalog.<>) 'pending' "
-	"                            THEN pg_catalog.now() END "
-	/*
-	 * The event id too: after TRUNCATE ... RESTART IDENTITY a new row may
-	 * carry the id.  status::text: the partial index on status = 'sending'
-	 * would otherwise be scanned whole, dead entries and all.
-	 *
-	 * An outcome is a request that was really sent: it is recorded while
-	 * the row is still open, that is 'sending' (our claim, or a claim made
-	 * again after our lease ran out) or 'pending' and claimed by nobody (a
-	 * sweep returned it after our lease ran out, or the other claim's
-	 * outcome was a retry).  A finished row (delivered, dead, deleted)
-	 * drops it: so when a row was claimed twice, the second outcome is
-	 * lost if the first finished it.  The worker writes back before it
-	 * sweeps, so its own finished requests are never swept; this clause
-	 * keeps an outcome whose request was still in flight when a sweep (its
-	 * own after a stall, or another claimer's) returned the row.
-	 */
-	"    FROM l WHERE q.id OPERATOR(pg_catalog.=) l.id "
-	"             AND q.event_id OPERATOR(pg_catalog.=) l.event_id "
-	"             AND (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'sending' "
-	"                  OR (q.status::pg_catalog.text OPERATOR(pg_catalog.=) 'pending' "
-	"                      AND q.claimed_by IS NULL)) "
-	"  RETURNING q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, q.status, "
-	"            l.started_at, l.latency_ms, l.status_code, l.error, l.response_body), "
-	"a AS ("
-	"  INSERT INTO callback.callback_attempts "
-	"    (delivery_id, event_id, endpoint_id, event_type, attempt, started_at, latency_ms, "
-	"     status_code, error, response_body, outcome) "
-	"  SELECT id, event_id, endpoint_id, event_type, attempts, started_at, latency_ms, "
-	"         status_code, error, response_body, status FROM u), "
-	/*
-	 * The stats rollup is returned, not written: its rows may be locked
-	 * (purge() deletes them), and it is written by PLAN_STATS, which may
-	 * have to keep some for later, without holding back the outcomes.
-	 */
-	"s AS ("
-	"  SELECT pg_catalog.date_trunc('minute', u.started_at) AS minute, u.endpoint_id, u.event_type, "
-	"         pg_catalog.count(*) AS attempts, "
-	"         pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'delivered') AS delivered, "
-	"         pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.<>) 'delivered') AS failed, "
-	"         pg_catalog.count(*) FILTER (WHERE u.status OPERATOR(pg_catalog.=) 'dead') AS dead, "
-	"         pg_catalog.sum(u.latency_ms) AS latency_sum_ms, pg_catalog.max(u.latency_ms) AS latency_max_ms, "
-	"         callback.latency_histogram(u.latency_ms) AS latency_hist, "
-	"         (pg_catalog.array_agg(u.error ORDER BY u.started_at DESC) "
-	"              FILTER (WHERE u.error IS NOT NULL))[1] AS last_error "
-	"    FROM u GROUP BY 1, 2, 3) "
-	/* the rows locked: the caller looks for the others (PLAN_EXISTING) */
-	"SELECT ARRAY(SELECT l.id FROM l), "
-	"       (SELECT pg_catalog.jsonb_agg(s) FROM s)::pg_catalog.text, "
-	/* the final outcomes written, for on_response (hooks.c): id and attempt */
-	"       ARRAY(SELECT u.id FROM u WHERE u.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY u.id), "
-	"       ARRAY(SELECT u.attempts FROM u WHERE u.status OPERATOR(pg_catalog.<>) 'pending' ORDER BY u.id)",
-
-	/* which of these rows are there (a write-back's unlocked ones) */
-	[PLAN_EXISTING] =
-	"SELECT ARRAY(SELECT q.id FROM callback.callback_queue q "
-	"              WHERE q.id OPERATOR(pg_catalog.=) ANY ($1::bigint[]))",
-
 	[PLAN_DISABLE] =
 	"UPDATE callback.callback_endpoints e "
 	"   SET enabled = false, updated_at = pg_catalog.now(), "
@@ -257,7 +164,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 
 	/*
 	 * Add stats rollups ($1: jsonb arrays of callback_stats rows, oldest
-	 * first, from PLAN_WRITE_BACK) into callback_stats.  A key whose row is
+	 * first, from the write-back) into callback_stats.  A key whose row is
 	 * there but held by someone else (purge() or drop_endpoint() deleting
 	 * it) is returned, to be added later; so each attempt is counted once.
 	 * Keys of endpoints dropped meanwhile are let go.
@@ -402,17 +309,14 @@ static const char *const plan_sql[NUM_PLANS] = {
 };
 
 static const int plan_nargs[NUM_PLANS] = {
-	[PLAN_LOAD] = 1,[PLAN_WRITE_BACK] = 9,[PLAN_EXISTING] = 1,
+	[PLAN_LOAD] = 1,
 	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 4,[PLAN_STATS] = 1,
 	[PLAN_CLAIM_ORDERED] = 4,
 	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 3,
 };
 
-static const Oid plan_types[NUM_PLANS][9] = {
+static const Oid plan_types[NUM_PLANS][5] = {
 	[PLAN_LOAD] = {INT4OID},
-	[PLAN_EXISTING] = {INT8ARRAYOID},
-	[PLAN_WRITE_BACK] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
-	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, UUIDARRAYOID},
 	[PLAN_DISABLE] = {INT4ARRAYOID},
 	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
 	TIMESTAMPTZARRAYOID},
@@ -864,194 +768,6 @@ pgcb_queue_claim_ordered(int endpoint_id, int n, int claimed_by, int lease_ms,
 	}
 	*next_due = os.next_due;
 	return os.cs.got;
-}
-
-static int
-cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
-typedef struct WriteBackStep
-{
-	Datum		values[9];
-	const PgcbOutcome *o;
-	int			n;
-	bool	   *kept;
-	int			n_kept;
-	int		   *final_attempt;
-	char	   *stats;
-	MemoryContext cxt;
-} WriteBackStep;
-
-/* Column col of row 0 of the last result, a bigint[] (NULL: empty), sorted. */
-static int64 *
-id_array_col(int row, int col, int *n)
-{
-	bool		isnull;
-	Datum		d = get_col(row, col, &isnull);
-	Datum	   *elems;
-	bool	   *nulls;
-	int64	   *ids;
-
-	*n = 0;
-	if (isnull)
-		return palloc(sizeof(int64));
-	deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  &elems, &nulls, n);
-	ids = palloc(sizeof(int64) * Max(*n, 1));
-	for (int i = 0; i < *n; i++)
-		ids[i] = DatumGetInt64(elems[i]);
-	qsort(ids, *n, sizeof(int64), cmp_int64);
-	return ids;
-}
-
-/*
- * Flag the outcomes written as final with their attempt number (columns 3
- * and 4 of the write-back, by id), for on_response.
- */
-static void
-mark_final(WriteBackStep *ws)
-{
-	bool		isnull;
-	Datum	   *ids;
-	Datum	   *attempts;
-	bool	   *nulls;
-	int			m;
-	int			m2;
-	int64	   *sorted;
-
-	deconstruct_array(DatumGetArrayTypeP(get_col(0, 3, &isnull)), INT8OID, 8, FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &ids, &nulls, &m);
-	deconstruct_array(DatumGetArrayTypeP(get_col(0, 4, &isnull)), INT4OID, 4, true,
-					  TYPALIGN_INT, &attempts, &nulls, &m2);
-	if (m == 0 || m != m2)
-		return;
-	/* sorted by id in the statement */
-	sorted = palloc(sizeof(int64) * m);
-	for (int i = 0; i < m; i++)
-		sorted[i] = DatumGetInt64(ids[i]);
-	for (int i = 0; i < ws->n; i++)
-	{
-		int64	   *hit = bsearch(&ws->o[i].delivery_id, sorted, m, sizeof(int64), cmp_int64);
-
-		if (hit != NULL)
-			ws->final_attempt[i] = DatumGetInt32(attempts[hit - sorted]);
-	}
-	pfree(sorted);
-}
-
-static void
-write_back_by_statement(WriteBackStep *ws)
-{
-	bool		isnull;
-	Datum		d;
-
-	SPI_connect();
-	run_plan(PLAN_WRITE_BACK, ws->values, NULL, false);
-	Assert(SPI_processed == 1);
-	d = get_col(0, 2, &isnull);
-	if (!isnull)
-		ws->stats = MemoryContextStrdup(ws->cxt, TextDatumGetCString(d));
-	mark_final(ws);
-	/*
-	 * The outcomes to keep: their row is there but someone else holds it.
-	 * process_callbacks() waited for every row: what it did not get is gone.
-	 */
-	if (skip_locked)
-	{
-		int			n_locked;
-		int64	   *locked = id_array_col(0, 1, &n_locked);
-		int			n_unlocked = 0;
-		Datum	   *unlocked = palloc(sizeof(Datum) * ws->n);
-
-		for (int i = 0; i < ws->n; i++)
-			if (bsearch(&ws->o[i].delivery_id, locked, n_locked, sizeof(int64), cmp_int64) == NULL)
-				unlocked[n_unlocked++] = Int64GetDatum(ws->o[i].delivery_id);
-		if (n_unlocked > 0)
-		{
-			Datum		arg = PointerGetDatum(construct_array(unlocked, n_unlocked, INT8OID, 8,
-															  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			int			n_there;
-			int64	   *there;
-
-			run_plan(PLAN_EXISTING, &arg, NULL, true);
-			there = id_array_col(0, 1, &n_there);
-			for (int i = 0; i < ws->n; i++)
-			{
-				if (bsearch(&ws->o[i].delivery_id, there, n_there, sizeof(int64), cmp_int64) != NULL)
-				{
-					ws->kept[i] = true;
-					ws->n_kept++;
-				}
-			}
-		}
-	}
-	SPI_finish();
-}
-
-int
-pgcb_queue_write_back_statement(const PgcbOutcome *o, int n, bool *kept, int *final_attempt,
-								char **stats, MemoryContext cxt)
-{
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *codes = palloc(sizeof(Datum) * n);
-	bool	   *code_nulls = palloc(sizeof(bool) * n);
-	Datum	   *errors = palloc(sizeof(Datum) * n);
-	bool	   *error_nulls = palloc(sizeof(bool) * n);
-	Datum	   *latencies = palloc(sizeof(Datum) * n);
-	Datum	   *verdicts = palloc(sizeof(Datum) * n);
-	Datum	   *next_ats = palloc(sizeof(Datum) * n);
-	bool	   *next_nulls = palloc(sizeof(bool) * n);
-	Datum	   *starts = palloc(sizeof(Datum) * n);
-	Datum	   *bodies = palloc(sizeof(Datum) * n);
-	bool	   *body_nulls = palloc(sizeof(bool) * n);
-	Datum	   *event_ids = palloc(sizeof(Datum) * n);
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	WriteBackStep ws;
-
-	for (int i = 0; i < n; i++)
-	{
-		ids[i] = Int64GetDatum(o[i].delivery_id);
-		codes[i] = Int32GetDatum(o[i].status_code);
-		code_nulls[i] = o[i].status_code == 0;
-		error_nulls[i] = o[i].error == NULL;
-		errors[i] = error_nulls[i] ? (Datum) 0 : CStringGetTextDatum(o[i].error);
-		latencies[i] = Float8GetDatum(o[i].latency_ms);
-		verdicts[i] = CStringGetTextDatum(o[i].verdict);
-		next_nulls[i] = o[i].next_attempt_at == 0;
-		next_ats[i] = TimestampTzGetDatum(o[i].next_attempt_at);
-		starts[i] = TimestampTzGetDatum(o[i].started_at);
-		body_nulls[i] = o[i].response_body == NULL;
-		bodies[i] = body_nulls[i] ? (Datum) 0 : CStringGetTextDatum(o[i].response_body);
-		event_ids[i] = UUIDPGetDatum(&o[i].event_id);
-	}
-	ws.values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	ws.values[1] = PointerGetDatum(construct_md_array(codes, code_nulls, 1, dims, lbs, INT4OID, 4, true, TYPALIGN_INT));
-	ws.values[2] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-	ws.values[3] = PointerGetDatum(construct_array(latencies, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	ws.values[4] = PointerGetDatum(construct_array(verdicts, n, TEXTOID, -1, false, TYPALIGN_INT));
-	ws.values[5] = PointerGetDatum(construct_md_array(next_ats, next_nulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	ws.values[6] = PointerGetDatum(construct_array(starts, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	ws.values[7] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-	ws.values[8] = PointerGetDatum(construct_array(event_ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	ws.o = o;
-	ws.n = n;
-	ws.kept = kept;
-	ws.n_kept = 0;
-	ws.final_attempt = final_attempt;
-	ws.stats = NULL;
-	ws.cxt = cxt;
-	memset(kept, 0, sizeof(bool) * n);
-	memset(final_attempt, 0, sizeof(int) * n);
-
-	write_back_by_statement(&ws);
-	*stats = ws.stats;
-	return ws.n_kept;
 }
 
 typedef struct StatsStep

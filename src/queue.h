@@ -54,7 +54,6 @@ extern int	pgcb_queue_claim_ordered(int endpoint_id, int n, int claimed_by, int 
  */
 extern void pgcb_queue_set_skip_locked(bool skip);
 extern bool pgcb_queue_skip_locked(void);
-extern bool pgcb_queue_skip_locked(void);
 
 /*
  * batches: run a step (SPI work of the cycle) as this file's are run: in
@@ -86,12 +85,6 @@ extern ArrayType *pgcb_queue_int4_array(const int *v, int n);
  */
 extern int	pgcb_queue_write_back(const PgcbOutcome *outcomes, int n, bool *kept,
 								  int *final_attempt, char **stats, MemoryContext cxt);
-/*
- * The same as one SQL statement, for tables with triggers (which only a
- * statement fires); called by queue_write_back.c inside its step.
- */
-extern int	pgcb_queue_write_back_statement(const PgcbOutcome *outcomes, int n, bool *kept,
-											int *final_attempt, char **stats, MemoryContext cxt);
 
 /*
  * Add stats rollups (oldest first) into callback_stats.  False: a lock

@@ -69,6 +69,7 @@
 #include "utils/uuid.h"
 
 #include "queue.h"
+#include "queue_rows.h"
 #include "session.h"
 
 #define DUE_INDEX_NAME "callback_queue_due"
@@ -104,45 +105,6 @@ claim_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == shape.relid)
 		shape.valid = false;
-}
-
-static AttrNumber
-column(Relation rel, const char *name)
-{
-	AttrNumber	attnum = attnameAttNum(rel, name, false);
-
-	if (attnum == InvalidAttrNumber)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("callback.%s has no column \"%s\"", RelationGetRelationName(rel), name),
-				 errhint("The extension's tables were changed by hand; reinstall pg_callback.")));
-	return attnum;
-}
-
-static void
-unsupported(Relation rel, const char *what)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("callback.%s has %s, which pg_callback's claim does not support",
-					RelationGetRelationName(rel), what),
-			 errhint("Remove it: the table is the extension's own.")));
-}
-
-/* The queue must be what this file knows how to update. */
-static void
-check_queue(Relation rel)
-{
-	TriggerDesc *trig = rel->trigdesc;
-
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
-		unsupported(rel, "a kind other than a plain table");
-	/* ExecSimpleRelationUpdate captures no transition tables */
-	if (trig != NULL && (trig->trig_update_old_table || trig->trig_update_new_table))
-		unsupported(rel, "an UPDATE trigger with transition tables");
-	/* the owner bypasses row security unless it is forced */
-	if (rel->rd_rel->relrowsecurity && rel->rd_rel->relforcerowsecurity)
-		unsupported(rel, "forced row level security");
 }
 
 /*
@@ -199,18 +161,18 @@ build_shape(Relation rel)
 	}
 	shape.valid = false;
 	shape.relid = RelationGetRelid(rel);
-	shape.att_id = column(rel, "id");
-	shape.att_event_id = column(rel, "event_id");
-	shape.att_endpoint_id = column(rel, "endpoint_id");
-	shape.att_event_type = column(rel, "event_type");
-	shape.att_body = column(rel, "body");
-	shape.att_status = column(rel, "status");
-	shape.att_attempts = column(rel, "attempts");
-	shape.att_next_attempt_at = column(rel, "next_attempt_at");
-	shape.att_lease_expires_at = column(rel, "lease_expires_at");
-	shape.att_claimed_by = column(rel, "claimed_by");
-	shape.att_traceparent = column(rel, "traceparent");
-	shape.att_tracestate = column(rel, "tracestate");
+	shape.att_id = pgcb_rows_column(rel, "id");
+	shape.att_event_id = pgcb_rows_column(rel, "event_id");
+	shape.att_endpoint_id = pgcb_rows_column(rel, "endpoint_id");
+	shape.att_event_type = pgcb_rows_column(rel, "event_type");
+	shape.att_body = pgcb_rows_column(rel, "body");
+	shape.att_status = pgcb_rows_column(rel, "status");
+	shape.att_attempts = pgcb_rows_column(rel, "attempts");
+	shape.att_next_attempt_at = pgcb_rows_column(rel, "next_attempt_at");
+	shape.att_lease_expires_at = pgcb_rows_column(rel, "lease_expires_at");
+	shape.att_claimed_by = pgcb_rows_column(rel, "claimed_by");
+	shape.att_traceparent = pgcb_rows_column(rel, "traceparent");
+	shape.att_tracestate = pgcb_rows_column(rel, "tracestate");
 	status_type = TupleDescAttr(RelationGetDescr(rel), shape.att_status - 1)->atttypid;
 	shape.status_pending = DirectFunctionCall2(enum_in, CStringGetDatum("pending"),
 											   ObjectIdGetDatum(status_type));
@@ -225,6 +187,7 @@ typedef struct ClaimRun
 {
 	Relation	rel;
 	Relation	index;
+	PgcbRowsStatement stmt;		/* the statement's executor state and triggers */
 	EState	   *estate;
 	ResultRelInfo *rri;
 	Snapshot	snapshot;
@@ -237,52 +200,14 @@ typedef struct ClaimRun
 	MemoryContext row_cxt;		/* reset per row */
 } ClaimRun;
 
-/*
- * Lock the row the scan found, as ExecLockRows does for FOR UPDATE SKIP
- * LOCKED.  True: locked, its last version in run->lockslot.
- */
+/* Lock the row the scan found, as FOR UPDATE SKIP LOCKED does. */
 static bool
 lock_row(ClaimRun *run)
 {
-	TM_FailureData tmfd;
-	TM_Result	res;
-	int			flags = TUPLE_LOCK_FLAG_LOCK_UPDATE_IN_PROGRESS;
-	ItemPointerData tid = run->scanslot->tts_tid;
+	bool		held;
 
-	if (!IsolationUsesXactSnapshot())
-		flags |= TUPLE_LOCK_FLAG_FIND_LAST_VERSION;
-	res = table_tuple_lock(run->rel, &tid, run->snapshot, run->lockslot,
-						   run->estate->es_output_cid, LockTupleExclusive, LockWaitSkip,
-						   flags, &tmfd);
-	switch (res)
-	{
-		case TM_Ok:
-			return true;
-		case TM_WouldBlock:
-			/* someone holds it: SKIP LOCKED */
-			return false;
-		case TM_SelfModified:
-			/* updated by this command (or a later one): as deleted */
-			return false;
-		case TM_Updated:
-		case TM_Deleted:
-			if (IsolationUsesXactSnapshot())
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("could not serialize access due to concurrent update")));
-			if (res == TM_Deleted)
-				return false;
-			/* FIND_LAST_VERSION follows updates: not reached */
-			elog(ERROR, "pg_callback: unexpected table_tuple_lock status %u", res);
-			break;
-		case TM_Invisible:
-			elog(ERROR, "pg_callback: attempted to lock an invisible queue row");
-			break;
-		default:
-			elog(ERROR, "pg_callback: unrecognized table_tuple_lock status %u", res);
-			break;
-	}
-	return false;
+	return pgcb_rows_lock(run->rel, &run->scanslot->tts_tid, run->snapshot, run->lockslot,
+						  LockWaitSkip, &held);
 }
 
 /*
@@ -417,7 +342,8 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	PgcbSession session;
 	ClaimRun	run;
 	IndexScanDesc scan;
-	RangeTblEntry *rte;
+	CmdType		cmd = CMD_UPDATE;
+	List	   *cols;
 	Interval	lease;
 	int			got = 0;
 	int			room = 16;
@@ -427,7 +353,7 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 
 	/* the lock first, then the snapshot, as a statement takes them */
 	run.rel = table_open(pgcb_session_relid("callback_queue"), RowExclusiveLock);
-	check_queue(run.rel);
+	pgcb_rows_check(run.rel, CMD_UPDATE, "claim");
 	if (!shape.valid || shape.relid != RelationGetRelid(run.rel))
 		build_shape(run.rel);
 	/* the caller's earlier writes in this transaction are seen */
@@ -436,27 +362,10 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	UpdateActiveSnapshotCommandId();
 	run.snapshot = GetActiveSnapshot();
 
-	run.estate = CreateExecutorState();
-	run.estate->es_snapshot = run.snapshot;
-	run.estate->es_output_cid = GetCurrentCommandId(true);
-	/* a range table of the queue alone, for the triggers' updated columns */
-	rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = RelationGetRelid(run.rel);
-	rte->relkind = run.rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	rte->requiredPerms = ACL_UPDATE;
-	rte->updatedCols = bms_make_singleton(shape.att_status - FirstLowInvalidHeapAttributeNumber);
-	rte->updatedCols = bms_add_member(rte->updatedCols,
-									  shape.att_claimed_by - FirstLowInvalidHeapAttributeNumber);
-	rte->updatedCols = bms_add_member(rte->updatedCols,
-									  shape.att_lease_expires_at - FirstLowInvalidHeapAttributeNumber);
-	ExecInitRangeTable(run.estate, list_make1(rte));
-	run.rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(run.rri, run.rel, 1, NULL, 0);
-	/* where the after-trigger queue looks for it; its indexes closed with it */
-	run.estate->es_opened_result_relations = list_make1(run.rri);
-	ExecOpenIndices(run.rri, false);
+	cols = list_make3_int(shape.att_status, shape.att_claimed_by, shape.att_lease_expires_at);
+	pgcb_rows_begin(&run.stmt, run.snapshot, 1, &run.rel, &cmd, &cols);
+	run.estate = run.stmt.estate;
+	run.rri = run.stmt.rri[0];
 
 	run.now = GetCurrentTransactionStartTimestamp();
 	/* now() + lease_ms * interval '1 millisecond' */
@@ -473,9 +382,6 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	run.row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback claim row",
 										ALLOCSET_DEFAULT_SIZES);
 
-	/* the statement's triggers, as an UPDATE fires them */
-	AfterTriggerBeginQuery();
-	ExecBSUpdateTriggers(run.estate, run.rri);
 	run.index = index_open(shape.due_index, RowExclusiveLock);
 	scan = index_beginscan(run.rel, run.index, run.snapshot, 2, 0);
 	for (int i = 0; i < n; i++)
@@ -486,18 +392,12 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 	}
 	index_endscan(scan);
 	index_close(run.index, NoLock);
-	ExecASUpdateTriggers(run.estate, run.rri, NULL);
-	AfterTriggerEndQuery(run.estate);
 
 	MemoryContextDelete(run.row_cxt);
 	ExecDropSingleTupleTableSlot(run.newslot);
 	ExecDropSingleTupleTableSlot(run.lockslot);
 	ExecDropSingleTupleTableSlot(run.scanslot);
-	/* and the triggers' slots and relations, as the executor's end does */
-	ExecResetTupleTable(run.estate->es_tupleTable, false);
-	ExecCloseResultRelations(run.estate);
-	ExecCloseRangeTableRelations(run.estate);
-	FreeExecutorState(run.estate);
+	pgcb_rows_end(&run.stmt);
 	/* the lock stays to the end of the transaction, as an UPDATE's does */
 	table_close(run.rel, NoLock);
 	PopActiveSnapshot();

@@ -26,8 +26,10 @@
  * since the snapshot is a serialization failure, as SELECT FOR UPDATE
  * would raise.
  *
- * A table with triggers or forced row security is written by the SQL
- * statement instead (see needs_statement).
+ * The rows are written as one UPDATE and one INSERT statement would write
+ * them (queue_rows.c): an operator's triggers on either table fire, and a
+ * BEFORE trigger that skips a queue row's update leaves that outcome
+ * unwritten, as the statement's RETURNING left it out.
  *
  * The rollup is returned as the jsonb text PLAN_STATS reads
  * (jsonb_populate_recordset over callback_stats): its rows may be locked
@@ -63,6 +65,7 @@
 
 #include "metrics.h"
 #include "queue.h"
+#include "queue_rows.h"
 #include "session.h"
 
 /* The columns written, by name: an upgraded 1.0 table orders them otherwise. */
@@ -143,77 +146,37 @@ typedef struct WriteBack
 	MemoryContext cxt;
 } WriteBack;
 
-static AttrNumber
-column(Relation rel, const char *name)
-{
-	AttrNumber	attnum = attnameAttNum(rel, name, false);
-
-	if (attnum == InvalidAttrNumber)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("callback.%s has no column \"%s\"", RelationGetRelationName(rel), name),
-				 errhint("The extension's tables were changed by hand; reinstall pg_callback.")));
-	return attnum;
-}
-
-/*
- * What an UPDATE or INSERT statement does and the simple-relation helpers
- * do not: statement triggers, transition tables, row triggers' EPQ and
- * column lists, forced row security.  A table with any of them is written
- * by the statement (queue.c), as COPY falls back from its multi-insert.
- */
-static bool
-needs_statement(Relation rel, bool update)
-{
-	TriggerDesc *trig = rel->trigdesc;
-
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
-		return true;
-	if (trig != NULL &&
-		(update ? (trig->trig_update_before_row || trig->trig_update_after_row ||
-				   trig->trig_update_instead_row || trig->trig_update_before_statement ||
-				   trig->trig_update_after_statement || trig->trig_update_new_table ||
-				   trig->trig_update_old_table) :
-		 (trig->trig_insert_before_row || trig->trig_insert_after_row ||
-		  trig->trig_insert_instead_row || trig->trig_insert_before_statement ||
-		  trig->trig_insert_after_statement || trig->trig_insert_new_table)))
-		return true;
-	if (rel->rd_rel->relrowsecurity && rel->rd_rel->relforcerowsecurity)
-		return true;
-	return update && !OidIsValid(RelationGetPrimaryKeyIndex(rel));
-}
-
 static void
 queue_atts(Relation rel, QueueAtts *a)
 {
-	a->event_id = column(rel, "event_id");
-	a->endpoint_id = column(rel, "endpoint_id");
-	a->event_type = column(rel, "event_type");
-	a->status = column(rel, "status");
-	a->attempts = column(rel, "attempts");
-	a->next_attempt_at = column(rel, "next_attempt_at");
-	a->lease_expires_at = column(rel, "lease_expires_at");
-	a->claimed_by = column(rel, "claimed_by");
-	a->last_attempt_at = column(rel, "last_attempt_at");
-	a->last_status_code = column(rel, "last_status_code");
-	a->last_error = column(rel, "last_error");
-	a->finished_at = column(rel, "finished_at");
+	a->event_id = pgcb_rows_column(rel, "event_id");
+	a->endpoint_id = pgcb_rows_column(rel, "endpoint_id");
+	a->event_type = pgcb_rows_column(rel, "event_type");
+	a->status = pgcb_rows_column(rel, "status");
+	a->attempts = pgcb_rows_column(rel, "attempts");
+	a->next_attempt_at = pgcb_rows_column(rel, "next_attempt_at");
+	a->lease_expires_at = pgcb_rows_column(rel, "lease_expires_at");
+	a->claimed_by = pgcb_rows_column(rel, "claimed_by");
+	a->last_attempt_at = pgcb_rows_column(rel, "last_attempt_at");
+	a->last_status_code = pgcb_rows_column(rel, "last_status_code");
+	a->last_error = pgcb_rows_column(rel, "last_error");
+	a->finished_at = pgcb_rows_column(rel, "finished_at");
 }
 
 static void
 attempt_atts(Relation rel, AttemptAtts *a)
 {
-	a->delivery_id = column(rel, "delivery_id");
-	a->event_id = column(rel, "event_id");
-	a->endpoint_id = column(rel, "endpoint_id");
-	a->event_type = column(rel, "event_type");
-	a->attempt = column(rel, "attempt");
-	a->started_at = column(rel, "started_at");
-	a->latency_ms = column(rel, "latency_ms");
-	a->status_code = column(rel, "status_code");
-	a->error = column(rel, "error");
-	a->response_body = column(rel, "response_body");
-	a->outcome = column(rel, "outcome");
+	a->delivery_id = pgcb_rows_column(rel, "delivery_id");
+	a->event_id = pgcb_rows_column(rel, "event_id");
+	a->endpoint_id = pgcb_rows_column(rel, "endpoint_id");
+	a->event_type = pgcb_rows_column(rel, "event_type");
+	a->attempt = pgcb_rows_column(rel, "attempt");
+	a->started_at = pgcb_rows_column(rel, "started_at");
+	a->latency_ms = pgcb_rows_column(rel, "latency_ms");
+	a->status_code = pgcb_rows_column(rel, "status_code");
+	a->error = pgcb_rows_column(rel, "error");
+	a->response_body = pgcb_rows_column(rel, "response_body");
+	a->outcome = pgcb_rows_column(rel, "outcome");
 }
 
 static Oid
@@ -234,49 +197,6 @@ verdict_oid(const StatusOids *s, const char *verdict)
 		return s->pending;
 	elog(ERROR, "pg_callback: unknown outcome \"%s\"", verdict);
 	return InvalidOid;			/* keep the compiler quiet */
-}
-
-/*
- * Lock the latest version of the row that the index scan found, as
- * nodeLockRows.c does for SELECT ... FOR UPDATE [SKIP LOCKED].  Returns
- * true with the locked version in slot; false when the row is gone or was
- * skipped (*held: someone else holds it).
- */
-static bool
-lock_row(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip, bool *held)
-{
-	ItemPointerData tid = slot->tts_tid;
-	TM_FailureData tmfd;
-	uint8		flags = TUPLE_LOCK_FLAG_LOCK_UPDATE_IN_PROGRESS;
-	TM_Result	r;
-
-	*held = false;
-	if (!IsolationUsesXactSnapshot())
-		flags |= TUPLE_LOCK_FLAG_FIND_LAST_VERSION;
-	r = table_tuple_lock(rel, &tid, snapshot, slot, GetCurrentCommandId(false),
-						 LockTupleExclusive, skip ? LockWaitSkip : LockWaitBlock, flags, &tmfd);
-	switch (r)
-	{
-		case TM_Ok:
-			return true;
-		case TM_WouldBlock:
-			*held = true;
-			return false;
-		case TM_SelfModified:
-			/* changed by this transaction since the snapshot: not ours to write */
-			return false;
-		case TM_Updated:
-		case TM_Deleted:
-			if (IsolationUsesXactSnapshot())
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("could not serialize access due to concurrent update")));
-			/* deleted (an update is followed above) */
-			return false;
-		default:
-			elog(ERROR, "pg_callback: unexpected result %d locking a queue row", (int) r);
-	}
-	return false;
 }
 
 static RollupRow *
@@ -397,23 +317,133 @@ text_or_null(const char *s, bool *isnull)
 	return s == NULL ? (Datum) 0 : CStringGetTextDatum(s);
 }
 
+/* The columns the two statements write: for UPDATE OF triggers. */
+static void
+written_columns(const QueueAtts *qa, const AttemptAtts *aa, List **q, List **a)
+{
+	*q = list_make4_int(qa->status, qa->attempts, qa->next_attempt_at, qa->last_attempt_at);
+	*q = lappend_int(*q, qa->last_status_code);
+	*q = lappend_int(*q, qa->last_error);
+	*q = lappend_int(*q, qa->lease_expires_at);
+	*q = lappend_int(*q, qa->claimed_by);
+	*q = lappend_int(*q, qa->finished_at);
+	*a = list_make4_int(aa->delivery_id, aa->event_id, aa->endpoint_id, aa->event_type);
+	*a = lappend_int(*a, aa->attempt);
+	*a = lappend_int(*a, aa->started_at);
+	*a = lappend_int(*a, aa->latency_ms);
+	*a = lappend_int(*a, aa->status_code);
+	*a = lappend_int(*a, aa->error);
+	*a = lappend_int(*a, aa->response_body);
+	*a = lappend_int(*a, aa->outcome);
+}
+
+/*
+ * The new version of a locked queue row for outcome o, into new_slot.
+ * False: the row is not the delivery claimed, or no longer open.
+ */
+static bool
+form_update(const QueueAtts *qa, const StatusOids *st, TupleTableSlot *row_slot,
+			TupleTableSlot *new_slot, const PgcbOutcome *o, TimestampTz now)
+{
+	Datum	   *v;
+	bool	   *nul;
+	bool		isnull;
+	Oid			status;
+	Oid			outcome;
+	int32		attempt;
+
+	slot_getallattrs(row_slot);
+	if (row_slot->tts_isnull[qa->event_id - 1] ||
+		memcmp(DatumGetUUIDP(row_slot->tts_values[qa->event_id - 1]), &o->event_id,
+			   sizeof(pg_uuid_t)) != 0)
+		return false;
+	status = DatumGetObjectId(row_slot->tts_values[qa->status - 1]);
+	(void) slot_getattr(row_slot, qa->claimed_by, &isnull);
+	if (!(status == st->sending || (status == st->pending && isnull)))
+		return false;
+
+	outcome = verdict_oid(st, o->verdict);
+	attempt = DatumGetInt32(row_slot->tts_values[qa->attempts - 1]);
+	if (pg_add_s32_overflow(attempt, 1, &attempt))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("delivery " INT64_FORMAT " has too many attempts", o->delivery_id)));
+	ExecClearTuple(new_slot);
+	v = new_slot->tts_values;
+	nul = new_slot->tts_isnull;
+	memcpy(v, row_slot->tts_values, sizeof(Datum) * row_slot->tts_nvalid);
+	memcpy(nul, row_slot->tts_isnull, sizeof(bool) * row_slot->tts_nvalid);
+	v[qa->status - 1] = ObjectIdGetDatum(outcome);
+	v[qa->attempts - 1] = Int32GetDatum(attempt);
+	if (o->next_attempt_at != 0)
+	{
+		v[qa->next_attempt_at - 1] = TimestampTzGetDatum(o->next_attempt_at);
+		nul[qa->next_attempt_at - 1] = false;
+	}
+	v[qa->last_attempt_at - 1] = TimestampTzGetDatum(o->started_at);
+	nul[qa->last_attempt_at - 1] = false;
+	v[qa->last_status_code - 1] = Int32GetDatum(o->status_code);
+	nul[qa->last_status_code - 1] = o->status_code == 0;
+	v[qa->last_error - 1] = text_or_null(o->error, &nul[qa->last_error - 1]);
+	nul[qa->lease_expires_at - 1] = true;
+	nul[qa->claimed_by - 1] = true;
+	v[qa->finished_at - 1] = TimestampTzGetDatum(now);
+	nul[qa->finished_at - 1] = outcome == st->pending;
+	ExecStoreVirtualTuple(new_slot);
+	return true;
+}
+
+/* The attempt row of an outcome whose queue row was written as written. */
+static void
+form_attempt(const QueueAtts *qa, const AttemptAtts *aa, TupleTableSlot *written,
+			 TupleTableSlot *attempt_slot, const PgcbOutcome *o)
+{
+	Datum	   *v;
+	bool	   *nul;
+
+	slot_getallattrs(written);
+	ExecClearTuple(attempt_slot);
+	v = attempt_slot->tts_values;
+	nul = attempt_slot->tts_isnull;
+	memset(nul, true, sizeof(bool) * attempt_slot->tts_tupleDescriptor->natts);
+	v[aa->delivery_id - 1] = Int64GetDatum(o->delivery_id);
+	v[aa->event_id - 1] = UUIDPGetDatum(&o->event_id);
+	v[aa->started_at - 1] = TimestampTzGetDatum(o->started_at);
+	v[aa->latency_ms - 1] = Float8GetDatum(o->latency_ms);
+	nul[aa->delivery_id - 1] = nul[aa->event_id - 1] = false;
+	nul[aa->started_at - 1] = nul[aa->latency_ms - 1] = false;
+	/* as RETURNING gives them: a BEFORE trigger may have changed them */
+	v[aa->endpoint_id - 1] = written->tts_values[qa->endpoint_id - 1];
+	nul[aa->endpoint_id - 1] = written->tts_isnull[qa->endpoint_id - 1];
+	v[aa->event_type - 1] = written->tts_values[qa->event_type - 1];
+	nul[aa->event_type - 1] = written->tts_isnull[qa->event_type - 1];
+	v[aa->attempt - 1] = written->tts_values[qa->attempts - 1];
+	nul[aa->attempt - 1] = written->tts_isnull[qa->attempts - 1];
+	v[aa->outcome - 1] = written->tts_values[qa->status - 1];
+	nul[aa->outcome - 1] = written->tts_isnull[qa->status - 1];
+	v[aa->status_code - 1] = Int32GetDatum(o->status_code);
+	nul[aa->status_code - 1] = o->status_code == 0;
+	v[aa->error - 1] = text_or_null(o->error, &nul[aa->error - 1]);
+	v[aa->response_body - 1] = text_or_null(o->response_body, &nul[aa->response_body - 1]);
+	ExecStoreVirtualTuple(attempt_slot);
+}
+
 /* The step: every outcome of the batch, in one subtransaction (queue.c). */
 static void
 write_back_step(void *arg)
 {
 	WriteBack  *wb = (WriteBack *) arg;
-	bool		skip = pgcb_queue_skip_locked();
+	LockWaitPolicy wait = pgcb_queue_skip_locked() ? LockWaitSkip : LockWaitBlock;
 	PgcbSession session;
-	Relation	queue;
-	Relation	attempts;
+	Relation	rels[2];
+	CmdType		cmds[2] = {CMD_UPDATE, CMD_INSERT};
+	List	   *cols[2];
+	PgcbRowsStatement stmt;
 	Relation	pk;
 	QueueAtts	qa;
 	AttemptAtts aa;
 	StatusOids	st;
 	Oid			status_type;
-	EState	   *estate;
-	ResultRelInfo *q_rri;
-	ResultRelInfo *a_rri;
 	TupleTableSlot *row_slot;
 	TupleTableSlot *new_slot;
 	TupleTableSlot *attempt_slot;
@@ -426,46 +456,37 @@ write_back_step(void *arg)
 	MemoryContext old;
 
 	pgcb_session_enter(&session);
+	/* the locks first, then the snapshot, as a statement takes them */
+	rels[0] = table_open(pgcb_session_relid("callback_queue"), RowExclusiveLock);
+	rels[1] = table_open(pgcb_session_relid("callback_attempts"), RowExclusiveLock);
+	pgcb_rows_check(rels[0], CMD_UPDATE, "write-back");
+	pgcb_rows_check(rels[1], CMD_INSERT, "write-back");
+	if (!OidIsValid(RelationGetPrimaryKeyIndex(rels[0])))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("callback.callback_queue has no primary key"),
+				 errhint("The extension's tables were changed by hand; reinstall pg_callback.")));
 	/* our own earlier steps (a claim in this transaction) must be seen */
-	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	CommandCounterIncrement();
+	UpdateActiveSnapshotCommandId();
 	snapshot = GetActiveSnapshot();
 
-	queue = table_open(pgcb_session_relid("callback_queue"), RowExclusiveLock);
-	attempts = table_open(pgcb_session_relid("callback_attempts"), RowExclusiveLock);
-	if (needs_statement(queue, true) || needs_statement(attempts, false))
-	{
-		table_close(attempts, NoLock);
-		table_close(queue, NoLock);
-		PopActiveSnapshot();
-		pgcb_session_leave(&session);
-		wb->n_kept = pgcb_queue_write_back_statement(wb->o, wb->n, wb->kept, wb->final_attempt,
-													 &wb->stats, wb->cxt);
-		return;
-	}
-	queue_atts(queue, &qa);
-	attempt_atts(attempts, &aa);
-	status_type = TupleDescAttr(RelationGetDescr(queue), qa.status - 1)->atttypid;
+	queue_atts(rels[0], &qa);
+	attempt_atts(rels[1], &aa);
+	status_type = TupleDescAttr(RelationGetDescr(rels[0]), qa.status - 1)->atttypid;
 	st.pending = status_oid(status_type, "pending");
 	st.sending = status_oid(status_type, "sending");
 	st.delivered = status_oid(status_type, "delivered");
 	st.dead = status_oid(status_type, "dead");
+	written_columns(&qa, &aa, &cols[0], &cols[1]);
+	pgcb_rows_begin(&stmt, snapshot, 2, rels, cmds, cols);
 
-	estate = CreateExecutorState();
-	estate->es_snapshot = snapshot;
-	estate->es_output_cid = GetCurrentCommandId(true);
-	q_rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(q_rri, queue, 0, NULL, 0);
-	ExecOpenIndices(q_rri, false);
-	a_rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(a_rri, attempts, 0, NULL, 0);
-	ExecOpenIndices(a_rri, false);
-
-	row_slot = table_slot_create(queue, NULL);
-	new_slot = MakeSingleTupleTableSlot(RelationGetDescr(queue), &TTSOpsVirtual);
-	attempt_slot = MakeSingleTupleTableSlot(RelationGetDescr(attempts), &TTSOpsVirtual);
-	pk = index_open(RelationGetPrimaryKeyIndex(queue), AccessShareLock);
-	scan = index_beginscan(queue, pk, snapshot, 1, 0);
+	row_slot = table_slot_create(rels[0], NULL);
+	new_slot = MakeSingleTupleTableSlot(RelationGetDescr(rels[0]), &TTSOpsVirtual);
+	attempt_slot = MakeSingleTupleTableSlot(RelationGetDescr(rels[1]), &TTSOpsVirtual);
+	pk = index_open(RelationGetPrimaryKeyIndex(rels[0]), AccessShareLock);
+	scan = index_beginscan(rels[0], pk, snapshot, 1, 0);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback write-back row",
 								   ALLOCSET_DEFAULT_SIZES);
 
@@ -475,13 +496,9 @@ write_back_step(void *arg)
 		bool		held = false;
 		bool		found;
 		bool		isnull;
-		Oid			status;
 		Oid			outcome;
-		int32		attempt;
 		int32		endpoint_id;
 		char	   *event_type;
-		Datum	   *v;
-		bool	   *nul;
 
 		CHECK_FOR_INTERRUPTS();
 		/* the scan's own memory (btree's killed items) must outlive the row */
@@ -489,96 +506,39 @@ write_back_step(void *arg)
 		index_rescan(scan, &key, 1, NULL, 0);
 		found = index_getnext_slot(scan, ForwardScanDirection, row_slot);
 		old = MemoryContextSwitchTo(rowcxt);
-		if (!found || !lock_row(queue, row_slot, snapshot, skip, &held))
+		if (!found || !pgcb_rows_lock(rels[0], &row_slot->tts_tid, snapshot, row_slot, wait, &held))
 		{
-			/* gone: the outcome goes with it; held: written later */
-			if (held && skip)
+			/* gone: the outcome goes with it; held (SKIP LOCKED): written later */
+			if (held)
 			{
 				wb->kept[i] = true;
 				wb->n_kept++;
 			}
 			goto next;
 		}
-
-		/* still the delivery claimed, and still open */
-		slot_getallattrs(row_slot);
-		if (row_slot->tts_isnull[qa.event_id - 1] ||
-			memcmp(DatumGetUUIDP(row_slot->tts_values[qa.event_id - 1]), &o->event_id,
-				   sizeof(pg_uuid_t)) != 0)
+		if (!form_update(&qa, &st, row_slot, new_slot, o, now))
 			goto next;
-		status = DatumGetObjectId(row_slot->tts_values[qa.status - 1]);
-		(void) slot_getattr(row_slot, qa.claimed_by, &isnull);
-		if (!(status == st.sending || (status == st.pending && isnull)))
+		ExecSimpleRelationUpdate(stmt.rri[0], stmt.estate, NULL, row_slot, new_slot);
+		/* the table AM sets the TID it wrote; a BEFORE trigger may skip it */
+		if (!ItemPointerIsValid(&new_slot->tts_tid))
 			goto next;
+		form_attempt(&qa, &aa, new_slot, attempt_slot, o);
+		ExecSimpleRelationInsert(stmt.rri[1], stmt.estate, attempt_slot);
 
-		/* the new version of the row */
-		outcome = verdict_oid(&st, o->verdict);
-		attempt = DatumGetInt32(row_slot->tts_values[qa.attempts - 1]);
-		if (pg_add_s32_overflow(attempt, 1, &attempt))
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("delivery " INT64_FORMAT " has too many attempts", o->delivery_id)));
-		endpoint_id = DatumGetInt32(row_slot->tts_values[qa.endpoint_id - 1]);
-		event_type = TextDatumGetCString(row_slot->tts_values[qa.event_type - 1]);
-
-		ExecClearTuple(new_slot);
-		v = new_slot->tts_values;
-		nul = new_slot->tts_isnull;
-		memcpy(v, row_slot->tts_values, sizeof(Datum) * row_slot->tts_nvalid);
-		memcpy(nul, row_slot->tts_isnull, sizeof(bool) * row_slot->tts_nvalid);
-		v[qa.status - 1] = ObjectIdGetDatum(outcome);
-		v[qa.attempts - 1] = Int32GetDatum(attempt);
-		if (o->next_attempt_at != 0)
-		{
-			v[qa.next_attempt_at - 1] = TimestampTzGetDatum(o->next_attempt_at);
-			nul[qa.next_attempt_at - 1] = false;
-		}
-		v[qa.last_attempt_at - 1] = TimestampTzGetDatum(o->started_at);
-		nul[qa.last_attempt_at - 1] = false;
-		v[qa.last_status_code - 1] = Int32GetDatum(o->status_code);
-		nul[qa.last_status_code - 1] = o->status_code == 0;
-		v[qa.last_error - 1] = text_or_null(o->error, &nul[qa.last_error - 1]);
-		nul[qa.lease_expires_at - 1] = true;
-		nul[qa.claimed_by - 1] = true;
-		v[qa.finished_at - 1] = TimestampTzGetDatum(now);
-		nul[qa.finished_at - 1] = outcome == st.pending;
-		ExecStoreVirtualTuple(new_slot);
-		ExecSimpleRelationUpdate(q_rri, estate, NULL, row_slot, new_slot);
-
-		/* its attempt */
-		ExecClearTuple(attempt_slot);
-		v = attempt_slot->tts_values;
-		nul = attempt_slot->tts_isnull;
-		memset(nul, true, sizeof(bool) * attempt_slot->tts_tupleDescriptor->natts);
-		v[aa.delivery_id - 1] = Int64GetDatum(o->delivery_id);
-		v[aa.event_id - 1] = UUIDPGetDatum(&o->event_id);
-		v[aa.endpoint_id - 1] = Int32GetDatum(endpoint_id);
-		v[aa.event_type - 1] = CStringGetTextDatum(event_type);
-		v[aa.attempt - 1] = Int32GetDatum(attempt);
-		v[aa.started_at - 1] = TimestampTzGetDatum(o->started_at);
-		v[aa.latency_ms - 1] = Float8GetDatum(o->latency_ms);
-		v[aa.outcome - 1] = ObjectIdGetDatum(outcome);
-		nul[aa.delivery_id - 1] = nul[aa.event_id - 1] = nul[aa.endpoint_id - 1] = false;
-		nul[aa.event_type - 1] = nul[aa.attempt - 1] = nul[aa.started_at - 1] = false;
-		nul[aa.latency_ms - 1] = nul[aa.outcome - 1] = false;
-		v[aa.status_code - 1] = Int32GetDatum(o->status_code);
-		nul[aa.status_code - 1] = o->status_code == 0;
-		v[aa.error - 1] = text_or_null(o->error, &nul[aa.error - 1]);
-		v[aa.response_body - 1] = text_or_null(o->response_body, &nul[aa.response_body - 1]);
-		ExecStoreVirtualTuple(attempt_slot);
-		ExecSimpleRelationInsert(a_rri, estate, attempt_slot);
-
+		outcome = DatumGetObjectId(slot_getattr(new_slot, qa.status, &isnull));
+		endpoint_id = DatumGetInt32(slot_getattr(new_slot, qa.endpoint_id, &isnull));
+		event_type = TextDatumGetCString(slot_getattr(new_slot, qa.event_type, &isnull));
 		if (outcome != st.pending)
-			wb->final_attempt[i] = attempt;
-		MemoryContextSwitchTo(old);
+			wb->final_attempt[i] = DatumGetInt32(slot_getattr(new_slot, qa.attempts, &isnull));
 		/* the rollup outlives the row's memory */
+		MemoryContextSwitchTo(old);
 		rollup_add(&rollup, o, endpoint_id, event_type, outcome == st.delivered, outcome == st.dead);
 next:
 		MemoryContextSwitchTo(old);
 		ExecClearTuple(row_slot);
 		ExecClearTuple(new_slot);
 		ExecClearTuple(attempt_slot);
-		ResetPerTupleExprContext(estate);
+		ResetPerTupleExprContext(stmt.estate);
 		MemoryContextReset(rowcxt);
 	}
 
@@ -590,14 +550,12 @@ next:
 	ExecDropSingleTupleTableSlot(row_slot);
 	ExecDropSingleTupleTableSlot(new_slot);
 	ExecDropSingleTupleTableSlot(attempt_slot);
-	ExecCloseIndices(q_rri);
-	ExecCloseIndices(a_rri);
-	FreeExecutorState(estate);
-	table_close(attempts, NoLock);
-	table_close(queue, NoLock);
+	pgcb_rows_end(&stmt);
+	/* the locks stay to the end of the transaction, as a statement's do */
+	table_close(rels[1], NoLock);
+	table_close(rels[0], NoLock);
 	MemoryContextDelete(rowcxt);
 	PopActiveSnapshot();
-	CommandCounterIncrement();
 	pgcb_session_leave(&session);
 }
 

@@ -1,13 +1,14 @@
-"""End-to-end: the write-back of outcomes has two ways, and they must write
-the same thing.
+"""End-to-end: the write-back of outcomes (src/queue_write_back.c, through
+the table AM, no SQL statement) writes what the answers call for, and an
+operator's triggers on the queue and on the attempt history fire as they
+did when the write-back was an UPDATE and an INSERT statement.
 
-The worker writes outcomes through the table AM (src/queue_write_back.c);
-a queue or attempt table with a trigger (an operator's audit trigger, say)
-is written by the SQL statement instead (src/queue.c), since only a
-statement fires triggers. For the same answers from the receiver -- a
-delivery, a retry then a delivery, a retry then a dead letter, a 400 -- both
-ways must leave the same queue row, the same attempt history and the same
-per-minute stats. Every wait is bounded.
+For the same answers from the receiver -- a delivery, a retry then a
+delivery, a retry then a dead letter, a 400 -- the queue row, the attempt
+history and the per-minute stats must be the same with triggers as
+without; a row trigger `UPDATE OF finished_at` (a column the write-back
+sets and the claim does not) fires once per attempt written, and a
+statement trigger on the attempts fires. Every wait is bounded.
 """
 
 import re
@@ -86,46 +87,54 @@ def _run_phase(request, cluster, receiver, endpoint_factory, phase):
     return left
 
 
-def test_write_back_by_table_am_equals_the_statement(request, cluster, receiver, endpoint_factory):
-    # the table AM (no trigger on the queue)
-    direct = _run_phase(request, cluster, receiver, endpoint_factory, "d")
+def test_write_back_fires_triggers_and_writes_the_same(request, cluster, receiver, endpoint_factory):
+    plain = _run_phase(request, cluster, receiver, endpoint_factory, "d")
 
-    # the statement: a row trigger on the queue, which records that it ran
+    # an audit of the queue's finishing columns and of the attempt statements
     cluster.execute("CREATE TABLE public.wb_audit (id bigint, status text)")
     cluster.execute("""
-        CREATE FUNCTION public.wb_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION public.wb_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN INSERT INTO public.wb_audit VALUES (NEW.id, NEW.status); RETURN NEW; END $$""")
+    cluster.execute("""
+        CREATE FUNCTION public.wb_audit_stmt() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.wb_audit VALUES (NULL, 'attempts written'); RETURN NULL; END $$""")
     cluster.execute("GRANT INSERT ON public.wb_audit TO PUBLIC")
-    cluster.execute("CREATE TRIGGER wb_audit AFTER UPDATE ON callback.callback_queue "
-                    "FOR EACH ROW EXECUTE FUNCTION public.wb_audit()")
+    cluster.execute("CREATE TRIGGER wb_audit AFTER UPDATE OF finished_at ON callback.callback_queue "
+                    "FOR EACH ROW EXECUTE FUNCTION public.wb_audit_row()")
+    cluster.execute("CREATE TRIGGER wb_audit AFTER INSERT ON callback.callback_attempts "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION public.wb_audit_stmt()")
     try:
-        by_statement = _run_phase(request, cluster, receiver, endpoint_factory, "s")
-        finished = cluster.scalar("SELECT count(*) FROM public.wb_audit "
-                                  " WHERE status IN ('delivered', 'dead')")
+        triggered = _run_phase(request, cluster, receiver, endpoint_factory, "s")
+        audit = dict(cluster.query(
+            "SELECT status, count(*) FROM public.wb_audit GROUP BY status"))
     finally:
         cluster.execute("DROP TRIGGER IF EXISTS wb_audit ON callback.callback_queue")
-        cluster.execute("DROP FUNCTION IF EXISTS public.wb_audit()")
+        cluster.execute("DROP TRIGGER IF EXISTS wb_audit ON callback.callback_attempts")
+        cluster.execute("DROP FUNCTION IF EXISTS public.wb_audit_row(), public.wb_audit_stmt()")
         cluster.execute("DROP TABLE IF EXISTS public.wb_audit")
 
-    # the statement ran (its trigger saw each delivery finish) ...
-    assert finished == len(SCENARIOS), finished
-    # ... and both ways left the same rows
+    # the row trigger saw each attempt written (6: 1 + 2 + 2 + 1), and no claim
+    # (UPDATE OF finished_at); the statement trigger fired
+    assert (audit.get("delivered", 0), audit.get("dead", 0), audit.get("pending", 0)) == (2, 2, 2), audit
+    assert "sending" not in audit, audit
+    assert audit.get("attempts written", 0) >= 1, audit
+    # ... and the rows are the same as without triggers
     for suffix, _, _ in SCENARIOS:
-        assert direct[suffix] == by_statement[suffix], (suffix, direct[suffix], by_statement[suffix])
+        assert plain[suffix] == triggered[suffix], (suffix, plain[suffix], triggered[suffix])
 
     # and what they left is what the answers call for
-    assert direct["ok"][0][:4] == ("delivered", 1, 204, None)
-    assert direct["retry"][0][:4] == ("delivered", 2, 204, None)
-    assert [a[:5] for a in direct["retry"][1]] == [
+    assert plain["ok"][0][:4] == ("delivered", 1, 204, None)
+    assert plain["retry"][0][:4] == ("delivered", 2, 204, None)
+    assert [a[:5] for a in plain["retry"][1]] == [
         (1, 500, "HTTP 500", "boom", "pending"), (2, 204, None, None, "delivered")]
-    assert direct["dead"][0][:4] == ("dead", 2, 503, "HTTP 503 (no attempts left)")
-    assert [a[4] for a in direct["dead"][1]] == ["pending", "dead"]
-    assert direct["bad"][0][:3] == ("dead", 1, 400) and direct["bad"][0][3].startswith("HTTP 400")
-    for suffix, (row, attempts, stats) in direct.items():
+    assert plain["dead"][0][:4] == ("dead", 2, 503, "HTTP 503 (no attempts left)")
+    assert [a[4] for a in plain["dead"][1]] == ["pending", "dead"]
+    assert plain["bad"][0][:3] == ("dead", 1, 400) and plain["bad"][0][3].startswith("HTTP 400")
+    for suffix, (row, attempts, stats) in plain.items():
         assert row[4:] == (True, True, True, True, True), (suffix, row)
         assert all(a[5:] == (True, True, True, True) for a in attempts), (suffix, attempts)
     # stats: attempts, delivered, failed, dead, latency, histogram total, last error
-    assert direct["ok"][2] == [(1, 1, 0, 0, True, 1, None)]
-    assert direct["retry"][2] == [(2, 1, 1, 0, True, 2, "HTTP 500")]
-    assert direct["dead"][2] == [(2, 0, 2, 1, True, 2, direct["dead"][1][-1][2])]
-    assert direct["bad"][2] == [(1, 0, 1, 1, True, 1, direct["bad"][0][3])]
+    assert plain["ok"][2] == [(1, 1, 0, 0, True, 1, None)]
+    assert plain["retry"][2] == [(2, 1, 1, 0, True, 2, "HTTP 500")]
+    assert plain["dead"][2] == [(2, 0, 2, 1, True, 2, plain["dead"][1][-1][2])]
+    assert plain["bad"][2] == [(1, 0, 1, 1, True, 1, plain["bad"][0][3])]
