@@ -27,14 +27,12 @@
  *	  pending and due (the statement rechecked it by EvalPlanQual; its TID
  *	  scan then skipped a version newer than its snapshot, so such a row is
  *	  now claimed once instead of left for the next cycle);
- *	- the same new version: ExecSimpleRelationUpdate (constraints, table AM
- *	  update, index entries with partial predicates, row triggers), as
- *	  logical replication's apply writes a row; the statement's triggers
- *	  around it, the updated columns in a range table for UPDATE OF
- *	  triggers and the after-trigger queue as a query's (an operator's
- *	  audit trigger on the queue keeps working, test_faults.py);
- * What an UPDATE would do and this does not is refused when the queue has
- * it (transition tables, forced row security, another relkind).
+ *	- the same new version, written as an UPDATE writes it (queue_rows.c:
+ *	  constraints, table AM update, index entries with partial predicates,
+ *	  row and statement triggers, UPDATE OF columns, transition tables; an
+ *	  operator's audit trigger on the queue keeps working, test_faults.py).
+ * What an UPDATE would do and this does not is refused (row security that
+ * applies to the owner, another relkind).
  *
  * Per backend: the queue's OID, the column numbers by name (an upgraded
  * 1.0 database has another column order than a fresh 1.1 install), the
@@ -51,6 +49,7 @@
 #include "access/xact.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
 #include "catalog/pg_index.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -161,18 +160,18 @@ build_shape(Relation rel)
 	}
 	shape.valid = false;
 	shape.relid = RelationGetRelid(rel);
-	shape.att_id = pgcb_rows_column(rel, "id");
-	shape.att_event_id = pgcb_rows_column(rel, "event_id");
-	shape.att_endpoint_id = pgcb_rows_column(rel, "endpoint_id");
-	shape.att_event_type = pgcb_rows_column(rel, "event_type");
-	shape.att_body = pgcb_rows_column(rel, "body");
-	shape.att_status = pgcb_rows_column(rel, "status");
-	shape.att_attempts = pgcb_rows_column(rel, "attempts");
-	shape.att_next_attempt_at = pgcb_rows_column(rel, "next_attempt_at");
-	shape.att_lease_expires_at = pgcb_rows_column(rel, "lease_expires_at");
-	shape.att_claimed_by = pgcb_rows_column(rel, "claimed_by");
-	shape.att_traceparent = pgcb_rows_column(rel, "traceparent");
-	shape.att_tracestate = pgcb_rows_column(rel, "tracestate");
+	shape.att_id = pgcb_rows_column(rel, "id", INT8OID);
+	shape.att_event_id = pgcb_rows_column(rel, "event_id", UUIDOID);
+	shape.att_endpoint_id = pgcb_rows_column(rel, "endpoint_id", INT4OID);
+	shape.att_event_type = pgcb_rows_column(rel, "event_type", TEXTOID);
+	shape.att_body = pgcb_rows_column(rel, "body", TEXTOID);
+	shape.att_status = pgcb_rows_column(rel, "status", InvalidOid);
+	shape.att_attempts = pgcb_rows_column(rel, "attempts", INT4OID);
+	shape.att_next_attempt_at = pgcb_rows_column(rel, "next_attempt_at", TIMESTAMPTZOID);
+	shape.att_lease_expires_at = pgcb_rows_column(rel, "lease_expires_at", TIMESTAMPTZOID);
+	shape.att_claimed_by = pgcb_rows_column(rel, "claimed_by", INT4OID);
+	shape.att_traceparent = pgcb_rows_column(rel, "traceparent", TEXTOID);
+	shape.att_tracestate = pgcb_rows_column(rel, "tracestate", TEXTOID);
 	status_type = TupleDescAttr(RelationGetDescr(rel), shape.att_status - 1)->atttypid;
 	shape.status_pending = DirectFunctionCall2(enum_in, CStringGetDatum("pending"),
 											   ObjectIdGetDatum(status_type));
@@ -206,8 +205,8 @@ lock_row(ClaimRun *run)
 {
 	bool		held;
 
-	return pgcb_rows_lock(run->rel, &run->scanslot->tts_tid, run->snapshot, run->lockslot,
-						  LockWaitSkip, &held);
+	return pgcb_rows_lock(&run->stmt, 0, &run->scanslot->tts_tid, run->lockslot, LockWaitSkip,
+						  &held);
 }
 
 /*
@@ -270,9 +269,7 @@ claim_row(ClaimRun *run, PgcbClaimed *c, MemoryContext cxt)
 	new->tts_values[shape.att_lease_expires_at - 1] = run->lease_expires_at;
 	new->tts_isnull[shape.att_lease_expires_at - 1] = false;
 	ExecStoreVirtualTuple(new);
-	ExecSimpleRelationUpdate(run->rri, run->estate, NULL, old, new);
-	/* the table AM sets the TID of the version it wrote */
-	if (!ItemPointerIsValid(&new->tts_tid))
+	if (!pgcb_rows_update(&run->stmt, 0, old, new))
 		return false;
 
 	/* what was written, as RETURNING gives it (a BEFORE trigger may change it) */

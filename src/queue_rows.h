@@ -8,6 +8,7 @@
 #define PGCB_QUEUE_ROWS_H
 
 #include "access/tableam.h"
+#include "commands/trigger.h"
 #include "nodes/execnodes.h"
 #include "utils/rel.h"
 
@@ -26,15 +27,20 @@ typedef struct PgcbRowsStatement
 	int			nrels;
 	ResultRelInfo *rri[PGCB_ROWS_MAX_RELS];
 	CmdType		cmd[PGCB_ROWS_MAX_RELS];
+	TransitionCaptureState *capture[PGCB_ROWS_MAX_RELS];	/* NULL: no transition tables */
 } PgcbRowsStatement;
 
-/* A column by name (an upgraded 1.0 table orders them otherwise). */
-extern AttrNumber pgcb_rows_column(Relation rel, const char *name);
+/*
+ * A column by name (an upgraded 1.0 table orders them otherwise), of type
+ * typid (InvalidOid: an enum); an error with a hint if there is none.
+ */
+extern AttrNumber pgcb_rows_column(Relation rel, const char *name, Oid typid);
 
 /*
- * Refuse (an error with a hint) what an UPDATE or INSERT would do and the
- * simple-relation helpers cannot: transition tables, forced row security,
- * a relation that is not a plain table.  who names the caller in the error.
+ * Refuse (an error with a hint) what an UPDATE or INSERT would do and this
+ * file cannot: row security that applies to the current user (the
+ * extension's owner), a relation that is not a plain table.  who names the
+ * caller in the error.
  */
 extern void pgcb_rows_check(Relation rel, CmdType cmd, const char *who);
 
@@ -48,14 +54,27 @@ extern void pgcb_rows_begin(PgcbRowsStatement *st, Snapshot snapshot, int nrels,
 extern void pgcb_rows_end(PgcbRowsStatement *st);
 
 /*
- * Lock the latest version of the row at *tid for an update, as
+ * Write the new version newslot of the row locked in oldslot into the
+ * statement's relation i (an UPDATE), or the row slot (an INSERT), as the
+ * executor does: BEFORE row triggers, generated columns, constraints, the
+ * table AM, index entries, AFTER row triggers and transition tables.
+ * False: a BEFORE trigger skipped the row.  newslot's TID is the version
+ * written.
+ */
+extern bool pgcb_rows_update(PgcbRowsStatement *st, int i, TupleTableSlot *oldslot,
+							 TupleTableSlot *newslot);
+extern bool pgcb_rows_insert(PgcbRowsStatement *st, int i, TupleTableSlot *slot);
+
+/*
+ * Lock the latest version of the row at *tid of the statement's relation i
+ * for an update, as
  * nodeLockRows.c takes a row for SELECT ... FOR UPDATE [SKIP LOCKED]: true
  * with that version in slot; false when the row is gone, was changed by
  * this transaction since the snapshot, or (*held) someone else holds it
  * and wait is LockWaitSkip.  In REPEATABLE READ a row changed since the
  * snapshot is a serialization failure.
  */
-extern bool pgcb_rows_lock(Relation rel, ItemPointer tid, Snapshot snapshot, TupleTableSlot *slot,
+extern bool pgcb_rows_lock(PgcbRowsStatement *st, int i, ItemPointer tid, TupleTableSlot *slot,
 						   LockWaitPolicy wait, bool *held);
 
 #endif							/* PGCB_QUEUE_ROWS_H */

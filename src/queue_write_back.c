@@ -71,6 +71,7 @@
 /* The columns written, by name: an upgraded 1.0 table orders them otherwise. */
 typedef struct QueueAtts
 {
+	AttrNumber	id;
 	AttrNumber	event_id;
 	AttrNumber	endpoint_id;
 	AttrNumber	event_type;
@@ -149,34 +150,35 @@ typedef struct WriteBack
 static void
 queue_atts(Relation rel, QueueAtts *a)
 {
-	a->event_id = pgcb_rows_column(rel, "event_id");
-	a->endpoint_id = pgcb_rows_column(rel, "endpoint_id");
-	a->event_type = pgcb_rows_column(rel, "event_type");
-	a->status = pgcb_rows_column(rel, "status");
-	a->attempts = pgcb_rows_column(rel, "attempts");
-	a->next_attempt_at = pgcb_rows_column(rel, "next_attempt_at");
-	a->lease_expires_at = pgcb_rows_column(rel, "lease_expires_at");
-	a->claimed_by = pgcb_rows_column(rel, "claimed_by");
-	a->last_attempt_at = pgcb_rows_column(rel, "last_attempt_at");
-	a->last_status_code = pgcb_rows_column(rel, "last_status_code");
-	a->last_error = pgcb_rows_column(rel, "last_error");
-	a->finished_at = pgcb_rows_column(rel, "finished_at");
+	a->id = pgcb_rows_column(rel, "id", INT8OID);
+	a->event_id = pgcb_rows_column(rel, "event_id", UUIDOID);
+	a->endpoint_id = pgcb_rows_column(rel, "endpoint_id", INT4OID);
+	a->event_type = pgcb_rows_column(rel, "event_type", TEXTOID);
+	a->status = pgcb_rows_column(rel, "status", InvalidOid);
+	a->attempts = pgcb_rows_column(rel, "attempts", INT4OID);
+	a->next_attempt_at = pgcb_rows_column(rel, "next_attempt_at", TIMESTAMPTZOID);
+	a->lease_expires_at = pgcb_rows_column(rel, "lease_expires_at", TIMESTAMPTZOID);
+	a->claimed_by = pgcb_rows_column(rel, "claimed_by", INT4OID);
+	a->last_attempt_at = pgcb_rows_column(rel, "last_attempt_at", TIMESTAMPTZOID);
+	a->last_status_code = pgcb_rows_column(rel, "last_status_code", INT4OID);
+	a->last_error = pgcb_rows_column(rel, "last_error", TEXTOID);
+	a->finished_at = pgcb_rows_column(rel, "finished_at", TIMESTAMPTZOID);
 }
 
 static void
 attempt_atts(Relation rel, AttemptAtts *a)
 {
-	a->delivery_id = pgcb_rows_column(rel, "delivery_id");
-	a->event_id = pgcb_rows_column(rel, "event_id");
-	a->endpoint_id = pgcb_rows_column(rel, "endpoint_id");
-	a->event_type = pgcb_rows_column(rel, "event_type");
-	a->attempt = pgcb_rows_column(rel, "attempt");
-	a->started_at = pgcb_rows_column(rel, "started_at");
-	a->latency_ms = pgcb_rows_column(rel, "latency_ms");
-	a->status_code = pgcb_rows_column(rel, "status_code");
-	a->error = pgcb_rows_column(rel, "error");
-	a->response_body = pgcb_rows_column(rel, "response_body");
-	a->outcome = pgcb_rows_column(rel, "outcome");
+	a->delivery_id = pgcb_rows_column(rel, "delivery_id", INT8OID);
+	a->event_id = pgcb_rows_column(rel, "event_id", UUIDOID);
+	a->endpoint_id = pgcb_rows_column(rel, "endpoint_id", INT4OID);
+	a->event_type = pgcb_rows_column(rel, "event_type", TEXTOID);
+	a->attempt = pgcb_rows_column(rel, "attempt", INT4OID);
+	a->started_at = pgcb_rows_column(rel, "started_at", TIMESTAMPTZOID);
+	a->latency_ms = pgcb_rows_column(rel, "latency_ms", FLOAT8OID);
+	a->status_code = pgcb_rows_column(rel, "status_code", INT4OID);
+	a->error = pgcb_rows_column(rel, "error", TEXTOID);
+	a->response_body = pgcb_rows_column(rel, "response_body", TEXTOID);
+	a->outcome = pgcb_rows_column(rel, "outcome", InvalidOid);
 }
 
 static Oid
@@ -406,13 +408,14 @@ form_attempt(const QueueAtts *qa, const AttemptAtts *aa, TupleTableSlot *written
 	v = attempt_slot->tts_values;
 	nul = attempt_slot->tts_isnull;
 	memset(nul, true, sizeof(bool) * attempt_slot->tts_tupleDescriptor->natts);
-	v[aa->delivery_id - 1] = Int64GetDatum(o->delivery_id);
-	v[aa->event_id - 1] = UUIDPGetDatum(&o->event_id);
 	v[aa->started_at - 1] = TimestampTzGetDatum(o->started_at);
 	v[aa->latency_ms - 1] = Float8GetDatum(o->latency_ms);
-	nul[aa->delivery_id - 1] = nul[aa->event_id - 1] = false;
 	nul[aa->started_at - 1] = nul[aa->latency_ms - 1] = false;
 	/* as RETURNING gives them: a BEFORE trigger may have changed them */
+	v[aa->delivery_id - 1] = written->tts_values[qa->id - 1];
+	nul[aa->delivery_id - 1] = written->tts_isnull[qa->id - 1];
+	v[aa->event_id - 1] = written->tts_values[qa->event_id - 1];
+	nul[aa->event_id - 1] = written->tts_isnull[qa->event_id - 1];
 	v[aa->endpoint_id - 1] = written->tts_values[qa->endpoint_id - 1];
 	nul[aa->endpoint_id - 1] = written->tts_isnull[qa->endpoint_id - 1];
 	v[aa->event_type - 1] = written->tts_values[qa->event_type - 1];
@@ -475,6 +478,12 @@ write_back_step(void *arg)
 	queue_atts(rels[0], &qa);
 	attempt_atts(rels[1], &aa);
 	status_type = TupleDescAttr(RelationGetDescr(rels[0]), qa.status - 1)->atttypid;
+	/* an attempt's outcome is a queue status, as the OIDs written say */
+	if (TupleDescAttr(RelationGetDescr(rels[1]), aa.outcome - 1)->atttypid != status_type)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("callback.callback_attempts.outcome is not of the type of callback.callback_queue.status"),
+				 errhint("The extension's tables were changed by hand; reinstall pg_callback.")));
 	st.pending = status_oid(status_type, "pending");
 	st.sending = status_oid(status_type, "sending");
 	st.delivered = status_oid(status_type, "delivered");
@@ -506,7 +515,7 @@ write_back_step(void *arg)
 		index_rescan(scan, &key, 1, NULL, 0);
 		found = index_getnext_slot(scan, ForwardScanDirection, row_slot);
 		old = MemoryContextSwitchTo(rowcxt);
-		if (!found || !pgcb_rows_lock(rels[0], &row_slot->tts_tid, snapshot, row_slot, wait, &held))
+		if (!found || !pgcb_rows_lock(&stmt, 0, &row_slot->tts_tid, row_slot, wait, &held))
 		{
 			/* gone: the outcome goes with it; held (SKIP LOCKED): written later */
 			if (held)
@@ -518,12 +527,11 @@ write_back_step(void *arg)
 		}
 		if (!form_update(&qa, &st, row_slot, new_slot, o, now))
 			goto next;
-		ExecSimpleRelationUpdate(stmt.rri[0], stmt.estate, NULL, row_slot, new_slot);
-		/* the table AM sets the TID it wrote; a BEFORE trigger may skip it */
-		if (!ItemPointerIsValid(&new_slot->tts_tid))
+		/* a BEFORE trigger may skip it, as RETURNING would then leave it out */
+		if (!pgcb_rows_update(&stmt, 0, row_slot, new_slot))
 			goto next;
 		form_attempt(&qa, &aa, new_slot, attempt_slot, o);
-		ExecSimpleRelationInsert(stmt.rri[1], stmt.estate, attempt_slot);
+		(void) pgcb_rows_insert(&stmt, 1, attempt_slot);
 
 		outcome = DatumGetObjectId(slot_getattr(new_slot, qa.status, &isnull));
 		endpoint_id = DatumGetInt32(slot_getattr(new_slot, qa.endpoint_id, &isnull));

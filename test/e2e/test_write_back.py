@@ -90,34 +90,49 @@ def _run_phase(request, cluster, receiver, endpoint_factory, phase):
 def test_write_back_fires_triggers_and_writes_the_same(request, cluster, receiver, endpoint_factory):
     plain = _run_phase(request, cluster, receiver, endpoint_factory, "d")
 
-    # an audit of the queue's finishing columns and of the attempt statements
-    cluster.execute("CREATE TABLE public.wb_audit (id bigint, status text)")
+    # an audit: a row trigger on a column the write-back sets and the claim
+    # does not, and statement triggers with transition tables on both tables
+    cluster.execute("CREATE TABLE public.wb_audit (what text, status text)")
     cluster.execute("""
         CREATE FUNCTION public.wb_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN INSERT INTO public.wb_audit VALUES (NEW.id, NEW.status); RETURN NEW; END $$""")
+        BEGIN INSERT INTO public.wb_audit VALUES ('row', NEW.status); RETURN NEW; END $$""")
     cluster.execute("""
-        CREATE FUNCTION public.wb_audit_stmt() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN INSERT INTO public.wb_audit VALUES (NULL, 'attempts written'); RETURN NULL; END $$""")
+        CREATE FUNCTION public.wb_audit_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.wb_audit SELECT 'queue', n.status FROM nt n; RETURN NULL; END $$""")
+    cluster.execute("""
+        CREATE FUNCTION public.wb_audit_attempts() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.wb_audit SELECT 'attempts', n.outcome FROM nt n; RETURN NULL; END $$""")
     cluster.execute("GRANT INSERT ON public.wb_audit TO PUBLIC")
-    cluster.execute("CREATE TRIGGER wb_audit AFTER UPDATE OF finished_at ON callback.callback_queue "
+    cluster.execute("CREATE TRIGGER wb_audit_row AFTER UPDATE OF finished_at ON callback.callback_queue "
                     "FOR EACH ROW EXECUTE FUNCTION public.wb_audit_row()")
-    cluster.execute("CREATE TRIGGER wb_audit AFTER INSERT ON callback.callback_attempts "
-                    "FOR EACH STATEMENT EXECUTE FUNCTION public.wb_audit_stmt()")
+    cluster.execute("CREATE TRIGGER wb_audit_queue AFTER UPDATE ON callback.callback_queue "
+                    "REFERENCING NEW TABLE AS nt FOR EACH STATEMENT "
+                    "EXECUTE FUNCTION public.wb_audit_queue()")
+    cluster.execute("CREATE TRIGGER wb_audit_attempts AFTER INSERT ON callback.callback_attempts "
+                    "REFERENCING NEW TABLE AS nt FOR EACH STATEMENT "
+                    "EXECUTE FUNCTION public.wb_audit_attempts()")
     try:
         triggered = _run_phase(request, cluster, receiver, endpoint_factory, "s")
-        audit = dict(cluster.query(
-            "SELECT status, count(*) FROM public.wb_audit GROUP BY status"))
+        audit = {}
+        for what, status, n in cluster.query(
+                "SELECT what, status, count(*) FROM public.wb_audit GROUP BY 1, 2"):
+            audit.setdefault(what, {})[status] = n
     finally:
-        cluster.execute("DROP TRIGGER IF EXISTS wb_audit ON callback.callback_queue")
-        cluster.execute("DROP TRIGGER IF EXISTS wb_audit ON callback.callback_attempts")
-        cluster.execute("DROP FUNCTION IF EXISTS public.wb_audit_row(), public.wb_audit_stmt()")
+        cluster.execute("DROP TRIGGER IF EXISTS wb_audit_row ON callback.callback_queue")
+        cluster.execute("DROP TRIGGER IF EXISTS wb_audit_queue ON callback.callback_queue")
+        cluster.execute("DROP TRIGGER IF EXISTS wb_audit_attempts ON callback.callback_attempts")
+        cluster.execute("DROP FUNCTION IF EXISTS public.wb_audit_row(), public.wb_audit_queue(), "
+                        "public.wb_audit_attempts()")
         cluster.execute("DROP TABLE IF EXISTS public.wb_audit")
 
-    # the row trigger saw each attempt written (6: 1 + 2 + 2 + 1), and no claim
-    # (UPDATE OF finished_at); the statement trigger fired
-    assert (audit.get("delivered", 0), audit.get("dead", 0), audit.get("pending", 0)) == (2, 2, 2), audit
-    assert "sending" not in audit, audit
-    assert audit.get("attempts written", 0) >= 1, audit
+    # 6 attempts written (1 + 2 + 2 + 1): 2 delivered, 2 dead, 2 retries
+    written = {"delivered": 2, "dead": 2, "pending": 2}
+    # the row trigger saw each, and no claim (UPDATE OF finished_at)
+    assert audit.get("row") == written, audit
+    # the queue's transition table: each attempt's claim ('sending') and write-back
+    assert audit.get("queue") == dict(written, sending=6), audit
+    # the attempts' transition table: each attempt row
+    assert audit.get("attempts") == written, audit
     # ... and the rows are the same as without triggers
     for suffix, _, _ in SCENARIOS:
         assert plain[suffix] == triggered[suffix], (suffix, plain[suffix], triggered[suffix])
@@ -138,3 +153,26 @@ def test_write_back_fires_triggers_and_writes_the_same(request, cluster, receive
     assert plain["retry"][2] == [(2, 1, 1, 0, True, 2, "HTTP 500")]
     assert plain["dead"][2] == [(2, 0, 2, 1, True, 2, plain["dead"][1][-1][2])]
     assert plain["bad"][2] == [(1, 0, 1, 1, True, 1, plain["bad"][0][3])]
+
+
+def test_changed_column_type_is_an_error_not_a_crash(request, cluster, receiver, endpoint_factory):
+    """The claim and the write-back write Datums of the types the extension's
+    tables have: a column whose type was changed by hand is an error with a
+    hint, never a crash of the server. Once it is changed back, the waiting
+    delivery goes out."""
+    label = _label(request, "t", "type")
+    receiver.script("/" + label, [])
+    endpoint_factory(label, receiver.url("/" + label), event_types=[label + ".*"])
+    off = len(cluster.log_text())
+    cluster.execute("ALTER TABLE callback.callback_queue ALTER COLUMN claimed_by TYPE text")
+    try:
+        cluster.execute("SELECT callback.enqueue(%s, '{}'::jsonb)", (label + ".ev",))
+        cluster.wait_until(
+            lambda: 'has no column "claimed_by" of type integer' in cluster.log_text()[off:],
+            timeout=60, interval=0.1, what="the claim's error about claimed_by in the log")
+    finally:
+        cluster.execute("ALTER TABLE callback.callback_queue "
+                        "ALTER COLUMN claimed_by TYPE integer USING claimed_by::integer")
+    assert receiver.wait_for(1, "/" + label, timeout=60), "the delivery did not go out"
+    log = cluster.log_text()[off:]
+    assert "terminated by signal" not in log and "reinitializing" not in log, log[-3000:]
