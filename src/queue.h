@@ -11,7 +11,7 @@
 #include "utils/hsearch.h"
 #include "utils/uuid.h"
 
-#include "delivery.h"
+#include "endpoint.h"
 
 typedef struct PgcbClaimed
 {
