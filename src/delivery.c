@@ -109,6 +109,12 @@ static char **pending_stats = NULL;
 static int	n_pending_stats = 0;
 static int	cap_pending_stats = 0;
 
+bool
+pgcb_delivery_in_worker(void)
+{
+	return my_slot != NULL;
+}
+
 void
 pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
 {

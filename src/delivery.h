@@ -20,6 +20,9 @@
  */
 extern void pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by);
 
+/* This process is a delivery worker (its engine was started with a slot). */
+extern bool pgcb_delivery_in_worker(void);
+
 /*
  * Inside a transaction: write back finished outcomes, reload endpoints,
  * claim up to max_new due deliveries (within per-endpoint, rate and breaker

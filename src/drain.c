@@ -29,6 +29,9 @@
 
 PG_FUNCTION_INFO_V1(process_callbacks);
 
+/* process_callbacks() is running in this backend: not again from inside it */
+static bool draining = false;
+
 #define DRAIN_WAIT_MS 100
 
 Datum
@@ -55,6 +58,12 @@ process_callbacks(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("process_callbacks() cannot be called from an endpoint's transform or on_response"),
 				 errhint("The delivery engine is running that hook: return, and let the worker deliver.")));
+	/* a trigger fired by the engine's own writes (queue_rows.c) would re-enter it */
+	if (draining || pgcb_delivery_in_worker())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("process_callbacks() cannot be called while the delivery engine runs in this process"),
+				 errhint("A trigger on callback_queue or callback_attempts runs inside the engine's writes: let the worker deliver.")));
 	if (pgcb_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -69,6 +78,7 @@ process_callbacks(PG_FUNCTION_ARGS)
 	pgcb_delivery_apply_settings();
 	refill_cxt = AllocSetContextCreate(caller_cxt, "pg_callback drain refill",
 									   ALLOCSET_DEFAULT_SIZES);
+	draining = true;
 	PG_TRY();
 	{
 		for (;;)
@@ -97,11 +107,13 @@ process_callbacks(PG_FUNCTION_ARGS)
 	}
 	PG_CATCH();
 	{
+		draining = false;
 		MemoryContextSwitchTo(caller_cxt);
 		pgcb_delivery_shutdown();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	draining = false;
 	MemoryContextSwitchTo(caller_cxt);
 	MemoryContextDelete(refill_cxt);
 	PG_RETURN_INT32(attempted);

@@ -57,6 +57,9 @@ pgcb_rows_check(Relation rel, CmdType cmd, const char *who)
 {
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
 		unsupported(rel, "a kind other than a plain table", who);
+	/* its partition constraint would not be checked */
+	if (rel->rd_rel->relispartition)
+		unsupported(rel, "been attached as a partition", who);
 	(void) cmd;
 	/* row security applying to the owner: forced, and the owner no superuser */
 	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED)
@@ -105,6 +108,8 @@ pgcb_rows_begin(PgcbRowsStatement *st, Snapshot snapshot, int nrels,
 			lappend(st->estate->es_opened_result_relations, st->rri[i]);
 		ExecOpenIndices(st->rri[i], false);
 	}
+	/* GetTupleForTrigger wants one, though our rows are locked at their last version */
+	EvalPlanQualInit(&st->epq, st->estate, NULL, NIL, -1);
 	AfterTriggerBeginQuery();
 	for (int i = 0; i < nrels; i++)
 	{
@@ -129,6 +134,7 @@ pgcb_rows_end(PgcbRowsStatement *st)
 			ExecASInsertTriggers(st->estate, st->rri[i], st->capture[i]);
 	}
 	AfterTriggerEndQuery(st->estate);
+	EvalPlanQualEnd(&st->epq);
 	/* the triggers' slots and relations too, as the executor's end does */
 	ExecResetTupleTable(st->estate->es_tupleTable, false);
 	ExecCloseResultRelations(st->estate);
@@ -147,7 +153,7 @@ pgcb_rows_update(PgcbRowsStatement *st, int i, TupleTableSlot *oldslot, TupleTab
 	bool		update_indexes;
 
 	if (rri->ri_TrigDesc != NULL && rri->ri_TrigDesc->trig_update_before_row &&
-		!ExecBRUpdateTriggers(st->estate, NULL, rri, &tid, NULL, newslot, NULL))
+		!ExecBRUpdateTriggers(st->estate, &st->epq, rri, &tid, NULL, newslot, NULL))
 		return false;
 	if (rel->rd_att->constr != NULL && rel->rd_att->constr->has_generated_stored)
 		ExecComputeStoredGenerated(rri, st->estate, newslot, CMD_UPDATE);

@@ -28,6 +28,7 @@ typedef struct PgcbRowsStatement
 	ResultRelInfo *rri[PGCB_ROWS_MAX_RELS];
 	CmdType		cmd[PGCB_ROWS_MAX_RELS];
 	TransitionCaptureState *capture[PGCB_ROWS_MAX_RELS];	/* NULL: no transition tables */
+	EPQState	epq;			/* for BEFORE row triggers (never used: rows are locked first) */
 } PgcbRowsStatement;
 
 /*
@@ -39,7 +40,8 @@ extern AttrNumber pgcb_rows_column(Relation rel, const char *name, Oid typid);
 /*
  * Refuse (an error with a hint) what an UPDATE or INSERT would do and this
  * file cannot: row security that applies to the current user (the
- * extension's owner), a relation that is not a plain table.  who names the
+ * extension's owner), a relation that is not a plain table or is a
+ * partition.  who names the
  * caller in the error.
  */
 extern void pgcb_rows_check(Relation rel, CmdType cmd, const char *who);

@@ -176,3 +176,42 @@ def test_changed_column_type_is_an_error_not_a_crash(request, cluster, receiver,
     assert receiver.wait_for(1, "/" + label, timeout=60), "the delivery did not go out"
     log = cluster.log_text()[off:]
     assert "terminated by signal" not in log and "reinitializing" not in log, log[-3000:]
+
+
+def test_process_callbacks_from_a_trigger_inside_the_worker_is_refused(request, cluster, receiver,
+                                                                       endpoint_factory):
+    """A trigger on the extension's tables runs inside the engine's writes;
+    process_callbacks() called from there would re-enter the engine (and, in
+    the worker, turn its SKIP LOCKED off for good). It is refused with an
+    error; the trigger here catches it, and delivery goes on."""
+    label = _label(request, "r", "reenter")
+    receiver.script("/" + label, [])
+    eid = endpoint_factory(label, receiver.url("/" + label), event_types=[label + ".*"])
+    cluster.execute("CREATE TABLE public.wb_reenter (pid int, err text)")
+    cluster.execute("""
+        CREATE FUNCTION public.wb_reenter() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            BEGIN
+                PERFORM callback.process_callbacks(1);
+                INSERT INTO public.wb_reenter VALUES (pg_backend_pid(), NULL);
+            EXCEPTION WHEN others THEN
+                INSERT INTO public.wb_reenter VALUES (pg_backend_pid(), SQLERRM);
+            END;
+            RETURN NULL;
+        END $$""")
+    cluster.execute("CREATE TRIGGER wb_reenter AFTER INSERT ON callback.callback_attempts "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION public.wb_reenter()")
+    try:
+        cluster.execute("SELECT callback.enqueue(%s, '{}'::jsonb)", (label + ".ev",))
+        cluster.wait_until(lambda: queue_status(cluster, eid).get("delivered", 0) == 1,
+                           timeout=60, interval=0.05, what="the delivery written back")
+        rows = cluster.query("SELECT pid, err FROM public.wb_reenter")
+    finally:
+        cluster.execute("DROP TRIGGER IF EXISTS wb_reenter ON callback.callback_attempts")
+        cluster.execute("DROP FUNCTION IF EXISTS public.wb_reenter()")
+        cluster.execute("DROP TABLE IF EXISTS public.wb_reenter")
+    worker = cluster.scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_callback worker' "
+                            "AND datname = current_database()")
+    assert rows and all(err is not None and "cannot be called while the delivery engine runs" in err
+                        for _, err in rows), rows
+    assert any(pid == worker for pid, _ in rows), (rows, worker)
