@@ -324,24 +324,27 @@ def test_receiver_down_30s(request, cluster, receiver, endpoint_factory, tracker
         " WHERE endpoint_id = %s AND status_code IS NULL AND error IS NOT NULL", (f.id,)) > 0,
         timeout=DOWN_S, what="failed attempts recorded while the receiver is down")
     # What the queue says while nothing can answer: no delivery is marked
-    # delivered that was not (requests already read into a handler's buffer
-    # when down() reset its connection may still finish: count from here),
-    # and the worker keeps trying, recording each failure.
+    # delivered that the receiver did not get, and the worker keeps trying,
+    # recording each failure. (Counting delivered rows from the first failure
+    # on was a race: a request a handler thread had read before down() may
+    # be answered, and its outcome written, after another connection was
+    # refused and that failure written.)
     def failed_attempts():
         return cluster.scalar(
             "SELECT count(*) FROM callback.callback_attempts "
             " WHERE endpoint_id = %s AND status_code IS NULL AND error IS NOT NULL", (f.id,))
-    delivered_then = queue_status(cluster, f.id).get("delivered", 0)
     fails_then = failed_attempts()
     # the fault: the receiver stays down for DOWN_S seconds
     left = DOWN_S - (time.monotonic() - t_down)
     if left > 0:
         threading.Event().wait(left)
     st = queue_status(cluster, f.id)
+    received = f.distinct()
     assert st.get("dead", 0) == 0, st
-    assert st.get("delivered", 0) == delivered_then, \
-        "deliveries marked delivered while the receiver was down: %d -> %d" \
-        % (delivered_then, st.get("delivered", 0))
+    assert st.get("delivered", 0) <= received, \
+        "deliveries marked delivered that the receiver did not get: %d delivered, %d received" \
+        % (st.get("delivered", 0), received)
+    assert received < n, "all arrived while the receiver was down"
     fails_now = failed_attempts()
     assert fails_now > fails_then, \
         "no failed attempt recorded in the last %.0f s of the outage (%d then, %d now)" \
