@@ -187,8 +187,6 @@ typedef struct ClaimRun
 	Relation	rel;
 	Relation	index;
 	PgcbRowsStatement stmt;		/* the statement's executor state and triggers */
-	EState	   *estate;
-	ResultRelInfo *rri;
 	Snapshot	snapshot;
 	TimestampTz now;
 	Datum		lease_expires_at;
@@ -320,7 +318,7 @@ claim_endpoint(ClaimRun *run, IndexScanDesc scan, int endpoint_id, int count,
 		MemoryContextSwitchTo(old);
 		ExecClearTuple(run->lockslot);
 		ExecClearTuple(run->newslot);
-		ResetPerTupleExprContext(run->estate);
+		ResetPerTupleExprContext(run->stmt.estate);
 		MemoryContextReset(run->row_cxt);
 		if (claimed)
 			taken++;
@@ -361,8 +359,6 @@ claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, in
 
 	cols = list_make3_int(shape.att_status, shape.att_claimed_by, shape.att_lease_expires_at);
 	pgcb_rows_begin(&run.stmt, run.snapshot, 1, &run.rel, &cmd, &cols);
-	run.estate = run.stmt.estate;
-	run.rri = run.stmt.rri[0];
 
 	run.now = GetCurrentTransactionStartTimestamp();
 	/* now() + lease_ms * interval '1 millisecond' */
