@@ -278,6 +278,16 @@ set_fixed_options(CURL *easy)
 	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, pgcb_netpolicy_prereq);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+
+	/*
+	 * HTTP/1.1, also over TLS, where libcurl would offer HTTP/2 first.  An
+	 * HTTP/2 server may answer before it reads the request's body and then
+	 * reset the stream (RFC 9113, 8.1): a 403, 413 or 429 from a front
+	 * door.  libcurl 7.88 reports a stream error for such a transfer,
+	 * whether or not it had read the status: the answer is lost, and a
+	 * request the server has seen is retried.
+	 */
+	curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
 	if (pgcb_ca_file != NULL && pgcb_ca_file[0] != '\0')
 		curl_easy_setopt(easy, CURLOPT_CAINFO, pgcb_ca_file);
 }
