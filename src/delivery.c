@@ -1006,6 +1006,13 @@ pgcb_delivery_flush(void)
 	}
 }
 
+/* Whether ep's requests go over HTTP, each on a connection of its own. */
+static bool
+over_http(PgcbEndpoint *ep)
+{
+	return pgcb_notify_channel(ep->url) == NULL && !pgcb_amqp_is_url(ep->url);
+}
+
 /*
  * When an open breaker lets its endpoint probe again.
  */
@@ -1382,6 +1389,13 @@ pgcb_delivery_cycle(int max_new)
 	int			n_notified = 0;
 	int			started;
 
+	/*
+	 * Each HTTP request holds a connection of its own (HTTP/1.1): one
+	 * started beyond callback.max_connections would wait inside libcurl
+	 * with its timeout running, and fail unsent.  It waits here instead.
+	 */
+	int			http_room = pgcb_max_connections - pgcb_http_running();
+
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
 	if (my_slot)
@@ -1412,7 +1426,9 @@ pgcb_delivery_cycle(int max_new)
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
 	{
-		int			want = room > 0 ? endpoint_wants(ep, room, share, now) : 0;
+		bool		http = over_http(ep);
+		int			ep_room = http ? Min(room, http_room) : room;
+		int			want = ep_room > 0 ? endpoint_wants(ep, ep_room, share, now) : 0;
 
 		if (want > 0)
 		{
@@ -1422,8 +1438,10 @@ pgcb_delivery_cycle(int max_new)
 			counts[n_want] = want;
 			n_want++;
 			room -= want;
+			if (http)
+				http_room -= want;
 		}
-		else if (room <= 0 && ep->active && ep->next_due != 0 && ep->next_due <= now)
+		else if (ep_room <= 0 && ep->active && ep->next_due != 0 && ep->next_due <= now)
 			more_due = true;	/* no room this time; due all the same */
 	}
 	if (n_want == 0)

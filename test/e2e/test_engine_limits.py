@@ -4,6 +4,8 @@ With the delivery worker (module cluster, callback.max_inflight = 8,
 callback.max_inflight_per_endpoint = 4):
 
 - callback.max_connections applies on reload, not only at start;
+- requests beyond callback.max_connections wait in the queue, not inside
+  libcurl with their timeout running;
 - fair share: two slow but successful endpoints leave slots free, so a third
   endpoint's event is sent at once, not after their responses;
 - no busy loop while a breaker has cooled down but a request is still in
@@ -169,6 +171,32 @@ def test_max_connections_applies_on_reload(cluster, receiver, endpoint_factory):
         assert receiver.count("/conns") == 8, "not all 8 requests arrived"
         record_figure("max_connections=2 after reload: peak %d connections" % peak)
         assert 1 <= peak <= 2, "worker held %d connections with max_connections = 2" % peak
+    finally:
+        reload_and_wait(cluster, "callback.max_connections", 256)
+
+
+def test_requests_beyond_max_connections_wait_in_the_queue(cluster, receiver, endpoint_factory):
+    """callback.max_connections below the in-flight caps (2 against 4 per
+    endpoint): the worker starts no more requests than it has connections.
+    A request started beyond them used to wait inside libcurl with its
+    timeout running: answered after 1.0 s, a 1.6 s timeout left it 0.6 s,
+    and it failed unsent (seen: 5 of 8 dead, "Operation timed out after 594
+    milliseconds with 0 bytes received")."""
+    receiver.set_delay("/connwait", 1.0)
+    eid = endpoint_factory("lim_connwait", receiver.url("/connwait"), event_types="lim.connwait",
+                           timeout=1.6, max_attempts=1)
+    reload_and_wait(cluster, "callback.max_connections", 2)
+    try:
+        enqueue_many(cluster, "lim.connwait", 8)
+        rows = cluster.wait_until(
+            lambda: (lambda r: r if all(s in ("delivered", "dead") for s, _ in r) else None)(
+                cluster.query("SELECT status::text, last_error FROM callback.callback_queue "
+                              "WHERE endpoint_id = %s", (eid,))),
+            timeout=60, what="the 8 deliveries to settle")
+        dead = [e for s, e in rows if s == "dead"]
+        assert len(rows) == 8 and not dead, \
+            "%d of 8 dead with max_connections = 2: %r" % (len(dead), dead[:2])
+        assert receiver.count("/connwait") == 8
     finally:
         reload_and_wait(cluster, "callback.max_connections", 256)
 
