@@ -1395,6 +1395,7 @@ pgcb_delivery_cycle(int max_new)
 	 * with its timeout running, and fail unsent.  It waits here instead.
 	 */
 	int			http_room = pgcb_max_connections - pgcb_http_running();
+	int			http_share;
 
 	pgcb_delivery_flush();
 	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
@@ -1423,12 +1424,15 @@ pgcb_delivery_cycle(int max_new)
 	while ((ep = hash_seq_search(&seq)) != NULL)
 		n_busy += endpoint_busy(ep, now) ? 1 : 0;
 	share = fair_share(n_busy);
+	/* the same fair share of the connections, which may be fewer than the slots */
+	http_share = Max(1, pgcb_max_connections / (n_busy + 1));
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
 	{
 		bool		http = over_http(ep);
 		int			ep_room = http ? Min(room, http_room) : room;
-		int			want = ep_room > 0 ? endpoint_wants(ep, ep_room, share, now) : 0;
+		int			ep_share = http ? Min(share, http_share) : share;
+		int			want = ep_room > 0 ? endpoint_wants(ep, ep_room, ep_share, now) : 0;
 
 		if (want > 0)
 		{

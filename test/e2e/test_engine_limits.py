@@ -5,7 +5,8 @@ callback.max_inflight_per_endpoint = 4):
 
 - callback.max_connections applies on reload, not only at start;
 - requests beyond callback.max_connections wait in the queue, not inside
-  libcurl with their timeout running;
+  libcurl with their timeout running, and endpoints share the connections
+  as they share the slots;
 - fair share: two slow but successful endpoints leave slots free, so a third
   endpoint's event is sent at once, not after their responses;
 - no busy loop while a breaker has cooled down but a request is still in
@@ -185,18 +186,48 @@ def test_requests_beyond_max_connections_wait_in_the_queue(cluster, receiver, en
     receiver.set_delay("/connwait", 1.0)
     eid = endpoint_factory("lim_connwait", receiver.url("/connwait"), event_types="lim.connwait",
                            timeout=1.6, max_attempts=1)
+    pid = cluster.wait_until(cluster.worker_pid, timeout=30, what="the worker")
     reload_and_wait(cluster, "callback.max_connections", 2)
     try:
         enqueue_many(cluster, "lim.connwait", 8)
-        rows = cluster.wait_until(
-            lambda: (lambda r: r if all(s in ("delivered", "dead") for s, _ in r) else None)(
-                cluster.query("SELECT status::text, last_error FROM callback.callback_queue "
-                              "WHERE endpoint_id = %s", (eid,))),
-            timeout=60, what="the 8 deliveries to settle")
+        peak = 0
+        deadline = time.monotonic() + 60
+        rows = None
+        while rows is None and time.monotonic() < deadline:
+            peak = max(peak, sockets_to_port(pid, receiver.port))
+            r = cluster.query("SELECT status::text, last_error FROM callback.callback_queue "
+                              "WHERE endpoint_id = %s", (eid,))
+            if len(r) == 8 and all(s in ("delivered", "dead") for s, _ in r):
+                rows = r
+            time.sleep(0.02)  # sampling interval
+        assert rows is not None, "the 8 deliveries did not settle in 60 s"
         dead = [e for s, e in rows if s == "dead"]
-        assert len(rows) == 8 and not dead, \
-            "%d of 8 dead with max_connections = 2: %r" % (len(dead), dead[:2])
+        assert not dead, "%d of 8 dead with max_connections = 2: %r" % (len(dead), dead[:2])
         assert receiver.count("/connwait") == 8
+        assert 1 <= peak <= 2, "worker held %d connections with max_connections = 2" % peak
+    finally:
+        reload_and_wait(cluster, "callback.max_connections", 256)
+
+
+def test_connections_shared_fairly_between_endpoints(cluster, receiver, endpoint_factory):
+    """callback.max_connections (2) below the slots: two endpoints with a
+    backlog each get a connection, as they get slots (fair share), instead
+    of the first in the worker's order taking both until its backlog is
+    sent."""
+    receiver.set_delay("/fair-a", 0.5)
+    receiver.set_delay("/fair-b", 0.5)
+    endpoint_factory("lim_fair_a", receiver.url("/fair-a"), event_types="lim.fa", timeout=30)
+    endpoint_factory("lim_fair_b", receiver.url("/fair-b"), event_types="lim.fb", timeout=30)
+    reload_and_wait(cluster, "callback.max_connections", 2)
+    try:
+        cluster.execute("SELECT callback.enqueue('lim.fa', jsonb_build_object('i', g)), "
+                        "       callback.enqueue('lim.fb', jsonb_build_object('i', g)) "
+                        "  FROM generate_series(1, 6) g")
+        assert receiver.wait_for(12, timeout=60), "not all 12 requests arrived"
+        order = [r.path for r in sorted(receiver.requests(), key=lambda r: r.monotonic)
+                 if r.path in ("/fair-a", "/fair-b")]
+        assert sorted(order[:2]) == ["/fair-a", "/fair-b"], \
+            "the first two requests, with 2 connections: %r" % order
     finally:
         reload_and_wait(cluster, "callback.max_connections", 256)
 
