@@ -267,6 +267,7 @@ make_batch(PgcbBatch *b, ClaimedRow *rows, int n)
 		pfree(r->c.body);
 		b->members[i].id = r->c.id;
 		b->members[i].event_id = r->c.event_id;
+		b->members[i].tid = r->c.tid;
 		/* a member counts attempts with the batch: the most any has made */
 		b->head.attempts = Max(b->head.attempts, r->c.attempts);
 		if (pg_cryptohash_update(ctx, r->c.event_id.data, UUID_LEN) < 0)
@@ -311,6 +312,7 @@ claim_step(void *arg)
 		text	   *body;
 
 		row->c.id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		ItemPointerSetInvalid(&row->c.tid);
 		memcpy(&row->c.event_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)), sizeof(pg_uuid_t));
 		row->c.endpoint_id = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 		row->c.attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));

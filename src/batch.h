@@ -16,6 +16,7 @@ typedef struct PgcbBatchMember
 {
 	int64		id;
 	pg_uuid_t	event_id;
+	ItemPointerData tid;		/* as PgcbClaimed's */
 } PgcbBatchMember;
 
 /* One request's worth of deliveries, claimed together. */

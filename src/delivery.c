@@ -54,6 +54,7 @@ typedef struct PgcbRequest
 {
 	int64		delivery_id;
 	pg_uuid_t	event_id;
+	ItemPointerData tid;		/* the claimed version, for the write-back */
 	int			endpoint_id;
 	int			attempt;		/* this attempt's number, from 1 */
 	char	   *body;
@@ -313,6 +314,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	}
 	req->delivery_id = c->id;
 	req->event_id = c->event_id;
+	req->tid = c->tid;
 	req->endpoint_id = ep->id;
 	req->attempt = c->attempts + 1;
 	req->body = c->body;
@@ -520,6 +522,7 @@ typedef struct PgcbAttempt
 {
 	int64		delivery_id;
 	pg_uuid_t	event_id;
+	ItemPointerData tid;		/* the claimed version (PgcbOutcome) */
 	int			endpoint_id;	/* its in-flight slot is given back */
 	int			attempt;		/* from 1 */
 	TimestampTz started_at;
@@ -569,6 +572,7 @@ settle(PgcbEndpoint *ep, const PgcbAttempt *a)
 	o = new_outcome();
 	o->delivery_id = a->delivery_id;
 	o->event_id = a->event_id;
+	o->tid = a->tid;
 	o->endpoint_id = a->endpoint_id;
 	o->status_code = (int) a->status;
 	o->latency_ms = a->latency_ms;
@@ -610,6 +614,7 @@ settle(PgcbEndpoint *ep, const PgcbAttempt *a)
 			*o = first;
 			o->delivery_id = a->batch->members[i].id;
 			o->event_id = a->batch->members[i].event_id;
+			o->tid = a->batch->members[i].tid;
 		}
 	}
 
@@ -703,6 +708,7 @@ attempt_of(PgcbRequest *req, PgcbAttempt *a)
 	a->delivery_id = req->delivery_id;
 	a->endpoint_id = req->endpoint_id;
 	a->event_id = req->event_id;
+	a->tid = req->tid;
 	a->attempt = req->attempt;
 	a->started_at = req->started_at;
 	a->batch = req->batch;
@@ -1152,6 +1158,7 @@ apply_transform(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	o = new_outcome();
 	o->delivery_id = c->id;
 	o->event_id = c->event_id;
+	o->tid = c->tid;
 	o->endpoint_id = ep->id;
 	o->status_code = 0;
 	o->latency_ms = 0;
@@ -1182,6 +1189,7 @@ apply_transform(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 			*o = first;
 			o->delivery_id = batch->members[i].id;
 			o->event_id = batch->members[i].event_id;
+			o->tid = batch->members[i].tid;
 		}
 		pgcb_batch_free(batch);
 	}
@@ -1217,6 +1225,7 @@ notify_attempt(PgcbEndpoint *ep, PgcbClaimed *c, const char *channel)
 	a.delivery_id = c->id;
 	a.endpoint_id = c->endpoint_id;
 	a.event_id = c->event_id;
+	a.tid = c->tid;
 	a.endpoint_id = ep->id;
 	a.attempt = c->attempts + 1;
 	a.started_at = GetCurrentTimestamp();

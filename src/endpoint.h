@@ -9,6 +9,7 @@
 #ifndef PGCB_ENDPOINT_H
 #define PGCB_ENDPOINT_H
 
+#include "storage/itemptr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -69,6 +70,8 @@ typedef struct PgcbOutcome
 {
 	int64		delivery_id;
 	pg_uuid_t	event_id;		/* with the id: the row claimed, not one reusing its id */
+	ItemPointerData tid;		/* the version the claim wrote: where the write-back
+								 * looks first; invalid: unknown */
 	int			endpoint_id;
 	int			status_code;	/* 0: no response */
 	char	   *error;			/* NULL when delivered */

@@ -698,6 +698,7 @@ read_claimed(int r, PgcbClaimed *c, MemoryContext cxt)
 	Datum		d;
 
 	c->id = DatumGetInt64(get_col(r, 1, &isnull));
+	ItemPointerSetInvalid(&c->tid);
 	memcpy(&c->event_id, DatumGetUUIDP(get_col(r, 2, &isnull)), sizeof(pg_uuid_t));
 	c->endpoint_id = DatumGetInt32(get_col(r, 3, &isnull));
 	c->attempts = DatumGetInt32(get_col(r, 4, &isnull));

@@ -7,6 +7,7 @@
 #ifndef PGCB_QUEUE_H
 #define PGCB_QUEUE_H
 
+#include "storage/itemptr.h"
 #include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/uuid.h"
@@ -17,6 +18,7 @@ typedef struct PgcbClaimed
 {
 	int64		id;
 	pg_uuid_t	event_id;
+	ItemPointerData tid;		/* the version the claim wrote; invalid: unknown */
 	int			endpoint_id;
 	int			attempts;		/* attempts made before this claim */
 	char	   *body;

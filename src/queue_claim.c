@@ -272,6 +272,8 @@ claim_row(ClaimRun *run, PgcbClaimed *c, MemoryContext cxt)
 
 	/* what was written, as RETURNING gives it (a BEFORE trigger may change it) */
 	c->id = DatumGetInt64(slot_getattr(new, shape.att_id, &isnull));
+	/* the version written: the write-back starts its search there */
+	c->tid = new->tts_tid;
 	memcpy(&c->event_id, DatumGetUUIDP(slot_getattr(new, shape.att_event_id, &isnull)),
 		   sizeof(pg_uuid_t));
 	c->endpoint_id = DatumGetInt32(slot_getattr(new, shape.att_endpoint_id, &isnull));

@@ -8,6 +8,12 @@
  *		set-up, CTE tuplestores and expression evaluation (bench part 9).
  *
  * Per outcome, in the batch's order:
+ *	- its row is found where the claim wrote it (the outcome's TID) if that
+ *	  version is still the one the snapshot sees and still holds the
+ *	  delivery (id and event id), else by its primary key: a row updated
+ *	  since the claim, a line pointer pruned or reused by another row after
+ *	  a VACUUM, an outcome with no TID (a claim in SQL) all take the key;
+ *	  either way the same version, as the key is unique (find_row);
  *	- its row's latest version is locked FOR UPDATE: in the worker without
  *	  waiting (SKIP LOCKED), in process_callbacks() waiting, as the
  *	  caller's transaction chose (queue.c, LOCK_MARK).  A row someone else
@@ -48,6 +54,7 @@
 #include "executor/executor.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/float.h"
@@ -426,6 +433,69 @@ form_attempt(const QueueAtts *qa, const AttemptAtts *aa, TupleTableSlot *written
 	ExecStoreVirtualTuple(attempt_slot);
 }
 
+/* How the step finds rows: the queue, its primary key (opened on first use). */
+typedef struct RowFinder
+{
+	Relation	rel;
+	Snapshot	snapshot;
+	AttrNumber	att_id;
+	AttrNumber	att_event_id;
+	BlockNumber nblocks;		/* InvalidBlockNumber: not read yet */
+	Relation	pk;
+	IndexScanDesc scan;
+	ScanKeyData key;
+} RowFinder;
+
+/*
+ * Whether the version at the claim's TID is the outcome's row as the
+ * snapshot sees it, in slot if so.  Never trusted alone: the page may
+ * have been pruned or vacuumed since, and the line pointer reused.
+ */
+static bool
+fetch_claimed(RowFinder *f, const PgcbOutcome *o, TupleTableSlot *slot)
+{
+	ItemPointerData tid = o->tid;
+	bool		isnull;
+	Datum		d;
+
+	if (!ItemPointerIsValid(&tid))
+		return false;
+	/* a truncated table: heap_fetch reads the block, out of range an error */
+	if (f->nblocks == InvalidBlockNumber)
+		f->nblocks = RelationGetNumberOfBlocks(f->rel);
+	if (ItemPointerGetBlockNumber(&tid) >= f->nblocks)
+		return false;
+	/* an unused, dead or redirected line pointer, or an invisible version: false */
+	if (!table_tuple_fetch_row_version(f->rel, &tid, f->snapshot, slot))
+		return false;
+	d = slot_getattr(slot, f->att_id, &isnull);
+	if (isnull || DatumGetInt64(d) != o->delivery_id)
+		return false;
+	d = slot_getattr(slot, f->att_event_id, &isnull);
+	return !isnull && memcmp(DatumGetUUIDP(d), &o->event_id, sizeof(pg_uuid_t)) == 0;
+}
+
+/*
+ * The outcome's row as the snapshot sees it, in slot: the claim's version
+ * if it still is that, else by primary key.  Under a unique key only one
+ * version of a row id is visible, so both ways find the same one.
+ */
+static bool
+find_row(RowFinder *f, const PgcbOutcome *o, TupleTableSlot *slot)
+{
+	if (fetch_claimed(f, o, slot))
+		return true;
+	ExecClearTuple(slot);
+	if (f->scan == NULL)
+	{
+		f->pk = index_open(RelationGetPrimaryKeyIndex(f->rel), AccessShareLock);
+		f->scan = index_beginscan(f->rel, f->pk, f->snapshot, 1, 0);
+	}
+	ScanKeyInit(&f->key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(o->delivery_id));
+	index_rescan(f->scan, &f->key, 1, NULL, 0);
+	return index_getnext_slot(f->scan, ForwardScanDirection, slot);
+}
+
 /* The step: every outcome of the batch, in one subtransaction (queue.c). */
 static void
 write_back_step(void *arg)
@@ -437,7 +507,6 @@ write_back_step(void *arg)
 	CmdType		cmds[2] = {CMD_UPDATE, CMD_INSERT};
 	List	   *cols[2];
 	PgcbRowsStatement stmt;
-	Relation	pk;
 	QueueAtts	qa;
 	AttemptAtts aa;
 	StatusOids	st;
@@ -445,8 +514,7 @@ write_back_step(void *arg)
 	TupleTableSlot *row_slot;
 	TupleTableSlot *new_slot;
 	TupleTableSlot *attempt_slot;
-	IndexScanDesc scan;
-	ScanKeyData key;
+	RowFinder	finder = {0};
 	Snapshot	snapshot;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	Rollup		rollup = {0};
@@ -489,8 +557,11 @@ write_back_step(void *arg)
 	row_slot = table_slot_create(rels[0], NULL);
 	new_slot = MakeSingleTupleTableSlot(RelationGetDescr(rels[0]), &TTSOpsVirtual);
 	attempt_slot = MakeSingleTupleTableSlot(RelationGetDescr(rels[1]), &TTSOpsVirtual);
-	pk = index_open(RelationGetPrimaryKeyIndex(rels[0]), AccessShareLock);
-	scan = index_beginscan(rels[0], pk, snapshot, 1, 0);
+	finder.rel = rels[0];
+	finder.snapshot = snapshot;
+	finder.att_id = qa.id;
+	finder.att_event_id = qa.event_id;
+	finder.nblocks = InvalidBlockNumber;
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback write-back row",
 								   ALLOCSET_DEFAULT_SIZES);
 
@@ -506,9 +577,7 @@ write_back_step(void *arg)
 
 		CHECK_FOR_INTERRUPTS();
 		/* the scan's own memory (btree's killed items) must outlive the row */
-		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(o->delivery_id));
-		index_rescan(scan, &key, 1, NULL, 0);
-		found = index_getnext_slot(scan, ForwardScanDirection, row_slot);
+		found = find_row(&finder, o, row_slot);
 		old = MemoryContextSwitchTo(rowcxt);
 		if (!found || !pgcb_rows_lock(&stmt, 0, &row_slot->tts_tid, row_slot, wait, &held))
 		{
@@ -548,8 +617,11 @@ next:
 	if (rollup.n > 0)
 		wb->stats = rollup_json(&rollup, wb->cxt);
 
-	index_endscan(scan);
-	index_close(pk, AccessShareLock);
+	if (finder.scan != NULL)
+	{
+		index_endscan(finder.scan);
+		index_close(finder.pk, AccessShareLock);
+	}
 	ExecDropSingleTupleTableSlot(row_slot);
 	ExecDropSingleTupleTableSlot(new_slot);
 	ExecDropSingleTupleTableSlot(attempt_slot);
