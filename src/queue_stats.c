@@ -66,6 +66,9 @@ typedef struct StatsKey
 
 typedef struct StatsAtts
 {
+	AttrNumber	minute;
+	AttrNumber	endpoint_id;
+	AttrNumber	event_type;
 	AttrNumber	attempts;
 	AttrNumber	delivered;
 	AttrNumber	failed;
@@ -289,12 +292,16 @@ endpoint_exists(Relation endpoints, Snapshot snapshot, int32 id)
 
 /*
  * Find and lock key's row: false when it is not there, not visible, held
- * by someone else or changed by this transaction since the snapshot.
+ * by someone else, changed by this transaction since the snapshot, or
+ * (the lock follows updates) no longer of that key, byte for byte.
  */
 static bool
-lock_key(PgcbRowsStatement *stmt, Relation pk, Snapshot snapshot, StatsKey *k,
-		 TupleTableSlot *slot, LockWaitPolicy wait)
+lock_key(PgcbRowsStatement *stmt, Relation pk, Snapshot snapshot, const StatsAtts *sa,
+		 StatsKey *k, TupleTableSlot *slot, LockWaitPolicy wait)
 {
+	bool		isnull;
+	Datum		d;
+	char	   *event_type;
 	IndexScanDesc scan;
 	ScanKeyData keys[3];
 	bool		found;
@@ -316,6 +323,19 @@ lock_key(PgcbRowsStatement *stmt, Relation pk, Snapshot snapshot, StatsKey *k,
 		return false;
 	ExecClearTuple(slot);
 	if (!pgcb_rows_lock(stmt, 0, &tid, slot, wait, &held))
+		return false;
+	/* as FOR UPDATE rechecks its WHERE on the version it locked */
+	d = slot_getattr(slot, sa->endpoint_id, &isnull);
+	if (isnull || DatumGetInt32(d) != k->endpoint_id)
+		return false;
+	d = slot_getattr(slot, sa->minute, &isnull);
+	if (isnull || DatumGetTimestampTz(d) != k->minute)
+		return false;
+	d = slot_getattr(slot, sa->event_type, &isnull);
+	if (isnull)
+		return false;
+	event_type = TextDatumGetCString(d);
+	if (strcmp(event_type, k->event_type) != 0)
 		return false;
 	k->tid = slot->tts_tid;
 	return true;
@@ -413,6 +433,9 @@ stats_fast_step(void *arg)
 		return;
 	}
 	pgcb_rows_check(rel, CMD_UPDATE, "stats");
+	sa.minute = pgcb_rows_column(rel, "minute", TIMESTAMPTZOID);
+	sa.endpoint_id = pgcb_rows_column(rel, "endpoint_id", INT4OID);
+	sa.event_type = pgcb_rows_column(rel, "event_type", TEXTOID);
 	sa.attempts = pgcb_rows_column(rel, "attempts", INT8OID);
 	sa.delivered = pgcb_rows_column(rel, "delivered", INT8OID);
 	sa.failed = pgcb_rows_column(rel, "failed", INT8OID);
@@ -442,8 +465,11 @@ stats_fast_step(void *arg)
 	{
 		CHECK_FOR_INTERRUPTS();
 		all = endpoint_exists(endpoints, snapshot, keys.k[i].endpoint_id) &&
-			lock_key(&stmt, pk, snapshot, &keys.k[i], slot, wait);
+			lock_key(&stmt, pk, snapshot, &sa, &keys.k[i], slot, wait);
 		ExecClearTuple(slot);
+		/* two keys of one row (a collation that is not byte-wise): the SQL */
+		for (int j = 0; j < i && all; j++)
+			all = !ItemPointerEquals(&keys.k[j].tid, &keys.k[i].tid);
 	}
 	if (all)
 	{
