@@ -180,12 +180,12 @@ def test_requests_beyond_max_connections_wait_in_the_queue(cluster, receiver, en
     """callback.max_connections below the in-flight caps (2 against 4 per
     endpoint): the worker starts no more requests than it has connections.
     A request started beyond them used to wait inside libcurl with its
-    timeout running: answered after 1.0 s, a 1.6 s timeout left it 0.6 s,
-    and it failed unsent (seen: 5 of 8 dead, "Operation timed out after 594
-    milliseconds with 0 bytes received")."""
-    receiver.set_delay("/connwait", 1.0)
+    timeout running: answered after 2.0 s, a 3.5 s timeout left it 1.5 s,
+    and it failed (seen with 1.0 s and 1.6 s: 5 of 8 dead, "Operation timed
+    out after 594 milliseconds with 0 bytes received")."""
+    receiver.set_delay("/connwait", 2.0)
     eid = endpoint_factory("lim_connwait", receiver.url("/connwait"), event_types="lim.connwait",
-                           timeout=1.6, max_attempts=1)
+                           timeout=3.5, max_attempts=1)
     pid = cluster.wait_until(cluster.worker_pid, timeout=30, what="the worker")
     reload_and_wait(cluster, "callback.max_connections", 2)
     try:
