@@ -48,21 +48,7 @@
 #include "session.h"
 
 /* One key of the rollup, merged over the documents. */
-typedef struct StatsKey
-{
-	TimestampTz minute;
-	int32		endpoint_id;
-	char	   *event_type;
-	int64		attempts;
-	int64		delivered;
-	int64		failed;
-	int64		dead;
-	double		latency_sum_ms;
-	double		latency_max_ms;
-	int64		hist[PGCB_HIST_BUCKETS];
-	char	   *last_error;
-	ItemPointerData tid;		/* of the row locked */
-} StatsKey;
+typedef PgcbStatsRow StatsKey;
 
 typedef struct StatsAtts
 {
@@ -93,28 +79,34 @@ field(JsonbContainer *row, const char *name, JsonbValue *buf)
 	return getKeyJsonValueFromContainer(row, name, strlen(name), buf);
 }
 
-static bool
-field_int64(JsonbContainer *row, const char *name, int64 *out)
+/* A number field; NULL when it is missing or not a number. */
+static Numeric
+field_numeric(JsonbContainer *row, const char *name)
 {
 	JsonbValue	buf;
 	JsonbValue *v = field(row, name, &buf);
 
-	if (v == NULL || v->type != jbvNumeric)
-		return false;
-	*out = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
-	return true;
+	return v == NULL || v->type != jbvNumeric ? NULL : v->val.numeric;
+}
+
+static bool
+field_int64(JsonbContainer *row, const char *name, int64 *out)
+{
+	Numeric		n = field_numeric(row, name);
+
+	if (n != NULL)
+		*out = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(n)));
+	return n != NULL;
 }
 
 static bool
 field_float8(JsonbContainer *row, const char *name, double *out)
 {
-	JsonbValue	buf;
-	JsonbValue *v = field(row, name, &buf);
+	Numeric		n = field_numeric(row, name);
 
-	if (v == NULL || v->type != jbvNumeric)
-		return false;
-	*out = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric)));
-	return true;
+	if (n != NULL)
+		*out = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(n)));
+	return n != NULL;
 }
 
 /* A string field; *out NULL for a JSON null.  False when missing or another type. */
@@ -176,6 +168,7 @@ add_int64(int64 a, int64 b)
 typedef struct StatsKeys
 {
 	StatsKey   *k;
+	ItemPointerData *tid;		/* of each key's row, once locked */
 	int			n;
 	int			cap;
 } StatsKeys;
@@ -244,6 +237,7 @@ merge_docs(char *const *docs, int n, StatsKeys *keys)
 	keys->n = 0;
 	keys->cap = 8;
 	keys->k = palloc(sizeof(StatsKey) * keys->cap);
+	keys->tid = NULL;
 	for (int d = 0; d < n; d++)
 	{
 		Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(docs[d])));
@@ -297,7 +291,7 @@ endpoint_exists(Relation endpoints, Snapshot snapshot, int32 id)
  */
 static bool
 lock_key(PgcbRowsStatement *stmt, Relation pk, Snapshot snapshot, const StatsAtts *sa,
-		 StatsKey *k, TupleTableSlot *slot, LockWaitPolicy wait)
+		 const StatsKey *k, TupleTableSlot *slot, LockWaitPolicy wait, ItemPointer locked)
 {
 	bool		isnull;
 	Datum		d;
@@ -337,7 +331,7 @@ lock_key(PgcbRowsStatement *stmt, Relation pk, Snapshot snapshot, const StatsAtt
 	event_type = TextDatumGetCString(d);
 	if (strcmp(event_type, k->event_type) != 0)
 		return false;
-	k->tid = slot->tts_tid;
+	*locked = slot->tts_tid;
 	return true;
 }
 
@@ -461,15 +455,16 @@ stats_fast_step(void *arg)
 	newslot = table_slot_create(rel, NULL);
 
 	/* every key first: all or nothing */
+	keys.tid = palloc0(sizeof(ItemPointerData) * keys.n);
 	for (int i = 0; i < keys.n && all; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
 		all = endpoint_exists(endpoints, snapshot, keys.k[i].endpoint_id) &&
-			lock_key(&stmt, pk, snapshot, &sa, &keys.k[i], slot, wait);
+			lock_key(&stmt, pk, snapshot, &sa, &keys.k[i], slot, wait, &keys.tid[i]);
 		ExecClearTuple(slot);
 		/* two keys of one row (a collation that is not byte-wise): the SQL */
 		for (int j = 0; j < i && all; j++)
-			all = !ItemPointerEquals(&keys.k[j].tid, &keys.k[i].tid);
+			all = !ItemPointerEquals(&keys.tid[j], &keys.tid[i]);
 	}
 	if (all)
 	{
@@ -477,7 +472,7 @@ stats_fast_step(void *arg)
 		{
 			CHECK_FOR_INTERRUPTS();
 			/* locked by us above: its latest version, read back */
-			if (!table_tuple_fetch_row_version(rel, &keys.k[i].tid, SnapshotAny, slot))
+			if (!table_tuple_fetch_row_version(rel, &keys.tid[i], SnapshotAny, slot))
 				elog(ERROR, "pg_callback: a stats row locked by this transaction is gone");
 			form_sum(&sa, slot, newslot, &keys.k[i]);
 			(void) pgcb_rows_update(&stmt, 0, slot, newslot);

@@ -69,6 +69,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "queue_rows.h"
+#include "queue_stats.h"
 #include "session.h"
 
 /* The columns written, by name: an upgraded 1.0 table orders them otherwise. */
@@ -114,21 +115,7 @@ typedef struct StatusOids
 } StatusOids;
 
 /* One (minute, endpoint, event type) of the rollup. */
-typedef struct RollupRow
-{
-	TimestampTz minute;
-	int32		endpoint_id;
-	char	   *event_type;
-	int64		attempts;
-	int64		delivered;
-	int64		failed;
-	int64		dead;
-	double		latency_sum_ms;
-	double		latency_max_ms;
-	int64		hist[PGCB_HIST_BUCKETS];
-	char	   *last_error;		/* of the latest attempt with one */
-	TimestampTz last_error_at;
-} RollupRow;
+typedef PgcbStatsRow RollupRow;
 
 typedef struct Rollup
 {
