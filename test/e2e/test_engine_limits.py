@@ -146,6 +146,20 @@ def reload_and_wait(cluster, name, value):
         timeout=10, what="%s = %s after reload" % (name, value))
 
 
+def poll_with_peak_connections(pid, port, done, timeout=60):
+    """Poll done() until it returns something true (at most timeout s),
+    sampling the worker's connections to port meanwhile: (done's last
+    value, the most connections seen)."""
+    peak = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        peak = max(peak, sockets_to_port(pid, port))
+        result = done()
+        if result or time.monotonic() >= deadline:
+            return result, peak
+        time.sleep(0.02)  # sampling interval
+
+
 @pytest.fixture
 def staller():
     s = Staller()
@@ -164,11 +178,8 @@ def test_max_connections_applies_on_reload(cluster, receiver, endpoint_factory):
     reload_and_wait(cluster, "callback.max_connections", 2)
     try:
         enqueue_many(cluster, "lim.conns", 8)
-        peak = 0
-        deadline = time.monotonic() + 60
-        while receiver.count("/conns") < 8 and time.monotonic() < deadline:
-            peak = max(peak, sockets_to_port(pid, receiver.port))
-            time.sleep(0.02)  # sampling interval
+        _, peak = poll_with_peak_connections(pid, receiver.port,
+                                             lambda: receiver.count("/conns") >= 8)
         assert receiver.count("/conns") == 8, "not all 8 requests arrived"
         record_figure("max_connections=2 after reload: peak %d connections" % peak)
         assert 1 <= peak <= 2, "worker held %d connections with max_connections = 2" % peak
@@ -190,16 +201,13 @@ def test_requests_beyond_max_connections_wait_in_the_queue(cluster, receiver, en
     reload_and_wait(cluster, "callback.max_connections", 2)
     try:
         enqueue_many(cluster, "lim.connwait", 8)
-        peak = 0
-        deadline = time.monotonic() + 60
-        rows = None
-        while rows is None and time.monotonic() < deadline:
-            peak = max(peak, sockets_to_port(pid, receiver.port))
+
+        def settled():
             r = cluster.query("SELECT status::text, last_error FROM callback.callback_queue "
                               "WHERE endpoint_id = %s", (eid,))
-            if len(r) == 8 and all(s in ("delivered", "dead") for s, _ in r):
-                rows = r
-            time.sleep(0.02)  # sampling interval
+            return r if len(r) == 8 and all(s in ("delivered", "dead") for s, _ in r) else None
+
+        rows, peak = poll_with_peak_connections(pid, receiver.port, settled)
         assert rows is not None, "the 8 deliveries did not settle in 60 s"
         dead = [e for s, e in rows if s == "dead"]
         assert not dead, "%d of 8 dead with max_connections = 2: %r" % (len(dead), dead[:2])
