@@ -30,6 +30,7 @@ OBJS = \
 	src/queue_rows.o \
 	src/queue_stats.o \
 	src/queue_write_back.o \
+	src/attempt_history.o \
 	src/batch.o \
 	src/http.o \
 	src/amqp_transport.o \

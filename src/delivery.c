@@ -884,7 +884,7 @@ run_on_response(const int *final_attempt)
 									   o->status_code, o->response_headers, o->response_body);
 		if (error != NULL)
 		{
-			pgcb_queue_record_hook_error(o->delivery_id, final_attempt[i], error);
+			pgcb_queue_record_hook_error(o, final_attempt[i], error);
 			if (my_slot)
 				pgcb_shmem_set_error(my_slot, error);
 		}

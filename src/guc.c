@@ -47,6 +47,13 @@ int			pgcb_health_max_backlog = 1000;
 char	   *pgcb_health_window = NULL;
 char	   *pgcb_traceparent = NULL;
 bool		pgcb_inbox = false;
+int			pgcb_attempt_history = PGCB_ATTEMPT_HISTORY_ALL;
+
+static const struct config_enum_entry attempt_history_options[] = {
+	{"all", PGCB_ATTEMPT_HISTORY_ALL, false},
+	{"failures", PGCB_ATTEMPT_HISTORY_FAILURES, false},
+	{NULL, 0, false}
+};
 char	   *pgcb_tracestate = NULL;
 
 static bool
@@ -189,6 +196,11 @@ pgcb_guc_init(void)
 							"How much of a response body is kept in the attempt history.",
 							NULL, &pgcb_max_response_bytes, 1024, 0, 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomEnumVariable("callback.attempt_history",
+							 "Which attempts leave a row in callback_attempts: all, or failures (and what follows one).",
+							 "failures leaves out a delivery delivered at its first attempt; callback_stats and every metric still count it.",
+							 &pgcb_attempt_history, PGCB_ATTEMPT_HISTORY_ALL, attempt_history_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("callback.hook_timeout",
 							"Longest an endpoint's transform or on_response function may run per call.",
 							"A call that runs longer is cancelled and counts as a failed attempt (transform) or a recorded hook error (on_response).",

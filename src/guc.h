@@ -33,6 +33,14 @@ extern char *pgcb_traceparent;
 extern char *pgcb_tracestate;
 extern bool pgcb_inbox;
 
+/* callback.attempt_history: which attempts leave a callback_attempts row */
+typedef enum PgcbAttemptHistory
+{
+	PGCB_ATTEMPT_HISTORY_ALL,
+	PGCB_ATTEMPT_HISTORY_FAILURES
+} PgcbAttemptHistory;
+extern int	pgcb_attempt_history;
+
 extern void pgcb_guc_init(void);
 extern bool pgcb_guc_database_wanted(const char *datname);
 

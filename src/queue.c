@@ -303,20 +303,32 @@ static const char *const plan_sql[NUM_PLANS] = {
 	[PLAN_EVENT] =
 	"SELECT q.body FROM callback.callback_queue q WHERE q.id OPERATOR(pg_catalog.=) $1",
 
-	/* What a failed on_response left: on the attempt it ran after. */
+	/*
+	 * What a failed on_response left: on the attempt it ran after, whose
+	 * row is written here when callback.attempt_history left it out (a
+	 * first-try success): a hook error is something to see.
+	 */
 	[PLAN_HOOK_ERROR] =
-	"UPDATE callback.callback_attempts a SET hook_error = $3 "
-	" WHERE a.delivery_id OPERATOR(pg_catalog.=) $1 AND a.attempt OPERATOR(pg_catalog.=) $2",
+	"WITH u AS ("
+	"  UPDATE callback.callback_attempts a SET hook_error = $3 "
+	"   WHERE a.delivery_id OPERATOR(pg_catalog.=) $1 AND a.attempt OPERATOR(pg_catalog.=) $2 "
+	"  RETURNING 1) "
+	"INSERT INTO callback.callback_attempts (delivery_id, event_id, endpoint_id, event_type, attempt, "
+	"       started_at, latency_ms, status_code, error, response_body, outcome, hook_error) "
+	"SELECT q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, $4, $5, $6, $7, $8, q.status, $3 "
+	"  FROM callback.callback_queue q "
+	" WHERE q.id OPERATOR(pg_catalog.=) $1 AND q.attempts OPERATOR(pg_catalog.=) $2 "
+	"   AND NOT EXISTS (SELECT FROM u)",
 };
 
 static const int plan_nargs[NUM_PLANS] = {
 	[PLAN_LOAD] = 1,
 	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 4,[PLAN_STATS] = 1,
 	[PLAN_CLAIM_ORDERED] = 4,
-	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 3,
+	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 8,
 };
 
-static const Oid plan_types[NUM_PLANS][5] = {
+static const Oid plan_types[NUM_PLANS][8] = {
 	[PLAN_LOAD] = {INT4OID},
 	[PLAN_DISABLE] = {INT4ARRAYOID},
 	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
@@ -325,7 +337,8 @@ static const Oid plan_types[NUM_PLANS][5] = {
 	[PLAN_STATS] = {TEXTARRAYOID},
 	[PLAN_CLAIM_ORDERED] = {INT4OID, INT4OID, FLOAT8OID, INT4OID},
 	[PLAN_EVENT] = {INT8OID},
-	[PLAN_HOOK_ERROR] = {INT8OID, INT4OID, TEXTOID},
+	[PLAN_HOOK_ERROR] = {INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID, FLOAT8OID, INT4OID, TEXTOID,
+	TEXTOID},
 };
 
 bool
@@ -1009,14 +1022,25 @@ pgcb_queue_event_body(int64 delivery_id)
 }
 
 void
-pgcb_queue_record_hook_error(int64 delivery_id, int attempt, const char *error)
+pgcb_queue_record_hook_error(const PgcbOutcome *o, int attempt, const char *error)
 {
-	Datum		args[3];
+	Datum		args[8];
+	char		nulls[8];
 
-	args[0] = Int64GetDatum(delivery_id);
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = Int64GetDatum(o->delivery_id);
 	args[1] = Int32GetDatum(attempt);
 	args[2] = CStringGetTextDatum(error);
+	/* the attempt's row, as the write-back forms it (form_attempt) */
+	args[3] = TimestampTzGetDatum(o->started_at);
+	args[4] = Float8GetDatum(o->latency_ms);
+	args[5] = Int32GetDatum(o->status_code);
+	nulls[5] = o->status_code == 0 ? 'n' : ' ';
+	args[6] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
+	nulls[6] = o->error ? ' ' : 'n';
+	args[7] = o->response_body ? CStringGetTextDatum(o->response_body) : (Datum) 0;
+	nulls[7] = o->response_body ? ' ' : 'n';
 	SPI_connect();
-	run_plan(PLAN_HOOK_ERROR, args, NULL, false);
+	run_plan(PLAN_HOOK_ERROR, args, nulls, false);
 	SPI_finish();
 }

@@ -121,7 +121,11 @@ extern uint64 pgcb_queue_dead_letter_orphans(void);
 /* The event body of a delivery (for on_response), NULL if it is gone. */
 extern char *pgcb_queue_event_body(int64 delivery_id);
 
-/* Note an on_response failure on the attempt it ran after. */
-extern void pgcb_queue_record_hook_error(int64 delivery_id, int attempt, const char *error);
+/*
+ * Note an on_response failure on the attempt (outcome o, number attempt) it
+ * ran after; that attempt's row is written if callback.attempt_history
+ * left it out.
+ */
+extern void pgcb_queue_record_hook_error(const PgcbOutcome *o, int attempt, const char *error);
 
 #endif							/* PGCB_QUEUE_H */

@@ -25,8 +25,10 @@
  *	  lease ran out) or 'pending' and claimed by nobody (a sweep returned
  *	  it).  A finished row drops the outcome: when a row was claimed twice,
  *	  the second outcome is lost if the first finished it;
- *	- an attempt row is inserted for each row updated, and it is counted
- *	  into the rollup of its (minute, endpoint, event type).
+ *	- an attempt row is inserted for each row updated, unless
+ *	  callback.attempt_history leaves it out (attempt_history.c), and the
+ *	  attempt is counted into the rollup of its (minute, endpoint, event
+ *	  type) either way.
  * In REPEATABLE READ (a process_callbacks() caller's choice) a row changed
  * since the snapshot is a serialization failure, as SELECT FOR UPDATE
  * would raise.
@@ -66,6 +68,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "attempt_history.h"
 #include "metrics.h"
 #include "queue.h"
 #include "queue_rows.h"
@@ -558,7 +561,9 @@ write_back_step(void *arg)
 		bool		held = false;
 		bool		found;
 		bool		isnull;
+		bool		attempted_before;
 		Oid			outcome;
+		int32		attempt;
 		int32		endpoint_id;
 		char	   *event_type;
 
@@ -578,17 +583,22 @@ write_back_step(void *arg)
 		}
 		if (!form_update(&qa, &st, row_slot, new_slot, o, now))
 			goto next;
+		attempted_before = !row_slot->tts_isnull[qa.last_attempt_at - 1];
 		/* a BEFORE trigger may skip it, as RETURNING would then leave it out */
 		if (!pgcb_rows_update(&stmt, 0, row_slot, new_slot))
 			goto next;
-		form_attempt(&qa, &aa, new_slot, attempt_slot, o);
-		(void) pgcb_rows_insert(&stmt, 1, attempt_slot);
-
 		outcome = DatumGetObjectId(slot_getattr(new_slot, qa.status, &isnull));
+		attempt = DatumGetInt32(slot_getattr(new_slot, qa.attempts, &isnull));
+		if (pgcb_attempt_history_keeps(outcome == st.delivered, attempt, attempted_before, o->error))
+		{
+			form_attempt(&qa, &aa, new_slot, attempt_slot, o);
+			(void) pgcb_rows_insert(&stmt, 1, attempt_slot);
+		}
+
 		endpoint_id = DatumGetInt32(slot_getattr(new_slot, qa.endpoint_id, &isnull));
 		event_type = TextDatumGetCString(slot_getattr(new_slot, qa.event_type, &isnull));
 		if (outcome != st.pending)
-			wb->final_attempt[i] = DatumGetInt32(slot_getattr(new_slot, qa.attempts, &isnull));
+			wb->final_attempt[i] = attempt;
 		/* the rollup outlives the row's memory */
 		MemoryContextSwitchTo(old);
 		rollup_add(&rollup, o, endpoint_id, event_type, outcome == st.delivered, outcome == st.dead);
