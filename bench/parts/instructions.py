@@ -22,7 +22,9 @@ the work measured, so start-up and shut-down cancel:
      (endpoint paused while they are queued, then resumed) to
      test/receiver.py answering 204, a fresh worker for each drain:
      (cost(3N) - cost(N)) / 2N per delivery, and the functions below it by
-     inclusive cost per delivery (callgrind_annotate --inclusive=yes);
+     inclusive cost per delivery (callgrind_annotate --inclusive=yes); and
+     the same again with callback.attempt_history = failures (no attempt
+     row for a delivery delivered at its first attempt);
   4. callback.inbox: parts 1 and 2 run the row trigger and the statement
      path a second time with the inbox on (the producer's share), and here
      the rest of an event's way in, its move into callback_queue: the inbox
@@ -344,7 +346,8 @@ def new_worker(g, old, timeout=180):
 
 
 def drain_once(g, n):
-    """A fresh worker drains n events; its pid once it has ended."""
+    """A fresh worker drains n events; (its pid once it has ended, the
+    attempt rows the drain left)."""
     g.q("SELECT callback.pause_endpoint('drain')")
     g.reset_queue()
     g.q("SELECT count(callback.enqueue('drain.event', " + drain.payload_sql().replace("%", "%%")
@@ -365,12 +368,26 @@ def drain_once(g, n):
     g.q("SELECT callback.pause_endpoint('drain')")
     g.q("SELECT pg_terminate_backend(%s)", (pid,))
     g.cg_file(pid)
-    return pid
+    return pid, g.q1("SELECT count(*) FROM callback.callback_attempts")
 
 
-def worker(g, n):
+def set_attempt_history(g, value):
+    """callback.attempt_history in the cluster's configuration, reloaded;
+    once a session has it, the postmaster has it, and so will the fresh
+    worker of the next drain."""
+    if value == "all":
+        g.q("ALTER SYSTEM RESET callback.attempt_history")
+    else:
+        g.q("ALTER SYSTEM SET callback.attempt_history = %s", (value,))
+    g.q("SELECT pg_reload_conf()")
+    wait_for("callback.attempt_history = %s" % value,
+             lambda: g.q1("SELECT current_setting('callback.attempt_history')", name="mon") == value)
+
+
+def worker(g, n, what="worker"):
     """Part 3: instructions of the worker per delivery, and below it."""
-    pids = {m: drain_once(g, m * n) for m in (1, 3)}
+    drains = {m: drain_once(g, m * n) for m in (1, 3)}
+    pids = {m: drains[m][0] for m in (1, 3)}
     cost = {m: g.cost(pids[m]) for m in (1, 3)}
     per = (cost[3] - cost[1]) / (2.0 * n)
     inc1, inc3 = g.inclusive(pids[1]), g.inclusive(pids[3])
@@ -384,14 +401,27 @@ def worker(g, n):
     top += [(f, fns[f]) for f in WORKER_FNS if f in fns and f not in dict(top)]
     top.sort(key=lambda kv: -kv[1])
     trips = {m: g.calls(pids[m], ROUND_TRIPS) for m in (1, 3)}
-    log("worker: %.0f instructions per delivery (drains of %d and %d: %s and %s; calls of %s: %s and %s)"
-        % (per, n, 3 * n, format(cost[1], ","), format(cost[3], ","), " / ".join(ROUND_TRIPS),
+    log("%s: %.0f instructions per delivery (drains of %d and %d: %s and %s; calls of %s: %s and %s; "
+        "attempt rows left: %d and %d)"
+        % (what, per, n, 3 * n, format(cost[1], ","), format(cost[3], ","), " / ".join(ROUND_TRIPS),
            " / ".join(str(trips[1][f]) for f in ROUND_TRIPS),
-           " / ".join(str(trips[3][f]) for f in ROUND_TRIPS)))
+           " / ".join(str(trips[3][f]) for f in ROUND_TRIPS), drains[1][1], drains[3][1]))
     for f, x in top:
         log("   %10.0f  %s" % (x, f))
     return {"cost_n": cost[1], "cost_3n": cost[3], "per_delivery": per, "calls_n": trips[1],
-            "calls_3n": trips[3], "top": [[f, round(x)] for f, x in top]}
+            "calls_3n": trips[3], "top": [[f, round(x)] for f, x in top],
+            "attempt_rows_n": drains[1][1], "attempt_rows_3n": drains[3][1]}
+
+
+def worker_failures(g, n):
+    """Part 3 again with callback.attempt_history = failures: each delivery
+    of the drains succeeds at its first attempt and leaves no attempt row
+    (the report says how many were left); the setting is put back after."""
+    set_attempt_history(g, "failures")
+    try:
+        return worker(g, n, "worker, attempt_history = failures")
+    finally:
+        set_attempt_history(g, "all")
 
 
 def fill_inbox(g, m):
@@ -537,6 +567,7 @@ def run(env):
         for key, fn in (("single", lambda: single_rows(g, single_v, n)),
                         ("bulk", lambda: bulk(g, [v for v in BULK if v in single_v], rows)),
                         ("worker", lambda: worker(g, n)),
+                        ("worker_failures", lambda: worker_failures(g, n)),
                         ("move", lambda: move(g, n))):
             t = time.time()
             res[key] = fn()
@@ -574,6 +605,9 @@ def rows(t):
                 " / ".join(fmt(b[v]["plain_over"], "{:.2f}") if v in b else "-"
                            for v in ("row", "stmt", "outbox")), "", "", ""))
     out.append(("   worker instructions per delivery", fmt(w["per_delivery"]), "", "", ""))
+    if "worker_failures" in t:
+        out.append(("   worker instructions per delivery, attempt_history = failures",
+                    fmt(t["worker_failures"]["per_delivery"]), "", "", ""))
     if "row_inbox" in s:
         out.append(("   plain / row trigger, statement path, inbox on (producer only)",
                     " / ".join(fmt(s[v]["plain_over"], "{:.2f}") if v in s else "-"
@@ -639,7 +673,27 @@ def markdown(t):
     for f, x in w["top"]:
         md.append("| `%s` | %s | %.0f %% |" % (f, fmt(x), 100.0 * x / w["per_delivery"]))
     md.append("")
-    return md + inbox_markdown(t)
+    return md + history_markdown(t) + inbox_markdown(t)
+
+
+def history_markdown(t):
+    """The same drains with callback.attempt_history = failures."""
+    w, f = t["worker"], t.get("worker_failures")
+    if not f:
+        return []
+    md = ["The same drains with `callback.attempt_history = failures` (set with ALTER SYSTEM and "
+          "reloaded before the drains' fresh workers start, put back after): every delivery succeeds at "
+          "its first attempt, so none writes its `callback_attempts` row (left: %d and %d rows); the "
+          "per-minute stats are written as before. **%s instructions per delivery**, against %s with "
+          "every attempt kept (%.2f of it):"
+          % (f["attempt_rows_n"], f["attempt_rows_3n"], fmt(f["per_delivery"]), fmt(w["per_delivery"]),
+             f["per_delivery"] / w["per_delivery"]), "",
+          "| function | instructions / delivery, all | failures |", "|---|---|---|"]
+    kept = dict(f["top"])
+    for fn, x in w["top"]:
+        md.append("| `%s` | %s | %s |" % (fn, fmt(x), fmt(kept.get(fn))))
+    md.append("")
+    return md
 
 
 def inbox_markdown(t):

@@ -21,8 +21,11 @@ import psycopg2
 import pytest
 
 import promparse
-from faults_util import diagnostics, queue_status
+from conftest import make_endpoint
+from faults_util import enqueue_many as enqueue, queue_status
+from test_batches import wait_finished as wait_final
 from test_hooks import OWNER, SETUP as HOOKS_SETUP, as_role
+from test_inbox import no_worker
 
 N = 40
 
@@ -52,22 +55,6 @@ def failures(cluster):
 
 def name_of(request, suffix=""):
     return re.sub(r"[^A-Za-z0-9]", "", "ah" + request.node.name[-20:] + suffix)[:40]
-
-
-def enqueue(cluster, event_type, n):
-    cluster.execute("SELECT callback.enqueue(%s, jsonb_build_object('i', g)) "
-                    "  FROM generate_series(1, %s) g", (event_type, n))
-
-
-def wait_final(cluster, eid, n, status="delivered", timeout=60):
-    def done():
-        st = queue_status(cluster, eid)
-        return st.get(status, 0) == n and sum(st.values()) == n
-    try:
-        cluster.wait_until(done, timeout=timeout, interval=0.05,
-                           what="%d deliveries of endpoint %d %s" % (n, eid, status))
-    except AssertionError as e:
-        raise AssertionError(str(e) + diagnostics(cluster, eid)) from None
 
 
 def wait_stats(cluster, eid, attempts):
@@ -213,7 +200,6 @@ def test_a_failed_on_response_writes_its_attempt_row(request, cluster, receiver,
     made = []
 
     def owned(name, **kw):
-        from conftest import make_endpoint
         eid = as_role(cluster, OWNER, lambda c: make_endpoint(c, name, receiver.url("/" + name),
                                                              event_types=[name + ".*"], **kw))
         made.append(name)
@@ -250,7 +236,6 @@ def test_a_failed_on_response_writes_its_attempt_row(request, cluster, receiver,
 
 def test_process_callbacks_follows_the_setting(request, cluster, receiver, endpoint_factory,
                                                failures):
-    from test_inbox import no_worker
     ok = name_of(request, "ok")
     flaky = name_of(request, "fl")
     eok = endpoint_factory(ok, receiver.url("/" + ok), event_types=[ok + ".*"])
