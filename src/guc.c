@@ -47,6 +47,7 @@ int			pgcb_health_max_backlog = 1000;
 char	   *pgcb_health_window = NULL;
 char	   *pgcb_traceparent = NULL;
 bool		pgcb_inbox = false;
+char	   *pgcb_tracestate = NULL;
 int			pgcb_attempt_history = PGCB_ATTEMPT_HISTORY_ALL;
 
 static const struct config_enum_entry attempt_history_options[] = {
@@ -54,7 +55,6 @@ static const struct config_enum_entry attempt_history_options[] = {
 	{"failures", PGCB_ATTEMPT_HISTORY_FAILURES, false},
 	{NULL, 0, false}
 };
-char	   *pgcb_tracestate = NULL;
 
 static bool
 check_ssrf_allowlist(char **newval, void **extra, GucSource source)
