@@ -5,8 +5,8 @@
  * 'all' (the default) keeps every attempt.  'failures' leaves out the row of
  * a delivery delivered at its first attempt: the common case, and the one
  * that tells nothing the queue row and the per-minute rollup do not, while
- * its heap tuple, identity value and three index entries were a large part
- * of the worker's work per delivery (bench part 9).  callback_stats is
+ * its heap tuple and two index entries were about a tenth of the worker's
+ * instructions per delivery (bench part 9).  callback_stats is
  * written for every attempt either way, so callback_metrics,
  * callback_health and prometheus_metrics() stay exact.
  *

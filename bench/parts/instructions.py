@@ -384,8 +384,9 @@ def set_attempt_history(g, value):
              lambda: g.q1("SELECT current_setting('callback.attempt_history')", name="mon") == value)
 
 
-def worker(g, n, what="worker"):
-    """Part 3: instructions of the worker per delivery, and below it."""
+def worker(g, n, what="worker", also=()):
+    """Part 3: instructions of the worker per delivery, and below it (the
+    top functions, WORKER_FNS and `also`)."""
     drains = {m: drain_once(g, m * n) for m in (1, 3)}
     pids = {m: drains[m][0] for m in (1, 3)}
     cost = {m: g.cost(pids[m]) for m in (1, 3)}
@@ -398,7 +399,7 @@ def worker(g, n, what="worker"):
     fns = {f: x for f, x in fns.items()
            if f == "pgcb_worker_main" or (main is None or inc3[f] < main) and x <= per}
     top = sorted(fns.items(), key=lambda kv: -kv[1])[:TOP]
-    top += [(f, fns[f]) for f in WORKER_FNS if f in fns and f not in dict(top)]
+    top += [(f, fns[f]) for f in WORKER_FNS + tuple(also) if f in fns and f not in dict(top)]
     top.sort(key=lambda kv: -kv[1])
     trips = {m: g.calls(pids[m], ROUND_TRIPS) for m in (1, 3)}
     log("%s: %.0f instructions per delivery (drains of %d and %d: %s and %s; calls of %s: %s and %s; "
@@ -413,13 +414,14 @@ def worker(g, n, what="worker"):
             "attempt_rows_n": drains[1][1], "attempt_rows_3n": drains[3][1]}
 
 
-def worker_failures(g, n):
+def worker_failures(g, n, also):
     """Part 3 again with callback.attempt_history = failures: each delivery
     of the drains succeeds at its first attempt and leaves no attempt row
-    (the report says how many were left); the setting is put back after."""
+    (the report says how many were left); the setting is put back after.
+    `also`: functions to report whether in its top or not (part 3's)."""
     set_attempt_history(g, "failures")
     try:
-        return worker(g, n, "worker, attempt_history = failures")
+        return worker(g, n, "worker, attempt_history = failures", also)
     finally:
         set_attempt_history(g, "all")
 
@@ -567,7 +569,8 @@ def run(env):
         for key, fn in (("single", lambda: single_rows(g, single_v, n)),
                         ("bulk", lambda: bulk(g, [v for v in BULK if v in single_v], rows)),
                         ("worker", lambda: worker(g, n)),
-                        ("worker_failures", lambda: worker_failures(g, n)),
+                        ("worker_failures",
+                         lambda: worker_failures(g, n, tuple(f for f, _ in res["worker"]["top"]))),
                         ("move", lambda: move(g, n))):
             t = time.time()
             res[key] = fn()
