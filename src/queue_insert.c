@@ -23,11 +23,15 @@
  *
  * Lifetimes:
  *	- per backend: the queue's OID, the prepared defaults, the list of its
- *	  indexes and the partial ones' predicates, dropped by a relcache
+ *	  indexes and the partial ones' predicates and expressions, and what the
+ *	  executor needs to check and index a row (an EState whose per-tuple
+ *	  context is reset per row, a ResultRelInfo, a virtual slot over a copy
+ *	  of the descriptor, which pins nothing), dropped by a relcache
  *	  invalidation of the queue (ALTER TABLE, CREATE or DROP INDEX, DROP
- *	  EXTENSION);
- *	- per top-level transaction: the open relation, the EState and slot,
- *	  and each index once a row needs it (an index that is not ready for
+ *	  EXTENSION): all of it follows from the table's definition, and making
+ *	  it per transaction cost a single-row transaction about 2k instructions;
+ *	- per top-level transaction: the open relation (its pointer set into
+ *	  the ResultRelInfo), and each index once a row needs it (an index that is not ready for
  *	  inserts then stays skipped for the transaction: CREATE INDEX
  *	  CONCURRENTLY waits for our lock before it makes an index ready).
  *	  They are opened under TopTransactionResourceOwner, so a
@@ -89,18 +93,31 @@ typedef struct QueueShape
 	AttrNumber	att_created_at;	/* set from the inbox row by a move */
 	ExprState **defaults;		/* [natts]; NULL: given, dropped or no default */
 	ExprContext *econtext;		/* evaluates the defaults; reset per row */
+	TupleDesc	desc;			/* a copy (pins nothing): the slots' */
+	bool		check_constraints;
+	EState	   *estate;			/* constraints, index entries; reset per row */
+	ResultRelInfo *rri;			/* ri_RelationDesc set at each open */
+	TupleTableSlot *slot;		/* the single-row path's row */
 	int			nindexes;
 	Oid		   *index_oid;		/* [nindexes]: the queue's indexes ... */
 	ExprState **index_pred;		/* ... and partial ones' predicates, ready to run */
+	List	  **index_exprs;	/* ... and expressions' states (NIL: none) */
+	Relation   *index_rel;		/* [nindexes]: the open transaction's, see QueueOpen */
+	IndexInfo **index_info;
+	bool	   *index_skip;
 	PgcbBulk   *bulk;			/* multi-insert buffer, made when first needed */
 } QueueShape;
 
-/* Per top-level transaction: the open queue. */
+/*
+ * Per top-level transaction: the open queue.  The per-index arrays are the
+ * shape's, cleared at each open: only the relations and IndexInfos in them
+ * are the transaction's.
+ */
 typedef struct QueueOpen
 {
 	Relation	rel;
 	bool		inbox;			/* rel is callback_inbox */
-	EState	   *estate;
+	EState	   *estate;			/* the shape's */
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	bool		check_constraints;
@@ -112,6 +129,7 @@ typedef struct QueueOpen
 
 static QueueShape *shape = NULL;
 static bool shape_stale = false;
+static QueueOpen open_storage;	/* no palloc per transaction */
 static QueueOpen *xact_open = NULL;
 static bool xact_open_stale = false;
 static bool callbacks_registered = false;
@@ -165,15 +183,14 @@ close_open(void)
 	xact_open_stale = false;
 	/* released by the owner that holds them */
 	CurrentResourceOwner = TopTransactionResourceOwner;
-	ExecDropSingleTupleTableSlot(q->slot);
 	/* the locks stay to the end of the transaction, as an INSERT's do */
 	for (int i = 0; i < q->nindexes; i++)
 		if (q->index_rel[i] != NULL)
 			index_close(q->index_rel[i], NoLock);
 	table_close(q->rel, NoLock);
-	FreeExecutorState(q->estate);
 	CurrentResourceOwner = save;
-	pfree(q);
+	/* the slot, EState and arrays are the shape's: they stay */
+	ExecClearTuple(q->slot);
 }
 
 static void
@@ -333,6 +350,9 @@ build_shape(Relation rel, bool inbox)
 
 	if (shape != NULL)
 	{
+		/* never while a transaction has it open: see open_queue */
+		Assert(xact_open == NULL);
+		FreeExecutorState(shape->estate);
 		MemoryContextDelete(shape->cxt);
 		shape = NULL;
 	}
@@ -389,14 +409,22 @@ build_shape(Relation rel, bool inbox)
 	{
 		List	   *indexes = RelationGetIndexList(rel);
 		ListCell   *lc;
+		ListCell   *lce;
 
-		s->index_oid = palloc0(sizeof(Oid) * Max(list_length(indexes), 1));
-		s->index_pred = palloc0(sizeof(ExprState *) * Max(list_length(indexes), 1));
+		int			n = Max(list_length(indexes), 1);
+
+		s->index_oid = palloc0(sizeof(Oid) * n);
+		s->index_pred = palloc0(sizeof(ExprState *) * n);
+		s->index_exprs = palloc0(sizeof(List *) * n);
+		s->index_rel = palloc0(sizeof(Relation) * n);
+		s->index_info = palloc0(sizeof(IndexInfo *) * n);
+		s->index_skip = palloc0(sizeof(bool) * n);
 		foreach(lc, indexes)
 		{
 			Oid			indexoid = lfirst_oid(lc);
 			Relation	irel = index_open(indexoid, AccessShareLock);
 			List	   *pred = RelationGetIndexPredicate(irel);
+			List	   *exprs = RelationGetIndexExpressions(irel);
 
 			/* what index_insert() alone does not do */
 			if (irel->rd_index->indisexclusion)
@@ -410,11 +438,29 @@ build_shape(Relation rel, bool inbox)
 
 				s->index_pred[s->nindexes] = ExecInitQual(make_ands_implicit(planned), NULL);
 			}
+
+			/*
+			 * FormIndexDatum would prepare them in the EState's memory, once
+			 * per IndexInfo, which is per transaction: here instead, as
+			 * ExecPrepareExpr would, once per shape.
+			 */
+			foreach(lce, exprs)
+				s->index_exprs[s->nindexes] =
+					lappend(s->index_exprs[s->nindexes],
+							ExecInitExpr(expression_planner((Expr *) lfirst(lce)), NULL));
 			s->nindexes++;
 			index_close(irel, AccessShareLock);
 		}
 	}
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	/* the executor's part, for as long as the definition holds */
+	s->desc = CreateTupleDescCopy(desc);
+	s->check_constraints = desc->constr != NULL;
+	s->estate = CreateExecutorState();
+	s->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(s->rri, rel, 0, NULL, 0);
+	s->slot = MakeSingleTupleTableSlot(s->desc, &TTSOpsVirtual);
 	MemoryContextSwitchTo(old);
 	shape = s;
 	shape_stale = false;
@@ -455,18 +501,14 @@ open_queue(void)
 	relid = (shape != NULL && !shape_stale && shape->inbox == target_is_inbox()) ?
 		shape->relid : lookup_target_relid();
 	old = MemoryContextSwitchTo(TopTransactionContext);
-	q = palloc0(sizeof(QueueOpen));
+	q = &open_storage;
+	memset(q, 0, sizeof(QueueOpen));
 	CurrentResourceOwner = TopTransactionResourceOwner;
 	PG_TRY();
 	{
 		q->rel = table_open(relid, RowExclusiveLock);
 		q->inbox = target_is_inbox();
 		check_queue(q->rel);
-		q->estate = CreateExecutorState();
-		q->rri = makeNode(ResultRelInfo);
-		InitResultRelInfo(q->rri, q->rel, 0, NULL, 0);
-		q->slot = MakeSingleTupleTableSlot(RelationGetDescr(q->rel), &TTSOpsVirtual);
-		q->check_constraints = RelationGetDescr(q->rel)->constr != NULL;
 		/* opening took the lock, which read any pending invalidation */
 		if (shape == NULL || shape_stale || shape->relid != relid)
 			build_shape(q->rel, q->inbox);
@@ -475,11 +517,9 @@ open_queue(void)
 	{
 		/*
 		 * Held by the top-level transaction's owner: a savepoint that
-		 * catches this error would not release them, and its commit would
-		 * warn of leaked references.
+		 * catches this error would not release it, and its commit would
+		 * warn of a leaked reference.
 		 */
-		if (q->slot != NULL)
-			ExecDropSingleTupleTableSlot(q->slot);
 		if (q->rel != NULL)
 			table_close(q->rel, NoLock);
 		CurrentResourceOwner = save_owner;
@@ -489,10 +529,22 @@ open_queue(void)
 	PG_END_TRY();
 	CurrentResourceOwner = save_owner;
 	MemoryContextSwitchTo(old);
+	q->estate = shape->estate;
+	q->rri = shape->rri;
+	/* the same relcache entry while the shape holds; set in case it moved */
+	q->rri->ri_RelationDesc = q->rel;
+	q->slot = shape->slot;
+	q->check_constraints = shape->check_constraints;
 	q->nindexes = shape->nindexes;
-	q->index_rel = MemoryContextAllocZero(TopTransactionContext, sizeof(Relation) * Max(q->nindexes, 1));
-	q->index_info = MemoryContextAllocZero(TopTransactionContext, sizeof(IndexInfo *) * Max(q->nindexes, 1));
-	q->index_skip = MemoryContextAllocZero(TopTransactionContext, sizeof(bool) * Max(q->nindexes, 1));
+	q->index_rel = shape->index_rel;
+	q->index_info = shape->index_info;
+	q->index_skip = shape->index_skip;
+	if (q->nindexes > 0)
+	{
+		memset(q->index_rel, 0, sizeof(Relation) * q->nindexes);
+		memset(q->index_info, 0, sizeof(IndexInfo *) * q->nindexes);
+		memset(q->index_skip, 0, sizeof(bool) * q->nindexes);
+	}
 	xact_open = q;
 	xact_open_stale = false;
 	return q;
@@ -510,10 +562,14 @@ open_queue(void)
 static void
 insert_index_entries(QueueOpen *q, QueueShape *s, TupleTableSlot *slot)
 {
-	ExprContext *econtext = GetPerTupleExprContext(q->estate);
+	ExprContext *econtext;
 	Datum		values[INDEX_MAX_KEYS];
 	bool		isnull[INDEX_MAX_KEYS];
 
+	/* the inbox has none */
+	if (q->nindexes == 0)
+		return;
+	econtext = GetPerTupleExprContext(q->estate);
 	econtext->ecxt_scantuple = slot;
 	for (int i = 0; i < q->nindexes; i++)
 	{
@@ -534,6 +590,8 @@ insert_index_entries(QueueOpen *q, QueueShape *s, TupleTableSlot *slot)
 			{
 				q->index_rel[i] = index_open(s->index_oid[i], RowExclusiveLock);
 				q->index_info[i] = BuildIndexInfo(q->index_rel[i]);
+				/* prepared with the shape (see build_shape) */
+				q->index_info[i]->ii_ExpressionsState = s->index_exprs[i];
 			}
 			PG_FINALLY();
 			{
@@ -682,8 +740,8 @@ shape_bulk(QueueOpen *q)
 	{
 		MemoryContext old = MemoryContextSwitchTo(shape->cxt);
 
-		/* a copy: slots over it pin nothing, so they outlive transactions */
-		shape->bulk = pgcb_bulk_create(CreateTupleDescCopy(RelationGetDescr(q->rel)));
+		/* the shape's copy: slots over it pin nothing, so they outlive transactions */
+		shape->bulk = pgcb_bulk_create(shape->desc);
 		MemoryContextSwitchTo(old);
 	}
 	return shape->bulk;
