@@ -97,7 +97,8 @@ typedef struct QueueShape
 	bool		check_constraints;
 	EState	   *estate;			/* constraints, index entries; reset per row */
 	ResultRelInfo *rri;			/* ri_RelationDesc set at each open */
-	TupleTableSlot *slot;		/* the single-row path's row */
+	TupleTableSlot *slot;		/* the single-row path's row ... */
+	TupleTableSlot *heap_slot;	/* ... and its tuple, formed once */
 	int			nindexes;
 	Oid		   *index_oid;		/* [nindexes]: the queue's indexes ... */
 	ExprState **index_pred;		/* ... and partial ones' predicates, ready to run */
@@ -461,6 +462,7 @@ build_shape(Relation rel, bool inbox)
 	s->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(s->rri, rel, 0, NULL, 0);
 	s->slot = MakeSingleTupleTableSlot(s->desc, &TTSOpsVirtual);
+	s->heap_slot = MakeSingleTupleTableSlot(s->desc, &TTSOpsHeapTuple);
 	MemoryContextSwitchTo(old);
 	shape = s;
 	shape_stale = false;
@@ -712,6 +714,30 @@ become_owner(QueueOpen *q, Oid *save_userid, int *save_sec_context)
 						   SECURITY_RESTRICTED_OPERATION);
 }
 
+/*
+ * The row formed in q->slot into the table, then its index entries.  The
+ * tuple is formed here, once, in a heap slot that the table AM takes as it
+ * is: given the virtual slot, it would first copy the row's values into
+ * the slot's memory and then form the tuple from the copy.  The index
+ * entries read the values from the virtual slot, where the heap slot would
+ * deform the tuple again.  The tuple lives in the slot's memory and goes
+ * with the next clear or store, also after an error.
+ */
+static void
+insert_formed(QueueOpen *q, QueueShape *s, CommandId cid)
+{
+	TupleTableSlot *row = q->slot;
+	MemoryContext old = MemoryContextSwitchTo(s->heap_slot->tts_mcxt);
+	HeapTuple	tuple = heap_form_tuple(row->tts_tupleDescriptor, row->tts_values, row->tts_isnull);
+
+	MemoryContextSwitchTo(old);
+	ExecStoreHeapTuple(tuple, s->heap_slot, true);
+	table_tuple_insert(q->rel, s->heap_slot, cid, 0, NULL);
+	row->tts_tid = s->heap_slot->tts_tid;
+	ExecClearTuple(s->heap_slot);
+	insert_index_entries(q, s, row);
+}
+
 /* After a buffered row's heap insert: its index entries. */
 static void
 after_bulk_insert(TupleTableSlot *slot, void *arg)
@@ -854,8 +880,7 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		else
 		{
 			form_row(q, s, q->slot, ev, &d, endpoint_ids[e], key_here);
-			table_tuple_insert(q->rel, q->slot, cid, 0, NULL);
-			insert_index_entries(q, s, q->slot);
+			insert_formed(q, s, cid);
 		}
 		ResetPerTupleExprContext(q->estate);
 	}
