@@ -766,8 +766,11 @@ shape_bulk(QueueOpen *q)
 	{
 		MemoryContext old = MemoryContextSwitchTo(shape->cxt);
 
-		/* the shape's copy: slots over it pin nothing, so they outlive transactions */
-		shape->bulk = pgcb_bulk_create(shape->desc);
+		/*
+		 * The shape's copy: slots over it pin nothing, so they outlive
+		 * transactions.  Formed tuples where no index entry reads the values.
+		 */
+		shape->bulk = pgcb_bulk_create(shape->desc, shape->nindexes == 0);
 		MemoryContextSwitchTo(old);
 	}
 	return shape->bulk;
@@ -870,12 +873,11 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		if (buffered)
 		{
 			PgcbBulk   *b = shape_bulk(q);
-			TupleTableSlot *slot = pgcb_bulk_next_slot(b, &target);
 
 			bulk_subid = GetCurrentSubTransactionId();
 
-			form_row(q, s, slot, ev, &d, endpoint_ids[e], key_here);
-			pgcb_bulk_added(b, ev->body_len);
+			form_row(q, s, q->slot, ev, &d, endpoint_ids[e], key_here);
+			pgcb_bulk_add(b, &target, q->slot, ev->body_len);
 		}
 		else
 		{
