@@ -834,6 +834,12 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	bool		batched;
 	bool		buffered;
 	PgcbBulkTarget target;
+	size_t		type_len = strlen(ev->event_type);
+	union
+	{
+		int32		align;		/* a varlena's header is an int32 */
+		char		data[VARHDRSZ + PGCB_EVENT_TYPE_MAX];
+	}			type_buf;
 
 	/*
 	 * What the executor checks before any INSERT (ExecCheckXactReadOnly),
@@ -845,8 +851,21 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		return;
 	q = open_queue();
 	s = shape;
-	d.type = PointerGetDatum(cstring_to_text(ev->event_type));
-	d.body = PointerGetDatum(cstring_to_text_with_len(ev->body, ev->body_len));
+	/*
+	 * The texts the rows are formed from: the type on the stack, the body
+	 * as the producer made it when it can (no palloc and copy per event);
+	 * the rows are formed and copied before this returns.
+	 */
+	if (type_len <= PGCB_EVENT_TYPE_MAX)
+	{
+		SET_VARSIZE(type_buf.data, VARHDRSZ + type_len);
+		memcpy(type_buf.data + VARHDRSZ, ev->event_type, type_len);
+		d.type = PointerGetDatum(type_buf.data);
+	}
+	else
+		d.type = PointerGetDatum(cstring_to_text_with_len(ev->event_type, type_len));
+	d.body = ev->body_text != NULL ? PointerGetDatum(ev->body_text) :
+		PointerGetDatum(cstring_to_text_with_len(ev->body, ev->body_len));
 	d.key = optional_text(ev->ordering_key);
 	d.traceparent = optional_text(ev->traceparent);
 	d.tracestate = optional_text(ev->tracestate);
@@ -891,8 +910,10 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	ExecClearTuple(q->slot);
-	pfree(DatumGetPointer(d.type));
-	pfree(DatumGetPointer(d.body));
+	if (DatumGetPointer(d.type) != type_buf.data)
+		pfree(DatumGetPointer(d.type));
+	if (DatumGetPointer(d.body) != (Pointer) ev->body_text)
+		pfree(DatumGetPointer(d.body));
 	if (d.key != (Datum) 0)
 		pfree(DatumGetPointer(d.key));
 	if (d.traceparent != (Datum) 0)
