@@ -268,24 +268,13 @@ rebuild(void)
 	valid = (invalidations == seen) && invalidated_by_trigger;
 }
 
-int
-pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused,
-					   const bool **ordered)
+/* The memo of event_type, made on a miss. */
+static RouteMemo *
+memo_for(const char *event_type)
 {
 	RouteMemo  *m;
 	bool		found;
 
-	/* see the header comment: a committed change is seen from here on */
-	AcceptInvalidationMessages();
-	if (!valid)
-		rebuild();
-
-	/* a rebuild remade the memo and forgot it */
-	if (last_memo != NULL && strcmp(last_memo->event_type, event_type) == 0)
-	{
-		m = last_memo;
-		goto found;
-	}
 	if (strlen(event_type) > PGCB_EVENT_TYPE_MAX)
 		elog(ERROR, "event type longer than %d characters", PGCB_EVENT_TYPE_MAX);
 	m = hash_search(memo, event_type, HASH_FIND, &found);
@@ -322,8 +311,25 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpa
 		m->ordered = any_ordered ? matched_ordered : NULL;
 		m->any_unpaused = unpaused;
 	}
-	last_memo = m;
-found:
+	return m;
+}
+
+int
+pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused,
+					   const bool **ordered)
+{
+	RouteMemo  *m;
+
+	/* see the header comment: a committed change is seen from here on */
+	AcceptInvalidationMessages();
+	if (!valid)
+		rebuild();
+
+	/* last_memo: forgotten by a rebuild, which remakes the memo */
+	if (last_memo != NULL && strcmp(last_memo->event_type, event_type) == 0)
+		m = last_memo;
+	else
+		m = last_memo = memo_for(event_type);
 	*ids = m->ids;
 	*ordered = m->ordered;
 	*any_unpaused = m->any_unpaused;
