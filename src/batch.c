@@ -112,7 +112,8 @@ static const char *const claim_sql =
 "  FROM ROWS FROM (pg_catalog.unnest(ARRAY(SELECT m.id FROM m ORDER BY m.id)), "
 "                  pg_catalog.unnest(ARRAY(SELECT m.new_id FROM m ORDER BY m.id))) AS c(id, new_id) "
 " WHERE q.id OPERATOR(pg_catalog.=) c.id "
-"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.batch_id";
+/* q.ctid: the version written here, where the write-back looks first */
+"RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.batch_id, q.ctid";
 
 static SPIPlanPtr ready_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
@@ -312,7 +313,8 @@ claim_step(void *arg)
 		text	   *body;
 
 		row->c.id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		ItemPointerSetInvalid(&row->c.tid);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 7, &isnull)),
+						&row->c.tid);
 		memcpy(&row->c.event_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)), sizeof(pg_uuid_t));
 		row->c.endpoint_id = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 		row->c.attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));

@@ -290,14 +290,16 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 */
 	"   WHERE q.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM c)) "
 	"  RETURNING q.id, q.event_id, q.endpoint_id, q.attempts, q.body, q.traceparent, q.tracestate, "
-	"            q.event_type) "
+	"            q.event_type, q.ctid) "
+	/* u.ctid: the version written here, where the write-back looks first */
 	"SELECT u.id, u.event_id, u.endpoint_id, u.attempts, u.body, u.traceparent, u.tracestate, "
-	"       u.event_type, NULL::pg_catalog.timestamptz FROM u "
+	"       u.event_type, NULL::pg_catalog.timestamptz, u.ctid FROM u "
 	"UNION ALL "
 	"SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
 	"       (SELECT pg_catalog.min(h.next_attempt_at) FROM h "
 	"         WHERE h.status OPERATOR(pg_catalog.=) 'pending' "
-	"           AND h.next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now())",
+	"           AND h.next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now()), "
+	"       NULL::pg_catalog.tid",
 
 	/* The event an on_response hook is given. */
 	[PLAN_EVENT] =
@@ -698,7 +700,7 @@ read_claimed(int r, PgcbClaimed *c, MemoryContext cxt)
 	Datum		d;
 
 	c->id = DatumGetInt64(get_col(r, 1, &isnull));
-	ItemPointerSetInvalid(&c->tid);
+	ItemPointerCopy((ItemPointer) DatumGetPointer(get_col(r, 10, &isnull)), &c->tid);
 	memcpy(&c->event_id, DatumGetUUIDP(get_col(r, 2, &isnull)), sizeof(pg_uuid_t));
 	c->endpoint_id = DatumGetInt32(get_col(r, 3, &isnull));
 	c->attempts = DatumGetInt32(get_col(r, 4, &isnull));

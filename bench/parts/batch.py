@@ -5,10 +5,8 @@ request (batch_size 1, the default) and once with batch_size 100, one JSON
 array of 100 bodies per request.  Deliveries/s counts events, as
 callback_metrics does; nginx's log gives the requests."""
 
-from parts.drain import drain_once
+from parts.drain import BATCHED as BATCH, drain_once
 from lib.util import fmt, log, median, plural, step
-
-BATCH = 100
 
 
 def run(env):

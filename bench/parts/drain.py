@@ -3,7 +3,9 @@ endpoint is paused (then ANALYZEd, as autovacuum would have done for a
 backlog that built up), resume_endpoint(), and the time until the last one is
 recorded as delivered.  Beside it: wrk against the same nginx at the same
 concurrency (the ceiling), and the CPU that postgres spent per delivery (the
-worker, and the worker plus every other postgres process)."""
+worker, and the worker plus every other postgres process).  Each run drains
+the same backlog a second time with the endpoint at batch_size 100 (one JSON
+array of 100 bodies per request), against the same nginx and wrk."""
 
 import json
 import os
@@ -20,6 +22,9 @@ GOAL = {
     "wrk_ratio": 0.30,      # issue 10: deliveries/s >= 0.30 of wrk, one worker
 }
 BASELINE_WORKER_US = 107    # issue 10: worker CPU per delivery before 1.1
+# the same drain with this batch_size too, beside the same wrk: a request's own
+# cost (libcurl, the kernel's loopback, nginx) is then paid once per BATCHED events
+BATCHED = 100
 
 
 def payload_sql():
@@ -35,7 +40,8 @@ def run(env):
     wrk_s = 5 if env.quick else 10
     step("1. drain: %d queued signed events, then resume (%s); wrk -c %d"
          % (n, plural(env.runs, "run"), env.inflight))
-    res = {"events": n, "concurrency": env.inflight, "runs": [], "wrk": []}
+    res = {"events": n, "concurrency": env.inflight, "runs": [], "wrk": [], "batched": [],
+           "batch_size": BATCHED}
     for r in range(env.runs):
         one = drain_once(env, n, r)
         res["runs"].append(one)
@@ -48,6 +54,13 @@ def run(env):
                c["worker"], c["pg_other"], c["nginx"],
                one["nginx_log"]["requests"], one["nginx_log"]["signed"],
                one["nginx_log"]["connections"]))
+        b = drain_batched(env, n, r)
+        res["batched"].append(b)
+        log("run %d, batch_size %d: %d in %.2f s -> %.0f deliveries/s (nginx saw %d requests; CPU per "
+            "delivery: worker %.1f us, worker + other postgres %.1f us)"
+            % (r + 1, BATCHED, b["delivered"], b["seconds"], b["per_s"] or 0,
+               b["nginx_log"]["requests"], b["worker_us_per_delivery"] or -1,
+               b["pg_us_per_delivery"] or -1))
         w = wrk_once(env, one["body"], wrk_s)
         res["wrk"].append(w)
         log("run %d: wrk -t1 -c%d %ds: %.0f requests/s (%d connections, nginx CPU %.1f s)"
@@ -58,11 +71,27 @@ def run(env):
     res["ratio"] = res["per_s"] / res["wrk_per_s"] if res["per_s"] and res["wrk_per_s"] else None
     res["worker_us_per_delivery"] = median([x["worker_us_per_delivery"] for x in res["runs"]])
     res["pg_us_per_delivery"] = median([x["pg_us_per_delivery"] for x in res["runs"]])
+    res["batched_per_s"] = median([x["per_s"] for x in res["batched"]])
+    res["batched_ratio"] = (res["batched_per_s"] / res["wrk_per_s"]
+                            if res["batched_per_s"] and res["wrk_per_s"] else None)
+    res["batched_worker_us"] = median([x["worker_us_per_delivery"] for x in res["batched"]])
+    res["batched_pg_us"] = median([x["pg_us_per_delivery"] for x in res["batched"]])
+    res["batched_requests"] = median([x["nginx_log"]["requests"] for x in res["batched"]])
     res["body_bytes"] = res["runs"][0]["body_bytes"]
     res["goal"] = GOAL
-    for x in res["runs"]:
+    for x in res["runs"] + res["batched"]:
         x.pop("body", None)
     return res
+
+
+def drain_batched(env, n, r):
+    """drain_once with the endpoint at batch_size BATCHED, put back after."""
+    env.q("SELECT callback.alter_endpoint('bench', batch_size => %s)", (BATCHED,))
+    try:
+        # r + 1: perf profiles the first per-event drain only
+        return drain_once(env, n, r + 1)
+    finally:
+        env.q("SELECT callback.alter_endpoint('bench', batch_size => 1)")
 
 
 def drain_once(env, n, r):
@@ -172,5 +201,14 @@ def rows(d):
          verdict(ok(d["pg_us_per_delivery"], lambda v: v <= GOAL["cpu_us"]))),
         ("   CPU us per delivery, worker alone", fmt(d["worker_us_per_delivery"], "{:.1f}"), "",
          "%d (issue 10, 1.0)" % BASELINE_WORKER_US, ""),
+        ("   same drain at batch_size %d (deliveries/s; requests nginx saw)" % d["batch_size"],
+         "%s (%s)" % (fmt(d["batched_per_s"]), fmt(d["batched_requests"])), "", "", ""),
+        ("   batch_size %d: deliveries/s / wrk's requests/s" % d["batch_size"],
+         fmt(d["batched_ratio"], "{:.3f}"), ">= %.2f" % GOAL["wrk_ratio"], "",
+         verdict(ok(d["batched_ratio"], lambda v: v >= GOAL["wrk_ratio"]))),
+        ("   batch_size %d: CPU us per delivery, worker + other postgres (worker alone)" % d["batch_size"],
+         "%s (%s)" % (fmt(d["batched_pg_us"], "{:.1f}"), fmt(d["batched_worker_us"], "{:.1f}")),
+         "<= %.0f" % GOAL["cpu_us"], "",
+         verdict(ok(d["batched_pg_us"], lambda v: v <= GOAL["cpu_us"]))),
         ("   body bytes (signed, 3 webhook headers)", fmt(d["body_bytes"]), "~200", "", ""),
     ]

@@ -12,6 +12,10 @@ is the delivery: otherwise it falls back to the primary key.
   outcome must still land on it, once (without the fallback it is dropped,
   the lease runs out and the event is sent again).
 
+Each test runs for a one-event endpoint (its claim is C, queue_claim.c), a
+batch endpoint and an ordered one (their claims are SQL, src/batch.c and
+queue.c's PLAN_CLAIM_ORDERED, and return the TID they wrote as well).
+
 The receiver holds each answer for a fixed time; what the test does inside
 that window is checked to have finished before it ran out.  Every wait is a
 bounded poll.
@@ -20,14 +24,21 @@ bounded poll.
 import re
 import time
 
+import pytest
+
 from faults_util import diagnostics
 
 HOLD_S = 10.0        # the claimed delivery's answer is held this long
 SENTINEL_S = 14.0    # a second delivery's, answered after it: the write-back ran by then
 
 
+# the endpoint under test's options: each kind has a claim of its own
+CLAIMS = pytest.mark.parametrize("options", [{}, {"batch_size": 2}, {"ordered": True}],
+                                 ids=["single", "batch", "ordered"])
+
+
 def _label(request, suffix):
-    return re.sub(r"[^A-Za-z0-9]", "", "tid%s%s" % (request.node.name[-10:], suffix))[:40]
+    return re.sub(r"[^A-Za-z0-9]", "", "tid%s%s" % (request.node.name[-16:], suffix))[:40]
 
 
 def _sending_row(cluster, eid):
@@ -38,12 +49,14 @@ def _sending_row(cluster, eid):
     return rows[0]
 
 
-def test_reused_tid_never_takes_the_outcome(request, cluster, receiver, endpoint_factory):
+@CLAIMS
+def test_reused_tid_never_takes_the_outcome(request, cluster, receiver, endpoint_factory,
+                                            options):
     gone, sent, held = (_label(request, s) for s in ("gone", "sent", "held"))
     receiver.set_delay("/" + gone, HOLD_S)
     receiver.set_delay("/" + sent, SENTINEL_S)
     g = endpoint_factory(gone, receiver.url("/" + gone), event_types=[gone + ".*"],
-                         timeout=60, max_attempts=3)
+                         timeout=60, max_attempts=3, **options)
     s = endpoint_factory(sent, receiver.url("/" + sent), event_types=[sent + ".*"],
                          timeout=60, max_attempts=3)
     p = endpoint_factory(held, receiver.url("/" + held), event_types=[held + ".*"])
@@ -100,12 +113,13 @@ def test_reused_tid_never_takes_the_outcome(request, cluster, receiver, endpoint
     assert receiver.count("/" + gone) == 1
 
 
+@CLAIMS
 def test_row_updated_since_the_claim_takes_the_outcome(request, cluster, receiver,
-                                                      endpoint_factory):
+                                                      endpoint_factory, options):
     label = _label(request, "upd")
     receiver.set_delay("/" + label, HOLD_S / 2)
     eid = endpoint_factory(label, receiver.url("/" + label), event_types=[label + ".*"],
-                           timeout=60, max_attempts=3)
+                           timeout=60, max_attempts=3, **options)
     cluster.execute("SELECT callback.enqueue(%s, '{\"x\": 3}'::jsonb)", (label + ".ev",))
     assert receiver.wait_for(1, "/" + label, timeout=60), "the delivery was sent"
     did, _, tid = _sending_row(cluster, eid)
