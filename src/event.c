@@ -174,7 +174,7 @@ pgcb_event_check_type(const char *type, bool pattern, const char *what)
  * ts as YYYY-MM-DDTHH:MM:SS.ffffffZ.  Events come many to the second: the
  * date and time up to the second are formatted once per second and kept
  * (timestamp2tm cost about a fifth of a narrow row's body), the
- * microseconds every time.
+ * microseconds every time.  The caller has made room for the 27 bytes.
  */
 static void
 append_utc_timestamp(StringInfo buf, TimestampTz ts)
@@ -183,7 +183,7 @@ append_utc_timestamp(StringInfo buf, TimestampTz ts)
 	static char cached[20];		/* YYYY-MM-DDTHH:MM:SS */
 	TimestampTz second = ts - (ts % USECS_PER_SEC + USECS_PER_SEC) % USECS_PER_SEC;
 	int			usec = (int) (ts - second);
-	char		frac[9];
+	char	   *frac;
 
 	if (second != cached_second)
 	{
@@ -225,7 +225,9 @@ append_utc_timestamp(StringInfo buf, TimestampTz ts)
 		}
 		cached_second = second;
 	}
-	appendBinaryStringInfo(buf, cached, 19);
+	frac = buf->data + buf->len;
+	memcpy(frac, cached, 19);
+	frac += 19;
 	frac[0] = '.';
 	for (int d = 6; d >= 1; d--)
 	{
@@ -233,16 +235,26 @@ append_utc_timestamp(StringInfo buf, TimestampTz ts)
 		usec /= 10;
 	}
 	frac[7] = 'Z';
-	appendBinaryStringInfo(buf, frac, 8);
+	buf->len += 27;
+	buf->data[buf->len] = '\0';
 }
+
+/* s (of length len, no terminator needed) at the end of buf, which has room */
+#define PUT(sb, s, n) \
+	(memcpy((sb)->data + (sb)->len, (s), (n)), (sb)->len += (n))
 
 void
 pgcb_event_body_begin(StringInfo buf, const char *event_type)
 {
+	size_t		len = strlen(event_type);
+
+	/* one reservation up to the timestamp, then copies: a call per part cost as much again */
+	enlargeStringInfo(buf, 9 + len + 15 + 27);
 	/* event types are validated: no character in them needs escaping */
-	appendBinaryStringInfo(buf, "{\"type\":\"", 9);
-	appendStringInfoString(buf, event_type);
-	appendBinaryStringInfo(buf, "\",\"timestamp\":\"", 15);
+	PUT(buf, "{\"type\":\"", 9);
+	PUT(buf, event_type, len);
+	PUT(buf, "\",\"timestamp\":\"", 15);
+	/* may be longer than 27 bytes, in a year past 9999: its own append */
 	append_utc_timestamp(buf, GetCurrentTimestamp());
 	appendBinaryStringInfo(buf, "\",\"data\":", 9);
 }

@@ -24,6 +24,8 @@ typedef struct PgcbEventRow
 	const char *event_type;
 	const char *body;			/* the exact bytes to send */
 	int			body_len;
+	/* or NULL: the same bytes as a text, kept until enqueued (saves a copy) */
+	const struct varlena *body_text;
 	const char *ordering_key;	/* ordered endpoints: one event per key at a time */
 	/* or, when NULL, made by this only if an ordered endpoint gets the event */
 	char	   *(*ordering_key_fn) (void *arg);

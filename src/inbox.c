@@ -452,6 +452,7 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 	body = DatumGetTextPP(required(slot, a->body));
 	ev.body = VARDATA_ANY(body);
 	ev.body_len = VARSIZE_ANY_EXHDR(body);
+	ev.body_text = (const struct varlena *) body;	/* stored as it is */
 	ev.traceparent = optional_cstring(slot, a->traceparent);
 	ev.tracestate = optional_cstring(slot, a->tracestate);
 	pgcb_queue_insert_moved(&ev, endpoint_id, ev.ordering_key != NULL,

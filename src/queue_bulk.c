@@ -10,15 +10,22 @@
  *
  * The bounds keep memory small whatever the statement's size: at most
  * PGCB_BULK_MAX_ROWS rows or PGCB_BULK_MAX_BYTES of their data, then a
- * flush.  The slots are made once per buffer and reused; they are virtual
- * slots over a descriptor that pins nothing, so that a buffer can outlive
- * a transaction (a single-row transaction with fan-out would otherwise pay
- * for making its slots every time).  A virtual slot also keeps the row's
- * values at hand for the index entries, where a heap slot would deform the
- * tuple again; the heap tuple is formed by the table AM at the flush.
+ * flush.  The slots are made once per buffer and reused; they are slots
+ * over a descriptor that pins nothing, so that a buffer can outlive a
+ * transaction (a single-row transaction with fan-out would otherwise pay
+ * for making its slots every time).  A row is given as a virtual slot and
+ * kept in one of two ways, chosen when the buffer is made:
+ *	- as its values, copied into a virtual slot's memory, when the caller's
+ *	  after_insert reads them (index entries): the table AM forms the tuple
+ *	  at the flush, and nothing deforms it again;
+ *	- as the heap tuple formed from it, once, in a heap slot that the table
+ *	  AM writes as it is, when nothing reads the values after the insert (a
+ *	  table without indexes): 0.7k instructions less per narrow row than
+ *	  copying the values and then forming the tuple from the copy.
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/tableam.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
@@ -35,6 +42,7 @@ struct PgcbBulk
 	TupleDesc	desc;
 	MemoryContext cxt;			/* the slots and the rows' data */
 	MemoryContext flush_cxt;	/* what one flush allocates (heap tuples ...) */
+	bool		form_tuples;	/* heap slots holding formed tuples, else virtual */
 	TupleTableSlot **slots;		/* [PGCB_BULK_MAX_ROWS], made on demand */
 	int			nslots_made;
 	int			nused;			/* rows buffered: slots[0 .. nused) */
@@ -42,12 +50,13 @@ struct PgcbBulk
 };
 
 PgcbBulk *
-pgcb_bulk_create(TupleDesc desc)
+pgcb_bulk_create(TupleDesc desc, bool form_tuples)
 {
 	PgcbBulk   *b = palloc0(sizeof(PgcbBulk));
 
 	Assert(desc->tdrefcount < 0);
 	b->desc = desc;
+	b->form_tuples = form_tuples;
 	b->cxt = CurrentMemoryContext;
 	b->flush_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback bulk flush",
 										 ALLOCSET_DEFAULT_SIZES);
@@ -55,27 +64,40 @@ pgcb_bulk_create(TupleDesc desc)
 	return b;
 }
 
-TupleTableSlot *
-pgcb_bulk_next_slot(PgcbBulk *b, const PgcbBulkTarget *target)
+void
+pgcb_bulk_add(PgcbBulk *b, const PgcbBulkTarget *target, TupleTableSlot *row, Size bytes)
 {
+	MemoryContext old;
+	TupleTableSlot *slot;
+
 	if (b->nused >= PGCB_BULK_MAX_ROWS || b->bytes >= PGCB_BULK_MAX_BYTES)
 		pgcb_bulk_flush(b, target);
+	old = MemoryContextSwitchTo(b->cxt);
 	if (b->nused == b->nslots_made)
 	{
-		MemoryContext old = MemoryContextSwitchTo(b->cxt);
-
-		b->slots[b->nslots_made] = MakeSingleTupleTableSlot(b->desc, &TTSOpsVirtual);
+		b->slots[b->nslots_made] =
+			MakeSingleTupleTableSlot(b->desc, b->form_tuples ? &TTSOpsHeapTuple : &TTSOpsVirtual);
 		b->nslots_made++;
-		MemoryContextSwitchTo(old);
 	}
-	ExecClearTuple(b->slots[b->nused]);
-	return b->slots[b->nused];
-}
+	slot = b->slots[b->nused];
+	if (b->form_tuples)
+	{
+		/* the slot owns the tuple: freed by the clear after the flush */
+		ExecStoreHeapTuple(heap_form_tuple(b->desc, row->tts_values, row->tts_isnull),
+						   slot, true);
+	}
+	else
+	{
+		int			natts = b->desc->natts;
 
-void
-pgcb_bulk_added(PgcbBulk *b, Size bytes)
-{
-	ExecMaterializeSlot(b->slots[b->nused]);
+		ExecClearTuple(slot);
+		memcpy(slot->tts_values, row->tts_values, sizeof(Datum) * natts);
+		memcpy(slot->tts_isnull, row->tts_isnull, sizeof(bool) * natts);
+		ExecStoreVirtualTuple(slot);
+		/* the values copied into the slot's memory */
+		ExecMaterializeSlot(slot);
+	}
+	MemoryContextSwitchTo(old);
 	b->nused++;
 	b->bytes += bytes;
 }

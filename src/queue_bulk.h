@@ -28,23 +28,20 @@ typedef struct PgcbBulkTarget
 /*
  * A buffer for rows of desc, which must not be reference-counted (a copy,
  * not a relcache entry's): the buffer and its slots live in the current
- * memory context, across transactions, and pin nothing.
+ * memory context, across transactions, and pin nothing.  form_tuples: keep
+ * each row as its formed heap tuple, for a target whose after_insert reads
+ * no values (they would be deformed again); else keep the values.
  */
-extern PgcbBulk *pgcb_bulk_create(TupleDesc desc);
+extern PgcbBulk *pgcb_bulk_create(TupleDesc desc, bool form_tuples);
 
 /*
- * An empty slot for the next row, flushing to target first if the buffer
- * is full.  The caller stores the row (ExecStoreVirtualTuple) and then
- * calls pgcb_bulk_added; until then the slot is not part of the buffer.
+ * Add the row in row (a virtual slot of the buffer's descriptor) with
+ * about bytes bytes of variable data, flushing to target first if the
+ * buffer is full: formed into a tuple in the buffer's memory (the caller
+ * may then free its datums) and counted.
  */
-extern TupleTableSlot *pgcb_bulk_next_slot(PgcbBulk *b, const PgcbBulkTarget *target);
-
-/*
- * The slot returned last now holds a row with about bytes bytes of
- * variable data: copied into the buffer's memory (the caller may free its
- * datums) and counted.
- */
-extern void pgcb_bulk_added(PgcbBulk *b, Size bytes);
+extern void pgcb_bulk_add(PgcbBulk *b, const PgcbBulkTarget *target, TupleTableSlot *row,
+						  Size bytes);
 
 /* Write what is buffered: heap, then target->after_insert per row. */
 extern void pgcb_bulk_flush(PgcbBulk *b, const PgcbBulkTarget *target);

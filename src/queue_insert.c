@@ -23,11 +23,15 @@
  *
  * Lifetimes:
  *	- per backend: the queue's OID, the prepared defaults, the list of its
- *	  indexes and the partial ones' predicates, dropped by a relcache
+ *	  indexes and the partial ones' predicates and expressions, and what the
+ *	  executor needs to check and index a row (an EState whose per-tuple
+ *	  context is reset per row, a ResultRelInfo, a virtual slot over a copy
+ *	  of the descriptor, which pins nothing), dropped by a relcache
  *	  invalidation of the queue (ALTER TABLE, CREATE or DROP INDEX, DROP
- *	  EXTENSION);
- *	- per top-level transaction: the open relation, the EState and slot,
- *	  and each index once a row needs it (an index that is not ready for
+ *	  EXTENSION): all of it follows from the table's definition, and making
+ *	  it per transaction cost a single-row transaction about 2k instructions;
+ *	- per top-level transaction: the open relation (its pointer set into
+ *	  the ResultRelInfo), and each index once a row needs it (an index that is not ready for
  *	  inserts then stays skipped for the transaction: CREATE INDEX
  *	  CONCURRENTLY waits for our lock before it makes an index ready).
  *	  They are opened under TopTransactionResourceOwner, so a
@@ -89,18 +93,32 @@ typedef struct QueueShape
 	AttrNumber	att_created_at;	/* set from the inbox row by a move */
 	ExprState **defaults;		/* [natts]; NULL: given, dropped or no default */
 	ExprContext *econtext;		/* evaluates the defaults; reset per row */
+	TupleDesc	desc;			/* a copy (pins nothing): the slots' */
+	bool		check_constraints;
+	EState	   *estate;			/* constraints, index entries; reset per row */
+	ResultRelInfo *rri;			/* ri_RelationDesc set at each open */
+	TupleTableSlot *slot;		/* the single-row path's row ... */
+	TupleTableSlot *heap_slot;	/* ... and its tuple, formed once */
 	int			nindexes;
 	Oid		   *index_oid;		/* [nindexes]: the queue's indexes ... */
 	ExprState **index_pred;		/* ... and partial ones' predicates, ready to run */
+	List	  **index_exprs;	/* ... and expressions' states (NIL: none) */
+	Relation   *index_rel;		/* [nindexes]: the open transaction's, see QueueOpen */
+	IndexInfo **index_info;
+	bool	   *index_skip;
 	PgcbBulk   *bulk;			/* multi-insert buffer, made when first needed */
 } QueueShape;
 
-/* Per top-level transaction: the open queue. */
+/*
+ * Per top-level transaction: the open queue.  The per-index arrays are the
+ * shape's, cleared at each open: only the relations and IndexInfos in them
+ * are the transaction's.
+ */
 typedef struct QueueOpen
 {
 	Relation	rel;
 	bool		inbox;			/* rel is callback_inbox */
-	EState	   *estate;
+	EState	   *estate;			/* the shape's */
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	bool		check_constraints;
@@ -112,6 +130,7 @@ typedef struct QueueOpen
 
 static QueueShape *shape = NULL;
 static bool shape_stale = false;
+static QueueOpen open_storage;	/* no palloc per transaction */
 static QueueOpen *xact_open = NULL;
 static bool xact_open_stale = false;
 static bool callbacks_registered = false;
@@ -165,15 +184,14 @@ close_open(void)
 	xact_open_stale = false;
 	/* released by the owner that holds them */
 	CurrentResourceOwner = TopTransactionResourceOwner;
-	ExecDropSingleTupleTableSlot(q->slot);
 	/* the locks stay to the end of the transaction, as an INSERT's do */
 	for (int i = 0; i < q->nindexes; i++)
 		if (q->index_rel[i] != NULL)
 			index_close(q->index_rel[i], NoLock);
 	table_close(q->rel, NoLock);
-	FreeExecutorState(q->estate);
 	CurrentResourceOwner = save;
-	pfree(q);
+	/* the slot, EState and arrays are the shape's: they stay */
+	ExecClearTuple(q->slot);
 }
 
 static void
@@ -333,6 +351,9 @@ build_shape(Relation rel, bool inbox)
 
 	if (shape != NULL)
 	{
+		/* never while a transaction has it open: see open_queue */
+		Assert(xact_open == NULL);
+		FreeExecutorState(shape->estate);
 		MemoryContextDelete(shape->cxt);
 		shape = NULL;
 	}
@@ -389,14 +410,22 @@ build_shape(Relation rel, bool inbox)
 	{
 		List	   *indexes = RelationGetIndexList(rel);
 		ListCell   *lc;
+		ListCell   *lce;
 
-		s->index_oid = palloc0(sizeof(Oid) * Max(list_length(indexes), 1));
-		s->index_pred = palloc0(sizeof(ExprState *) * Max(list_length(indexes), 1));
+		int			n = Max(list_length(indexes), 1);
+
+		s->index_oid = palloc0(sizeof(Oid) * n);
+		s->index_pred = palloc0(sizeof(ExprState *) * n);
+		s->index_exprs = palloc0(sizeof(List *) * n);
+		s->index_rel = palloc0(sizeof(Relation) * n);
+		s->index_info = palloc0(sizeof(IndexInfo *) * n);
+		s->index_skip = palloc0(sizeof(bool) * n);
 		foreach(lc, indexes)
 		{
 			Oid			indexoid = lfirst_oid(lc);
 			Relation	irel = index_open(indexoid, AccessShareLock);
 			List	   *pred = RelationGetIndexPredicate(irel);
+			List	   *exprs = RelationGetIndexExpressions(irel);
 
 			/* what index_insert() alone does not do */
 			if (irel->rd_index->indisexclusion)
@@ -410,11 +439,30 @@ build_shape(Relation rel, bool inbox)
 
 				s->index_pred[s->nindexes] = ExecInitQual(make_ands_implicit(planned), NULL);
 			}
+
+			/*
+			 * FormIndexDatum would prepare them in the EState's memory, once
+			 * per IndexInfo, which is per transaction: here instead, as
+			 * ExecPrepareExpr would, once per shape.
+			 */
+			foreach(lce, exprs)
+				s->index_exprs[s->nindexes] =
+					lappend(s->index_exprs[s->nindexes],
+							ExecInitExpr(expression_planner((Expr *) lfirst(lce)), NULL));
 			s->nindexes++;
 			index_close(irel, AccessShareLock);
 		}
 	}
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	/* the executor's part, for as long as the definition holds */
+	s->desc = CreateTupleDescCopy(desc);
+	s->check_constraints = desc->constr != NULL;
+	s->estate = CreateExecutorState();
+	s->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(s->rri, rel, 0, NULL, 0);
+	s->slot = MakeSingleTupleTableSlot(s->desc, &TTSOpsVirtual);
+	s->heap_slot = MakeSingleTupleTableSlot(s->desc, &TTSOpsHeapTuple);
 	MemoryContextSwitchTo(old);
 	shape = s;
 	shape_stale = false;
@@ -455,18 +503,14 @@ open_queue(void)
 	relid = (shape != NULL && !shape_stale && shape->inbox == target_is_inbox()) ?
 		shape->relid : lookup_target_relid();
 	old = MemoryContextSwitchTo(TopTransactionContext);
-	q = palloc0(sizeof(QueueOpen));
+	q = &open_storage;
+	memset(q, 0, sizeof(QueueOpen));
 	CurrentResourceOwner = TopTransactionResourceOwner;
 	PG_TRY();
 	{
 		q->rel = table_open(relid, RowExclusiveLock);
 		q->inbox = target_is_inbox();
 		check_queue(q->rel);
-		q->estate = CreateExecutorState();
-		q->rri = makeNode(ResultRelInfo);
-		InitResultRelInfo(q->rri, q->rel, 0, NULL, 0);
-		q->slot = MakeSingleTupleTableSlot(RelationGetDescr(q->rel), &TTSOpsVirtual);
-		q->check_constraints = RelationGetDescr(q->rel)->constr != NULL;
 		/* opening took the lock, which read any pending invalidation */
 		if (shape == NULL || shape_stale || shape->relid != relid)
 			build_shape(q->rel, q->inbox);
@@ -475,11 +519,9 @@ open_queue(void)
 	{
 		/*
 		 * Held by the top-level transaction's owner: a savepoint that
-		 * catches this error would not release them, and its commit would
-		 * warn of leaked references.
+		 * catches this error would not release it, and its commit would
+		 * warn of a leaked reference.
 		 */
-		if (q->slot != NULL)
-			ExecDropSingleTupleTableSlot(q->slot);
 		if (q->rel != NULL)
 			table_close(q->rel, NoLock);
 		CurrentResourceOwner = save_owner;
@@ -489,10 +531,22 @@ open_queue(void)
 	PG_END_TRY();
 	CurrentResourceOwner = save_owner;
 	MemoryContextSwitchTo(old);
+	q->estate = shape->estate;
+	q->rri = shape->rri;
+	/* the same relcache entry while the shape holds; set in case it moved */
+	q->rri->ri_RelationDesc = q->rel;
+	q->slot = shape->slot;
+	q->check_constraints = shape->check_constraints;
 	q->nindexes = shape->nindexes;
-	q->index_rel = MemoryContextAllocZero(TopTransactionContext, sizeof(Relation) * Max(q->nindexes, 1));
-	q->index_info = MemoryContextAllocZero(TopTransactionContext, sizeof(IndexInfo *) * Max(q->nindexes, 1));
-	q->index_skip = MemoryContextAllocZero(TopTransactionContext, sizeof(bool) * Max(q->nindexes, 1));
+	q->index_rel = shape->index_rel;
+	q->index_info = shape->index_info;
+	q->index_skip = shape->index_skip;
+	if (q->nindexes > 0)
+	{
+		memset(q->index_rel, 0, sizeof(Relation) * q->nindexes);
+		memset(q->index_info, 0, sizeof(IndexInfo *) * q->nindexes);
+		memset(q->index_skip, 0, sizeof(bool) * q->nindexes);
+	}
 	xact_open = q;
 	xact_open_stale = false;
 	return q;
@@ -510,10 +564,14 @@ open_queue(void)
 static void
 insert_index_entries(QueueOpen *q, QueueShape *s, TupleTableSlot *slot)
 {
-	ExprContext *econtext = GetPerTupleExprContext(q->estate);
+	ExprContext *econtext;
 	Datum		values[INDEX_MAX_KEYS];
 	bool		isnull[INDEX_MAX_KEYS];
 
+	/* the inbox has none */
+	if (q->nindexes == 0)
+		return;
+	econtext = GetPerTupleExprContext(q->estate);
 	econtext->ecxt_scantuple = slot;
 	for (int i = 0; i < q->nindexes; i++)
 	{
@@ -534,6 +592,8 @@ insert_index_entries(QueueOpen *q, QueueShape *s, TupleTableSlot *slot)
 			{
 				q->index_rel[i] = index_open(s->index_oid[i], RowExclusiveLock);
 				q->index_info[i] = BuildIndexInfo(q->index_rel[i]);
+				/* prepared with the shape (see build_shape) */
+				q->index_info[i]->ii_ExpressionsState = s->index_exprs[i];
 			}
 			PG_FINALLY();
 			{
@@ -654,6 +714,30 @@ become_owner(QueueOpen *q, Oid *save_userid, int *save_sec_context)
 						   SECURITY_RESTRICTED_OPERATION);
 }
 
+/*
+ * The row formed in q->slot into the table, then its index entries.  The
+ * tuple is formed here, once, in a heap slot that the table AM takes as it
+ * is: given the virtual slot, it would first copy the row's values into
+ * the slot's memory and then form the tuple from the copy.  The index
+ * entries read the values from the virtual slot, where the heap slot would
+ * deform the tuple again.  The tuple lives in the slot's memory and goes
+ * with the next clear or store, also after an error.
+ */
+static void
+insert_formed(QueueOpen *q, QueueShape *s, CommandId cid)
+{
+	TupleTableSlot *row = q->slot;
+	MemoryContext old = MemoryContextSwitchTo(s->heap_slot->tts_mcxt);
+	HeapTuple	tuple = heap_form_tuple(row->tts_tupleDescriptor, row->tts_values, row->tts_isnull);
+
+	MemoryContextSwitchTo(old);
+	ExecStoreHeapTuple(tuple, s->heap_slot, true);
+	table_tuple_insert(q->rel, s->heap_slot, cid, 0, NULL);
+	row->tts_tid = s->heap_slot->tts_tid;
+	ExecClearTuple(s->heap_slot);
+	insert_index_entries(q, s, row);
+}
+
 /* After a buffered row's heap insert: its index entries. */
 static void
 after_bulk_insert(TupleTableSlot *slot, void *arg)
@@ -682,8 +766,11 @@ shape_bulk(QueueOpen *q)
 	{
 		MemoryContext old = MemoryContextSwitchTo(shape->cxt);
 
-		/* a copy: slots over it pin nothing, so they outlive transactions */
-		shape->bulk = pgcb_bulk_create(CreateTupleDescCopy(RelationGetDescr(q->rel)));
+		/*
+		 * The shape's copy: slots over it pin nothing, so they outlive
+		 * transactions.  Formed tuples where no index entry reads the values.
+		 */
+		shape->bulk = pgcb_bulk_create(shape->desc, shape->nindexes == 0);
 		MemoryContextSwitchTo(old);
 	}
 	return shape->bulk;
@@ -747,6 +834,12 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	bool		batched;
 	bool		buffered;
 	PgcbBulkTarget target;
+	size_t		type_len = strlen(ev->event_type);
+	union
+	{
+		int32		align;		/* a varlena's header is an int32 */
+		char		data[VARHDRSZ + PGCB_EVENT_TYPE_MAX];
+	}			type_buf;
 
 	/*
 	 * What the executor checks before any INSERT (ExecCheckXactReadOnly),
@@ -758,8 +851,21 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		return;
 	q = open_queue();
 	s = shape;
-	d.type = PointerGetDatum(cstring_to_text(ev->event_type));
-	d.body = PointerGetDatum(cstring_to_text_with_len(ev->body, ev->body_len));
+	/*
+	 * The texts the rows are formed from: the type on the stack, the body
+	 * as the producer made it when it can (no palloc and copy per event);
+	 * the rows are formed and copied before this returns.
+	 */
+	if (type_len <= PGCB_EVENT_TYPE_MAX)
+	{
+		SET_VARSIZE(type_buf.data, VARHDRSZ + type_len);
+		memcpy(type_buf.data + VARHDRSZ, ev->event_type, type_len);
+		d.type = PointerGetDatum(type_buf.data);
+	}
+	else
+		d.type = PointerGetDatum(cstring_to_text_with_len(ev->event_type, type_len));
+	d.body = ev->body_text != NULL ? PointerGetDatum(ev->body_text) :
+		PointerGetDatum(cstring_to_text_with_len(ev->body, ev->body_len));
 	d.key = optional_text(ev->ordering_key);
 	d.traceparent = optional_text(ev->traceparent);
 	d.tracestate = optional_text(ev->tracestate);
@@ -786,18 +892,16 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		if (buffered)
 		{
 			PgcbBulk   *b = shape_bulk(q);
-			TupleTableSlot *slot = pgcb_bulk_next_slot(b, &target);
 
 			bulk_subid = GetCurrentSubTransactionId();
 
-			form_row(q, s, slot, ev, &d, endpoint_ids[e], key_here);
-			pgcb_bulk_added(b, ev->body_len);
+			form_row(q, s, q->slot, ev, &d, endpoint_ids[e], key_here);
+			pgcb_bulk_add(b, &target, q->slot, ev->body_len);
 		}
 		else
 		{
 			form_row(q, s, q->slot, ev, &d, endpoint_ids[e], key_here);
-			table_tuple_insert(q->rel, q->slot, cid, 0, NULL);
-			insert_index_entries(q, s, q->slot);
+			insert_formed(q, s, cid);
 		}
 		ResetPerTupleExprContext(q->estate);
 	}
@@ -806,8 +910,10 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	ExecClearTuple(q->slot);
-	pfree(DatumGetPointer(d.type));
-	pfree(DatumGetPointer(d.body));
+	if (DatumGetPointer(d.type) != type_buf.data)
+		pfree(DatumGetPointer(d.type));
+	if (DatumGetPointer(d.body) != (Pointer) ev->body_text)
+		pfree(DatumGetPointer(d.body));
 	if (d.key != (Datum) 0)
 		pfree(DatumGetPointer(d.key));
 	if (d.traceparent != (Datum) 0)

@@ -32,7 +32,10 @@
  * again for every event.
  *
  * Matches are remembered per event type (a trigger fires with one or three
- * types), at most MEMO_MAX of them, forgotten with the endpoints.
+ * types), at most MEMO_MAX of them, forgotten with the endpoints.  The last
+ * one found is kept at hand: a statement's rows, and most runs of writes,
+ * ask for the same type again, and a string comparison is a fraction of a
+ * hash look-up.
  */
 #include "postgres.h"
 
@@ -85,6 +88,7 @@ static uint64 invalidations = 0;
 static RouteEndpoint *endpoints = NULL;
 static int	n_endpoints = 0;
 static HTAB *memo = NULL;
+static RouteMemo *last_memo = NULL; /* in memo; NULL when memo is remade */
 
 static void
 route_relcache_callback(Datum arg, Oid relid)
@@ -146,6 +150,7 @@ new_memo(void)
 										 ALLOCSET_SMALL_SIZES);
 	else
 		MemoryContextReset(memo_cxt);
+	last_memo = NULL;
 	ctl.keysize = PGCB_EVENT_TYPE_MAX + 1;
 	ctl.entrysize = sizeof(RouteMemo);
 	ctl.hcxt = memo_cxt;
@@ -263,17 +268,12 @@ rebuild(void)
 	valid = (invalidations == seen) && invalidated_by_trigger;
 }
 
-int
-pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused,
-					   const bool **ordered)
+/* The memo of event_type, made on a miss. */
+static RouteMemo *
+memo_for(const char *event_type)
 {
 	RouteMemo  *m;
 	bool		found;
-
-	/* see the header comment: a committed change is seen from here on */
-	AcceptInvalidationMessages();
-	if (!valid)
-		rebuild();
 
 	if (strlen(event_type) > PGCB_EVENT_TYPE_MAX)
 		elog(ERROR, "event type longer than %d characters", PGCB_EVENT_TYPE_MAX);
@@ -311,6 +311,25 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpa
 		m->ordered = any_ordered ? matched_ordered : NULL;
 		m->any_unpaused = unpaused;
 	}
+	return m;
+}
+
+int
+pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused,
+					   const bool **ordered)
+{
+	RouteMemo  *m;
+
+	/* see the header comment: a committed change is seen from here on */
+	AcceptInvalidationMessages();
+	if (!valid)
+		rebuild();
+
+	/* last_memo: forgotten by a rebuild, which remakes the memo */
+	if (last_memo != NULL && strcmp(last_memo->event_type, event_type) == 0)
+		m = last_memo;
+	else
+		m = last_memo = memo_for(event_type);
 	*ids = m->ids;
 	*ordered = m->ordered;
 	*any_unpaused = m->any_unpaused;

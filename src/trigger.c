@@ -100,6 +100,58 @@ check_owner_is_producer(Relation rel)
 	}
 }
 
+/*
+ * The prefix seen last, found valid, and the event types made from it: a
+ * table's rows, and a session's writes through one trigger, pay a string
+ * comparison instead of a check and a format per row.  Keyed by the
+ * prefix's text, so a table renamed (the no-argument form) or a trigger
+ * replaced with another prefix is a miss, and a new type.
+ */
+#define PGCB_OP_INSERT 0
+#define PGCB_OP_UPDATE 1
+#define PGCB_OP_DELETE 2
+static struct
+{
+	char		prefix[PGCB_EVENT_TYPE_MAX + 1];	/* "": none yet */
+	int			type_len[3];	/* per op; 0: not made yet */
+	char		type[3][PGCB_EVENT_TYPE_MAX + 1];
+}			last_types;
+
+static void
+check_prefix(const char *prefix)
+{
+	/* "" is no prefix: never valid, never a hit */
+	if (last_types.prefix[0] != '\0' && strcmp(prefix, last_types.prefix) == 0)
+		return;
+	/* room for ".insert", ".update" or ".delete" (7 bytes each) */
+	if (strlen(prefix) > PGCB_EVENT_TYPE_MAX - 7 || !pgcb_event_type_is_valid(prefix, false))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid event type prefix \"%s\"", pgcb_event_clip_for_message(prefix)),
+				 errhint("Use 1 to %d of the characters A-Z a-z 0-9 _ . -, such as 'order'; "
+						 "the event type is the prefix and .insert, .update or .delete.",
+						 PGCB_EVENT_TYPE_MAX - 7)));
+	strlcpy(last_types.prefix, prefix, sizeof(last_types.prefix));
+	memset(last_types.type_len, 0, sizeof(last_types.type_len));
+}
+
+/*
+ * prefix.op_lower into event_type (PGCB_EVENT_TYPE_MAX + 1 bytes), for a
+ * prefix check_prefix() has just passed.  Copied out: a trigger fired
+ * while this one builds its body may change the cache.
+ */
+static void
+make_event_type(char *event_type, const char *prefix, int op, const char *op_lower)
+{
+	if (last_types.type_len[op] == 0)
+	{
+		snprintf(last_types.type[op], sizeof(last_types.type[op]), "%s.%s", prefix, op_lower);
+		pgcb_event_check_type(last_types.type[op], false, "event type");
+		last_types.type_len[op] = strlen(last_types.type[op]);
+	}
+	memcpy(event_type, last_types.type[op], last_types.type_len[op] + 1);
+}
+
 Datum
 callback_trigger(PG_FUNCTION_ARGS)
 {
@@ -109,11 +161,12 @@ callback_trigger(PG_FUNCTION_ARGS)
 	const char *prefix;
 	const char *op;
 	const char *op_lower;
+	int			op_index;
 	const char *key_option = NULL;
 	int			nargs;
 	HeapTuple	new_tuple = NULL;
 	HeapTuple	old_tuple = NULL;
-	char		event_type[PGCB_EVENT_TYPE_MAX + 16];
+	char		event_type[PGCB_EVENT_TYPE_MAX + 1];
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -140,25 +193,20 @@ callback_trigger(PG_FUNCTION_ARGS)
 	if (nargs == 0)
 		check_owner_is_producer(rel);
 	prefix = nargs == 1 ? trigger->tgargs[0] : RelationGetRelationName(rel);
-	/* room for ".insert", ".update" or ".delete" (7 bytes each) */
-	if (strlen(prefix) > PGCB_EVENT_TYPE_MAX - 7 || !pgcb_event_type_is_valid(prefix, false))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid event type prefix \"%s\"", pgcb_event_clip_for_message(prefix)),
-				 errhint("Use 1 to %d of the characters A-Z a-z 0-9 _ . -, such as 'order'; "
-						 "the event type is the prefix and .insert, .update or .delete.",
-						 PGCB_EVENT_TYPE_MAX - 7)));
+	check_prefix(prefix);
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
 		op = "INSERT";
 		op_lower = "insert";
+		op_index = PGCB_OP_INSERT;
 		new_tuple = trigdata->tg_trigtuple;
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
 		op = "UPDATE";
 		op_lower = "update";
+		op_index = PGCB_OP_UPDATE;
 		old_tuple = trigdata->tg_trigtuple;
 		new_tuple = trigdata->tg_newtuple;
 	}
@@ -166,6 +214,7 @@ callback_trigger(PG_FUNCTION_ARGS)
 	{
 		op = "DELETE";
 		op_lower = "delete";
+		op_index = PGCB_OP_DELETE;
 		old_tuple = trigdata->tg_trigtuple;
 	}
 	else
@@ -174,8 +223,7 @@ callback_trigger(PG_FUNCTION_ARGS)
 				 errmsg("callback.trigger() handles INSERT, UPDATE and DELETE only"),
 				 errhint("Fire it AFTER INSERT, UPDATE or DELETE, not on TRUNCATE.")));
 
-	snprintf(event_type, sizeof(event_type), "%s.%s", prefix, op_lower);
-	pgcb_event_check_type(event_type, false, "event type");
+	make_event_type(event_type, prefix, op_index, op_lower);
 
 	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple, key_option);

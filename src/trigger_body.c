@@ -217,10 +217,14 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	PgcbKeySource key = {rel, new_tuple ? new_tuple : old_tuple, key_option};
 
 	take_body_buffer(&body);
+	/* a text's header in front (it has room): the queue stores it as is */
+	body.len = VARHDRSZ;
 	pgcb_trigger_row_body(&body, rel, event_type, op, new_tuple, old_tuple);
+	SET_VARSIZE(body.data, body.len);
 	ev.event_type = event_type;
-	ev.body = body.data;
-	ev.body_len = body.len;
+	ev.body = body.data + VARHDRSZ;
+	ev.body_len = body.len - VARHDRSZ;
+	ev.body_text = (const struct varlena *) body.data;
 	/* the writing transaction's SET LOCAL callback.traceparent, if any */
 	pgcb_trace_for_event(NULL, NULL, &ev.traceparent, &ev.tracestate);
 	/* ordering: made only if an ordered endpoint gets the event */
