@@ -24,7 +24,8 @@ the work measured, so start-up and shut-down cancel:
      (cost(3N) - cost(N)) / 2N per delivery, and the functions below it by
      inclusive cost per delivery (callgrind_annotate --inclusive=yes); and
      the same again with callback.attempt_history = failures (no attempt
-     row for a delivery delivered at its first attempt);
+     row for a delivery delivered at its first attempt), and again with
+     the endpoint at batch_size 100 (a request per 100 deliveries);
   4. callback.inbox: parts 1 and 2 run the row trigger and the statement
      path a second time with the inbox on (the producer's share), and here
      the rest of an event's way in, its move into callback_queue: the inbox
@@ -426,6 +427,16 @@ def worker_failures(g, n, also):
         set_attempt_history(g, "all")
 
 
+def worker_batched(g, n, also):
+    """Part 3 again with the endpoint at drain.BATCHED events per request:
+    what a delivery costs once a request's cost is shared; put back after."""
+    g.q("SELECT callback.alter_endpoint('drain', batch_size => %s)", (drain.BATCHED,))
+    try:
+        return worker(g, n, "worker, batch_size %d" % drain.BATCHED, also)
+    finally:
+        g.q("SELECT callback.alter_endpoint('drain', batch_size => 1)")
+
+
 def fill_inbox(g, m):
     """m row-trigger events in the inbox, one single-row transaction each as
     pgbench writes them ('bench' is paused: nothing is delivered), after
@@ -571,6 +582,8 @@ def run(env):
                         ("worker", lambda: worker(g, n)),
                         ("worker_failures",
                          lambda: worker_failures(g, n, tuple(f for f, _ in res["worker"]["top"]))),
+                        ("worker_batched",
+                         lambda: worker_batched(g, n, tuple(f for f, _ in res["worker"]["top"]))),
                         ("move", lambda: move(g, n))):
             t = time.time()
             res[key] = fn()
@@ -611,6 +624,9 @@ def rows(t):
     if "worker_failures" in t:
         out.append(("   worker instructions per delivery, attempt_history = failures",
                     fmt(t["worker_failures"]["per_delivery"]), "", "", ""))
+    if "worker_batched" in t:
+        out.append(("   worker instructions per delivery, batch_size %d" % drain.BATCHED,
+                    fmt(t["worker_batched"]["per_delivery"]), "", "", ""))
     if "row_inbox" in s:
         out.append(("   plain / row trigger, statement path, inbox on (producer only)",
                     " / ".join(fmt(s[v]["plain_over"], "{:.2f}") if v in s else "-"
@@ -695,6 +711,28 @@ def history_markdown(t):
     kept = dict(f["top"])
     for fn, x in w["top"]:
         md.append("| `%s` | %s | %s |" % (fn, fmt(x), fmt(kept.get(fn))))
+    md.append("")
+    return md + batched_markdown(t)
+
+
+def batched_markdown(t):
+    """The same drains at batch_size drain.BATCHED."""
+    w, b = t["worker"], t.get("worker_batched")
+    if not b:
+        return []
+    md = ["The same drains with the endpoint at `batch_size` %d (one request per %d events, each "
+          "delivery still claimed, written back and counted on its own): **%s instructions per "
+          "delivery**, against %s at one event per request (%.2f of it):"
+          % (drain.BATCHED, drain.BATCHED, fmt(b["per_delivery"]), fmt(w["per_delivery"]),
+             b["per_delivery"] / w["per_delivery"]), "",
+          "| function | instructions / delivery, one event per request | batch_size %d |" % drain.BATCHED,
+          "|---|---|---|"]
+    kept = dict(b["top"])
+    for fn, x in w["top"]:
+        md.append("| `%s` | %s | %s |" % (fn, fmt(x), fmt(kept.get(fn))))
+    extra = [(fn, x) for fn, x in b["top"] if fn not in dict(w["top"])]
+    for fn, x in extra:
+        md.append("| `%s` | | %s |" % (fn, fmt(x)))
     md.append("")
     return md
 
