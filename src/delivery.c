@@ -864,7 +864,7 @@ add_pending_stats(char *doc)
  * once, so each runs once per final outcome.
  */
 static void
-run_on_response(const int *final_attempt)
+run_on_response(const PgcbFinalAttempt *final)
 {
 	for (int i = 0; i < n_outcomes; i++)
 	{
@@ -873,7 +873,7 @@ run_on_response(const int *final_attempt)
 		char	   *event;
 		char	   *error;
 
-		if (final_attempt[i] == 0)
+		if (final[i].attempt == 0)
 			continue;
 		ep = hash_search(endpoints, &o->endpoint_id, HASH_FIND, NULL);
 		if (ep == NULL || ep->on_response == NULL)
@@ -884,7 +884,7 @@ run_on_response(const int *final_attempt)
 									   o->status_code, o->response_headers, o->response_body);
 		if (error != NULL)
 		{
-			pgcb_queue_record_hook_error(o, final_attempt[i], error);
+			pgcb_queue_record_hook_error(o, &final[i], error);
 			if (my_slot)
 				pgcb_shmem_set_error(my_slot, error);
 		}
@@ -918,14 +918,14 @@ pgcb_delivery_flush(void)
 	if (n_outcomes > 0)
 	{
 		bool	   *kept = palloc(sizeof(bool) * n_outcomes);
-		int		   *final_attempt = palloc(sizeof(int) * n_outcomes);
+		PgcbFinalAttempt *final = palloc(sizeof(PgcbFinalAttempt) * n_outcomes);
 		char	   *stats;
-		int			n_kept PG_USED_FOR_ASSERTS_ONLY = pgcb_queue_write_back(outcomes, n_outcomes, kept, final_attempt, &stats, engine_cxt);
+		int			n_kept PG_USED_FOR_ASSERTS_ONLY = pgcb_queue_write_back(outcomes, n_outcomes, kept, final, &stats, engine_cxt);
 		int			k = 0;
 
 		if (stats != NULL)
 			add_pending_stats(stats);
-		run_on_response(final_attempt);
+		run_on_response(final);
 		for (int i = 0; i < n_outcomes; i++)
 			if (kept[i])
 				outcomes[k++] = outcomes[i];

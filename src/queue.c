@@ -306,31 +306,37 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"SELECT q.body FROM callback.callback_queue q WHERE q.id OPERATOR(pg_catalog.=) $1",
 
 	/*
-	 * What a failed on_response left: on the attempt it ran after, whose
-	 * row is written here when callback.attempt_history left it out (a
-	 * first-try success): a hook error is something to see.
+	 * What a failed on_response left: on the attempt it ran after.  $9
+	 * says whether the write-back wrote that attempt's row: if so it is
+	 * updated, found by its delivery, attempt, event and start (a delivery
+	 * id given out again, or a redriven dead letter's new attempt 1, is
+	 * another row); if not (callback.attempt_history left out a first-try
+	 * success), it is written here: a hook error is something to see.
+	 * Neither probes for the other, so an operator's trigger that refuses
+	 * the update cannot make a second row.
 	 */
 	[PLAN_HOOK_ERROR] =
 	"WITH u AS ("
 	"  UPDATE callback.callback_attempts a SET hook_error = $3 "
-	"   WHERE a.delivery_id OPERATOR(pg_catalog.=) $1 AND a.attempt OPERATOR(pg_catalog.=) $2 "
+	"   WHERE $9 AND a.delivery_id OPERATOR(pg_catalog.=) $1 AND a.attempt OPERATOR(pg_catalog.=) $2 "
+	"     AND a.event_id OPERATOR(pg_catalog.=) $10 AND a.started_at OPERATOR(pg_catalog.=) $4 "
 	"  RETURNING 1) "
 	"INSERT INTO callback.callback_attempts (delivery_id, event_id, endpoint_id, event_type, attempt, "
 	"       started_at, latency_ms, status_code, error, response_body, outcome, hook_error) "
 	"SELECT q.id, q.event_id, q.endpoint_id, q.event_type, q.attempts, $4, $5, $6, $7, $8, q.status, $3 "
 	"  FROM callback.callback_queue q "
 	" WHERE q.id OPERATOR(pg_catalog.=) $1 AND q.attempts OPERATOR(pg_catalog.=) $2 "
-	"   AND NOT EXISTS (SELECT FROM u)",
+	"   AND NOT $9 AND q.event_id OPERATOR(pg_catalog.=) $10",
 };
 
 static const int plan_nargs[NUM_PLANS] = {
 	[PLAN_LOAD] = 1,
 	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 4,[PLAN_STATS] = 1,
 	[PLAN_CLAIM_ORDERED] = 4,
-	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 8,
+	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 10,
 };
 
-static const Oid plan_types[NUM_PLANS][8] = {
+static const Oid plan_types[NUM_PLANS][10] = {
 	[PLAN_LOAD] = {INT4OID},
 	[PLAN_DISABLE] = {INT4ARRAYOID},
 	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
@@ -340,7 +346,7 @@ static const Oid plan_types[NUM_PLANS][8] = {
 	[PLAN_CLAIM_ORDERED] = {INT4OID, INT4OID, FLOAT8OID, INT4OID},
 	[PLAN_EVENT] = {INT8OID},
 	[PLAN_HOOK_ERROR] = {INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID, FLOAT8OID, INT4OID, TEXTOID,
-	TEXTOID},
+	TEXTOID, BOOLOID, UUIDOID},
 };
 
 bool
@@ -1024,14 +1030,14 @@ pgcb_queue_event_body(int64 delivery_id)
 }
 
 void
-pgcb_queue_record_hook_error(const PgcbOutcome *o, int attempt, const char *error)
+pgcb_queue_record_hook_error(const PgcbOutcome *o, const PgcbFinalAttempt *final, const char *error)
 {
-	Datum		args[8];
-	char		nulls[8];
+	Datum		args[10];
+	char		nulls[10];
 
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = Int64GetDatum(o->delivery_id);
-	args[1] = Int32GetDatum(attempt);
+	args[1] = Int32GetDatum(final->attempt);
 	args[2] = CStringGetTextDatum(error);
 	/* the attempt's row, as the write-back forms it (form_attempt) */
 	args[3] = TimestampTzGetDatum(o->started_at);
@@ -1042,6 +1048,8 @@ pgcb_queue_record_hook_error(const PgcbOutcome *o, int attempt, const char *erro
 	nulls[6] = o->error ? ' ' : 'n';
 	args[7] = o->response_body ? CStringGetTextDatum(o->response_body) : (Datum) 0;
 	nulls[7] = o->response_body ? ' ' : 'n';
+	args[8] = BoolGetDatum(final->row_written);
+	args[9] = UUIDPGetDatum(&o->event_id);
 	SPI_connect();
 	run_plan(PLAN_HOOK_ERROR, args, nulls, false);
 	SPI_finish();

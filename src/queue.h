@@ -80,13 +80,20 @@ extern ArrayType *pgcb_queue_int4_array(const int *v, int n);
  * Record n outcomes: queue rows and attempt history (queue_write_back.c).
  * Outcomes whose row someone else holds are flagged in kept[] (all of them
  * when a lock timed out) and counted in the result: keep them for later.
- * final_attempt[i]: the attempt number of an outcome written as final
- * (delivered or dead), 0 for the others.
+ * final[i]: for an outcome written as final (delivered or dead), its
+ * attempt number and whether its callback_attempts row was written
+ * (callback.attempt_history); attempt 0 for the others.
  * The per-minute stats rollup of what was written is returned in *stats
  * (jsonb text in cxt, NULL if none), for pgcb_queue_write_stats().
  */
+typedef struct PgcbFinalAttempt
+{
+	int32		attempt;
+	bool		row_written;
+} PgcbFinalAttempt;
+
 extern int	pgcb_queue_write_back(const PgcbOutcome *outcomes, int n, bool *kept,
-								  int *final_attempt, char **stats, MemoryContext cxt);
+								  PgcbFinalAttempt *final, char **stats, MemoryContext cxt);
 
 /*
  * Add stats rollups (oldest first) into callback_stats.  False: a lock
@@ -126,6 +133,7 @@ extern char *pgcb_queue_event_body(int64 delivery_id);
  * ran after; that attempt's row is written if callback.attempt_history
  * left it out.
  */
-extern void pgcb_queue_record_hook_error(const PgcbOutcome *o, int attempt, const char *error);
+extern void pgcb_queue_record_hook_error(const PgcbOutcome *o, const PgcbFinalAttempt *final,
+										 const char *error);
 
 #endif							/* PGCB_QUEUE_H */

@@ -135,7 +135,7 @@ typedef struct WriteBack
 	int			n;
 	bool	   *kept;
 	int			n_kept;
-	int		   *final_attempt;
+	PgcbFinalAttempt *final;
 	char	   *stats;
 	MemoryContext cxt;
 } WriteBack;
@@ -562,6 +562,7 @@ write_back_step(void *arg)
 		bool		found;
 		bool		isnull;
 		bool		attempted_before;
+		bool		written;
 		Oid			outcome;
 		int32		attempt;
 		int32		endpoint_id;
@@ -589,7 +590,8 @@ write_back_step(void *arg)
 			goto next;
 		outcome = DatumGetObjectId(slot_getattr(new_slot, qa.status, &isnull));
 		attempt = DatumGetInt32(slot_getattr(new_slot, qa.attempts, &isnull));
-		if (pgcb_attempt_history_keeps(outcome == st.delivered, attempt, attempted_before, o->error))
+		written = pgcb_attempt_history_keeps(outcome == st.delivered, attempt, attempted_before, o->error);
+		if (written)
 		{
 			form_attempt(&qa, &aa, new_slot, attempt_slot, o);
 			(void) pgcb_rows_insert(&stmt, 1, attempt_slot);
@@ -598,7 +600,10 @@ write_back_step(void *arg)
 		endpoint_id = DatumGetInt32(slot_getattr(new_slot, qa.endpoint_id, &isnull));
 		event_type = TextDatumGetCString(slot_getattr(new_slot, qa.event_type, &isnull));
 		if (outcome != st.pending)
-			wb->final_attempt[i] = attempt;
+		{
+			wb->final[i].attempt = attempt;
+			wb->final[i].row_written = written;
+		}
 		/* the rollup outlives the row's memory */
 		MemoryContextSwitchTo(old);
 		rollup_add(&rollup, o, endpoint_id, event_type, outcome == st.delivered, outcome == st.dead);
@@ -632,7 +637,7 @@ next:
 }
 
 int
-pgcb_queue_write_back(const PgcbOutcome *o, int n, bool *kept, int *final_attempt,
+pgcb_queue_write_back(const PgcbOutcome *o, int n, bool *kept, PgcbFinalAttempt *final,
 					  char **stats, MemoryContext cxt)
 {
 	WriteBack	wb;
@@ -641,16 +646,16 @@ pgcb_queue_write_back(const PgcbOutcome *o, int n, bool *kept, int *final_attemp
 	wb.n = n;
 	wb.kept = kept;
 	wb.n_kept = 0;
-	wb.final_attempt = final_attempt;
+	wb.final = final;
 	wb.stats = NULL;
 	wb.cxt = cxt;
 	memset(kept, 0, sizeof(bool) * n);
-	memset(final_attempt, 0, sizeof(int) * n);
+	memset(final, 0, sizeof(PgcbFinalAttempt) * n);
 	*stats = NULL;
 	if (!pgcb_queue_run_step(write_back_step, &wb))
 	{
 		/* a lock timed out: nothing was written, all is kept */
-		memset(final_attempt, 0, sizeof(int) * n);
+		memset(final, 0, sizeof(PgcbFinalAttempt) * n);
 		for (int i = 0; i < n; i++)
 			kept[i] = true;
 		return n;
