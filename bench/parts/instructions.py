@@ -692,7 +692,7 @@ def markdown(t):
     for f, x in w["top"]:
         md.append("| `%s` | %s | %.0f %% |" % (f, fmt(x), 100.0 * x / w["per_delivery"]))
     md.append("")
-    return md + history_markdown(t) + inbox_markdown(t)
+    return md + history_markdown(t) + batched_markdown(t) + inbox_markdown(t)
 
 
 def history_markdown(t):
@@ -700,19 +700,14 @@ def history_markdown(t):
     w, f = t["worker"], t.get("worker_failures")
     if not f:
         return []
-    md = ["The same drains with `callback.attempt_history = failures` (set with ALTER SYSTEM and "
-          "reloaded before the drains' fresh workers start, put back after): every delivery succeeds at "
-          "its first attempt, so none writes its `callback_attempts` row (left: %d and %d rows); the "
-          "per-minute stats are written as before. **%s instructions per delivery**, against %s with "
-          "every attempt kept (%.2f of it):"
-          % (f["attempt_rows_n"], f["attempt_rows_3n"], fmt(f["per_delivery"]), fmt(w["per_delivery"]),
-             f["per_delivery"] / w["per_delivery"]), "",
-          "| function | instructions / delivery, all | failures |", "|---|---|---|"]
-    kept = dict(f["top"])
-    for fn, x in w["top"]:
-        md.append("| `%s` | %s | %s |" % (fn, fmt(x), fmt(kept.get(fn))))
-    md.append("")
-    return md + batched_markdown(t)
+    intro = ("The same drains with `callback.attempt_history = failures` (set with ALTER SYSTEM and "
+             "reloaded before the drains' fresh workers start, put back after): every delivery succeeds "
+             "at its first attempt, so none writes its `callback_attempts` row (left: %d and %d rows); "
+             "the per-minute stats are written as before. **%s instructions per delivery**, against %s "
+             "with every attempt kept (%.2f of it):"
+             % (f["attempt_rows_n"], f["attempt_rows_3n"], fmt(f["per_delivery"]),
+                fmt(w["per_delivery"]), f["per_delivery"] / w["per_delivery"]))
+    return beside_markdown(intro, w, f, "all", "failures")
 
 
 def batched_markdown(t):
@@ -720,19 +715,26 @@ def batched_markdown(t):
     w, b = t["worker"], t.get("worker_batched")
     if not b:
         return []
-    md = ["The same drains with the endpoint at `batch_size` %d (one request per %d events, each "
-          "delivery still claimed, written back and counted on its own): **%s instructions per "
-          "delivery**, against %s at one event per request (%.2f of it):"
-          % (drain.BATCHED, drain.BATCHED, fmt(b["per_delivery"]), fmt(w["per_delivery"]),
-             b["per_delivery"] / w["per_delivery"]), "",
-          "| function | instructions / delivery, one event per request | batch_size %d |" % drain.BATCHED,
+    intro = ("The same drains with the endpoint at `batch_size` %d (one request per %d events, each "
+             "delivery still claimed, written back and counted on its own): **%s instructions per "
+             "delivery**, against %s at one event per request (%.2f of it):"
+             % (drain.BATCHED, drain.BATCHED, fmt(b["per_delivery"]), fmt(w["per_delivery"]),
+                b["per_delivery"] / w["per_delivery"]))
+    return beside_markdown(intro, w, b, "one event per request", "batch_size %d" % drain.BATCHED)
+
+
+def beside_markdown(intro, w, other, w_label, other_label):
+    """Part 3's functions per delivery beside another drain's, with that
+    drain's own top functions that part 3's list lacks."""
+    md = [intro, "", "| function | instructions / delivery, %s | %s |" % (w_label, other_label),
           "|---|---|---|"]
-    kept = dict(b["top"])
+    theirs = dict(other["top"])
     for fn, x in w["top"]:
-        md.append("| `%s` | %s | %s |" % (fn, fmt(x), fmt(kept.get(fn))))
-    extra = [(fn, x) for fn, x in b["top"] if fn not in dict(w["top"])]
-    for fn, x in extra:
-        md.append("| `%s` | | %s |" % (fn, fmt(x)))
+        md.append("| `%s` | %s | %s |" % (fn, fmt(x), fmt(theirs.get(fn))))
+    ours = dict(w["top"])
+    for fn, x in other["top"]:
+        if fn not in ours:
+            md.append("| `%s` | | %s |" % (fn, fmt(x)))
     md.append("")
     return md
 
