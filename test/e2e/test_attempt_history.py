@@ -79,6 +79,14 @@ def stats(cluster, eid):
         "  FROM callback.callback_stats WHERE endpoint_id = %s", (eid,))[0]
 
 
+def redrive_delivered(cluster, did):
+    """Redrive one dead letter and wait until it is delivered."""
+    assert cluster.scalar("SELECT callback.redrive(ARRAY[%s]::bigint[])", (did,)) == 1
+    cluster.wait_until(lambda: cluster.scalar("SELECT status::text FROM callback.callback_queue "
+                                              " WHERE id = %s", (did,)) == "delivered",
+                       timeout=60, what="the redriven delivery delivered")
+
+
 def test_the_setting_is_a_reload_enum_and_refuses_other_values(cluster):
     [row] = cluster.query("SELECT setting, boot_val, context, enumvals FROM pg_settings "
                           " WHERE name = 'callback.attempt_history'")
@@ -155,10 +163,7 @@ def test_a_dead_letter_keeps_every_attempt_and_its_redrive_too(request, cluster,
     # redriven, the first dead letter is delivered at (its new) attempt 1:
     # kept, for the delivery has a history
     first = rows[0][0]
-    assert cluster.scalar("SELECT callback.redrive(ARRAY[%s]::bigint[])", (first,)) == 1
-    cluster.wait_until(lambda: cluster.scalar("SELECT status::text FROM callback.callback_queue "
-                                              " WHERE id = %s", (first,)) == "delivered",
-                       timeout=60, what="the redriven delivery delivered")
+    redrive_delivered(cluster, first)
     wait_stats(cluster, eid, 5)
     rows = attempt_rows(cluster, eid)
     assert [r[1:5] for r in rows if r[0] == first] == [

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import make_endpoint
 from faults_util import enqueue_many as enqueue
-from test_attempt_history import history, name_of, wait_stats
+from test_attempt_history import history, name_of, redrive_delivered, wait_stats
 from test_batches import wait_finished as wait_final
 from test_hooks import OWNER, SETUP as HOOKS_SETUP, as_role
 
@@ -112,10 +112,7 @@ def test_a_redriven_dead_letter_keeps_its_first_life_hook_error(request, cluster
     assert (attempt, outcome, code) == (1, "dead", 500)
     assert "after HTTP 500" in dead_error, dead_error
 
-    assert cluster.scalar("SELECT callback.redrive(ARRAY[%s]::bigint[])", (did,)) == 1
-    cluster.wait_until(lambda: cluster.scalar("SELECT status::text FROM callback.callback_queue "
-                                              " WHERE id = %s", (did,)) == "delivered",
-                       timeout=60, what="the redriven delivery delivered")
+    redrive_delivered(cluster, did)
     wait_stats(cluster, eid, 2)
     rows = rows_of(cluster, eid)
     assert [r[2:5] for r in rows] == [(1, "dead", 500), (1, "delivered", 204)], rows
