@@ -68,6 +68,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 
 #include "guc.h"
 #include "inbox.h"
@@ -130,6 +131,13 @@ typedef struct QueueOpen
 
 static QueueShape *shape = NULL;
 static bool shape_stale = false;
+
+/*
+ * Invalidations that may concern the shape, counted: one that arrives
+ * while build_shape runs (any lock it takes reads them) finds no shape to
+ * mark, so the build compares the count before and after instead.
+ */
+static uint64 shape_invals = 0;
 static QueueOpen open_storage;	/* no palloc per transaction */
 static QueueOpen *xact_open = NULL;
 static bool xact_open_stale = false;
@@ -156,6 +164,7 @@ static int32 batch_trigger_depth;
 static void
 queue_relcache_callback(Datum arg, Oid relid)
 {
+	shape_invals++;
 	if (shape == NULL)
 		return;
 	if (relid == InvalidOid || relid == shape->relid)
@@ -163,6 +172,22 @@ queue_relcache_callback(Datum arg, Oid relid)
 		shape_stale = true;
 		xact_open_stale = true;
 	}
+}
+
+/*
+ * A function replaced or dropped: the shape's prepared defaults, index
+ * expressions and predicates and the executor state's CHECK expressions
+ * may have inlined or folded it (as a cached plan may: plancache.c listens
+ * to the same cache).  Rare enough to rebuild for any.
+ */
+static void
+queue_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	shape_invals++;
+	if (shape == NULL)
+		return;
+	shape_stale = true;
+	xact_open_stale = true;
 }
 
 static int
@@ -248,6 +273,7 @@ register_callbacks(void)
 	if (!callbacks_registered)
 	{
 		CacheRegisterRelcacheCallback(queue_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, queue_proc_callback, (Datum) 0);
 		RegisterXactCallback(queue_xact_callback, NULL);
 		RegisterSubXactCallback(queue_subxact_callback, NULL);
 		callbacks_registered = true;
@@ -339,15 +365,14 @@ check_queue(Relation rel)
 		unsupported(rel, "a generated column");
 }
 
+static QueueShape *fill_shape(Relation rel, bool inbox, MemoryContext cxt);
+
 static void
 build_shape(Relation rel, bool inbox)
 {
 	MemoryContext cxt;
-	MemoryContext old;
-	QueueShape *s;
-	TupleDesc	desc = RelationGetDescr(rel);
-	Oid			save_userid;
-	int			save_sec_context;
+	MemoryContext old = CurrentMemoryContext;
+	uint64		invals_before = shape_invals;
 
 	if (shape != NULL)
 	{
@@ -359,7 +384,36 @@ build_shape(Relation rel, bool inbox)
 	}
 	cxt = AllocSetContextCreate(CacheMemoryContext, "pg_callback queue shape",
 								ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		MemoryContextSwitchTo(cxt);
+		shape = fill_shape(rel, inbox, cxt);
+	}
+	PG_CATCH();
+	{
+		/* nothing in it is held by a resource owner: the memory is all */
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	/* an invalidation read while building: good for now, rebuilt next time */
+	shape_stale = (shape_invals != invals_before);
+}
+
+/*
+ * The shape of the table rel, in the current memory context cxt: column
+ * numbers, prepared defaults and index expressions, the executor state.
+ */
+static QueueShape *
+fill_shape(Relation rel, bool inbox, MemoryContext cxt)
+{
+	QueueShape *s;
+	TupleDesc	desc = RelationGetDescr(rel);
+	Oid			save_userid;
+	int			save_sec_context;
+
 	s = palloc0(sizeof(QueueShape));
 	s->cxt = cxt;
 	s->relid = RelationGetRelid(rel);
@@ -463,9 +517,7 @@ build_shape(Relation rel, bool inbox)
 	InitResultRelInfo(s->rri, rel, 0, NULL, 0);
 	s->slot = MakeSingleTupleTableSlot(s->desc, &TTSOpsVirtual);
 	s->heap_slot = MakeSingleTupleTableSlot(s->desc, &TTSOpsHeapTuple);
-	MemoryContextSwitchTo(old);
-	shape = s;
-	shape_stale = false;
+	return s;
 }
 
 static QueueOpen *
@@ -511,7 +563,13 @@ open_queue(void)
 		q->rel = table_open(relid, RowExclusiveLock);
 		q->inbox = target_is_inbox();
 		check_queue(q->rel);
-		/* opening took the lock, which read any pending invalidation */
+
+		/*
+		 * Opening took the lock, which read any pending invalidation.  The
+		 * shape is built under the caller's owner: what it opens to build
+		 * is then released by the (sub)transaction that fails, if it does.
+		 */
+		CurrentResourceOwner = save_owner;
 		if (shape == NULL || shape_stale || shape->relid != relid)
 			build_shape(q->rel, q->inbox);
 	}
@@ -522,6 +580,7 @@ open_queue(void)
 		 * catches this error would not release it, and its commit would
 		 * warn of a leaked reference.
 		 */
+		CurrentResourceOwner = TopTransactionResourceOwner;
 		if (q->rel != NULL)
 			table_close(q->rel, NoLock);
 		CurrentResourceOwner = save_owner;
@@ -548,7 +607,8 @@ open_queue(void)
 		memset(q->index_skip, 0, sizeof(bool) * q->nindexes);
 	}
 	xact_open = q;
-	xact_open_stale = false;
+	/* invalidated while it was built: this insert uses it, the next reopens */
+	xact_open_stale = shape_stale;
 	return q;
 }
 
