@@ -8,6 +8,7 @@ OBJS = \
 	src/pg_callback.o \
 	src/guc.o \
 	src/inbox.o \
+	src/inbox_pack.o \
 	src/shmem.o \
 	src/epshare.o \
 	src/event.o \

@@ -50,6 +50,7 @@
 #include "utils/uuid.h"
 
 #include "inbox.h"
+#include "inbox_pack.h"
 #include "pg_callback.h"
 #include "queue.h"
 #include "queue_insert.h"
@@ -71,7 +72,9 @@ PG_FUNCTION_INFO_V1(move_inbox);
 /*
  * Most rows one call moves, whatever waits: the keys kept while scanning
  * (32 bytes each) stay within 32 MB.  A larger backlog moves in more calls,
- * each reading what is left.
+ * each reading what is left.  Rows, not events: a pack (inbox_pack.c) is
+ * one key and one row here, however many events it carries, and the
+ * memory bound is the keys'.
  */
 #define MOVE_CAP 1000000
 
@@ -240,6 +243,8 @@ typedef struct InboxAtts
 	AttrNumber	tracestate;
 	AttrNumber	created_at;
 	AttrNumber	written_at;
+	AttrNumber	events;
+	AttrNumber	more;
 } InboxAtts;
 
 static AttrNumber
@@ -269,6 +274,8 @@ inbox_atts(Relation rel, InboxAtts *a)
 	a->tracestate = inbox_att(rel, "tracestate");
 	a->created_at = inbox_att(rel, "created_at");
 	a->written_at = inbox_att(rel, "written_at");
+	a->events = inbox_att(rel, "events");
+	a->more = inbox_att(rel, "more");
 }
 
 /* A NOT NULL column of the slot's row (the table says so; checked anyway). */
@@ -421,6 +428,35 @@ hold(HTAB **held, MemoryContext cxt, int32 endpoint_id, const char *key)
  * then take the key's next row for its head; one updated by hand moves, as
  * its new version, at a later call, ahead of its key's later rows.
  */
+/*
+ * A pack's more (inbox_pack.c), checked against its events before anything
+ * moves: a row whose entries do not add up is an error naming it, and the
+ * move's subtransaction keeps every row where it was.
+ */
+static const struct varlena *
+row_more(Relation rel, TupleTableSlot *slot, const InboxAtts *a, int32 events)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, a->more, &isnull);
+	const struct varlena *more = isnull ? NULL : (const struct varlena *) PG_DETOAST_DATUM_PACKED(d);
+	const char *problem;
+
+	if (events < 1 || (events == 1) != (more == NULL))
+		problem = psprintf("events is %d and more is %s", events, more ? "not NULL" : "NULL");
+	else
+		problem = more ? pgcb_pack_check(more, events - 1) : NULL;
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("callback.callback_inbox row %s (event_id %s) holds a corrupt pack: %s",
+						DatumGetCString(DirectFunctionCall1(tidout, PointerGetDatum(&slot->tts_tid))),
+						DatumGetCString(DirectFunctionCall1(uuid_out, required(slot, a->event_id))),
+						problem),
+				 errdetail("Nothing was moved; the row and the rest of the inbox wait."),
+				 errhint("Fix or delete that row of callback.callback_inbox by hand (its events are lost with it).")));
+	return more;
+}
+
 static bool
 move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key,
 		 TupleTableSlot *slot, HTAB **held, MemoryContext held_cxt)
@@ -431,6 +467,9 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 	PgcbEventRow ev;
 	text	   *body;
 	int32		endpoint_id;
+	int32		events;
+	const struct varlena *more;
+	TimestampTz created_at;
 
 	if (!table_tuple_fetch_row_version(rel, &tid, snapshot, slot))
 		return false;
@@ -439,6 +478,8 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 	ev.ordering_key = optional_cstring(slot, a->ordering_key);
 	if (is_held(*held, endpoint_id, ev.ordering_key))
 		return false;
+	events = DatumGetInt32(required(slot, a->events));
+	more = row_more(rel, slot, a, events);
 	res = table_tuple_delete(rel, &tid, GetCurrentCommandId(true), snapshot, InvalidSnapshot,
 							 false, &tmfd, false);
 	if (res != TM_Ok)
@@ -455,15 +496,36 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 	ev.body_text = (const struct varlena *) body;	/* stored as it is */
 	ev.traceparent = optional_cstring(slot, a->traceparent);
 	ev.tracestate = optional_cstring(slot, a->tracestate);
-	pgcb_queue_insert_moved(&ev, endpoint_id, ev.ordering_key != NULL,
-							DatumGetTimestampTz(required(slot, a->created_at)));
+	created_at = DatumGetTimestampTz(required(slot, a->created_at));
+	pgcb_queue_insert_moved(&ev, endpoint_id, ev.ordering_key != NULL, created_at);
+	if (more != NULL)
+	{
+		/* a pack: its other events, in order, each its own queue row */
+		const char *pos = VARDATA_ANY(more);
+		StringInfoData text_buf;
+
+		initStringInfo(&text_buf);
+		for (int32 i = 1; i < events; i++)
+		{
+			CHECK_FOR_INTERRUPTS();
+			pgcb_pack_next(&pos, &ev.event_id, &ev.body, &ev.body_len);
+			/* as a text, in one buffer reused per event */
+			resetStringInfo(&text_buf);
+			appendStringInfoSpaces(&text_buf, VARHDRSZ);
+			appendBinaryStringInfoNT(&text_buf, ev.body, ev.body_len);
+			SET_VARSIZE(text_buf.data, text_buf.len);
+			ev.body_text = (const struct varlena *) text_buf.data;
+			pgcb_queue_insert_moved(&ev, endpoint_id, false, created_at);
+		}
+	}
 	return true;
 }
 
 /*
  * callback._move_inbox(max_rows integer) returns bigint: move committed
  * inbox rows into callback_queue as pending deliveries, in the order they
- * were written; returns how many moved.
+ * were written; returns how many inbox rows moved (a pack counts once, and
+ * becomes as many queue rows as it carries events, in order).
  *	- up to max_rows waiting: all of them;
  *	- more (a backlog, after the worker was away): the oldest half of them,
  *	  max_rows at least (and MOVE_CAP at most).  A call that leaves rows

@@ -72,6 +72,7 @@
 
 #include "guc.h"
 #include "inbox.h"
+#include "inbox_pack.h"
 #include "pg_callback.h"
 #include "session.h"
 #include "queue_bulk.h"
@@ -92,6 +93,8 @@ typedef struct QueueShape
 	AttrNumber	att_traceparent;
 	AttrNumber	att_tracestate;
 	AttrNumber	att_created_at;	/* set from the inbox row by a move */
+	AttrNumber	att_events;		/* the inbox's pack columns (inbox_pack.c) */
+	AttrNumber	att_more;
 	ExprState **defaults;		/* [natts]; NULL: given, dropped or no default */
 	ExprContext *econtext;		/* evaluates the defaults; reset per row */
 	TupleDesc	desc;			/* a copy (pins nothing): the slots' */
@@ -225,6 +228,7 @@ queue_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
 		batch_active = false;
+		pgcb_pack_discard();
 		if (bulk_pending() > 0)
 			pgcb_bulk_discard(shape->bulk);
 	}
@@ -250,6 +254,7 @@ queue_xact_callback(XactEvent event, void *arg)
 }
 
 static void flush_as_owner(QueueOpen *q);
+static void close_packs_as_owner(QueueOpen *q);
 
 /*
  * A subtransaction rolled back takes its buffered rows with it (they were
@@ -262,7 +267,11 @@ queue_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	if (event != SUBXACT_EVENT_ABORT_SUB)
 		return;
 	if (batch_active && mySubid == batch_subid)
+	{
 		batch_active = false;
+		/* packs are opened only in the batch's own subtransaction */
+		pgcb_pack_discard();
+	}
 	if (bulk_pending() > 0 && bulk_subid == mySubid)
 		pgcb_bulk_discard(shape->bulk);
 }
@@ -428,6 +437,8 @@ fill_shape(Relation rel, bool inbox, MemoryContext cxt)
 	s->att_traceparent = attnameAttNum(rel, "traceparent", false);
 	s->att_tracestate = attnameAttNum(rel, "tracestate", false);
 	s->att_created_at = attnameAttNum(rel, "created_at", false);
+	s->att_events = inbox ? attnameAttNum(rel, "events", false) : InvalidAttrNumber;
+	s->att_more = inbox ? attnameAttNum(rel, "more", false) : InvalidAttrNumber;
 	s->defaults = palloc0(sizeof(ExprState *) * desc->natts);
 
 	/*
@@ -545,8 +556,10 @@ open_queue(void)
 		/*
 		 * Rows buffered go in as they were formed, through the indexes of
 		 * their time: our lock keeps any index made since (CONCURRENTLY)
-		 * from being ready for inserts before we commit.
+		 * from being ready for inserts before we commit.  Open packs first
+		 * become rows, while the shape is still the inbox's.
 		 */
+		close_packs_as_owner(xact_open);
 		flush_as_owner(xact_open);
 		close_open();
 	}
@@ -706,6 +719,8 @@ typedef struct EventDatums
 	Datum		key;
 	Datum		traceparent;
 	Datum		tracestate;
+	int32		events;			/* a pack's (inbox_pack.c); 0: one event */
+	Datum		more;
 } EventDatums;
 
 /*
@@ -746,6 +761,14 @@ form_row(QueueOpen *q, QueueShape *s, TupleTableSlot *slot, const PgcbEventRow *
 	set_optional(values, isnull, s->att_ordering_key, ordered ? d->key : (Datum) 0);
 	set_optional(values, isnull, s->att_traceparent, d->traceparent);
 	set_optional(values, isnull, s->att_tracestate, d->tracestate);
+	if (d->events > 0)
+	{
+		/* a pack: only the inbox has the columns (emit_pack checked) */
+		values[s->att_events - 1] = Int32GetDatum(d->events);
+		isnull[s->att_events - 1] = false;
+		values[s->att_more - 1] = d->more;
+		isnull[s->att_more - 1] = (d->more == (Datum) 0);
+	}
 	if (moving && s->att_created_at != InvalidAttrNumber)
 	{
 		values[s->att_created_at - 1] = TimestampTzGetDatum(moving_created_at);
@@ -852,6 +875,68 @@ flush_as_owner(QueueOpen *q)
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
+/* Where a closed pack's row goes: q's buffer, through target. */
+typedef struct PackSink
+{
+	QueueOpen  *q;
+	PgcbBulkTarget *target;
+} PackSink;
+
+/*
+ * A closed pack (inbox_pack.c) as one inbox row in the batch's buffer,
+ * formed as its first event's row with events and more set.  Runs as the
+ * queue's owner, as every row is formed.
+ */
+static void
+emit_pack(const PgcbPackRow *p, void *arg)
+{
+	PackSink   *sink = (PackSink *) arg;
+	QueueOpen  *q = sink->q;
+	PgcbEventRow ev;
+	EventDatums d;
+
+	if (!shape->inbox || shape->att_events == InvalidAttrNumber ||
+		shape->att_more == InvalidAttrNumber)
+		elog(ERROR, "pg_callback: an inbox pack is due while the target is not a callback_inbox with events and more");
+	memset(&ev, 0, sizeof(ev));
+	ev.event_id = p->event_id;
+	memset(&d, 0, sizeof(d));
+	d.type = PointerGetDatum(cstring_to_text(p->event_type));
+	d.body = PointerGetDatum(p->body);
+	d.traceparent = optional_text(p->traceparent);
+	d.tracestate = optional_text(p->tracestate);
+	d.events = p->events;
+	d.more = PointerGetDatum(p->more);
+	bulk_subid = GetCurrentSubTransactionId();
+	form_row(q, shape, q->slot, &ev, &d, p->endpoint_id, false);
+	/* copied into the buffer: the pack's memory is reused after this */
+	pgcb_bulk_add(shape_bulk(q), sink->target, q->slot, p->bytes);
+	ResetPerTupleExprContext(q->estate);
+	ExecClearTuple(q->slot);
+	pfree(DatumGetPointer(d.type));
+	if (d.traceparent != (Datum) 0)
+		pfree(DatumGetPointer(d.traceparent));
+	if (d.tracestate != (Datum) 0)
+		pfree(DatumGetPointer(d.tracestate));
+}
+
+/* The batch's open packs, as rows into q's buffer (not written yet). */
+static void
+close_packs_as_owner(QueueOpen *q)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	PgcbBulkTarget target;
+	PackSink	sink = {q, &target};
+
+	if (!pgcb_pack_any_open())
+		return;
+	bulk_target(q, GetCurrentCommandId(true), &target);
+	become_owner(q, &save_userid, &save_sec_context);
+	pgcb_pack_close_all(emit_pack, &sink);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
 /* Whether an insert made now belongs to the open batch. */
 static bool
 in_batch(void)
@@ -878,7 +963,10 @@ pgcb_queue_batch_end(void)
 {
 	batch_active = false;
 	if (xact_open != NULL)
+	{
+		close_packs_as_owner(xact_open);
 		flush_as_owner(xact_open);
+	}
 }
 
 void
@@ -893,7 +981,9 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	CommandId	cid;
 	bool		batched;
 	bool		buffered;
+	bool		packing;
 	PgcbBulkTarget target;
+	PackSink	sink;
 	size_t		type_len = strlen(ev->event_type);
 	union
 	{
@@ -929,6 +1019,8 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	d.key = optional_text(ev->ordering_key);
 	d.traceparent = optional_text(ev->traceparent);
 	d.tracestate = optional_text(ev->tracestate);
+	d.events = 0;				/* one event per row here; packs: emit_pack */
+	d.more = (Datum) 0;
 	cid = GetCurrentCommandId(true);
 
 	/*
@@ -942,6 +1034,10 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	buffered = batched || (n_endpoints > 1 && bulk_pending() == 0);
 	if (buffered)
 		bulk_target(q, cid, &target);
+	/* a statement's events into the inbox: packed where they can be */
+	packing = batched && q->inbox && s->att_more != InvalidAttrNumber;
+	sink.q = q;
+	sink.target = &target;
 
 	become_owner(q, &save_userid, &save_sec_context);
 	for (int e = 0; e < n_endpoints; e++)
@@ -949,6 +1045,9 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 		bool		key_here = ordered != NULL && ordered[e];
 
 		CHECK_FOR_INTERRUPTS();
+		if (packing && !(key_here && d.key != (Datum) 0) &&
+			pgcb_pack_add(ev, endpoint_ids[e], emit_pack, &sink))
+			continue;
 		if (buffered)
 		{
 			PgcbBulk   *b = shape_bulk(q);

@@ -42,10 +42,16 @@ CREATE TABLE callback.callback_inbox (
     traceparent text,
     tracestate text,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    written_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+    written_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    events integer NOT NULL DEFAULT 1,
+    more bytea
 );
 COMMENT ON TABLE callback.callback_inbox IS
-    'Deliveries committed with callback.inbox on and not yet moved into callback_queue by the worker (moments, while it runs).';
+    'Deliveries committed with callback.inbox on and not yet moved into callback_queue by the worker (moments, while it runs). A row carries events deliveries (a pack, written by the statement trigger): the first in event_id and body, events 2..n in more.';
+COMMENT ON COLUMN callback.callback_inbox.events IS
+    'How many deliveries the row carries: 1, or a pack''s count (the statement trigger packs events of one endpoint, type and trace context with no ordering key into rows of about 1,900 bytes).';
+COMMENT ON COLUMN callback.callback_inbox.more IS
+    'NULL for one delivery; else deliveries 2..events in order, each its 16-byte event id, its body''s length as a 4-byte unsigned integer in network byte order, and the body''s bytes, with no padding. Same endpoint, type, trace context and created_at as the row.';
 
 /* every row is undelivered work: a dump keeps it all */
 SELECT pg_catalog.pg_extension_config_dump('callback.callback_inbox', '');
@@ -82,7 +88,8 @@ BEGIN
     e := callback._endpoint_for_update(name);
     SELECT count(*) INTO pending FROM callback.callback_queue q
      WHERE q.endpoint_id = e.id AND q.status IN ('pending', 'sending');
-    pending := pending + (SELECT count(*) FROM callback.callback_inbox i WHERE i.endpoint_id = e.id);
+    -- a row may carry a pack of several events
+    pending := pending + (SELECT coalesce(sum(i.events), 0) FROM callback.callback_inbox i WHERE i.endpoint_id = e.id);
     IF pending > 0 AND NOT coalesce(force, false) THEN
         RAISE EXCEPTION 'endpoint "%" has % undelivered deliveries', name, pending
             USING ERRCODE = 'object_in_use',
@@ -126,8 +133,9 @@ WITH s AS (
               FROM callback.callback_queue cq WHERE cq.status = 'sending'
              GROUP BY cq.endpoint_id, cq.event_type
             UNION ALL
-            -- committed with callback.inbox on, not yet moved by the worker
-            SELECT ci.endpoint_id, ci.event_type, count(*), min(ci.created_at)
+            -- committed with callback.inbox on, not yet moved by the worker;
+            -- a row carries events deliveries (a pack)
+            SELECT ci.endpoint_id, ci.event_type, sum(ci.events), min(ci.created_at)
               FROM callback.callback_inbox ci
              GROUP BY ci.endpoint_id, ci.event_type) b
      GROUP BY b.endpoint_id, b.event_type
@@ -175,8 +183,9 @@ WITH t AS (
               FROM callback.callback_queue cq WHERE cq.status = 'sending'
              GROUP BY cq.endpoint_id
             UNION ALL
-            -- committed with callback.inbox on, not yet moved by the worker
-            SELECT ci.endpoint_id, count(*), min(ci.created_at)
+            -- committed with callback.inbox on, not yet moved by the worker;
+            -- a row carries events deliveries (a pack)
+            SELECT ci.endpoint_id, sum(ci.events), min(ci.created_at)
               FROM callback.callback_inbox ci
              GROUP BY ci.endpoint_id) b
      GROUP BY b.endpoint_id

@@ -142,8 +142,9 @@ WITH s AS (
               FROM callback.callback_queue cq WHERE cq.status = 'sending'
              GROUP BY cq.endpoint_id, cq.event_type
             UNION ALL
-            -- committed with callback.inbox on, not yet moved (part 58)
-            SELECT ci.endpoint_id, ci.event_type, count(*), min(ci.created_at)
+            -- committed with callback.inbox on, not yet moved (part 58);
+            -- a row carries events deliveries (a pack)
+            SELECT ci.endpoint_id, ci.event_type, sum(ci.events), min(ci.created_at)
               FROM callback.callback_inbox ci
              GROUP BY ci.endpoint_id, ci.event_type) b
      GROUP BY b.endpoint_id, b.event_type
