@@ -1,0 +1,412 @@
+"""End-to-end: packed inbox rows (issue 10, the statement path with
+callback.inbox on).  The statement trigger packs a statement's events of
+one endpoint, type and trace context (no ordering key) into callback_inbox
+rows of about 1,900 bytes at most (src/inbox_pack.c); the worker's move
+unpacks each into one queue row per event.
+
+- 10,000 rows in one INSERT ... SELECT: far fewer inbox rows than events
+  (below events / 5), sum(events) = 10,000, callback_health, callback_metrics
+  and prometheus count 10,000 waiting; after the move 10,000 queue rows with
+  distinct event ids, bodies equal (timestamp masked) to what the row trigger
+  queues for the same rows, delivered to the real receiver once each;
+- a savepoint rolled back, and a statement failing half-way in a savepoint,
+  leave none of their events;
+- wide rows (bodies near and past the bound) and an ordered endpoint beside
+  an unordered one: no pack row past the bound or compressed, keyed events
+  never packed, every event delivered once;
+- fan-out to 3 endpoints: each packs, the same event ids at each;
+- a corrupt pack: the move fails with an error naming the row, nothing is
+  lost; repaired, it moves;
+- pg_dump / pg_restore with packs waiting: the restored database delivers
+  each event once.
+
+Moves are held back where a test looks at the inbox by holding the movers'
+lock (as test_inbox.py does).  Real parts only: throwaway clusters, the
+worker, test/receiver.py on loopback.  Every wait is bounded.
+"""
+
+import contextlib
+import re
+import struct
+import uuid
+
+import pytest
+
+from faults_util import IdTracker, diagnostics, msg_id, queue_status
+from test_dump_restore import dump, restore, source, target, target_db  # noqa: F401
+
+CLUSTER_CONF = {"callback.inbox": True}
+MOVER_LOCK = "LOCK TABLE callback.callback_inbox IN SHARE UPDATE EXCLUSIVE MODE"
+# src/inbox_pack.h, and the heap's TOAST_TUPLE_THRESHOLD with 8 kB pages
+PACK_MAX_ROW = 1900
+TOAST_TUPLE_THRESHOLD = 2032
+
+ROWS_SQL = """
+INSERT INTO {t} (id, item, qty, note)
+SELECT g, 'item "' || g || E'" \\\\ ü €', g %% 7,
+       CASE WHEN g %% 5 = 0 THEN NULL ELSE 'note ' || g END
+  FROM generate_series(%s, %s) g
+"""
+
+
+@pytest.fixture
+def tracker(receiver):
+    t = IdTracker(receiver)
+    yield t
+    t.close()
+
+
+@contextlib.contextmanager
+def moves_held(cluster):
+    """While open, no worker or process_callbacks() moves anything."""
+    conn = cluster.connect(autocommit=False)
+    try:
+        conn.cursor().execute(MOVER_LOCK)
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def make_table(cluster, name, event_type, row_trigger=False):
+    """A table name whose INSERTs queue event_type.insert: the statement
+    trigger, or the row trigger."""
+    cluster.execute("DROP TABLE IF EXISTS %s" % name)
+    cluster.execute("CREATE TABLE %s (id int PRIMARY KEY, item text, qty int, note text)" % name)
+    if row_trigger:
+        cluster.execute("CREATE TRIGGER cb AFTER INSERT ON %s FOR EACH ROW "
+                        "EXECUTE FUNCTION callback.trigger(%%s)" % name, (event_type,))
+    else:
+        cluster.execute("CREATE TRIGGER cb AFTER INSERT ON %s REFERENCING NEW TABLE AS n "
+                        "FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger(%%s)" % name,
+                        (event_type,))
+
+
+def unpack(event_id, body, events, more):
+    """An inbox row's events [(event id, body)], more read as documented on
+    callback_inbox.more: per event its 16-byte id, a 4-byte big-endian
+    length, the body."""
+    out = [(event_id, body)]
+    if more is None:
+        assert events == 1, (event_id, events)
+        return out
+    b = bytes(more)
+    pos = 0
+    for _ in range(events - 1):
+        eid = str(uuid.UUID(bytes=b[pos:pos + 16]))
+        (n,) = struct.unpack(">I", b[pos + 16:pos + 20])
+        out.append((eid, b[pos + 20:pos + 20 + n].decode("utf-8")))
+        pos += 20 + n
+    assert pos == len(b), "more of %s: %d bytes, %d read" % (event_id, len(b), pos)
+    return out
+
+
+def inbox_rows(cluster, eid, cur=None):
+    sql = ("SELECT event_id::text, body, events, more, ordering_key FROM callback.callback_inbox "
+           " WHERE endpoint_id = %s ORDER BY written_at, xact, seq")
+    if cur is not None:
+        cur.execute(sql, (eid,))
+        return cur.fetchall()
+    return cluster.query(sql, (eid,))
+
+
+def inbox_events(cluster, eid, cur=None):
+    """Every event waiting in the inbox for eid, in order: [(id, body)]."""
+    out = []
+    for event_id, body, events, more, _ in inbox_rows(cluster, eid, cur):
+        out.extend(unpack(event_id, body, events, more))
+    return out
+
+
+def masked(body):
+    return re.sub(r'"timestamp":"[^"]*"', '"timestamp":"<ts>"', body)
+
+
+def queue_bodies(cluster, eid):
+    return cluster.query("SELECT event_id::text, body FROM callback.callback_queue "
+                         " WHERE endpoint_id = %s ORDER BY id", (eid,))
+
+
+def wait_moved(cluster, n_events, eids, timeout=120):
+    """The inbox empty of eids and n_events queue rows for each."""
+    def done():
+        left = cluster.scalar("SELECT count(*) FROM callback.callback_inbox "
+                              " WHERE endpoint_id = ANY(%s)", (list(eids),))
+        counts = [cluster.scalar("SELECT count(*) FROM callback.callback_queue "
+                                 " WHERE endpoint_id = %s", (e,)) for e in eids]
+        return left == 0 and all(c == n_events for c in counts)
+    cluster.wait_until(done, timeout=timeout, interval=0.2,
+                       what="%d events of %r moved into the queue" % (n_events, eids))
+
+
+def deliver_all(cluster, tracker, name, eid, expected_ids, timeout=180):
+    """Resume name; every expected event arrives once at /name and the
+    queue says delivered; the received bodies are the queued bodies."""
+    cluster.execute("SELECT callback.resume_endpoint(%s)", (name,))
+    expected = {msg_id(e) for e in expected_ids}
+    missing = tracker.wait_ids("/" + name, expected, timeout)
+    assert not missing, "%d of %d ids never arrived (e.g. %s)%s" % (
+        len(missing), len(expected), sorted(missing)[:2], diagnostics(cluster, eid))
+    n = len(expected)
+    cluster.wait_until(lambda: queue_status(cluster, eid) == {"delivered": n}, timeout=60,
+                       interval=0.2, what="%d deliveries delivered" % n)
+    got, dups, missing, unexpected = tracker.accounting("/" + name, expected)
+    assert (got, dups, missing, unexpected) == (n, 0, set(), set()), \
+        (got, dups, len(missing), len(unexpected))
+
+
+def paused_endpoint(cluster, endpoint_factory, receiver, name, types, **kw):
+    eid = endpoint_factory(name, receiver.url("/" + name), event_types=types, **kw)
+    cluster.execute("SELECT callback.pause_endpoint(%s)", (name,))
+    return eid
+
+
+# ------------------------------------------------------------------ tests
+
+def test_10000_rows_one_statement(cluster, receiver, endpoint_factory, tracker):
+    name = "pk_big"
+    eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pkbig.*}")
+    make_table(cluster, "pk_big_t", "pkbig")
+    n = 10000
+    with moves_held(cluster):
+        cluster.execute(ROWS_SQL.format(t="pk_big_t"), (1, n))
+        rows, events = cluster.query(
+            "SELECT count(*), sum(events) FROM callback.callback_inbox WHERE endpoint_id = %s",
+            (eid,))[0]
+        assert events == n, "sum(events) %s, not %d" % (events, n)
+        assert rows < n / 5, "%d inbox rows for %d events: not packed" % (rows, n)
+        assert cluster.scalar("SELECT count(*) FROM callback.callback_queue "
+                              " WHERE endpoint_id = %s", (eid,)) == 0
+        # the views count events, not rows
+        assert cluster.scalar("SELECT backlog FROM callback.callback_health WHERE endpoint = %s",
+                              (name,)) == n
+        assert cluster.scalar("SELECT pending FROM callback.callback_metrics "
+                              " WHERE endpoint = %s AND event_type = 'pkbig.insert'", (name,)) == n
+        prom = cluster.scalar("SELECT callback.prometheus_metrics()")
+        assert re.search(r'pg_callback_pending\{[^}]*endpoint="%s"[^}]*\} %d\b' % (name, n), prom), \
+            [line for line in prom.splitlines() if name in line and "pending" in line]
+        waiting = inbox_events(cluster, eid)
+    assert len(waiting) == n and len({e for e, _ in waiting}) == n
+
+    wait_moved(cluster, n, [eid])
+    queued = queue_bodies(cluster, eid)
+    assert len(queued) == n
+    assert len({e for e, _ in queued}) == n, "event ids are not distinct"
+    # each event moved as it waited: same id, same body, in order
+    assert queued == waiting, "the queue's events differ from the packed ones"
+
+    # the row trigger's bodies for the same rows (queued straight into the
+    # queue in a transaction rolled back): equal but for the timestamp
+    conn = cluster.connect(autocommit=False)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET LOCAL callback.inbox = off")
+        cur.execute("SELECT coalesce(max(id), 0) FROM callback.callback_queue")
+        last = cur.fetchone()[0]
+        cur.execute("DROP TRIGGER cb ON pk_big_t")
+        cur.execute("CREATE TRIGGER cb AFTER INSERT ON pk_big_t FOR EACH ROW "
+                    "EXECUTE FUNCTION callback.trigger('pkbig')")
+        cur.execute("TRUNCATE pk_big_t")
+        cur.execute(ROWS_SQL.format(t="pk_big_t"), (1, n))
+        cur.execute("SELECT body FROM callback.callback_queue WHERE endpoint_id = %s AND id > %s",
+                    (eid, last))
+        row_bodies = sorted(masked(r[0]) for r in cur.fetchall())
+    finally:
+        conn.rollback()
+        conn.close()
+    assert len(row_bodies) == n
+    assert sorted(masked(b) for _, b in queued) == row_bodies, \
+        "packed bodies differ from the row trigger's"
+
+    deliver_all(cluster, tracker, name, eid, [e for e, _ in queued])
+    received = {r.headers["webhook-id"]: r.body for r in receiver.requests("/" + name)}
+    assert received == {msg_id(e): b.encode("utf-8") for e, b in queued}, \
+        "received bodies differ from the queued ones"
+
+
+def test_savepoints_leave_none_of_their_events(cluster, receiver, endpoint_factory, tracker):
+    name = "pk_sp"
+    eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pksp.*}")
+    make_table(cluster, "pk_sp_t", "pksp")
+    with moves_held(cluster):
+        conn = cluster.connect(autocommit=False)
+        try:
+            cur = conn.cursor()
+            cur.execute(ROWS_SQL.format(t="pk_sp_t"), (1, 300))
+            cur.execute("SAVEPOINT a")
+            cur.execute(ROWS_SQL.format(t="pk_sp_t"), (1001, 1500))
+            # seen inside the transaction, packed
+            cur.execute("SELECT sum(events) FROM callback.callback_inbox WHERE endpoint_id = %s",
+                        (eid,))
+            assert cur.fetchone()[0] == 800
+            cur.execute("ROLLBACK TO SAVEPOINT a")
+            # a statement failing half-way (a body past the payload limit)
+            # after hundreds of its events were packed
+            cur.execute("SAVEPOINT b")
+            cur.execute("SET LOCAL callback.max_payload_bytes = 2000")
+            with pytest.raises(Exception) as e:
+                cur.execute("INSERT INTO pk_sp_t SELECT g, 'x', 1, "
+                            "CASE WHEN g = 2600 THEN repeat('y', 5000) END "
+                            "FROM generate_series(2001, 3000) g")
+            assert "max_payload_bytes" in str(e.value), e.value
+            cur.execute("ROLLBACK TO SAVEPOINT b")
+            cur.execute(ROWS_SQL.format(t="pk_sp_t"), (301, 400))
+            conn.commit()
+        finally:
+            conn.close()
+        waiting = inbox_events(cluster, eid)
+    ids = sorted(int(re.search(r'"new":\{"id":(\d+)', b).group(1)) for _, b in waiting)
+    assert ids == list(range(1, 401)), "events waiting: %d, ids %s..%s" % (
+        len(ids), ids[:3], ids[-3:])
+    wait_moved(cluster, 400, [eid])
+    deliver_all(cluster, tracker, name, eid, [e for e, _ in waiting])
+
+
+def test_wide_rows_and_an_ordered_endpoint(cluster, receiver, endpoint_factory, tracker):
+    free, ordered = "pk_wide", "pk_wide_ord"
+    eid = paused_endpoint(cluster, endpoint_factory, receiver, free, "{pkwide.*}")
+    oid = paused_endpoint(cluster, endpoint_factory, receiver, ordered, "{pkwide.*}",
+                          ordered=True)
+    make_table(cluster, "pk_wide_t", "pkwide")
+    # notes of 10 bytes up to past the bound, interleaved
+    widths = [10, 300, 1000, 1500, 1700, 1750, 1800, 1900, 2500, 6000]
+    n = 600
+    with moves_held(cluster):
+        cluster.execute("INSERT INTO pk_wide_t SELECT g, 'w', 1, repeat('n', (%s::int[])[1 + g %% %s]) "
+                        "  FROM generate_series(1, %s) g", (widths, len(widths), n))
+        rows = inbox_rows(cluster, eid)
+        events = sum(r[2] for r in rows)
+        assert events == n
+        assert len(rows) < n, "nothing was packed"
+        assert all(r[4] is None for r in rows)
+        sizes = cluster.query(
+            "SELECT events, pg_column_size(i.*), pg_column_compression(i.body), "
+            "       pg_column_compression(i.more), length(i.body) "
+            "  FROM callback.callback_inbox i WHERE endpoint_id = %s", (eid,))
+        packs = [s for s in sizes if s[0] > 1]
+        assert packs, "no pack"
+        for ev, size, c_body, c_more, body_len in packs:
+            assert size <= TOAST_TUPLE_THRESHOLD and c_body is None and c_more is None, \
+                "a pack row of %d events: %d bytes, compression %s/%s" % (ev, size, c_body, c_more)
+        # a body past the bound alone is written as before: one event
+        wide_alone = [s for s in sizes if s[4] > PACK_MAX_ROW]
+        assert wide_alone and all(s[0] == 1 for s in wide_alone), wide_alone[:3]
+        # the ordered endpoint: one row per event, each with its key
+        orows = inbox_rows(cluster, oid)
+        assert len(orows) == n and all(r[2] == 1 and r[3] is None and r[4] for r in orows)
+        waiting = inbox_events(cluster, eid)
+        owaiting = inbox_events(cluster, oid)
+    assert {e for e, _ in waiting} == {e for e, _ in owaiting}
+    wait_moved(cluster, n, [eid, oid])
+    assert queue_bodies(cluster, eid) == waiting
+    assert cluster.scalar("SELECT count(*) FROM callback.callback_queue WHERE endpoint_id = %s "
+                          "   AND ordering_key IS NOT NULL", (oid,)) == n
+    assert cluster.scalar("SELECT count(*) FROM callback.callback_queue WHERE endpoint_id = %s "
+                          "   AND ordering_key IS NOT NULL", (eid,)) == 0
+    deliver_all(cluster, tracker, free, eid, [e for e, _ in waiting])
+    deliver_all(cluster, tracker, ordered, oid, [e for e, _ in owaiting])
+
+
+def test_fan_out_to_three_endpoints(cluster, receiver, endpoint_factory, tracker):
+    names = ["pk_fan%d" % i for i in range(1, 4)]
+    eids = [paused_endpoint(cluster, endpoint_factory, receiver, nm, "{pkfan.*}") for nm in names]
+    make_table(cluster, "pk_fan_t", "pkfan")
+    n = 3000
+    with moves_held(cluster):
+        cluster.execute(ROWS_SQL.format(t="pk_fan_t"), (1, n))
+        per = {}
+        for e in eids:
+            rows, events = cluster.query("SELECT count(*), sum(events) FROM callback.callback_inbox "
+                                         " WHERE endpoint_id = %s", (e,))[0]
+            assert events == n and rows < n / 5, (e, rows, events)
+            per[e] = inbox_events(cluster, e)
+    ids = [{x for x, _ in per[e]} for e in eids]
+    assert len(ids[0]) == n and ids[0] == ids[1] == ids[2], "not the same events at each endpoint"
+    wait_moved(cluster, n, eids)
+    for nm, e in zip(names, eids):
+        assert queue_bodies(cluster, e) == per[e]
+        deliver_all(cluster, tracker, nm, e, ids[0])
+
+
+def test_corrupt_pack_is_an_error_and_loses_nothing(cluster, receiver, endpoint_factory, tracker):
+    name = "pk_bad"
+    eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pkbad.*}")
+    make_table(cluster, "pk_bad_t", "pkbad")
+    with moves_held(cluster):
+        cluster.execute(ROWS_SQL.format(t="pk_bad_t"), (1, 200))
+        waiting = inbox_events(cluster, eid)
+        victim = cluster.query("SELECT ctid::text, event_id::text, more FROM callback.callback_inbox "
+                               " WHERE endpoint_id = %s AND events > 2 LIMIT 1", (eid,))[0]
+        # the last body's length made to run 3 bytes past the end
+        cluster.execute("UPDATE callback.callback_inbox SET more = substr(more, 1, length(more) - 3) "
+                        " WHERE event_id = %s::uuid AND endpoint_id = %s", (victim[1], eid))
+    err = None
+
+    def failed():
+        nonlocal err
+        try:
+            cluster.scalar("SELECT callback._move_inbox(2000)")
+        except Exception as e:  # the worker may hold the movers' lock: then 0, try again
+            err = str(e)
+            return True
+        return False
+    cluster.wait_until(failed, timeout=60, interval=0.2, what="a move failing on the corrupt pack")
+    assert "corrupt pack" in err and victim[1] in err and "runs past the end" in err, err
+    # nothing lost, nothing moved
+    assert cluster.scalar("SELECT sum(events) FROM callback.callback_inbox WHERE endpoint_id = %s",
+                          (eid,)) == 200
+    assert cluster.scalar("SELECT count(*) FROM callback.callback_queue WHERE endpoint_id = %s",
+                          (eid,)) == 0
+    # repaired, it moves and delivers
+    cluster.execute("UPDATE callback.callback_inbox SET more = %s WHERE event_id = %s::uuid "
+                    "   AND endpoint_id = %s", (victim[2], victim[1], eid))
+    wait_moved(cluster, 200, [eid])
+    assert queue_bodies(cluster, eid) == waiting
+    deliver_all(cluster, tracker, name, eid, [e for e, _ in waiting])
+
+
+def test_packs_survive_a_dump(source, target, target_db, receiver):  # noqa: F811
+    ep = "dr_packs"
+    source.execute("SELECT callback.create_endpoint(%s, %s, event_types => '{packs.*}')",
+                   (ep, receiver.url("/packs")))
+    source.execute("SELECT callback.pause_endpoint(%s)", (ep,))
+    eid = source.scalar("SELECT id FROM callback.callback_endpoints WHERE name = %s", (ep,))
+    make_table(source, "dr_packs_t", "packs")
+    n = 3000
+    try:
+        holder = source.connect(autocommit=False)
+        try:
+            holder.cursor().execute(MOVER_LOCK)
+            writer = source.connect()
+            cur = writer.cursor()
+            cur.execute("SET callback.inbox = on")
+            cur.execute(ROWS_SQL.format(t="dr_packs_t"), (1, n))
+            writer.close()
+            rows = source.scalar("SELECT count(*) FROM callback.callback_inbox WHERE endpoint_id = %s",
+                                 (eid,))
+            waiting = inbox_events(source, eid)
+            assert len(waiting) == n and rows < n / 5, (rows, len(waiting))
+            path = dump(source, "custom", "--no-sync")
+        finally:
+            holder.rollback()
+            holder.close()
+        n_before = receiver.count()
+        p = restore(target, path)
+        assert "ERROR" not in p.stdout, p.stdout
+        assert target.scalar("SELECT sum(events) FROM callback.callback_inbox",
+                             dbname=target_db) == n
+        target.execute("SELECT callback.resume_endpoint(%s)", (ep,), dbname=target_db)
+        target.wait_until(lambda: receiver.count("/packs") >= n
+                          and target.scalar("SELECT count(*) FROM callback.callback_inbox",
+                                            dbname=target_db) == 0,
+                          timeout=180, what="the restored packs moved and delivered")
+        target.wait_until(lambda: target.scalar(
+            "SELECT count(*) FROM callback.callback_queue WHERE status = 'delivered'",
+            dbname=target_db) == n, timeout=60, what="%d delivered in the restored database" % n)
+        got = [r.headers["webhook-id"] for r in receiver.requests()[n_before:]]
+        assert sorted(got) == sorted(msg_id(e) for e, _ in waiting), \
+            "%d requests for %d events" % (len(got), n)
+        bodies = {r.headers["webhook-id"]: r.body for r in receiver.requests()[n_before:]}
+        assert bodies == {msg_id(e): b.encode("utf-8") for e, b in waiting}
+    finally:
+        source.execute("SELECT callback.drop_endpoint(%s, force => true)", (ep,))
