@@ -144,7 +144,10 @@ BEGIN
     -- each count, and the plan that found it
     FOREACH cond IN ARRAY ARRAY['lower(event_type) = ''pc.x.insert''', 'lower(event_type) = ''pc_t.insert''',
                                 'event_type = ''pc.x.update'''] LOOP
-        EXECUTE format('SELECT count(*) FROM callback.%I WHERE %s', target, cond) INTO n;
+        -- events: the inbox packs a statement's events into one row
+        EXECUTE format('SELECT %s FROM callback.%I WHERE %s',
+                       CASE WHEN target = 'callback_inbox' THEN 'sum(events)' ELSE 'count(*)' END,
+                       target, cond) INTO n;
         RETURN NEXT cond || ': ' || n;
         FOR l IN EXECUTE format('EXPLAIN (COSTS OFF) SELECT count(*) FROM callback.%I WHERE %s', target, cond) LOOP
             RETURN NEXT '  ' || regexp_replace(l, 'callback_(queue|inbox)', 'T', 'g');
