@@ -206,7 +206,7 @@ close_open(void)
 	ResourceOwner save = CurrentResourceOwner;
 
 	/* a batch is flushed before its trigger call returns: never here */
-	if (bulk_pending() > 0)
+	if (bulk_pending() > 0 || pgcb_pack_any_open())
 		elog(ERROR, "pg_callback: queue rows buffered and not written at the end of a transaction");
 	xact_open = NULL;
 	xact_open_stale = false;
