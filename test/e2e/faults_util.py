@@ -1,6 +1,7 @@
 """Shared helpers of test_faults.py and test_retry.py: event-id accounting at
-the receiver, bulk enqueueing, worker process figures (memory, sockets) and a
-"black hole" TCP server that accepts connections and never answers.
+the receiver, bulk enqueueing, worker process figures (memory, sockets), a
+"black hole" TCP server that accepts connections and never answers, and the
+events of a packed inbox row (the inbox tests).
 
 Every wait is a bounded poll or a condition wait with a timeout.
 """
@@ -9,8 +10,10 @@ import collections
 import os
 import re
 import socket
+import struct
 import threading
 import time
+import uuid
 
 
 # ------------------------------------------------------------------ event-id accounting
@@ -105,6 +108,26 @@ def enqueue_many(cluster, event_type, n, start=1):
         "SELECT callback.enqueue(%s, jsonb_build_object('i', g))::text "
         "  FROM generate_series(%s, %s) g", (event_type, start, start + n - 1))
     return [r[0] for r in rows]
+
+
+def inbox_row_events(event_id, events, more, body=None):
+    """The events one callback_inbox row carries, [(event id, body)]: the
+    first in its own columns, a pack's others (events > 1) in more, read as
+    documented on callback_inbox.more: per event its 16-byte id, a 4-byte
+    big-endian body length, the body."""
+    out = [(str(event_id), body)]
+    if more is None:
+        assert events == 1, "row %s: events %s and no more" % (event_id, events)
+        return out
+    b = bytes(more)
+    pos = 0
+    for _ in range(events - 1):
+        eid = str(uuid.UUID(bytes=b[pos:pos + 16]))
+        (n,) = struct.unpack(">I", b[pos + 16:pos + 20])
+        out.append((eid, None if body is None else b[pos + 20:pos + 20 + n].decode("utf-8")))
+        pos += 20 + n
+    assert pos == len(b), "more of row %s: %d bytes, %d read" % (event_id, len(b), pos)
+    return out
 
 
 def msg_id(event_uuid):

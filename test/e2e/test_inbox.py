@@ -40,7 +40,7 @@ import time
 import pytest
 
 from conftest import record_figure
-from faults_util import IdTracker, diagnostics, msg_id, queue_status
+from faults_util import IdTracker, diagnostics, inbox_row_events, msg_id, queue_status
 
 CLUSTER_CONF = {"callback.inbox": True}
 
@@ -59,16 +59,21 @@ def tracker(receiver):
 
 
 def inbox_ids(cluster, eid, cur=None):
-    sql = "SELECT event_id::text FROM callback.callback_inbox WHERE endpoint_id = %s"
+    """The ids of the events waiting in the inbox for eid (a statement's
+    events are packed: several to a row)."""
+    sql = "SELECT event_id::text, events, more FROM callback.callback_inbox WHERE endpoint_id = %s"
     if cur is not None:
         cur.execute(sql, (eid,))
-        return [r[0] for r in cur.fetchall()]
-    return [r[0] for r in cluster.query(sql, (eid,))]
+        rows = cur.fetchall()
+    else:
+        rows = cluster.query(sql, (eid,))
+    return [e for r in rows for e, _ in inbox_row_events(*r)]
 
 
 def inbox_count(cluster, eid):
-    return cluster.scalar("SELECT count(*) FROM callback.callback_inbox WHERE endpoint_id = %s",
-                          (eid,))
+    """Events waiting in the inbox for eid."""
+    return cluster.scalar("SELECT coalesce(sum(events), 0) FROM callback.callback_inbox "
+                          " WHERE endpoint_id = %s", (eid,))
 
 
 def queue_count(cluster, eid):
@@ -80,13 +85,15 @@ def where_ids_are(cluster, eid):
     """{event id: [places]} over the inbox and the queue, read in one snapshot
     (a move between two reads would show a row twice or not at all)."""
     rows = cluster.query(
-        "SELECT event_id::text, 'inbox' FROM callback.callback_inbox WHERE endpoint_id = %s "
+        "SELECT event_id::text, 'inbox', events, more FROM callback.callback_inbox "
+        " WHERE endpoint_id = %s "
         "UNION ALL "
-        "SELECT event_id::text, 'queue' FROM callback.callback_queue WHERE endpoint_id = %s",
+        "SELECT event_id::text, 'queue', 1, NULL FROM callback.callback_queue WHERE endpoint_id = %s",
         (eid, eid))
     out = {}
-    for e, where in rows:
-        out.setdefault(e, []).append(where)
+    for first, where, events, more in rows:
+        for e, _ in inbox_row_events(first, events, more):
+            out.setdefault(e, []).append(where)
     return out
 
 

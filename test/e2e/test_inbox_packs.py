@@ -27,12 +27,10 @@ worker, test/receiver.py on loopback.  Every wait is bounded.
 
 import contextlib
 import re
-import struct
-import uuid
 
 import pytest
 
-from faults_util import IdTracker, diagnostics, msg_id, queue_status
+from faults_util import IdTracker, diagnostics, inbox_row_events, msg_id, queue_status
 from test_dump_restore import dump, restore, source, target, target_db  # noqa: F401
 
 CLUSTER_CONF = {"callback.inbox": True}
@@ -82,25 +80,6 @@ def make_table(cluster, name, event_type, row_trigger=False):
                         (event_type,))
 
 
-def unpack(event_id, body, events, more):
-    """An inbox row's events [(event id, body)], more read as documented on
-    callback_inbox.more: per event its 16-byte id, a 4-byte big-endian
-    length, the body."""
-    out = [(event_id, body)]
-    if more is None:
-        assert events == 1, (event_id, events)
-        return out
-    b = bytes(more)
-    pos = 0
-    for _ in range(events - 1):
-        eid = str(uuid.UUID(bytes=b[pos:pos + 16]))
-        (n,) = struct.unpack(">I", b[pos + 16:pos + 20])
-        out.append((eid, b[pos + 20:pos + 20 + n].decode("utf-8")))
-        pos += 20 + n
-    assert pos == len(b), "more of %s: %d bytes, %d read" % (event_id, len(b), pos)
-    return out
-
-
 def inbox_rows(cluster, eid, cur=None):
     sql = ("SELECT event_id::text, body, events, more, ordering_key FROM callback.callback_inbox "
            " WHERE endpoint_id = %s ORDER BY written_at, xact, seq")
@@ -114,7 +93,7 @@ def inbox_events(cluster, eid, cur=None):
     """Every event waiting in the inbox for eid, in order: [(id, body)]."""
     out = []
     for event_id, body, events, more, _ in inbox_rows(cluster, eid, cur):
-        out.extend(unpack(event_id, body, events, more))
+        out.extend(inbox_row_events(event_id, events, more, body))
     return out
 
 
