@@ -437,15 +437,20 @@ def worker_batched(g, n, also):
         g.q("SELECT callback.alter_endpoint('drain', batch_size => 1)")
 
 
-def fill_inbox(g, m):
+def fill_inbox(g, m, packed=False):
     """m row-trigger events in the inbox, one single-row transaction each as
     pgbench writes them ('bench' is paused: nothing is delivered), after
     prepare(g) emptied the tables (its TRUNCATE would wait for a held move
-    lock); how many wait there."""
-    g.q("DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO t_row (v) VALUES ('x'); COMMIT; END LOOP; END $$"
-        % m, name="fill", options="-c callback.inbox=on")
+    lock); how many wait there.  packed: one INSERT of m rows through the
+    statement trigger instead, whose events are packed, several to a row."""
+    if packed:
+        g.q("INSERT INTO t_stmt (v) SELECT 'x' FROM generate_series(1, %d)" % m, name="fill",
+            options="-c callback.inbox=on")
+    else:
+        g.q("DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO t_row (v) VALUES ('x'); COMMIT; END LOOP; END $$"
+            % m, name="fill", options="-c callback.inbox=on")
     g.q("CHECKPOINT")
-    return g.q1("SELECT count(*) FROM callback.callback_inbox")
+    return g.q1("SELECT coalesce(sum(events), 0) FROM callback.callback_inbox")
 
 
 def worker_state(g, pid):
@@ -460,9 +465,9 @@ def wait_for(what, cond, timeout=600):
         time.sleep(0.1)
 
 
-def worker_move_once(g, m):
-    """A fresh worker moves an inbox of m events; (its pid once ended, rows
-    it moved).  The move's lock is held while the inbox fills and the
+def worker_move_once(g, m, packed=False):
+    """A fresh worker moves an inbox of m events (packed: see fill_inbox);
+    (its pid once ended, events it moved).  The move's lock is held while the inbox fills and the
     worker starts, so that it moves nothing before its first cycle is over;
     then released, and the worker woken."""
     prepare(g)
@@ -470,7 +475,7 @@ def worker_move_once(g, m):
     try:
         with holder.cursor() as cur:
             cur.execute(MOVE_LOCK)
-            k = fill_inbox(g, m)
+            k = fill_inbox(g, m, packed)
             pid = new_worker(g, g.worker_pid())
             # its first cycle (the move finds the lock taken) is over: 'idle'
             wait_for("the fresh worker's first cycle", lambda: worker_state(g, pid) == "idle")
@@ -502,7 +507,8 @@ def move(g, n):
     """Part 4: instructions per row moved from the inbox into the queue, by
     the worker and by one statement."""
     out = {}
-    for who, once in (("worker", worker_move_once), ("statement", backend_move_once)):
+    for who, once in (("worker", worker_move_once), ("statement", backend_move_once),
+                      ("worker_packed", lambda g, m: worker_move_once(g, m, packed=True))):
         runs = {m: once(g, m * n) for m in (1, 3)}
         pids = {m: runs[m][0] for m in (1, 3)}
         moved = {m: runs[m][1] for m in (1, 3)}
@@ -510,7 +516,7 @@ def move(g, n):
         per = (cost[3] - cost[1]) / float(moved[3] - moved[1])
         x = {"moved_n": moved[1], "moved_3n": moved[3], "cost_n": cost[1], "cost_3n": cost[3],
              "per_row": per}
-        if who == "worker":
+        if who != "statement":
             fns = per_unit(g.inclusive(pids[1]), g.inclusive(pids[3]), moved[3] - moved[1])
             x["functions"] = {f: round(fns[f]) for f in MOVE_FNS if f in fns}
             x["calls_n"], x["calls_3n"] = g.calls(pids[1], MOVE_CALLS), g.calls(pids[3], MOVE_CALLS)
@@ -520,7 +526,7 @@ def move(g, n):
                "; calls of %s: %s and %s" % (" / ".join(MOVE_CALLS),
                                              " / ".join(str(x["calls_n"][f]) for f in MOVE_CALLS),
                                              " / ".join(str(x["calls_3n"][f]) for f in MOVE_CALLS))
-               if who == "worker" else ""))
+               if who != "statement" else ""))
     g.reset_queue()
     return out
 
@@ -532,7 +538,6 @@ def inbox_totals(t):
     s, b, mv = t["single"], t["bulk"], t.get("move")
     if not mv:
         return []
-    per_move = mv["worker"]["per_row"]
     out = []
     for what, res, key in (("single-row INSERT", s, "per_insert"),
                            ("one INSERT of %s rows, per row" % format(t["rows"], ","), b, "per_row")):
@@ -541,6 +546,10 @@ def inbox_totals(t):
             if inbox_v not in res or direct_v not in res:
                 continue
             prod, direct = res[inbox_v][key], res[direct_v][key]
+            # the statement path's events wait packed: their move's figure
+            per_move = mv["worker"]["per_row"]
+            if key == "per_row" and inbox_v == "stmt_inbox" and "worker_packed" in mv:
+                per_move = mv["worker_packed"]["per_row"]
             out.append({"what": what, "inbox": inbox_v, "direct": direct_v, "producer": prod,
                         "producer_added": prod - plain, "move": per_move, "total": prod + per_move,
                         "total_added": prod - plain + per_move, "direct_producer": direct,
@@ -635,6 +644,9 @@ def rows(t):
         out.append(("   inbox: worker instructions per moved row (one statement)",
                     "%s (%s)" % (fmt(t["move"]["worker"]["per_row"]), fmt(t["move"]["statement"]["per_row"])),
                     "", "", ""))
+        if "worker_packed" in t["move"]:
+            out.append(("   inbox: worker instructions per moved event of a statement (packed)",
+                        fmt(t["move"]["worker_packed"]["per_row"]), "", "", ""))
     for x in t.get("inbox_totals", []):
         out.append(("   %s, %s: producer + move (direct path)" % (x["what"], INBOX_SHORT[x["inbox"]]),
                     "%s (%s)" % (fmt(x["total"]), fmt(x["direct_producer"])), "", "", ""))
@@ -767,6 +779,18 @@ def inbox_markdown(t):
         md += ["| worker function (inclusive) | instructions / moved row |", "|---|---|"]
         md += ["| `%s` | %s |" % (f, fmt(x)) for f, x in w["functions"].items()]
         md.append("")
+    wp = mv.get("worker_packed")
+    if wp:
+        md += ["The statement path's events wait packed (several to an inbox row, "
+               "`src/inbox_pack.c`): filled with one INSERT of %s and then %s rows through the "
+               "statement trigger and moved by a fresh worker as above, **%s instructions per moved "
+               "event** (one queue row each). The statement path's producer + move below uses "
+               "this figure." % (format(wp["moved_n"], ","), format(wp["moved_3n"], ","),
+                                 fmt(wp["per_row"])), ""]
+        if wp.get("functions"):
+            md += ["| worker function (inclusive), packed | instructions / moved event |", "|---|---|"]
+            md += ["| `%s` | %s |" % (f, fmt(x)) for f, x in wp["functions"].items()]
+            md.append("")
     md += ["Producer + move per event, beside the direct path's producer (callback.inbox off); "
            "\"added\" is over plain's instructions for the same INSERT:", "",
            "| per event | inbox on: producer (added) | + move (worker) | = producer + move (added) "
