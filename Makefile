@@ -28,6 +28,7 @@ OBJS = \
 	src/delivery.o \
 	src/queue.o \
 	src/queue_rows.o \
+	src/queue_rules.o \
 	src/queue_stats.o \
 	src/queue_write_back.o \
 	src/attempt_history.o \
