@@ -20,6 +20,7 @@ OBJS = \
 	src/queue_insert.o \
 	src/queue_bulk.o \
 	src/queue_claim.o \
+	src/batch_claim.o \
 	src/row_json.o \
 	src/launcher.o \
 	src/discovery.o \
