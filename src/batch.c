@@ -2,10 +2,11 @@
  * batch.c
  *		Batches (issue 12.3): on an endpoint with batch_size above 1 one
  *		request carries up to batch_size deliveries, the body a JSON array of
- *		their bodies byte for byte.  This file owns the two statements that
- *		differ from one delivery per request (the window check and the
- *		claim) and the request's body and ids; delivery.c sends a batch as
- *		it sends one row and gives every member the request's outcome.
+ *		their bodies byte for byte.  This file owns what differs from one
+ *		delivery per request: the window check (a statement), the claim
+ *		(batch_claim.c forms and claims the batches in C) and the request's
+ *		body and ids; delivery.c sends a batch as it sends one row and gives
+ *		every member the request's outcome.
  *
  * A batch's composition is persisted at its first claim (callback_queue.
  * batch_id), so that a retry, an expired lease or a restart sends the same

@@ -5,7 +5,10 @@
  *		LOCKED and updated through the table AM and the queue's indexes,
  *		with no SPI, planner or executor start-up.  The saved statement it
  *		replaces cost about 56k instructions per delivery (callgrind), most
- *		of it executor set-up and expression evaluation.
+ *		of it executor set-up and expression evaluation.  Its pieces (the
+ *		shape, the run, the lock and recheck, the write; queue_claim.h) are
+ *		the batch claim's too (batch_claim.c), which keeps the guarantees
+ *		below for the rows it locks.
  *
  * What it does, and why it is what
  *	UPDATE callback_queue SET status = 'sending', claimed_by = $c,
