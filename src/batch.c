@@ -237,19 +237,11 @@ int
 pgcb_batch_claim(int n, const int *endpoint_ids, const int *counts, const int *sizes,
 				 int claimed_by, int lease_ms, PgcbBatch **out, MemoryContext cxt)
 {
-	ClaimStep	cs;
+	ClaimStep	cs = {.n = n, .endpoint_ids = endpoint_ids, .counts = counts, .sizes = sizes,
+		.claimed_by = claimed_by, .lease_ms = lease_ms, .cxt = cxt};
 	int			n_batches = 0;
 	MemoryContext old;
 
-	cs.n = n;
-	cs.endpoint_ids = endpoint_ids;
-	cs.counts = counts;
-	cs.sizes = sizes;
-	cs.claimed_by = claimed_by;
-	cs.lease_ms = lease_ms;
-	cs.cxt = cxt;
-	cs.rows = NULL;
-	cs.got = 0;
 	/* a lock timeout only means nothing claimed now, as for the plain claim */
 	if (!pgcb_queue_run_step(claim_step, &cs) || cs.got == 0)
 	{
