@@ -24,6 +24,7 @@
 #include "inbox.h"
 #include "pg_callback.h"
 #include "queue.h"
+#include "queue_rules.h"
 #include "shmem.h"
 #include "version.h"
 
@@ -71,6 +72,12 @@ process_callbacks(PG_FUNCTION_ARGS)
 				 errhint("Rate limits live in shared memory: add pg_callback to shared_preload_libraries and restart.")));
 
 	pgcb_version_check_schema(get_extension_oid(PGCB_EXTENSION_NAME, false));
+	{
+		char	   *tables = pgcb_queue_tables_with_rules();
+
+		if (tables != NULL)
+			pgcb_queue_rules_report(ERROR, tables);
+	}
 
 	(void) pgcb_queue_dead_letter_orphans();
 	pgcb_delivery_init(NULL, -1);

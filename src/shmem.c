@@ -365,6 +365,8 @@ pgcb_state_name(PgcbWorkerState state)
 			return "stopping: extension dropped";
 		case PGCB_STATE_SCHEMA_MISMATCH:
 			return "waiting for ALTER EXTENSION UPDATE";
+		case PGCB_STATE_TABLE_RULES:
+			return "waiting: rules on its tables";
 		case PGCB_STATE_STOPPED:
 			return "stopped";
 	}

@@ -31,6 +31,7 @@ typedef enum PgcbWorkerState
 	PGCB_STATE_DELIVERING,		/* requests in flight */
 	PGCB_STATE_NO_EXTENSION,	/* connected, but pg_callback is not installed */
 	PGCB_STATE_SCHEMA_MISMATCH, /* installed at a version we cannot use */
+	PGCB_STATE_TABLE_RULES,		/* a table we write has rules (queue_rules.c) */
 	PGCB_STATE_STOPPED
 } PgcbWorkerState;
 

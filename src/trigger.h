@@ -27,6 +27,12 @@ extern void pgcb_trigger_row_event(Relation rel, const char *event_type, const c
 extern void pgcb_trigger_row_body(StringInfo body, Relation rel, const char *event_type,
 								  const char *op, HeapTuple new_tuple, HeapTuple old_tuple);
 
+/*
+ * Whether an enabled endpoint's patterns match event_type: if none does,
+ * the trigger builds nothing (no body, no event id) and queues nothing.
+ */
+extern bool pgcb_trigger_routed(const char *event_type);
+
 /* FOR EACH STATEMENT: one event per row of the transition tables. */
 extern void pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type,
 								   const char *op, const char *key_option);

@@ -15,6 +15,7 @@
 
 #include "event.h"
 #include "pg_callback.h"
+#include "route_cache.h"
 #include "row_json.h"
 #include "tracecontext.h"
 #include "trigger.h"
@@ -208,6 +209,16 @@ give_body_buffer(StringInfo body)
 	spare_maxlen = body->maxlen;
 }
 
+bool
+pgcb_trigger_routed(const char *event_type)
+{
+	const int32 *ids;
+	const bool *ordered;
+	bool		any_unpaused;
+
+	return pgcb_route_cache_match(event_type, &ids, &any_unpaused, &ordered) > 0;
+}
+
 void
 pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 					   HeapTuple new_tuple, HeapTuple old_tuple, const char *key_option)
@@ -216,6 +227,9 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	PgcbEventRow ev = {0};
 	PgcbKeySource key = {rel, new_tuple ? new_tuple : old_tuple, key_option};
 
+	/* no endpoint wants the event: no body to build (routes are kept, route_cache.c) */
+	if (!pgcb_trigger_routed(event_type))
+		return;
 	take_body_buffer(&body);
 	/* a text's header in front (it has room): the queue stores it as is */
 	body.len = VARHDRSZ;

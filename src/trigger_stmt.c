@@ -84,6 +84,10 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	if (want_old && trigger->tgoldtable == NULL)
 		missing_table(trigdata, op, "REFERENCING OLD TABLE AS ...");
 
+	/* no endpoint wants these events: the rows need not be read */
+	if (!pgcb_trigger_routed(event_type))
+		return;
+
 	/* a statement that changed no row may leave a tuplestore unmade */
 	old_ts = want_old ? trigdata->tg_oldtable : NULL;
 	new_ts = want_new ? trigdata->tg_newtable : NULL;

@@ -37,6 +37,7 @@
 #include "hook_escalation.h"
 #include "pg_callback.h"
 #include "queue.h"
+#include "queue_rules.h"
 #include "session.h"
 #include "shmem.h"
 #include "version.h"
@@ -64,6 +65,8 @@ typedef struct LoopState
 	bool		extension_gone; /* dropped: we stop */
 	uint32		created_gen;	/* pgcb_shmem_database_gen() before the look */
 	bool		schema_refused; /* we said so in the log */
+	bool		rules_checked;	/* once since the start */
+	bool		rules_refused;	/* a table we write has rules: we said so */
 	const char *datname;
 } LoopState;
 
@@ -110,6 +113,40 @@ schema_usable(PgcbWorkerSlot *slot, LoopState *ls)
 	return false;
 }
 
+/*
+ * Whether no table we write has rules (queue_rules.c says why we refuse
+ * them).  Looked at once after the start, at each sweep, and at each cycle
+ * while refusing: a rule created meanwhile fails a statement, which ends
+ * the worker, and the next one sees it at once.
+ */
+static bool
+rules_absent(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
+{
+	char	   *tables;
+	char		msg[PGCB_LAST_ERROR_LEN];
+
+	if (ls->rules_checked && !sweep && !ls->rules_refused)
+		return true;
+	ls->rules_checked = true;
+	tables = pgcb_queue_tables_with_rules();
+	if (tables == NULL)
+	{
+		if (ls->rules_refused)
+			ereport(LOG, (errmsg("pg_callback: no rules on its tables any more; delivering")));
+		ls->rules_refused = false;
+		return true;
+	}
+	pgcb_queue_rules_message(msg, sizeof(msg), tables);
+	/* at each look: last_error_at says it still holds */
+	pgcb_shmem_set_error(slot, msg);
+	if (!ls->rules_refused)
+		pgcb_queue_rules_report(LOG, tables);
+	pgcb_shmem_set_state(slot, PGCB_STATE_TABLE_RULES);
+	ls->rules_refused = true;
+	pfree(tables);
+	return false;
+}
+
 /* One short transaction: write back, release stale claims, claim more. */
 static void
 run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
@@ -134,6 +171,8 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 	}
 	else if (!schema_usable(slot, ls))
 		ls->extension_present = false;
+	else if (!rules_absent(slot, ls, sweep))
+		;						/* events wait in the queue */
 	else
 	{
 		/*

@@ -56,8 +56,12 @@ from parts import drain, trigger
 # part 1's variants: (name, table, what it is); 'row' is the 1-endpoint fan-out
 SINGLE = [
     ("plain", "t_plain", "no trigger"),
+    ("noop", "t_noop", "`callback.trigger()` FOR EACH ROW, **no endpoint matching**: the floor of any "
+                       "AFTER ROW trigger"),
     ("row", "t_row", "`callback.trigger()` FOR EACH ROW, 1 paused endpoint matching"),
     ("stmt", "t_stmt", "`callback.trigger()` FOR EACH STATEMENT, REFERENCING NEW TABLE"),
+    ("snoop", "t_snoop", "`callback.trigger()` FOR EACH STATEMENT, REFERENCING NEW TABLE, **no endpoint "
+                         "matching**: the floor of the statement path"),
     ("outbox", "t_outbox", "PL/pgSQL outbox (`INSERT INTO outbox ... to_jsonb(NEW)`)"),
     ("lm", "t_lm", "PL/pgSQL `pg_logical_emit_message(true, 'pg_callback', to_jsonb(NEW)::text)`"),
     ("fan3", "t_fan3", "`callback.trigger()` FOR EACH ROW, 3 paused endpoints matching"),
@@ -67,7 +71,7 @@ SINGLE = [
     ("stmt_inbox", "t_stmt", "`callback.trigger()` FOR EACH STATEMENT, REFERENCING NEW TABLE, "
                              "**callback.inbox on** (producer only)"),
 ]
-BULK = ["plain", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"]
+BULK = ["plain", "noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"]
 TABLE = {name: table for name, table, _ in SINGLE}
 LABEL = {name: label for name, _, label in SINGLE}
 EVENTS_PER_ROW = dict(trigger.EVENTS_PER_ROW, lm=0)
@@ -257,6 +261,8 @@ def setup(g):
     trigger.setup(g)  # the trigger part's tables, outbox and paused fan-out endpoints
     g.q(LM_DDL)
     why = trigger.stmt_unavailable(g)
+    if not why:
+        g.q(trigger.STMT_TRIGGER.format(t="t_snoop", name="unrouted"))
     g.q("SELECT callback.create_endpoint('drain', %s, '{drain.*}')", (g.hook_url,))
     g.q("SELECT callback.pause_endpoint('drain')")
     return why
@@ -292,7 +298,7 @@ def single_rows(g, variants, n):
             pid = g.session(opening(v) + ["INSERT INTO %s (v) VALUES ('x')" % table] * (m * n))
             cost[m] = g.cost(pid)
             inc[m] = g.inclusive(pid) if v != "plain" else {}
-        ok = not events_per_row(v) or trigger.check_events(g, table, events_per_row(v))
+        ok = not (events_per_row(v) or v in trigger.FLOOR) or trigger.check_events(g, table, events_per_row(v))
         ok = ok and (not trigger.inbox_of(v) or trigger.check_inbox(g, v, before))
         fns = per_unit(inc[1], inc[3], 2 * n)
         out[v] = {"cost_n": cost[1], "cost_3n": cost[3], "per_insert": (cost[3] - cost[1]) / (2.0 * n),
@@ -320,7 +326,7 @@ def bulk(g, variants, rows):
         pid = g.session(opening(v) + ["INSERT INTO %s (v) SELECT 'x' FROM generate_series(1, %d)"
                                       % (TABLE[v], rows)])
         c = g.cost(pid)
-        ok = not events_per_row(v) or trigger.check_events(g, TABLE[v], events_per_row(v))
+        ok = not (events_per_row(v) or v in trigger.FLOOR) or trigger.check_events(g, TABLE[v], events_per_row(v))
         ok = ok and (not trigger.inbox_of(v) or trigger.check_inbox(g, v, before))
         b = base_inbox if trigger.inbox_of(v) else base
         out[v] = {"cost": c, "per_row": (c - b) / float(rows), "events_ok": ok}
@@ -573,7 +579,7 @@ def run(env):
         if "listening" not in receiver.stdout.readline():
             raise RuntimeError("receiver did not start on port %d" % g.rcv_port)
         warm_up(g)
-        single_v = [v for v, _, _ in SINGLE if v != "stmt" or not why]
+        single_v = [v for v, _, _ in SINGLE if v not in ("stmt", "snoop") or not why]
         res = {"n": n, "rows": rows, "stmt_available": why is None, "stmt_unavailable_reason": why,
                "variants": LABEL, "conf": GRIND_CONF}
         res["timing_s"] = {"start": round(time.time() - t0, 1)}
@@ -612,6 +618,9 @@ def rows(t):
     out.append(("   plain / row trigger, statement path, outbox, logical message",
                 " / ".join(fmt(s[v]["plain_over"], "{:.2f}") if v in s else "-"
                            for v in ("row", "stmt", "outbox", "lm")), "", "", ""))
+    out.append(("   plain / trigger with no endpoint matching (the floor): row, statement path",
+                " / ".join(fmt(s[v]["plain_over"], "{:.2f}") if v in s else "-" for v in trigger.FLOOR),
+                "", "", ""))
     out.append(("   plain / row trigger, 1 / 3 / 10 endpoints matching",
                 " / ".join(fmt(s[v]["plain_over"], "{:.2f}") for v in ("row", "fan3", "fan10")),
                 "", "", ""))
@@ -620,6 +629,9 @@ def rows(t):
     out.append(("   same, plain / row trigger, statement path, outbox",
                 " / ".join(fmt(b[v]["plain_over"], "{:.2f}") if v in b else "-"
                            for v in ("row", "stmt", "outbox")), "", "", ""))
+    out.append(("   same, plain / no endpoint matching (the floor): row, statement path",
+                " / ".join(fmt(b[v]["plain_over"], "{:.2f}") if v in b else "-" for v in trigger.FLOOR),
+                "", "", ""))
     out.append(("   worker instructions per delivery", fmt(w["per_delivery"]), "", "", ""))
     if "worker_failures" in t:
         out.append(("   worker instructions per delivery, attempt_history = failures",

@@ -46,16 +46,22 @@ from lib.util import fmt, log, median, plural, rotated, step, verdict
 # (name, table, what it is)
 VARIANTS = [
     ("plain", "t_plain", "no trigger"),
+    ("noop", "t_noop", "`callback.trigger('unrouted')` FOR EACH ROW, **no endpoint matching**: "
+                       "the floor of any AFTER ROW trigger (PostgreSQL's trigger machinery, nothing queued)"),
     ("row", "t_row", "`callback.trigger('bench')` FOR EACH ROW"),
     ("stmt", "t_stmt", "`callback.trigger('bench')` FOR EACH STATEMENT, "
                        "REFERENCING NEW TABLE AS new_rows"),
     ("outbox", "t_outbox", "PL/pgSQL outbox: `INSERT INTO outbox(topic, payload) "
                            "VALUES (TG_TABLE_NAME, to_jsonb(NEW))`"),
+    ("snoop", "t_snoop", "`callback.trigger('unrouted')` FOR EACH STATEMENT, **no endpoint matching**: "
+                         "the floor of the statement path (the transition table, nothing queued)"),
     ("row_inbox", "t_row", "`callback.trigger('bench')` FOR EACH ROW, **callback.inbox on**"),
     ("stmt_inbox", "t_stmt", "`callback.trigger('bench')` FOR EACH STATEMENT, **callback.inbox on**"),
 ]
-SHORT = {"plain": "plain", "row": "row trigger", "stmt": "statement path", "outbox": "PL/pgSQL outbox",
-         "row_inbox": "row trigger, inbox on", "stmt_inbox": "statement path, inbox on"}
+SHORT = {"plain": "plain", "noop": "row trigger, no endpoint matching", "row": "row trigger",
+         "stmt": "statement path", "outbox": "PL/pgSQL outbox",
+         "snoop": "statement path, no endpoint matching", "row_inbox": "row trigger, inbox on",
+         "stmt_inbox": "statement path, inbox on"}
 TABLE = {name: table for name, table, _ in VARIANTS}
 LABEL = {name: label for name, _, label in VARIANTS}
 SETTINGS = [("off", "CPU-bound"), ("on", "the default: fsync-bound")]
@@ -69,6 +75,9 @@ CALLBACK = ["row", "stmt", "row_inbox", "stmt_inbox"]
 FAN_KINDS = [("fan%d", "row trigger"), ("fan%d_inbox", "row trigger, inbox on"),
              ("sfan%d_inbox", "statement path, inbox on")]
 
+# the trigger with nothing routed: what any AFTER trigger costs; nothing may be queued
+FLOOR = ("noop", "snoop")
+
 # issue 10, Acceptance
 TARGET = {
     "row_off": 0.90,    # single-row, CPU-bound: >= 0.90x plain, and above the outbox
@@ -79,6 +88,8 @@ TARGET = {
 DDL = """
 CREATE TABLE t_plain (id bigserial PRIMARY KEY, v text);
 CREATE TABLE t_row (id bigserial PRIMARY KEY, v text);
+CREATE TABLE t_noop (id bigserial PRIMARY KEY, v text);
+CREATE TABLE t_snoop (id bigserial PRIMARY KEY, v text);
 CREATE TABLE t_stmt (id bigserial PRIMARY KEY, v text);
 CREATE TABLE t_outbox (id bigserial PRIMARY KEY, v text);
 CREATE TABLE t_fan1 (id bigserial PRIMARY KEY, v text);
@@ -89,6 +100,9 @@ CREATE TABLE t_sfan3 (id bigserial PRIMARY KEY, v text);
 CREATE TABLE t_sfan10 (id bigserial PRIMARY KEY, v text);
 CREATE TRIGGER cb AFTER INSERT ON t_row
     FOR EACH ROW EXECUTE FUNCTION callback.trigger('bench');
+-- the floor: the same trigger, an event type no endpoint's patterns match
+CREATE TRIGGER cb AFTER INSERT ON t_noop
+    FOR EACH ROW EXECUTE FUNCTION callback.trigger('unrouted');
 CREATE TRIGGER cb AFTER INSERT ON t_fan1
     FOR EACH ROW EXECUTE FUNCTION callback.trigger('fan1');
 CREATE TRIGGER cb AFTER INSERT ON t_fan3
@@ -145,8 +159,9 @@ def stmt_unavailable(env):
 
 
 def add_stmt_fanout(env):
-    """The statement path on t_sfan1/3/10, routed as t_fan1/3/10 (once the
-    path is known to work)."""
+    """The statement path on t_sfan1/3/10, routed as t_fan1/3/10, and on
+    t_snoop, routed nowhere (once the path is known to work)."""
+    env.q(STMT_TRIGGER.format(t="t_snoop", name="unrouted"))
     for n in FANOUT:
         env.q(STMT_TRIGGER.format(t="t_sfan%d" % n, name="fan%d" % n))
 
@@ -171,7 +186,7 @@ def stmt_body_differs(env):
 def prepare(env):
     """Every variant starts from the same state: empty tables and queue, a
     fresh checkpoint (so none pays more full-page writes than another)."""
-    env.q("TRUNCATE t_plain, t_row, t_stmt, t_outbox, t_fan1, t_fan3, t_fan10, t_sfan1, t_sfan3, "
+    env.q("TRUNCATE t_plain, t_noop, t_snoop, t_row, t_stmt, t_outbox, t_fan1, t_fan3, t_fan10, t_sfan1, t_sfan3, "
           "t_sfan10, outbox RESTART IDENTITY")
     env.reset_queue()
     env.q("CHECKPOINT")
@@ -226,7 +241,8 @@ def check_events(env, table, per_row):
     return True
 
 
-EVENTS_PER_ROW = {"plain": 0, "row": 1, "stmt": 1, "outbox": 0, "fan1": 1, "fan3": 3, "fan10": 10,
+EVENTS_PER_ROW = {"plain": 0, "noop": 0, "snoop": 0, "row": 1, "stmt": 1, "outbox": 0,
+                  "fan1": 1, "fan3": 3, "fan10": 10,
                   "sfan1": 1, "sfan3": 3, "sfan10": 10}
 
 
@@ -273,7 +289,7 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
             # the worker's share: without the inbox, woken at each commit, it finds nothing due
             # (endpoints paused); with it, it moves the inbox's rows into the queue
             out[v]["worker_us"].append(d["worker"] * 1e6 / n if n else None)
-            if events_per_row(v) and not check_events(env, table_of(v), events_per_row(v)):
+            if (events_per_row(v) or v in FLOOR) and not check_events(env, table_of(v), events_per_row(v)):
                 out[v]["events_ok"] = False
             if inbox_of(v) and not check_inbox(env, v, inbox_before):
                 out[v]["inbox_ok"] = False
@@ -318,7 +334,7 @@ def bulk_rounds(env, variants, setting, cfg, profile=()):
             worker_s = CpuMeter.delta(c0, cpu.snap())["worker"]
             out[v]["seconds"].append(secs)
             out[v]["worker_s"].append(worker_s)
-            if events_per_row(v) and not check_events(env, table_of(v), events_per_row(v)):
+            if (events_per_row(v) or v in FLOOR) and not check_events(env, table_of(v), events_per_row(v)):
                 out[v]["events_ok"] = False
             if inbox_of(v):
                 # its session ends, and so flushes its statistics for check_inbox
@@ -429,7 +445,7 @@ def run(env):
     differs = None if why else stmt_body_differs(env)
     if differs:
         log("warning: the statement path's body differs from the row trigger's: %r" % (differs,))
-    variants = [v for v, _, _ in VARIANTS if base_of(v) != "stmt" or not why]
+    variants = [v for v, _, _ in VARIANTS if base_of(v) not in ("stmt", "snoop") or not why]
     res = dict(cfg, stmt_available=why is None, stmt_unavailable_reason=why, stmt_body_differs=differs,
                variants={v: LABEL[v] for v, _, _ in VARIANTS}, settings={}, target=TARGET)
     for setting, what in SETTINGS:
@@ -459,11 +475,11 @@ def rows(t):
         out.append(("2. synchronous_commit=%s: plain single-row INSERT, pgbench -c%d (TPS)"
                     % (setting, t["clients"]),
                     fmt(single["plain"]["tps_median"]), "", "", ""))
-        for v in ("row", "stmt", "outbox", "row_inbox", "stmt_inbox"):
+        for v in ("noop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"):
             out.append(("   single-row, %s / plain" % SHORT[v],
                         fmt(single[v]["ratio"], "{:.2f}x") if v in single else "not available",
                         "", "", ""))
-        for v in ("row", "stmt", "outbox", "row_inbox", "stmt_inbox"):
+        for v in ("noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"):
             if v in s["bulk"]:
                 out.append(("   one INSERT of %s rows, %s / plain" % (format(t["bulk_rows"], ","), SHORT[v]),
                             fmt(s["bulk"][v]["ratio"], "{:.2f}x"), "", "", ""))
