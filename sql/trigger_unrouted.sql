@@ -66,6 +66,16 @@ CREATE TRIGGER cb AFTER INSERT ON unr_bad
     FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('unrbad');
 SELECT pg_temp.try($$INSERT INTO unr_bad VALUES (1)$$) AS missing_table;
 
+-- A read-only transaction may not queue, routed or not (trigger_bodies says
+-- so of enqueue()): a temporary table's trigger must refuse it too when
+-- nothing is routed, as it does when an endpoint matches.
+CREATE TEMP TABLE unr_ro (id int);
+CREATE TRIGGER cb AFTER INSERT ON unr_ro
+    FOR EACH ROW EXECUTE FUNCTION callback.trigger('unrro');
+BEGIN READ ONLY;
+SELECT pg_temp.try($$INSERT INTO unr_ro VALUES (1)$$) AS unrouted_read_only;
+ROLLBACK;
+
 DELETE FROM callback.callback_queue WHERE event_type LIKE 'unr%';
 SELECT callback.drop_endpoint('regress_unr', force => true);
 DROP TABLE unr_row, unr_stmt, unr_bad;

@@ -73,9 +73,10 @@ process_callbacks(PG_FUNCTION_ARGS)
 
 	pgcb_version_check_schema(get_extension_oid(PGCB_EXTENSION_NAME, false));
 	{
-		char	   *tables = pgcb_queue_tables_with_rules();
+		char	   *tables;
 
-		if (tables != NULL)
+		/* a table locked (PGCB_RULES_UNKNOWN): our statements wait for it */
+		if (pgcb_queue_rules_look(&tables) == PGCB_RULES_FOUND)
 			pgcb_queue_rules_report(ERROR, tables);
 	}
 

@@ -6,6 +6,8 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+#include "tcop/utility.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/json.h"
@@ -216,6 +218,9 @@ pgcb_trigger_routed(const char *event_type)
 	const bool *ordered;
 	bool		any_unpaused;
 
+	/* as queue_insert.c refuses, routed or not: the outcome must not depend on routes */
+	PreventCommandIfReadOnly("INSERT");
+	PreventCommandIfParallelMode("INSERT");
 	return pgcb_route_cache_match(event_type, &ids, &any_unpaused, &ordered) > 0;
 }
 

@@ -67,6 +67,7 @@ typedef struct LoopState
 	bool		schema_refused; /* we said so in the log */
 	bool		rules_checked;	/* once since the start */
 	bool		rules_refused;	/* a table we write has rules: we said so */
+	char		rules_msg[PGCB_LAST_ERROR_LEN]; /* which, when last seen */
 	const char *datname;
 } LoopState;
 
@@ -115,35 +116,41 @@ schema_usable(PgcbWorkerSlot *slot, LoopState *ls)
 
 /*
  * Whether no table we write has rules (queue_rules.c says why we refuse
- * them).  Looked at once after the start, at each sweep, and at each cycle
- * while refusing: a rule created meanwhile fails a statement, which ends
- * the worker, and the next one sees it at once.
+ * them).  Looked at once after the start, at each sweep, when one of those
+ * tables' relcache entries was invalidated (read at our transaction's
+ * start: CREATE RULE sends one), and at each cycle while refusing.  A
+ * table locked by someone else leaves the last answer as it was.
  */
 static bool
 rules_absent(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 {
 	char	   *tables;
-	char		msg[PGCB_LAST_ERROR_LEN];
 
-	if (ls->rules_checked && !sweep && !ls->rules_refused)
+	if (ls->rules_checked && !sweep && !ls->rules_refused && !pgcb_queue_rules_changed())
 		return true;
 	ls->rules_checked = true;
-	tables = pgcb_queue_tables_with_rules();
-	if (tables == NULL)
+	switch (pgcb_queue_rules_look(&tables))
 	{
-		if (ls->rules_refused)
-			ereport(LOG, (errmsg("pg_callback: no rules on its tables any more; delivering")));
-		ls->rules_refused = false;
-		return true;
+		case PGCB_RULES_NONE:
+			if (ls->rules_refused)
+				ereport(LOG, (errmsg("pg_callback: no rules on its tables any more; delivering")));
+			ls->rules_refused = false;
+			return true;
+		case PGCB_RULES_UNKNOWN:
+			if (!ls->rules_refused)
+				return true;
+			break;				/* still refusing, as last said */
+		case PGCB_RULES_FOUND:
+			pgcb_queue_rules_message(ls->rules_msg, sizeof(ls->rules_msg), tables);
+			if (!ls->rules_refused)
+				pgcb_queue_rules_report(LOG, tables);
+			pfree(tables);
+			break;
 	}
-	pgcb_queue_rules_message(msg, sizeof(msg), tables);
 	/* at each look: last_error_at says it still holds */
-	pgcb_shmem_set_error(slot, msg);
-	if (!ls->rules_refused)
-		pgcb_queue_rules_report(LOG, tables);
+	pgcb_shmem_set_error(slot, ls->rules_msg);
 	pgcb_shmem_set_state(slot, PGCB_STATE_TABLE_RULES);
 	ls->rules_refused = true;
-	pfree(tables);
 	return false;
 }
 

@@ -9,6 +9,12 @@ worker says which tables have rules, shows it in callback_worker_stats
 (state and last_error, refreshed at each look), delivers nothing meanwhile,
 loses nothing, and delivers everything once the rules are dropped;
 process_callbacks() refuses with the same words.
+
+A rule created while the worker runs is seen through the relcache
+invalidation CREATE RULE sends, before the next cycle's statements: the
+worker does not fail on it first.  A rule that does not fire (disabled, or
+for replicas only) does not count; a table locked by someone else leaves
+the worker's last answer as it was.
 """
 
 import psycopg2
@@ -61,11 +67,15 @@ def test_the_worker_waits_while_its_tables_have_rules(cluster, receiver, table, 
         wait_queue_delivered(cluster, p, 3, timeout=60)
         wait_queue_delivered(cluster, o, 3, timeout=60)
 
+        pid = cluster.worker_pids()
+        log_from = len(cluster.log_text())
         cluster.execute(ddl)
-        # the next cycle's statements meet the rule (or a sweep sees it)
+        # a commit wakes the worker: its next cycle looks (the rule's invalidation) before it claims
         enqueue_many(cluster, "rlo.wake", 1)
         wait_waiting(cluster, table)
-        log = cluster.log_text()
+        log = cluster.log_text()[log_from:]
+        assert "rules are not supported" not in log, "the worker ran a statement under the rule"
+        assert cluster.worker_pids() == pid, "the worker restarted"
         assert "pg_callback does not deliver while callback.%s has rules; deliveries wait" % table in log
         assert "pg_rules WHERE schemaname = 'callback'" in log
 
@@ -84,13 +94,13 @@ def test_the_worker_waits_while_its_tables_have_rules(cluster, receiver, table, 
         # process_callbacks() refuses with the same words, and claims nothing
         with pytest.raises(psycopg2.Error) as e:
             cluster.execute("SELECT callback.process_callbacks(10)")
-        assert e.value.pgcode == "0A000"
+        assert e.value.pgcode == "55000"
         assert "callback.%s has rules" % table in str(e.value)
 
         cluster.execute("DROP RULE %s ON callback.%s" % (rule, table))
         wait_queue_delivered(cluster, p, 3 + 5, timeout=90)
         wait_queue_delivered(cluster, o, 3 + 1 + 5, timeout=90)
-        assert "no rules on its tables any more; delivering" in cluster.log_text()
+        assert "no rules on its tables any more; delivering" in cluster.log_text()[log_from:]
         for ids, path in ((ids_p, "/p"), (ids_o, "/o")):
             assert {msg_id(i) for i in ids} <= webhook_ids(receiver, path)
         assert worker(cluster)[0] != WAITING
@@ -98,3 +108,61 @@ def test_the_worker_waits_while_its_tables_have_rules(cluster, receiver, table, 
         cluster.execute("DROP RULE IF EXISTS %s ON callback.%s" % (rule, table))
         for name in ("rl_p_" + table, "rl_o_" + table):
             cluster.execute("SELECT callback.drop_endpoint(%s, force => true)", (name,))
+
+
+def test_a_locked_table_keeps_the_worker_waiting(cluster, receiver):
+    """While the worker waits for a rule, another session locks the table
+    (as vacuum's truncation of its tail does): the worker cannot look, and
+    must keep waiting rather than announce that the rules are gone."""
+    p = make_endpoint(cluster, "rl_lock", receiver.url("/l"), event_types=["rll.*"])
+    conn = None
+    try:
+        cluster.execute("CREATE RULE rs_lock AS ON INSERT TO callback.callback_stats DO INSTEAD NOTHING")
+        enqueue_many(cluster, "rll.wake", 1)
+        wait_waiting(cluster, "callback_stats")
+        log_from = len(cluster.log_text())
+        conn = cluster.connect(autocommit=False)
+        conn.cursor().execute("LOCK TABLE callback.callback_stats IN ACCESS EXCLUSIVE MODE")
+        seen = receiver.count()
+        ids = enqueue_many(cluster, "rll.during", 3)
+        locked_at = cluster.scalar("SELECT pg_catalog.clock_timestamp()")
+        wait_waiting(cluster, "callback_stats", after=locked_at)
+        assert receiver.count() == seen
+        assert "no rules on its tables any more" not in cluster.log_text()[log_from:]
+        conn.rollback()
+        cluster.execute("DROP RULE rs_lock ON callback.callback_stats")
+        wait_queue_delivered(cluster, p, 1 + 3, timeout=90)
+        assert {msg_id(i) for i in ids} <= webhook_ids(receiver, "/l")
+    finally:
+        if conn is not None:
+            conn.close()
+        cluster.execute("DROP RULE IF EXISTS rs_lock ON callback.callback_stats")
+        cluster.execute("SELECT callback.drop_endpoint('rl_lock', force => true)")
+
+
+@pytest.mark.parametrize("how", ["DISABLE RULE", "ENABLE REPLICA RULE"])
+def test_a_rule_that_does_not_fire_does_not_stop_delivery(cluster, receiver, how):
+    """The rewriter skips a disabled rule, and one for replicas only in the
+    worker's session_replication_role (origin): it changes nothing, and
+    nothing waits for it."""
+    name = "rl_off_" + how.split()[0].lower()
+    p = make_endpoint(cluster, name, receiver.url("/" + name), event_types=[name + ".*"],
+                      ordered=True)
+    error_at = worker(cluster)[2]
+    try:
+        conn = cluster.connect(autocommit=False)
+        cur = conn.cursor()
+        cur.execute("CREATE RULE rq_off AS ON UPDATE TO callback.callback_queue DO ALSO NOTIFY pgcb_rules")
+        cur.execute("ALTER TABLE callback.callback_queue %s rq_off" % how)
+        conn.commit()
+        conn.close()
+        ids = enqueue_many(cluster, name + ".x", 4)
+        wait_queue_delivered(cluster, p, 4, timeout=60)
+        assert {msg_id(i) for i in ids} <= webhook_ids(receiver, "/" + name)
+        state, error, now_error_at, _ = worker(cluster)
+        assert state != WAITING
+        # no refusal since the test began (last_error keeps an older one)
+        assert now_error_at == error_at or "has rules" not in (error or "")
+    finally:
+        cluster.execute("DROP RULE IF EXISTS rq_off ON callback.callback_queue")
+        cluster.execute("SELECT callback.drop_endpoint(%s, force => true)", (name,))
