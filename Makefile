@@ -21,6 +21,7 @@ OBJS = \
 	src/queue_insert.o \
 	src/queue_bulk.o \
 	src/queue_claim.o \
+	src/batch_claim.o \
 	src/row_json.o \
 	src/launcher.o \
 	src/discovery.o \
@@ -60,7 +61,7 @@ PGFILEDESC = "pg_callback - transactional webhooks"
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
 REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies backfill tracecontext bulk_insert inbox inbox_roles producer_cache producer_cache_rebuild trigger_unrouted
 REGRESS_OPTS = --load-extension=pg_callback
-ISOLATION = rollback concurrent_claim claim_snapshot drop_endpoint_race route_cache inbox_move stats_key
+ISOLATION = rollback concurrent_claim claim_snapshot batch_claim_snapshot drop_endpoint_race route_cache inbox_move stats_key
 ISOLATION_OPTS = --load-extension=pg_callback
 
 # -Wextra, less the warnings PostgreSQL's own headers raise.

@@ -5,7 +5,10 @@
  *		LOCKED and updated through the table AM and the queue's indexes,
  *		with no SPI, planner or executor start-up.  The saved statement it
  *		replaces cost about 56k instructions per delivery (callgrind), most
- *		of it executor set-up and expression evaluation.
+ *		of it executor set-up and expression evaluation.  Its pieces (the
+ *		shape, the run, the lock and recheck, the write; queue_claim.h) are
+ *		the batch claim's too (batch_claim.c), which keeps the guarantees
+ *		below for the rows it locks.
  *
  * What it does, and why it is what
  *	UPDATE callback_queue SET status = 'sending', claimed_by = $c,
@@ -67,35 +70,12 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "queue.h"
-#include "queue_rows.h"
-#include "session.h"
+#include "queue_claim.h"
 
 #define DUE_INDEX_NAME "callback_queue_due"
+#define BATCH_INDEX_NAME "callback_queue_batch"
 
-/* Per backend: what the catalog says about the queue. */
-typedef struct ClaimShape
-{
-	bool		valid;
-	Oid			relid;
-	Oid			due_index;
-	AttrNumber	att_id;
-	AttrNumber	att_event_id;
-	AttrNumber	att_endpoint_id;
-	AttrNumber	att_event_type;
-	AttrNumber	att_body;
-	AttrNumber	att_status;
-	AttrNumber	att_attempts;
-	AttrNumber	att_next_attempt_at;
-	AttrNumber	att_lease_expires_at;
-	AttrNumber	att_claimed_by;
-	AttrNumber	att_traceparent;
-	AttrNumber	att_tracestate;
-	Datum		status_pending;
-	Datum		status_sending;
-} ClaimShape;
-
-static ClaimShape shape;
+static PgcbClaimShape shape;
 static bool callback_registered = false;
 
 /* Only sets a flag: it may run in the middle of a claim. */
@@ -107,12 +87,12 @@ claim_relcache_callback(Datum arg, Oid relid)
 }
 
 /*
- * callback_queue_due, by name; a btree on (endpoint_id, next_attempt_at),
- * which the scan keys and the order need.  Its predicate is rechecked on
+ * An index of the queue by name, a btree whose leading keys are keys[]
+ * (what the scan keys and the order need).  Its predicate is rechecked on
  * every row anyway.
  */
 static Oid
-find_due_index(Relation rel)
+find_index(Relation rel, const char *name, int nkeys, const AttrNumber *keys, const char *cols)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
@@ -121,9 +101,9 @@ find_due_index(Relation rel)
 	foreach(lc, indexes)
 	{
 		Oid			indexoid = lfirst_oid(lc);
-		char	   *name = get_rel_name(indexoid);
+		char	   *iname = get_rel_name(indexoid);
 
-		if (name != NULL && strcmp(name, DUE_INDEX_NAME) == 0)
+		if (iname != NULL && strcmp(iname, name) == 0)
 			found = indexoid;
 	}
 	list_free(indexes);
@@ -132,18 +112,18 @@ find_due_index(Relation rel)
 		Relation	index = index_open(found, AccessShareLock);
 		Form_pg_index form = index->rd_index;
 		bool		usable = index->rd_rel->relam == BTREE_AM_OID &&
-			form->indisvalid && form->indnkeyatts >= 2 &&
-			form->indkey.values[0] == shape.att_endpoint_id &&
-			form->indkey.values[1] == shape.att_next_attempt_at;
+			form->indisvalid && form->indnkeyatts >= nkeys;
 
+		for (int i = 0; usable && i < nkeys; i++)
+			usable = form->indkey.values[i] == keys[i];
 		index_close(index, AccessShareLock);
 		if (usable)
 			return found;
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("callback.%s has no valid btree index %s on (endpoint_id, next_attempt_at)",
-					RelationGetRelationName(rel), DUE_INDEX_NAME),
+			 errmsg("callback.%s has no valid btree index %s on (%s)",
+					RelationGetRelationName(rel), name, cols),
 			 errhint("The extension's tables were changed by hand; reinstall pg_callback, or REINDEX the index.")));
 	return InvalidOid;			/* keep the compiler quiet */
 }
@@ -152,6 +132,7 @@ static void
 build_shape(Relation rel)
 {
 	Oid			status_type;
+	AttrNumber	due_keys[2];
 
 	if (!callback_registered)
 	{
@@ -159,6 +140,7 @@ build_shape(Relation rel)
 		callback_registered = true;
 	}
 	shape.valid = false;
+	shape.batch_valid = false;
 	shape.relid = RelationGetRelid(rel);
 	shape.att_id = pgcb_rows_column(rel, "id", INT8OID);
 	shape.att_event_id = pgcb_rows_column(rel, "event_id", UUIDOID);
@@ -177,42 +159,35 @@ build_shape(Relation rel)
 											   ObjectIdGetDatum(status_type));
 	shape.status_sending = DirectFunctionCall2(enum_in, CStringGetDatum("sending"),
 											   ObjectIdGetDatum(status_type));
-	shape.due_index = find_due_index(rel);
+	due_keys[0] = shape.att_endpoint_id;
+	due_keys[1] = shape.att_next_attempt_at;
+	shape.due_index = find_index(rel, DUE_INDEX_NAME, 2, due_keys, "endpoint_id, next_attempt_at");
 	shape.valid = true;
 }
 
-/* Per call: what the rows are written with. */
-typedef struct ClaimRun
+/* The batch claim's columns: apart, so that the plain claim never needs them. */
+static void
+build_batch_shape(Relation rel)
 {
-	Relation	rel;
-	Relation	index;
-	PgcbRowsStatement stmt;		/* the statement's executor state and triggers */
-	Snapshot	snapshot;
-	TimestampTz now;
-	Datum		lease_expires_at;
-	int32		claimed_by;
-	TupleTableSlot *scanslot;	/* the version the index scan saw */
-	TupleTableSlot *lockslot;	/* the version locked (the last one) */
-	TupleTableSlot *newslot;	/* the version written */
-	MemoryContext row_cxt;		/* reset per row */
-} ClaimRun;
+	shape.att_batch_id = pgcb_rows_column(rel, "batch_id", UUIDOID);
+	shape.batch_index = find_index(rel, BATCH_INDEX_NAME, 1, &shape.att_batch_id, "batch_id");
+	shape.batch_valid = true;
+}
 
-/* Lock the row the scan found, as FOR UPDATE SKIP LOCKED does. */
-static bool
-lock_row(ClaimRun *run)
+bool
+pgcb_claim_lock(PgcbClaimRun *run, ItemPointer tid)
 {
 	bool		held;
 
-	return pgcb_rows_lock(&run->stmt, 0, &run->scanslot->tts_tid, run->lockslot, LockWaitSkip,
-						  &held);
+	return pgcb_rows_lock(&run->stmt, 0, tid, run->lockslot, LockWaitSkip, &held);
 }
 
 /*
  * The locked version may be newer than the snapshot's: it is claimed only
  * if it still is the endpoint's, pending and due.
  */
-static bool
-still_due(ClaimRun *run, int endpoint_id)
+bool
+pgcb_claim_still_due(PgcbClaimRun *run, int endpoint_id)
 {
 	TupleTableSlot *s = run->lockslot;
 	bool		isnull;
@@ -242,13 +217,9 @@ copy_text(Datum d, int *len, MemoryContext cxt)
 	return s;
 }
 
-/*
- * Write the claimed version of the locked row, and note it in *c; false
- * when a BEFORE trigger skipped it (the statement's RETURNING would not
- * have returned it).
- */
-static bool
-claim_row(ClaimRun *run, PgcbClaimed *c, MemoryContext cxt)
+bool
+pgcb_claim_write(PgcbClaimRun *run, const pg_uuid_t *new_batch_id, PgcbClaimed *c,
+				 pg_uuid_t *batch_id, MemoryContext cxt)
 {
 	TupleTableSlot *old = run->lockslot;
 	TupleTableSlot *new = run->newslot;
@@ -266,6 +237,11 @@ claim_row(ClaimRun *run, PgcbClaimed *c, MemoryContext cxt)
 	new->tts_isnull[shape.att_claimed_by - 1] = false;
 	new->tts_values[shape.att_lease_expires_at - 1] = run->lease_expires_at;
 	new->tts_isnull[shape.att_lease_expires_at - 1] = false;
+	if (run->batch)
+	{
+		new->tts_values[shape.att_batch_id - 1] = UUIDPGetDatum(new_batch_id);
+		new->tts_isnull[shape.att_batch_id - 1] = false;
+	}
 	ExecStoreVirtualTuple(new);
 	if (!pgcb_rows_update(&run->stmt, 0, old, new))
 		return false;
@@ -279,6 +255,16 @@ claim_row(ClaimRun *run, PgcbClaimed *c, MemoryContext cxt)
 	c->endpoint_id = DatumGetInt32(slot_getattr(new, shape.att_endpoint_id, &isnull));
 	c->attempts = DatumGetInt32(slot_getattr(new, shape.att_attempts, &isnull));
 	c->body = copy_text(slot_getattr(new, shape.att_body, &isnull), &c->body_len, cxt);
+	if (run->batch)
+	{
+		/* the batch statement returned no trace context or event type (batch.c) */
+		d = slot_getattr(new, shape.att_batch_id, &isnull);
+		if (isnull)
+			memset(batch_id, 0, sizeof(pg_uuid_t));
+		else
+			memcpy(batch_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+		return true;
+	}
 	d = slot_getattr(new, shape.att_traceparent, &isnull);
 	c->traceparent = isnull ? NULL : copy_text(d, NULL, cxt);
 	d = slot_getattr(new, shape.att_tracestate, &isnull);
@@ -287,44 +273,122 @@ claim_row(ClaimRun *run, PgcbClaimed *c, MemoryContext cxt)
 	return true;
 }
 
-/* Claim up to count due rows of one endpoint, oldest due first. */
-static void
-claim_endpoint(ClaimRun *run, IndexScanDesc scan, int endpoint_id, int count,
-			   PgcbClaimed **out, int *got, int *room, MemoryContext cxt)
+void
+pgcb_claim_next_row(PgcbClaimRun *run)
+{
+	ExecClearTuple(run->lockslot);
+	ExecClearTuple(run->newslot);
+	ResetPerTupleExprContext(run->stmt.estate);
+	MemoryContextReset(run->row_cxt);
+}
+
+void
+pgcb_claim_scan_due(PgcbClaimRun *run, int endpoint_id)
 {
 	ScanKeyData keys[2];
-	int			taken = 0;
 
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(endpoint_id));
 	ScanKeyInit(&keys[1], 2, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
 				TimestampTzGetDatum(run->now));
-	index_rescan(scan, keys, 2, NULL, 0);
-	while (taken < count && index_getnext_slot(scan, ForwardScanDirection, run->scanslot))
+	index_rescan(run->scan, keys, 2, NULL, 0);
+}
+
+/* Claim up to count due rows of one endpoint, oldest due first. */
+static void
+claim_endpoint(PgcbClaimRun *run, int endpoint_id, int count,
+			   PgcbClaimed **out, int *got, int *room, MemoryContext cxt)
+{
+	int			taken = 0;
+
+	pgcb_claim_scan_due(run, endpoint_id);
+	while (taken < count && index_getnext_slot(run->scan, ForwardScanDirection, run->scanslot))
 	{
 		MemoryContext old;
 		bool		claimed = false;
 
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(run->row_cxt);
-		if (lock_row(run) && still_due(run, endpoint_id))
+		if (pgcb_claim_lock(run, &run->scanslot->tts_tid) && pgcb_claim_still_due(run, endpoint_id))
 		{
 			if (*got == *room)
 			{
 				*room *= 2;
 				*out = repalloc(*out, sizeof(PgcbClaimed) * *room);
 			}
-			claimed = claim_row(run, &(*out)[*got], cxt);
+			claimed = pgcb_claim_write(run, NULL, &(*out)[*got], NULL, cxt);
 			if (claimed)
 				(*got)++;
 		}
 		MemoryContextSwitchTo(old);
-		ExecClearTuple(run->lockslot);
-		ExecClearTuple(run->newslot);
-		ResetPerTupleExprContext(run->stmt.estate);
-		MemoryContextReset(run->row_cxt);
+		pgcb_claim_next_row(run);
 		if (claimed)
 			taken++;
 	}
+}
+
+void
+pgcb_claim_begin(PgcbClaimRun *run, int claimed_by, int lease_ms, bool batch)
+{
+	CmdType		cmd = CMD_UPDATE;
+	List	   *cols;
+	Interval	lease;
+
+	pgcb_session_enter(&run->session);
+
+	/* the lock first, then the snapshot, as a statement takes them */
+	run->rel = table_open(pgcb_session_relid("callback_queue"), RowExclusiveLock);
+	pgcb_rows_check(run->rel, CMD_UPDATE, "claim");
+	if (!shape.valid || shape.relid != RelationGetRelid(run->rel))
+		build_shape(run->rel);
+	if (batch && !shape.batch_valid)
+		build_batch_shape(run->rel);
+	run->shape = &shape;
+	run->batch = batch;
+	/* the caller's earlier writes in this transaction are seen */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	CommandCounterIncrement();
+	UpdateActiveSnapshotCommandId();
+	run->snapshot = GetActiveSnapshot();
+
+	cols = list_make3_int(shape.att_status, shape.att_claimed_by, shape.att_lease_expires_at);
+	if (batch)
+		cols = lappend_int(cols, shape.att_batch_id);
+	pgcb_rows_begin(&run->stmt, run->snapshot, 1, &run->rel, &cmd, &cols);
+
+	run->now = GetCurrentTransactionStartTimestamp();
+	/* now() + lease_ms * interval '1 millisecond' */
+	lease.month = 0;
+	lease.day = 0;
+	lease.time = (int64) lease_ms * INT64CONST(1000);
+	run->lease_expires_at = DirectFunctionCall2(timestamptz_pl_interval,
+												TimestampTzGetDatum(run->now),
+												IntervalPGetDatum(&lease));
+	run->claimed_by = claimed_by;
+	run->scanslot = table_slot_create(run->rel, NULL);
+	run->lockslot = table_slot_create(run->rel, NULL);
+	run->newslot = MakeSingleTupleTableSlot(RelationGetDescr(run->rel), &TTSOpsVirtual);
+	run->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback claim row",
+										 ALLOCSET_DEFAULT_SIZES);
+
+	run->index = index_open(shape.due_index, RowExclusiveLock);
+	run->scan = index_beginscan(run->rel, run->index, run->snapshot, 2, 0);
+}
+
+void
+pgcb_claim_end(PgcbClaimRun *run)
+{
+	index_endscan(run->scan);
+	index_close(run->index, NoLock);
+
+	MemoryContextDelete(run->row_cxt);
+	ExecDropSingleTupleTableSlot(run->newslot);
+	ExecDropSingleTupleTableSlot(run->lockslot);
+	ExecDropSingleTupleTableSlot(run->scanslot);
+	pgcb_rows_end(&run->stmt);
+	/* the lock stays to the end of the transaction, as an UPDATE's does */
+	table_close(run->rel, NoLock);
+	PopActiveSnapshot();
+	pgcb_session_leave(&run->session);
 }
 
 /*
@@ -336,67 +400,19 @@ static int
 claim_rows(int n, const int *endpoint_ids, const int *counts, int claimed_by, int lease_ms,
 		   PgcbClaimed **out, MemoryContext cxt)
 {
-	PgcbSession session;
-	ClaimRun	run;
-	IndexScanDesc scan;
-	CmdType		cmd = CMD_UPDATE;
-	List	   *cols;
-	Interval	lease;
+	PgcbClaimRun run;
 	int			got = 0;
 	int			room = 16;
 
 	*out = MemoryContextAlloc(cxt, sizeof(PgcbClaimed) * room);
-	pgcb_session_enter(&session);
-
-	/* the lock first, then the snapshot, as a statement takes them */
-	run.rel = table_open(pgcb_session_relid("callback_queue"), RowExclusiveLock);
-	pgcb_rows_check(run.rel, CMD_UPDATE, "claim");
-	if (!shape.valid || shape.relid != RelationGetRelid(run.rel))
-		build_shape(run.rel);
-	/* the caller's earlier writes in this transaction are seen */
-	PushActiveSnapshot(GetTransactionSnapshot());
-	CommandCounterIncrement();
-	UpdateActiveSnapshotCommandId();
-	run.snapshot = GetActiveSnapshot();
-
-	cols = list_make3_int(shape.att_status, shape.att_claimed_by, shape.att_lease_expires_at);
-	pgcb_rows_begin(&run.stmt, run.snapshot, 1, &run.rel, &cmd, &cols);
-
-	run.now = GetCurrentTransactionStartTimestamp();
-	/* now() + lease_ms * interval '1 millisecond' */
-	lease.month = 0;
-	lease.day = 0;
-	lease.time = (int64) lease_ms * INT64CONST(1000);
-	run.lease_expires_at = DirectFunctionCall2(timestamptz_pl_interval,
-											   TimestampTzGetDatum(run.now),
-											   IntervalPGetDatum(&lease));
-	run.claimed_by = claimed_by;
-	run.scanslot = table_slot_create(run.rel, NULL);
-	run.lockslot = table_slot_create(run.rel, NULL);
-	run.newslot = MakeSingleTupleTableSlot(RelationGetDescr(run.rel), &TTSOpsVirtual);
-	run.row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback claim row",
-										ALLOCSET_DEFAULT_SIZES);
-
-	run.index = index_open(shape.due_index, RowExclusiveLock);
-	scan = index_beginscan(run.rel, run.index, run.snapshot, 2, 0);
+	pgcb_claim_begin(&run, claimed_by, lease_ms, false);
 	for (int i = 0; i < n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (counts[i] > 0)
-			claim_endpoint(&run, scan, endpoint_ids[i], counts[i], out, &got, &room, cxt);
+			claim_endpoint(&run, endpoint_ids[i], counts[i], out, &got, &room, cxt);
 	}
-	index_endscan(scan);
-	index_close(run.index, NoLock);
-
-	MemoryContextDelete(run.row_cxt);
-	ExecDropSingleTupleTableSlot(run.newslot);
-	ExecDropSingleTupleTableSlot(run.lockslot);
-	ExecDropSingleTupleTableSlot(run.scanslot);
-	pgcb_rows_end(&run.stmt);
-	/* the lock stays to the end of the transaction, as an UPDATE's does */
-	table_close(run.rel, NoLock);
-	PopActiveSnapshot();
-	pgcb_session_leave(&session);
+	pgcb_claim_end(&run);
 	return got;
 }
 

@@ -88,8 +88,8 @@ MOVE_CALLS = ("pgcb_inbox_move", "pgcb_delivery_cycle")
 # functions whose inclusive cost per insert part 1 reports beside the total
 TRIGGER_FNS = ("callback_trigger", "plpgsql_exec_trigger")
 # worker functions always listed in part 3 (when present), beside the top ones
-WORKER_FNS = ("pgcb_delivery_cycle", "pgcb_queue_claim", "pgcb_queue_write_back", "pgcb_http_wait",
-              "start_request", "SPI_execute_plan", "ExecInsertIndexTuples", "heap_insert",
+WORKER_FNS = ("pgcb_delivery_cycle", "pgcb_queue_claim", "pgcb_batch_claim", "pgcb_queue_write_back",
+              "pgcb_http_wait", "start_request", "SPI_execute_plan", "ExecInsertIndexTuples", "heap_insert",
               "heap_update", "curl_multi_perform")
 TOP = 15
 EVENTS_WARNING = (" **(warning: events queued != rows x endpoints matching, or, inbox on, not all "
