@@ -30,6 +30,7 @@
 
 #include "access/heaptoast.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "utils/memutils.h"
@@ -48,9 +49,9 @@ StaticAssertDecl(PGCB_PACK_MAX_ROW < TOAST_TUPLE_THRESHOLD,
 
 /*
  * Open packs at once: one per endpoint an event fans out to (issue 10
- * measures 1, 3 and 10).  A statement routed to more endpoints closes the
- * least recently used pack to open another: round robin over more than
- * this many endpoints then packs nothing, which is today's cost, no worse.
+ * measures 1, 3 and 10).  A statement routed to more endpoints packs for
+ * the first ones and writes the others' events alone, as the row trigger
+ * does: each endpoint's order is kept either way.
  */
 #define PACK_MAX_OPEN 32
 
@@ -155,21 +156,18 @@ find_pack(int32 endpoint_id)
 	return NULL;
 }
 
-/* A free pack, closing the least recently used one if none is. */
+/*
+ * A free pack, or NULL when all are open: the event is then written alone.
+ * Closing another endpoint's pack instead would, over more endpoints than
+ * packs in round robin, leave every pack one event long.
+ */
 static Pack *
-free_pack(PgcbPackEmit emit, void *arg)
+free_pack(void)
 {
-	Pack	   *lru = NULL;
-
 	for (int i = 0; i < PACK_MAX_OPEN; i++)
-	{
 		if (!packs[i].open)
 			return &packs[i];
-		if (lru == NULL || packs[i].last_used < lru->last_used)
-			lru = &packs[i];
-	}
-	emit_pack(lru, emit, arg);
-	return lru;
+	return NULL;
 }
 
 static void
@@ -215,7 +213,9 @@ pgcb_pack_add(const PgcbEventRow *ev, int32 endpoint_id, PgcbPackEmit emit, void
 		(ev->tracestate ? strlen(ev->tracestate) : 0);
 	if (alone > PGCB_PACK_MAX_ROW)
 		return false;
-	p = free_pack(emit, arg);
+	p = free_pack();
+	if (p == NULL)
+		return false;
 	p->open = true;
 	nopen++;
 	p->endpoint_id = endpoint_id;
@@ -284,6 +284,12 @@ pgcb_pack_check(const struct varlena *more, int32 n)
 		if ((Size) (end - pos) < len)
 			return psprintf("entry %d of %d: its body of %u bytes runs past the end",
 							i + 2, n + 1, len);
+		/* a body becomes a text: never empty (JSON), no NUL, valid in the encoding */
+		if (len == 0)
+			return psprintf("entry %d of %d: its body is empty", i + 2, n + 1);
+		if (!pg_verifymbstr(pos, (int) len, true))
+			return psprintf("entry %d of %d: its body is not valid text in the database's encoding",
+							i + 2, n + 1);
 		pos += len;
 	}
 	if (pos != end)

@@ -547,10 +547,14 @@ open_queue(void)
 	if (xact_open != NULL)
 	{
 		/*
-		 * A batch's rows are written by their own subtransaction; a nested
-		 * insert in another one keeps the stale relation (and shape) for now.
+		 * A batch's rows and packs are written by their own subtransaction;
+		 * a nested insert in another one (user code run while a body is
+		 * built: a cast to json) keeps the stale relation (and shape) for
+		 * now, else its rollback would take them along.
 		 */
 		if (bulk_pending() > 0 && bulk_subid != GetCurrentSubTransactionId())
+			return xact_open;
+		if (pgcb_pack_any_open() && batch_subid != GetCurrentSubTransactionId())
 			return xact_open;
 
 		/*

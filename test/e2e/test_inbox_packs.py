@@ -28,6 +28,7 @@ worker, test/receiver.py on loopback.  Every wait is bounded.
 import contextlib
 import re
 
+import psycopg2
 import pytest
 
 from faults_util import IdTracker, diagnostics, inbox_row_events, msg_id, queue_status
@@ -307,18 +308,60 @@ def test_fan_out_to_three_endpoints(cluster, receiver, endpoint_factory, tracker
         deliver_all(cluster, tracker, nm, e, ids[0])
 
 
-def test_corrupt_pack_is_an_error_and_loses_nothing(cluster, receiver, endpoint_factory, tracker):
-    name = "pk_bad"
-    eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pkbad.*}")
-    make_table(cluster, "pk_bad_t", "pkbad")
+def test_fan_out_past_the_open_packs(cluster, receiver, endpoint_factory):
+    """More endpoints than packs open at once (32): the first ones pack, the
+    others' events are written alone; none is lost, each endpoint's order is
+    kept.  (Closing the least recently used pack instead left every pack one
+    event long in round robin: 33 x 300 rows.)"""
+    names = ["pk_w%02d" % i for i in range(1, 34)]
+    eids = [paused_endpoint(cluster, endpoint_factory, receiver, nm, "{pkwide.*}") for nm in names]
+    make_table(cluster, "pk_wide_t", "pkwide")
+    n = 300
     with moves_held(cluster):
-        cluster.execute(ROWS_SQL.format(t="pk_bad_t"), (1, 200))
+        cluster.execute(ROWS_SQL.format(t="pk_wide_t"), (1, n))
+        rows, events = cluster.query("SELECT count(*), sum(events) FROM callback.callback_inbox "
+                                     " WHERE endpoint_id = ANY(%s)", (eids,))[0]
+        assert events == 33 * n
+        assert rows < 33 * n / 3, rows
+        per = {e: inbox_events(cluster, e) for e in eids}
+    wait_moved(cluster, n, eids)
+    for e in eids:
+        assert queue_bodies(cluster, e) == per[e]
+
+
+def _past_the_end(more):
+    return more[:-3]
+
+
+def _empty_body(more):
+    n = int.from_bytes(more[16:20], "big")
+    return more[:16] + bytes(4) + more[20 + n:]
+
+
+def _nul_in_body(more):
+    b = bytearray(more)
+    b[20] = 0
+    return bytes(b)
+
+
+@pytest.mark.parametrize("corrupt,says", [(_past_the_end, "runs past the end"),
+                                          (_empty_body, "its body is empty"),
+                                          (_nul_in_body, "not valid text")],
+                         ids=["past_the_end", "empty_body", "nul_in_body"])
+def test_corrupt_pack_is_an_error_and_loses_nothing(cluster, receiver, endpoint_factory, tracker,
+                                                    corrupt, says):
+    name = "pk_bad_" + corrupt.__name__.strip("_")
+    eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{%s.*}" % name)
+    make_table(cluster, name + "_t", name)
+    with moves_held(cluster):
+        cluster.execute(ROWS_SQL.format(t=name + "_t"), (1, 200))
         waiting = inbox_events(cluster, eid)
         victim = cluster.query("SELECT ctid::text, event_id::text, more FROM callback.callback_inbox "
                                " WHERE endpoint_id = %s AND events > 2 LIMIT 1", (eid,))[0]
-        # the last body's length made to run 3 bytes past the end
-        cluster.execute("UPDATE callback.callback_inbox SET more = substr(more, 1, length(more) - 3) "
-                        " WHERE event_id = %s::uuid AND endpoint_id = %s", (victim[1], eid))
+        bad = corrupt(bytes(victim[2]))
+        cluster.execute("UPDATE callback.callback_inbox SET more = %s "
+                        " WHERE event_id = %s::uuid AND endpoint_id = %s",
+                        (psycopg2.Binary(bad), victim[1], eid))
     err = None
 
     def failed():
@@ -330,7 +373,7 @@ def test_corrupt_pack_is_an_error_and_loses_nothing(cluster, receiver, endpoint_
             return True
         return False
     cluster.wait_until(failed, timeout=60, interval=0.2, what="a move failing on the corrupt pack")
-    assert "corrupt pack" in err and victim[1] in err and "runs past the end" in err, err
+    assert "corrupt pack" in err and victim[1] in err and says in err, err
     # nothing lost, nothing moved
     assert cluster.scalar("SELECT sum(events) FROM callback.callback_inbox WHERE endpoint_id = %s",
                           (eid,)) == 200
