@@ -207,3 +207,35 @@ def test_c_claim_forms_the_sql_claims_batches(request, cluster, receiver, endpoi
 
 def sorted_pair(p):
     return (p[0] or "", sorted(p[1]))
+
+
+def test_batch_shared_by_two_endpoints(cluster, receiver, endpoint_factory):
+    """Review rev23c: a batch id on rows of two endpoints (an operator moved
+    part of a batch with an UPDATE of endpoint_id).  The C claim kept the
+    batch once per endpoint and took its rest (x) twice: 'tuple already
+    updated by self' in every claim, the worker restarting forever and no
+    endpoint of the database served.  x also takes the other endpoint's
+    rows into the batch, so they go to this endpoint's URL (the SQL claim
+    did that too).  Each row must be claimed once and only to its own
+    endpoint."""
+    assert cluster.worker_pid() is None
+    ea = endpoint_factory("bcl_sh_a", receiver.url("/sha"), event_types="{bsh.a}",
+                          batch_size=3, failure_threshold=100)
+    eb = endpoint_factory("bcl_sh_b", receiver.url("/shb"), event_types="{bsh.b}",
+                          batch_size=3, failure_threshold=100)
+    cluster.execute("SELECT callback.enqueue(t, jsonb_build_object('i', g)) "
+                    "  FROM unnest(ARRAY['bsh.a', 'bsh.b']) t, generate_series(1, 2) g")
+    bid = str(uuid.uuid4())
+    cluster.execute("UPDATE callback.callback_queue SET batch_id = %s, attempts = 1, "
+                    "       next_attempt_at = now() - interval '1 minute' "
+                    " WHERE endpoint_id IN (%s, %s)", (bid, ea, eb))
+    # each endpoint's later row not due: the rest of the batch the claim takes through x
+    cluster.execute("UPDATE callback.callback_queue SET next_attempt_at = now() + interval '1 hour' "
+                    " WHERE id IN (SELECT max(id) FROM callback.callback_queue "
+                    "               WHERE endpoint_id IN (%s, %s) GROUP BY endpoint_id)", (ea, eb))
+    cluster.scalar("SELECT callback.process_callbacks(1000)")
+    for eid, path in ((ea, "/sha"), (eb, "/shb")):
+        mine = {m for m, _ in queue_rows(cluster, eid).values()}
+        for r in receiver.requests(path):
+            got = set(r.headers["webhook-event-ids"].split(","))
+            assert got <= mine, "%s got another endpoint's deliveries: %r" % (path, got - mine)
