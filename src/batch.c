@@ -134,16 +134,34 @@ pgcb_batch_hold(HTAB *endpoints, TimestampTz now)
 	return release;
 }
 
+#define CMP(a, b) ((a) < (b) ? -1 : (a) > (b) ? 1 : 0)
+
+/*
+ * A batch is its rows of one endpoint and batch id (an id is unique per
+ * endpoint only); a row written with no batch id goes alone.
+ */
+static int
+cmp_batch(const PgcbBatchRow *x, const PgcbBatchRow *y)
+{
+	if (x->c.endpoint_id != y->c.endpoint_id)
+		return CMP(x->c.endpoint_id, y->c.endpoint_id);
+	if (x->batch_null != y->batch_null)
+		return CMP(x->batch_null, y->batch_null);
+	if (x->batch_null)
+		return CMP(x->c.id, y->c.id);
+	return memcmp(x->batch_id.data, y->batch_id.data, UUID_LEN);
+}
+
 static int
 cmp_rows(const void *a, const void *b)
 {
 	const PgcbBatchRow *x = (const PgcbBatchRow *) a;
 	const PgcbBatchRow *y = (const PgcbBatchRow *) b;
-	int			c = memcmp(x->batch_id.data, y->batch_id.data, UUID_LEN);
+	int			c = cmp_batch(x, y);
 
 	if (c != 0)
 		return c;
-	return x->c.id < y->c.id ? -1 : x->c.id > y->c.id ? 1 : 0;
+	return CMP(x->c.id, y->c.id);
 }
 
 static void
@@ -257,8 +275,7 @@ pgcb_batch_claim(int n, const int *endpoint_ids, const int *counts, const int *s
 	{
 		int			end = start + 1;
 
-		while (end < cs.got && memcmp(cs.rows[end].batch_id.data, cs.rows[start].batch_id.data,
-									UUID_LEN) == 0)
+		while (end < cs.got && cmp_batch(&cs.rows[end], &cs.rows[start]) == 0)
 			end++;
 		make_batch(&(*out)[n_batches++], &cs.rows[start], end - start);
 		start = end;

@@ -15,8 +15,12 @@
  *	   ranked by (min next_attempt_at, min id), are kept, a new one with a
  *	   random (version 4) id;
  *	x: the rest of a kept batch sent before that the limit cut off (or
- *	   that is not due), from callback_queue_batch, locked the same way
- *	   and rechecked (pending, still of a kept batch);
+ *	   that is not due), from callback_queue_batch (a sequential scan
+ *	   when that index is missing or invalid), each batch id scanned
+ *	   once, locked the same way and rechecked: pending, and its
+ *	   (endpoint_id, batch_id) one of a kept batch.  A batch id is only
+ *	   unique per endpoint: an operator may move part of a batch to
+ *	   another endpoint, whose rows are its own batch then;
  *	then each kept row written in id order, as the statement's UPDATE
  *	did: status 'sending', claimed_by, batch_id, lease, through
  *	queue_rows.c (constraints, indexes, triggers).  Rows locked but not
@@ -57,6 +61,13 @@ typedef struct DueGroup
 	bool		kept;
 	pg_uuid_t	new_id;
 } DueGroup;
+
+/* A kept batch sent before: the ids x completes it by. */
+typedef struct OldBatch
+{
+	pg_uuid_t	batch_id;
+	int			endpoint_id;
+} OldBatch;
 
 /* A row to write: its id, locked version and batch. */
 typedef struct KeptRow
@@ -119,6 +130,18 @@ cmp_kept(const void *a, const void *b)
 }
 
 static int
+cmp_old(const void *a, const void *b)
+{
+	const OldBatch *x = (const OldBatch *) a;
+	const OldBatch *y = (const OldBatch *) b;
+	int			c = memcmp(x->batch_id.data, y->batch_id.data, UUID_LEN);
+
+	if (c != 0)
+		return c;
+	return CMP(x->endpoint_id, y->endpoint_id);
+}
+
+static int
 cmp_id(const void *a, const void *b)
 {
 	return CMP(*(const int64 *) a, *(const int64 *) b);
@@ -142,7 +165,8 @@ random_uuid(pg_uuid_t *u)
  * are kept go to *old (room enough given).  No I/O.
  */
 static void
-group_endpoint(DueRow *rows, int nrows, int n, int size, pg_uuid_t *old, int *n_old)
+group_endpoint(int endpoint_id, DueRow *rows, int nrows, int n, int size, OldBatch *old,
+			   int *n_old)
 {
 	int		   *order = palloc(sizeof(int) * Max(nrows, 1));
 	int		   *rank = palloc(sizeof(int) * Max(nrows, 1));
@@ -208,7 +232,11 @@ group_endpoint(DueRow *rows, int nrows, int n, int size, pg_uuid_t *old, int *n_
 		DueRow	   *first = &rows[groups[rank[k]].first];
 
 		if (first->has_batch)
-			old[(*n_old)++] = first->batch_id;
+		{
+			old[*n_old].batch_id = first->batch_id;
+			old[*n_old].endpoint_id = endpoint_id;
+			(*n_old)++;
+		}
 	}
 	pfree(order);
 	pfree(rank);
@@ -262,69 +290,156 @@ lock_due(PgcbClaimRun *run, int endpoint_id, int64 limit, DueRow **rows, int *ro
 	return got;
 }
 
-static bool
-in_batches(const pg_uuid_t *id, const pg_uuid_t *batches, int n)
+/* What x needs: the kept old batches (sorted, unique) and d's rows to skip. */
+typedef struct RestRun
 {
-	for (int i = 0; i < n; i++)
-		if (memcmp(id->data, batches[i].data, UUID_LEN) == 0)
-			return true;
-	return false;
+	PgcbClaimRun *run;
+	const OldBatch *batches;
+	int			n_batches;
+	const int64 *locked_ids;
+	int			n_locked;
+	KeptRow   **kept;
+	int		   *n_kept;
+	int		   *room;
+} RestRun;
+
+static bool
+is_batch_id(const RestRun *rr, const pg_uuid_t *id)
+{
+	OldBatch	key = {.batch_id = *id, .endpoint_id = PG_INT32_MIN};
+	int			lo = 0;
+	int			hi = rr->n_batches;
+
+	/* the first pair not below (id, any endpoint) */
+	while (lo < hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (cmp_old(&rr->batches[mid], &key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < rr->n_batches && memcmp(rr->batches[lo].batch_id.data, id->data, UUID_LEN) == 0;
+}
+
+/* The row the scan saw (run->scanslot): locked, rechecked and kept. */
+static void
+take_rest_row(RestRun *rr)
+{
+	PgcbClaimRun *run = rr->run;
+	const PgcbClaimShape *shape = run->shape;
+	MemoryContext old;
+	bool		isnull;
+	int64		id;
+
+	id = DatumGetInt64(slot_getattr(run->scanslot, shape->att_id, &isnull));
+	if (bsearch(&id, rr->locked_ids, rr->n_locked, sizeof(int64), cmp_id) != NULL)
+		return;
+	old = MemoryContextSwitchTo(run->row_cxt);
+	if (pgcb_claim_lock(run, &run->scanslot->tts_tid))
+	{
+		TupleTableSlot *s = run->lockslot;
+		Datum		status = slot_getattr(s, shape->att_status, &isnull);
+		Datum		d;
+		OldBatch	key;
+
+		if (!isnull && DatumGetObjectId(status) == DatumGetObjectId(shape->status_pending))
+		{
+			d = slot_getattr(s, shape->att_batch_id, &isnull);
+			if (!isnull)
+			{
+				/* of a kept batch of its own endpoint: another's is not this batch */
+				key.batch_id = *DatumGetUUIDP(d);
+				key.endpoint_id = DatumGetInt32(slot_getattr(s, shape->att_endpoint_id, &isnull));
+				if (bsearch(&key, rr->batches, rr->n_batches, sizeof(OldBatch), cmp_old) != NULL)
+				{
+					KeptRow    *k;
+
+					if (*rr->n_kept == *rr->room)
+					{
+						*rr->room *= 2;
+						*rr->kept = repalloc(*rr->kept, sizeof(KeptRow) * *rr->room);
+					}
+					k = &(*rr->kept)[(*rr->n_kept)++];
+					k->id = DatumGetInt64(slot_getattr(s, shape->att_id, &isnull));
+					k->tid = s->tts_tid;
+					k->batch_id = key.batch_id;
+				}
+			}
+		}
+	}
+	MemoryContextSwitchTo(old);
+	pgcb_claim_next_row(run);
+}
+
+/* Without the batch index: the whole queue, as the SQL claim did without it. */
+static void
+scan_rest_seq(RestRun *rr)
+{
+	static TimestampTz last_warned = 0;
+	PgcbClaimRun *run = rr->run;
+	TableScanDesc scan;
+
+	if (last_warned == 0 || TimestampDifferenceExceeds(last_warned, run->now, 60 * 1000))
+	{
+		last_warned = run->now;
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("callback.callback_queue has no valid index callback_queue_batch: "
+						"batches sent before are completed by a sequential scan of the queue"),
+				 errhint("Create it again: DROP INDEX IF EXISTS callback.callback_queue_batch; "
+						 "CREATE INDEX callback_queue_batch ON callback.callback_queue (batch_id) "
+						 "WHERE batch_id IS NOT NULL AND status = 'pending';")));
+	}
+	scan = table_beginscan(run->rel, run->snapshot, 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, run->scanslot))
+	{
+		bool		isnull;
+		Datum		d;
+
+		CHECK_FOR_INTERRUPTS();
+		d = slot_getattr(run->scanslot, run->shape->att_batch_id, &isnull);
+		if (!isnull && is_batch_id(rr, DatumGetUUIDP(d)))
+			take_rest_row(rr);
+	}
+	table_endscan(scan);
 }
 
 /*
- * x: the pending rows of the kept batches sent before that d did not lock
- * (locked_ids, sorted), locked and rechecked; appended to *kept.
+ * x: the pending rows of the kept batches sent before (batches, sorted and
+ * unique) that d did not lock (locked_ids, sorted), locked and rechecked;
+ * appended to *kept.  Each batch id is scanned once: a row is seen once.
  */
 static void
-lock_rest(PgcbClaimRun *run, const pg_uuid_t *batches, int n_batches, const int64 *locked_ids,
-		  int n_locked, KeptRow **kept, int *n_kept, int *room)
+lock_rest(RestRun *rr)
 {
-	const PgcbClaimShape *shape = run->shape;
-	Relation	index = index_open(shape->batch_index, RowExclusiveLock);
-	IndexScanDesc scan = index_beginscan(run->rel, index, run->snapshot, 1, 0);
+	PgcbClaimRun *run = rr->run;
+	Oid			indexoid = pgcb_claim_batch_index(run);
+	Relation	index;
+	IndexScanDesc scan;
 
-	for (int b = 0; b < n_batches; b++)
+	if (!OidIsValid(indexoid))
+	{
+		scan_rest_seq(rr);
+		return;
+	}
+	index = index_open(indexoid, RowExclusiveLock);
+	scan = index_beginscan(run->rel, index, run->snapshot, 1, 0);
+	for (int b = 0; b < rr->n_batches; b++)
 	{
 		ScanKeyData key;
 
-		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&batches[b]));
+		if (b > 0 && memcmp(rr->batches[b].batch_id.data, rr->batches[b - 1].batch_id.data,
+							UUID_LEN) == 0)
+			continue;
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ,
+					UUIDPGetDatum(&rr->batches[b].batch_id));
 		index_rescan(scan, &key, 1, NULL, 0);
 		while (index_getnext_slot(scan, ForwardScanDirection, run->scanslot))
 		{
-			MemoryContext old;
-			bool		isnull;
-			int64		id;
-
 			CHECK_FOR_INTERRUPTS();
-			id = DatumGetInt64(slot_getattr(run->scanslot, shape->att_id, &isnull));
-			if (bsearch(&id, locked_ids, n_locked, sizeof(int64), cmp_id) != NULL)
-				continue;
-			old = MemoryContextSwitchTo(run->row_cxt);
-			if (pgcb_claim_lock(run, &run->scanslot->tts_tid))
-			{
-				TupleTableSlot *s = run->lockslot;
-				Datum		status = slot_getattr(s, shape->att_status, &isnull);
-				Datum		batch_id;
-
-				if (!isnull && DatumGetObjectId(status) == DatumGetObjectId(shape->status_pending))
-				{
-					batch_id = slot_getattr(s, shape->att_batch_id, &isnull);
-					if (!isnull && in_batches(DatumGetUUIDP(batch_id), batches, n_batches))
-					{
-						if (*n_kept == *room)
-						{
-							*room *= 2;
-							*kept = repalloc(*kept, sizeof(KeptRow) * *room);
-						}
-						(*kept)[*n_kept].id = DatumGetInt64(slot_getattr(s, shape->att_id, &isnull));
-						(*kept)[*n_kept].tid = s->tts_tid;
-						(*kept)[*n_kept].batch_id = *DatumGetUUIDP(batch_id);
-						(*n_kept)++;
-					}
-				}
-			}
-			MemoryContextSwitchTo(old);
-			pgcb_claim_next_row(run);
+			take_rest_row(rr);
 		}
 	}
 	index_endscan(scan);
@@ -344,7 +459,7 @@ pgcb_batch_claim_rows(int n, const int *endpoint_ids, const int *counts, const i
 	int			n_kept = 0;
 	int64	   *locked_ids = NULL;
 	int			n_locked = 0;
-	pg_uuid_t  *batches = NULL;
+	OldBatch   *batches = NULL;
 	int			n_batches = 0;
 	int			got = 0;
 	int			due_room = 64;
@@ -364,9 +479,9 @@ pgcb_batch_claim_rows(int n, const int *endpoint_ids, const int *counts, const i
 			continue;
 		locked_ids = locked_ids == NULL ? palloc(sizeof(int64) * nrows)
 			: repalloc(locked_ids, sizeof(int64) * (n_locked + nrows));
-		batches = batches == NULL ? palloc(sizeof(pg_uuid_t) * nrows)
-			: repalloc(batches, sizeof(pg_uuid_t) * (n_batches + nrows));
-		group_endpoint(rows, nrows, counts[i], sizes[i], batches, &n_batches);
+		batches = batches == NULL ? palloc(sizeof(OldBatch) * nrows)
+			: repalloc(batches, sizeof(OldBatch) * (n_batches + nrows));
+		group_endpoint(endpoint_ids[i], rows, nrows, counts[i], sizes[i], batches, &n_batches);
 		for (int r = 0; r < nrows; r++)
 		{
 			locked_ids[n_locked++] = rows[r].id;
@@ -385,12 +500,30 @@ pgcb_batch_claim_rows(int n, const int *endpoint_ids, const int *counts, const i
 	}
 	if (n_batches > 0)
 	{
+		RestRun		rr = {.run = &run, .batches = batches, .locked_ids = locked_ids,
+			.n_locked = n_locked, .kept = &kept, .n_kept = &n_kept, .room = &room};
+		int			u = 0;
+
+		/* an endpoint listed twice would keep its batch twice */
+		qsort(batches, n_batches, sizeof(OldBatch), cmp_old);
+		for (int b = 0; b < n_batches; b++)
+			if (u == 0 || cmp_old(&batches[u - 1], &batches[b]) != 0)
+				batches[u++] = batches[b];
+		rr.n_batches = u;
 		qsort(locked_ids, n_locked, sizeof(int64), cmp_id);
-		lock_rest(&run, batches, n_batches, locked_ids, n_locked, &kept, &n_kept, &room);
+		lock_rest(&rr);
 	}
 
-	/* written in id order, as the statement's UPDATE wrote them */
+	/* written in id order, as the statement's UPDATE wrote them, each once */
 	qsort(kept, n_kept, sizeof(KeptRow), cmp_kept);
+	{
+		int			u = 0;
+
+		for (int k = 0; k < n_kept; k++)
+			if (u == 0 || kept[u - 1].id != kept[k].id)
+				kept[u++] = kept[k];
+		n_kept = u;
+	}
 	*out = MemoryContextAllocZero(cxt, sizeof(PgcbBatchRow) * Max(n_kept, 1));
 	for (int k = 0; k < n_kept; k++)
 	{
@@ -399,7 +532,8 @@ pgcb_batch_claim_rows(int n, const int *endpoint_ids, const int *counts, const i
 		/* the version locked: no one else can have changed it since */
 		if (!table_tuple_fetch_row_version(run.rel, &kept[k].tid, SnapshotAny, run.lockslot))
 			elog(ERROR, "pg_callback: a locked row of callback.callback_queue is gone");
-		if (pgcb_claim_write(&run, &kept[k].batch_id, &(*out)[got].c, &(*out)[got].batch_id, cxt))
+		if (pgcb_claim_write(&run, &kept[k].batch_id, &(*out)[got].c, &(*out)[got].batch_id,
+							 &(*out)[got].batch_null, cxt))
 			got++;
 		MemoryContextSwitchTo(call_cxt);
 		pgcb_claim_next_row(&run);

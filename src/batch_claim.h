@@ -12,6 +12,7 @@ typedef struct PgcbBatchRow
 {
 	PgcbClaimed c;				/* no trace context or event type */
 	pg_uuid_t	batch_id;
+	bool		batch_null;		/* a BEFORE trigger wrote batch_id NULL */
 } PgcbBatchRow;
 
 /*

@@ -88,15 +88,16 @@ claim_relcache_callback(Datum arg, Oid relid)
 
 /*
  * An index of the queue by name, a btree whose leading keys are keys[]
- * (what the scan keys and the order need).  Its predicate is rechecked on
- * every row anyway.
+ * (what the scan keys and the order need), valid and ready; InvalidOid
+ * when there is none.  Its predicate is rechecked on every row anyway.
  */
 static Oid
-find_index(Relation rel, const char *name, int nkeys, const AttrNumber *keys, const char *cols)
+lookup_index(Relation rel, const char *name, int nkeys, const AttrNumber *keys)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
 	Oid			found = InvalidOid;
+	bool		usable = false;
 
 	foreach(lc, indexes)
 	{
@@ -111,21 +112,28 @@ find_index(Relation rel, const char *name, int nkeys, const AttrNumber *keys, co
 	{
 		Relation	index = index_open(found, AccessShareLock);
 		Form_pg_index form = index->rd_index;
-		bool		usable = index->rd_rel->relam == BTREE_AM_OID &&
-			form->indisvalid && form->indnkeyatts >= nkeys;
 
+		usable = index->rd_rel->relam == BTREE_AM_OID &&
+			form->indisvalid && form->indisready && form->indnkeyatts >= nkeys;
 		for (int i = 0; usable && i < nkeys; i++)
 			usable = form->indkey.values[i] == keys[i];
 		index_close(index, AccessShareLock);
-		if (usable)
-			return found;
 	}
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("callback.%s has no valid btree index %s on (%s)",
-					RelationGetRelationName(rel), name, cols),
-			 errhint("The extension's tables were changed by hand; reinstall pg_callback, or REINDEX the index.")));
-	return InvalidOid;			/* keep the compiler quiet */
+	return usable ? found : InvalidOid;
+}
+
+static Oid
+find_index(Relation rel, const char *name, int nkeys, const AttrNumber *keys, const char *cols)
+{
+	Oid			found = lookup_index(rel, name, nkeys, keys);
+
+	if (!OidIsValid(found))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("callback.%s has no valid btree index %s on (%s)",
+						RelationGetRelationName(rel), name, cols),
+				 errhint("The extension's tables were changed by hand; REINDEX the index, or create it again as pg_callback's install script does.")));
+	return found;
 }
 
 static void
@@ -170,8 +178,23 @@ static void
 build_batch_shape(Relation rel)
 {
 	shape.att_batch_id = pgcb_rows_column(rel, "batch_id", UUIDOID);
-	shape.batch_index = find_index(rel, BATCH_INDEX_NAME, 1, &shape.att_batch_id, "batch_id");
+	shape.batch_index_known = false;
 	shape.batch_valid = true;
+}
+
+/*
+ * The batch index, looked up only when a claim needs it (a batch sent
+ * before is kept): its absence must not stop the claims that do not.
+ */
+Oid
+pgcb_claim_batch_index(PgcbClaimRun *run)
+{
+	if (!shape.batch_index_known)
+	{
+		shape.batch_index = lookup_index(run->rel, BATCH_INDEX_NAME, 1, &shape.att_batch_id);
+		shape.batch_index_known = true;
+	}
+	return shape.batch_index;
 }
 
 bool
@@ -219,7 +242,7 @@ copy_text(Datum d, int *len, MemoryContext cxt)
 
 bool
 pgcb_claim_write(PgcbClaimRun *run, const pg_uuid_t *new_batch_id, PgcbClaimed *c,
-				 pg_uuid_t *batch_id, MemoryContext cxt)
+				 pg_uuid_t *batch_id, bool *batch_null, MemoryContext cxt)
 {
 	TupleTableSlot *old = run->lockslot;
 	TupleTableSlot *new = run->newslot;
@@ -259,6 +282,7 @@ pgcb_claim_write(PgcbClaimRun *run, const pg_uuid_t *new_batch_id, PgcbClaimed *
 	{
 		/* the batch statement returned no trace context or event type (batch.c) */
 		d = slot_getattr(new, shape.att_batch_id, &isnull);
+		*batch_null = isnull;
 		if (isnull)
 			memset(batch_id, 0, sizeof(pg_uuid_t));
 		else
@@ -315,7 +339,7 @@ claim_endpoint(PgcbClaimRun *run, int endpoint_id, int count,
 				*room *= 2;
 				*out = repalloc(*out, sizeof(PgcbClaimed) * *room);
 			}
-			claimed = pgcb_claim_write(run, NULL, &(*out)[*got], NULL, cxt);
+			claimed = pgcb_claim_write(run, NULL, &(*out)[*got], NULL, NULL, cxt);
 			if (claimed)
 				(*got)++;
 		}

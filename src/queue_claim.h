@@ -38,6 +38,7 @@ typedef struct PgcbClaimShape
 	/* batches (1.1's batch_id and its index): looked up by the batch claim only */
 	bool		batch_valid;
 	AttrNumber	att_batch_id;
+	bool		batch_index_known;	/* batch_index looked up (InvalidOid: none usable) */
 	Oid			batch_index;
 } PgcbClaimShape;
 
@@ -83,11 +84,14 @@ extern bool pgcb_claim_still_due(PgcbClaimRun *run, int endpoint_id);
 
 /*
  * Write the claimed version of the row in run->lockslot (with batch_id
- * when run->batch), note it in *c (and *batch_id); false when a BEFORE
- * trigger skipped it.
+ * when run->batch), note it in *c (and *batch_id, *batch_null: what was
+ * written); false when a BEFORE trigger skipped it.
  */
 extern bool pgcb_claim_write(PgcbClaimRun *run, const pg_uuid_t *new_batch_id, PgcbClaimed *c,
-							 pg_uuid_t *batch_id, MemoryContext cxt);
+							 pg_uuid_t *batch_id, bool *batch_null, MemoryContext cxt);
+
+/* The batch index callback_queue_batch, valid and ready; InvalidOid when none. */
+extern Oid	pgcb_claim_batch_index(PgcbClaimRun *run);
 
 /* Between rows: the row's slots and memory freed. */
 extern void pgcb_claim_next_row(PgcbClaimRun *run);
