@@ -239,3 +239,113 @@ def test_batch_shared_by_two_endpoints(cluster, receiver, endpoint_factory):
         for r in receiver.requests(path):
             got = set(r.headers["webhook-event-ids"].split(","))
             assert got <= mine, "%s got another endpoint's deliveries: %r" % (path, got - mine)
+
+
+def delivered_ids(receiver, path):
+    """The webhook-event-ids of each request the receiver saw on path."""
+    return [r.headers["webhook-event-ids"].split(",") for r in receiver.requests(path)]
+
+
+def process_until_done(conn, eids, what):
+    """process_callbacks() on conn until no delivery of eids is left
+    pending or sending (bounded: each call sends what is due)."""
+    with conn.cursor() as cur:
+        for _ in range(50):
+            cur.execute("SELECT callback.process_callbacks(100)")
+            cur.execute("SELECT count(*) FROM callback.callback_queue "
+                        " WHERE endpoint_id = ANY(%s) AND status IN ('pending', 'sending')",
+                        (list(eids),))
+            if cur.fetchone()[0] == 0:
+                return
+    raise AssertionError("%s: deliveries still pending after 50 cycles" % what)
+
+
+def test_batch_index_missing(cluster, receiver, endpoint_factory):
+    """Review rev23c F3: without the callback_queue_batch index (dropped,
+    or left invalid by a failed CREATE INDEX CONCURRENTLY) every batch
+    claim failed, so the worker restarted forever and plain endpoints of
+    the database stalled too.  The index is needed only to complete a
+    batch sent before: a claim with none needs no index and warns of
+    nothing; one with such a batch finds its rest by a sequential scan and
+    warns, with a HINT that gives the CREATE INDEX."""
+    assert cluster.worker_pid() is None
+    plain = endpoint_factory("bcl_ix_plain", receiver.url("/ixp"), event_types="{bix.p}",
+                             failure_threshold=100)
+    batch = endpoint_factory("bcl_ix_batch", receiver.url("/ixb"), event_types="{bix.b}",
+                             batch_size=3, failure_threshold=100)
+    conn = cluster.connect()            # a fresh backend: its warning not yet given
+    cluster.execute("DROP INDEX callback.callback_queue_batch")
+    try:
+        # new batches only: no index needed, no warning
+        cluster.execute("SELECT callback.enqueue(t, jsonb_build_object('i', g)) "
+                        "  FROM unnest(ARRAY['bix.p', 'bix.b']) t, generate_series(1, 2) g")
+        process_until_done(conn, (plain, batch), "new batches")
+        assert [n for n in conn.notices if "callback_queue_batch" in n] == []
+        assert sum(map(len, delivered_ids(receiver, "/ixp"))) == 2
+        assert sum(map(len, delivered_ids(receiver, "/ixb"))) == 2
+
+        # a batch sent before, its second member not due: x must find it without the index
+        cluster.execute("SELECT callback.enqueue(t, jsonb_build_object('i', g)) "
+                        "  FROM unnest(ARRAY['bix.p', 'bix.b']) t, generate_series(3, 4) g")
+        bid = str(uuid.uuid4())
+        cluster.execute("UPDATE callback.callback_queue SET batch_id = %s, attempts = 1 "
+                        " WHERE endpoint_id = %s AND status = 'pending'", (bid, batch))
+        cluster.execute("UPDATE callback.callback_queue SET next_attempt_at = now() + interval '1 hour' "
+                        " WHERE id = (SELECT max(id) FROM callback.callback_queue "
+                        "              WHERE endpoint_id = %s AND status = 'pending')", (batch,))
+        seen = receiver.count("/ixb")
+        process_until_done(conn, (plain, batch), "a batch sent before")
+        assert sum(map(len, delivered_ids(receiver, "/ixp"))) == 4
+        rows = queue_rows(cluster, batch)
+        mine = {m for m, _ in rows.values()}
+        members = {rows[i][0] for (i,) in cluster.query(
+            "SELECT id FROM callback.callback_queue WHERE batch_id = %s", (bid,))}
+        assert len(members) == 2
+        assert [set(r) for r in delivered_ids(receiver, "/ixb")[seen:]] == [members]
+        assert set().union(*map(set, delivered_ids(receiver, "/ixb"))) == mine
+        warned = [n for n in conn.notices if "callback_queue_batch" in n]
+        assert len(warned) == 1, conn.notices
+        assert "sequential scan" in warned[0]
+        assert ("CREATE INDEX callback_queue_batch ON callback.callback_queue (batch_id) "
+                "WHERE batch_id IS NOT NULL AND status = 'pending'") in warned[0], warned[0]
+    finally:
+        conn.close()
+        cluster.execute("CREATE INDEX IF NOT EXISTS callback_queue_batch "
+                        "    ON callback.callback_queue (batch_id) "
+                        " WHERE batch_id IS NOT NULL AND status = 'pending'")
+
+
+def test_trigger_nulls_batch_id(cluster, receiver, endpoint_factory):
+    """Review rev23c F4: a BEFORE UPDATE trigger that writes batch_id NULL
+    on the claim.  NULL was read as an all-zero batch id, so every such row
+    of the claim went in one request: the rows of two endpoints to the
+    first one's URL.  Each row written with no batch id goes alone, to its
+    own endpoint, and none is lost."""
+    assert cluster.worker_pid() is None
+    ea = endpoint_factory("bcl_nl_a", receiver.url("/nla"), event_types="{bnl.a}",
+                          batch_size=2, failure_threshold=100)
+    eb = endpoint_factory("bcl_nl_b", receiver.url("/nlb"), event_types="{bnl.b}",
+                          batch_size=2, failure_threshold=100)
+    cluster.execute("""
+        CREATE OR REPLACE FUNCTION public.bcl_null_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN NEW.batch_id := NULL; RETURN NEW; END $$""")
+    cluster.execute("""
+        CREATE TRIGGER bcl_null_batch BEFORE UPDATE ON callback.callback_queue
+           FOR EACH ROW WHEN (NEW.status = 'sending' AND NEW.endpoint_id IN (%d, %d))
+           EXECUTE FUNCTION public.bcl_null_batch()""" % (ea, eb))
+    conn = cluster.connect()
+    try:
+        cluster.execute("SELECT callback.enqueue(t, jsonb_build_object('i', g)) "
+                        "  FROM unnest(ARRAY['bnl.a', 'bnl.b']) t, generate_series(1, 4) g")
+        process_until_done(conn, (ea, eb), "rows written with no batch id")
+    finally:
+        conn.close()
+        cluster.execute("DROP TRIGGER IF EXISTS bcl_null_batch ON callback.callback_queue")
+    for eid, path in ((ea, "/nla"), (eb, "/nlb")):
+        mine = {m for m, _ in queue_rows(cluster, eid).values()}
+        got = delivered_ids(receiver, path)
+        assert all(len(r) == 1 for r in got), "%s: rows with no batch id sent together: %r" % (
+            path, got)
+        assert sorted(sum(got, [])) == sorted(mine), "%s got %r, its own are %r" % (path, got, mine)
+    assert cluster.query("SELECT DISTINCT status::text FROM callback.callback_queue "
+                         " WHERE endpoint_id IN (%s, %s)", (ea, eb)) == [("delivered",)]
