@@ -351,3 +351,29 @@ def test_trigger_nulls_batch_id(cluster, receiver, endpoint_factory):
         assert sorted(sum(got, [])) == sorted(mine), "%s got %r, its own are %r" % (path, got, mine)
     assert cluster.query("SELECT DISTINCT status::text FROM callback.callback_queue "
                          " WHERE endpoint_id IN (%s, %s)", (ea, eb)) == [("delivered",)]
+
+
+def test_batch_rest_of_its_own_endpoint_only(cluster, receiver, endpoint_factory):
+    """Review rev23c F2, x's side: completing a batch sent before takes the
+    rows of the batch's own endpoint only.  A row of the same batch id moved
+    to another endpoint, not due there, is not this batch: it stays pending
+    and is not sent (it took it, sent to the other URL, before)."""
+    assert cluster.worker_pid() is None
+    ea = endpoint_factory("bcl_own_a", receiver.url("/owa"), event_types="{bow.a}",
+                          batch_size=3, failure_threshold=100)
+    eb = endpoint_factory("bcl_own_b", receiver.url("/owb"), event_types="{bow.b}",
+                          batch_size=3, failure_threshold=100)
+    cluster.execute("SELECT callback.enqueue(t, jsonb_build_object('i', g)) "
+                    "  FROM unnest(ARRAY['bow.a', 'bow.b']) t, generate_series(1, 2) g")
+    bid = str(uuid.uuid4())
+    cluster.execute("UPDATE callback.callback_queue SET batch_id = %s, attempts = 1 "
+                    " WHERE endpoint_id IN (%s, %s)", (bid, ea, eb))
+    # eb's rows not due: only ea's claim sees batch bid
+    cluster.execute("UPDATE callback.callback_queue SET next_attempt_at = now() + interval '1 hour' "
+                    " WHERE endpoint_id = %s", (eb,))
+    cluster.scalar("SELECT callback.process_callbacks(1000)")
+    mine = {m for m, _ in queue_rows(cluster, ea).values()}
+    assert [set(r) for r in delivered_ids(receiver, "/owa")] == [mine]
+    assert delivered_ids(receiver, "/owb") == []
+    assert cluster.query("SELECT status::text, count(*) FROM callback.callback_queue "
+                         " WHERE endpoint_id = %s GROUP BY 1", (eb,)) == [("pending", 2)]
