@@ -209,6 +209,23 @@ def sorted_pair(p):
     return (p[0] or "", sorted(p[1]))
 
 
+def shared_batch(cluster, receiver, endpoint_factory, tag):
+    """Two batch endpoints (bcl_<tag>_a/b on /<tag>a, /<tag>b), two due
+    deliveries each, all four in one batch sent before: (ea, eb, batch id)."""
+    ea = endpoint_factory("bcl_%s_a" % tag, receiver.url("/%sa" % tag),
+                          event_types="{b%s.a}" % tag, batch_size=3, failure_threshold=100)
+    eb = endpoint_factory("bcl_%s_b" % tag, receiver.url("/%sb" % tag),
+                          event_types="{b%s.b}" % tag, batch_size=3, failure_threshold=100)
+    cluster.execute("SELECT callback.enqueue(t, jsonb_build_object('i', g)) "
+                    "  FROM unnest(ARRAY[%s, %s]) t, generate_series(1, 2) g",
+                    ("b%s.a" % tag, "b%s.b" % tag))
+    bid = str(uuid.uuid4())
+    cluster.execute("UPDATE callback.callback_queue SET batch_id = %s, attempts = 1, "
+                    "       next_attempt_at = now() - interval '1 minute' "
+                    " WHERE endpoint_id IN (%s, %s)", (bid, ea, eb))
+    return ea, eb, bid
+
+
 def test_batch_shared_by_two_endpoints(cluster, receiver, endpoint_factory):
     """Review rev23c: a batch id on rows of two endpoints (an operator moved
     part of a batch with an UPDATE of endpoint_id).  The C claim kept the
@@ -219,16 +236,7 @@ def test_batch_shared_by_two_endpoints(cluster, receiver, endpoint_factory):
     did that too).  Each row must be claimed once and only to its own
     endpoint."""
     assert cluster.worker_pid() is None
-    ea = endpoint_factory("bcl_sh_a", receiver.url("/sha"), event_types="{bsh.a}",
-                          batch_size=3, failure_threshold=100)
-    eb = endpoint_factory("bcl_sh_b", receiver.url("/shb"), event_types="{bsh.b}",
-                          batch_size=3, failure_threshold=100)
-    cluster.execute("SELECT callback.enqueue(t, jsonb_build_object('i', g)) "
-                    "  FROM unnest(ARRAY['bsh.a', 'bsh.b']) t, generate_series(1, 2) g")
-    bid = str(uuid.uuid4())
-    cluster.execute("UPDATE callback.callback_queue SET batch_id = %s, attempts = 1, "
-                    "       next_attempt_at = now() - interval '1 minute' "
-                    " WHERE endpoint_id IN (%s, %s)", (bid, ea, eb))
+    ea, eb, bid = shared_batch(cluster, receiver, endpoint_factory, "sh")
     # each endpoint's later row not due: the rest of the batch the claim takes through x
     cluster.execute("UPDATE callback.callback_queue SET next_attempt_at = now() + interval '1 hour' "
                     " WHERE id IN (SELECT max(id) FROM callback.callback_queue "
@@ -359,15 +367,7 @@ def test_batch_rest_of_its_own_endpoint_only(cluster, receiver, endpoint_factory
     to another endpoint, not due there, is not this batch: it stays pending
     and is not sent (it took it, sent to the other URL, before)."""
     assert cluster.worker_pid() is None
-    ea = endpoint_factory("bcl_own_a", receiver.url("/owa"), event_types="{bow.a}",
-                          batch_size=3, failure_threshold=100)
-    eb = endpoint_factory("bcl_own_b", receiver.url("/owb"), event_types="{bow.b}",
-                          batch_size=3, failure_threshold=100)
-    cluster.execute("SELECT callback.enqueue(t, jsonb_build_object('i', g)) "
-                    "  FROM unnest(ARRAY['bow.a', 'bow.b']) t, generate_series(1, 2) g")
-    bid = str(uuid.uuid4())
-    cluster.execute("UPDATE callback.callback_queue SET batch_id = %s, attempts = 1 "
-                    " WHERE endpoint_id IN (%s, %s)", (bid, ea, eb))
+    ea, eb, bid = shared_batch(cluster, receiver, endpoint_factory, "ow")
     # eb's rows not due: only ea's claim sees batch bid
     cluster.execute("UPDATE callback.callback_queue SET next_attempt_at = now() + interval '1 hour' "
                     " WHERE endpoint_id = %s", (eb,))
