@@ -367,7 +367,7 @@ def test_batch_rest_of_its_own_endpoint_only(cluster, receiver, endpoint_factory
     to another endpoint, not due there, is not this batch: it stays pending
     and is not sent (it took it, sent to the other URL, before)."""
     assert cluster.worker_pid() is None
-    ea, eb, bid = shared_batch(cluster, receiver, endpoint_factory, "ow")
+    ea, eb, _ = shared_batch(cluster, receiver, endpoint_factory, "ow")
     # eb's rows not due: only ea's claim sees batch bid
     cluster.execute("UPDATE callback.callback_queue SET next_attempt_at = now() + interval '1 hour' "
                     " WHERE endpoint_id = %s", (eb,))
