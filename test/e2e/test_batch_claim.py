@@ -236,7 +236,7 @@ def test_batch_shared_by_two_endpoints(cluster, receiver, endpoint_factory):
     did that too).  Each row must be claimed once and only to its own
     endpoint."""
     assert cluster.worker_pid() is None
-    ea, eb, bid = shared_batch(cluster, receiver, endpoint_factory, "sh")
+    ea, eb, _ = shared_batch(cluster, receiver, endpoint_factory, "sh")
     # each endpoint's later row not due: the rest of the batch the claim takes through x
     cluster.execute("UPDATE callback.callback_queue SET next_attempt_at = now() + interval '1 hour' "
                     " WHERE id IN (SELECT max(id) FROM callback.callback_queue "
