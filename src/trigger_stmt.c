@@ -65,6 +65,7 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	bool		want_new = false;
 	Tuplestorestate *old_ts;
 	Tuplestorestate *new_ts;
+	Tuplestorestate *rows_ts;
 	TupleTableSlot *old_slot;
 	TupleTableSlot *new_slot;
 	MemoryContext row_cxt;
@@ -101,8 +102,13 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_callback statement row",
 									ALLOCSET_DEFAULT_SIZES);
 	old_cxt = MemoryContextSwitchTo(row_cxt);
-	/* the statement's queue rows written together, before we return */
-	batch = pgcb_queue_batch_begin();
+	/*
+	 * The statement's queue rows written together, before we return; a
+	 * single row's written as the row trigger writes it (a batch and its
+	 * packs would only cost more).
+	 */
+	rows_ts = new_ts ? new_ts : old_ts;
+	batch = rows_ts != NULL && tuplestore_tuple_count(rows_ts) > 1 && pgcb_queue_batch_begin();
 
 	for (;;)
 	{
