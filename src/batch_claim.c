@@ -216,8 +216,12 @@ group_endpoint(int endpoint_id, DueRow *rows, int nrows, int n, int size, OldBat
 	qsort_arg(rank, ng, sizeof(int), cmp_rank, groups);
 	for (int k = 0; k < ng && k < n; k++)
 	{
-		groups[rank[k]].kept = true;
-		random_uuid(&groups[rank[k]].new_id);
+		DueGroup   *g = &groups[rank[k]];
+
+		g->kept = true;
+		/* a batch sent before keeps its id: only a new one needs one */
+		if (!rows[g->first].has_batch)
+			random_uuid(&g->new_id);
 	}
 	for (int i = 0; i < nrows; i++)
 	{

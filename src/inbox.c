@@ -419,22 +419,12 @@ hold(HTAB **held, MemoryContext cxt, int32 endpoint_id, const char *key)
 }
 
 /*
- * Delete the row at key->tid and write it into the queue; true if moved.
- * A row we could not delete is not moved, and neither are the later rows of
- * its key in this call (*held, in held_cxt): one locked by a transaction
- * still open is not waited for; one deleted since our snapshot may have
- * been moved by another mover whose queue row our snapshot does not see
- * (a REPEATABLE READ caller of process_callbacks()), and our claim would
- * then take the key's next row for its head; one updated by hand moves, as
- * its new version, at a later call, ahead of its key's later rows.
- */
-/*
  * A pack's more (inbox_pack.c), checked against its events before anything
  * moves: a row whose entries do not add up is an error naming it, and the
  * move's subtransaction keeps every row where it was.
  */
 static const struct varlena *
-row_more(Relation rel, TupleTableSlot *slot, const InboxAtts *a, int32 events)
+row_more(TupleTableSlot *slot, const InboxAtts *a, int32 events)
 {
 	bool		isnull;
 	Datum		d = slot_getattr(slot, a->more, &isnull);
@@ -457,6 +447,16 @@ row_more(Relation rel, TupleTableSlot *slot, const InboxAtts *a, int32 events)
 	return more;
 }
 
+/*
+ * Delete the row at key->tid and write it into the queue; true if moved.
+ * A row we could not delete is not moved, and neither are the later rows of
+ * its key in this call (*held, in held_cxt): one locked by a transaction
+ * still open is not waited for; one deleted since our snapshot may have
+ * been moved by another mover whose queue row our snapshot does not see
+ * (a REPEATABLE READ caller of process_callbacks()), and our claim would
+ * then take the key's next row for its head; one updated by hand moves, as
+ * its new version, at a later call, ahead of its key's later rows.
+ */
 static bool
 move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key,
 		 TupleTableSlot *slot, HTAB **held, MemoryContext held_cxt)
@@ -479,7 +479,7 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 	if (is_held(*held, endpoint_id, ev.ordering_key))
 		return false;
 	events = DatumGetInt32(required(slot, a->events));
-	more = row_more(rel, slot, a, events);
+	more = row_more(slot, a, events);
 	res = table_tuple_delete(rel, &tid, GetCurrentCommandId(true), snapshot, InvalidSnapshot,
 							 false, &tmfd, false);
 	if (res != TM_Ok)
