@@ -2,7 +2,7 @@
 -- inbox: callback.inbox (issue 10, the write path).  With it on, the row
 -- trigger, the statement trigger and enqueue() write their deliveries into
 -- callback_inbox (no index) instead of callback_queue; the worker moves the
--- committed ones into the queue with callback._move_inbox(max_rows), in the
+-- committed ones into the queue with callback._move_inbox(max_events), in the
 -- order they were written (written_at, xact, seq).  No worker serves this
 -- database: the moves below are this session's own calls, so every row
 -- stays where the test puts it.  Random values (event ids, xids,
@@ -160,8 +160,8 @@ COMMIT;
 
 CREATE TEMP TABLE ib_before AS SELECT (x.i).*, x.nth FROM pg_temp.inbox_events() x;
 SELECT count(*) AS waiting, count(traceparent) AS traced FROM ib_before;
--- (it counts rows: a pack is one)
-SELECT callback._move_inbox(2000) = (SELECT count(*) FROM ib_before WHERE nth = 1) AS moved_all;
+-- (it counts events: a pack counts as many as it carries)
+SELECT callback._move_inbox(2000) = (SELECT count(*) FROM ib_before) AS moved_all;
 SELECT count(*) AS left_in_inbox FROM callback.callback_inbox;
 -- Each inbox row is now exactly one queue row with the same values,
 -- pending, never tried, the event's own created_at.
@@ -291,10 +291,10 @@ SELECT pg_temp.ids_in_written_order();
 DELETE FROM callback.callback_queue q USING ib_before b WHERE q.event_id = b.event_id;
 DROP TABLE ib_before;
 
--- A backlog larger than max_rows: one transaction of 50 events, then ten
+-- A backlog larger than max_events: one transaction of 50 events, then ten
 -- of 30 (each its own transaction: COMMIT in the block), through the row
 -- trigger (one inbox row per event: the statement trigger packs), moved with
--- max_rows = 20 until nothing is left.  Each call moves about half of what
+-- max_events = 20 until nothing is left.  Each call moves about half of what
 -- waits (20 at least), by the time the rows were written: a transaction's
 -- rows may go in two calls, and still in order.  All of them, once each, in
 -- the order they were written.
@@ -326,7 +326,7 @@ END
 $$;
 SELECT count(*) BETWEEN 3 AND 8 AS calls_about_log2,
        sum(moved) AS moved, min(left_in_inbox) AS left_in_inbox,
-       bool_and(moved >= 20 OR left_in_inbox = 0) AS each_at_least_max_rows
+       bool_and(moved >= 20 OR left_in_inbox = 0) AS each_at_least_max_events
   FROM ib_calls;
 -- the first call: about half of the 350
 SELECT moved BETWEEN 140 AND 230 AS first_about_half FROM ib_calls WHERE call = 1;
@@ -338,13 +338,13 @@ DROP TABLE ib_before, ib_calls;
 
 ----------------------------------------------------------------- refusals
 
--- max_rows NULL, 0, negative: refused, nothing moved.
+-- max_events NULL, 0, negative: refused, nothing moved.
 SELECT callback.enqueue('ib.enq', '{"new": {"v": "waits"}}') IS NOT NULL AS enqueued;
 SELECT pg_temp.try(NULL, 'SELECT callback._move_inbox(NULL)') AS null_rows;
 SELECT pg_temp.try(NULL, 'SELECT callback._move_inbox(0)') AS zero_rows;
 SELECT pg_temp.try(NULL, 'SELECT callback._move_inbox(-1)') AS negative_rows;
 SELECT (SELECT count(*) FROM pg_temp.ibx) AS in_inbox, (SELECT count(*) FROM pg_temp.ibq) AS in_queue;
--- the largest max_rows is no problem
+-- the largest max_events is no problem
 SELECT callback._move_inbox(2147483647) AS moved;
 DELETE FROM callback.callback_queue q USING pg_temp.ibq b WHERE q.id = b.id;
 

@@ -23,6 +23,16 @@
 /* May role run function fn?  (object_aclcheck since 16.) */
 #define pgcb_proc_aclcheck(fn, role) pg_proc_aclcheck((fn), (role), ACL_EXECUTE)
 
+/*
+ * Whether the server was built with lz4, which toast_compress_datum() can
+ * then use (the inbox's packs; pglz would cost more than it saves there).
+ */
+#ifdef USE_LZ4
+#define PGCB_HAVE_LZ4 1
+#else
+#define PGCB_HAVE_LZ4 0
+#endif
+
 /* Wait-event type used for every wait of ours. */
 #define PGCB_WAIT_EVENT PG_WAIT_EXTENSION
 

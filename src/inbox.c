@@ -70,11 +70,11 @@ PG_FUNCTION_INFO_V1(move_inbox);
 #define MOVER_LOCK ShareUpdateExclusiveLock
 
 /*
- * Most rows one call moves, whatever waits: the keys kept while scanning
- * (32 bytes each) stay within 32 MB.  A larger backlog moves in more calls,
- * each reading what is left.  Rows, not events: a pack (inbox_pack.c) is
- * one key and one row here, however many events it carries, and the
- * memory bound is the keys'.
+ * Most rows one call looks at, whatever waits: the keys kept while
+ * scanning (40 bytes each) stay within 40 MB.  A larger backlog moves in
+ * more calls, each reading what is left.  The limits a caller gives count
+ * events (a pack, inbox_pack.c, carries up to a few dozen); this one rows,
+ * as it bounds the keys' memory.
  */
 #define MOVE_CAP 1000000
 
@@ -202,6 +202,7 @@ typedef struct MoveKey
 	int64		xact;
 	int64		seq;
 	ItemPointerData tid;
+	int32		events;			/* what the row carries (at least 1 counted) */
 } MoveKey;
 
 static int
@@ -302,8 +303,8 @@ optional_cstring(TupleTableSlot *slot, AttrNumber attnum)
 /*
  * Scan the inbox: the keys of the oldest rows visible to snapshot, at most
  * cap of them, into *keys (palloc'd, grown as rows come: a cycle that finds
- * a few rows allocates for a few); returns how many rows are visible, and
- * in *nkept how many keys were kept.  Past cap rows, a bounded heap keeps
+ * a few rows allocates for a few); returns how many events the visible
+ * rows carry, and in *nkept how many keys were kept.  Past cap rows, a bounded heap keeps
  * the cap oldest seen so far.
  */
 static int64
@@ -327,7 +328,9 @@ scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey **keys,
 		k.xact = DatumGetInt64(required(slot, a->xact));
 		k.seq = DatumGetInt64(required(slot, a->seq));
 		k.tid = slot->tts_tid;
-		visible++;
+		/* a wrong count is the move's to report (row_more); here it weighs 1 */
+		k.events = Max(DatumGetInt32(required(slot, a->events)), 1);
+		visible += k.events;
 		if (n < cap)
 		{
 			if (n == size)
@@ -448,7 +451,8 @@ row_more(TupleTableSlot *slot, const InboxAtts *a, int32 events)
 }
 
 /*
- * Delete the row at key->tid and write it into the queue; true if moved.
+ * Delete the row at key->tid and write it into the queue; the events it
+ * carried, 0 if not moved.
  * A row we could not delete is not moved, and neither are the later rows of
  * its key in this call (*held, in held_cxt): one locked by a transaction
  * still open is not waited for; one deleted since our snapshot may have
@@ -457,7 +461,7 @@ row_more(TupleTableSlot *slot, const InboxAtts *a, int32 events)
  * then take the key's next row for its head; one updated by hand moves, as
  * its new version, at a later call, ahead of its key's later rows.
  */
-static bool
+static int32
 move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key,
 		 TupleTableSlot *slot, HTAB **held, MemoryContext held_cxt)
 {
@@ -472,12 +476,12 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 	TimestampTz created_at;
 
 	if (!table_tuple_fetch_row_version(rel, &tid, snapshot, slot))
-		return false;
+		return 0;
 	endpoint_id = DatumGetInt32(required(slot, a->endpoint_id));
 	memset(&ev, 0, sizeof(ev));
 	ev.ordering_key = optional_cstring(slot, a->ordering_key);
 	if (is_held(*held, endpoint_id, ev.ordering_key))
-		return false;
+		return 0;
 	events = DatumGetInt32(required(slot, a->events));
 	more = row_more(slot, a, events);
 	res = table_tuple_delete(rel, &tid, GetCurrentCommandId(true), snapshot, InvalidSnapshot,
@@ -485,7 +489,7 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 	if (res != TM_Ok)
 	{
 		hold(held, held_cxt, endpoint_id, ev.ordering_key);
-		return false;
+		return 0;
 	}
 
 	memcpy(&ev.event_id, DatumGetUUIDP(required(slot, a->event_id)), sizeof(pg_uuid_t));
@@ -518,20 +522,22 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 			pgcb_queue_insert_moved(&ev, endpoint_id, false, created_at);
 		}
 	}
-	return true;
+	return events;
 }
 
 /*
- * callback._move_inbox(max_rows integer) returns bigint: move committed
+ * callback._move_inbox(max_events integer) returns bigint: move committed
  * inbox rows into callback_queue as pending deliveries, in the order they
- * were written; returns how many inbox rows moved (a pack counts once, and
- * becomes as many queue rows as it carries events, in order).
- *	- up to max_rows waiting: all of them;
- *	- more (a backlog, after the worker was away): the oldest half of them,
- *	  max_rows at least (and MOVE_CAP at most).  A call that leaves rows
- *	  behind has moved max_rows at least, which tells the worker to go on,
- *	  and a backlog of N moves in about log2 N calls, each reading what is
- *	  left once.
+ * were written; returns how many events moved (a pack, one inbox row,
+ * becomes as many queue rows as it carries events, in order).  Its limits
+ * count events, so that a move's transaction stays as large as asked
+ * however many events a row carries:
+ *	- up to max_events waiting: all of them;
+ *	- more (a backlog, after the worker was away): the oldest rows that
+ *	  carry half of them, max_events at least (up to the pack that crosses
+ *	  it; MOVE_CAP rows at most).  A call that leaves rows behind has moved
+ *	  max_events at least, which tells the worker to go on, and a backlog
+ *	  of N moves in about log2 N calls, each reading what is left once.
  * One mover at a time in a database (the others return 0 at once), so that
  * queue ids follow that order.  An endpoint dropped meanwhile leaves rows
  * that the orphan sweep makes dead letters ("endpoint dropped"), as it does
@@ -540,7 +546,7 @@ move_one(Relation rel, Snapshot snapshot, const InboxAtts *a, const MoveKey *key
 Datum
 move_inbox(PG_FUNCTION_ARGS)
 {
-	int32		max_rows;
+	int32		max_events;
 	Oid			relid;
 	int			cap;
 	Relation	rel;
@@ -552,6 +558,7 @@ move_inbox(PG_FUNCTION_ARGS)
 	int			nkept;
 	int64		visible;
 	int64		want;
+	int64		taken = 0;
 	int64		moved = 0;
 	bool		batch;
 	TupleTableSlot *slot;
@@ -561,10 +568,10 @@ move_inbox(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0) || PG_GETARG_INT32(0) < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_rows must be at least 1, not %s",
+				 errmsg("max_events must be at least 1, not %s",
 						PG_ARGISNULL(0) ? "NULL" : psprintf("%d", PG_GETARG_INT32(0))),
-				 errhint("Give how many waiting rows may move at once, such as 2000.")));
-	max_rows = PG_GETARG_INT32(0);
+				 errhint("Give how many waiting events may move at once, such as 2000.")));
+	max_events = PG_GETARG_INT32(0);
 	relid = pgcb_inbox_relid();
 	if (!ConditionalLockRelationOid(relid, MOVER_LOCK))
 		PG_RETURN_INT64(0);
@@ -576,11 +583,10 @@ move_inbox(PG_FUNCTION_ARGS)
 	inbox_atts(rel, &atts);
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 
-	cap = Max(max_rows, MOVE_CAP);
+	cap = Max(max_events, MOVE_CAP);
 	cap = Min(cap, (int) (MaxAllocSize / sizeof(MoveKey)));
 	visible = scan_oldest(rel, snapshot, &atts, &keys, cap, &nkept);
-	want = visible <= max_rows ? visible : Max(max_rows, visible / 2);
-	want = Min(want, nkept);
+	want = visible <= max_events ? visible : Max(max_events, visible / 2);
 	qsort(keys, nkept, sizeof(MoveKey), key_qsort_cmp);
 
 	/*
@@ -591,12 +597,13 @@ move_inbox(PG_FUNCTION_ARGS)
 	slot = table_slot_create(rel, NULL);
 	row_cxt = AllocSetContextCreate(cxt, "pg_callback inbox row", ALLOCSET_DEFAULT_SIZES);
 	batch = pgcb_queue_batch_begin();
-	for (int64 i = 0; i < want; i++)
+	/* the oldest rows until they carry want events, the last one whole */
+	for (int i = 0; i < nkept && taken < want; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(row_cxt);
-		if (move_one(rel, snapshot, &atts, &keys[i], slot, &held, cxt))
-			moved++;
+		taken += keys[i].events;
+		moved += move_one(rel, snapshot, &atts, &keys[i], slot, &held, cxt);
 		ExecClearTuple(slot);
 		MemoryContextSwitchTo(cxt);
 		MemoryContextReset(row_cxt);

@@ -6,7 +6,7 @@
 #ifndef PGCB_INBOX_H
 #define PGCB_INBOX_H
 
-/* Up to this many waiting rows move at once; a backlog moves by halves. */
+/* Up to this many waiting events move at once; a backlog moves by halves. */
 #define PGCB_INBOX_MOVE_MAX 2000
 
 /* The inbox's OID: an error when the schema predates it (1.0). */
@@ -16,9 +16,9 @@ extern Oid	pgcb_inbox_relid_if_any(void);
 
 /*
  * Move committed inbox rows into callback_queue, oldest first, in the
- * caller's transaction: all of them when up to max wait, else about half
- * (callback._move_inbox); returns how many moved (0 also when another
- * process is moving, or the schema has no inbox).  The caller runs in a
+ * caller's transaction: all of them when they carry up to max events, else
+ * about half (callback._move_inbox); returns how many events moved (0 also
+ * when another process is moving, or the schema has no inbox).  The caller runs in a
  * transaction with a snapshot, as the worker's cycle does.
  */
 extern uint64 pgcb_inbox_move(int max);

@@ -13,6 +13,20 @@
  * them once per row of about PGCB_PACK_MAX_ROW bytes, and each further
  * event only for copying its id, length and body.
  *
+ * Compression: with lz4 (compat.h), more is stored compressed, inline, as
+ * the heap would store it (toast_compress_datum; reading it detoasts it),
+ * and a pack collects until its row's raw bytes reach row_limit, up to
+ * PGCB_PACK_MAX_RAW, instead of PGCB_PACK_MAX_ROW.  A statement's bodies
+ * differ in a few values each, and a pack's more compressed five- to
+ * sixfold in the bench (162-byte bodies): a fifth of the heap pages and WAL
+ * for the same events, which made the statement path's 100,000-row INSERT
+ * 0.73 of plain's speed instead of 0.66, its pages having to be extended,
+ * logged and written.  row_limit follows the compression seen, so that the
+ * stored row stays below PGCB_PACK_MAX_ROW; bodies that do not compress
+ * bring it back to PGCB_PACK_MAX_ROW.  A row that still ends up past the
+ * TOAST threshold (the first pack after the bodies changed) is toasted by
+ * the heap, as any row: stored correctly, only at more cost.
+ *
  * more's layout (ours; the table's comment says the same): for each event
  * after the first, in order, its 16-byte id, its body's length as a 4-byte
  * unsigned integer in network byte order, and the body's bytes, with no
@@ -29,12 +43,15 @@
 #include "postgres.h"
 
 #include "access/heaptoast.h"
+#include "access/toast_compression.h"
+#include "access/toast_internals.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "utils/memutils.h"
 
+#include "compat.h"
 #include "inbox_pack.h"
 
 StaticAssertDecl(PGCB_PACK_MAX_ROW < TOAST_TUPLE_THRESHOLD,
@@ -77,6 +94,17 @@ static Pack packs[PACK_MAX_OPEN];
 static int	nopen = 0;
 static uint64 use_clock = 0;
 
+/*
+ * The raw bytes at which a pack's row closes: PGCB_PACK_MAX_ROW when more
+ * is not compressed; with compression, what the last compressed pack says
+ * will fit in PGCB_PACK_MAX_ROW once compressed, with an eighth to spare.
+ * Starts at the bound and moves at each pack compressed.
+ */
+static Size row_limit = PGCB_PACK_MAX_ROW;
+
+/* A more shorter than this is not worth compressing. */
+#define PACK_COMPRESS_MIN 512
+
 static void
 init_packs(void)
 {
@@ -116,11 +144,45 @@ keep_text(bool *has, StringInfo kept, const char *s)
 		appendStringInfoString(kept, s);
 }
 
+/*
+ * more compressed as the heap would store it, or NULL when that saves too
+ * little (or lz4 is not there); row_limit follows what it saved.
+ */
+static struct varlena *
+compress_more(const Pack *p)
+{
+#if PGCB_HAVE_LZ4
+	Size		raw = p->more.len;
+	Size		fixed = p->row_bytes - (raw - VARHDRSZ);
+	Datum		c;
+	Size		fits;
+
+	if (raw < PACK_COMPRESS_MIN)
+		return NULL;
+	c = toast_compress_datum(PointerGetDatum(p->more.data), TOAST_LZ4_COMPRESSION);
+	if (c == (Datum) 0)
+	{
+		/* these bodies do not compress: back to rows stored as they are */
+		row_limit = PGCB_PACK_MAX_ROW;
+		return NULL;
+	}
+	/* the raw more that would compress into the room left, an eighth spared */
+	fits = fixed < PGCB_PACK_MAX_ROW ?
+		(Size) ((double) raw * (PGCB_PACK_MAX_ROW - fixed) / VARSIZE(DatumGetPointer(c)) * 7 / 8) : 0;
+	row_limit = Min(Max(fixed + fits, PGCB_PACK_MAX_ROW), PGCB_PACK_MAX_RAW);
+	return (struct varlena *) DatumGetPointer(c);
+#else
+	(void) p;
+	return NULL;
+#endif
+}
+
 /* The pack's row to emit; then the pack is closed and free. */
 static void
 emit_pack(Pack *p, PgcbPackEmit emit, void *arg)
 {
 	PgcbPackRow row;
+	struct varlena *compressed = NULL;
 
 	SET_VARSIZE(p->body.data, p->body.len);
 	SET_VARSIZE(p->more.data, p->more.len);
@@ -136,7 +198,14 @@ emit_pack(Pack *p, PgcbPackEmit emit, void *arg)
 	/* closed before the call: an error in it leaves no half-written pack */
 	p->open = false;
 	nopen--;
+	if (row.more != NULL && (compressed = compress_more(p)) != NULL)
+	{
+		row.more = compressed;
+		row.bytes -= p->more.len - VARSIZE(compressed);
+	}
 	emit(&row, arg);
+	if (compressed != NULL)
+		pfree(compressed);
 }
 
 /* The open pack of endpoint_id, or NULL. */
@@ -193,7 +262,7 @@ pgcb_pack_add(const PgcbEventRow *ev, int32 endpoint_id, PgcbPackEmit emit, void
 		(strcmp(p->type.data, ev->event_type) != 0 ||
 		 !same_text(p->has_traceparent, &p->traceparent, ev->traceparent) ||
 		 !same_text(p->has_tracestate, &p->tracestate, ev->tracestate) ||
-		 p->row_bytes + PGCB_PACK_ENTRY_HEAD + ev->body_len > PGCB_PACK_MAX_ROW))
+		 p->row_bytes + PGCB_PACK_ENTRY_HEAD + ev->body_len > row_limit))
 	{
 		emit_pack(p, emit, arg);
 		p = NULL;

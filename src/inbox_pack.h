@@ -9,11 +9,19 @@
 #include "event.h"
 
 /*
- * Most bytes a pack row may take, roughly as heap_form_tuple will: below
- * TOAST_TUPLE_THRESHOLD (2,032 with 8 kB pages), so that the heap insert
- * neither compresses nor toasts it.
+ * Most bytes a pack row may take as stored, roughly as heap_form_tuple
+ * will: below TOAST_TUPLE_THRESHOLD (2,032 with 8 kB pages), so that the
+ * heap insert neither compresses nor toasts it.  An event whose row alone
+ * is past it is written alone.
  */
 #define PGCB_PACK_MAX_ROW 1900
+
+/*
+ * Most bytes a pack collects before it closes when its more is compressed
+ * (lz4): how far it goes towards this depends on how well the statement's
+ * bodies have compressed so far (inbox_pack.c).
+ */
+#define PGCB_PACK_MAX_RAW 8192
 
 /* One entry of more: its event id and its body's length, then the body. */
 #define PGCB_PACK_ENTRY_HEAD (UUID_LEN + 4)

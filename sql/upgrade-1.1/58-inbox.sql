@@ -49,22 +49,23 @@ CREATE TABLE callback.callback_inbox (
 COMMENT ON TABLE callback.callback_inbox IS
     'Deliveries committed with callback.inbox on and not yet moved into callback_queue by the worker (moments, while it runs). A row carries events deliveries (a pack, written by the statement trigger): the first in event_id and body, events 2..n in more.';
 COMMENT ON COLUMN callback.callback_inbox.events IS
-    'How many deliveries the row carries: 1, or a pack''s count (the statement trigger packs events of one endpoint, type and trace context with no ordering key into rows of about 1,900 bytes).';
+    'How many deliveries the row carries: 1, or a pack''s count (the statement trigger packs events of one endpoint, type and trace context with no ordering key into rows stored in about 1,900 bytes, their more compressed with lz4 where the server has it).';
 COMMENT ON COLUMN callback.callback_inbox.more IS
-    'NULL for one delivery; else deliveries 2..events in order, each its 16-byte event id, its body''s length as a 4-byte unsigned integer in network byte order, and the body''s bytes, with no padding. Same endpoint, type, trace context and created_at as the row.';
+    'NULL for one delivery; else deliveries 2..events in order, each its 16-byte event id, its body''s length as a 4-byte unsigned integer in network byte order, and the body''s bytes, with no padding. Same endpoint, type, trace context and created_at as the row. Stored lz4-compressed when that saves space; reading it decompresses it.';
 
 /* every row is undelivered work: a dump keeps it all */
 SELECT pg_catalog.pg_extension_config_dump('callback.callback_inbox', '');
 
 /*
  * Move committed inbox rows into callback_queue as pending deliveries, in
- * the order they were written; returns how many moved: all of them when up
- * to max_rows wait, else the oldest half (max_rows at least), so that a
+ * the order they were written; returns how many events moved: all of them
+ * when up to max_events wait, else the oldest rows carrying half of them
+ * (max_events at least; a pack, one row, counts its events), so that a
  * backlog moves in about log2 N calls.  One mover at a time per database.
  * C (src/inbox.c): the same as one INSERT ... SELECT FROM (DELETE ...
  * RETURNING) ORDER BY, at about two thirds of its cost per row.
  */
-CREATE FUNCTION callback._move_inbox(max_rows integer)
+CREATE FUNCTION callback._move_inbox(max_events integer)
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'move_inbox';

@@ -1,8 +1,9 @@
 """End-to-end: packed inbox rows (issue 10, the statement path with
 callback.inbox on).  The statement trigger packs a statement's events of
 one endpoint, type and trace context (no ordering key) into callback_inbox
-rows of about 1,900 bytes at most (src/inbox_pack.c); the worker's move
-unpacks each into one queue row per event.
+rows stored in about 1,900 bytes at most, more compressed with lz4
+(src/inbox_pack.c); the worker's move unpacks each into one queue row per
+event.
 
 - 10,000 rows in one INSERT ... SELECT: far fewer inbox rows than events
   (below events / 5), sum(events) = 10,000, callback_health, callback_metrics
@@ -12,8 +13,12 @@ unpacks each into one queue row per event.
 - a savepoint rolled back, and a statement failing half-way in a savepoint,
   leave none of their events;
 - wide rows (bodies near and past the bound) and an ordered endpoint beside
-  an unordered one: no pack row past the bound or compressed, keyed events
-  never packed, every event delivered once;
+  an unordered one: every pack row stored inline below the TOAST threshold
+  (its more compressed with lz4 or not at all), keyed events never packed,
+  every event delivered once;
+- bodies that compress (a pack's more in lz4, more events to a row than
+  the bound holds raw) and bodies that do not, in one session: nothing is
+  lost, at most one row goes out of line at the switch;
 - fan-out to 3 endpoints: each packs, the same event ids at each;
 - a corrupt pack: the move fails with an error naming the row, nothing is
   lost; repaired, it moves;
@@ -141,6 +146,24 @@ def paused_endpoint(cluster, endpoint_factory, receiver, name, types, **kw):
     return eid
 
 
+def toasted_values(cluster):
+    """Values of callback_inbox stored out of line, in its TOAST table."""
+    toast = cluster.scalar("SELECT reltoastrelid::regclass::text FROM pg_class "
+                           " WHERE oid = 'callback.callback_inbox'::regclass")
+    return cluster.scalar("SELECT count(DISTINCT chunk_id) FROM %s" % toast)
+
+
+def server_has_lz4(cluster):
+    conn = cluster.connect()
+    try:
+        conn.cursor().execute("SET default_toast_compression = 'lz4'")
+        return True
+    except psycopg2.Error:
+        return False
+    finally:
+        conn.close()
+
+
 # ------------------------------------------------------------------ tests
 
 def test_10000_rows_one_statement(cluster, receiver, endpoint_factory, tracker):
@@ -266,8 +289,9 @@ def test_wide_rows_and_an_ordered_endpoint(cluster, receiver, endpoint_factory, 
         packs = [s for s in sizes if s[0] > 1]
         assert packs, "no pack"
         for ev, size, c_body, c_more, body_len in packs:
-            assert size <= TOAST_TUPLE_THRESHOLD and c_body is None and c_more is None, \
+            assert size <= TOAST_TUPLE_THRESHOLD and c_body is None and c_more in (None, "lz4"), \
                 "a pack row of %d events: %d bytes, compression %s/%s" % (ev, size, c_body, c_more)
+        assert toasted_values(cluster) == 0
         # a body past the bound alone is written as before: one event
         wide_alone = [s for s in sizes if s[4] > PACK_MAX_ROW]
         assert wide_alone and all(s[0] == 1 for s in wide_alone), wide_alone[:3]
@@ -432,3 +456,49 @@ def test_packs_survive_a_dump(source, target, target_db, receiver):  # noqa: F81
         assert bodies == {msg_id(e): b.encode("utf-8") for e, b in waiting}
     finally:
         source.execute("SELECT callback.drop_endpoint(%s, force => true)", (ep,))
+
+
+def test_bodies_that_compress_and_bodies_that_do_not(cluster, receiver, endpoint_factory, tracker):
+    name = "pk_lz"
+    eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pklz.*}")
+    make_table(cluster, "pk_lz_t", "pklz")
+    lz4 = server_has_lz4(cluster)
+    toasted_before = toasted_values(cluster)
+    # one session (the pack bound follows what this backend's packs
+    # compressed): notes that compress, then random hex (lz4 gains next to
+    # nothing on it), then notes that compress again
+    phases = [(1, 1000, "repeat('c', 100)"),
+              (1001, 2000, "md5(random()::text) || md5(g::text) || md5(random()::text)"),
+              (2001, 3000, "repeat('c', 100)")]
+    with moves_held(cluster):
+        conn = cluster.connect(autocommit=False)
+        try:
+            cur = conn.cursor()
+            for lo, hi, note in phases:
+                cur.execute("INSERT INTO pk_lz_t SELECT g, 'i', 1, %s FROM generate_series(%%s, %%s) g"
+                            % note, (lo, hi))
+            conn.commit()
+        finally:
+            conn.close()
+        rows = cluster.query(
+            "SELECT events, pg_column_compression(i.more), position('ccccc' in i.body) > 0 "
+            "  FROM callback.callback_inbox i WHERE endpoint_id = %s", (eid,))
+        assert sum(r[0] for r in rows) == 3000
+        compressible = [r for r in rows if r[2] and r[0] > 1]
+        random_hex = [r for r in rows if not r[2] and r[0] > 1]
+        assert compressible and random_hex, rows[:5]
+        # a row of 1,900 bytes holds 13 of these events raw (about 140 bytes each)
+        if lz4:
+            assert all(c == "lz4" for _, c, _ in compressible), compressible[:5]
+            assert max(ev for ev, _, _ in compressible) > 20, compressible[:5]
+            assert len(rows) < 3000 // 10, "%d rows for 3,000 events" % len(rows)
+        else:
+            assert all(c is None for _, c, _ in compressible), compressible[:5]
+        # the switch to bodies that do not compress: the first pack may be
+        # toasted (it collected as the compressed ones did), no more
+        assert toasted_values(cluster) - toasted_before <= 1
+        waiting = inbox_events(cluster, eid)
+    assert len({e for e, _ in waiting}) == 3000
+    wait_moved(cluster, 3000, [eid])
+    assert queue_bodies(cluster, eid) == waiting
+    deliver_all(cluster, tracker, name, eid, [e for e, _ in waiting])
