@@ -328,8 +328,13 @@ scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey **keys,
 		k.xact = DatumGetInt64(required(slot, a->xact));
 		k.seq = DatumGetInt64(required(slot, a->seq));
 		k.tid = slot->tts_tid;
-		/* a wrong count is the move's to report (row_more); here it weighs 1 */
-		k.events = Max(DatumGetInt32(required(slot, a->events)), 1);
+		/*
+		 * A wrong count is the move's to report (row_more); here it weighs
+		 * what a pack can carry at most, so that a count edited by hand
+		 * cannot make one call take the whole inbox (and fail on it).
+		 */
+		k.events = DatumGetInt32(required(slot, a->events));
+		k.events = Min(Max(k.events, 1), PGCB_PACK_MAX_EVENTS);
 		visible += k.events;
 		if (n < cap)
 		{

@@ -157,7 +157,8 @@ compress_more(const Pack *p)
 	Datum		c;
 	Size		fits;
 
-	if (raw < PACK_COMPRESS_MIN)
+	/* small, unless the row is past the bound (a wide first body) */
+	if (raw < PACK_COMPRESS_MIN && p->row_bytes <= PGCB_PACK_MAX_ROW)
 		return NULL;
 	c = toast_compress_datum(PointerGetDatum(p->more.data), TOAST_LZ4_COMPRESSION);
 	if (c == (Datum) 0)

@@ -26,6 +26,9 @@
 /* One entry of more: its event id and its body's length, then the body. */
 #define PGCB_PACK_ENTRY_HEAD (UUID_LEN + 4)
 
+/* Most events a pack can carry: entries of one byte of body at least. */
+#define PGCB_PACK_MAX_EVENTS (PGCB_PACK_MAX_RAW / (PGCB_PACK_ENTRY_HEAD + 1) + 1)
+
 /* A closed pack, to be written as one inbox row. */
 typedef struct PgcbPackRow
 {

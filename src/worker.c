@@ -252,6 +252,9 @@ wait_timeout(LoopState *ls, TimestampTz now)
 	long		timeout = pgcb_poll_interval_ms;
 	long		due_ms = pgcb_delivery_ms_until_due();
 
+	/* more waits in the inbox (run_cycle): look at the sockets, then go on */
+	if (ls->woken)
+		return 0;
 	if (due_ms >= 0)
 		timeout = Min(timeout, due_ms);
 	if (pgcb_delivery_unflushed() > 0)

@@ -411,6 +411,54 @@ def test_corrupt_pack_is_an_error_and_loses_nothing(cluster, receiver, endpoint_
     deliver_all(cluster, tracker, name, eid, [e for e, _ in waiting])
 
 
+def test_a_count_edited_by_hand_does_not_stop_the_oldest_half(cluster, receiver, endpoint_factory,
+                                                               tracker):
+    # A move takes the oldest rows carrying about half of what waits.  A
+    # row's events edited by hand to 2^31 - 1 made every call reach for it
+    # and fail on it, so nothing moved at all.  It weighs what a pack can
+    # carry at most now: the older rows move by halves as before, until the
+    # edited row comes first; then each call fails naming it, nothing is
+    # lost, and repaired, it moves.
+    name = "pk_count"
+    eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pkcount.*}")
+    make_table(cluster, "pk_count_t", "pkcount")
+    with moves_held(cluster):
+        for lo in range(1, 5000, 1000):
+            cluster.execute(ROWS_SQL.format(t="pk_count_t"), (lo, lo + 999))
+        waiting = inbox_events(cluster, eid)
+        young_id, young_events = cluster.query(
+            "SELECT event_id::text, events FROM callback.callback_inbox WHERE endpoint_id = %s "
+            " ORDER BY written_at DESC, xact DESC, seq DESC LIMIT 1", (eid,))[0]
+        assert young_events > 1
+        cluster.execute("UPDATE callback.callback_inbox SET events = 2147483647 "
+                        " WHERE event_id = %s::uuid AND endpoint_id = %s", (young_id, eid))
+    cluster.wait_until(
+        lambda: cluster.scalar("SELECT count(*) FROM callback.callback_queue WHERE endpoint_id = %s",
+                               (eid,)) >= 2000,
+        timeout=60, interval=0.2, what="the oldest half moved")
+    err = None
+
+    def failed():
+        nonlocal err
+        try:
+            cluster.scalar("SELECT callback._move_inbox(2000)")
+        except Exception as e:  # the worker may hold the movers' lock: then 0, try again
+            err = str(e)
+            return True
+        return False
+    cluster.wait_until(failed, timeout=60, interval=0.2, what="a move failing on the edited row")
+    assert "corrupt pack" in err and young_id in err, err
+    assert cluster.scalar("SELECT coalesce(sum(events) FILTER (WHERE event_id <> %s::uuid), 0) FROM "
+                          "callback.callback_inbox WHERE endpoint_id = %s", (young_id, eid)) \
+        + cluster.scalar("SELECT count(*) FROM callback.callback_queue WHERE endpoint_id = %s",
+                         (eid,)) == 5000 - young_events
+    cluster.execute("UPDATE callback.callback_inbox SET events = %s "
+                    " WHERE event_id = %s::uuid AND endpoint_id = %s", (young_events, young_id, eid))
+    wait_moved(cluster, 5000, [eid])
+    assert queue_bodies(cluster, eid) == waiting
+    deliver_all(cluster, tracker, name, eid, [e for e, _ in waiting])
+
+
 def test_packs_survive_a_dump(source, target, target_db, receiver):  # noqa: F811
     ep = "dr_packs"
     source.execute("SELECT callback.create_endpoint(%s, %s, event_types => '{packs.*}')",
