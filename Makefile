@@ -12,6 +12,7 @@ OBJS = \
 	src/shmem.o \
 	src/epshare.o \
 	src/event.o \
+	src/event_id.o \
 	src/trigger.o \
 	src/trigger_body.o \
 	src/trigger_stmt.o \

@@ -38,26 +38,35 @@ CREATE FUNCTION pg_temp.masked(body text) RETURNS text LANGUAGE sql AS $$
 SELECT regexp_replace(body, '"timestamp":"[^"]*"', '"timestamp":"<ts>"')
 $$;
 
+-- An event id stepped k times: its last 48 bits plus k, modulo 2^48.
+CREATE FUNCTION pg_temp.id_step(id uuid, k int) RETURNS uuid LANGUAGE sql AS $$
+SELECT (left(h, 20) || lpad(to_hex((('x' || right(h, 12))::bit(48)::bigint + k) % 281474976710656), 12, '0'))::uuid
+  FROM replace(id::text, '-', '') h
+$$;
+
 -- callback_inbox, one row per event: the statement trigger packs events
 -- of one endpoint into a row (events > 1), the first in event_id and body,
--- events 2..n in more (each: 16-byte id, 4-byte big-endian length, body).
+-- events 2..n in more (each: 4-byte big-endian length, body; event k's id
+-- is the row's stepped k - 1 times).
 -- nth: the event's place in its row.
 CREATE FUNCTION pg_temp.inbox_events(OUT i callback.callback_inbox, OUT nth int)
 RETURNS SETOF record LANGUAGE plpgsql AS $$
 DECLARE
     pos int;
     len int;
+    first uuid;
 BEGIN
     FOR i IN SELECT * FROM callback.callback_inbox LOOP
         nth := 1;
         RETURN NEXT;
         pos := 0;
+        first := i.event_id;
         FOR k IN 2 .. i.events LOOP
-            len := (get_byte(i.more, pos + 16) << 24) | (get_byte(i.more, pos + 17) << 16)
-                   | (get_byte(i.more, pos + 18) << 8) | get_byte(i.more, pos + 19);
-            i.event_id := encode(substr(i.more, pos + 1, 16), 'hex')::uuid;
-            i.body := convert_from(substr(i.more, pos + 21, len), 'UTF8');
-            pos := pos + 20 + len;
+            len := (get_byte(i.more, pos) << 24) | (get_byte(i.more, pos + 1) << 16)
+                   | (get_byte(i.more, pos + 2) << 8) | get_byte(i.more, pos + 3);
+            i.event_id := pg_temp.id_step(first, k - 1);
+            i.body := convert_from(substr(i.more, pos + 5, len), 'UTF8');
+            pos := pos + 4 + len;
             nth := k;
             RETURN NEXT;
         END LOOP;

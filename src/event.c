@@ -29,6 +29,7 @@
 #include "utils/syscache.h"
 
 #include "event.h"
+#include "event_id.h"
 #include "guc.h"
 #include "pg_callback.h"
 #include "queue_insert.h"
@@ -338,37 +339,6 @@ pgcb_event_init(void)
 	ProcessUtility_hook = pgcb_event_utility_hook;
 }
 
-/*
- * A version 4 UUID, as gen_random_uuid() makes it, from random bytes drawn
- * UUID_POOL at a time: one pg_strong_random() call per UUID_POOL events
- * instead of one per event.  The pool is per process and filled in it
- * (never in the postmaster), so no two backends share bytes.
- */
-#define UUID_POOL 64
-
-static void
-new_event_id(pg_uuid_t *id)
-{
-	static unsigned char pool[UUID_POOL * UUID_LEN];
-	static int	left = 0;
-	unsigned char *u;
-
-	if (left == 0)
-	{
-		if (!pg_strong_random(pool, sizeof(pool)))
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not generate random values")));
-		left = UUID_POOL;
-	}
-	left--;
-	u = pool + left * UUID_LEN;
-	memcpy(id->data, u, UUID_LEN);
-	explicit_bzero(u, UUID_LEN);
-	id->data[6] = (id->data[6] & 0x0f) | 0x40;	/* version 4 */
-	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
-}
-
 static void
 check_body_size(int body_len)
 {
@@ -390,7 +360,7 @@ pgcb_event_enqueue(PgcbEventRow *ev)
 	int			body_len = ev->body_len;
 
 	check_body_size(body_len);
-	new_event_id(&ev->event_id);
+	pgcb_event_id_new(&ev->event_id);
 	/* routing: route_cache.c; the rows: queue_insert.c */
 	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &any_unpaused, &ordered);
 	/* ordering: the trigger's key costs nothing unless an endpoint orders */
@@ -425,7 +395,7 @@ void
 pgcb_event_enqueue_to(PgcbEventRow *ev, int32 endpoint_id)
 {
 	check_body_size(ev->body_len);
-	new_event_id(&ev->event_id);
+	pgcb_event_id_new(&ev->event_id);
 	/* ordering: no key (a backfill is not ordered against live events) */
 	pgcb_queue_insert(ev, &endpoint_id, NULL, 1);
 	wake_worker_at_commit();

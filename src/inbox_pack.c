@@ -11,7 +11,7 @@
  * inserting and logging a full tuple per event cost the statement path a
  * quarter of the plain INSERT's instructions per row.  A pack pays for
  * them once per row of about PGCB_PACK_MAX_ROW bytes, and each further
- * event only for copying its id, length and body.
+ * event only for copying its length and body.
  *
  * Compression: with lz4 (compat.h), more is stored compressed, inline, as
  * the heap would store it (toast_compress_datum; reading it detoasts it),
@@ -28,10 +28,12 @@
  * the heap, as any row: stored correctly, only at more cost.
  *
  * more's layout (ours; the table's comment says the same): for each event
- * after the first, in order, its 16-byte id, its body's length as a 4-byte
- * unsigned integer in network byte order, and the body's bytes, with no
- * padding.  The worker's move (inbox.c) reads it back into one queue row
- * per event.
+ * after the first, in order, its body's length as a 4-byte unsigned
+ * integer in network byte order and the body's bytes, with no padding.
+ * The events' ids are not stored: a pack takes only an event whose id is
+ * its last one's stepped by 1 (event_id.c makes a statement's ids so), so
+ * each is the row's event_id stepped by its place.  The worker's move
+ * (inbox.c) reads it back into one queue row per event.
  *
  * This file knows nothing of tuples: a pack that closes is handed to the
  * caller's emit function (queue_insert.c forms and buffers its row).  The
@@ -52,6 +54,7 @@
 #include "utils/memutils.h"
 
 #include "compat.h"
+#include "event_id.h"
 #include "inbox_pack.h"
 
 StaticAssertDecl(PGCB_PACK_MAX_ROW < TOAST_TUPLE_THRESHOLD,
@@ -78,6 +81,7 @@ typedef struct Pack
 	int32		endpoint_id;
 	uint64		last_used;		/* for choosing which pack to close */
 	pg_uuid_t	first_id;
+	pg_uuid_t	next_id;		/* the only id the pack takes next */
 	StringInfoData type;
 	StringInfoData traceparent;
 	StringInfoData tracestate;
@@ -245,7 +249,6 @@ append_entry(StringInfo more, const PgcbEventRow *ev)
 {
 	uint32		len = pg_hton32((uint32) ev->body_len);
 
-	appendBinaryStringInfoNT(more, (const char *) ev->event_id.data, UUID_LEN);
 	appendBinaryStringInfoNT(more, (const char *) &len, sizeof(len));
 	appendBinaryStringInfoNT(more, ev->body, ev->body_len);
 }
@@ -260,7 +263,8 @@ pgcb_pack_add(const PgcbEventRow *ev, int32 endpoint_id, PgcbPackEmit emit, void
 		init_packs();
 	p = find_pack(endpoint_id);
 	if (p != NULL &&
-		(strcmp(p->type.data, ev->event_type) != 0 ||
+		(memcmp(p->next_id.data, ev->event_id.data, UUID_LEN) != 0 ||
+		 strcmp(p->type.data, ev->event_type) != 0 ||
 		 !same_text(p->has_traceparent, &p->traceparent, ev->traceparent) ||
 		 !same_text(p->has_tracestate, &p->tracestate, ev->tracestate) ||
 		 p->row_bytes + PGCB_PACK_ENTRY_HEAD + ev->body_len > row_limit))
@@ -271,6 +275,7 @@ pgcb_pack_add(const PgcbEventRow *ev, int32 endpoint_id, PgcbPackEmit emit, void
 	if (p != NULL)
 	{
 		append_entry(&p->more, ev);
+		pgcb_event_id_step(&p->next_id, 1, &p->next_id);
 		p->events++;
 		p->row_bytes += PGCB_PACK_ENTRY_HEAD + ev->body_len;
 		p->last_used = ++use_clock;
@@ -291,6 +296,7 @@ pgcb_pack_add(const PgcbEventRow *ev, int32 endpoint_id, PgcbPackEmit emit, void
 	p->endpoint_id = endpoint_id;
 	p->last_used = ++use_clock;
 	p->first_id = ev->event_id;
+	pgcb_event_id_step(&ev->event_id, 1, &p->next_id);
 	resetStringInfo(&p->type);
 	appendStringInfoString(&p->type, ev->event_type);
 	keep_text(&p->has_traceparent, &p->traceparent, ev->traceparent);
@@ -348,7 +354,7 @@ pgcb_pack_check(const struct varlena *more, int32 n)
 		CHECK_FOR_INTERRUPTS();
 		if (end - pos < PGCB_PACK_ENTRY_HEAD)
 			return psprintf("entry %d of %d: its head runs past the end", i + 2, n + 1);
-		memcpy(&len, pos + UUID_LEN, sizeof(len));
+		memcpy(&len, pos, sizeof(len));
 		len = pg_ntoh32(len);
 		pos += PGCB_PACK_ENTRY_HEAD;
 		if ((Size) (end - pos) < len)
@@ -372,8 +378,8 @@ pgcb_pack_next(const char **pos, pg_uuid_t *event_id, const char **body, int32 *
 {
 	uint32		len;
 
-	memcpy(event_id->data, *pos, UUID_LEN);
-	memcpy(&len, *pos + UUID_LEN, sizeof(len));
+	pgcb_event_id_step(event_id, 1, event_id);
+	memcpy(&len, *pos, sizeof(len));
 	*body_len = (int32) pg_ntoh32(len);
 	*body = *pos + PGCB_PACK_ENTRY_HEAD;
 	*pos = *body + *body_len;

@@ -23,8 +23,11 @@
  */
 #define PGCB_PACK_MAX_RAW 8192
 
-/* One entry of more: its event id and its body's length, then the body. */
-#define PGCB_PACK_ENTRY_HEAD (UUID_LEN + 4)
+/*
+ * One entry of more: its body's length, then the body.  Its event id is
+ * the one before it stepped by 1 (event_id.h), the first being the row's.
+ */
+#define PGCB_PACK_ENTRY_HEAD 4
 
 /* Most events a pack can carry: entries of one byte of body at least. */
 #define PGCB_PACK_MAX_EVENTS (PGCB_PACK_MAX_RAW / (PGCB_PACK_ENTRY_HEAD + 1) + 1)
@@ -48,7 +51,8 @@ typedef void (*PgcbPackEmit) (const PgcbPackRow *row, void *arg);
 
 /*
  * Append ev's delivery to endpoint_id's open pack (one with ev's type and
- * trace context), emitting packs that close on the way.  False when the
+ * trace context, whose last event's id stepped by 1 is ev's), emitting
+ * packs that close on the way.  False when the
  * event cannot be packed because its row alone would be past the bound:
  * the endpoint's pack is emitted first, so the caller writing the event
  * now keeps the endpoint's order.  An event with an ordering key for the
@@ -69,7 +73,9 @@ extern bool pgcb_pack_any_open(void);
 /*
  * Reading more.  pgcb_pack_check: NULL if more holds exactly n entries that
  * end where it ends, else what is wrong (for a message).  pgcb_pack_next:
- * the entry at *pos (checked), and *pos moved past it.
+ * the entry at *pos (checked), and *pos moved past it; *event_id, the id of
+ * the event before it on the way in (the row's for the first), is its id
+ * on the way out.
  */
 extern const char *pgcb_pack_check(const struct varlena *more, int32 n);
 extern void pgcb_pack_next(const char **pos, pg_uuid_t *event_id, const char **body,

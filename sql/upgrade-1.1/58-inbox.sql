@@ -51,7 +51,7 @@ COMMENT ON TABLE callback.callback_inbox IS
 COMMENT ON COLUMN callback.callback_inbox.events IS
     'How many deliveries the row carries: 1, or a pack''s count (the statement trigger packs events of one endpoint, type and trace context with no ordering key into rows stored in about 1,900 bytes, their more compressed with lz4 where the server has it).';
 COMMENT ON COLUMN callback.callback_inbox.more IS
-    'NULL for one delivery; else deliveries 2..events in order, each its 16-byte event id, its body''s length as a 4-byte unsigned integer in network byte order, and the body''s bytes, with no padding. Same endpoint, type, trace context and created_at as the row. Stored lz4-compressed when that saves space; reading it decompresses it.';
+    'NULL for one delivery; else deliveries 2..events in order, each its body''s length as a 4-byte unsigned integer in network byte order and the body''s bytes, with no padding. Delivery k (2..events) has the event id of the row''s event_id with its last 48 bits plus k - 1, modulo 2^48. Same endpoint, type, trace context and created_at as the row. Stored lz4-compressed when that saves space; reading it decompresses it.';
 
 /* every row is undelivered work: a dump keeps it all */
 SELECT pg_catalog.pg_extension_config_dump('callback.callback_inbox', '');

@@ -113,19 +113,22 @@ def enqueue_many(cluster, event_type, n, start=1):
 def inbox_row_events(event_id, events, more, body=None):
     """The events one callback_inbox row carries, [(event id, body)]: the
     first in its own columns, a pack's others (events > 1) in more, read as
-    documented on callback_inbox.more: per event its 16-byte id, a 4-byte
-    big-endian body length, the body."""
+    documented on callback_inbox.more: per event a 4-byte big-endian body
+    length and the body; its id is the row's with its last 48 bits plus its
+    place (1 for the second event)."""
     out = [(str(event_id), body)]
     if more is None:
         assert events == 1, "row %s: events %s and no more" % (event_id, events)
         return out
     b = bytes(more)
+    first = uuid.UUID(str(event_id)).int
     pos = 0
-    for _ in range(events - 1):
-        eid = str(uuid.UUID(bytes=b[pos:pos + 16]))
-        (n,) = struct.unpack(">I", b[pos + 16:pos + 20])
-        out.append((eid, None if body is None else b[pos + 20:pos + 20 + n].decode("utf-8")))
-        pos += 20 + n
+    for k in range(1, events):
+        low = ((first & (2 ** 48 - 1)) + k) % 2 ** 48
+        eid = str(uuid.UUID(int=(first >> 48 << 48) | low))
+        (n,) = struct.unpack(">I", b[pos:pos + 4])
+        out.append((eid, None if body is None else b[pos + 4:pos + 4 + n].decode("utf-8")))
+        pos += 4 + n
     assert pos == len(b), "more of row %s: %d bytes, %d read" % (event_id, len(b), pos)
     return out
 

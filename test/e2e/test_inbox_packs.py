@@ -32,6 +32,7 @@ worker, test/receiver.py on loopback.  Every wait is bounded.
 
 import contextlib
 import re
+import uuid
 
 import psycopg2
 import pytest
@@ -227,6 +228,38 @@ def test_10000_rows_one_statement(cluster, receiver, endpoint_factory, tracker):
         "received bodies differ from the queued ones"
 
 
+def test_a_statements_events_have_consecutive_ids(cluster, receiver, endpoint_factory, tracker):
+    # A pack stores its first event's id only: a statement's events get
+    # consecutive ids (the first random, each next one with its last 48
+    # bits one up), version 4 UUIDs all.  Another statement starts from a
+    # random id of its own; the row trigger's ids stay random.
+    name = "pk_ids"
+    eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pkids.*}")
+    make_table(cluster, "pk_ids_t", "pkids")
+    make_table(cluster, "pk_ids_r", "pkids", row_trigger=True)
+    with moves_held(cluster):
+        cluster.execute(ROWS_SQL.format(t="pk_ids_t"), (1, 500))
+        cluster.execute(ROWS_SQL.format(t="pk_ids_t"), (501, 1000))
+        cluster.execute(ROWS_SQL.format(t="pk_ids_r"), (1, 3))
+        assert cluster.scalar("SELECT count(*) FROM callback.callback_inbox WHERE endpoint_id = %s",
+                              (eid,)) < 1000 / 10
+        waiting = inbox_events(cluster, eid)
+    ids = [uuid.UUID(e) for e, _ in waiting]
+    assert len(ids) == 1003 and len(set(ids)) == 1003
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in ids)
+
+    def step(u, k):
+        return uuid.UUID(int=(u.int >> 48 << 48) | (((u.int & (2 ** 48 - 1)) + k) % 2 ** 48))
+    first, second, rows = ids[:500], ids[500:1000], ids[1000:]
+    assert first == [step(first[0], k) for k in range(500)]
+    assert second == [step(second[0], k) for k in range(500)]
+    assert second[0].int >> 48 != first[0].int >> 48
+    assert rows[1] != step(rows[0], 1) and rows[2] != step(rows[1], 1)
+    wait_moved(cluster, 1003, [eid])
+    assert queue_bodies(cluster, eid) == waiting
+    deliver_all(cluster, tracker, name, eid, [e for e, _ in waiting])
+
+
 def test_savepoints_leave_none_of_their_events(cluster, receiver, endpoint_factory, tracker):
     name = "pk_sp"
     eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pksp.*}")
@@ -358,14 +391,31 @@ def _past_the_end(more):
 
 
 def _empty_body(more):
-    n = int.from_bytes(more[16:20], "big")
-    return more[:16] + bytes(4) + more[20 + n:]
+    n = int.from_bytes(more[0:4], "big")
+    return bytes(4) + more[4 + n:]
 
 
 def _nul_in_body(more):
     b = bytearray(more)
-    b[20] = 0
+    b[4] = 0
     return bytes(b)
+
+
+def move_error(cluster, what):
+    """The error of the first call of _move_inbox that fails (polled: while
+    the worker holds the movers' lock, a call moves nothing and returns 0)."""
+    err = None
+
+    def failed():
+        nonlocal err
+        try:
+            cluster.scalar("SELECT callback._move_inbox(2000)")
+        except Exception as e:
+            err = str(e)
+            return True
+        return False
+    cluster.wait_until(failed, timeout=60, interval=0.2, what=what)
+    return err
 
 
 @pytest.mark.parametrize("corrupt,says", [(_past_the_end, "runs past the end"),
@@ -386,17 +436,7 @@ def test_corrupt_pack_is_an_error_and_loses_nothing(cluster, receiver, endpoint_
         cluster.execute("UPDATE callback.callback_inbox SET more = %s "
                         " WHERE event_id = %s::uuid AND endpoint_id = %s",
                         (psycopg2.Binary(bad), victim[1], eid))
-    err = None
-
-    def failed():
-        nonlocal err
-        try:
-            cluster.scalar("SELECT callback._move_inbox(2000)")
-        except Exception as e:  # the worker may hold the movers' lock: then 0, try again
-            err = str(e)
-            return True
-        return False
-    cluster.wait_until(failed, timeout=60, interval=0.2, what="a move failing on the corrupt pack")
+    err = move_error(cluster, "a move failing on the corrupt pack")
     assert "corrupt pack" in err and victim[1] in err and says in err, err
     # nothing lost, nothing moved
     assert cluster.scalar("SELECT sum(events) FROM callback.callback_inbox WHERE endpoint_id = %s",
@@ -436,17 +476,7 @@ def test_a_count_edited_by_hand_does_not_stop_the_oldest_half(cluster, receiver,
         lambda: cluster.scalar("SELECT count(*) FROM callback.callback_queue WHERE endpoint_id = %s",
                                (eid,)) >= 2000,
         timeout=60, interval=0.2, what="the oldest half moved")
-    err = None
-
-    def failed():
-        nonlocal err
-        try:
-            cluster.scalar("SELECT callback._move_inbox(2000)")
-        except Exception as e:  # the worker may hold the movers' lock: then 0, try again
-            err = str(e)
-            return True
-        return False
-    cluster.wait_until(failed, timeout=60, interval=0.2, what="a move failing on the edited row")
+    err = move_error(cluster, "a move failing on the edited row")
     assert "corrupt pack" in err and young_id in err, err
     assert cluster.scalar("SELECT coalesce(sum(events) FILTER (WHERE event_id <> %s::uuid), 0) FROM "
                           "callback.callback_inbox WHERE endpoint_id = %s", (young_id, eid)) \
