@@ -260,6 +260,29 @@ def test_a_statements_events_have_consecutive_ids(cluster, receiver, endpoint_fa
     deliver_all(cluster, tracker, name, eid, [e for e, _ in waiting])
 
 
+def test_ids_stay_random_where_nothing_is_packed(cluster, receiver, endpoint_factory, tracker):
+    # Review of bb520d7: consecutive ids only pay for packs, which only the
+    # inbox makes.  With callback.inbox off (the default) the statement
+    # trigger's events, and a row trigger's events fired while a statement
+    # trigger runs, should keep random ids: consecutive ones tell a
+    # receiver which events one statement made, and how many in between.
+    name = "pk_rand"
+    eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pkrand.*}")
+    make_table(cluster, "pk_rand_t", "pkrand")
+    conn = cluster.connect(autocommit=False)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET LOCAL callback.inbox = off")
+        cur.execute(ROWS_SQL.format(t="pk_rand_t"), (1, 50))
+        conn.commit()
+    finally:
+        conn.close()
+    ids = [uuid.UUID(e) for e, _ in queue_bodies(cluster, eid)]
+    assert len(ids) == 50 and len(set(ids)) == 50
+    prefixes = {u.int >> 48 for u in ids}
+    assert len(prefixes) == 50, "%d of 50 ids share their first 80 bits" % (50 - len(prefixes) + 1)
+
+
 def test_savepoints_leave_none_of_their_events(cluster, receiver, endpoint_factory, tracker):
     name = "pk_sp"
     eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pksp.*}")
