@@ -9,6 +9,8 @@
 #include "lib/stringinfo.h"
 #include "utils/uuid.h"
 
+#include "event_id.h"
+
 /* Start a body: {"type":"...","timestamp":"...","data":  (the caller appends data) */
 extern void pgcb_event_body_begin(StringInfo buf, const char *event_type);
 /* Close the body begun by pgcb_event_body_begin. */
@@ -32,6 +34,7 @@ typedef struct PgcbEventRow
 	void	   *ordering_key_arg;
 	const char *traceparent;	/* W3C trace context sent with every attempt */
 	const char *tracestate;
+	PgcbIdRun  *id_run;			/* NULL: a random id; else the run's next */
 } PgcbEventRow;
 
 /*

@@ -3,16 +3,19 @@
  *		Event ids.  Every event gets a version 4 UUID, the webhook-id its
  *		deliveries carry and the key a receiver deduplicates on.
  *
- * Alone, an event's id is random, as gen_random_uuid() makes it.  In a run
- * (the statement trigger's one call, trigger_stmt.c) only the first id is
- * random and each next one is the one before with its last 48 bits stepped
- * by 1: a statement's events then have consecutive ids, and a pack of them
- * in callback_inbox stores the first id only (inbox_pack.c).  Sixteen
- * random bytes per event were a third of a packed event's stored bytes,
- * since they do not compress.  Ids stay unique: within a run they differ
- * in their last 48 bits, and two runs' ids meet only if their random first
- * ids agree in the other 74 random bits.  They are not secrets; nothing
- * trusts an event id for more than naming the event.
+ * Alone, an event's id is random, as gen_random_uuid() makes it.  Along a
+ * run (the events one statement trigger call writes into the inbox, where
+ * they are packed: trigger_stmt.c) only the first id is random and each
+ * next one is the one before with its last 48 bits stepped by 1: a pack
+ * of them in callback_inbox then stores its first id only (inbox_pack.c).
+ * Sixteen random bytes per event were a third of a packed event's stored
+ * bytes, since they do not compress.  Ids stay unique: along a run they
+ * differ in their last 48 bits, and two runs' ids meet only if their
+ * random first ids agree in the other 74 random bits.  They are not
+ * secrets (nothing trusts an event id for more than naming the event), but
+ * consecutive ids tell a receiver that events came from one statement:
+ * hence runs only where they save bytes, and never for an event that
+ * another event's making ran into (it is made with no run).
  */
 #include "postgres.h"
 
@@ -28,11 +31,6 @@
 
 /* The last 48 bits: bytes 10..15 (the version is in byte 6, the variant in 8). */
 #define STEP_FROM 10
-
-/* runs open (a statement trigger's event may run another's: one run) */
-static int	run_depth = 0;
-static bool run_started = false;
-static pg_uuid_t run_last;
 
 static void
 random_id(pg_uuid_t *id)
@@ -52,7 +50,6 @@ random_id(pg_uuid_t *id)
 	left--;
 	u = pool + left * UUID_LEN;
 	memcpy(id->data, u, UUID_LEN);
-	explicit_bzero(u, UUID_LEN);
 	id->data[6] = (id->data[6] & 0x0f) | 0x40;	/* version 4 */
 	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
 }
@@ -75,34 +72,19 @@ pgcb_event_id_step(const pg_uuid_t *id, uint64 k, pg_uuid_t *out)
 }
 
 void
-pgcb_event_id_new(pg_uuid_t *id)
+pgcb_event_id_new(pg_uuid_t *id, PgcbIdRun *run)
 {
-	if (run_depth == 0)
-	{
+	if (run == NULL)
 		random_id(id);
-		return;
-	}
-	if (run_started)
-		pgcb_event_id_step(&run_last, 1, &run_last);
 	else
 	{
-		random_id(&run_last);
-		run_started = true;
+		if (run->started)
+			pgcb_event_id_step(&run->last, 1, &run->last);
+		else
+		{
+			random_id(&run->last);
+			run->started = true;
+		}
+		*id = run->last;
 	}
-	*id = run_last;
-}
-
-void
-pgcb_event_id_run_begin(void)
-{
-	if (run_depth++ == 0)
-		run_started = false;
-}
-
-void
-pgcb_event_id_run_end(void)
-{
-	Assert(run_depth > 0);
-	if (run_depth > 0)
-		run_depth--;
 }

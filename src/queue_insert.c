@@ -962,6 +962,12 @@ pgcb_queue_batch_begin(void)
 	return true;
 }
 
+bool
+pgcb_queue_batch_packs(void)
+{
+	return batch_active && target_is_inbox();
+}
+
 void
 pgcb_queue_batch_end(void)
 {

@@ -226,7 +226,7 @@ callback_trigger(PG_FUNCTION_ARGS)
 	make_event_type(event_type, prefix, op_index, op_lower);
 
 	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple, key_option);
+		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple, key_option, NULL);
 	else
 		pgcb_trigger_stmt_fire(trigdata, event_type, op, key_option);
 

@@ -11,14 +11,17 @@
 #include "lib/stringinfo.h"
 #include "utils/rel.h"
 
+#include "event_id.h"
+
 /*
  * Queue the event of one changed row of rel: event type, op ("INSERT",
  * "UPDATE", "DELETE") and the row before and/or after (NULL when absent).
  * key_option: the trigger's 'key=...' argument, or NULL (primary key).
+ * id_run: where its id comes from (event_id.h), or NULL: a random id.
  */
 extern void pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 								   HeapTuple new_tuple, HeapTuple old_tuple,
-								   const char *key_option);
+								   const char *key_option, PgcbIdRun *id_run);
 
 /*
  * Append to body the event of that row change, as pgcb_trigger_row_event

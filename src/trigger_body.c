@@ -226,7 +226,8 @@ pgcb_trigger_routed(const char *event_type)
 
 void
 pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
-					   HeapTuple new_tuple, HeapTuple old_tuple, const char *key_option)
+					   HeapTuple new_tuple, HeapTuple old_tuple, const char *key_option,
+					   PgcbIdRun *id_run)
 {
 	StringInfoData body;
 	PgcbEventRow ev = {0};
@@ -249,6 +250,7 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	/* ordering: made only if an ordered endpoint gets the event */
 	ev.ordering_key_fn = pgcb_trigger_key;
 	ev.ordering_key_arg = &key;
+	ev.id_run = id_run;
 	pgcb_event_enqueue(&ev);
 	give_body_buffer(&body);
 }

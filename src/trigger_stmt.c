@@ -26,7 +26,6 @@
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
 
-#include "event_id.h"
 #include "pg_callback.h"
 #include "queue_insert.h"
 #include "trigger.h"
@@ -62,9 +61,8 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 {
 	Relation	rel = trigdata->tg_relation;
 	Trigger    *trigger = trigdata->tg_trigger;
-	/* volatile: read in the PG_TRY below, set before it */
-	volatile bool want_old = false;
-	volatile bool want_new = false;
+	bool		want_old = false;
+	bool		want_new = false;
 	Tuplestorestate *old_ts;
 	Tuplestorestate *new_ts;
 	Tuplestorestate *rows_ts;
@@ -73,6 +71,8 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	MemoryContext row_cxt;
 	MemoryContext old_cxt;
 	bool		batch;
+	PgcbIdRun	run = {0};
+	PgcbIdRun  *id_run;
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		want_new = true;
@@ -112,40 +112,36 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	rows_ts = new_ts ? new_ts : old_ts;
 	batch = rows_ts != NULL && tuplestore_tuple_count(rows_ts) > 1 && pgcb_queue_batch_begin();
 
-	/* the statement's events get consecutive ids: a pack stores its first */
-	pgcb_event_id_run_begin();
-	PG_TRY();
-	{
-		for (;;)
-		{
-			bool		free_old = false;
-			bool		free_new = false;
-			HeapTuple	old_tuple;
-			HeapTuple	new_tuple;
+	/*
+	 * Packed into the inbox, the statement's events get consecutive ids: a
+	 * pack then stores its first only (event_id.c).  Elsewhere, random ids.
+	 */
+	id_run = batch && pgcb_queue_batch_packs() ? &run : NULL;
 
-			CHECK_FOR_INTERRUPTS();
-
-			/*
-			 * A tuplestore spilled to disk hands over tuples it read into
-			 * row_cxt, owned by the slot: free them before the context.
-			 */
-			ExecClearTuple(old_slot);
-			ExecClearTuple(new_slot);
-			MemoryContextReset(row_cxt);
-			old_tuple = want_old ? next_row(old_ts, old_slot, &free_old) : NULL;
-			new_tuple = want_new ? next_row(new_ts, new_slot, &free_new) : NULL;
-			if (want_old && want_new && (old_tuple == NULL) != (new_tuple == NULL))
-				elog(ERROR, "transition tables of an UPDATE differ in length");
-			if (old_tuple == NULL && new_tuple == NULL)
-				break;
-			pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple, key_option);
-		}
-	}
-	PG_FINALLY();
+	for (;;)
 	{
-		pgcb_event_id_run_end();
+		bool		free_old = false;
+		bool		free_new = false;
+		HeapTuple	old_tuple;
+		HeapTuple	new_tuple;
+
+		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * A tuplestore spilled to disk hands over tuples it read into
+		 * row_cxt, owned by the slot: free them before the context.
+		 */
+		ExecClearTuple(old_slot);
+		ExecClearTuple(new_slot);
+		MemoryContextReset(row_cxt);
+		old_tuple = want_old ? next_row(old_ts, old_slot, &free_old) : NULL;
+		new_tuple = want_new ? next_row(new_ts, new_slot, &free_new) : NULL;
+		if (want_old && want_new && (old_tuple == NULL) != (new_tuple == NULL))
+			elog(ERROR, "transition tables of an UPDATE differ in length");
+		if (old_tuple == NULL && new_tuple == NULL)
+			break;
+		pgcb_trigger_row_event(rel, event_type, op, new_tuple, old_tuple, key_option, id_run);
 	}
-	PG_END_TRY();
 	if (batch)
 		pgcb_queue_batch_end();
 

@@ -229,7 +229,8 @@ def test_10000_rows_one_statement(cluster, receiver, endpoint_factory, tracker):
 
 
 def test_a_statements_events_have_consecutive_ids(cluster, receiver, endpoint_factory, tracker):
-    # A pack stores its first event's id only: a statement's events get
+    # A pack stores its first event's id only: the events a statement
+    # trigger call writes into the inbox (on in this module's cluster) get
     # consecutive ids (the first random, each next one with its last 48
     # bits one up), version 4 UUIDs all.  Another statement starts from a
     # random id of its own; the row trigger's ids stay random.
