@@ -284,6 +284,36 @@ def test_ids_stay_random_where_nothing_is_packed(cluster, receiver, endpoint_fac
     assert len(prefixes) == 50, "%d of 50 ids share their first 80 bits" % (50 - len(prefixes) + 1)
 
 
+def test_ids_stay_random_where_the_inbox_is_missing(cluster):
+    # Review of a8666db: callback.inbox on for the server, but a database
+    # still at pg_callback 1.0 has no callback_inbox, and its events go into
+    # callback_queue, unpacked.  pgcb_queue_batch_packs() asks only for the
+    # setting (target_is_inbox), so the statement's ids come out consecutive
+    # there, where nothing is packed (fails at a8666db: 1 prefix of 50).
+    db = "pk_v10"
+    cluster.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % db, dbname="postgres")
+    cluster.execute('CREATE DATABASE "%s"' % db, dbname="postgres")
+    try:
+        cluster.execute("CREATE EXTENSION pg_callback VERSION '1.0' CASCADE", dbname=db)
+        cluster.execute("SELECT callback.create_endpoint('pk_v10', 'http://127.0.0.1:9/x', "
+                        "'{pkv10.*}')", dbname=db)
+        cluster.execute("SELECT callback.pause_endpoint('pk_v10')", dbname=db)
+        cluster.execute("CREATE TABLE pk_v10_t (id int); "
+                        "CREATE TRIGGER cb AFTER INSERT ON pk_v10_t REFERENCING NEW TABLE AS n "
+                        "FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('pkv10')", dbname=db)
+        assert cluster.scalar("SHOW callback.inbox", dbname=db) == "on"
+        cluster.execute("INSERT INTO pk_v10_t SELECT generate_series(1, 50)", dbname=db)
+        ids = [uuid.UUID(str(r[0])) for r in
+               cluster.query("SELECT event_id FROM callback.callback_queue", dbname=db)]
+        assert len(ids) == 50 and len(set(ids)) == 50
+        prefixes = {u.int >> 48 for u in ids}
+        assert len(prefixes) == 50, "%d of 50 ids share their first 80 bits, unpacked" % (
+            50 - len(prefixes) + 1)
+    finally:
+        cluster.close_connections()
+        cluster.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % db, dbname="postgres")
+
+
 def test_savepoints_leave_none_of_their_events(cluster, receiver, endpoint_factory, tracker):
     name = "pk_sp"
     eid = paused_endpoint(cluster, endpoint_factory, receiver, name, "{pksp.*}")
