@@ -359,7 +359,9 @@ pgcb_event_enqueue(PgcbEventRow *ev)
 	int			body_len = ev->body_len;
 
 	check_body_size(body_len);
-	pgcb_event_id_new(&ev->event_id, ev->id_run);
+	/* a run's next id only for an event that is packed (event_id.c) */
+	pgcb_event_id_new(&ev->event_id,
+					  ev->id_run != NULL && pgcb_queue_batch_packs() ? ev->id_run : NULL);
 	/* routing: route_cache.c; the rows: queue_insert.c */
 	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &any_unpaused, &ordered);
 	/* ordering: the trigger's key costs nothing unless an endpoint orders */
@@ -394,7 +396,7 @@ void
 pgcb_event_enqueue_to(PgcbEventRow *ev, int32 endpoint_id)
 {
 	check_body_size(ev->body_len);
-	pgcb_event_id_new(&ev->event_id, ev->id_run);
+	pgcb_event_id_new(&ev->event_id, NULL);
 	/* ordering: no key (a backfill is not ordered against live events) */
 	pgcb_queue_insert(ev, &endpoint_id, NULL, 1);
 	wake_worker_at_commit();

@@ -34,7 +34,7 @@ typedef struct PgcbEventRow
 	void	   *ordering_key_arg;
 	const char *traceparent;	/* W3C trace context sent with every attempt */
 	const char *tracestate;
-	PgcbIdRun  *id_run;			/* NULL: a random id; else the run's next */
+	PgcbIdRun  *id_run;			/* or NULL; its next id if the event is packed */
 } PgcbEventRow;
 
 /*

@@ -50,6 +50,7 @@ random_id(pg_uuid_t *id)
 	left--;
 	u = pool + left * UUID_LEN;
 	memcpy(id->data, u, UUID_LEN);
+	explicit_bzero(u, UUID_LEN);
 	id->data[6] = (id->data[6] & 0x0f) | 0x40;	/* version 4 */
 	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
 }

@@ -15,15 +15,15 @@
  *
  * Compression: with lz4 (compat.h), more is stored compressed, inline, as
  * the heap would store it (toast_compress_datum; reading it detoasts it),
- * and a pack collects until its row's raw bytes reach row_limit, up to
+ * and a pack collects until its row's raw bytes reach its limit, up to
  * PGCB_PACK_MAX_RAW, instead of PGCB_PACK_MAX_ROW.  A statement's bodies
  * differ in a few values each, and a pack's more compressed five- to
  * sixfold in the bench (162-byte bodies): a fifth of the heap pages and WAL
  * for the same events, which made the statement path's 100,000-row INSERT
  * 0.73 of plain's speed instead of 0.66, its pages having to be extended,
- * logged and written.  row_limit follows the compression seen, so that the
- * stored row stays below PGCB_PACK_MAX_ROW; bodies that do not compress
- * bring it back to PGCB_PACK_MAX_ROW.  A row that still ends up past the
+ * logged and written.  A pack's limit follows the compression seen and its
+ * own first body, so that the stored row stays below PGCB_PACK_MAX_ROW;
+ * bodies that do not compress bring it back to PGCB_PACK_MAX_ROW.  A row that still ends up past the
  * TOAST threshold (the first pack after the bodies changed) is toasted by
  * the heap, as any row: stored correctly, only at more cost.
  *
@@ -91,6 +91,7 @@ typedef struct Pack
 	StringInfoData more;		/* a bytea: header room, then the entries */
 	int32		events;
 	Size		row_bytes;		/* the row's size if closed now, about */
+	Size		limit;			/* the raw row_bytes at which it closes */
 } Pack;
 
 static MemoryContext pack_cxt = NULL;
@@ -99,12 +100,10 @@ static int	nopen = 0;
 static uint64 use_clock = 0;
 
 /*
- * The raw bytes at which a pack's row closes: PGCB_PACK_MAX_ROW when more
- * is not compressed; with compression, what the last compressed pack says
- * will fit in PGCB_PACK_MAX_ROW once compressed, with an eighth to spare.
- * Starts at the bound and moves at each pack compressed.
+ * Raw bytes of more per byte stored in the last compressed pack; 1 before
+ * any, and after bodies that did not compress.
  */
-static Size row_limit = PGCB_PACK_MAX_ROW;
+static double more_ratio = 1.0;
 
 /* A more shorter than this is not worth compressing. */
 #define PACK_COMPRESS_MIN 512
@@ -149,17 +148,35 @@ keep_text(bool *has, StringInfo kept, const char *s)
 }
 
 /*
+ * The raw bytes at which a pack whose row takes fixed bytes besides more
+ * closes: PGCB_PACK_MAX_ROW when more is not compressed; with compression,
+ * what more_ratio says will fit in PGCB_PACK_MAX_ROW once compressed, with
+ * an eighth to spare.  Its own fixed part counts: a wide first body leaves
+ * less room for more, and past half the bound none that is worth it (a few
+ * hundred bytes compress less than the kilobytes more_ratio was learnt
+ * from: such a pack went past the TOAST threshold).
+ */
+static Size
+pack_limit(Size fixed)
+{
+	double		room;
+
+	if (more_ratio <= 1.0 || fixed > PGCB_PACK_MAX_ROW / 2)
+		return PGCB_PACK_MAX_ROW;
+	room = (double) (PGCB_PACK_MAX_ROW - fixed) * more_ratio * 7 / 8;
+	return Min(Max(fixed + (Size) room, PGCB_PACK_MAX_ROW), PGCB_PACK_MAX_RAW);
+}
+
+/*
  * more compressed as the heap would store it, or NULL when that saves too
- * little (or lz4 is not there); row_limit follows what it saved.
+ * little (or lz4 is not there); more_ratio follows what it saved.
  */
 static struct varlena *
 compress_more(const Pack *p)
 {
 #if PGCB_HAVE_LZ4
 	Size		raw = p->more.len;
-	Size		fixed = p->row_bytes - (raw - VARHDRSZ);
 	Datum		c;
-	Size		fits;
 
 	/* small, unless the row is past the bound (a wide first body) */
 	if (raw < PACK_COMPRESS_MIN && p->row_bytes <= PGCB_PACK_MAX_ROW)
@@ -168,13 +185,10 @@ compress_more(const Pack *p)
 	if (c == (Datum) 0)
 	{
 		/* these bodies do not compress: back to rows stored as they are */
-		row_limit = PGCB_PACK_MAX_ROW;
+		more_ratio = 1.0;
 		return NULL;
 	}
-	/* the raw more that would compress into the room left, an eighth spared */
-	fits = fixed < PGCB_PACK_MAX_ROW ?
-		(Size) ((double) raw * (PGCB_PACK_MAX_ROW - fixed) / VARSIZE(DatumGetPointer(c)) * 7 / 8) : 0;
-	row_limit = Min(Max(fixed + fits, PGCB_PACK_MAX_ROW), PGCB_PACK_MAX_RAW);
+	more_ratio = (double) raw / VARSIZE(DatumGetPointer(c));
 	return (struct varlena *) DatumGetPointer(c);
 #else
 	(void) p;
@@ -267,7 +281,7 @@ pgcb_pack_add(const PgcbEventRow *ev, int32 endpoint_id, PgcbPackEmit emit, void
 		 strcmp(p->type.data, ev->event_type) != 0 ||
 		 !same_text(p->has_traceparent, &p->traceparent, ev->traceparent) ||
 		 !same_text(p->has_tracestate, &p->tracestate, ev->tracestate) ||
-		 p->row_bytes + PGCB_PACK_ENTRY_HEAD + ev->body_len > row_limit))
+		 p->row_bytes + PGCB_PACK_ENTRY_HEAD + ev->body_len > p->limit))
 	{
 		emit_pack(p, emit, arg);
 		p = NULL;
@@ -309,6 +323,7 @@ pgcb_pack_add(const PgcbEventRow *ev, int32 endpoint_id, PgcbPackEmit emit, void
 	appendStringInfoSpaces(&p->more, VARHDRSZ);
 	p->events = 1;
 	p->row_bytes = alone;
+	p->limit = pack_limit(alone);
 	return true;
 }
 

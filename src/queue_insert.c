@@ -965,7 +965,13 @@ pgcb_queue_batch_begin(void)
 bool
 pgcb_queue_batch_packs(void)
 {
-	return batch_active && target_is_inbox();
+	QueueOpen  *q;
+
+	if (!in_batch())
+		return false;
+	/* as pgcb_queue_insert decides it: a 1.0 database's queue has no more */
+	q = open_queue();
+	return q->inbox && shape->att_more != InvalidAttrNumber;
 }
 
 void

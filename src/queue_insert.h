@@ -38,7 +38,10 @@ extern void pgcb_queue_insert_moved(const PgcbEventRow *ev, int32 endpoint_id, b
 extern bool pgcb_queue_batch_begin(void);
 extern void pgcb_queue_batch_end(void);
 
-/* Whether the open batch's events go into the inbox now, packed (inbox_pack.h). */
+/*
+ * Whether an event queued now goes into the inbox in the open batch, where
+ * it is packed (inbox_pack.h).
+ */
 extern bool pgcb_queue_batch_packs(void);
 
 #endif							/* PGCB_QUEUE_INSERT_H */

@@ -113,10 +113,11 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	batch = rows_ts != NULL && tuplestore_tuple_count(rows_ts) > 1 && pgcb_queue_batch_begin();
 
 	/*
-	 * Packed into the inbox, the statement's events get consecutive ids: a
-	 * pack then stores its first only (event_id.c).  Elsewhere, random ids.
+	 * The statement's events that are packed into the inbox get consecutive
+	 * ids, so that a pack stores its first only (event_id.c).  event.c
+	 * asks for each event, as callback.inbox may change meanwhile.
 	 */
-	id_run = batch && pgcb_queue_batch_packs() ? &run : NULL;
+	id_run = batch ? &run : NULL;
 
 	for (;;)
 	{
