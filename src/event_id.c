@@ -5,17 +5,18 @@
  *
  * Alone, an event's id is random, as gen_random_uuid() makes it.  Along a
  * run (the events one statement trigger call writes into the inbox, where
- * they are packed: trigger_stmt.c) only the first id is random and each
- * next one is the one before with its last 48 bits stepped by 1: a pack
- * of them in callback_inbox then stores its first id only (inbox_pack.c).
- * Sixteen random bytes per event were a third of a packed event's stored
- * bytes, since they do not compress.  Ids stay unique: along a run they
- * differ in their last 48 bits, and two runs' ids meet only if their
- * random first ids agree in the other 74 random bits.  They are not
- * secrets (nothing trusts an event id for more than naming the event), but
- * consecutive ids tell a receiver that events came from one statement:
- * hence runs only where they save bytes, and never for an event that
- * another event's making ran into (it is made with no run).
+ * they are packed: trigger_stmt.c; event.c asks for each event) only the
+ * first id is random and each next one is the one before with its last 48
+ * bits stepped by 1: a pack of them in callback_inbox then stores its
+ * first id only (inbox_pack.c).  Sixteen random bytes per event were a
+ * third of a packed event's stored bytes, since they do not compress.
+ * Ids stay unique: along a run they differ in their last 48 bits, and two
+ * runs' ids meet only if their random first ids agree in the other 74
+ * random bits.  They are not secrets (nothing trusts an event id for more
+ * than naming the event), but consecutive ids tell a receiver that events
+ * came from one statement: hence runs only where they save bytes, and
+ * never for an event that another event's making ran into (it is made
+ * with no run).
  */
 #include "postgres.h"
 

@@ -17,15 +17,15 @@
  * the heap would store it (toast_compress_datum; reading it detoasts it),
  * and a pack collects until its row's raw bytes reach its limit, up to
  * PGCB_PACK_MAX_RAW, instead of PGCB_PACK_MAX_ROW.  A statement's bodies
- * differ in a few values each, and a pack's more compressed five- to
- * sixfold in the bench (162-byte bodies): a fifth of the heap pages and WAL
- * for the same events, which made the statement path's 100,000-row INSERT
- * 0.73 of plain's speed instead of 0.66, its pages having to be extended,
+ * differ in a few values each, and a pack's more (without ids, event_id.c)
+ * compressed about fourteenfold in the bench (162-byte bodies): a tenth of
+ * the heap pages for the same events, each page having to be extended,
  * logged and written.  A pack's limit follows the compression seen and its
- * own first body, so that the stored row stays below PGCB_PACK_MAX_ROW;
- * bodies that do not compress bring it back to PGCB_PACK_MAX_ROW.  A row that still ends up past the
- * TOAST threshold (the first pack after the bodies changed) is toasted by
- * the heap, as any row: stored correctly, only at more cost.
+ * own first body (pack_limit), so that the stored row stays below
+ * PGCB_PACK_MAX_ROW; bodies that do not compress bring it back to
+ * PGCB_PACK_MAX_ROW.  A row that still ends up past the TOAST threshold
+ * (the first pack after the bodies changed) is toasted by the heap, as any
+ * row: stored correctly, only at more cost.
  *
  * more's layout (ours; the table's comment says the same): for each event
  * after the first, in order, its body's length as a 4-byte unsigned
