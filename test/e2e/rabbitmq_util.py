@@ -16,12 +16,40 @@ import time
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 
+_claimed_ports = set()
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port free now, below the kernel's ephemeral range.  A port the
+    kernel picked (bind to 0) was free when picked, but any outgoing
+    connection could take it before the broker bound it: one took a
+    broker's distribution port that way, and the broker did not start."""
+    hi = _ephemeral_low()
+    lo = max(1024, hi - 8000)
+    # from a place of this process's own, so that two test runs seldom meet
+    start = lo + os.getpid() * 61 % (hi - lo)
+    for i in range(hi - lo):
+        port = lo + (start - lo + i) % (hi - lo)
+        if port in _claimed_ports:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _claimed_ports.add(port)
+        return port
+    raise RuntimeError("no free port below %d" % hi)
 
 
 def _alive(pid):
