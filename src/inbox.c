@@ -304,8 +304,8 @@ optional_cstring(TupleTableSlot *slot, AttrNumber attnum)
  * Scan the inbox: the keys of the oldest rows visible to snapshot, at most
  * cap of them, into *keys (palloc'd, grown as rows come: a cycle that finds
  * a few rows allocates for a few); returns how many events the visible
- * rows carry, and in *nkept how many keys were kept.  Past cap rows, a bounded heap keeps
- * the cap oldest seen so far.
+ * rows carry, and in *nkept how many keys were kept.  Past cap rows, a
+ * bounded heap keeps the cap oldest seen so far.
  */
 static int64
 scan_oldest(Relation rel, Snapshot snapshot, const InboxAtts *a, MoveKey **keys, int cap,

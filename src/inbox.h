@@ -18,8 +18,8 @@ extern Oid	pgcb_inbox_relid_if_any(void);
  * Move committed inbox rows into callback_queue, oldest first, in the
  * caller's transaction: all of them when they carry up to max events, else
  * about half (callback._move_inbox); returns how many events moved (0 also
- * when another process is moving, or the schema has no inbox).  The caller runs in a
- * transaction with a snapshot, as the worker's cycle does.
+ * when another process is moving, or the schema has no inbox).  The caller
+ * runs in a transaction with a snapshot, as the worker's cycle does.
  */
 extern uint64 pgcb_inbox_move(int max);
 

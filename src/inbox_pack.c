@@ -178,7 +178,7 @@ compress_more(const Pack *p)
 	Size		raw = p->more.len;
 	Datum		c;
 
-	/* small, unless the row is past the bound (a wide first body) */
+	/* small, unless the row is past the bound without it */
 	if (raw < PACK_COMPRESS_MIN && p->row_bytes <= PGCB_PACK_MAX_ROW)
 		return NULL;
 	c = toast_compress_datum(PointerGetDatum(p->more.data), TOAST_LZ4_COMPRESSION);

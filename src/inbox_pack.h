@@ -52,8 +52,8 @@ typedef void (*PgcbPackEmit) (const PgcbPackRow *row, void *arg);
 /*
  * Append ev's delivery to endpoint_id's open pack (one with ev's type and
  * trace context, whose last event's id stepped by 1 is ev's), emitting
- * packs that close on the way.  False when the
- * event cannot be packed because its row alone would be past the bound:
+ * packs that close on the way.  False when the event cannot be packed
+ * because its row alone would be past the bound:
  * the endpoint's pack is emitted first, so the caller writing the event
  * now keeps the endpoint's order.  An event with an ordering key for the
  * endpoint is the caller's to write alone: packs carry no key.

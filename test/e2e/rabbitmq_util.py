@@ -13,10 +13,9 @@ import subprocess
 import tempfile
 import time
 
+from cluster import free_port
+
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-
-
-_claimed_ports = set()
 
 
 def _ephemeral_low():
@@ -36,20 +35,10 @@ def _free_port():
     lo = max(1024, hi - 8000)
     # from a place of this process's own, so that two test runs seldom meet
     start = lo + os.getpid() * 61 % (hi - lo)
-    for i in range(hi - lo):
-        port = lo + (start - lo + i) % (hi - lo)
-        if port in _claimed_ports:
-            continue
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        _claimed_ports.add(port)
-        return port
-    raise RuntimeError("no free port below %d" % hi)
+    try:
+        return free_port(start, hi)
+    except RuntimeError:
+        return free_port(lo, start)
 
 
 def _alive(pid):
