@@ -22,7 +22,7 @@ as_postgres() {
 build_and_install() {
     local src=$1 dest=$2
     mkdir -p "$dest"
-    tar -C "$src" --exclude=.git --exclude=node_modules -cf - . | tar -C "$dest" -xf -
+    tar -C "$src" --exclude=.git --exclude=node_modules --exclude=.cassert -cf - . | tar -C "$dest" -xf -
     [ "$(id -u)" -eq 0 ] && chown -R postgres: "$dest"
     as_postgres make -C "$dest" -s clean PG_CONFIG="$PG_CONFIG" >/dev/null
     as_postgres make -C "$dest" -s PG_CONFIG="$PG_CONFIG"

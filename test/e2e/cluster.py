@@ -13,6 +13,7 @@ last seen.
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,13 @@ LAUNCHER_BACKEND_TYPE = "pg_callback launcher"
 
 _IS_ROOT = os.geteuid() == 0
 _claimed_ports = set()
+
+# A server log line saying that a process crashed: a failed assertion (an
+# assert-enabled build, scripts/test-cassert.sh), a fault, an abort, a
+# PANIC.  No test crashes a process on purpose (the crash tests kill with
+# SIGKILL, signal 9), and the postmaster restarts what crashed, so a test
+# that waits for deliveries could pass over one: running_cluster fails it.
+CRASH_LINE = re.compile(r"TRAP: |terminated by signal (4|6|7|8|11)\b|terminated by exception|PANIC: ")
 
 
 def free_port(start=55500, end=56500):
@@ -360,6 +368,14 @@ class Cluster:
     def kill(self, pid, sig=signal.SIGTERM):
         os.kill(pid, sig)
 
+    def crashes(self):
+        """The server log's lines that say a process crashed (CRASH_LINE)."""
+        try:
+            with open(self.log_file, errors="replace") as f:
+                return [line.rstrip() for line in f if CRASH_LINE.search(line)]
+        except FileNotFoundError:
+            return []
+
     def __repr__(self):
         return "Cluster(%s, port=%d, dir=%s)" % (self.name, self.port, self.base_dir)
 
@@ -367,11 +383,14 @@ class Cluster:
 @contextlib.contextmanager
 def running_cluster(name, **kwargs):
     """A Cluster initialised and started on a free port, removed afterwards
-    (also when it fails to start)."""
+    (also when it fails to start).  When what ran in it ends without an
+    error, its server log must record no crash (CRASH_LINE)."""
     c = Cluster(name=name, port=free_port(55500), **kwargs)
     try:
         c.init()
         c.start()
         yield c
+        crashed = c.crashes()
+        assert not crashed, "the server log of %s records a crash:\n%s" % (c.name, "\n".join(crashed[:20]))
     finally:
         c.cleanup()
