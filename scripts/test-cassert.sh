@@ -59,7 +59,8 @@ if [ ! -x "$prefix/bin/pg_config" ]; then
         make -s -j"$(nproc)" >/dev/null &&
         make -s install >/dev/null &&
         make -s -C src/test/isolation install >/dev/null &&
-        make -s -C contrib/amcheck install >/dev/null)
+        # contrib: the tests use amcheck and dblink, the Ansible role auto_explain
+        make -s -C contrib install >/dev/null)
     rm -rf "$src"
 fi
 
