@@ -38,6 +38,12 @@ stop_cluster "$work"
 # "All 6 tests passed." / "2 of 6 tests failed."
 regress_passed=0
 regress_failed=0
+# a process of that cluster that crashed, though the tests passed (the
+# pattern the end-to-end clusters are checked with, test/e2e/cluster.py)
+if grep -E -f "$root/test/crash_line.ere" "$work/server.log"; then
+    echo "error: the pg_regress cluster's server log records a crash (above)"
+    regress_failed=1
+fi
 while read -r line; do
     if [[ $line =~ All\ ([0-9]+)\ tests\ passed ]]; then
         regress_passed=$((regress_passed + BASH_REMATCH[1]))

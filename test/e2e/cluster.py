@@ -35,10 +35,13 @@ _claimed_ports = set()
 
 # A server log line saying that a process crashed: a failed assertion (an
 # assert-enabled build, scripts/test-cassert.sh), a fault, an abort, a
-# PANIC.  No test crashes a process on purpose (the crash tests kill with
-# SIGKILL, signal 9), and the postmaster restarts what crashed, so a test
-# that waits for deliveries could pass over one: running_cluster fails it.
-CRASH_LINE = re.compile(r"TRAP: |terminated by signal (4|6|7|8|11)\b|terminated by exception|PANIC: ")
+# PANIC; the pattern is test/crash_line.ere, which scripts/test.sh reads
+# for its pg_regress cluster too.  The crash tests kill with SIGKILL
+# (signal 9, not a crash here), and only test_harness.py crashes a process
+# on purpose; the postmaster restarts what crashed, so a test that waits
+# for deliveries could pass over one: running_cluster fails it.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crash_line.ere")) as _f:
+    CRASH_LINE = re.compile(_f.read().strip())
 
 
 def free_port(start=55500, end=56500):
@@ -384,12 +387,15 @@ class Cluster:
 def running_cluster(name, **kwargs):
     """A Cluster initialised and started on a free port, removed afterwards
     (also when it fails to start).  When what ran in it ends without an
-    error, its server log must record no crash (CRASH_LINE)."""
+    error, the cluster is stopped as an operator would (fast: the worker's
+    and the launcher's exits run too), and its server log must record no
+    crash (CRASH_LINE)."""
     c = Cluster(name=name, port=free_port(55500), **kwargs)
     try:
         c.init()
         c.start()
         yield c
+        c.stop("fast")
         crashed = c.crashes()
         assert not crashed, "the server log of %s records a crash:\n%s" % (c.name, "\n".join(crashed[:20]))
     finally:
