@@ -241,6 +241,20 @@ class Cluster:
         except (OSError, ValueError):
             return None
 
+    def postmaster_alive(self):
+        """Whether the postmaster of postmaster.pid runs: not gone, and not a
+        zombie (a postmaster a test killed is reparented to PID 1, which
+        need not reap it, and pg_ctl would wait for it to stop)."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return False
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
+
     def cleanup(self):
         try:
             if self.is_running():
@@ -395,7 +409,8 @@ def running_cluster(name, **kwargs):
         c.init()
         c.start()
         yield c
-        c.stop("fast")
+        if c.postmaster_alive():
+            c.stop("fast")
         crashed = c.crashes()
         assert not crashed, "the server log of %s records a crash:\n%s" % (c.name, "\n".join(crashed[:20]))
     finally:
