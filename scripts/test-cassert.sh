@@ -72,7 +72,7 @@ if [ "$(cat "$prefix/.stamp" 2>/dev/null)" != "$stamp" ]; then
     # $building with DESTDIR, then moved into place whole
     echo "== configure and build $(basename "$tree") with --enable-cassert for $prefix"
     (cd "$tree" &&
-        ./configure -q --prefix="$prefix" "${configure_flags[@]}" CFLAGS="-O1 -g" 2>/dev/null &&
+        ./configure -q --prefix="$prefix" "${configure_flags[@]}" CFLAGS="-O1 -g" &&
         make -s -j"$(nproc)" >/dev/null &&
         make -s install DESTDIR="$building" >/dev/null &&
         # contrib: the tests use amcheck and dblink, the Ansible role auto_explain
