@@ -387,11 +387,7 @@ class Cluster:
 
     def crashes(self):
         """The server log's lines that say a process crashed (CRASH_LINE)."""
-        try:
-            with open(self.log_file, errors="replace") as f:
-                return [line.rstrip() for line in f if CRASH_LINE.search(line)]
-        except FileNotFoundError:
-            return []
+        return [line for line in self.log_text().splitlines() if CRASH_LINE.search(line)]
 
     def __repr__(self):
         return "Cluster(%s, port=%d, dir=%s)" % (self.name, self.port, self.base_dir)
