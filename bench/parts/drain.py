@@ -5,7 +5,12 @@ recorded as delivered.  Beside it: wrk against the same nginx at the same
 concurrency (the ceiling), and the CPU that postgres spent per delivery (the
 worker, and the worker plus every other postgres process).  Each run drains
 the same backlog a second time with the endpoint at batch_size 100 (one JSON
-array of 100 bodies per request), against the same nginx and wrk."""
+array of 100 bodies per request), against the same nginx and wrk.  And the
+floor: bench/lib/curl_floor.c, a libcurl client that signs and sends the
+same bodies the way the worker does (one multi handle, epoll, reused
+handles, the same headers, the same concurrency) with no queue at all, so
+that "CPU per delivery" can be set against what one request costs any
+libcurl client here."""
 
 import json
 import os
@@ -42,6 +47,8 @@ def run(env):
          % (n, plural(env.runs, "run"), env.inflight))
     res = {"events": n, "concurrency": env.inflight, "runs": [], "wrk": [], "batched": [],
            "batch_size": BATCHED}
+    floor_bin = build_floor(env)
+    res["floor"] = []
     for r in range(env.runs):
         one = drain_once(env, n, r)
         res["runs"].append(one)
@@ -66,6 +73,12 @@ def run(env):
         log("run %d: wrk -t1 -c%d %ds: %.0f requests/s (%d connections, nginx CPU %.1f s)"
             % (r + 1, env.inflight, wrk_s, w["per_s"] or 0, w["nginx_log"]["connections"],
                w["cpu"]["nginx"]))
+        fl = floor_once(env, floor_bin, one["body"], n)
+        res["floor"].append(fl)
+        log("run %d: libcurl floor (bench/lib/curl_floor.c), %d signed requests at %d in flight: "
+            "%.0f requests/s, CPU %.1f us per request (user %.1f, system %.1f)"
+            % (r + 1, fl["requests"], env.inflight, fl["per_s"], fl["cpu_us_per_request"],
+               fl["user_us"] / fl["requests"], fl["sys_us"] / fl["requests"]))
     res["per_s"] = median([x["per_s"] for x in res["runs"]])
     res["wrk_per_s"] = median([x["per_s"] for x in res["wrk"]])
     res["ratio"] = res["per_s"] / res["wrk_per_s"] if res["per_s"] and res["wrk_per_s"] else None
@@ -78,6 +91,12 @@ def run(env):
     res["batched_pg_us"] = median([x["pg_us_per_delivery"] for x in res["batched"]])
     res["batched_requests"] = median([x["nginx_log"]["requests"] for x in res["batched"]])
     res["body_bytes"] = res["runs"][0]["body_bytes"]
+    res["floor_us"] = median([x["cpu_us_per_request"] for x in res["floor"]])
+    res["floor_per_s"] = median([x["per_s"] for x in res["floor"]])
+    res["floor_ratio"] = (res["floor_per_s"] / res["wrk_per_s"]
+                          if res["floor_per_s"] and res["wrk_per_s"] else None)
+    res["over_floor"] = (res["pg_us_per_delivery"] / res["floor_us"]
+                         if res["pg_us_per_delivery"] and res["floor_us"] else None)
     res["goal"] = GOAL
     for x in res["runs"] + res["batched"]:
         x.pop("body", None)
@@ -186,6 +205,29 @@ def wrk_once(env, body, seconds):
             "nginx_log": env.log_since(off), "output": out}
 
 
+def build_floor(env):
+    """bench/lib/curl_floor.c, compiled into the bench's temporary directory."""
+    src = os.path.join(env.repo, "bench", "lib", "curl_floor.c")
+    out = os.path.join(env.tmp, "curl_floor")
+    env.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out, src, "-lcurl", "-lcrypto"],
+            check=True)
+    return out
+
+
+def floor_once(env, floor_bin, body, n):
+    """The floor: n signed requests of body to the same nginx, env.inflight at a
+    time; its own CPU (getrusage) per request."""
+    off = env.log_offset()
+    out = env.run([floor_bin, env.hook_url, str(n), str(env.inflight), body],
+                  capture_output=True, text=True, check=True).stdout
+    res = json.loads(out)
+    res["nginx_log"] = env.log_since(off)
+    if res["failures"] or res["nginx_log"]["requests"] != n:
+        raise RuntimeError("curl_floor: %d failures, nginx saw %d of %d requests"
+                           % (res["failures"], res["nginx_log"]["requests"], n))
+    return res
+
+
 def rows(d):
     ok = (lambda v, good: None if v is None else good(v))
     return [
@@ -211,4 +253,11 @@ def rows(d):
          "<= %.0f" % GOAL["cpu_us"], "",
          verdict(ok(d["batched_pg_us"], lambda v: v <= GOAL["cpu_us"]))),
         ("   body bytes (signed, 3 webhook headers)", fmt(d["body_bytes"]), "~200", "", ""),
+        ("   libcurl floor, no queue (curl_floor.c): CPU us per request (requests/s)",
+         "%s (%s)" % (fmt(d.get("floor_us"), "{:.1f}"), fmt(d.get("floor_per_s"))), "",
+         "~19 (issue 10)", ""),
+        ("   libcurl floor / wrk against the same nginx", fmt(d.get("floor_ratio"), "{:.3f}"),
+         "", "", ""),
+        ("   CPU per delivery (worker + other postgres) / the floor's per request",
+         fmt(d.get("over_floor"), "{:.2f}"), "", "", ""),
     ]
