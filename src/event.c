@@ -352,27 +352,29 @@ check_body_size(int body_len)
 uint64
 pgcb_event_enqueue(PgcbEventRow *ev)
 {
-	const int32 *endpoint_ids;
-	const bool *ordered;
-	int			n;
-	bool		any_unpaused;
+	PgcbRoutes	looked_up;
+	const PgcbRoutes *routes = ev->routes;
 	int			body_len = ev->body_len;
 
 	check_body_size(body_len);
 	/* a run's next id only for an event that is packed (event_id.c) */
 	pgcb_event_id_new(&ev->event_id,
 					  ev->id_run != NULL && pgcb_queue_batch_packs() ? ev->id_run : NULL);
-	/* routing: route_cache.c; the rows: queue_insert.c */
-	n = pgcb_route_cache_match(ev->event_type, &endpoint_ids, &any_unpaused, &ordered);
+	/* routing: route_cache.c (once per event: the trigger's, if still held); the rows: queue_insert.c */
+	if (routes == NULL || !pgcb_route_cache_current(routes))
+	{
+		pgcb_route_cache_lookup(ev->event_type, &looked_up);
+		routes = &looked_up;
+	}
 	/* ordering: the trigger's key costs nothing unless an endpoint orders */
-	if (ordered != NULL && ev->ordering_key == NULL && ev->ordering_key_fn != NULL)
+	if (routes->ordered != NULL && ev->ordering_key == NULL && ev->ordering_key_fn != NULL)
 		ev->ordering_key = ev->ordering_key_fn(ev->ordering_key_arg);
-	pgcb_queue_insert(ev, endpoint_ids, ordered, n);
+	pgcb_queue_insert(ev, routes->ids, routes->ordered, routes->n);
 
 	/* a paused endpoint's events wait for resume_endpoint(), which wakes */
-	if (any_unpaused)
+	if (routes->any_unpaused)
 		wake_worker_at_commit();
-	return n;
+	return routes->n;
 }
 
 /*

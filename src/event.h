@@ -11,6 +11,8 @@
 
 #include "event_id.h"
 
+struct PgcbRoutes;
+
 /* Start a body: {"type":"...","timestamp":"...","data":  (the caller appends data) */
 extern void pgcb_event_body_begin(StringInfo buf, const char *event_type);
 /* Close the body begun by pgcb_event_body_begin. */
@@ -35,6 +37,8 @@ typedef struct PgcbEventRow
 	const char *traceparent;	/* W3C trace context sent with every attempt */
 	const char *tracestate;
 	PgcbIdRun  *id_run;			/* or NULL; its next id if the event is packed */
+	/* or NULL: where the event goes, looked up when it happened (route_cache.h) */
+	const struct PgcbRoutes *routes;
 } PgcbEventRow;
 
 /*

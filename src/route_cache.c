@@ -89,6 +89,7 @@ static RouteEndpoint *endpoints = NULL;
 static int	n_endpoints = 0;
 static HTAB *memo = NULL;
 static RouteMemo *last_memo = NULL; /* in memo; NULL when memo is remade */
+static uint64 memo_generation = 0;	/* bumped each time memo is remade */
 
 static void
 route_relcache_callback(Datum arg, Oid relid)
@@ -151,6 +152,7 @@ new_memo(void)
 	else
 		MemoryContextReset(memo_cxt);
 	last_memo = NULL;
+	memo_generation++;
 	ctl.keysize = PGCB_EVENT_TYPE_MAX + 1;
 	ctl.entrysize = sizeof(RouteMemo);
 	ctl.hcxt = memo_cxt;
@@ -314,9 +316,8 @@ memo_for(const char *event_type)
 	return m;
 }
 
-int
-pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused,
-					   const bool **ordered)
+void
+pgcb_route_cache_lookup(const char *event_type, PgcbRoutes *routes)
 {
 	RouteMemo  *m;
 
@@ -330,10 +331,17 @@ pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpa
 		m = last_memo;
 	else
 		m = last_memo = memo_for(event_type);
-	*ids = m->ids;
-	*ordered = m->ordered;
-	*any_unpaused = m->any_unpaused;
-	return m->n;
+	routes->n = m->n;
+	routes->ids = m->ids;
+	routes->ordered = m->ordered;
+	routes->any_unpaused = m->any_unpaused;
+	routes->memo_generation = memo_generation;
+}
+
+bool
+pgcb_route_cache_current(const PgcbRoutes *routes)
+{
+	return routes->memo_generation == memo_generation;
 }
 
 /*

@@ -7,14 +7,32 @@
 #define PGCB_ROUTE_CACHE_H
 
 /*
- * The ids of the enabled endpoints whose patterns match event_type, in
- * ascending order; returns their number.  *ids stays valid until the next
- * call.  *any_unpaused: one of them is not paused, so the worker has work
- * when the event commits (events for paused endpoints only wait for
- * resume_endpoint(), which wakes it).  (*ordered)[i]: whether endpoint i
- * is ordered (*ordered is NULL when none is), valid as long as *ids.
+ * Where one event goes: the ids of the enabled endpoints whose patterns
+ * match its type, in ascending order.  any_unpaused: one of them is not
+ * paused, so the worker has work when the event commits (events for paused
+ * endpoints only wait for resume_endpoint(), which wakes it).  ordered[i]:
+ * whether endpoint i is ordered (ordered is NULL when none is).
  */
-extern int	pgcb_route_cache_match(const char *event_type, const int32 **ids, bool *any_unpaused,
-								   const bool **ordered);
+typedef struct PgcbRoutes
+{
+	int			n;
+	const int32 *ids;
+	const bool *ordered;
+	bool		any_unpaused;
+	uint64		memo_generation;	/* the memo ids and ordered point into */
+} PgcbRoutes;
+
+/*
+ * The routes of event_type as the endpoints are now (a change committed
+ * by another session is seen from here on).
+ */
+extern void pgcb_route_cache_lookup(const char *event_type, PgcbRoutes *routes);
+
+/*
+ * Whether routes still points into the memo: no rebuild since its lookup.
+ * One event looks its routes up once; what runs between that and its
+ * queue rows (its body's output functions) may rebuild the cache.
+ */
+extern bool pgcb_route_cache_current(const PgcbRoutes *routes);
 
 #endif							/* PGCB_ROUTE_CACHE_H */

@@ -33,8 +33,10 @@ extern void pgcb_trigger_row_body(StringInfo body, Relation rel, const char *eve
 /*
  * Whether an enabled endpoint's patterns match event_type: if none does,
  * the trigger builds nothing (no body, no event id) and queues nothing.
+ * The routes found go into *routes, for the event's queue rows.
  */
-extern bool pgcb_trigger_routed(const char *event_type);
+struct PgcbRoutes;
+extern bool pgcb_trigger_routed(const char *event_type, struct PgcbRoutes *routes);
 
 /* FOR EACH STATEMENT: one event per row of the transition tables. */
 extern void pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type,

@@ -212,16 +212,13 @@ give_body_buffer(StringInfo body)
 }
 
 bool
-pgcb_trigger_routed(const char *event_type)
+pgcb_trigger_routed(const char *event_type, PgcbRoutes *routes)
 {
-	const int32 *ids;
-	const bool *ordered;
-	bool		any_unpaused;
-
 	/* as queue_insert.c refuses, routed or not: the outcome must not depend on routes */
 	PreventCommandIfReadOnly("INSERT");
 	PreventCommandIfParallelMode("INSERT");
-	return pgcb_route_cache_match(event_type, &ids, &any_unpaused, &ordered) > 0;
+	pgcb_route_cache_lookup(event_type, routes);
+	return routes->n > 0;
 }
 
 void
@@ -232,9 +229,10 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	StringInfoData body;
 	PgcbEventRow ev = {0};
 	PgcbKeySource key = {rel, new_tuple ? new_tuple : old_tuple, key_option};
+	PgcbRoutes	routes;
 
 	/* no endpoint wants the event: no body to build (routes are kept, route_cache.c) */
-	if (!pgcb_trigger_routed(event_type))
+	if (!pgcb_trigger_routed(event_type, &routes))
 		return;
 	take_body_buffer(&body);
 	/* a text's header in front (it has room): the queue stores it as is */
@@ -251,6 +249,8 @@ pgcb_trigger_row_event(Relation rel, const char *event_type, const char *op,
 	ev.ordering_key_fn = pgcb_trigger_key;
 	ev.ordering_key_arg = &key;
 	ev.id_run = id_run;
+	/* where it goes was decided when it happened, above */
+	ev.routes = &routes;
 	pgcb_event_enqueue(&ev);
 	give_body_buffer(&body);
 }

@@ -28,6 +28,7 @@
 
 #include "pg_callback.h"
 #include "queue_insert.h"
+#include "route_cache.h"
 #include "trigger.h"
 
 static void
@@ -73,6 +74,7 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	bool		batch;
 	PgcbIdRun	run = {0};
 	PgcbIdRun  *id_run;
+	PgcbRoutes	routes;
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		want_new = true;
@@ -87,8 +89,8 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	if (want_old && trigger->tgoldtable == NULL)
 		missing_table(trigdata, op, "REFERENCING OLD TABLE AS ...");
 
-	/* no endpoint wants these events: the rows need not be read */
-	if (!pgcb_trigger_routed(event_type))
+	/* no endpoint wants these events: the rows need not be read (each row looks again) */
+	if (!pgcb_trigger_routed(event_type, &routes))
 		return;
 
 	/* a statement that changed no row may leave a tuplestore unmade */
