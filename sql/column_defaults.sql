@@ -26,14 +26,15 @@ SELECT count(*) AS rows,
 COMMIT;
 
 -- 2. An operator's default, an expression: honoured from the next row on
--- (the ALTER invalidates the backend's prepared defaults); put back after.
-ALTER TABLE callback.callback_queue ALTER COLUMN next_attempt_at SET DEFAULT pg_catalog.now() + interval '1 hour';
+-- (the ALTER invalidates the backend's prepared defaults).  Rolled back,
+-- so that a failure here cannot leave it behind: the next row takes the
+-- stock default again.
 BEGIN;
+ALTER TABLE callback.callback_queue ALTER COLUMN next_attempt_at SET DEFAULT pg_catalog.now() + interval '1 hour';
 INSERT INTO cd_row VALUES (3, 'c');
 SELECT next_attempt_at - now() AS delay FROM callback.callback_queue
  WHERE event_type = 'cd.insert' AND body LIKE '%"id":3%';
-COMMIT;
-ALTER TABLE callback.callback_queue ALTER COLUMN next_attempt_at SET DEFAULT pg_catalog.now();
+ROLLBACK;
 BEGIN;
 INSERT INTO cd_row VALUES (4, 'd');
 SELECT next_attempt_at - now() AS delay FROM callback.callback_queue
@@ -73,6 +74,65 @@ RESET track_functions;
 RESET callback.inbox;
 
 DELETE FROM callback.callback_inbox WHERE event_type = 'cd.insert';
+
+-- 5. A default that queues an event of its own would form its row in the
+-- slot the outer row is being formed in: a clear error instead.  Caught
+-- inside the default, the outer row is whole and the next one too.
+CREATE FUNCTION cd_nested_default() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM callback.enqueue('cd.nested', '{}');
+  RETURN pg_catalog.now();
+END $$;
+CREATE FUNCTION cd_nested_caught() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+  BEGIN
+    PERFORM callback.enqueue('cd.nested', '{}');
+  EXCEPTION WHEN feature_not_supported THEN
+    RAISE WARNING 'caught: %', SQLERRM;
+  END;
+  RETURN pg_catalog.now();
+END $$;
+BEGIN;
+ALTER TABLE callback.callback_queue ALTER COLUMN next_attempt_at SET DEFAULT public.cd_nested_default();
+INSERT INTO cd_row VALUES (9, 'i');
+ROLLBACK;
+BEGIN;
+ALTER TABLE callback.callback_queue ALTER COLUMN next_attempt_at SET DEFAULT public.cd_nested_caught();
+INSERT INTO cd_row VALUES (10, 'j');
+INSERT INTO cd_row VALUES (11, 'k');
+SELECT count(*) AS rows, count(DISTINCT id) AS distinct_ids,
+       bool_and(next_attempt_at = now()) AS at_now
+  FROM callback.callback_queue
+ WHERE event_type = 'cd.insert' AND (body LIKE '%"id":10%' OR body LIKE '%"id":11%');
+SELECT count(*) AS nested FROM callback.callback_queue WHERE event_type = 'cd.nested';
+ROLLBACK;
+DROP FUNCTION cd_nested_default();
+DROP FUNCTION cd_nested_caught();
+
+-- 6. An endpoint disabled while an event's body is built (by a cast the
+-- body calls) is seen by that event: it goes to the endpoint still enabled.
+SELECT callback.create_endpoint('regress_cd_b', 'http://127.0.0.1:9/cdb', '{cd.*}') > 0 AS created;
+CREATE TYPE cd_mood AS ENUM ('calm', 'cross');
+CREATE FUNCTION cd_mood_json(cd_mood) RETURNS json LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM callback.alter_endpoint('regress_cd_b', enabled => false);
+  RETURN to_json($1::text);
+END $$;
+CREATE CAST (cd_mood AS json) WITH FUNCTION cd_mood_json(cd_mood);
+CREATE TABLE cd_cast (id int PRIMARY KEY, m cd_mood);
+CREATE TRIGGER cb AFTER INSERT ON cd_cast FOR EACH ROW EXECUTE FUNCTION callback.trigger('cd');
+BEGIN;
+INSERT INTO cd_cast VALUES (1, 'cross');
+SELECT e.name FROM callback.callback_queue q
+  JOIN callback.callback_endpoints e ON e.id = q.endpoint_id
+ WHERE q.event_type = 'cd.insert' AND q.body LIKE '%cross%' ORDER BY e.name;
+ROLLBACK;
+DROP TABLE cd_cast;
+DROP CAST (cd_mood AS json);
+DROP FUNCTION cd_mood_json(cd_mood);
+DROP TYPE cd_mood;
+SELECT callback.drop_endpoint('regress_cd_b', force => true);
+
 SELECT callback.drop_endpoint('regress_cd', force => true);
 DROP TABLE cd_row;
 SELECT count(*) AS queue_rows FROM callback.callback_queue WHERE event_type = 'cd.insert';

@@ -349,11 +349,20 @@ check_body_size(int body_len)
 				 errhint("Send a smaller payload, such as an id the receiver can look up, or raise callback.max_payload_bytes.")));
 }
 
+/* Routes kept on the stack up to this many endpoints; more are palloc'd. */
+#define ROUTES_ON_STACK 16
+
 uint64
 pgcb_event_enqueue(PgcbEventRow *ev)
 {
 	PgcbRoutes	looked_up;
 	const PgcbRoutes *routes = ev->routes;
+	int32		ids_buf[ROUTES_ON_STACK];
+	bool		ordered_buf[ROUTES_ON_STACK];
+	int32	   *ids = ids_buf;
+	bool	   *ordered = NULL;
+	int			n;
+	bool		any_unpaused;
 	int			body_len = ev->body_len;
 
 	check_body_size(body_len);
@@ -366,15 +375,37 @@ pgcb_event_enqueue(PgcbEventRow *ev)
 		pgcb_route_cache_lookup(ev->event_type, &looked_up);
 		routes = &looked_up;
 	}
+
+	/*
+	 * A copy: the ordering key's output function and the rows' defaults
+	 * run SQL, which may remake the cache the routes point into.
+	 */
+	n = routes->n;
+	any_unpaused = routes->any_unpaused;
+	if (n > ROUTES_ON_STACK)
+		ids = palloc(n * sizeof(int32));
+	if (n > 0)
+		memcpy(ids, routes->ids, n * sizeof(int32));
+	if (n > 0 && routes->ordered != NULL)
+	{
+		ordered = n > ROUTES_ON_STACK ? palloc(n * sizeof(bool)) : ordered_buf;
+		memcpy(ordered, routes->ordered, n * sizeof(bool));
+	}
+	routes = NULL;
+
 	/* ordering: the trigger's key costs nothing unless an endpoint orders */
-	if (routes->ordered != NULL && ev->ordering_key == NULL && ev->ordering_key_fn != NULL)
+	if (ordered != NULL && ev->ordering_key == NULL && ev->ordering_key_fn != NULL)
 		ev->ordering_key = ev->ordering_key_fn(ev->ordering_key_arg);
-	pgcb_queue_insert(ev, routes->ids, routes->ordered, routes->n);
+	pgcb_queue_insert(ev, ids, ordered, n);
+	if (ids != ids_buf)
+		pfree(ids);
+	if (ordered != NULL && ordered != ordered_buf)
+		pfree(ordered);
 
 	/* a paused endpoint's events wait for resume_endpoint(), which wakes */
-	if (routes->any_unpaused)
+	if (any_unpaused)
 		wake_worker_at_commit();
-	return routes->n;
+	return n;
 }
 
 /*

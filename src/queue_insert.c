@@ -161,6 +161,8 @@ static SubTransactionId bulk_subid = InvalidSubTransactionId;
  * sees exactly what it would without the batch.
  */
 static bool batch_active = false;
+/* while a row is formed as the queue's owner: its subtransaction (become_owner) */
+static SubTransactionId forming_subid = InvalidSubTransactionId;
 static SubTransactionId batch_subid;
 static int32 batch_trigger_depth;
 
@@ -227,6 +229,7 @@ queue_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
+		forming_subid = InvalidSubTransactionId;
 		batch_active = false;
 		pgcb_pack_discard();
 		if (bulk_pending() > 0)
@@ -266,6 +269,8 @@ queue_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	if (event != SUBXACT_EVENT_ABORT_SUB)
 		return;
+	if (mySubid == forming_subid)
+		forming_subid = InvalidSubTransactionId;
 	if (batch_active && mySubid == batch_subid)
 	{
 		batch_active = false;
@@ -795,10 +800,31 @@ form_row(QueueOpen *q, QueueShape *s, TupleTableSlot *slot, const PgcbEventRow *
 static void
 become_owner(QueueOpen *q, Oid *save_userid, int *save_sec_context)
 {
+	/*
+	 * A default, a constraint or an index predicate of the queue that queues
+	 * an event would form its row in the slot and buffer this row is being
+	 * formed in.
+	 */
+	if (forming_subid != InvalidSubTransactionId)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot queue an event while a row of %s is being formed",
+						RelationGetRelationName(q->rel)),
+				 errdetail("A column default, a check constraint or an index expression of the table queued an event."),
+				 errhint("Queue the event from the producer's own code, not from the queue's definition.")));
+	forming_subid = GetCurrentSubTransactionId();
 	GetUserIdAndSecContext(save_userid, save_sec_context);
 	SetUserIdAndSecContext(q->rel->rd_rel->relowner,
 						   *save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/* The producer again, once the rows are formed (or written). */
+static void
+become_producer(Oid save_userid, int save_sec_context)
+{
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	forming_subid = InvalidSubTransactionId;
 }
 
 /*
@@ -876,7 +902,7 @@ flush_as_owner(QueueOpen *q)
 	bulk_target(q, GetCurrentCommandId(true), &target);
 	become_owner(q, &save_userid, &save_sec_context);
 	pgcb_bulk_flush(shape->bulk, &target);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	become_producer(save_userid, save_sec_context);
 }
 
 /* Where a closed pack's row goes: q's buffer, through target. */
@@ -938,7 +964,7 @@ close_packs_as_owner(QueueOpen *q)
 	bulk_target(q, GetCurrentCommandId(true), &target);
 	become_owner(q, &save_userid, &save_sec_context);
 	pgcb_pack_close_all(emit_pack, &sink);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	become_producer(save_userid, save_sec_context);
 }
 
 /* Whether an insert made now belongs to the open batch. */
@@ -1082,7 +1108,7 @@ pgcb_queue_insert(const PgcbEventRow *ev,
 	}
 	if (buffered && !batched)
 		pgcb_bulk_flush(shape->bulk, &target);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	become_producer(save_userid, save_sec_context);
 
 	ExecClearTuple(q->slot);
 	if (DatumGetPointer(d.type) != type_buf.data)

@@ -341,7 +341,8 @@ pgcb_route_cache_lookup(const char *event_type, PgcbRoutes *routes)
 bool
 pgcb_route_cache_current(const PgcbRoutes *routes)
 {
-	return routes->memo_generation == memo_generation;
+	/* invalid: a change seen since (a cast run for the body may alter an endpoint) */
+	return valid && routes->memo_generation == memo_generation;
 }
 
 /*

@@ -29,9 +29,10 @@ typedef struct PgcbRoutes
 extern void pgcb_route_cache_lookup(const char *event_type, PgcbRoutes *routes);
 
 /*
- * Whether routes still points into the memo: no rebuild since its lookup.
- * One event looks its routes up once; what runs between that and its
- * queue rows (its body's output functions) may rebuild the cache.
+ * Whether routes still hold: no change to the endpoints seen and no rebuild
+ * since its lookup.  One event looks its routes up once; what runs between
+ * that and its queue rows (its body's output functions) may change an
+ * endpoint or rebuild the cache.
  */
 extern bool pgcb_route_cache_current(const PgcbRoutes *routes);
 

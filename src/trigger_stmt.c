@@ -89,7 +89,11 @@ pgcb_trigger_stmt_fire(TriggerData *trigdata, const char *event_type, const char
 	if (want_old && trigger->tgoldtable == NULL)
 		missing_table(trigdata, op, "REFERENCING OLD TABLE AS ...");
 
-	/* no endpoint wants these events: the rows need not be read (each row looks again) */
+	/*
+	 * No endpoint wants these events: the rows need not be read.  routes
+	 * serve only this test: each row's event looks its own up, so that a
+	 * change seen while the rows are read reaches the next row's event.
+	 */
 	if (!pgcb_trigger_routed(event_type, &routes))
 		return;
 

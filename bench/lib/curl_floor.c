@@ -9,8 +9,10 @@
  * connections kept alive, up to `inflight` requests at a time, and each
  * request signed per Standard Webhooks (HMAC-SHA256 of id.timestamp.body,
  * base64) with the same headers.  It prints the CPU it used per request
- * (user + system, getrusage), which is what the worker would spend if its
- * SQL cost nothing.
+ * (user + system, getrusage).  A lower bound for the worker's HTTP part: it
+ * leaves out what the worker adds around libcurl (the network policy's
+ * socket hooks, the WaitEventSet over the multi's sockets, reading and
+ * keeping the response) and sends one fixed body.
  *
  *	  curl_floor URL REQUESTS INFLIGHT BODY
  *

@@ -218,13 +218,17 @@ def floor_once(env, floor_bin, body, n):
     """The floor: n signed requests of body to the same nginx, env.inflight at a
     time; its own CPU (getrusage) per request."""
     off = env.log_offset()
-    out = env.run([floor_bin, env.hook_url, str(n), str(env.inflight), body],
-                  capture_output=True, text=True, check=True).stdout
-    res = json.loads(out)
+    proc = env.run([floor_bin, env.hook_url, str(n), str(env.inflight), body],
+                   capture_output=True, text=True, check=False)
+    try:
+        res = json.loads(proc.stdout)
+    except ValueError:
+        raise RuntimeError("curl_floor exited %d without its figures: %s"
+                           % (proc.returncode, proc.stderr.strip()[-500:]))
     res["nginx_log"] = env.log_since(off)
-    if res["failures"] or res["nginx_log"]["requests"] != n:
-        raise RuntimeError("curl_floor: %d failures, nginx saw %d of %d requests"
-                           % (res["failures"], res["nginx_log"]["requests"], n))
+    if proc.returncode != 0 or res["failures"] or res["nginx_log"]["requests"] != n:
+        raise RuntimeError("curl_floor exited %d: %d failures, nginx saw %d of %d requests"
+                           % (proc.returncode, res["failures"], res["nginx_log"]["requests"], n))
     return res
 
 
