@@ -76,8 +76,11 @@ RESET callback.inbox;
 DELETE FROM callback.callback_inbox WHERE event_type = 'cd.insert';
 
 -- 5. A default that queues an event of its own would form its row in the
--- slot the outer row is being formed in: a clear error instead.  Caught
--- inside the default, the outer row is whole and the next one too.
+-- slot the outer row is being formed in: a clear error instead, raised
+-- before anything the outer row uses is closed or rebuilt.  Caught inside
+-- the default, the outer row is whole and the next one too, also when the
+-- default replaces a function first (which makes the queue's prepared
+-- state stale: the nested event would have rebuilt it under the outer row).
 CREATE FUNCTION cd_nested_default() RETURNS timestamptz LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM callback.enqueue('cd.nested', '{}');
@@ -85,6 +88,7 @@ BEGIN
 END $$;
 CREATE FUNCTION cd_nested_caught() RETURNS timestamptz LANGUAGE plpgsql AS $$
 BEGIN
+  CREATE OR REPLACE FUNCTION public.cd_dummy() RETURNS int LANGUAGE sql AS 'SELECT 1';
   BEGIN
     PERFORM callback.enqueue('cd.nested', '{}');
   EXCEPTION WHEN feature_not_supported THEN
@@ -106,8 +110,59 @@ SELECT count(*) AS rows, count(DISTINCT id) AS distinct_ids,
  WHERE event_type = 'cd.insert' AND (body LIKE '%"id":10%' OR body LIKE '%"id":11%');
 SELECT count(*) AS nested FROM callback.callback_queue WHERE event_type = 'cd.nested';
 ROLLBACK;
+
+-- An immutable default is folded when the backend prepares the defaults:
+-- queueing from it is refused there too.
+CREATE FUNCTION cd_folded() RETURNS timestamptz LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  BEGIN
+    PERFORM callback.enqueue('cd.nested', '{}');
+  EXCEPTION WHEN feature_not_supported THEN
+    RAISE WARNING 'caught: %', SQLERRM;
+  END;
+  RETURN '2000-01-01 00:00:00+00';
+END $$;
+BEGIN;
+ALTER TABLE callback.callback_queue ALTER COLUMN next_attempt_at SET DEFAULT public.cd_folded();
+INSERT INTO cd_row VALUES (12, 'l');
+SELECT count(*) AS rows, bool_and(next_attempt_at = '2000-01-01 00:00:00+00') AS folded
+  FROM callback.callback_queue WHERE event_type = 'cd.insert' AND body LIKE '%"id":12%';
+SELECT count(*) AS nested FROM callback.callback_queue WHERE event_type = 'cd.nested';
+ROLLBACK;
+
+-- An index expression runs as a fan-out's buffered rows are written: two
+-- endpoints, so that both rows go through the buffer.  Partial, so that
+-- building the index evaluates it for no row already there.
+SELECT callback.create_endpoint('regress_cd_2', 'http://127.0.0.1:9/cd2', '{cd.*}') > 0 AS created;
+CREATE FUNCTION cd_index_side() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  CREATE OR REPLACE FUNCTION public.cd_dummy() RETURNS int LANGUAGE sql AS 'SELECT 2';
+  BEGIN
+    PERFORM callback.enqueue('cd.nested', '{}');
+  EXCEPTION WHEN feature_not_supported THEN
+    RAISE WARNING 'caught: %', SQLERRM;
+  END;
+END $$;
+CREATE FUNCTION cd_index_expr(text) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  PERFORM public.cd_index_side();
+  RETURN length($1);
+END $$;
+BEGIN;
+CREATE INDEX cd_queue_expr ON callback.callback_queue (public.cd_index_expr(body))
+ WHERE body LIKE '%"id":13,%';
+INSERT INTO cd_row VALUES (13, 'm');
+SELECT count(*) AS rows, count(DISTINCT endpoint_id) AS endpoints
+  FROM callback.callback_queue WHERE event_type = 'cd.insert' AND body LIKE '%"id":13%';
+SELECT count(*) AS nested FROM callback.callback_queue WHERE event_type = 'cd.nested';
+ROLLBACK;
+SELECT callback.drop_endpoint('regress_cd_2', force => true);
+DROP FUNCTION cd_index_expr(text);
+DROP FUNCTION cd_index_side();
+DROP FUNCTION cd_folded();
 DROP FUNCTION cd_nested_default();
 DROP FUNCTION cd_nested_caught();
+DROP FUNCTION IF EXISTS cd_dummy();
 
 -- 6. An endpoint disabled while an event's body is built (by a cast the
 -- body calls) is seen by that event: it goes to the endpoint still enabled.

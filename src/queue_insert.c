@@ -195,6 +195,24 @@ queue_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
 	xact_open_stale = true;
 }
 
+/*
+ * A default, a constraint or an index expression of the queue that queues
+ * an event, run while a row is formed or written (become_owner) or while
+ * the shape is built (build_shape, which may fold an immutable default):
+ * refused before anything is opened, closed or rebuilt, since the outer
+ * row is formed in the slot, buffer and shape an inner one would reuse.
+ */
+static void
+refuse_nested(void)
+{
+	if (forming_subid != InvalidSubTransactionId)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot queue an event while a row of the queue is being formed"),
+				 errdetail("A column default, a check constraint or an index expression of the queue's table queued an event."),
+				 errhint("Queue the event from the producer's own code, not from the queue's definition.")));
+}
+
 static int
 bulk_pending(void)
 {
@@ -398,6 +416,8 @@ build_shape(Relation rel, bool inbox)
 	}
 	cxt = AllocSetContextCreate(CacheMemoryContext, "pg_callback queue shape",
 								ALLOCSET_SMALL_SIZES);
+	/* planning a default may run it (an immutable one is folded) */
+	forming_subid = GetCurrentSubTransactionId();
 	PG_TRY();
 	{
 		MemoryContextSwitchTo(cxt);
@@ -406,11 +426,13 @@ build_shape(Relation rel, bool inbox)
 	PG_CATCH();
 	{
 		/* nothing in it is held by a resource owner: the memory is all */
+		forming_subid = InvalidSubTransactionId;
 		MemoryContextSwitchTo(old);
 		MemoryContextDelete(cxt);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	forming_subid = InvalidSubTransactionId;
 	MemoryContextSwitchTo(old);
 	/* an invalidation read while building: good for now, rebuilt next time */
 	shape_stale = (shape_invals != invals_before);
@@ -544,6 +566,8 @@ open_queue(void)
 	QueueOpen  *q;
 	Oid			relid;
 
+	/* before anything the outer row uses is closed or rebuilt */
+	refuse_nested();
 	/* callback.inbox changed in the transaction (SET LOCAL): the other table */
 	if (xact_open != NULL && xact_open->inbox != target_is_inbox())
 		xact_open_stale = true;
@@ -800,18 +824,7 @@ form_row(QueueOpen *q, QueueShape *s, TupleTableSlot *slot, const PgcbEventRow *
 static void
 become_owner(QueueOpen *q, Oid *save_userid, int *save_sec_context)
 {
-	/*
-	 * A default, a constraint or an index predicate of the queue that queues
-	 * an event would form its row in the slot and buffer this row is being
-	 * formed in.
-	 */
-	if (forming_subid != InvalidSubTransactionId)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot queue an event while a row of %s is being formed",
-						RelationGetRelationName(q->rel)),
-				 errdetail("A column default, a check constraint or an index expression of the table queued an event."),
-				 errhint("Queue the event from the producer's own code, not from the queue's definition.")));
+	refuse_nested();
 	forming_subid = GetCurrentSubTransactionId();
 	GetUserIdAndSecContext(save_userid, save_sec_context);
 	SetUserIdAndSecContext(q->rel->rd_rel->relowner,

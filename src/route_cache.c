@@ -341,7 +341,12 @@ pgcb_route_cache_lookup(const char *event_type, PgcbRoutes *routes)
 bool
 pgcb_route_cache_current(const PgcbRoutes *routes)
 {
-	/* invalid: a change seen since (a cast run for the body may alter an endpoint) */
+	/*
+	 * Invalid: a change seen since (a cast run for the body may alter an
+	 * endpoint).  Without the invalidation trigger the cache is never
+	 * valid, and an event is routed twice, as before it was routed once:
+	 * nothing else would tell of a change made meanwhile.
+	 */
 	return valid && routes->memo_generation == memo_generation;
 }
 
