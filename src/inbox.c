@@ -169,6 +169,9 @@ pgcb_inbox_move(int max)
 	/* absent below 1.1, or empty: nothing to move */
 	if (!OidIsValid(relid) || inbox_surely_empty(relid))
 		return 0;
+	/* called while this backend queues events (process_callbacks() from a cast): later */
+	if (pgcb_queue_busy())
+		return 0;
 	/* by name and schema, not search_path */
 	ms.fn = LookupFuncName(list_make2(makeString(PGCB_SCHEMA_NAME), makeString("_move_inbox")),
 						   1, argtypes, true);
@@ -577,6 +580,12 @@ move_inbox(PG_FUNCTION_ARGS)
 						PG_ARGISNULL(0) ? "NULL" : psprintf("%d", PG_GETARG_INT32(0))),
 				 errhint("Give how many waiting events may move at once, such as 2000.")));
 	max_events = PG_GETARG_INT32(0);
+	if (pgcb_queue_busy())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot move callback_inbox while this session is queueing events"),
+				 errdetail("callback._move_inbox() was called from SQL run while events were being queued, such as a cast called to build an event's body."),
+				 errhint("Move the inbox in a statement of its own, as the worker does.")));
 	relid = pgcb_inbox_relid();
 	if (!ConditionalLockRelationOid(relid, MOVER_LOCK))
 		PG_RETURN_INT64(0);

@@ -1013,6 +1013,13 @@ pgcb_queue_batch_packs(void)
 	return q->inbox && shape->att_more != InvalidAttrNumber;
 }
 
+bool
+pgcb_queue_busy(void)
+{
+	return batch_active || bulk_pending() > 0 || pgcb_pack_any_open() ||
+		forming_subid != InvalidSubTransactionId;
+}
+
 void
 pgcb_queue_batch_end(void)
 {

@@ -39,6 +39,14 @@ extern bool pgcb_queue_batch_begin(void);
 extern void pgcb_queue_batch_end(void);
 
 /*
+ * Whether this backend is writing queue rows now: a batch open, rows
+ * buffered or packed, a row being formed.  SQL run meanwhile (a cast
+ * called to build an event's body) must not move the inbox (inbox.c): its
+ * rows would go where the open batch writes, the inbox among them.
+ */
+extern bool pgcb_queue_busy(void);
+
+/*
  * Whether an event queued now goes into the inbox in the open batch, where
  * it is packed (inbox_pack.h).
  */
