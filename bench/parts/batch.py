@@ -18,8 +18,7 @@ def run(env):
         for r in range(env.runs):
             for key, size in (("single", 1), ("batched", BATCH)):
                 env.q("SELECT callback.alter_endpoint('bench', batch_size => %s)", (size,))
-                # r + 1: the drain part's perf profile is taken in its run 0 only
-                one = drain_once(env, n, r + 1)
+                one = drain_once(env, n)
                 one.pop("body", None)
                 one.pop("curve", None)
                 res[key].append(one)

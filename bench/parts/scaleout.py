@@ -57,7 +57,7 @@ def run(env):
     try:
         for w in WORKERS:
             set_workers(env, w)
-            one = drain.drain_once(env, n, 1)
+            one = drain.drain_once(env, n)
             body = one.pop("body")
             res["drain"][w] = {"per_s": one["per_s"], "seconds": one["seconds"],
                                "pg_us_per_delivery": one["pg_us_per_delivery"]}
