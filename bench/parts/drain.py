@@ -233,6 +233,8 @@ def floor_once(env, floor_bin, body, n):
     try:
         res = json.loads(proc.stdout)
     except ValueError:
+        res = None
+    if not isinstance(res, dict) or "failures" not in res:
         raise RuntimeError("curl_floor exited %d without its figures: %s"
                            % (proc.returncode, proc.stderr.strip()[-500:]))
     res["nginx_log"] = env.log_since(off)
