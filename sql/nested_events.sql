@@ -91,6 +91,56 @@ SELECT count(*) AS rows, count(DISTINCT endpoint_id) AS endpoints
   FROM callback.callback_queue WHERE event_type = 'ne.insert' AND body LIKE '%"id":13%';
 SELECT count(*) AS nested FROM callback.callback_queue WHERE event_type = 'ne.nested';
 ROLLBACK;
+
+-- A check constraint runs as each row is formed (NOT VALID: the rows
+-- already there are not checked when it is added).
+CREATE FUNCTION ne_check(text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM public.ne_index_side();
+  RETURN true;
+END $$;
+BEGIN;
+ALTER TABLE callback.callback_queue ADD CONSTRAINT ne_queue_check CHECK (public.ne_check(body)) NOT VALID;
+INSERT INTO ne_row VALUES (14, 'n');
+SELECT count(*) AS rows, count(DISTINCT endpoint_id) AS endpoints
+  FROM callback.callback_queue WHERE event_type = 'ne.insert' AND body LIKE '%"id":14%';
+SELECT count(*) AS nested FROM callback.callback_queue WHERE event_type = 'ne.nested';
+ROLLBACK;
+
+-- A statement's events packed into the inbox: the packs' rows are formed
+-- when the batch ends, each taking the inbox's defaults.  The refusals are
+-- counted, not shown: how many packs the events make is not the point.
+CREATE FUNCTION ne_counted() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+  CREATE OR REPLACE FUNCTION public.ne_dummy() RETURNS int LANGUAGE sql AS 'SELECT 3';
+  BEGIN
+    PERFORM callback.enqueue('ne.nested', '{}');
+  EXCEPTION WHEN feature_not_supported THEN
+    PERFORM set_config('ne.refused',
+                       (coalesce(nullif(current_setting('ne.refused', true), ''), '0')::int + 1)::text,
+                       false);
+  END;
+  RETURN pg_catalog.clock_timestamp();
+END $$;
+CREATE TABLE ne_bulk (id int PRIMARY KEY);
+CREATE TRIGGER cbs AFTER INSERT ON ne_bulk REFERENCING NEW TABLE AS n
+  FOR EACH STATEMENT EXECUTE FUNCTION callback.trigger('ne');
+SET callback.inbox = on;
+BEGIN;
+ALTER TABLE callback.callback_inbox ALTER COLUMN written_at SET DEFAULT public.ne_counted();
+INSERT INTO ne_bulk SELECT g FROM generate_series(1, 30) g;
+SELECT current_setting('ne.refused')::int = count(*) AS each_row_refused
+  FROM callback.callback_inbox WHERE event_type = 'ne.insert' AND xact = pg_current_xact_id();
+SELECT sum(events) AS events, count(DISTINCT endpoint_id) AS endpoints
+  FROM callback.callback_inbox WHERE event_type = 'ne.insert' AND xact = pg_current_xact_id();
+SELECT (SELECT count(*) FROM callback.callback_inbox WHERE event_type = 'ne.nested') +
+       (SELECT count(*) FROM callback.callback_queue WHERE event_type = 'ne.nested') AS nested;
+ROLLBACK;
+RESET callback.inbox;
+DROP TABLE ne_bulk;
+DROP FUNCTION ne_check(text);
+DROP FUNCTION ne_counted();
+
 SELECT callback.drop_endpoint('regress_ne_2', force => true);
 DROP FUNCTION ne_index_expr(text);
 DROP FUNCTION ne_index_side();
