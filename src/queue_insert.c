@@ -161,10 +161,15 @@ static SubTransactionId bulk_subid = InvalidSubTransactionId;
  * sees exactly what it would without the batch.
  */
 static bool batch_active = false;
-/* while a row is formed as the queue's owner: its subtransaction (become_owner) */
-static SubTransactionId forming_subid = InvalidSubTransactionId;
 static SubTransactionId batch_subid;
 static int32 batch_trigger_depth;
+
+/*
+ * While a row is formed as the queue's owner (become_owner) or the shape is
+ * built: the subtransaction doing it.  Nested queueing is refused meanwhile
+ * (refuse_nested).
+ */
+static SubTransactionId forming_subid = InvalidSubTransactionId;
 
 static void
 queue_relcache_callback(Datum arg, Oid relid)

@@ -50,9 +50,10 @@ def run(env):
     floor_bin = build_floor(env)
     res["floor"] = []
     # A first drain, not counted: a worker that has run a while has touched
-    # shared buffers (its page tables), its caches and its connections; the
-    # first drain after a start pays for that (about a fifth more CPU per
-    # delivery here).  Under perf with --profile, so that no counted run is.
+    # shared buffers (its page tables), its caches and its connections, and
+    # no counted run should be the first after a start (whether that is
+    # what made one first run dearer is not settled: drain-warmup.md).
+    # Under perf with --profile, so that no counted run is.
     w = drain_once(env, n, profile=True)
     res["warm_up"] = {k: w[k] for k in ("delivered", "seconds", "per_s", "worker_us_per_delivery",
                                         "pg_us_per_delivery")}
