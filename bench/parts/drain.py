@@ -10,7 +10,11 @@ floor: bench/lib/curl_floor.c, a libcurl client that signs and sends the
 same bodies the way the worker does (one multi handle, epoll, reused
 handles, the same headers, the same concurrency) with no queue at all, so
 that "CPU per delivery" can be set against what one request costs any
-libcurl client here."""
+libcurl client here; and bench/lib/raw_floor.c, the same requests byte for
+byte over the same kept-alive connections without libcurl's transfers (one
+write and one read per request), what a request costs at all, on
+connections of its own and on connections libcurl made (CONNECT_ONLY,
+curl_easy_send/recv)."""
 
 import json
 import os
@@ -47,8 +51,14 @@ def run(env):
          % (n, plural(env.runs, "run"), env.inflight))
     res = {"events": n, "concurrency": env.inflight, "runs": [], "wrk": [], "batched": [],
            "batch_size": BATCHED}
-    floor_bin = build_floor(env)
-    res["floor"] = []
+    floor_bin = build_floor(env, "curl_floor", ["-lcurl", "-lcrypto"])
+    raw_bin = build_floor(env, "raw_floor", ["-lcurl", "-lcrypto"])
+    floors = (("floor", [floor_bin], "libcurl floor (bench/lib/curl_floor.c)"),
+              ("raw_floor", [raw_bin], "raw floor (bench/lib/raw_floor.c)"),
+              ("conn_floor", [raw_bin, "--curl-connections"],
+               "raw floor on libcurl's connections (raw_floor.c --curl-connections)"))
+    for key, _, _ in floors:
+        res[key] = []
     # A first drain, not counted: a worker that has run a while has touched
     # shared buffers (its page tables), its caches and its connections, and
     # no counted run should be the first after a start (whether that is
@@ -85,12 +95,13 @@ def run(env):
         log("run %d: wrk -t1 -c%d %ds: %.0f requests/s (%d connections, nginx CPU %.1f s)"
             % (r + 1, env.inflight, wrk_s, w["per_s"] or 0, w["nginx_log"]["connections"],
                w["cpu"]["nginx"]))
-        fl = floor_once(env, floor_bin, one["body"], n)
-        res["floor"].append(fl)
-        log("run %d: libcurl floor (bench/lib/curl_floor.c), %d signed requests at %d in flight: "
-            "%.0f requests/s, CPU %.1f us per request (user %.1f, system %.1f)"
-            % (r + 1, fl["requests"], env.inflight, fl["per_s"], fl["cpu_us_per_request"],
-               fl["user_us"] / fl["requests"], fl["sys_us"] / fl["requests"]))
+        for key, cmd, what in floors:
+            fl = floor_once(env, cmd, one["body"], n)
+            res[key].append(fl)
+            log("run %d: %s, %d signed requests at %d in flight: "
+                "%.0f requests/s, CPU %.1f us per request (user %.1f, system %.1f)"
+                % (r + 1, what, fl["requests"], env.inflight, fl["per_s"], fl["cpu_us_per_request"],
+                   fl["user_us"] / fl["requests"], fl["sys_us"] / fl["requests"]))
     res["per_s"] = median([x["per_s"] for x in res["runs"]])
     res["wrk_per_s"] = median([x["per_s"] for x in res["wrk"]])
     res["ratio"] = res["per_s"] / res["wrk_per_s"] if res["per_s"] and res["wrk_per_s"] else None
@@ -109,6 +120,13 @@ def run(env):
                           if res["floor_per_s"] and res["wrk_per_s"] else None)
     res["over_floor"] = (res["pg_us_per_delivery"] / res["floor_us"]
                          if res["pg_us_per_delivery"] and res["floor_us"] else None)
+    for key in ("raw_floor", "conn_floor"):
+        res[key + "_us"] = median([x["cpu_us_per_request"] for x in res[key]])
+        res[key + "_per_s"] = median([x["per_s"] for x in res[key]])
+        res[key + "_ratio"] = (res[key + "_per_s"] / res["wrk_per_s"]
+                               if res[key + "_per_s"] and res["wrk_per_s"] else None)
+    res["over_raw_floor"] = (res["pg_us_per_delivery"] / res["raw_floor_us"]
+                             if res["pg_us_per_delivery"] and res["raw_floor_us"] else None)
     res["goal"] = GOAL
     for x in res["runs"] + res["batched"]:
         x.pop("body", None)
@@ -216,32 +234,32 @@ def wrk_once(env, body, seconds):
             "nginx_log": env.log_since(off), "output": out}
 
 
-def build_floor(env):
-    """bench/lib/curl_floor.c, compiled into the bench's temporary directory."""
-    src = os.path.join(env.repo, "bench", "lib", "curl_floor.c")
-    out = os.path.join(env.tmp, "curl_floor")
-    env.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out, src, "-lcurl", "-lcrypto"],
-            check=True)
+def build_floor(env, name, libs):
+    """bench/lib/<name>.c, compiled into the bench's temporary directory."""
+    src = os.path.join(env.repo, "bench", "lib", name + ".c")
+    out = os.path.join(env.tmp, name)
+    env.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out, src] + libs, check=True)
     return out
 
 
-def floor_once(env, floor_bin, body, n):
-    """The floor: n signed requests of body to the same nginx, env.inflight at a
+def floor_once(env, cmd, body, n):
+    """A floor: n signed requests of body to the same nginx, env.inflight at a
     time; its own CPU (getrusage) per request."""
     off = env.log_offset()
-    proc = env.run([floor_bin, env.hook_url, str(n), str(env.inflight), body],
+    proc = env.run(cmd + [env.hook_url, str(n), str(env.inflight), body],
                    capture_output=True, text=True, check=False)
     try:
         res = json.loads(proc.stdout)
     except ValueError:
         res = None
     if not isinstance(res, dict) or "failures" not in res:
-        raise RuntimeError("curl_floor exited %d without its figures: %s"
-                           % (proc.returncode, proc.stderr.strip()[-500:]))
+        raise RuntimeError("%s exited %d without its figures: %s"
+                           % (os.path.basename(cmd[0]), proc.returncode, proc.stderr.strip()[-500:]))
     res["nginx_log"] = env.log_since(off)
     if proc.returncode != 0 or res["failures"] or res["nginx_log"]["requests"] != n:
-        raise RuntimeError("curl_floor exited %d: %d failures, nginx saw %d of %d requests"
-                           % (proc.returncode, res["failures"], res["nginx_log"]["requests"], n))
+        raise RuntimeError("%s exited %d: %d failures, nginx saw %d of %d requests"
+                           % (os.path.basename(cmd[0]), proc.returncode, res["failures"],
+                              res["nginx_log"]["requests"], n))
     return res
 
 
@@ -279,4 +297,12 @@ def rows(d):
          "", "", ""),
         ("   CPU per delivery (worker + other postgres) / the floor's per request",
          fmt(d.get("over_floor"), "{:.2f}"), "", "", ""),
+        ("   raw floor, no libcurl (raw_floor.c): CPU us per request (requests/s)",
+         "%s (%s)" % (fmt(d.get("raw_floor_us"), "{:.1f}"), fmt(d.get("raw_floor_per_s"))), "", "", ""),
+        ("   raw floor / wrk against the same nginx", fmt(d.get("raw_floor_ratio"), "{:.3f}"), "", "", ""),
+        ("   raw floor on libcurl's connections (raw_floor.c --curl-connections): CPU us per request "
+         "(requests/s)", "%s (%s)" % (fmt(d.get("conn_floor_us"), "{:.1f}"), fmt(d.get("conn_floor_per_s"))),
+         "", "", ""),
+        ("   CPU per delivery (worker + other postgres) / the raw floor's per request",
+         fmt(d.get("over_raw_floor"), "{:.2f}"), "", "", ""),
     ]
