@@ -269,7 +269,8 @@ def events_per_row(v):
 
 def pgbench_rounds(env, variants, setting, cfg, profile=()):
     """Single-row pgbench for each variant, alternated over the rounds."""
-    out = {v: {"tps": [], "pg_us": [], "worker_us": [], "events_ok": True, "inbox_ok": True}
+    out = {v: {"tps": [], "pg_us": [], "worker_us": [], "inbox_left": [], "inbox_wait_s": [],
+               "events_ok": True, "inbox_ok": True}
            for v in variants}
     for r in range(cfg["rounds"]):
         line = []
@@ -283,8 +284,12 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
             c0 = cpu.snap()
             tps, n = env.pgbench("trigger_" + v, script, cfg["seconds"], cfg["clients"], cfg["jobs"],
                                  sync_commit=setting, options=INBOX_OPTION if inbox_of(v) else None)
-            # the inbox: the rows of the last moments move after pgbench; their CPU counts too
-            wait_inbox_empty(env)
+            # the inbox: the rows of the last moments move after pgbench; their CPU counts too.
+            # How many were left, and how long they took, says whether the move kept up
+            # during the run (a move that fell behind would flatter the TPS).
+            left = env.q1("SELECT count(*) FROM callback.callback_inbox", name="mon") \
+                if inbox_of(v) else None
+            waited = wait_inbox_empty(env)
             c1 = cpu.snap()
             perf_stop(env, prof)
             d = CpuMeter.delta(c0, c1)
@@ -293,12 +298,16 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
             # the worker's share: without the inbox, woken at each commit, it finds nothing due
             # (endpoints paused); with it, it moves the inbox's rows into the queue
             out[v]["worker_us"].append(d["worker"] * 1e6 / n if n else None)
+            out[v]["inbox_left"].append(left)
+            out[v]["inbox_wait_s"].append(waited if inbox_of(v) else None)
             if (events_per_row(v) or v in FLOOR) and not check_events(env, table_of(v), events_per_row(v)):
                 out[v]["events_ok"] = False
             if inbox_of(v) and not check_inbox(env, v, inbox_before):
                 out[v]["inbox_ok"] = False
-            line.append("%s %.0f (pg CPU %.0f us/insert, worker %.0f)"
-                        % (v, tps, out[v]["pg_us"][-1] or 0, out[v]["worker_us"][-1] or 0))
+            line.append("%s %.0f (pg CPU %.0f us/insert, worker %.0f%s)"
+                        % (v, tps, out[v]["pg_us"][-1] or 0, out[v]["worker_us"][-1] or 0,
+                           "; inbox rows left at the end %d, moved in %.2f s" % (left, waited)
+                           if inbox_of(v) else ""))
         log("synchronous_commit=%s round %d: TPS %s" % (setting, r + 1, ", ".join(line)))
     for v in variants:
         x = out[v]
@@ -516,7 +525,13 @@ def cpu_cell(x):
     """postgres CPU per insert, the worker's part in brackets"""
     if x.get("pg_us_median") is None:
         return "-"
-    return "%.0f (worker %.0f)" % (x["pg_us_median"], x.get("worker_us_median") or 0)
+    cell = "%.0f (worker %.0f)" % (x["pg_us_median"], x.get("worker_us_median") or 0)
+    left = [a for a in x.get("inbox_left") or [] if a is not None]
+    if left:
+        # the inbox's rows left when pgbench ended: did the move keep up during the run?
+        cell += "; inbox rows left at the end %s, moved in %.2f s (medians)" % (
+            format(int(median(left)), ","), median([w for w in x["inbox_wait_s"] if w is not None]))
+    return cell
 
 
 def markdown(t):
