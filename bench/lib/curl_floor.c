@@ -30,7 +30,8 @@
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
+
+#include "floor.h"
 
 #define MAX_EVENTS 256
 
@@ -46,7 +47,6 @@ typedef struct Request
 static CURLM *multi;
 static int	epfd;
 static long timeout_ms = -1;
-static const char secret[] = "bench-floor-secret-0123456789abcdef";
 
 static int
 on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -101,30 +101,8 @@ set_header(struct curl_slist *node, char *text, struct curl_slist *next)
 	node->next = next;
 }
 
-/*
- * One HMAC context keyed once, reset per request: what src/sign.c does for
- * a key it signed with lately.
- */
+/* keyed once (floor.h) */
 static EVP_MAC_CTX *keyed;
-
-static void
-key_once(void)
-{
-	EVP_MAC    *impl = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	char		digest[] = "SHA256";
-	OSSL_PARAM	params[2];
-
-	params[0] = OSSL_PARAM_construct_utf8_string("digest", digest, 0);
-	params[1] = OSSL_PARAM_construct_end();
-	keyed = impl ? EVP_MAC_CTX_new(impl) : NULL;
-	if (keyed == NULL ||
-		!EVP_MAC_init(keyed, (const unsigned char *) secret, sizeof(secret) - 1, params))
-	{
-		fprintf(stderr, "curl_floor: HMAC set-up failed\n");
-		exit(2);
-	}
-	EVP_MAC_free(impl);
-}
 
 /* Sign and start request number seq on r's handle. */
 static void
@@ -171,12 +149,6 @@ start(Request *r, long seq, const char *url, const char *body, size_t body_len)
 	}
 }
 
-static double
-usec(struct timeval tv)
-{
-	return tv.tv_sec * 1e6 + tv.tv_usec;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -190,13 +162,8 @@ main(int argc, char **argv)
 	long		done = 0;
 	long		failures = 0;
 	int			still;
-	struct rusage ru0,
-				ru1;
-	struct timespec t0,
-				t1;
-	double		seconds,
-				user_us,
-				sys_us;
+	FloorWindow from,
+				to;
 
 	if (argc != 5 || (total = atol(argv[2])) <= 0 || (inflight = atoi(argv[3])) <= 0)
 	{
@@ -208,7 +175,7 @@ main(int argc, char **argv)
 	body_len = strlen(body);
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	key_once();
+	keyed = floor_key_once("curl_floor");
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	multi = curl_multi_init();
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
@@ -234,8 +201,7 @@ main(int argc, char **argv)
 		reqs[i].easy = e;
 	}
 
-	getrusage(RUSAGE_SELF, &ru0);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	floor_mark(&from);
 	for (int i = 0; i < inflight && started < total; i++)
 		start(&reqs[i], started++, url, body, body_len);
 	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still);
@@ -278,15 +244,8 @@ main(int argc, char **argv)
 				start(r, started++, url, body, body_len);
 		}
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	getrusage(RUSAGE_SELF, &ru1);
-
-	seconds = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-	user_us = usec(ru1.ru_utime) - usec(ru0.ru_utime);
-	sys_us = usec(ru1.ru_stime) - usec(ru0.ru_stime);
-	printf("{\"requests\": %ld, \"failures\": %ld, \"seconds\": %.3f, \"per_s\": %.1f, "
-		   "\"cpu_us_per_request\": %.2f, \"user_us\": %.0f, \"sys_us\": %.0f}\n",
-		   done, failures, seconds, done / seconds, (user_us + sys_us) / done, user_us, sys_us);
+	floor_mark(&to);
+	floor_report(&from, &to, done, failures);
 
 	for (int i = 0; i < inflight; i++)
 		curl_easy_cleanup(reqs[i].easy);

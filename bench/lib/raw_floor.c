@@ -56,7 +56,8 @@
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
+
+#include "floor.h"
 
 #define MAX_EVENTS 256
 #define RESPONSE_MAX 8192
@@ -69,8 +70,7 @@ typedef struct Conn
 	char		in[RESPONSE_MAX];
 } Conn;
 
-static const char secret[] = "bench-floor-secret-0123456789abcdef";
-static EVP_MAC_CTX *keyed;
+static EVP_MAC_CTX *keyed;		/* keyed once (floor.h) */
 static char host[64];			/* "IPv4:PORT", as libcurl writes Host */
 static char path[256];
 static bool via_curl;
@@ -80,23 +80,6 @@ fail(const char *what)
 {
 	fprintf(stderr, "raw_floor: %s\n", what);
 	exit(2);
-}
-
-/* One HMAC context keyed once, reset per request, as curl_floor.c. */
-static void
-key_once(void)
-{
-	EVP_MAC    *impl = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	char		digest[] = "SHA256";
-	OSSL_PARAM	params[2];
-
-	params[0] = OSSL_PARAM_construct_utf8_string("digest", digest, 0);
-	params[1] = OSSL_PARAM_construct_end();
-	keyed = impl ? EVP_MAC_CTX_new(impl) : NULL;
-	if (keyed == NULL ||
-		!EVP_MAC_init(keyed, (const unsigned char *) secret, sizeof(secret) - 1, params))
-		fail("HMAC set-up failed");
-	EVP_MAC_free(impl);
 }
 
 /* Sign request number seq and send it on c with one write() or curl_easy_send(). */
@@ -178,12 +161,6 @@ response_length(Conn *c, int *status)
 	return c->have >= head + content_length ? head + (int) content_length : 0;
 }
 
-static double
-usec(struct timeval tv)
-{
-	return tv.tv_sec * 1e6 + tv.tv_usec;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -200,13 +177,8 @@ main(int argc, char **argv)
 	long		started = 0;
 	long		done = 0;
 	long		failures = 0;
-	struct rusage ru0,
-				ru1;
-	struct timespec t0,
-				t1;
-	double		seconds,
-				user_us,
-				sys_us;
+	FloorWindow from,
+				to;
 
 	if (argc > 1 && strcmp(argv[1], "--curl-connections") == 0)
 	{
@@ -229,7 +201,7 @@ main(int argc, char **argv)
 	body_len = strlen(body);
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	key_once();
+	keyed = floor_key_once("raw_floor");
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	conns = calloc(inflight, sizeof(Conn));
 	if (epfd < 0 || conns == NULL)
@@ -268,8 +240,7 @@ main(int argc, char **argv)
 			fail(strerror(errno));
 	}
 
-	getrusage(RUSAGE_SELF, &ru0);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	floor_mark(&from);
 	for (int i = 0; i < inflight && started < total; i++)
 		send_request(&conns[i], started++, body, body_len);
 	while (done < total)
@@ -323,14 +294,7 @@ main(int argc, char **argv)
 				send_request(c, started++, body, body_len);
 		}
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	getrusage(RUSAGE_SELF, &ru1);
-
-	seconds = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-	user_us = usec(ru1.ru_utime) - usec(ru0.ru_utime);
-	sys_us = usec(ru1.ru_stime) - usec(ru0.ru_stime);
-	printf("{\"requests\": %ld, \"failures\": %ld, \"seconds\": %.3f, \"per_s\": %.1f, "
-		   "\"cpu_us_per_request\": %.2f, \"user_us\": %.0f, \"sys_us\": %.0f}\n",
-		   done, failures, seconds, done / seconds, (user_us + sys_us) / done, user_us, sys_us);
+	floor_mark(&to);
+	floor_report(&from, &to, done, failures);
 	return failures > 0 ? 1 : 0;
 }
