@@ -114,19 +114,12 @@ def run(env):
     res["batched_pg_us"] = median([x["pg_us_per_delivery"] for x in res["batched"]])
     res["batched_requests"] = median([x["nginx_log"]["requests"] for x in res["batched"]])
     res["body_bytes"] = res["runs"][0]["body_bytes"]
-    res["floor_us"] = median([x["cpu_us_per_request"] for x in res["floor"]])
-    res["floor_per_s"] = median([x["per_s"] for x in res["floor"]])
-    res["floor_ratio"] = (res["floor_per_s"] / res["wrk_per_s"]
-                          if res["floor_per_s"] and res["wrk_per_s"] else None)
-    res["over_floor"] = (res["pg_us_per_delivery"] / res["floor_us"]
-                         if res["pg_us_per_delivery"] and res["floor_us"] else None)
-    for key in ("raw_floor", "conn_floor"):
-        res[key + "_us"] = median([x["cpu_us_per_request"] for x in res[key]])
-        res[key + "_per_s"] = median([x["per_s"] for x in res[key]])
-        res[key + "_ratio"] = (res[key + "_per_s"] / res["wrk_per_s"]
-                               if res[key + "_per_s"] and res["wrk_per_s"] else None)
-    res["over_raw_floor"] = (res["pg_us_per_delivery"] / res["raw_floor_us"]
-                             if res["pg_us_per_delivery"] and res["raw_floor_us"] else None)
+    # each floor: <key>_us, <key>_per_s, <key>_ratio (of wrk), over_<key> (CPU per delivery over it)
+    for key, _, _ in floors:
+        us = res[key + "_us"] = median([x["cpu_us_per_request"] for x in res[key]])
+        per_s = res[key + "_per_s"] = median([x["per_s"] for x in res[key]])
+        res[key + "_ratio"] = per_s / res["wrk_per_s"] if per_s and res["wrk_per_s"] else None
+        res["over_" + key] = res["pg_us_per_delivery"] / us if res["pg_us_per_delivery"] and us else None
     res["goal"] = GOAL
     for x in res["runs"] + res["batched"]:
         x.pop("body", None)

@@ -277,18 +277,18 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
         for v in rotated(variants, r):
             prepare(env)
             inbox_before = inbox_inserts(env)
+            inbox = inbox_of(v)
             script = "INSERT INTO %s (v) VALUES ('x');\n" % table_of(v)
             prof = perf_start(env, "trigger-%s-%s" % (v, setting)) \
                 if (r == 0 and v in profile) else None
             cpu = CpuMeter(env)
             c0 = cpu.snap()
             tps, n = env.pgbench("trigger_" + v, script, cfg["seconds"], cfg["clients"], cfg["jobs"],
-                                 sync_commit=setting, options=INBOX_OPTION if inbox_of(v) else None)
+                                 sync_commit=setting, options=INBOX_OPTION if inbox else None)
             # the inbox: the rows of the last moments move after pgbench; their CPU counts too.
             # How many were left, and how long they took, says whether the move kept up
             # during the run (a move that fell behind would flatter the TPS).
-            left = env.q1("SELECT count(*) FROM callback.callback_inbox", name="mon") \
-                if inbox_of(v) else None
+            left = env.q1("SELECT count(*) FROM callback.callback_inbox", name="mon") if inbox else None
             waited = wait_inbox_empty(env)
             c1 = cpu.snap()
             perf_stop(env, prof)
@@ -299,15 +299,15 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
             # (endpoints paused); with it, it moves the inbox's rows into the queue
             out[v]["worker_us"].append(d["worker"] * 1e6 / n if n else None)
             out[v]["inbox_left"].append(left)
-            out[v]["inbox_wait_s"].append(waited if inbox_of(v) else None)
+            out[v]["inbox_wait_s"].append(waited if inbox else None)
             if (events_per_row(v) or v in FLOOR) and not check_events(env, table_of(v), events_per_row(v)):
                 out[v]["events_ok"] = False
-            if inbox_of(v) and not check_inbox(env, v, inbox_before):
+            if inbox and not check_inbox(env, v, inbox_before):
                 out[v]["inbox_ok"] = False
             line.append("%s %.0f (pg CPU %.0f us/insert, worker %.0f%s)"
                         % (v, tps, out[v]["pg_us"][-1] or 0, out[v]["worker_us"][-1] or 0,
                            "; inbox rows left at the end %d, moved in %.2f s" % (left, waited)
-                           if inbox_of(v) else ""))
+                           if inbox else ""))
         log("synchronous_commit=%s round %d: TPS %s" % (setting, r + 1, ", ".join(line)))
     for v in variants:
         x = out[v]
@@ -526,11 +526,11 @@ def cpu_cell(x):
     if x.get("pg_us_median") is None:
         return "-"
     cell = "%.0f (worker %.0f)" % (x["pg_us_median"], x.get("worker_us_median") or 0)
-    left = [a for a in x.get("inbox_left") or [] if a is not None]
-    if left:
+    left = median(x.get("inbox_left") or [])  # None for a variant without the inbox
+    if left is not None:
         # the inbox's rows left when pgbench ended: did the move keep up during the run?
         cell += "; inbox rows left at the end %s, moved in %.2f s (medians)" % (
-            format(int(median(left)), ","), median([w for w in x["inbox_wait_s"] if w is not None]))
+            format(int(left), ","), median(x["inbox_wait_s"]))
     return cell
 
 
