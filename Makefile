@@ -37,6 +37,7 @@ OBJS = \
 	src/attempt_history.o \
 	src/batch.o \
 	src/http.o \
+	src/http1.o \
 	src/amqp_transport.o \
 	src/retry.o \
 	src/sign.o \

@@ -39,6 +39,7 @@
 #include "guc.h"
 #include "hooks.h"
 #include "http.h"
+#include "http1.h"
 #include "netpolicy.h"
 #include "notify_target.h"
 #include "queue.h"
@@ -60,7 +61,8 @@ typedef struct PgcbRequest
 	char	   *body;
 	int			body_len;
 	PgcbBatch  *batch;			/* batches: the deliveries it carries; NULL: one */
-	CURL	   *easy;			/* NULL: an amqp publish (amqp.c) */
+	CURL	   *easy;			/* NULL: an amqp publish or a native request */
+	bool		native;			/* sent by http1.c (callback.http_engine) */
 	uint64		easy_gen;		/* http.c's settings when it was lent */
 	TimestampTz started_at;
 	dlist_node	node;			/* in live_requests while in flight */
@@ -142,6 +144,7 @@ pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
 	endpoints = hash_create("pg_callback endpoints", 64, &info,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	pgcb_http_init();
+	pgcb_http1_init();
 	pgcb_amqp_init();
 }
 
@@ -358,7 +361,9 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	if (batch == NULL)
 		pfree(c->event_type);
 	req->response_cap = pgcb_max_response_bytes;
-	req->response = palloc(req->response_cap + 1);
+	req->native = pgcb_http_engine == PGCB_HTTP_ENGINE_NATIVE;
+	if (!req->native)
+		req->response = palloc(req->response_cap + 1);
 	for (int i = 0; i < ep->n_headers; i++)
 	{
 		struct curl_slist *l = curl_slist_append(req->extra, ep->headers[i]);
@@ -379,6 +384,18 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	set_header(&req->fixed[3], "Content-Type: application/json", &req->fixed[4]);
 	set_header(&req->fixed[4], "Expect:", trace_headers(req, c, req->extra));
 
+	if (req->native)
+	{
+		/* http1.c copies the headers and the body into its request */
+		dlist_push_tail(&live_requests, &req->node);
+		req->started_at = GetCurrentTimestamp();
+		pgcb_http1_start(ep->url, &req->fixed[0], USER_AGENT, req->body, req->body_len,
+						 ep->timeout_ms, pgcb_connect_timeout_ms, req->response_cap,
+						 ep->on_response != NULL, req);
+		note_started(ep, req);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 	easy = pgcb_http_easy_get(&fresh, &req->easy_gen);
 	req->easy = easy;
 	/* from here on shutdown frees the handle and the header list */
@@ -758,6 +775,34 @@ finish_request(CURL *easy, CURLcode result)
 	end_request(ep, req);
 }
 
+/* A request of http1.c's (callback.http_engine = native): as finish_request. */
+static void
+finish_native(const PgcbHttp1Result *r)
+{
+	PgcbRequest *req = (PgcbRequest *) r->owner;
+	PgcbEndpoint *ep;
+	PgcbAttempt a = {0};
+	MemoryContext old;
+
+	attempt_of(req, &a);
+	a.status = r->status;
+	a.retry_after_ms = r->retry_after_ms;
+	a.latency_ms = r->latency_ms;
+	old = MemoryContextSwitchTo(outcome_cxt);
+	if (r->body_len > 0)
+		a.response_body = storable_text(r->body, r->body_len);
+	if (r->error != NULL)
+		a.error = pstrdup(r->error);
+	ep = hash_search(endpoints, &req->endpoint_id, HASH_FIND, NULL);
+	/* kept only where a hook will read them */
+	if (ep != NULL && ep->on_response != NULL && a.status != 0)
+		a.response_headers = pgcb_http1_headers_json(r->headers, r->headers_len,
+													 pgcb_max_response_bytes);
+	MemoryContextSwitchTo(old);
+	settle(ep, &a);
+	end_request(ep, req);
+}
+
 /*
  * A publish: delivered when the broker confirmed it; a failure no retry
  * can mend (a missing exchange, an unroutable message) dead at once, as an
@@ -788,12 +833,19 @@ pgcb_delivery_wait(long timeout_ms)
 	CURLcode	result;
 	void	   *owner;
 	PgcbAmqpResult r;
+	PgcbHttp1Result r1;
+	long		http1_ms = pgcb_http1_ms_until_due();
 
 	if (amqp_ms >= 0 && (timeout_ms < 0 || amqp_ms < timeout_ms))
 		timeout_ms = amqp_ms;
+	if (http1_ms >= 0 && (timeout_ms < 0 || http1_ms < timeout_ms))
+		timeout_ms = http1_ms;
 	latch_set = pgcb_http_wait(timeout_ms);
 	while ((easy = pgcb_http_next_done(&result)) != NULL)
 		finish_request(easy, result);
+	pgcb_http1_poll();
+	while (pgcb_http1_next_done(&r1))
+		finish_native(&r1);
 	pgcb_amqp_poll();
 	while ((owner = pgcb_amqp_next_done(&r)) != NULL)
 		finish_publish((PgcbRequest *) owner, &r);
@@ -1403,7 +1455,7 @@ pgcb_delivery_cycle(int max_new)
 	 * started beyond callback.max_connections would wait inside libcurl
 	 * with its timeout running, and fail unsent.  It waits here instead.
 	 */
-	int			http_room = pgcb_max_connections - pgcb_http_running();
+	int			http_room = pgcb_max_connections - pgcb_http_running() - pgcb_http1_running();
 	int			http_share;
 
 	pgcb_delivery_flush();
@@ -1574,6 +1626,7 @@ void
 pgcb_delivery_apply_settings(void)
 {
 	pgcb_http_apply_settings();
+	pgcb_http1_apply_settings();
 }
 
 void
@@ -1587,12 +1640,13 @@ pgcb_delivery_shutdown(void)
 		PgcbRequest *req = dlist_container(PgcbRequest, node, it.cur);
 
 		dlist_delete(&req->node);
-		/* a publish has no handle: pgcb_amqp_shutdown forgets it */
+		/* a publish or a native request has no handle: their shutdowns forget them */
 		if (req->easy != NULL)
 			pgcb_http_abandon(req->easy);
 		curl_slist_free_all(req->extra);
 	}
 	pgcb_amqp_shutdown();
+	pgcb_http1_shutdown();
 	pgcb_http_shutdown();
 	if (engine_cxt != NULL)
 		MemoryContextDelete(engine_cxt);

@@ -50,6 +50,14 @@ bool		pgcb_inbox = false;
 char	   *pgcb_tracestate = NULL;
 int			pgcb_attempt_history = PGCB_ATTEMPT_HISTORY_ALL;
 
+int			pgcb_http_engine = PGCB_HTTP_ENGINE_NATIVE;
+
+static const struct config_enum_entry http_engine_options[] = {
+	{"native", PGCB_HTTP_ENGINE_NATIVE, false},
+	{"libcurl", PGCB_HTTP_ENGINE_LIBCURL, false},
+	{NULL, 0, false}
+};
+
 static const struct config_enum_entry attempt_history_options[] = {
 	{"all", PGCB_ATTEMPT_HISTORY_ALL, false},
 	{"failures", PGCB_ATTEMPT_HISTORY_FAILURES, false},
@@ -231,6 +239,11 @@ pgcb_guc_init(void)
 							   "CA bundle used to verify TLS peers (empty: the system's).",
 							   NULL, &pgcb_ca_file, "",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("callback.http_engine",
+							 "Who writes each HTTP request and reads its response: native (pg_callback, on connections libcurl makes) or libcurl (a libcurl transfer per request).",
+							 "Both speak HTTP/1.1 with the same headers; native costs less CPU per request. Requests in flight keep the engine they started with.",
+							 &pgcb_http_engine, PGCB_HTTP_ENGINE_NATIVE, http_engine_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("callback.max_connections",
 							"Most connections a worker keeps open, idle ones included.",
 							NULL, &pgcb_max_connections, 256, 1, 10000,

@@ -41,6 +41,14 @@ typedef enum PgcbAttemptHistory
 } PgcbAttemptHistory;
 extern int	pgcb_attempt_history;
 
+/* callback.http_engine: who writes HTTP/1.1 requests and reads responses */
+typedef enum PgcbHttpEngine
+{
+	PGCB_HTTP_ENGINE_NATIVE,	/* http1.c, on connections libcurl makes */
+	PGCB_HTTP_ENGINE_LIBCURL	/* a libcurl transfer per request (http.c) */
+} PgcbHttpEngine;
+extern int	pgcb_http_engine;
+
 extern void pgcb_guc_init(void);
 extern bool pgcb_guc_database_wanted(const char *datname);
 

@@ -114,8 +114,8 @@ pgcb_http_init(void)
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
 	pgcb_http_apply_settings();
 
-	/* the fourth: another transport's descriptor (pgcb_http_wait_also) */
-	wait_set = CreateWaitEventSet(TopMemoryContext, 4);
+	/* then other transports' descriptors (pgcb_http_wait_also): http1.c, amqp */
+	wait_set = CreateWaitEventSet(TopMemoryContext, 5);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, epoll_fd, NULL, NULL);
@@ -287,7 +287,7 @@ drive_timer_if_due(void)
 bool
 pgcb_http_wait(long timeout_ms)
 {
-	WaitEvent	events[4];
+	WaitEvent	events[5];
 	int			nevents;
 	bool		latch_set = false;
 	bool		sockets_ready = false;
