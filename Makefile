@@ -38,6 +38,7 @@ OBJS = \
 	src/batch.o \
 	src/http.o \
 	src/http1.o \
+	src/http1_response.o \
 	src/amqp_transport.o \
 	src/retry.o \
 	src/sign.o \

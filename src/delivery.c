@@ -40,6 +40,7 @@
 #include "hooks.h"
 #include "http.h"
 #include "http1.h"
+#include "http1_response.h"
 #include "netpolicy.h"
 #include "notify_target.h"
 #include "queue.h"
@@ -361,7 +362,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	if (batch == NULL)
 		pfree(c->event_type);
 	req->response_cap = pgcb_max_response_bytes;
-	req->native = pgcb_http_engine == PGCB_HTTP_ENGINE_NATIVE;
+	req->native = pgcb_http_engine == PGCB_HTTP_ENGINE_NATIVE && pgcb_http1_takes(ep->url);
 	if (!req->native)
 		req->response = palloc(req->response_cap + 1);
 	for (int i = 0; i < ep->n_headers; i++)

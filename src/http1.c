@@ -1,63 +1,72 @@
 /*
  * http1.c
  *		HTTP/1.1 requests written and responses read by pg_callback itself,
- *		on connections libcurl makes.
+ *		on connections libcurl makes, for http:// endpoints.
  *
  * Why: libcurl's transfer machinery (set-up, URL parsing, header printing,
  * its internal polls and socket-callback churn) costs about 40 us of CPU
  * per request here, the same request written in one buffer and answered in
- * one read about 15 (bench/results/drain-raw-floor.md).  So libcurl keeps
- * what it is for (DNS, connect, TLS, the address policy's socket hook) and
- * this file writes each request with one curl_easy_send() and parses the
- * response read with curl_easy_recv(): status, headers, a Content-Length,
- * chunked or read-to-close body, 1xx, Connection: close, keep-alive.
+ * one read about 12 (bench/results/drain-raw-floor.md).  So libcurl keeps
+ * what it is for, the connect (DNS, the connect timeout, the address
+ * policy's check of each address), and this file writes each request with
+ * one send() and reads the response with recv(), parsed by
+ * http1_response.c.  It keeps the connections: one per request in flight
+ * (HTTP/1.1), kept alive and reused per origin, within
+ * callback.max_connections.
  *
- * Each connection is a CURLOPT_CONNECT_ONLY easy handle in a multi handle
- * of its own.  curl_easy_send/recv find the connection in that multi's
- * cache; a cache that holds only it is never pruned under us (a shared
- * cache closes idle-looking connections with unread input, which ours are
- * while a response arrives), and the multi is never driven again once the
- * connection is up.
+ * How a connection changes hands: a CURLOPT_CONNECT_ONLY transfer in one
+ * multi handle of ours, with CURLOPT_FORBID_REUSE, so that libcurl closes
+ * the connection as soon as it is made.  Its close goes through
+ * conn_closesocket(), which keeps the socket that passed the pre-request
+ * check (conn_prereq) open for us instead.  So libcurl holds no state of a
+ * connection in use (no cache that could prune it, no descriptor of its
+ * own per connection), and the socket is ours to read, write and close.
+ * https:// stays with libcurl's transfers (http.c): TLS state lives in
+ * libcurl and cannot be handed over so.
  *
- * The sockets sit in an epoll set of our own, watched by http.c's wait
- * (pgcb_http_wait_also).  Only the two curl callbacks below run inside
- * libcurl; they neither allocate nor raise.  Everything else runs from
- * pgcb_http1_start/poll, where palloc and ereport are as anywhere.
+ * The sockets (libcurl's while it connects, ours afterwards) sit in an epoll
+ * set of our own, watched by http.c's wait (pgcb_http_wait_also).  Only the
+ * curl callbacks below run inside libcurl; they neither allocate nor raise.
+ * Everything else runs from pgcb_http1_start/poll, where palloc and ereport
+ * are as anywhere.
  */
 #include "postgres.h"
 
-#include <ctype.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/hashfn.h"
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
-#include "mb/pg_wchar.h"
 #include "utils/hsearch.h"
-#include "utils/json.h"
 #include "utils/memutils.h"
 
 #include "guc.h"
 #include "http.h"
 #include "http1.h"
+#include "http1_response.h"
 #include "netpolicy.h"
-#include "retry.h"
 
 #define MAX_EPOLL_EVENTS 256
 #define IN_CHUNK 16384			/* read buffer; grows only for a long head */
-#define HEAD_MAX (100 * 1024)	/* a response's head, as libcurl allows */
-#define CHUNK_LINE_MAX 1024
+#define IN_MAX (PGCB_HTTP1_HEAD_MAX + IN_CHUNK)
 #define ERROR_LEN (CURL_ERROR_SIZE + 128)
 #define MAX_TARGETS 1024
+
+/*
+ * An epoll event names a connection of ours (data.ptr) or a socket libcurl
+ * watches while it connects (data.u64: this bit and the descriptor; user
+ * space pointers never have it).
+ */
+#define CURL_SOCKET_TAG (UINT64CONST(1) << 63)
 
 /* Where requests go: connections are shared per origin, as libcurl's are. */
 typedef struct Origin
 {
 	dlist_node	node;			/* in origins */
-	char	   *key;			/* "scheme://host:port" */
+	char	   *key;			/* "http://host:port" */
 	char	   *connect_url;
-	bool		tls;
 	dlist_head	idle;			/* its idle connections, the latest first */
 } Origin;
 
@@ -71,18 +80,6 @@ typedef struct Target
 	Origin	   *origin;
 } Target;
 
-typedef enum Phase
-{
-	PH_HEAD,
-	PH_BODY_LEN,
-	PH_CHUNK_SIZE,
-	PH_CHUNK_DATA,
-	PH_CHUNK_END,
-	PH_TRAILER,
-	PH_BODY_EOF,
-	PH_DONE
-} Phase;
-
 typedef enum ConnState
 {
 	CONN_CONNECTING,
@@ -92,25 +89,6 @@ typedef enum ConnState
 } ConnState;
 
 typedef struct Conn Conn;
-
-/*
- * What an epoll event points to: a connection (its own socket, once up), or
- * one of the sockets curl watches while it makes the connection.
- */
-typedef enum WatchKind
-{
-	WATCH_CONN,
-	WATCH_CURL_SOCKET
-} WatchKind;
-
-#define CURL_SOCKETS 6			/* happy eyeballs' two, the resolver's, room */
-
-typedef struct CurlSocket
-{
-	WatchKind	kind;			/* WATCH_CURL_SOCKET; first, as in Conn */
-	Conn	   *conn;
-	curl_socket_t fd;			/* CURL_SOCKET_BAD: a free slot */
-} CurlSocket;
 
 typedef struct Exchange
 {
@@ -125,50 +103,38 @@ typedef struct Exchange
 	TimestampTz deadline;
 	int			connect_timeout_ms;
 	bool		retried;		/* sent again once on a fresh connection */
-	bool		want_headers;
-	/* the response */
-	Phase		phase;
-	int			scan;			/* PH_HEAD, PH_TRAILER: where the next line starts */
-	int64		remaining;		/* body or chunk bytes still to come */
+	PgcbHttp1Response resp;
 	int64		got;			/* response bytes received */
-	long		status;
-	bool		close_after;
-	long		retry_after_ms;
-	char	   *headers;
-	int			headers_len;
-	char	   *body;
-	int			body_len;
-	int			body_cap;
+	bool		complete;		/* a whole response came */
 	bool		failed;
 	char		error[ERROR_LEN];
 } Exchange;
 
 struct Conn
 {
-	WatchKind	kind;			/* WATCH_CONN; first, as in CurlSocket */
 	dlist_node	node;			/* in active, origin->idle or dead */
 	dlist_node	lru;			/* in idle_lru while idle */
 	ConnState	state;
 	Origin	   *origin;
-	CURLM	   *multi;			/* its own: see the header comment */
-	CURL	   *easy;
-	curl_socket_t fd;			/* once connected */
+	CURL	   *easy;			/* while connecting */
+	bool		passed;			/* connecting: the pre-request check passed */
+	int			fd;				/* ours, once connected; -1: none */
 	uint32		watched;		/* epoll events registered for fd; 0: none */
 	uint64		gen;			/* settings it was made under */
 	int			served;			/* requests answered on it */
-	TimestampTz curl_deadline;	/* connecting: curl's timer; 0: none */
 	Exchange   *ex;				/* connecting or busy: the request it carries */
 	char	   *in;
 	int			in_len;
 	int			in_off;			/* parsed up to here */
 	int			in_cap;
-	CurlSocket	sockets[CURL_SOCKETS];	/* connecting: what curl watches */
 	char		why[PGCB_NETPOLICY_WHY_LEN];
 	char		errbuf[CURL_ERROR_SIZE];
 };
 
 static MemoryContext http1_cxt = NULL;
 static int	epoll_fd = -1;
+static CURLM *connector = NULL; /* makes the connections */
+static TimestampTz connector_deadline = 0;	/* its timer; 0: none */
 static HTAB *targets = NULL;
 static dlist_head origins = DLIST_STATIC_INIT(origins);
 static dlist_head active = DLIST_STATIC_INIT(active);	/* connecting and busy */
@@ -188,37 +154,20 @@ static void assign_connections(void);
 
 /* ---------------------------------------------------------------- curl's callbacks */
 
-/*
- * A connection being made: curl says which sockets to watch (its resolver's
- * too).  Each gets a slot of conn's, which its epoll events point to, so
- * that the poll can tell curl which socket is ready.  No allocation, no
- * error raised.
- */
+/* The connector's sockets, watched for it in our epoll set.  No allocation, no error raised. */
 static int
-conn_socket_callback(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+connector_socket_callback(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-	Conn	   *conn = (Conn *) userp;
-	CurlSocket *slot = NULL;
 	struct epoll_event ev;
 
-	for (int i = 0; i < CURL_SOCKETS && slot == NULL; i++)
-		if (conn->sockets[i].fd == s)
-			slot = &conn->sockets[i];
 	if (what == CURL_POLL_REMOVE)
 	{
+		/* curl may already have closed it; ENOENT/EBADF are fine */
 		(void) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s, NULL);
-		if (slot != NULL)
-			slot->fd = CURL_SOCKET_BAD;
 		return 0;
 	}
-	for (int i = 0; i < CURL_SOCKETS && slot == NULL; i++)
-		if (conn->sockets[i].fd == CURL_SOCKET_BAD)
-			slot = &conn->sockets[i];
-	if (slot == NULL)
-		return -1;				/* curl fails the connect */
-	slot->fd = s;
 	memset(&ev, 0, sizeof(ev));
-	ev.data.ptr = slot;
+	ev.data.u64 = CURL_SOCKET_TAG | (uint32) s;
 	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
 		ev.events |= EPOLLIN;
 	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
@@ -229,13 +178,42 @@ conn_socket_callback(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 }
 
 static int
-conn_timer_callback(CURLM *m, long timeout_ms, void *userp)
+connector_timer_callback(CURLM *m, long timeout_ms, void *userp)
 {
-	Conn	   *conn = (Conn *) userp;
-
-	conn->curl_deadline = timeout_ms < 0 ? 0 :
+	connector_deadline = timeout_ms < 0 ? 0 :
 		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	return 0;
+}
+
+/* The address policy's check of the connected peer; a pass marks the socket to keep. */
+static int
+conn_prereq(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+			int conn_primary_port, int conn_local_port)
+{
+	Conn	   *conn = (Conn *) clientp;
+	int			rc = pgcb_netpolicy_prereq(conn->why, conn_primary_ip, conn_local_ip,
+										   conn_primary_port, conn_local_port);
+
+	conn->passed = rc == CURL_PREREQFUNC_OK;
+	return rc;
+}
+
+/*
+ * libcurl closes each socket it made for conn: the losers of a connect race
+ * before the pre-request check, the connection itself (FORBID_REUSE) after
+ * it.  That one, the first closed after a pass, stays open as conn's.
+ */
+static int
+conn_closesocket(void *clientp, curl_socket_t item)
+{
+	Conn	   *conn = (Conn *) clientp;
+
+	if (conn->passed && conn->fd < 0)
+	{
+		conn->fd = item;
+		return 0;
+	}
+	return close(item);
 }
 
 /* ---------------------------------------------------------------- set-up */
@@ -254,11 +232,23 @@ pgcb_http1_init(void)
 	if (epoll_fd < 0)
 		elog(ERROR, "epoll_create1 failed: %m");
 	pgcb_http_wait_also(epoll_fd);
+	connector = curl_multi_init();
+	if (connector == NULL)
+		elog(ERROR, "curl_multi_init failed");
+	curl_multi_setopt(connector, CURLMOPT_SOCKETFUNCTION, connector_socket_callback);
+	curl_multi_setopt(connector, CURLMOPT_TIMERFUNCTION, connector_timer_callback);
+	connector_deadline = 0;
 	info.keysize = sizeof(uint64);
 	info.entrysize = sizeof(Target);
 	info.hcxt = http1_cxt;
 	targets = hash_create("pg_callback http1 targets", 64, &info,
 						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+bool
+pgcb_http1_takes(const char *url)
+{
+	return pg_strncasecmp(url, "http://", 7) == 0;
 }
 
 /* A part of a parsed URL, palloc'd; NULL if curl has none. */
@@ -276,9 +266,9 @@ url_part(CURLU *u, CURLUPart what, unsigned int flags)
 }
 
 static Origin *
-origin_of(const char *scheme, const char *host, const char *port)
+origin_of(const char *host, const char *port)
 {
-	char	   *key = psprintf("%s://%s:%s", scheme, host, port);
+	char	   *key = psprintf("http://%s:%s", host, port);
 	dlist_iter	it;
 	Origin	   *o;
 
@@ -294,7 +284,6 @@ origin_of(const char *scheme, const char *host, const char *port)
 	o = palloc0(sizeof(Origin));
 	o->key = key;
 	o->connect_url = psprintf("%s/", key);
-	o->tls = strcmp(scheme, "https") == 0;
 	dlist_init(&o->idle);
 	dlist_push_tail(&origins, &o->node);
 	return o;
@@ -312,13 +301,7 @@ target_of(const char *url, const char **error)
 	Target	   *t;
 	bool		found;
 	CURLU	   *u;
-	char	   *scheme,
-			   *host,
-			   *port,
-			   *given_port,
-			   *path,
-			   *query;
-	bool		default_port;
+	char	   *parts[6];		/* scheme, host, port, the port given, path, query */
 	MemoryContext old;
 
 	t = hash_search(targets, &h, HASH_FIND, NULL);
@@ -352,37 +335,40 @@ target_of(const char *url, const char **error)
 		return NULL;
 	}
 	old = MemoryContextSwitchTo(http1_cxt);
-	scheme = url_part(u, CURLUPART_SCHEME, 0);
-	host = url_part(u, CURLUPART_HOST, 0);
-	port = url_part(u, CURLUPART_PORT, CURLU_DEFAULT_PORT);
-	given_port = url_part(u, CURLUPART_PORT, 0);
-	path = url_part(u, CURLUPART_PATH, 0);
-	query = url_part(u, CURLUPART_QUERY, 0);
+	parts[0] = url_part(u, CURLUPART_SCHEME, 0);
+	parts[1] = url_part(u, CURLUPART_HOST, 0);
+	parts[2] = url_part(u, CURLUPART_PORT, CURLU_DEFAULT_PORT);
+	parts[3] = url_part(u, CURLUPART_PORT, 0);
+	parts[4] = url_part(u, CURLUPART_PATH, 0);
+	parts[5] = url_part(u, CURLUPART_QUERY, 0);
 	curl_url_cleanup(u);
-	if (scheme == NULL || host == NULL || port == NULL ||
-		(strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+	if (parts[0] == NULL || parts[1] == NULL || parts[2] == NULL || strcmp(parts[0], "http") != 0)
 	{
-		MemoryContextSwitchTo(old);
-		*error = "the URL has no http or https scheme and host";
-		return NULL;
+		*error = "the URL has no http scheme and host";
+		t = NULL;
 	}
+	else
+	{
+		bool		default_port = parts[3] == NULL || strcmp(parts[2], "80") == 0;
 
-	t = hash_search(targets, &h, HASH_ENTER, &found);
-	if (found)
-	{
-		/* another URL with the same hash: this one takes the entry */
-		pfree(t->url);
-		pfree(t->prefix);
+		t = hash_search(targets, &h, HASH_ENTER, &found);
+		if (found)
+		{
+			/* another URL with the same hash: this one takes the entry */
+			pfree(t->url);
+			pfree(t->prefix);
+		}
+		t->url = pstrdup(url);
+		t->prefix = psprintf("POST %s%s%s HTTP/1.1\r\nHost: %s%s%s\r\n",
+							 parts[4] ? parts[4] : "/", parts[5] ? "?" : "",
+							 parts[5] ? parts[5] : "", parts[1],
+							 default_port ? "" : ":", default_port ? "" : parts[2]);
+		t->prefix_len = strlen(t->prefix);
+		t->origin = origin_of(parts[1], parts[2]);
 	}
-	t->url = pstrdup(url);
-	default_port = given_port == NULL ||
-		(strcmp(scheme, "http") == 0 && strcmp(port, "80") == 0) ||
-		(strcmp(scheme, "https") == 0 && strcmp(port, "443") == 0);
-	t->prefix = psprintf("POST %s%s%s HTTP/1.1\r\nHost: %s%s%s\r\n",
-						 path ? path : "/", query ? "?" : "", query ? query : "",
-						 host, default_port ? "" : ":", default_port ? "" : port);
-	t->prefix_len = strlen(t->prefix);
-	t->origin = origin_of(scheme, host, port);
+	for (int i = 0; i < lengthof(parts); i++)
+		if (parts[i] != NULL)
+			pfree(parts[i]);
 	MemoryContextSwitchTo(old);
 	return t;
 }
@@ -447,20 +433,20 @@ note_deadline(TimestampTz when)
 		next_deadline = when;
 }
 
-/* The request ends with what it has: to the done list, its connection freed or closed. */
+/* The request ends with what it has: to the done list, its connection kept or closed. */
 static void
 exchange_finish(Exchange *ex)
 {
 	Conn	   *conn = ex->conn;
 
-	if (ex->phase != PH_DONE)
+	if (!ex->complete)
 		ex->failed = true;
 	ex->conn = NULL;
 	dlist_push_tail(&done, &ex->node);
 	if (conn == NULL)
 		return;
 	conn->ex = NULL;
-	if (ex->failed || ex->close_after || ex->out_sent < ex->out_len ||
+	if (ex->failed || ex->resp.close_after || ex->out_sent < ex->out_len ||
 		conn->in_off < conn->in_len || conn->gen != settings_gen ||
 		n_conns > pgcb_max_connections)
 	{
@@ -474,13 +460,6 @@ exchange_finish(Exchange *ex)
 	dlist_delete(&conn->node);
 	dlist_push_head(&conn->origin->idle, &conn->node);
 	dlist_push_tail(&idle_lru, &conn->lru);
-	if (conn->watched != EPOLLIN)
-	{
-		struct epoll_event ev = {.events = EPOLLIN,.data.ptr = conn};
-
-		(void) epoll_ctl(epoll_fd, EPOLL_CTL_MOD, conn->fd, &ev);
-		conn->watched = EPOLLIN;
-	}
 }
 
 static void
@@ -513,10 +492,7 @@ pgcb_http1_start(const char *url, const struct curl_slist *headers, const char *
 	ex->started_at = GetCurrentTimestamp();
 	ex->deadline = TimestampTzPlusMilliseconds(ex->started_at, timeout_ms);
 	ex->connect_timeout_ms = Min(connect_timeout_ms, timeout_ms);
-	ex->want_headers = want_headers;
-	ex->retry_after_ms = -1;
-	ex->body_cap = response_cap;
-	ex->body = palloc(response_cap + 1);
+	pgcb_http1_response_init(&ex->resp, palloc(response_cap + 1), response_cap, want_headers);
 	running++;
 	if (t == NULL)
 	{
@@ -559,12 +535,7 @@ watch(Conn *conn, uint32 events)
 	ev.events = events;
 	ev.data.ptr = conn;
 	if (epoll_ctl(epoll_fd, conn->watched == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, conn->fd, &ev) != 0)
-	{
-		/* curl's connect left it registered (ADD), or not (MOD) */
-		if (epoll_ctl(epoll_fd, conn->watched == 0 ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
-					  conn->fd, &ev) != 0)
-			elog(ERROR, "epoll_ctl failed: %m");
-	}
+		elog(ERROR, "epoll_ctl failed: %m");
 	conn->watched = events;
 }
 
@@ -580,26 +551,27 @@ conn_close(Conn *conn)
 
 		conn->ex = NULL;
 		ex->conn = NULL;
-		if (!ex->failed && ex->phase != PH_DONE)
+		if (!ex->failed && !ex->complete)
 			exchange_fail(ex, "the connection was closed");
 	}
 	if (conn->state == CONN_IDLE)
 		dlist_delete(&conn->lru);
 	dlist_delete(&conn->node);
-	if (conn->watched != 0)
-		(void) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
-	conn->watched = 0;
-	if (conn->multi != NULL)
-	{
-		if (conn->easy != NULL)
-			(void) curl_multi_remove_handle(conn->multi, conn->easy);
-		/* closes the connection in its cache */
-		curl_multi_cleanup(conn->multi);
-	}
 	if (conn->easy != NULL)
+	{
+		/* connecting: libcurl closes what it made (conn_closesocket) */
+		(void) curl_multi_remove_handle(connector, conn->easy);
 		curl_easy_cleanup(conn->easy);
-	conn->multi = NULL;
-	conn->easy = NULL;
+		conn->easy = NULL;
+	}
+	if (conn->fd >= 0)
+	{
+		if (conn->watched != 0)
+			(void) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
+		close(conn->fd);
+	}
+	conn->fd = -1;
+	conn->watched = 0;
 	conn->state = CONN_DEAD;
 	dlist_push_tail(&dead, &conn->node);
 	n_conns--;
@@ -621,12 +593,11 @@ bury_dead(void)
 	}
 }
 
-/* A connection is up: the request goes out on it. */
+/* A connection is up (or idle and taken): the request goes out on it. */
 static void
 conn_ready(Conn *conn)
 {
 	conn->state = CONN_BUSY;
-	conn->curl_deadline = 0;
 	if (conn->in == NULL)
 	{
 		conn->in_cap = IN_CHUNK;
@@ -636,53 +607,47 @@ conn_ready(Conn *conn)
 	exchange_send(conn->ex);
 }
 
-/*
- * Let a connecting conn's multi act on socket s (CURL_SOCKET_TIMEOUT: its
- * timer); when the connect ends, the request goes out or fails.
- */
+/* The connector's transfer for conn ended: the socket is ours, or the request fails. */
 static void
-conn_drive_connect(Conn *conn, curl_socket_t s, int flags)
+conn_connected(Conn *conn, CURLcode rc)
+{
+	Exchange   *ex = conn->ex;
+
+	(void) curl_multi_remove_handle(connector, conn->easy);
+	curl_easy_cleanup(conn->easy);
+	conn->easy = NULL;
+	if (rc == CURLE_OK && conn->fd >= 0)
+	{
+		watch(conn, EPOLLIN);
+		conn_ready(conn);
+		return;
+	}
+	snprintf(ex->error, sizeof(ex->error), "%s",
+			 conn->why[0] ? conn->why :
+			 conn->errbuf[0] ? conn->errbuf :
+			 rc != CURLE_OK ? curl_easy_strerror(rc) : "no socket after connecting");
+	ex->failed = true;
+	exchange_finish(ex);
+}
+
+/* Let the connector act on socket s (CURL_SOCKET_TIMEOUT: its timer), then take what it made. */
+static void
+connector_drive(curl_socket_t s, int flags)
 {
 	int			still;
 	int			left;
 	CURLMsg    *msg;
 
-	(void) curl_multi_socket_action(conn->multi, s, flags, &still);
-	while ((msg = curl_multi_info_read(conn->multi, &left)) != NULL)
+	(void) curl_multi_socket_action(connector, s, flags, &still);
+	while ((msg = curl_multi_info_read(connector, &left)) != NULL)
 	{
-		curl_socket_t fd = CURL_SOCKET_BAD;
-		CURLcode	rc;
+		Conn	   *conn = NULL;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
-		rc = msg->data.result;
-		if (rc == CURLE_OK &&
-			curl_easy_getinfo(conn->easy, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK &&
-			fd != CURL_SOCKET_BAD)
-		{
-			conn->fd = fd;
-			/* curl may have left it in the set for conn, or taken it out */
-			conn->watched = 0;
-			watch(conn, EPOLLIN | EPOLLOUT);
-			conn_ready(conn);
-		}
-		else if (conn->ex != NULL)
-		{
-			Exchange   *ex = conn->ex;
-
-			snprintf(ex->error, sizeof(ex->error), "%s",
-					 conn->why[0] ? conn->why :
-					 conn->errbuf[0] ? conn->errbuf :
-					 rc != CURLE_OK ? curl_easy_strerror(rc) : "no socket after connecting");
-			ex->failed = true;
-			conn->ex = NULL;
-			ex->conn = NULL;
-			exchange_finish(ex);
-			conn_close(conn);
-		}
-		else
-			conn_close(conn);
-		return;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &conn);
+		if (conn != NULL && conn->state == CONN_CONNECTING)
+			conn_connected(conn, msg->data.result);
 	}
 }
 
@@ -691,60 +656,49 @@ conn_open(Origin *o, Exchange *ex)
 {
 	Conn	   *conn = MemoryContextAllocZero(http1_cxt, sizeof(Conn));
 	long		left_ms = (long) ((ex->deadline - GetCurrentTimestamp()) / 1000);
+	CURL	   *easy;
 
 	conn->origin = o;
 	conn->gen = settings_gen;
-	conn->fd = CURL_SOCKET_BAD;
-	conn->kind = WATCH_CONN;
+	conn->fd = -1;
 	conn->state = CONN_CONNECTING;
-	for (int i = 0; i < CURL_SOCKETS; i++)
-	{
-		conn->sockets[i].kind = WATCH_CURL_SOCKET;
-		conn->sockets[i].conn = conn;
-		conn->sockets[i].fd = CURL_SOCKET_BAD;
-	}
 	conn->ex = ex;
 	ex->conn = conn;
 	dlist_push_tail(&active, &conn->node);
 	n_conns++;
-	conn->multi = curl_multi_init();
-	conn->easy = curl_easy_init();
-	if (conn->multi == NULL || conn->easy == NULL)
+	easy = conn->easy = curl_easy_init();
+	if (easy == NULL)
 	{
 		exchange_fail(ex, "out of memory making a connection");
-		conn_close(conn);
 		return;
 	}
 	left_ms = Max(left_ms, 1);
-	curl_multi_setopt(conn->multi, CURLMOPT_SOCKETFUNCTION, conn_socket_callback);
-	curl_multi_setopt(conn->multi, CURLMOPT_SOCKETDATA, conn);
-	curl_multi_setopt(conn->multi, CURLMOPT_TIMERFUNCTION, conn_timer_callback);
-	curl_multi_setopt(conn->multi, CURLMOPT_TIMERDATA, conn);
-	curl_easy_setopt(conn->easy, CURLOPT_URL, o->connect_url);
-	curl_easy_setopt(conn->easy, CURLOPT_CONNECT_ONLY, 1L);
-	curl_easy_setopt(conn->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, conn);
+	curl_easy_setopt(easy, CURLOPT_URL, o->connect_url);
+	curl_easy_setopt(easy, CURLOPT_CONNECT_ONLY, 1L);
+	/* made for us alone: libcurl closes it at once, through conn_closesocket */
+	curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http");
 	/* a proxy from the environment would hide the real peer from the SSRF check */
-	curl_easy_setopt(conn->easy, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(conn->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(conn->easy, CURLOPT_OPENSOCKETFUNCTION, pgcb_netpolicy_opensocket);
-	curl_easy_setopt(conn->easy, CURLOPT_OPENSOCKETDATA, (void *) conn->why);
-	curl_easy_setopt(conn->easy, CURLOPT_ERRORBUFFER, conn->errbuf);
-	curl_easy_setopt(conn->easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(conn->easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	/* ALPN offers http/1.1 only: see "On the wire" in the README */
-	curl_easy_setopt(conn->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
-	if (pgcb_ca_file != NULL && pgcb_ca_file[0] != '\0')
-		curl_easy_setopt(conn->easy, CURLOPT_CAINFO, pgcb_ca_file);
-	curl_easy_setopt(conn->easy, CURLOPT_CONNECTTIMEOUT_MS,
-					 Min((long) ex->connect_timeout_ms, left_ms));
-	curl_easy_setopt(conn->easy, CURLOPT_TIMEOUT_MS, left_ms);
-	if (curl_multi_add_handle(conn->multi, conn->easy) != CURLM_OK)
+	curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, pgcb_netpolicy_opensocket);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, (void *) conn->why);
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, conn_prereq);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, conn);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, conn_closesocket);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, conn);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, conn->errbuf);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, Min((long) ex->connect_timeout_ms, left_ms));
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, left_ms);
+	if (curl_multi_add_handle(connector, easy) != CURLM_OK)
 	{
+		curl_easy_cleanup(easy);
+		conn->easy = NULL;
 		exchange_fail(ex, "could not start a connection");
-		conn_close(conn);
 		return;
 	}
-	conn_drive_connect(conn, CURL_SOCKET_TIMEOUT, 0);
+	connector_drive(CURL_SOCKET_TIMEOUT, 0);
 }
 
 /*
@@ -781,335 +735,7 @@ assign_connections(void)
 	}
 }
 
-/* ---------------------------------------------------------------- the response */
-
-static void
-keep_body(Exchange *ex, const char *p, int64 n)
-{
-	int64		room = ex->body_cap - ex->body_len;
-
-	if (room > 0)
-	{
-		int			k = (int) Min(n, room);
-
-		memcpy(ex->body + ex->body_len, p, k);
-		ex->body_len += k;
-	}
-}
-
-/* The next line from *pos within [.., end): its length without CR LF, or -1 if not all there. */
-static int
-next_line(const char *buf, int *pos, int end, const char **line)
-{
-	const char *nl = memchr(buf + *pos, '\n', end - *pos);
-	int			len;
-
-	if (nl == NULL)
-		return -1;
-	*line = buf + *pos;
-	len = (int) (nl - *line);
-	*pos = (int) (nl - buf) + 1;
-	if (len > 0 && (*line)[len - 1] == '\r')
-		len--;
-	return len;
-}
-
-static bool
-token_in_list(const char *v, int len, const char *token)
-{
-	size_t		tl = strlen(token);
-	int			i = 0;
-
-	while (i < len)
-	{
-		int			start,
-					end;
-
-		while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-			i++;
-		start = i;
-		while (i < len && v[i] != ',')
-			i++;
-		end = i;
-		while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-			end--;
-		if ((size_t) (end - start) == tl && pg_strncasecmp(v + start, token, tl) == 0)
-			return true;
-	}
-	return false;
-}
-
-/* The last transfer coding of a Transfer-Encoding value is chunked. */
-static bool
-ends_chunked(const char *v, int len)
-{
-	int			end = len;
-	int			start;
-
-	while (end > 0 && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-		end--;
-	start = end;
-	while (start > 0 && v[start - 1] != ',' && v[start - 1] != ' ' && v[start - 1] != '\t')
-		start--;
-	return end - start == 7 && pg_strncasecmp(v + start, "chunked", 7) == 0;
-}
-
-/*
- * A whole head at [start, end): status line and header lines.  Sets how the
- * body is framed (RFC 9112, 6.3).  Returns false on a malformed head, with
- * the error set.
- */
-static bool
-parse_head(Exchange *ex, const char *buf, int start, int end)
-{
-	int			pos = start;
-	const char *line;
-	int			len = next_line(buf, &pos, end, &line);
-	int			minor;
-	int64		content_length = -1;
-	bool		chunked = false;
-	bool		has_te = false;
-	bool		keep_alive = false;
-	bool		close = false;
-	int			lines_start;
-
-	if (len < 12 || strncmp(line, "HTTP/1.", 7) != 0 || !isdigit((unsigned char) line[7]) ||
-		line[8] != ' ' || !isdigit((unsigned char) line[9]) ||
-		!isdigit((unsigned char) line[10]) || !isdigit((unsigned char) line[11]) ||
-		(len > 12 && line[12] != ' '))
-	{
-		snprintf(ex->error, sizeof(ex->error), "malformed HTTP/1.x status line in the response: \"%.*s\"",
-				 (int) Min(len < 0 ? 0 : len, 60), line);
-		return false;
-	}
-	minor = line[7] - '0';
-	ex->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
-	lines_start = pos;
-	while ((len = next_line(buf, &pos, end, &line)) > 0)
-	{
-		const char *colon = memchr(line, ':', len);
-		int			nlen;
-		const char *v;
-		int			vlen;
-
-		if (colon == NULL)
-			continue;			/* an obsolete folded line, or junk: not ours to read */
-		nlen = (int) (colon - line);
-		v = colon + 1;
-		vlen = len - nlen - 1;
-		while (vlen > 0 && (*v == ' ' || *v == '\t'))
-			v++, vlen--;
-		while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-			vlen--;
-		if (nlen == 14 && pg_strncasecmp(line, "Content-Length", 14) == 0)
-		{
-			int64		cl = 0;
-
-			if (vlen == 0 || vlen > 18)
-				goto bad_length;
-			for (int i = 0; i < vlen; i++)
-			{
-				if (!isdigit((unsigned char) v[i]))
-					goto bad_length;
-				cl = cl * 10 + (v[i] - '0');
-			}
-			if (content_length >= 0 && content_length != cl)
-				goto bad_length;
-			content_length = cl;
-		}
-		else if (nlen == 17 && pg_strncasecmp(line, "Transfer-Encoding", 17) == 0)
-		{
-			has_te = true;
-			chunked = ends_chunked(v, vlen);
-		}
-		else if (nlen == 10 && pg_strncasecmp(line, "Connection", 10) == 0)
-		{
-			close |= token_in_list(v, vlen, "close");
-			keep_alive |= token_in_list(v, vlen, "keep-alive");
-		}
-		else if (nlen == 11 && pg_strncasecmp(line, "Retry-After", 11) == 0)
-		{
-			char	   *value = pnstrdup(v, vlen);
-
-			ex->retry_after_ms = pgcb_retry_parse_retry_after(value);
-			pfree(value);
-		}
-	}
-	if (ex->status >= 100 && ex->status < 200)
-		return true;			/* the caller reads the next head */
-	if (ex->want_headers)
-	{
-		ex->headers_len = end - lines_start;
-		ex->headers = pnstrdup(buf + lines_start, ex->headers_len);
-	}
-	ex->close_after = close || (minor == 0 && !keep_alive);
-	if (ex->status == 204 || ex->status == 304)
-		ex->phase = PH_DONE;
-	else if (has_te && chunked)
-		ex->phase = PH_CHUNK_SIZE;
-	else if (has_te || content_length < 0)
-	{
-		/* no length: the body runs to the close */
-		ex->phase = PH_BODY_EOF;
-		ex->close_after = true;
-	}
-	else
-	{
-		ex->remaining = content_length;
-		ex->phase = content_length == 0 ? PH_DONE : PH_BODY_LEN;
-	}
-	return true;
-
-bad_length:
-	snprintf(ex->error, sizeof(ex->error), "invalid Content-Length in the response");
-	return false;
-}
-
-/*
- * Parse what conn has read.  Returns true when the response is complete or
- * found malformed (ex->failed); false when more is needed.
- */
-static bool
-parse_response(Conn *conn, Exchange *ex)
-{
-	const char *buf = conn->in;
-
-	for (;;)
-	{
-		int			avail = conn->in_len - conn->in_off;
-		const char *line;
-		int			len;
-
-		switch (ex->phase)
-		{
-			case PH_HEAD:
-				{
-					int			pos = conn->in_off + ex->scan;
-
-					/* find the empty line that ends the head */
-					while ((len = next_line(buf, &pos, conn->in_len, &line)) > 0)
-						ex->scan = pos - conn->in_off;
-					if (len < 0)
-					{
-						if (conn->in_len - conn->in_off > HEAD_MAX)
-						{
-							snprintf(ex->error, sizeof(ex->error),
-									 "the response's head exceeds %d bytes", HEAD_MAX);
-							ex->failed = true;
-							return true;
-						}
-						return false;
-					}
-					if (ex->scan == 0)
-					{
-						/* an empty line before the status line (RFC 9112, 2.2) */
-						conn->in_off = pos;
-						continue;
-					}
-					if (!parse_head(ex, buf, conn->in_off, pos))
-					{
-						ex->failed = true;
-						return true;
-					}
-					conn->in_off = pos;
-					ex->scan = 0;
-					if (ex->phase == PH_HEAD)
-					{
-						/* a 1xx: the real response follows */
-						if (ex->status == 101)
-						{
-							snprintf(ex->error, sizeof(ex->error),
-									 "the server switched protocols (101)");
-							ex->failed = true;
-							return true;
-						}
-						ex->status = 0;
-						ex->retry_after_ms = -1;
-					}
-					break;
-				}
-			case PH_BODY_LEN:
-			case PH_CHUNK_DATA:
-				{
-					int64		n = Min((int64) avail, ex->remaining);
-
-					if (n == 0)
-						return false;
-					keep_body(ex, buf + conn->in_off, n);
-					conn->in_off += (int) n;
-					ex->remaining -= n;
-					if (ex->remaining == 0)
-						ex->phase = ex->phase == PH_BODY_LEN ? PH_DONE : PH_CHUNK_END;
-					break;
-				}
-			case PH_CHUNK_SIZE:
-				{
-					int			pos = conn->in_off;
-					int64		size = 0;
-					int			i;
-
-					len = next_line(buf, &pos, conn->in_len, &line);
-					if (len < 0)
-					{
-						if (avail > CHUNK_LINE_MAX)
-							goto bad_chunk;
-						return false;
-					}
-					for (i = 0; i < len && isxdigit((unsigned char) line[i]); i++)
-					{
-						if (size > (INT64CONST(1) << 56))
-							goto bad_chunk;
-						size = size * 16 + (isdigit((unsigned char) line[i]) ? line[i] - '0' :
-											(pg_ascii_tolower((unsigned char) line[i]) - 'a' + 10));
-					}
-					if (i == 0 || (i < len && line[i] != ';' && line[i] != ' ' && line[i] != '\t'))
-						goto bad_chunk;
-					conn->in_off = pos;
-					ex->remaining = size;
-					ex->phase = size == 0 ? PH_TRAILER : PH_CHUNK_DATA;
-					break;
-				}
-			case PH_CHUNK_END:
-				if (avail < 1 || (buf[conn->in_off] == '\r' && avail < 2))
-					return false;
-				if (buf[conn->in_off] == '\n')
-					conn->in_off += 1;
-				else if (buf[conn->in_off] == '\r' && buf[conn->in_off + 1] == '\n')
-					conn->in_off += 2;
-				else
-					goto bad_chunk;
-				ex->phase = PH_CHUNK_SIZE;
-				break;
-			case PH_TRAILER:
-				{
-					int			pos = conn->in_off;
-
-					len = next_line(buf, &pos, conn->in_len, &line);
-					if (len < 0)
-					{
-						if (avail > HEAD_MAX)
-							goto bad_chunk;
-						return false;
-					}
-					conn->in_off = pos;
-					if (len == 0)
-						ex->phase = PH_DONE;
-					break;
-				}
-			case PH_BODY_EOF:
-				keep_body(ex, buf + conn->in_off, avail);
-				conn->in_off = conn->in_len;
-				return false;
-			case PH_DONE:
-				return true;
-		}
-	}
-
-bad_chunk:
-	snprintf(ex->error, sizeof(ex->error), "malformed chunked body in the response");
-	ex->failed = true;
-	return true;
-}
+/* ---------------------------------------------------------------- the exchange */
 
 /* The request failed before a byte of the answer came on a reused connection: once more on a new one. */
 static bool
@@ -1137,9 +763,9 @@ read_room(Conn *conn)
 		conn->in_len -= conn->in_off;
 		conn->in_off = 0;
 	}
-	if (conn->in_len == conn->in_cap && conn->in_cap < HEAD_MAX + IN_CHUNK)
+	if (conn->in_len == conn->in_cap && conn->in_cap < IN_MAX)
 	{
-		conn->in_cap = Min(conn->in_cap * 2, HEAD_MAX + IN_CHUNK);
+		conn->in_cap = Min(conn->in_cap * 2, IN_MAX);
 		conn->in = repalloc(conn->in, conn->in_cap);
 	}
 	return conn->in_cap - conn->in_len;
@@ -1153,24 +779,33 @@ exchange_recv(Conn *conn)
 	for (;;)
 	{
 		int			room = read_room(conn);
-		size_t		n = 0;
-		CURLcode	rc;
+		ssize_t		n;
+		PgcbHttp1Step step;
 
-		rc = curl_easy_recv(conn->easy, conn->in + conn->in_len, room, &n);
-		if (rc == CURLE_AGAIN)
-			return;
-		if (rc != CURLE_OK)
+		if (room == 0)
 		{
+			/* the parser's limits fail a response before this: never read 0 bytes as a close */
+			exchange_fail(ex, "the response does not fit in %d bytes", conn->in_cap);
+			return;
+		}
+		n = recv(conn->fd, conn->in + conn->in_len, room, 0);
+		if (n < 0)
+		{
+			int			err = errno;
+
+			if (err == EINTR)
+				continue;
+			if (err == EAGAIN || err == EWOULDBLOCK)
+				return;
 			if (!retry_fresh(conn, ex))
-				exchange_fail(ex, "receiving the response failed: %s",
-							  conn->errbuf[0] ? conn->errbuf : curl_easy_strerror(rc));
+				exchange_fail(ex, "receiving the response failed: %s", strerror(err));
 			return;
 		}
 		if (n == 0)
 		{
-			if (ex->phase == PH_BODY_EOF)
+			if (pgcb_http1_response_ends_at_close(&ex->resp))
 			{
-				ex->phase = PH_DONE;
+				ex->complete = true;
 				exchange_finish(ex);
 			}
 			else if (retry_fresh(conn, ex))
@@ -1184,17 +819,20 @@ exchange_recv(Conn *conn)
 		}
 		conn->in_len += (int) n;
 		ex->got += n;
-		if (parse_response(conn, ex))
+		step = pgcb_http1_response_parse(&ex->resp, conn->in, &conn->in_off, conn->in_len);
+		if (step == PGCB_HTTP1_DONE)
 		{
+			ex->complete = true;
 			exchange_finish(ex);
 			return;
 		}
-
-		/*
-		 * Plain TCP: a short read emptied the socket.  TLS may hold
-		 * decrypted bytes the socket no longer shows: read to CURLE_AGAIN.
-		 */
-		if (!conn->origin->tls && (int) n < room)
+		if (step == PGCB_HTTP1_FAILED)
+		{
+			exchange_fail(ex, "%s", ex->resp.error);
+			return;
+		}
+		/* a short read emptied the socket: wait for the next readiness */
+		if ((int) n < room)
 			return;
 	}
 }
@@ -1206,24 +844,26 @@ exchange_send(Exchange *ex)
 
 	while (ex->out_sent < ex->out_len)
 	{
-		size_t		n = 0;
-		CURLcode	rc = curl_easy_send(conn->easy, ex->out + ex->out_sent,
-										ex->out_len - ex->out_sent, &n);
+		ssize_t		n = send(conn->fd, ex->out + ex->out_sent, ex->out_len - ex->out_sent,
+							 MSG_NOSIGNAL);
 
-		if (rc == CURLE_AGAIN)
+		if (n < 0)
 		{
-			watch(conn, EPOLLIN | EPOLLOUT);
-			return;
-		}
-		if (rc != CURLE_OK)
-		{
+			int			err = errno;
+
+			if (err == EINTR)
+				continue;
+			if (err == EAGAIN || err == EWOULDBLOCK)
+			{
+				watch(conn, EPOLLIN | EPOLLOUT);
+				return;
+			}
 			if (retry_fresh(conn, ex))
 				return;
 			/* the server may have answered and closed (a 413, say): read it */
 			exchange_recv(conn);
 			if (conn->ex == ex)
-				exchange_fail(ex, "sending the request failed: %s",
-							  conn->errbuf[0] ? conn->errbuf : curl_easy_strerror(rc));
+				exchange_fail(ex, "sending the request failed: %s", strerror(err));
 			return;
 		}
 		ex->out_sent += (int) n;
@@ -1278,8 +918,6 @@ pgcb_http1_poll(void)
 	struct epoll_event events[MAX_EPOLL_EVENTS];
 	int			n;
 	TimestampTz now;
-	dlist_mutable_iter it;
-
 	MemoryContext old;
 
 	if (epoll_fd < 0)
@@ -1291,27 +929,22 @@ pgcb_http1_poll(void)
 	{
 		Conn	   *conn;
 
-		if (*(WatchKind *) events[i].data.ptr == WATCH_CURL_SOCKET)
+		if (events[i].data.u64 & CURL_SOCKET_TAG)
 		{
-			CurlSocket *cs = (CurlSocket *) events[i].data.ptr;
 			int			flags = 0;
 
-			if (cs->conn->state != CONN_CONNECTING || cs->fd == CURL_SOCKET_BAD)
-				continue;
 			if (events[i].events & EPOLLIN)
 				flags |= CURL_CSELECT_IN;
 			if (events[i].events & EPOLLOUT)
 				flags |= CURL_CSELECT_OUT;
 			if (events[i].events & (EPOLLERR | EPOLLHUP))
 				flags |= CURL_CSELECT_ERR;
-			conn_drive_connect(cs->conn, cs->fd, flags);
+			connector_drive((curl_socket_t) (uint32) events[i].data.u64, flags);
 			continue;
 		}
 		conn = (Conn *) events[i].data.ptr;
 		switch (conn->state)
 		{
-			case CONN_CONNECTING:
-				break;			/* its sockets are curl's until it is up */
 			case CONN_BUSY:
 				if (conn->ex->out_sent < conn->ex->out_len &&
 					(events[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
@@ -1324,23 +957,17 @@ pgcb_http1_poll(void)
 				/* the server closed it (or spoke out of turn): not to be reused */
 				conn_close(conn);
 				break;
+			case CONN_CONNECTING:
 			case CONN_DEAD:
 				break;
 		}
 	}
 
-	/* curl's timers of the connections being made */
 	now = GetCurrentTimestamp();
-	dlist_foreach_modify(it, &active)
+	if (connector_deadline != 0 && now >= connector_deadline)
 	{
-		Conn	   *conn = dlist_container(Conn, node, it.cur);
-
-		if (conn->state == CONN_CONNECTING && conn->curl_deadline != 0 &&
-			now >= conn->curl_deadline)
-		{
-			conn->curl_deadline = 0;
-			conn_drive_connect(conn, CURL_SOCKET_TIMEOUT, 0);
-		}
+		connector_deadline = 0;
+		connector_drive(CURL_SOCKET_TIMEOUT, 0);
 	}
 	expire(now);
 	assign_connections();
@@ -1357,9 +984,9 @@ pgcb_http1_next_done(PgcbHttp1Result *r)
 	{
 		if (returned->out)
 			pfree(returned->out);
-		if (returned->headers)
-			pfree(returned->headers);
-		pfree(returned->body);
+		if (returned->resp.headers)
+			pfree(returned->resp.headers);
+		pfree(returned->resp.body);
 		pfree(returned);
 		returned = NULL;
 	}
@@ -1369,14 +996,14 @@ pgcb_http1_next_done(PgcbHttp1Result *r)
 	returned = ex;
 	running--;
 	r->owner = ex->owner;
-	r->status = ex->failed ? 0 : ex->status;
+	r->status = ex->failed ? 0 : ex->resp.status;
 	r->error = ex->failed ? (ex->error[0] ? ex->error : "the request failed") : NULL;
-	r->retry_after_ms = ex->failed ? -1 : ex->retry_after_ms;
+	r->retry_after_ms = ex->failed ? -1 : ex->resp.retry_after_ms;
 	r->latency_ms = (double) (GetCurrentTimestamp() - ex->started_at) / 1000.0;
-	r->body = ex->body;
-	r->body_len = ex->body_len;
-	r->headers = ex->failed ? NULL : ex->headers;
-	r->headers_len = ex->failed ? 0 : ex->headers_len;
+	r->body = ex->resp.body;
+	r->body_len = ex->resp.body_len;
+	r->headers = ex->failed ? NULL : ex->resp.headers;
+	r->headers_len = ex->failed ? 0 : ex->resp.headers_len;
 	return true;
 }
 
@@ -1384,18 +1011,11 @@ long
 pgcb_http1_ms_until_due(void)
 {
 	TimestampTz first = next_deadline;
-	dlist_iter	it;
 
 	if (!dlist_is_empty(&done))
 		return 0;
-	dlist_foreach(it, &active)
-	{
-		Conn	   *conn = dlist_container(Conn, node, it.cur);
-
-		if (conn->state == CONN_CONNECTING && conn->curl_deadline != 0 &&
-			(first == 0 || conn->curl_deadline < first))
-			first = conn->curl_deadline;
-	}
+	if (connector_deadline != 0 && (first == 0 || connector_deadline < first))
+		first = connector_deadline;
 	if (first == 0)
 		return -1;
 	return Max((long) ((first - GetCurrentTimestamp() + 999) / 1000), 0);
@@ -1411,7 +1031,7 @@ void
 pgcb_http1_apply_settings(void)
 {
 	settings_gen++;
-	/* idle connections were made under the old callback.ca_file or allowlist */
+	/* idle connections were let through by the old allowlist */
 	while (!dlist_is_empty(&idle_lru))
 		conn_close(dlist_container(Conn, lru, dlist_head_node(&idle_lru)));
 	bury_dead();
@@ -1424,6 +1044,10 @@ pgcb_http1_shutdown(void)
 		conn_close(dlist_container(Conn, node, dlist_head_node(&active)));
 	while (!dlist_is_empty(&idle_lru))
 		conn_close(dlist_container(Conn, lru, dlist_head_node(&idle_lru)));
+	if (connector != NULL)
+		curl_multi_cleanup(connector);
+	connector = NULL;
+	connector_deadline = 0;
 	if (epoll_fd >= 0)
 		close(epoll_fd);
 	epoll_fd = -1;
@@ -1440,59 +1064,4 @@ pgcb_http1_shutdown(void)
 	n_conns = 0;
 	running = 0;
 	next_deadline = 0;
-}
-
-/*
- * Header lines as an on_response hook is given them: a JSON object, names
- * lower-cased (of a repeated name the last wins), at most cap bytes of
- * names and values.
- */
-char *
-pgcb_http1_headers_json(const char *lines, int len, int cap)
-{
-	StringInfoData buf;
-	int			pos = 0;
-	int			used = 0;
-	bool		first = true;
-	const char *line;
-	int			n;
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	while (lines != NULL && (n = next_line(lines, &pos, len, &line)) > 0)
-	{
-		const char *colon = memchr(line, ':', n);
-		int			nlen;
-		const char *v;
-		int			vlen;
-		char	   *name;
-		char	   *value;
-
-		if (colon == NULL)
-			continue;
-		nlen = (int) (colon - line);
-		v = colon + 1;
-		vlen = n - nlen - 1;
-		while (vlen > 0 && (*v == ' ' || *v == '\t'))
-			v++, vlen--;
-		while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-			vlen--;
-		if (used + nlen + vlen > cap)
-			break;
-		used += nlen + vlen;
-		name = pnstrdup(line, pg_encoding_verifymbstr(GetDatabaseEncoding(), line, nlen));
-		value = pnstrdup(v, pg_encoding_verifymbstr(GetDatabaseEncoding(), v, vlen));
-		for (char *p = name; *p; p++)
-			*p = pg_ascii_tolower((unsigned char) *p);
-		if (!first)
-			appendStringInfoString(&buf, ", ");
-		first = false;
-		escape_json(&buf, name);
-		appendStringInfoString(&buf, ": ");
-		escape_json(&buf, value);
-		pfree(name);
-		pfree(value);
-	}
-	appendStringInfoChar(&buf, '}');
-	return buf.data;
 }

@@ -1,8 +1,8 @@
 /*
  * http1.h
  *		HTTP/1.1 requests written and responses read by pg_callback itself,
- *		on connections libcurl makes (DNS, connect, TLS, the address policy):
- *		callback.http_engine = 'native'.
+ *		on connections libcurl makes (DNS, connect, the address policy), for
+ *		http:// endpoints when callback.http_engine = 'native'.
  */
 #ifndef PGCB_HTTP1_H
 #define PGCB_HTTP1_H
@@ -27,6 +27,9 @@ typedef struct PgcbHttp1Result
 
 /* Set up the descriptor the wait loop watches (after pgcb_http_init; idempotent). */
 extern void pgcb_http1_init(void);
+
+/* Whether url is one this file sends (http://; https:// stays with libcurl's transfers). */
+extern bool pgcb_http1_takes(const char *url);
 
 /*
  * POST body to url for owner.  headers: the request's header lines as a
@@ -53,13 +56,10 @@ extern long pgcb_http1_ms_until_due(void);
 /* Requests started and not yet returned by pgcb_http1_next_done. */
 extern int	pgcb_http1_running(void);
 
-/* callback.max_connections and callback.ca_file changed: close idle connections. */
+/* A reload: idle connections are closed (the allowlist may have changed). */
 extern void pgcb_http1_apply_settings(void);
 
 /* Close every connection and forget every request (process exit, process_callbacks' error path). */
 extern void pgcb_http1_shutdown(void);
-
-/* Header lines (as in PgcbHttp1Result) as a JSON object within cap bytes of names and values. */
-extern char *pgcb_http1_headers_json(const char *lines, int len, int cap);
 
 #endif							/* PGCB_HTTP1_H */

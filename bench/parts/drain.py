@@ -14,7 +14,10 @@ libcurl client here; and bench/lib/raw_floor.c, the same requests byte for
 byte over the same kept-alive connections without libcurl's transfers (one
 write and one read per request), what a request costs at all, on
 connections of its own and on connections libcurl made (CONNECT_ONLY,
-curl_easy_send/recv)."""
+curl_easy_send/recv).  The drains run with callback.http_engine as
+installed (native by default); each run drains the backlog once more with
+callback.http_engine = libcurl (a libcurl transfer per request, as 1.0
+sent), the same run's baseline for the HTTP engine."""
 
 import json
 import os
@@ -50,7 +53,7 @@ def run(env):
     step("1. drain: %d queued signed events, then resume (%s); wrk -c %d"
          % (n, plural(env.runs, "run"), env.inflight))
     res = {"events": n, "concurrency": env.inflight, "runs": [], "wrk": [], "batched": [],
-           "batch_size": BATCHED}
+           "batch_size": BATCHED, "libcurl": []}
     floor_bin = build_floor(env, "curl_floor", ["-lcurl", "-lcrypto"])
     raw_bin = build_floor(env, "raw_floor", ["-lcurl", "-lcrypto"])
     floors = (("floor", [floor_bin], "libcurl floor (bench/lib/curl_floor.c)"),
@@ -90,6 +93,12 @@ def run(env):
             % (r + 1, BATCHED, b["delivered"], b["seconds"], b["per_s"] or 0,
                b["nginx_log"]["requests"], b["worker_us_per_delivery"] or -1,
                b["pg_us_per_delivery"] or -1))
+        e = drain_engine(env, n, "libcurl")
+        res["libcurl"].append(e)
+        log("run %d, callback.http_engine = libcurl: %d in %.2f s -> %.0f deliveries/s (CPU per "
+            "delivery: worker %.1f us, worker + other postgres %.1f us)"
+            % (r + 1, e["delivered"], e["seconds"], e["per_s"] or 0,
+               e["worker_us_per_delivery"] or -1, e["pg_us_per_delivery"] or -1))
         w = wrk_once(env, one["body"], wrk_s)
         res["wrk"].append(w)
         log("run %d: wrk -t1 -c%d %ds: %.0f requests/s (%d connections, nginx CPU %.1f s)"
@@ -113,6 +122,11 @@ def run(env):
     res["batched_worker_us"] = median([x["worker_us_per_delivery"] for x in res["batched"]])
     res["batched_pg_us"] = median([x["pg_us_per_delivery"] for x in res["batched"]])
     res["batched_requests"] = median([x["nginx_log"]["requests"] for x in res["batched"]])
+    res["libcurl_per_s"] = median([x["per_s"] for x in res["libcurl"]])
+    res["libcurl_ratio"] = (res["libcurl_per_s"] / res["wrk_per_s"]
+                            if res["libcurl_per_s"] and res["wrk_per_s"] else None)
+    res["libcurl_pg_us"] = median([x["pg_us_per_delivery"] for x in res["libcurl"]])
+    res["libcurl_worker_us"] = median([x["worker_us_per_delivery"] for x in res["libcurl"]])
     res["body_bytes"] = res["runs"][0]["body_bytes"]
     # each floor: <key>_us, <key>_per_s, <key>_ratio (of wrk), over_<key> (CPU per delivery over it)
     for key, _, _ in floors:
@@ -121,7 +135,7 @@ def run(env):
         res[key + "_ratio"] = per_s / res["wrk_per_s"] if per_s and res["wrk_per_s"] else None
         res["over_" + key] = res["pg_us_per_delivery"] / us if res["pg_us_per_delivery"] and us else None
     res["goal"] = GOAL
-    for x in res["runs"] + res["batched"]:
+    for x in res["runs"] + res["batched"] + res["libcurl"]:
         x.pop("body", None)
     return res
 
@@ -133,6 +147,18 @@ def drain_batched(env, n, r):
         return drain_once(env, n)
     finally:
         env.q("SELECT callback.alter_endpoint('bench', batch_size => 1)")
+
+
+def drain_engine(env, n, engine):
+    """drain_once with callback.http_engine = engine (the worker applies the
+    reload before the backlog is queued and resumed), put back after."""
+    env.q("ALTER SYSTEM SET callback.http_engine = %s", (engine,))
+    env.q("SELECT pg_reload_conf()")
+    try:
+        return drain_once(env, n)
+    finally:
+        env.q("ALTER SYSTEM RESET callback.http_engine")
+        env.q("SELECT pg_reload_conf()")
 
 
 def drain_once(env, n, profile=False):
@@ -273,6 +299,11 @@ def rows(d):
          "%d (issue 10, 1.0)" % BASELINE_WORKER_US, ""),
         ("   the warm-up drain before the runs, not counted: CPU us per delivery, worker + other postgres",
          fmt((d.get("warm_up") or {}).get("pg_us_per_delivery"), "{:.1f}"), "", "", ""),
+        ("   same drain, callback.http_engine = libcurl (1.0's transfers): deliveries/s, of wrk",
+         "%s, %s" % (fmt(d.get("libcurl_per_s")), fmt(d.get("libcurl_ratio"), "{:.3f}")), "", "", ""),
+        ("   same drain, callback.http_engine = libcurl: CPU us per delivery, worker + other postgres "
+         "(worker alone)", "%s (%s)" % (fmt(d.get("libcurl_pg_us"), "{:.1f}"),
+                                        fmt(d.get("libcurl_worker_us"), "{:.1f}")), "", "", ""),
         ("   same drain at batch_size %d (deliveries/s; requests nginx saw)" % d["batch_size"],
          "%s (%s)" % (fmt(d["batched_per_s"]), fmt(d["batched_requests"])), "", "", ""),
         ("   batch_size %d: deliveries/s / wrk's requests/s" % d["batch_size"],

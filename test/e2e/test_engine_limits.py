@@ -363,11 +363,13 @@ def test_curl_callbacks_never_allocate_or_raise():
     funcs = _c_functions()
     roots = set()
     for fn, body in funcs.values():
-        for m in re.finditer(r"curl_(?:easy|multi)_setopt\(\w+,\s*CURLM?OPT_\w*FUNCTION,\s*(\w+)\)",
+        for m in re.finditer(r"curl_(?:easy|multi)_setopt\([\w>-]+,\s*CURLM?OPT_\w*FUNCTION,\s*(\w+)\)",
                              body):
             roots.add(m.group(1))
     assert {"response_write", "socket_callback", "timer_callback",
-            "pgcb_netpolicy_opensocket", "pgcb_netpolicy_prereq"} <= roots, roots
+            "pgcb_netpolicy_opensocket", "pgcb_netpolicy_prereq",
+            "connector_socket_callback", "connector_timer_callback", "conn_prereq",
+            "conn_closesocket"} <= roots, roots
     seen, todo, bad = set(), list(roots), []
     while todo:
         name = todo.pop()
