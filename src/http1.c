@@ -53,6 +53,7 @@
 #define IN_MAX (PGCB_HTTP1_HEAD_MAX + IN_CHUNK)
 #define ERROR_LEN (CURL_ERROR_SIZE + 128)
 #define MAX_TARGETS 1024
+#define IDLE_LOOK_US 10000		/* see pgcb_http1_start */
 
 /*
  * An epoll event names a connection of ours (data.ptr) or a socket libcurl
@@ -147,6 +148,7 @@ static int	n_conns = 0;
 static int	running = 0;
 static uint64 settings_gen = 0;
 static TimestampTz next_deadline = 0;	/* no request ends before this; 0: none */
+static TimestampTz last_poll = 0;
 
 static void conn_close(Conn *conn);
 static void exchange_send(Exchange *ex);
@@ -518,6 +520,14 @@ pgcb_http1_start(const char *url, const struct curl_slist *headers, const char *
 
 	note_deadline(ex->deadline);
 	dlist_push_tail(&pending, &ex->node);
+
+	/*
+	 * An idle connection the server closed (or spoke on: a 408 before its
+	 * close) since the last look must not carry this request: look again,
+	 * unless the wait loop just did (a drain polls all the time).
+	 */
+	if (ex->started_at - last_poll > IDLE_LOOK_US)
+		pgcb_http1_poll();
 	assign_connections();
 	MemoryContextSwitchTo(old);
 }
@@ -925,6 +935,7 @@ pgcb_http1_poll(void)
 	/* what a response leaves (its header lines) outlives the caller's context */
 	old = MemoryContextSwitchTo(http1_cxt);
 	n = epoll_wait(epoll_fd, events, MAX_EPOLL_EVENTS, 0);
+	last_poll = GetCurrentTimestamp();
 	for (int i = 0; i < n; i++)
 	{
 		Conn	   *conn;
