@@ -2,15 +2,17 @@
  * delivery.c
  *		The delivery engine: decides how many deliveries each endpoint may
  *		take now (its free in-flight slots, its token bucket, its circuit
- *		breaker), claims them, sends them signed through http.c (or, for a
- *		notify: endpoint, through notify_target.c), turns each finished
+ *		breaker), claims them, sends them signed through http1.c (http://,
+ *		callback.http_engine = native) or http.c (a libcurl transfer), or
+ *		through notify_target.c or amqp_transport.c, turns each finished
  *		attempt into an outcome with the retry policy (settle), and writes
  *		the outcomes back in one statement (keeping, in the worker, those
  *		whose rows an SQL user's open transaction holds, for a later cycle).
  *
  * Memory: endpoint configuration lives in config_cxt, reset at each
  * reload; each request is allocated in request_cxt and freed when it
- * finishes; outcome strings live in outcome_cxt, reset after each
+ * finishes (http1.c keeps its copy of a native request in its own context,
+ * freed when the outcome is read); outcome strings live in outcome_cxt, reset after each
  * write-back.  So the engine's memory stays flat however long the backlog.
  * Requests in flight are also kept in a list, so that shutdown (a cancelled
  * or failed process_callbacks) frees each curl handle and header list.
@@ -835,7 +837,11 @@ pgcb_delivery_wait(long timeout_ms)
 	void	   *owner;
 	PgcbAmqpResult r;
 	PgcbHttp1Result r1;
-	long		http1_ms = pgcb_http1_ms_until_due();
+	long		http1_ms;
+
+	/* the requests the cycle queued go out now, after its commit */
+	pgcb_http1_poll();
+	http1_ms = pgcb_http1_ms_until_due();
 
 	if (amqp_ms >= 0 && (timeout_ms < 0 || amqp_ms < timeout_ms))
 		timeout_ms = amqp_ms;

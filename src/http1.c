@@ -53,7 +53,7 @@
 #define IN_MAX (PGCB_HTTP1_HEAD_MAX + IN_CHUNK)
 #define ERROR_LEN (CURL_ERROR_SIZE + 128)
 #define MAX_TARGETS 1024
-#define IDLE_LOOK_US 10000		/* see pgcb_http1_start */
+#define RECV_LOOPS 64			/* reads per readiness: a fast peer cannot hold the worker */
 
 /*
  * An epoll event names a connection of ours (data.ptr) or a socket libcurl
@@ -69,6 +69,7 @@ typedef struct Origin
 	char	   *key;			/* "http://host:port" */
 	char	   *connect_url;
 	dlist_head	idle;			/* its idle connections, the latest first */
+	int			users;			/* requests and connections that point to it */
 } Origin;
 
 /* A URL parsed once: its request line and Host header, its origin. */
@@ -101,7 +102,9 @@ typedef struct Exchange
 	int			out_len;
 	int			out_sent;
 	TimestampTz started_at;
+	TimestampTz finished_at;
 	TimestampTz deadline;
+	int			timeout_ms;
 	int			connect_timeout_ms;
 	bool		retried;		/* sent again once on a fresh connection */
 	PgcbHttp1Response resp;
@@ -141,6 +144,7 @@ static dlist_head origins = DLIST_STATIC_INIT(origins);
 static dlist_head active = DLIST_STATIC_INIT(active);	/* connecting and busy */
 static dlist_head idle_lru = DLIST_STATIC_INIT(idle_lru);	/* idle, the oldest first */
 static dlist_head dead = DLIST_STATIC_INIT(dead);	/* closed, freed after the poll */
+static dlist_head queued = DLIST_STATIC_INIT(queued);	/* started inside a transaction */
 static dlist_head pending = DLIST_STATIC_INIT(pending);	/* waiting for a connection */
 static dlist_head done = DLIST_STATIC_INIT(done);
 static Exchange *returned = NULL;	/* the last one given out, freed at the next */
@@ -148,7 +152,6 @@ static int	n_conns = 0;
 static int	running = 0;
 static uint64 settings_gen = 0;
 static TimestampTz next_deadline = 0;	/* no request ends before this; 0: none */
-static TimestampTz last_poll = 0;
 
 static void conn_close(Conn *conn);
 static void exchange_send(Exchange *ex);
@@ -309,11 +312,15 @@ target_of(const char *url, const char **error)
 	t = hash_search(targets, &h, HASH_FIND, NULL);
 	if (t != NULL && strcmp(t->url, url) == 0)
 		return t;
-	/* URLs come from endpoints; a table that keeps growing is started anew */
+	/*
+	 * URLs come from endpoints; a table that keeps growing is started anew,
+	 * with the origins nothing uses any more.
+	 */
 	if (t == NULL && hash_get_num_entries(targets) >= MAX_TARGETS)
 	{
 		HASH_SEQ_STATUS seq;
 		Target	   *e;
+		dlist_mutable_iter it;
 
 		hash_seq_init(&seq, targets);
 		while ((e = hash_seq_search(&seq)) != NULL)
@@ -321,6 +328,18 @@ target_of(const char *url, const char **error)
 			pfree(e->url);
 			pfree(e->prefix);
 			hash_search(targets, &e->hash, HASH_REMOVE, NULL);
+		}
+		dlist_foreach_modify(it, &origins)
+		{
+			Origin	   *o = dlist_container(Origin, node, it.cur);
+
+			if (o->users == 0)
+			{
+				dlist_delete(&o->node);
+				pfree(o->key);
+				pfree(o->connect_url);
+				pfree(o);
+			}
 		}
 	}
 
@@ -414,6 +433,10 @@ append_header_lines(StringInfo out, const struct curl_slist *headers)
 			;
 		if (*v == '\0')
 			continue;
+		/* the framing is ours (the API refuses these names; rows written by hand are not checked) */
+		if (line_names(h->data, "Host") || line_names(h->data, "Content-Length") ||
+			line_names(h->data, "Transfer-Encoding") || line_names(h->data, "Connection"))
+			continue;
 		appendStringInfoString(out, h->data);
 		appendStringInfoString(out, "\r\n");
 	}
@@ -443,6 +466,7 @@ exchange_finish(Exchange *ex)
 
 	if (!ex->complete)
 		ex->failed = true;
+	ex->finished_at = GetCurrentTimestamp();
 	ex->conn = NULL;
 	dlist_push_tail(&done, &ex->node);
 	if (conn == NULL)
@@ -491,18 +515,19 @@ pgcb_http1_start(const char *url, const struct curl_slist *headers, const char *
 	StringInfoData out;
 
 	ex->owner = owner;
-	ex->started_at = GetCurrentTimestamp();
-	ex->deadline = TimestampTzPlusMilliseconds(ex->started_at, timeout_ms);
+	ex->timeout_ms = timeout_ms;
 	ex->connect_timeout_ms = Min(connect_timeout_ms, timeout_ms);
 	pgcb_http1_response_init(&ex->resp, palloc(response_cap + 1), response_cap, want_headers);
 	running++;
 	if (t == NULL)
 	{
+		ex->started_at = GetCurrentTimestamp();
 		exchange_fail(ex, "%s", error);
 		MemoryContextSwitchTo(old);
 		return;
 	}
 	ex->origin = t->origin;
+	ex->origin->users++;
 
 	/* the order libcurl uses: Host, User-Agent, Accept, ours, Content-Length */
 	initStringInfo(&out);
@@ -518,22 +543,18 @@ pgcb_http1_start(const char *url, const struct curl_slist *headers, const char *
 	ex->out = out.data;
 	ex->out_len = out.len;
 
-	note_deadline(ex->deadline);
-	dlist_push_tail(&pending, &ex->node);
-
 	/*
-	 * An idle connection the server closed (or spoke on: a 408 before its
-	 * close) since the last look must not carry this request: look again,
-	 * unless the wait loop just did (a drain polls all the time).
+	 * Queued only: the caller's transaction (the claim) commits before
+	 * pgcb_http1_poll connects and sends, as libcurl's transfers wait for
+	 * pgcb_http_wait; the clock starts there too.
 	 */
-	if (ex->started_at - last_poll > IDLE_LOOK_US)
-		pgcb_http1_poll();
-	assign_connections();
+	dlist_push_tail(&queued, &ex->node);
 	MemoryContextSwitchTo(old);
 }
 
 /* ---------------------------------------------------------------- connections */
 
+/* What epoll reports for conn's socket: always its input, its output while a request waits to go. */
 static void
 watch(Conn *conn, uint32 events)
 {
@@ -587,6 +608,7 @@ conn_close(Conn *conn)
 	n_conns--;
 }
 
+/* Free the connections closed during a poll, once no event of it can name them. */
 static void
 bury_dead(void)
 {
@@ -597,6 +619,7 @@ bury_dead(void)
 		Conn	   *conn = dlist_container(Conn, node, it.cur);
 
 		dlist_delete(&conn->node);
+		conn->origin->users--;
 		if (conn->in != NULL)
 			pfree(conn->in);
 		pfree(conn);
@@ -669,6 +692,7 @@ conn_open(Origin *o, Exchange *ex)
 	CURL	   *easy;
 
 	conn->origin = o;
+	o->users++;
 	conn->gen = settings_gen;
 	conn->fd = -1;
 	conn->state = CONN_CONNECTING;
@@ -724,7 +748,8 @@ assign_connections(void)
 		Exchange   *ex = dlist_head_element(Exchange, node, &pending);
 		Origin	   *o = ex->origin;
 
-		if (!dlist_is_empty(&o->idle))
+		/* a request resent after a reused connection failed it goes on a new one */
+		if (!ex->retried && !dlist_is_empty(&o->idle))
 		{
 			Conn	   *conn = dlist_container(Conn, node, dlist_pop_head_node(&o->idle));
 
@@ -781,12 +806,17 @@ read_room(Conn *conn)
 	return conn->in_cap - conn->in_len;
 }
 
+/*
+ * Read what the socket has (at most RECV_LOOPS reads: the level-triggered
+ * set brings us back) and parse it; a whole or failed response ends the
+ * exchange.
+ */
 static void
 exchange_recv(Conn *conn)
 {
 	Exchange   *ex = conn->ex;
 
-	for (;;)
+	for (int loops = 0; loops < RECV_LOOPS; loops++)
 	{
 		int			room = read_room(conn);
 		ssize_t		n;
@@ -813,7 +843,7 @@ exchange_recv(Conn *conn)
 		}
 		if (n == 0)
 		{
-			if (pgcb_http1_response_ends_at_close(&ex->resp))
+			if (pgcb_http1_response_at_close(&ex->resp))
 			{
 				ex->complete = true;
 				exchange_finish(ex);
@@ -847,6 +877,7 @@ exchange_recv(Conn *conn)
 	}
 }
 
+/* Send what the socket takes; the rest waits for EPOLLOUT. */
 static void
 exchange_send(Exchange *ex)
 {
@@ -883,6 +914,7 @@ exchange_send(Exchange *ex)
 
 /* ---------------------------------------------------------------- the loop */
 
+/* Fail the requests past their deadline (waiting for a connection, or on one); note the next one. */
 static void
 expire(TimestampTz now)
 {
@@ -922,6 +954,12 @@ expire(TimestampTz now)
 	}
 }
 
+/*
+ * Start the requests queued since (their clock starts now), act on what the
+ * sockets report (idle connections the server closed go first, so that no
+ * request is assigned to one), drive the connects, expire, and give the
+ * waiting requests connections.
+ */
 void
 pgcb_http1_poll(void)
 {
@@ -934,8 +972,17 @@ pgcb_http1_poll(void)
 		return;
 	/* what a response leaves (its header lines) outlives the caller's context */
 	old = MemoryContextSwitchTo(http1_cxt);
+	now = GetCurrentTimestamp();
+	while (!dlist_is_empty(&queued))
+	{
+		Exchange   *ex = dlist_container(Exchange, node, dlist_pop_head_node(&queued));
+
+		ex->started_at = now;
+		ex->deadline = TimestampTzPlusMilliseconds(now, ex->timeout_ms);
+		note_deadline(ex->deadline);
+		dlist_push_tail(&pending, &ex->node);
+	}
 	n = epoll_wait(epoll_fd, events, MAX_EPOLL_EVENTS, 0);
-	last_poll = GetCurrentTimestamp();
 	for (int i = 0; i < n; i++)
 	{
 		Conn	   *conn;
@@ -993,6 +1040,8 @@ pgcb_http1_next_done(PgcbHttp1Result *r)
 
 	if (returned != NULL)
 	{
+		if (returned->origin != NULL)
+			returned->origin->users--;
 		if (returned->out)
 			pfree(returned->out);
 		if (returned->resp.headers)
@@ -1010,7 +1059,7 @@ pgcb_http1_next_done(PgcbHttp1Result *r)
 	r->status = ex->failed ? 0 : ex->resp.status;
 	r->error = ex->failed ? (ex->error[0] ? ex->error : "the request failed") : NULL;
 	r->retry_after_ms = ex->failed ? -1 : ex->resp.retry_after_ms;
-	r->latency_ms = (double) (GetCurrentTimestamp() - ex->started_at) / 1000.0;
+	r->latency_ms = (double) (ex->finished_at - ex->started_at) / 1000.0;
 	r->body = ex->resp.body;
 	r->body_len = ex->resp.body_len;
 	r->headers = ex->failed ? NULL : ex->resp.headers;
@@ -1023,7 +1072,7 @@ pgcb_http1_ms_until_due(void)
 {
 	TimestampTz first = next_deadline;
 
-	if (!dlist_is_empty(&done))
+	if (!dlist_is_empty(&done) || !dlist_is_empty(&queued))
 		return 0;
 	if (connector_deadline != 0 && (first == 0 || connector_deadline < first))
 		first = connector_deadline;
@@ -1069,6 +1118,7 @@ pgcb_http1_shutdown(void)
 	dlist_init(&active);
 	dlist_init(&idle_lru);
 	dlist_init(&dead);
+	dlist_init(&queued);
 	dlist_init(&pending);
 	dlist_init(&done);
 	returned = NULL;

@@ -47,7 +47,7 @@ pgcb_http1_response_init(PgcbHttp1Response *r, char *body, int body_cap, bool wa
 }
 
 bool
-pgcb_http1_response_ends_at_close(PgcbHttp1Response *r)
+pgcb_http1_response_at_close(PgcbHttp1Response *r)
 {
 	if (r->phase != PH_BODY_EOF)
 		return false;
@@ -126,6 +126,24 @@ ends_chunked(const char *v, int len)
 	return end - start == 7 && pg_strncasecmp(v + start, "chunked", 7) == 0;
 }
 
+/* At most max bytes of a peer's text as printable ASCII (the rest as \xNN), for an error message. */
+static void
+printable(char *dst, int dstlen, const char *src, int len, int max)
+{
+	int			o = 0;
+
+	for (int i = 0; i < len && i < max && o + 5 < dstlen; i++)
+	{
+		unsigned char c = (unsigned char) src[i];
+
+		if (c >= 0x20 && c < 0x7F && c != '\\')
+			dst[o++] = c;
+		else
+			o += snprintf(dst + o, dstlen - o, "\\x%02X", c);
+	}
+	dst[o] = '\0';
+}
+
 /*
  * A whole head at [start, end): status line and header lines.  Sets how the
  * body is framed (RFC 9112, 6.3).  Returns false on a malformed head, with
@@ -146,13 +164,23 @@ parse_head(PgcbHttp1Response *r, const char *buf, int start, int end)
 	bool		retry_after_seen = false;
 	int			lines_start;
 
+	/* a NUL cannot be stored or shown: libcurl refuses such a head too */
+	if (memchr(buf + start, '\0', end - start) != NULL)
+	{
+		snprintf(r->error, sizeof(r->error), "the response's head holds a NUL byte");
+		return false;
+	}
 	if (len < 12 || strncmp(line, "HTTP/1.", 7) != 0 || !isdigit((unsigned char) line[7]) ||
 		line[8] != ' ' || !isdigit((unsigned char) line[9]) ||
 		!isdigit((unsigned char) line[10]) || !isdigit((unsigned char) line[11]) ||
 		(len > 12 && line[12] != ' '))
 	{
-		snprintf(r->error, sizeof(r->error), "malformed HTTP/1.x status line in the response: \"%.*s\"",
-				 (int) Min(len < 0 ? 0 : len, 60), line);
+		char		shown[4 * 60 + 8];
+
+		/* the peer's bytes go into stored text: printable ASCII only */
+		printable(shown, sizeof(shown), line, len < 0 ? 0 : len, 60);
+		snprintf(r->error, sizeof(r->error), "malformed HTTP/1.x status line in the response: \"%s\"",
+				 shown);
 		return false;
 	}
 	minor = line[7] - '0';
@@ -215,9 +243,12 @@ parse_head(PgcbHttp1Response *r, const char *buf, int start, int end)
 	if (r->want_headers)
 	{
 		r->headers_len = end - lines_start;
-		r->headers = pnstrdup(buf + lines_start, r->headers_len);
+		r->headers = palloc(r->headers_len + 1);
+		memcpy(r->headers, buf + lines_start, r->headers_len);
+		r->headers[r->headers_len] = '\0';
 	}
-	r->close_after = close || (minor == 0 && !keep_alive);
+	/* both framings given: the chunks decide, and the connection is not trusted again (RFC 9112, 6.3) */
+	r->close_after = close || (minor == 0 && !keep_alive) || (has_te && content_length >= 0);
 	if (r->status == 204 || r->status == 304)
 		r->phase = PH_DONE;
 	else if (has_te && chunked)

@@ -46,8 +46,11 @@ extern void pgcb_http1_response_init(PgcbHttp1Response *r, char *body, int body_
 extern PgcbHttp1Step pgcb_http1_response_parse(PgcbHttp1Response *r, const char *buf,
 												int *off, int in_len);
 
-/* The connection closed: whether that ends the response (a body that runs to the close). */
-extern bool pgcb_http1_response_ends_at_close(PgcbHttp1Response *r);
+/*
+ * The connection closed: that completes a body that runs to the close.
+ * Returns whether the response is whole now.
+ */
+extern bool pgcb_http1_response_at_close(PgcbHttp1Response *r);
 
 /* Header lines (PgcbHttp1Response.headers) as a JSON object within cap bytes of names and values. */
 extern char *pgcb_http1_headers_json(const char *lines, int len, int cap);

@@ -1227,3 +1227,99 @@ def test_ipv6_loopback_host_header(request, cluster, engine, endpoint_factory):
         assert srv.requests()[0].header("Host") == "[::1]:%d" % srv.port
     finally:
         srv.stop()
+
+
+# ------------------------------------------------------------------ found in review (helper-63)
+
+def test_nul_in_head_fails(request, cluster, engine, server, endpoint_factory):
+    """A NUL byte in a header line fails the response (libcurl refuses it
+    too): the header lines are kept for an on_response hook, and a NUL there
+    once made the native engine read past its copy of them."""
+    server.on("/hook", lambda r: Reply([b"HTTP/1.1 200 OK\r\nX-A: a\x00" + b"b" * 3000 +
+                                        b"\r\nContent-Length: 2\r\n\r\nok"]))
+    case = Case(cluster, endpoint_factory, server, request)
+    _, row = case.deliver()
+    att = assert_failed_once(case, row)
+    if engine == "native":
+        assert "NUL" in att["error"], att
+
+
+def test_peer_bytes_in_errors_are_printable(request, cluster, engine, server, endpoint_factory):
+    """What an error quotes of a response is stored as printable ASCII: the
+    bytes a peer sends are not text in the database's encoding."""
+    server.on("/hook", lambda r: Reply([b"\xff\xfe\xc3 BAD\r\n\r\n"], then="close"))
+    case = Case(cluster, endpoint_factory, server, request)
+    _, row = case.deliver()
+    assert_failed_once(case, row)
+    assert cluster.scalar(
+        "SELECT bool_and(e ~ '^[ -~]*$') FROM ("
+        "  SELECT last_error AS e FROM callback.callback_queue WHERE endpoint_id = %s"
+        "  UNION ALL SELECT error FROM callback.callback_attempts WHERE endpoint_id = %s) x",
+        (case.eid, case.eid)), case.diagnostics()
+
+
+def test_request_sent_after_its_claim_commits(request, cluster, engine, server, owned_factory):
+    """Two events claimed in one cycle, B's sent first and A's held by a slow
+    transform before the claim commits: when B's request reaches the server,
+    B's row already says it is being sent (the claim committed), as with
+    libcurl's transfers; the native engine once sent it from inside the
+    claim's transaction, so a rolled-back claim sent it twice."""
+    seen = []
+    state = {}
+
+    def reply(r):
+        if state.get("watch"):
+            c = cluster.connect()
+            try:
+                with c.cursor() as cur:
+                    cur.execute("SELECT status::text, claimed_by IS NOT NULL FROM callback.callback_queue "
+                                "WHERE endpoint_id = %s ORDER BY id DESC LIMIT 1", (state["b"],))
+                    seen.append(cur.fetchone())
+            finally:
+                c.close()
+        return Reply([ok_response()])
+    server.on("/b", reply)
+    server.on("/a", lambda r: Reply([ok_response()]))
+    et_a, et_b = "wire.tx.a." + engine, "wire.tx.b." + engine
+    state["b"] = owned_factory("wire_tx_b_" + engine, server.url("/b"), event_types="{%s}" % et_b,
+                               timeout=TIMEOUT_S, max_attempts=1)
+    owned_factory("wire_tx_a_" + engine, server.url("/a"), event_types="{%s}" % et_a,
+                  timeout=TIMEOUT_S, max_attempts=1, transform="wire_app.slow")
+    # a kept-alive connection for B first: a request could go out at once on it
+    cluster.execute("SELECT callback.enqueue(%s, '{}'::jsonb)", (et_b,))
+    cluster.wait_until(lambda: cluster.scalar(
+        "SELECT count(*) FROM callback.callback_queue WHERE endpoint_id = %s AND status = 'delivered'",
+        (state["b"],)) == 1, timeout=SETTLE_S, what="B's first delivery")
+    state["watch"] = True
+    conn = cluster.connect(autocommit=False)
+    with conn.cursor() as cur:
+        cur.execute("SELECT callback.enqueue(%s, '{}'::jsonb)", (et_b,))
+        cur.execute("SELECT callback.enqueue(%s, '{}'::jsonb)", (et_a,))
+    conn.commit()
+    conn.close()
+    server.wait_requests(1, "/a")
+    cluster.wait_until(lambda: len(seen) >= 1, timeout=SETTLE_S, what="B's second request")
+    assert seen[0] == ("sending", True), \
+        "B's row when its request arrived: %r (the claim had not committed)" % (seen[0],)
+
+
+def test_resend_goes_on_a_new_connection(request, cluster, engine, server, endpoint_factory):
+    """Two idle connections, and a server that closes any reused connection
+    without an answer: the request is sent once more on a new connection
+    (not on the other idle one, which the server closes as well), and is
+    delivered at its first attempt."""
+    def reply(r):
+        if r.seq == 0:
+            return Reply([0.5, ok_response()]) if r.n <= 2 else Reply([ok_response()])
+        return Reply([], then="close")      # a reused connection: closed without an answer
+    server.on("/hook", reply)
+    case = Case(cluster, endpoint_factory, server, request)
+    cluster.execute("SELECT callback.enqueue(%s, '{}'::jsonb) FROM generate_series(1, 2)",
+                    (case.event_type,))
+    cluster.wait_until(lambda: [r["status"] for r in case.rows()] == ["delivered", "delivered"],
+                       timeout=SETTLE_S, what="two deliveries on two connections")
+    assert server.accepted() == 2, [(q.conn, q.seq) for q in server.requests()]
+    ev, row = case.deliver()
+    assert_delivered(case, row)
+    assert server.requests()[-1].seq == 0, \
+        "the resent request went on a reused connection: %r" % [(q.conn, q.seq) for q in server.requests()]
