@@ -357,7 +357,12 @@ target_of(const char *url, const char **error)
 	}
 	old = MemoryContextSwitchTo(http1_cxt);
 	parts[0] = url_part(u, CURLUPART_SCHEME, 0);
+	/* an international name as libcurl's transfer sends it: punycode */
+#ifdef CURLU_PUNYCODE
+	parts[1] = url_part(u, CURLUPART_HOST, CURLU_PUNYCODE);
+#else
 	parts[1] = url_part(u, CURLUPART_HOST, 0);
+#endif
 	parts[2] = url_part(u, CURLUPART_PORT, CURLU_DEFAULT_PORT);
 	parts[3] = url_part(u, CURLUPART_PORT, 0);
 	parts[4] = url_part(u, CURLUPART_PATH, 0);
@@ -418,6 +423,10 @@ append_header_lines(StringInfo out, const struct curl_slist *headers)
 		const char *colon = strchr(h->data, ':');
 		const char *v;
 
+		/* the framing is ours (the API refuses these names; rows written by hand are not checked) */
+		if (line_names(h->data, "Host") || line_names(h->data, "Content-Length") ||
+			line_names(h->data, "Transfer-Encoding") || line_names(h->data, "Connection"))
+			continue;
 		if (colon == NULL)
 		{
 			size_t		n = strlen(h->data);
@@ -432,10 +441,6 @@ append_header_lines(StringInfo out, const struct curl_slist *headers)
 		for (v = colon + 1; *v == ' ' || *v == '\t'; v++)
 			;
 		if (*v == '\0')
-			continue;
-		/* the framing is ours (the API refuses these names; rows written by hand are not checked) */
-		if (line_names(h->data, "Host") || line_names(h->data, "Content-Length") ||
-			line_names(h->data, "Transfer-Encoding") || line_names(h->data, "Connection"))
 			continue;
 		appendStringInfoString(out, h->data);
 		appendStringInfoString(out, "\r\n");
@@ -751,8 +756,21 @@ assign_connections(void)
 		/* a request resent after a reused connection failed it goes on a new one */
 		if (!ex->retried && !dlist_is_empty(&o->idle))
 		{
-			Conn	   *conn = dlist_container(Conn, node, dlist_pop_head_node(&o->idle));
+			Conn	   *conn = dlist_container(Conn, node, dlist_head_node(&o->idle));
+			char		b;
 
+			/*
+			 * Not one the server closed or spoke on (a 408 before its
+			 * close) since the poll looked, or whose event did not fit in
+			 * its batch: that would be taken for this request's answer.
+			 */
+			if (recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 ||
+				(errno != EAGAIN && errno != EWOULDBLOCK))
+			{
+				conn_close(conn);
+				continue;
+			}
+			dlist_delete(&conn->node);
 			dlist_delete(&conn->lru);
 			dlist_delete(&ex->node);
 			dlist_push_tail(&active, &conn->node);
@@ -783,8 +801,8 @@ retry_fresh(Conn *conn, Exchange *ex)
 	ex->conn = NULL;
 	ex->out_sent = 0;
 	conn_close(conn);
+	/* the poll this runs in ends by giving it a connection */
 	dlist_push_head(&pending, &ex->node);
-	assign_connections();
 	return true;
 }
 
@@ -828,7 +846,7 @@ exchange_recv(Conn *conn)
 			exchange_fail(ex, "the response does not fit in %d bytes", conn->in_cap);
 			return;
 		}
-		n = recv(conn->fd, conn->in + conn->in_len, room, 0);
+		n = recv(conn->fd, conn->in + conn->in_len, room, MSG_DONTWAIT);
 		if (n < 0)
 		{
 			int			err = errno;
@@ -886,7 +904,7 @@ exchange_send(Exchange *ex)
 	while (ex->out_sent < ex->out_len)
 	{
 		ssize_t		n = send(conn->fd, ex->out + ex->out_sent, ex->out_len - ex->out_sent,
-							 MSG_NOSIGNAL);
+							 MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0)
 		{

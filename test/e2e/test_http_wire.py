@@ -776,8 +776,8 @@ def test_idle_close_just_before_reuse(request, cluster, engine, server, owned_fa
     record_figure("%s, %s: idle close during the claim -> %r, connections %r" % (
         engine, request.node.callspec.id, [(a["status_code"], a["error"]) for a in case.attempts(ev)],
         [r.conn for r in server.requests()]))
-    # native looks at its idle connections before it reuses one (http1.c,
-    # pgcb_http1_start); libcurl 7.88 sends on it and reads the 408
+    # native looks at an idle connection before it reuses one (http1.c,
+    # assign_connections); libcurl 7.88 sends on it and reads the 408
     libcurl_known_difference(engine, farewell and row["last_status_code"] == 408,
                              "the idle connection is reused without looking whether the server "
                              "spoke on it since, and its 408 taken for the answer")
