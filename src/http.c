@@ -25,6 +25,7 @@
 #include "compat.h"
 #include "guc.h"
 #include "http.h"
+#include "http1_response.h"
 
 #define MAX_EPOLL_EVENTS 256
 
@@ -46,31 +47,45 @@ static int	pool_cap = 0;
  */
 static uint64 settings_gen = 0;
 
-static int
-socket_callback(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+/*
+ * Watch s in epfd as curl asks (what), its events carrying data: for the
+ * socket callbacks of both multi handles (here and http1.c's connector), so
+ * it never allocates or raises.  curl_multi_assign marks a socket we added.
+ */
+void
+pgcb_http_watch_curl_socket(CURLM *m, int epfd, curl_socket_t s, int what, void *socketp,
+							epoll_data_t data)
 {
 	struct epoll_event ev;
 
 	if (what == CURL_POLL_REMOVE)
 	{
 		/* curl may already have closed it; ENOENT/EBADF are fine */
-		(void) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s, NULL);
-		return 0;
+		(void) epoll_ctl(epfd, EPOLL_CTL_DEL, s, NULL);
+		return;
 	}
 	memset(&ev, 0, sizeof(ev));
-	ev.data.fd = s;
+	ev.data = data;
 	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
 		ev.events |= EPOLLIN;
 	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
 		ev.events |= EPOLLOUT;
 	if (socketp == NULL)
 	{
-		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
-			(void) epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev);
-		curl_multi_assign(multi, s, (void *) 1);
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+			(void) epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev);
+		curl_multi_assign(m, s, (void *) 1);
 	}
-	else if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-		(void) epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev);
+	else if (epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+		(void) epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev);
+}
+
+static int
+socket_callback(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	epoll_data_t data = {.fd = s};
+
+	pgcb_http_watch_curl_socket(multi, epoll_fd, s, what, socketp, data);
 	return 0;
 }
 
@@ -259,17 +274,23 @@ drive_sockets(void)
 
 	n = epoll_wait(epoll_fd, events, MAX_EPOLL_EVENTS, 0);
 	for (int i = 0; i < n; i++)
-	{
-		int			flags = 0;
+		curl_multi_socket_action(multi, events[i].data.fd,
+								 pgcb_http_curl_flags(events[i].events), &still);
+}
 
-		if (events[i].events & EPOLLIN)
-			flags |= CURL_CSELECT_IN;
-		if (events[i].events & EPOLLOUT)
-			flags |= CURL_CSELECT_OUT;
-		if (events[i].events & (EPOLLERR | EPOLLHUP))
-			flags |= CURL_CSELECT_ERR;
-		curl_multi_socket_action(multi, events[i].data.fd, flags, &still);
-	}
+/* What epoll reported, as curl_multi_socket_action's flags. */
+int
+pgcb_http_curl_flags(uint32 events)
+{
+	int			flags = 0;
+
+	if (events & EPOLLIN)
+		flags |= CURL_CSELECT_IN;
+	if (events & EPOLLOUT)
+		flags |= CURL_CSELECT_OUT;
+	if (events & (EPOLLERR | EPOLLHUP))
+		flags |= CURL_CSELECT_ERR;
+	return flags;
 }
 
 static void
@@ -373,25 +394,12 @@ pgcb_http_headers_json(CURL *easy, int cap)
 	{
 		int			nlen = (int) strlen(h->name);
 		int			vlen = (int) strlen(h->value);
-		char	   *name;
-		char	   *value;
 
 		prev = h;
 		if (used + nlen + vlen > cap)
 			break;
 		used += nlen + vlen;
-		name = pnstrdup(h->name, pg_encoding_verifymbstr(GetDatabaseEncoding(), h->name, nlen));
-		value = pnstrdup(h->value, pg_encoding_verifymbstr(GetDatabaseEncoding(), h->value, vlen));
-		for (char *p = name; *p; p++)
-			*p = pg_ascii_tolower((unsigned char) *p);
-		if (!first)
-			appendStringInfoString(&buf, ", ");
-		first = false;
-		escape_json(&buf, name);
-		appendStringInfoString(&buf, ": ");
-		escape_json(&buf, value);
-		pfree(name);
-		pfree(value);
+		pgcb_http_json_header(&buf, h->name, nlen, h->value, vlen, &first);
 	}
 	appendStringInfoChar(&buf, '}');
 	return buf.data;

@@ -7,7 +7,16 @@
 #ifndef PGCB_HTTP_H
 #define PGCB_HTTP_H
 
+#include <sys/epoll.h>
+
 #include <curl/curl.h>
+
+/* A curl socket callback's work: watch s in epfd as curl asks; never allocates or raises. */
+extern void pgcb_http_watch_curl_socket(CURLM *m, int epfd, curl_socket_t s, int what,
+										void *socketp, epoll_data_t data);
+
+/* What epoll reported (EPOLLIN, ...), as curl_multi_socket_action's flags. */
+extern int	pgcb_http_curl_flags(uint32 events);
 
 /* Set up the multi handle and the wait set (idempotent). */
 extern void pgcb_http_init(void);

@@ -163,22 +163,9 @@ static void assign_connections(void);
 static int
 connector_socket_callback(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-	struct epoll_event ev;
+	epoll_data_t data = {.u64 = CURL_SOCKET_TAG | (uint32) s};
 
-	if (what == CURL_POLL_REMOVE)
-	{
-		/* curl may already have closed it; ENOENT/EBADF are fine */
-		(void) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s, NULL);
-		return 0;
-	}
-	memset(&ev, 0, sizeof(ev));
-	ev.data.u64 = CURL_SOCKET_TAG | (uint32) s;
-	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
-		ev.events |= EPOLLIN;
-	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-		ev.events |= EPOLLOUT;
-	if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
-		(void) epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev);
+	pgcb_http_watch_curl_socket(connector, epoll_fd, s, what, socketp, data);
 	return 0;
 }
 
@@ -1007,15 +994,8 @@ pgcb_http1_poll(void)
 
 		if (events[i].data.u64 & CURL_SOCKET_TAG)
 		{
-			int			flags = 0;
-
-			if (events[i].events & EPOLLIN)
-				flags |= CURL_CSELECT_IN;
-			if (events[i].events & EPOLLOUT)
-				flags |= CURL_CSELECT_OUT;
-			if (events[i].events & (EPOLLERR | EPOLLHUP))
-				flags |= CURL_CSELECT_ERR;
-			connector_drive((curl_socket_t) (uint32) events[i].data.u64, flags);
+			connector_drive((curl_socket_t) (uint32) events[i].data.u64,
+							pgcb_http_curl_flags(events[i].events));
 			continue;
 		}
 		conn = (Conn *) events[i].data.ptr;

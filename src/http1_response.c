@@ -426,8 +426,6 @@ pgcb_http1_headers_json(const char *lines, int len, int cap)
 		int			nlen;
 		const char *v;
 		int			vlen;
-		char	   *name;
-		char	   *value;
 
 		if (colon == NULL)
 			continue;
@@ -441,19 +439,31 @@ pgcb_http1_headers_json(const char *lines, int len, int cap)
 		if (used + nlen + vlen > cap)
 			break;
 		used += nlen + vlen;
-		name = pnstrdup(line, pg_encoding_verifymbstr(GetDatabaseEncoding(), line, nlen));
-		value = pnstrdup(v, pg_encoding_verifymbstr(GetDatabaseEncoding(), v, vlen));
-		for (char *p = name; *p; p++)
-			*p = pg_ascii_tolower((unsigned char) *p);
-		if (!first)
-			appendStringInfoString(&buf, ", ");
-		first = false;
-		escape_json(&buf, name);
-		appendStringInfoString(&buf, ": ");
-		escape_json(&buf, value);
-		pfree(name);
-		pfree(value);
+		pgcb_http_json_header(&buf, line, nlen, v, vlen, &first);
 	}
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
+}
+
+/*
+ * One header as a member of the JSON object an on_response hook is given:
+ * the name lower-cased, both cut to their valid-encoding prefix.  For
+ * http.c's libcurl transfers too.
+ */
+void
+pgcb_http_json_header(StringInfo buf, const char *n, int nlen, const char *v, int vlen, bool *first)
+{
+	char	   *name = pnstrdup(n, pg_encoding_verifymbstr(GetDatabaseEncoding(), n, nlen));
+	char	   *value = pnstrdup(v, pg_encoding_verifymbstr(GetDatabaseEncoding(), v, vlen));
+
+	for (char *p = name; *p; p++)
+		*p = pg_ascii_tolower((unsigned char) *p);
+	if (!*first)
+		appendStringInfoString(buf, ", ");
+	*first = false;
+	escape_json(buf, name);
+	appendStringInfoString(buf, ": ");
+	escape_json(buf, value);
+	pfree(name);
+	pfree(value);
 }

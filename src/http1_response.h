@@ -6,6 +6,8 @@
 #ifndef PGCB_HTTP1_RESPONSE_H
 #define PGCB_HTTP1_RESPONSE_H
 
+#include "lib/stringinfo.h"
+
 #define PGCB_HTTP1_HEAD_MAX (100 * 1024)	/* a head, a chunk-size line, a trailer */
 #define PGCB_HTTP1_ERROR_LEN 256
 
@@ -54,5 +56,9 @@ extern bool pgcb_http1_response_at_close(PgcbHttp1Response *r);
 
 /* Header lines (PgcbHttp1Response.headers) as a JSON object within cap bytes of names and values. */
 extern char *pgcb_http1_headers_json(const char *lines, int len, int cap);
+
+/* Append one header to such an object (first: none yet); names lower-cased. */
+extern void pgcb_http_json_header(StringInfo buf, const char *name, int nlen,
+								  const char *value, int vlen, bool *first);
 
 #endif							/* PGCB_HTTP1_RESPONSE_H */

@@ -35,6 +35,8 @@ import time
 import pytest
 
 from conftest import make_endpoint, record_figure
+from test_hooks import _RoleConn
+from test_outbound import set_system
 
 LOOPBACK = "127.0.0.0/8, ::1/128"
 CLUSTER_CONF = {
@@ -329,24 +331,6 @@ def server():
 
 
 # ------------------------------------------------------------------ the engine
-
-def set_system(cluster, name, value):
-    """ALTER SYSTEM + reload, until a new session shows the value."""
-    cluster.execute("ALTER SYSTEM SET %s = %%s" % name, (value,))
-    cluster.execute("SELECT pg_reload_conf()")
-
-    def seen():
-        conn = cluster.connect()
-        try:
-            cur = conn.cursor()
-            cur.execute("SHOW %s" % name)
-            return cur.fetchone()[0] == value
-        finally:
-            conn.close()
-    cluster.wait_until(seen, timeout=15, what="%s = %r in a new session" % (name, value))
-    cluster.wait_until(lambda: cluster.scalar("SELECT current_setting(%s)", (name,)) == value,
-                       timeout=15, what="%s = %r in this session" % (name, value))
-
 
 NATIVE_STATUS_LINE_ERROR = "malformed HTTP/1.x status line"
 
@@ -1028,16 +1012,6 @@ RESET ROLE;
 def hook_app(cluster):
     cluster.execute(HOOK_SETUP)
     return HOOK_ROLE
-
-
-class _RoleConn:
-    def __init__(self, conn):
-        self.conn = conn
-
-    def scalar(self, sql, params=None):
-        with self.conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchone()[0]
 
 
 @pytest.fixture
