@@ -11,9 +11,9 @@
  *
  * Memory: endpoint configuration lives in config_cxt, reset at each
  * reload; each request is allocated in request_cxt and freed when it
- * finishes (http1.c keeps its copy of a native request in its own context,
- * freed when the outcome is read); outcome strings live in outcome_cxt, reset after each
- * write-back.  So the engine's memory stays flat however long the backlog.
+ * finishes (http1.c keeps its copy of a native request in its own
+ * context, freed when the outcome is read); outcome strings live in
+ * outcome_cxt, reset after each write-back.  So the engine's memory stays flat however long the backlog.
  * Requests in flight are also kept in a list, so that shutdown (a cancelled
  * or failed process_callbacks) frees each curl handle and header list.
  *
@@ -65,7 +65,6 @@ typedef struct PgcbRequest
 	int			body_len;
 	PgcbBatch  *batch;			/* batches: the deliveries it carries; NULL: one */
 	CURL	   *easy;			/* NULL: an amqp publish or a native request */
-	bool		native;			/* sent by http1.c (callback.http_engine) */
 	uint64		easy_gen;		/* http.c's settings when it was lent */
 	TimestampTz started_at;
 	dlist_node	node;			/* in live_requests while in flight */
@@ -310,6 +309,8 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	char		sig[PGCB_SIGNATURE_LEN];
 	int64		ts = (int64) time(NULL);
 	int			len;
+	/* written and read by http1.c (callback.http_engine), or a libcurl transfer */
+	bool		native = pgcb_http_engine == PGCB_HTTP_ENGINE_NATIVE && pgcb_http1_takes(ep->url);
 
 	/* batches: sent as one row, its head (batch.c) */
 	if (batch != NULL)
@@ -364,8 +365,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	if (batch == NULL)
 		pfree(c->event_type);
 	req->response_cap = pgcb_max_response_bytes;
-	req->native = pgcb_http_engine == PGCB_HTTP_ENGINE_NATIVE && pgcb_http1_takes(ep->url);
-	if (!req->native)
+	if (!native)
 		req->response = palloc(req->response_cap + 1);
 	for (int i = 0; i < ep->n_headers; i++)
 	{
@@ -387,7 +387,7 @@ start_request(PgcbEndpoint *ep, PgcbClaimed *c, PgcbBatch *batch)
 	set_header(&req->fixed[3], "Content-Type: application/json", &req->fixed[4]);
 	set_header(&req->fixed[4], "Expect:", trace_headers(req, c, req->extra));
 
-	if (req->native)
+	if (native)
 	{
 		/* http1.c copies the headers and the body into its request */
 		dlist_push_tail(&live_requests, &req->node);

@@ -109,8 +109,7 @@ typedef struct Exchange
 	bool		retried;		/* sent again once on a fresh connection */
 	PgcbHttp1Response resp;
 	int64		got;			/* response bytes received */
-	bool		complete;		/* a whole response came */
-	bool		failed;
+	bool		complete;		/* a whole response came; finished without one: failed */
 	char		error[ERROR_LEN];
 } Exchange;
 
@@ -456,15 +455,13 @@ exchange_finish(Exchange *ex)
 {
 	Conn	   *conn = ex->conn;
 
-	if (!ex->complete)
-		ex->failed = true;
 	ex->finished_at = GetCurrentTimestamp();
 	ex->conn = NULL;
 	dlist_push_tail(&done, &ex->node);
 	if (conn == NULL)
 		return;
 	conn->ex = NULL;
-	if (ex->failed || ex->resp.close_after || ex->out_sent < ex->out_len ||
+	if (!ex->complete || ex->resp.close_after || ex->out_sent < ex->out_len ||
 		conn->in_off < conn->in_len || conn->gen != settings_gen ||
 		n_conns > pgcb_max_connections)
 	{
@@ -491,7 +488,6 @@ exchange_fail(Exchange *ex, const char *fmt,...)
 	va_start(ap, fmt);
 	vsnprintf(ex->error, sizeof(ex->error), fmt, ap);
 	va_end(ap);
-	ex->failed = true;
 	exchange_finish(ex);
 }
 
@@ -572,10 +568,10 @@ conn_close(Conn *conn)
 	{
 		Exchange   *ex = conn->ex;
 
+		/* never a finished one: exchange_finish takes it off first */
 		conn->ex = NULL;
 		ex->conn = NULL;
-		if (!ex->failed && !ex->complete)
-			exchange_fail(ex, "the connection was closed");
+		exchange_fail(ex, "the connection was closed");
 	}
 	if (conn->state == CONN_IDLE)
 		dlist_delete(&conn->lru);
@@ -651,7 +647,6 @@ conn_connected(Conn *conn, CURLcode rc)
 			 conn->why[0] ? conn->why :
 			 conn->errbuf[0] ? conn->errbuf :
 			 rc != CURLE_OK ? curl_easy_strerror(rc) : "no socket after connecting");
-	ex->failed = true;
 	exchange_finish(ex);
 }
 
@@ -1054,14 +1049,14 @@ pgcb_http1_next_done(PgcbHttp1Result *r)
 	returned = ex;
 	running--;
 	r->owner = ex->owner;
-	r->status = ex->failed ? 0 : ex->resp.status;
-	r->error = ex->failed ? (ex->error[0] ? ex->error : "the request failed") : NULL;
-	r->retry_after_ms = ex->failed ? -1 : ex->resp.retry_after_ms;
+	r->status = ex->complete ? ex->resp.status : 0;
+	r->error = ex->complete ? NULL : ex->error[0] ? ex->error : "the request failed";
+	r->retry_after_ms = ex->complete ? ex->resp.retry_after_ms : -1;
 	r->latency_ms = (double) (ex->finished_at - ex->started_at) / 1000.0;
 	r->body = ex->resp.body;
 	r->body_len = ex->resp.body_len;
-	r->headers = ex->failed ? NULL : ex->resp.headers;
-	r->headers_len = ex->failed ? 0 : ex->resp.headers_len;
+	r->headers = ex->complete ? ex->resp.headers : NULL;
+	r->headers_len = ex->complete ? ex->resp.headers_len : 0;
 	return true;
 }
 
