@@ -319,7 +319,7 @@ UPDATE callback.callback_queue
        finished_at = now() - (((body::jsonb -> 'data' ->> 'n')::int) || ' hours')::interval
  WHERE event_type = 'redrive.test';
 SELECT (body::jsonb -> 'data' ->> 'n')::int AS n, status, attempts
-  FROM callback.callback_queue WHERE event_type = 'redrive.test' ORDER BY 1;
+  FROM callback.callback_queue WHERE event_type = 'redrive.test' ORDER BY 1, 2;
 
 SELECT pg_temp.try($$SELECT callback.redrive(NULL::bigint[])$$) AS endpoints;
 SELECT pg_temp.try($$SELECT callback.redrive(NULL::text)$$) AS endpoints;
@@ -341,7 +341,7 @@ SELECT callback.redrive('plain'::text) AS redriven_by_endpoint;
 SELECT callback.redrive('plain'::text) AS again;
 SELECT (body::jsonb -> 'data' ->> 'n')::int AS n, status, attempts, finished_at IS NULL AS unfinished,
        next_attempt_at <= now() AS due
-  FROM callback.callback_queue WHERE event_type = 'redrive.test' ORDER BY 1;
+  FROM callback.callback_queue WHERE event_type = 'redrive.test' ORDER BY 1, 2;
 
 ----------------------------------------------------------------- purge
 

@@ -279,9 +279,9 @@ SELECT i.indexrelid::regclass AS index, bt_index_check(i.indexrelid, true) IS NO
 SET enable_seqscan = off;
 SET enable_bitmapscan = off;
 EXPLAIN (COSTS OFF) SELECT count(*) FROM callback.callback_queue q
- WHERE q.status = 'pending' AND q.endpoint_id = (SELECT id FROM callback.callback_endpoints WHERE name = 'regress_tb');
+ WHERE q.finished_at IS NULL AND q.status = 'pending' AND q.endpoint_id = (SELECT id FROM callback.callback_endpoints WHERE name = 'regress_tb');
 SELECT count(*) AS pending_by_index FROM callback.callback_queue q
- WHERE q.status = 'pending' AND q.endpoint_id = (SELECT id FROM callback.callback_endpoints WHERE name = 'regress_tb');
+ WHERE q.finished_at IS NULL AND q.status = 'pending' AND q.endpoint_id = (SELECT id FROM callback.callback_endpoints WHERE name = 'regress_tb');
 RESET enable_seqscan;
 RESET enable_bitmapscan;
 DROP EXTENSION amcheck;

@@ -43,6 +43,7 @@ static const char *const ready_sql =
 "               OR pg_catalog.bool_or(s.batch_id IS NOT NULL) "
 "          FROM (SELECT q.batch_id FROM callback.callback_queue q "
 "                 WHERE q.endpoint_id OPERATOR(pg_catalog.=) w.endpoint_id "
+"                   AND q.finished_at IS NULL "	/* callback_queue_due */
 "                   AND q.status OPERATOR(pg_catalog.=) 'pending' "
 "                   AND q.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
 "                 LIMIT w.size) s)";

@@ -261,7 +261,8 @@ lock_due(PgcbClaimRun *run, int endpoint_id, int64 limit, DueRow **rows, int *ro
 
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(run->row_cxt);
-		if (pgcb_claim_lock(run, &run->scanslot->tts_tid) && pgcb_claim_still_due(run, endpoint_id))
+		if (pgcb_claim_seen_pending(run) &&
+			pgcb_claim_lock(run, &run->scanslot->tts_tid) && pgcb_claim_still_due(run, endpoint_id))
 		{
 			TupleTableSlot *s = run->lockslot;
 			DueRow	   *r;
@@ -338,7 +339,8 @@ take_rest_row(RestRun *rr)
 	int64		id;
 
 	id = DatumGetInt64(slot_getattr(run->scanslot, shape->att_id, &isnull));
-	if (bsearch(&id, rr->locked_ids, rr->n_locked, sizeof(int64), cmp_id) != NULL)
+	if (bsearch(&id, rr->locked_ids, rr->n_locked, sizeof(int64), cmp_id) != NULL ||
+		!pgcb_claim_seen_pending(run))
 		return;
 	old = MemoryContextSwitchTo(run->row_cxt);
 	if (pgcb_claim_lock(run, &run->scanslot->tts_tid))
@@ -394,7 +396,7 @@ scan_rest_seq(RestRun *rr)
 						"batches sent before are completed by a sequential scan of the queue"),
 				 errhint("Create it again: DROP INDEX IF EXISTS callback.callback_queue_batch; "
 						 "CREATE INDEX callback_queue_batch ON callback.callback_queue (batch_id) "
-						 "WHERE batch_id IS NOT NULL AND status = 'pending';")));
+						 "WHERE batch_id IS NOT NULL AND finished_at IS NULL;")));
 	}
 	scan = table_beginscan(run->rel, run->snapshot, 0, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, run->scanslot))

@@ -18,7 +18,9 @@
  *		   ORDER BY next_attempt_at LIMIT n FOR UPDATE SKIP LOCKED)
  * did:
  *	- the same rows: the partial index callback_queue_due (endpoint_id,
- *	  next_attempt_at) WHERE status = 'pending' in forward order, under the
+ *	  next_attempt_at) WHERE finished_at IS NULL in forward order, the rows
+ *	  in flight passed by their status (part 98: so that the claim's new
+ *	  version is HOT, no index names status), under the
  *	  statement's snapshot (locks first, then the snapshot, as SPI takes
  *	  them);
  *	- the same lock: table_tuple_lock as nodeLockRows.c takes a row for
@@ -197,6 +199,21 @@ pgcb_claim_batch_index(PgcbClaimRun *run)
 	return shape.batch_index;
 }
 
+/*
+ * callback_queue_due and callback_queue_batch hold the rows in flight too
+ * (no index names status, so that a claim stays HOT: part 98).  A row our
+ * snapshot sees in flight is passed without a lock; one claimed or
+ * released since is left to pgcb_claim_still_due, or to the next cycle.
+ */
+bool
+pgcb_claim_seen_pending(PgcbClaimRun *run)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(run->scanslot, shape.att_status, &isnull);
+
+	return !isnull && DatumGetObjectId(d) == DatumGetObjectId(shape.status_pending);
+}
+
 bool
 pgcb_claim_lock(PgcbClaimRun *run, ItemPointer tid)
 {
@@ -332,7 +349,8 @@ claim_endpoint(PgcbClaimRun *run, int endpoint_id, int count,
 
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(run->row_cxt);
-		if (pgcb_claim_lock(run, &run->scanslot->tts_tid) && pgcb_claim_still_due(run, endpoint_id))
+		if (pgcb_claim_seen_pending(run) &&
+			pgcb_claim_lock(run, &run->scanslot->tts_tid) && pgcb_claim_still_due(run, endpoint_id))
 		{
 			if (*got == *room)
 			{

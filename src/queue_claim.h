@@ -70,7 +70,7 @@ typedef struct PgcbClaimRun
 extern void pgcb_claim_begin(PgcbClaimRun *run, int claimed_by, int lease_ms, bool batch);
 extern void pgcb_claim_end(PgcbClaimRun *run);
 
-/* Start the due scan of one endpoint: its pending rows due now, oldest first. */
+/* Start the due scan of one endpoint: its open rows due now, oldest first. */
 extern void pgcb_claim_scan_due(PgcbClaimRun *run, int endpoint_id);
 
 /*
@@ -78,6 +78,8 @@ extern void pgcb_claim_scan_due(PgcbClaimRun *run, int endpoint_id);
  * version in run->lockslot.
  */
 extern bool pgcb_claim_lock(PgcbClaimRun *run, ItemPointer tid);
+/* Whether the version the scan gave (scanslot) is pending: worth a lock. */
+extern bool pgcb_claim_seen_pending(PgcbClaimRun *run);
 
 /* The locked version is still the endpoint's, pending and due. */
 extern bool pgcb_claim_still_due(PgcbClaimRun *run, int endpoint_id);

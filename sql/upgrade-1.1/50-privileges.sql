@@ -196,10 +196,11 @@ DECLARE
     n bigint;
 BEGIN
     WITH RECURSIVE ids(id) AS (
-        SELECT min(q.endpoint_id) FROM callback.callback_queue q WHERE q.status = 'pending'
+        SELECT min(q.endpoint_id) FROM callback.callback_queue q
+         WHERE q.finished_at IS NULL AND q.status = 'pending'
         UNION ALL
         SELECT (SELECT min(q.endpoint_id) FROM callback.callback_queue q
-                 WHERE q.status = 'pending' AND q.endpoint_id > ids.id)
+                 WHERE q.finished_at IS NULL AND q.status = 'pending' AND q.endpoint_id > ids.id)
           FROM ids WHERE ids.id IS NOT NULL)
     SELECT array_agg(ids.id) INTO orphans
       FROM ids
@@ -211,7 +212,7 @@ BEGIN
     UPDATE callback.callback_queue q
        SET status = 'dead', last_error = 'endpoint dropped', finished_at = now(),
            lease_expires_at = NULL, claimed_by = NULL
-     WHERE q.status = 'pending' AND q.endpoint_id = ANY (orphans);
+     WHERE q.finished_at IS NULL AND q.status = 'pending' AND q.endpoint_id = ANY (orphans);
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         RAISE WARNING 'pg_callback: % deliveries to dropped endpoints are dead letters now', n

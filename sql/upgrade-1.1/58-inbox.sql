@@ -88,7 +88,7 @@ DECLARE
 BEGIN
     e := callback._endpoint_for_update(name);
     SELECT count(*) INTO pending FROM callback.callback_queue q
-     WHERE q.endpoint_id = e.id AND q.status IN ('pending', 'sending');
+     WHERE q.endpoint_id = e.id AND q.finished_at IS NULL AND q.status IN ('pending', 'sending');
     -- a row may carry a pack of several events
     pending := pending + (SELECT coalesce(sum(i.events), 0) FROM callback.callback_inbox i WHERE i.endpoint_id = e.id);
     IF pending > 0 AND NOT coalesce(force, false) THEN
@@ -99,7 +99,7 @@ BEGIN
     -- the inbox first: a move under way holds its rows, and once it commits
     -- the queue's DELETE, a statement later, sees the rows it moved there
     DELETE FROM callback.callback_inbox i WHERE i.endpoint_id = e.id;
-    DELETE FROM callback.callback_queue q WHERE q.endpoint_id = e.id AND q.status IN ('pending', 'sending');
+    DELETE FROM callback.callback_queue q WHERE q.endpoint_id = e.id AND q.finished_at IS NULL AND q.status IN ('pending', 'sending');
     -- its figures would stay in callback_metrics with no name; the attempt history stays
     DELETE FROM callback.callback_stats s WHERE s.endpoint_id = e.id;
     DELETE FROM callback.callback_endpoints c WHERE c.id = e.id;
@@ -123,15 +123,12 @@ WITH s AS (
       FROM callback.callback_stats st
      GROUP BY st.endpoint_id, st.event_type
 ), q AS (
-    -- one arm per status, so that each reads its partial index: the cost
-    -- follows the backlog, not the history kept in the queue
+    -- the open rows through callback_queue_due (finished_at IS NULL, part
+    -- 98): the cost follows the backlog, not the history kept in the queue
     SELECT b.endpoint_id, b.event_type, sum(b.n) AS pending, min(b.oldest) AS oldest
       FROM (SELECT cq.endpoint_id, cq.event_type, count(*) AS n, min(cq.created_at) AS oldest
-              FROM callback.callback_queue cq WHERE cq.status = 'pending'
-             GROUP BY cq.endpoint_id, cq.event_type
-            UNION ALL
-            SELECT cq.endpoint_id, cq.event_type, count(*), min(cq.created_at)
-              FROM callback.callback_queue cq WHERE cq.status = 'sending'
+              FROM callback.callback_queue cq
+             WHERE cq.finished_at IS NULL AND cq.status IN ('pending', 'sending')
              GROUP BY cq.endpoint_id, cq.event_type
             UNION ALL
             -- committed with callback.inbox on, not yet moved by the worker;
@@ -177,11 +174,8 @@ WITH t AS (
 ), q AS (
     SELECT b.endpoint_id, sum(b.n) AS backlog, min(b.oldest) AS oldest
       FROM (SELECT cq.endpoint_id, count(*) AS n, min(cq.created_at) AS oldest
-              FROM callback.callback_queue cq WHERE cq.status = 'pending'
-             GROUP BY cq.endpoint_id
-            UNION ALL
-            SELECT cq.endpoint_id, count(*), min(cq.created_at)
-              FROM callback.callback_queue cq WHERE cq.status = 'sending'
+              FROM callback.callback_queue cq
+             WHERE cq.finished_at IS NULL AND cq.status IN ('pending', 'sending')
              GROUP BY cq.endpoint_id
             UNION ALL
             -- committed with callback.inbox on, not yet moved by the worker;

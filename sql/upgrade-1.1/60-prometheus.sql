@@ -132,14 +132,11 @@ WITH s AS (
               FROM callback.callback_stats_purged p) a
      GROUP BY a.endpoint_id, a.event_type
 ), q AS (
-    -- one arm per status, so that each reads its partial index
+    -- the open rows through callback_queue_due (finished_at IS NULL, part 98)
     SELECT b.endpoint_id, b.event_type, sum(b.n) AS pending, min(b.oldest) AS oldest
       FROM (SELECT cq.endpoint_id, cq.event_type, count(*) AS n, min(cq.created_at) AS oldest
-              FROM callback.callback_queue cq WHERE cq.status = 'pending'
-             GROUP BY cq.endpoint_id, cq.event_type
-            UNION ALL
-            SELECT cq.endpoint_id, cq.event_type, count(*), min(cq.created_at)
-              FROM callback.callback_queue cq WHERE cq.status = 'sending'
+              FROM callback.callback_queue cq
+             WHERE cq.finished_at IS NULL AND cq.status IN ('pending', 'sending')
              GROUP BY cq.endpoint_id, cq.event_type
             UNION ALL
             -- committed with callback.inbox on, not yet moved (part 58);

@@ -13,9 +13,13 @@ ALTER TABLE callback.callback_queue ADD COLUMN batch_id uuid;
 COMMENT ON COLUMN callback.callback_queue.batch_id IS
     'The batch (one request) this delivery went out in, on an endpoint with batch_size above 1; retries send the batch again as one.';
 
-/* The claim takes a batch's pending rows together (src/batch.c). */
+/*
+ * The claim takes a batch's pending rows together (src/batch.c).  Open rows
+ * (finished_at IS NULL), not 'pending' ones: no index may name status
+ * (part 98); the claim rechecks the status of each row.
+ */
 CREATE INDEX callback_queue_batch ON callback.callback_queue (batch_id)
-    WHERE batch_id IS NOT NULL AND status = 'pending';
+    WHERE batch_id IS NOT NULL AND finished_at IS NULL;
 
 GRANT SELECT (batch_id) ON callback.callback_queue TO callback_monitor;
 

@@ -5,12 +5,13 @@
  * time, in queue id order: the worker claims a row of an ordered endpoint
  * only when it is the lowest id of its key that is still pending or
  * sending (src/queue.c, PLAN_CLAIM_ORDERED).  This index finds those heads:
- * it holds only the open rows that carry a key, and the producers store a
+ * it holds only the open rows (pending or sending: finished_at IS NULL,
+ * as no index may name status, part 98) that carry a key, and the producers store a
  * key only for ordered endpoints (src/queue_insert.c), so unordered
  * traffic never writes it.
  */
 CREATE INDEX callback_queue_ordering ON callback.callback_queue (endpoint_id, ordering_key, id)
-    WHERE ordering_key IS NOT NULL AND status = ANY ('{pending,sending}'::callback.delivery_status[]);
+    WHERE ordering_key IS NOT NULL AND finished_at IS NULL;
 
 /* Ordered endpoints are built now: any boolean is accepted (NULL: not given). */
 CREATE OR REPLACE FUNCTION callback._check_ordered(ordered boolean)

@@ -317,12 +317,12 @@ def test_batch_index_missing(cluster, receiver, endpoint_factory):
         assert len(warned) == 1, conn.notices
         assert "sequential scan" in warned[0]
         assert ("CREATE INDEX callback_queue_batch ON callback.callback_queue (batch_id) "
-                "WHERE batch_id IS NOT NULL AND status = 'pending'") in warned[0], warned[0]
+                "WHERE batch_id IS NOT NULL AND finished_at IS NULL") in warned[0], warned[0]
     finally:
         conn.close()
         cluster.execute("CREATE INDEX IF NOT EXISTS callback_queue_batch "
                         "    ON callback.callback_queue (batch_id) "
-                        " WHERE batch_id IS NOT NULL AND status = 'pending'")
+                        " WHERE batch_id IS NOT NULL AND finished_at IS NULL")
 
 
 def test_trigger_nulls_batch_id(cluster, receiver, endpoint_factory):
