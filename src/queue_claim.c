@@ -281,6 +281,17 @@ pgcb_claim_write(PgcbClaimRun *run, const pg_uuid_t *new_batch_id, PgcbClaimed *
 	{
 		new->tts_values[shape.att_batch_id - 1] = UUIDPGetDatum(new_batch_id);
 		new->tts_isnull[shape.att_batch_id - 1] = false;
+
+		/*
+		 * A batch claim writes batch_id, a key of callback_queue_batch, so
+		 * its version is not heap-only anyway.  It also sets next_attempt_at
+		 * to the lease's end, when the row is due again if its request never
+		 * comes back: that moves the rows in flight (batch_size per request)
+		 * past the due rows in callback_queue_due, where every scan for due
+		 * rows would otherwise pass them (part 98).
+		 */
+		new->tts_values[shape.att_next_attempt_at - 1] = run->lease_expires_at;
+		new->tts_isnull[shape.att_next_attempt_at - 1] = false;
 	}
 	ExecStoreVirtualTuple(new);
 	if (!pgcb_rows_update(&run->stmt, 0, old, new))
@@ -394,7 +405,7 @@ pgcb_claim_begin(PgcbClaimRun *run, int claimed_by, int lease_ms, bool batch)
 
 	cols = list_make3_int(shape.att_status, shape.att_claimed_by, shape.att_lease_expires_at);
 	if (batch)
-		cols = lappend_int(cols, shape.att_batch_id);
+		cols = lappend_int(lappend_int(cols, shape.att_batch_id), shape.att_next_attempt_at);
 	pgcb_rows_begin(&run->stmt, run->snapshot, 1, &run->rel, &cmd, &cols);
 
 	run->now = GetCurrentTransactionStartTimestamp();

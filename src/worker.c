@@ -59,6 +59,7 @@ typedef struct LoopState
 	bool		claims_released;
 	TimestampTz last_cycle_at;
 	TimestampTz last_sweep_at;
+	TimestampTz last_lease_sweep_at;
 	TimestampTz first_unflushed_at;
 	int			last_claimed;
 	bool		extension_present;	/* and its schema one we work with */
@@ -154,6 +155,25 @@ rules_absent(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 	return false;
 }
 
+/*
+ * Whether a sweep also returns the claims whose lease ran out.  That
+ * statement reads every open row (no index names the rows in flight, so
+ * that a claim stays HOT: sql/upgrade-1.1/98-queue-storage.sql), so it
+ * runs every quarter of callback.lease, not at every sweep: a claim that
+ * ran out comes back within lease / 4 (at least callback.poll_interval).
+ */
+static bool
+lease_sweep_due(LoopState *ls)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!TimestampDifferenceExceeds(ls->last_lease_sweep_at, now,
+									Max(pgcb_poll_interval_ms, pgcb_lease_ms / 4)))
+		return false;
+	ls->last_lease_sweep_at = now;
+	return true;
+}
+
 /* One short transaction: write back, release stale claims, claim more. */
 static void
 run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
@@ -198,7 +218,7 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 			pgcb_delivery_release_claims(true, true);
 			ls->claims_released = true;
 		}
-		else if (sweep)
+		else if (sweep && lease_sweep_due(ls))
 			pgcb_delivery_release_claims(false, true);
 		if (sweep)
 		{

@@ -38,6 +38,10 @@ CREATE INDEX callback_queue_finished ON callback.callback_queue (finished_at)
  *	  cost every delivery pays;
  *	- callback_queue_ordering and callback_queue_batch (parts 97, 94):
  *	  open rows.
+ * A batch claim writes batch_id (a key of callback_queue_batch), so its
+ * version is not heap-only; it also sets next_attempt_at to the lease's
+ * end, which moves a batch endpoint's rows in flight (batch_size per
+ * request) past its due rows in callback_queue_due (src/queue_claim.c).
  * The write-back of a finished delivery still makes a new version with
  * index entries (finished_at is in the predicates), as does a retry
  * (next_attempt_at is a key): one per delivery instead of two.
