@@ -154,7 +154,9 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 */
 	[PLAN_RELEASE] =
 	"UPDATE callback.callback_queue q "
-	"   SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL "
+	"   SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL, "
+	/* due now: a batch claim set it to the lease's end (queue_claim.c) */
+	"       next_attempt_at = LEAST(q.next_attempt_at, pg_catalog.now()) "
 	" WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY("
 	"         SELECT c.id FROM callback.callback_queue c "
 	"          WHERE c.finished_at IS NULL "	/* callback_queue_due */

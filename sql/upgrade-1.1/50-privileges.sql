@@ -184,7 +184,8 @@ GRANT SELECT ON callback.callback_endpoints_redacted TO callback_admin, callback
  *
  * The endpoints with pending deliveries are found with one probe of
  * callback_queue_due per endpoint (a loose index scan), so the cost follows
- * the number of endpoints, not the backlog.
+ * the number of endpoints and their rows in flight (which that index holds
+ * too, part 98), not the backlog.
  */
 CREATE FUNCTION callback._dead_letter_orphans()
 RETURNS bigint

@@ -29,9 +29,9 @@ CREATE INDEX callback_queue_finished ON callback.callback_queue (finished_at)
  * statements that read them check the status too:
  *	- callback_queue_due: (endpoint_id, next_attempt_at) of the open rows,
  *	  pending and in flight; the claim skips the ones in flight;
- *	- callback_queue_leased is gone: the lease sweep (once per
- *	  callback.poll_interval) reads the open rows through
- *	  callback_queue_due;
+ *	- callback_queue_leased is gone: the lease sweep reads the open rows
+ *	  through callback_queue_due, so it runs every quarter of
+ *	  callback.lease rather than at every sweep (src/worker.c);
  *	- callback_queue_dead is gone: callback_dead_letters and redrive by
  *	  endpoint or time read the queue through (a scan of what purge()
  *	  keeps, delivered rows included), an operator's query instead of a
@@ -50,6 +50,22 @@ CREATE INDEX callback_queue_finished ON callback.callback_queue (finished_at)
  * inserts leave half of each page for it (at 100 the prototype's claim
  * cost 59.5k: no room, and a new version on another page).
  */
+
+/*
+ * The indexes trust finished_at: a row is undelivered exactly when it has
+ * none.  The engine keeps that (the write-back sets finished_at with a
+ * final outcome, redrive clears it); a hand-made UPDATE that broke it
+ * would leave a pending row that no claim finds, or a finished one that
+ * every scan for due rows passes, so it is a constraint.  Rows an operator
+ * left so before this upgrade: their status decides.
+ */
+UPDATE callback.callback_queue SET finished_at = NULL
+ WHERE status IN ('pending', 'sending') AND finished_at IS NOT NULL;
+UPDATE callback.callback_queue SET finished_at = coalesce(last_attempt_at, created_at)
+ WHERE status IN ('delivered', 'dead') AND finished_at IS NULL;
+ALTER TABLE callback.callback_queue ADD CONSTRAINT callback_queue_finished_at_status
+    CHECK ((status IN ('pending', 'sending')) = (finished_at IS NULL));
+
 DROP INDEX callback.callback_queue_due;
 DROP INDEX callback.callback_queue_leased;
 DROP INDEX callback.callback_queue_dead;

@@ -16,7 +16,10 @@ row goes out: it is not heap-only, by design.
 """
 
 import re
+import time
 
+import psycopg2
+import psycopg2.errors
 import pytest
 
 HOLD_S = 8.0          # the answer is held this long: the row stays in flight
@@ -103,3 +106,58 @@ def test_claimed_version_is_heap_only(request, cluster, receiver, endpoint_facto
         timeout=HOLD_S + 60, what="the delivery written back")
     _, mask = _version(cluster, did, "delivered")
     assert not mask & HEAP_ONLY_TUPLE, "the write-back's version is indexed (finished_at)"
+
+
+def test_batch_rows_released_at_a_restart_are_due_at_once(request, cluster, receiver,
+                                                           endpoint_factory):
+    """A batch claim parks its rows at the lease's end (next_attempt_at), out
+    of the way of the scans for due rows.  A worker that restarts returns its
+    predecessor's claims at once (README, Delivery semantics): the release
+    must make them due now, not at that lease's end (review of this change:
+    they were sent again only when the lease ran out)."""
+    name = _label(request, "bt")
+    receiver.set_delay("/" + name, 3 * HOLD_S)   # the first request stays in flight
+    ep = endpoint_factory(name, receiver.url("/" + name), event_types=[name + ".*"],
+                          timeout=10, batch_size=2)
+    cluster.execute("SELECT callback.pause_endpoint(%s)", (name,))
+    for i in range(2):
+        cluster.execute("SELECT callback.enqueue(%s, jsonb_build_object('i', %s))", (name + ".ev", i))
+    cluster.execute("SELECT callback.resume_endpoint(%s)", (name,))
+    assert receiver.wait_for(1, "/" + name, timeout=60), "the batch was sent"
+    rows = cluster.query("SELECT status::text, next_attempt_at > lease_expires_at - interval '1 second' "
+                         "  FROM callback.callback_queue WHERE endpoint_id = %s", (ep,))
+    assert rows == [("sending", True)] * 2, "the batch's rows are parked at their lease's end"
+
+    old = cluster.worker_pid()
+    receiver.set_delay("/" + name, 0)
+    t0 = time.monotonic()
+    cluster.execute("SELECT pg_terminate_backend(%s)", (old,))
+    # the lease is callback.lease (60 s): well before its end
+    assert receiver.wait_for(2, "/" + name, timeout=30), \
+        "the batch was sent again after the restart: %r" % cluster.query(
+            "SELECT status, next_attempt_at - now() FROM callback.callback_queue WHERE endpoint_id = %s", (ep,))
+    first, again = receiver.requests("/" + name)
+    assert again.headers["webhook-id"] == first.headers["webhook-id"]
+    assert time.monotonic() - t0 < 30
+    assert cluster.worker_pid() != old
+
+
+def test_status_and_finished_at_agree(cluster, endpoint_factory, receiver, request):
+    """The indexes tell undelivered rows by finished_at IS NULL: an UPDATE
+    that makes a row pending and leaves its finished_at, or finished and
+    leaves none, is refused rather than leaving a row no claim finds."""
+    name = _label(request, "ck")
+    endpoint_factory(name, receiver.url("/" + name), event_types=[name + ".*"])
+    cluster.execute("SELECT callback.pause_endpoint(%s)", (name,))
+    event_id = cluster.scalar("SELECT callback.enqueue(%s, '{}'::jsonb)", (name + ".ev",))
+    did = cluster.scalar("SELECT id FROM callback.callback_queue WHERE event_id = %s", (event_id,))
+    for change in ("status = 'dead'", "finished_at = now()",
+                   "status = 'delivered', finished_at = NULL"):
+        with pytest.raises(psycopg2.errors.CheckViolation) as e:
+            cluster.execute("UPDATE callback.callback_queue SET " + change + " WHERE id = %s", (did,))
+        assert "callback_queue_finished_at_status" in str(e.value)
+    cluster.execute("UPDATE callback.callback_queue SET status = 'dead', finished_at = now() "
+                    " WHERE id = %s", (did,))
+    cluster.execute("SELECT callback.redrive(ARRAY[%s]::bigint[])", (did,))
+    assert cluster.query("SELECT status::text, finished_at IS NULL FROM callback.callback_queue "
+                         " WHERE id = %s", (did,)) == [("pending", True)]
