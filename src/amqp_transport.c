@@ -1032,10 +1032,13 @@ pgcb_amqp_shutdown(void)
 
 	if (amqp_cxt == NULL)
 		return;
-	hash_seq_init(&seq, links);
-	while ((l = hash_seq_search(&seq)) != NULL)
-		if (l->conn != NULL)
-			amqp_destroy_connection(l->conn);
+	if (links != NULL)			/* NULL: its set-up failed before it */
+	{
+		hash_seq_init(&seq, links);
+		while ((l = hash_seq_search(&seq)) != NULL)
+			if (l->conn != NULL)
+				amqp_destroy_connection(l->conn);
+	}
 	if (epoll_fd >= 0)
 		close(epoll_fd);
 	epoll_fd = -1;

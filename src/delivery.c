@@ -132,22 +132,37 @@ pgcb_delivery_init(PgcbWorkerSlot *slot, int claimed_by)
 	pgcb_queue_set_skip_locked(slot != NULL);
 	if (engine_cxt != NULL)
 		return;
-	engine_cxt = AllocSetContextCreate(TopMemoryContext, "pg_callback delivery",
-									   ALLOCSET_DEFAULT_SIZES);
-	config_cxt = AllocSetContextCreate(engine_cxt, "pg_callback endpoints",
-									   ALLOCSET_DEFAULT_SIZES);
-	request_cxt = AllocSetContextCreate(engine_cxt, "pg_callback requests",
-										ALLOCSET_DEFAULT_SIZES);
-	outcome_cxt = AllocSetContextCreate(engine_cxt, "pg_callback outcomes",
-										ALLOCSET_DEFAULT_SIZES);
-	info.keysize = sizeof(int);
-	info.entrysize = sizeof(PgcbEndpoint);
-	info.hcxt = engine_cxt;
-	endpoints = hash_create("pg_callback endpoints", 64, &info,
-							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	pgcb_http_init();
-	pgcb_http1_init();
-	pgcb_amqp_init();
+
+	/*
+	 * All or nothing: a set-up that failed half-way (no descriptor left, say)
+	 * is undone, so that the next call (process_callbacks() in the same
+	 * session) starts again instead of using what is missing.
+	 */
+	PG_TRY();
+	{
+		engine_cxt = AllocSetContextCreate(TopMemoryContext, "pg_callback delivery",
+										   ALLOCSET_DEFAULT_SIZES);
+		config_cxt = AllocSetContextCreate(engine_cxt, "pg_callback endpoints",
+										   ALLOCSET_DEFAULT_SIZES);
+		request_cxt = AllocSetContextCreate(engine_cxt, "pg_callback requests",
+											ALLOCSET_DEFAULT_SIZES);
+		outcome_cxt = AllocSetContextCreate(engine_cxt, "pg_callback outcomes",
+											ALLOCSET_DEFAULT_SIZES);
+		info.keysize = sizeof(int);
+		info.entrysize = sizeof(PgcbEndpoint);
+		info.hcxt = engine_cxt;
+		endpoints = hash_create("pg_callback endpoints", 64, &info,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		pgcb_http_init();
+		pgcb_http1_init();
+		pgcb_amqp_init();
+	}
+	PG_CATCH();
+	{
+		pgcb_delivery_shutdown();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }
 
 static void

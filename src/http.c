@@ -132,7 +132,9 @@ pgcb_http_init(void)
 	/* then other transports' descriptors (pgcb_http_wait_also): http1.c, amqp */
 	wait_set = CreateWaitEventSet(TopMemoryContext, 5);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	/* none in single-user mode, as WaitLatch leaves it out there */
+	if (IsUnderPostmaster)
+		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, epoll_fd, NULL, NULL);
 	running = 0;
 	curl_deadline = 0;

@@ -11,9 +11,10 @@
  * and the per-minute stats are history: not dumped (see README, "Backup
  * and restore", for dumping them with pg_dump -t).
  *
- * A 'sending' row keeps its lease from the old cluster: the lease sweep
- * returns it to 'pending' once that lease has run out (callback.lease after
- * the dump at most), and it is sent again with the same webhook-id.
+ * A 'sending' row keeps its claim from the old cluster: the restored
+ * database's worker of the same number (claimed_by) returns it at its
+ * start, the lease sweep any other once that lease has run out, and it is
+ * sent again with the same webhook-id.
  */
 SELECT pg_catalog.pg_extension_config_dump('callback.callback_endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('callback.callback_endpoints_id_seq', '');

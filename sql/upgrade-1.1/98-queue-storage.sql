@@ -59,10 +59,10 @@ CREATE INDEX callback_queue_finished ON callback.callback_queue (finished_at)
  * every scan for due rows passes, so it is a constraint.  Rows an operator
  * left so before this upgrade: their status decides.
  */
-UPDATE callback.callback_queue SET finished_at = NULL
- WHERE status IN ('pending', 'sending') AND finished_at IS NOT NULL;
-UPDATE callback.callback_queue SET finished_at = coalesce(last_attempt_at, created_at)
- WHERE status IN ('delivered', 'dead') AND finished_at IS NULL;
+UPDATE callback.callback_queue
+   SET finished_at = CASE WHEN status IN ('pending', 'sending') THEN NULL
+                          ELSE coalesce(last_attempt_at, created_at) END
+ WHERE (status IN ('pending', 'sending')) <> (finished_at IS NULL);
 ALTER TABLE callback.callback_queue ADD CONSTRAINT callback_queue_finished_at_status
     CHECK ((status IN ('pending', 'sending')) = (finished_at IS NULL));
 
