@@ -21,8 +21,8 @@ CREATE INDEX callback_queue_finished ON callback.callback_queue (finished_at)
  * no index names one of those columns, in its keys or its predicate, and
  * the page has room.  1.0's partial indexes named status, so each claim
  * paid an entry in the primary key (with its uniqueness check) and in
- * callback_queue_leased (bench part 9: the claim fell from 44.7k to 24.1k
- * instructions per delivery in a prototype of this).
+ * callback_queue_leased (bench part 9: the claim fell from 45.2k to 23.9k
+ * instructions per delivery, bench/results/instructions-hot-claim.md).
  *
  * So the indexes tell open rows from finished ones by finished_at, which
  * the write-back sets when a delivery ends (and redrive clears), and the

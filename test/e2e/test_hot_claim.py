@@ -7,7 +7,7 @@ the claim's version (fillfactor 50).  A delivery's answer is held by the
 receiver, and while it is in flight the claimed version is read off its
 page with pageinspect: it must carry HEAP_ONLY_TUPLE.  The write-back that
 ends the delivery sets finished_at, which the indexes' predicates name: its
-version is not heap-only, and the finished row leaves callback_queue_due.
+version is not heap-only.
 
 Each kind of claim that changes only those columns is checked: the C claim
 (queue_claim.c) and the ordered endpoints' statement (queue.c).  A batch
