@@ -1,0 +1,95 @@
+--
+-- prepared_exprs: the engine's statements (the claim, the write-back, the
+-- stats) keep the queue's check constraints and partial-index predicates
+-- prepared across statements (prepared_exprs.c).  A constraint added or
+-- dropped, and an index made, are seen by the next statement of the same
+-- session: each call of process_callbacks() below runs the engine in this
+-- backend, against an endpoint that refuses the connection (each attempt
+-- fails, and is written back).
+--
+SET client_min_messages = warning;
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+
+-- Run cmd: "ok" or "<SQLSTATE> <message>".
+CREATE FUNCTION pg_temp.try(cmd text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE cmd;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ' ' || SQLERRM;
+END
+$$;
+
+-- every other endpoint paused: only ours is attempted
+CREATE TEMP TABLE px_paused AS SELECT name FROM callback.callback_endpoints WHERE NOT paused;
+SELECT count(callback.pause_endpoint(name)) >= 0 AS paused FROM px_paused;
+SELECT callback.create_endpoint('regress_px', 'http://127.0.0.1:9/px', '{px.*}',
+                                max_attempts => 20) > 0 AS created;
+SELECT callback.enqueue('px.a', '{"n": 1}') IS NOT NULL AS enqueued;
+CREATE VIEW pg_temp.pxq AS
+SELECT q.status, q.attempts, q.last_error IS NOT NULL AS has_error
+  FROM callback.callback_queue q JOIN callback.callback_endpoints e ON e.id = q.endpoint_id
+ WHERE e.name = 'regress_px';
+CREATE FUNCTION pg_temp.due_now() RETURNS void LANGUAGE sql AS $$
+    UPDATE callback.callback_queue q SET next_attempt_at = now()
+      FROM callback.callback_endpoints e WHERE e.id = q.endpoint_id AND e.name = 'regress_px'
+$$;
+
+-- 1. prepared by the first call
+SELECT callback.process_callbacks(10) >= 1 AS attempted;
+SELECT * FROM pg_temp.pxq;
+
+-- 2. a constraint added: prepared by the next call, which it lets by
+ALTER TABLE callback.callback_queue ADD CONSTRAINT regress_px_a CHECK (attempts < 100);
+SELECT pg_temp.due_now();
+SELECT callback.process_callbacks(10) >= 1 AS attempted;
+SELECT * FROM pg_temp.pxq;
+
+-- 3. swapped for one the next write-back breaks, as many constraints as
+-- before: only the invalidation tells the prepared ones are stale
+ALTER TABLE callback.callback_queue DROP CONSTRAINT regress_px_a,
+    ADD CONSTRAINT regress_px_b CHECK (attempts < 3);
+SELECT pg_temp.due_now();
+SELECT pg_temp.try('SELECT callback.process_callbacks(10)') AS with_constraint;
+SELECT * FROM pg_temp.pxq;
+
+-- 4. and dropped: the row is written again
+ALTER TABLE callback.callback_queue DROP CONSTRAINT regress_px_b;
+SELECT pg_temp.due_now();
+SELECT callback.process_callbacks(10) >= 1 AS attempted;
+SELECT * FROM pg_temp.pxq;
+
+-- 5. the same inside one transaction, between calls
+BEGIN;
+ALTER TABLE callback.callback_queue ADD CONSTRAINT regress_px_a CHECK (attempts < 100);
+SELECT pg_temp.due_now();
+SELECT callback.process_callbacks(10) >= 1 AS attempted;
+ALTER TABLE callback.callback_queue DROP CONSTRAINT regress_px_a,
+    ADD CONSTRAINT regress_px_b CHECK (attempts < 5);
+SELECT pg_temp.due_now();
+SAVEPOINT s;
+SELECT pg_temp.try('SELECT callback.process_callbacks(10)') AS with_constraint;
+ROLLBACK TO s;
+ALTER TABLE callback.callback_queue DROP CONSTRAINT regress_px_b;
+SELECT callback.process_callbacks(10) >= 1 AS attempted;
+COMMIT;
+SELECT * FROM pg_temp.pxq;
+
+-- 6. a partial index made: the write-back's version gets its entry (found
+-- by an index scan) as its predicate says
+CREATE INDEX regress_px_part ON callback.callback_queue (endpoint_id) WHERE attempts >= 6 AND last_error IS NOT NULL;
+SELECT pg_temp.due_now();
+SELECT callback.process_callbacks(10) >= 1 AS attempted;
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM callback.callback_queue WHERE attempts >= 6 AND last_error IS NOT NULL;
+SELECT count(*) AS in_partial_index FROM callback.callback_queue WHERE attempts >= 6 AND last_error IS NOT NULL;
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+DROP INDEX callback.regress_px_part;
+SELECT * FROM pg_temp.pxq;
+
+-- clean up
+SELECT callback.drop_endpoint('regress_px', force => true) AS dropped;
+SELECT count(callback.resume_endpoint(name)) >= 0 AS resumed FROM px_paused;
