@@ -25,7 +25,7 @@ $$;
 CREATE TEMP TABLE px_paused AS SELECT name FROM callback.callback_endpoints WHERE NOT paused;
 SELECT count(callback.pause_endpoint(name)) >= 0 AS paused FROM px_paused;
 SELECT callback.create_endpoint('regress_px', 'http://127.0.0.1:9/px', '{px.*}',
-                                max_attempts => 20) > 0 AS created;
+                                max_attempts => 20, failure_threshold => 1000) > 0 AS created;
 SELECT callback.enqueue('px.a', '{"n": 1}') IS NOT NULL AS enqueued;
 CREATE VIEW pg_temp.pxq AS
 SELECT q.status, q.attempts, q.last_error IS NOT NULL AS has_error
@@ -89,6 +89,34 @@ RESET enable_seqscan;
 RESET enable_bitmapscan;
 DROP INDEX callback.regress_px_part;
 SELECT * FROM pg_temp.pxq;
+
+-- 7. a check that reads the whole row: each statement evaluates it with
+-- state of its own (its first evaluation keeps the row's descriptor in
+-- the statement's memory)
+CREATE FUNCTION public.regress_px_row_ok(r callback.callback_queue) RETURNS boolean
+    LANGUAGE plpgsql AS 'BEGIN RETURN r.attempts IS NOT NULL; END';
+ALTER TABLE callback.callback_queue ADD CONSTRAINT regress_px_row CHECK (public.regress_px_row_ok(callback_queue));
+SELECT pg_temp.due_now();
+SELECT callback.process_callbacks(10) >= 1 AS attempted;
+SELECT pg_temp.due_now();
+SELECT callback.process_callbacks(10) >= 1 AS attempted;
+SELECT * FROM pg_temp.pxq;
+ALTER TABLE callback.callback_queue DROP CONSTRAINT regress_px_row;
+DROP FUNCTION public.regress_px_row_ok(callback.callback_queue);
+
+-- 8. a check through a domain, whose own constraint is added later (no
+-- invalidation of the table): the next statement checks it
+CREATE DOMAIN public.regress_px_small AS int;
+ALTER TABLE callback.callback_queue ADD CONSTRAINT regress_px_dom
+    CHECK ((attempts::public.regress_px_small) IS NOT NULL);
+SELECT pg_temp.due_now();
+SELECT callback.process_callbacks(10) >= 1 AS attempted;
+ALTER DOMAIN public.regress_px_small ADD CONSTRAINT regress_px_lim CHECK (VALUE < 10);
+SELECT pg_temp.due_now();
+SELECT pg_temp.try('SELECT callback.process_callbacks(10)') AS with_domain_constraint;
+SELECT * FROM pg_temp.pxq;
+ALTER TABLE callback.callback_queue DROP CONSTRAINT regress_px_dom;
+DROP DOMAIN public.regress_px_small;
 
 -- clean up
 SELECT callback.drop_endpoint('regress_px', force => true) AS dropped;

@@ -1,25 +1,28 @@
 /*
  * prepared_exprs.c
  *		The check constraints and partial-index predicates of the tables the
- *		engine writes (queue_rows.c), prepared once per backend instead of
- *		once per statement.  The executor prepares them in each statement's
- *		EState (ExecRelCheck, ExecInsertIndexTuples): stringToNode,
- *		expression_planner and ExecInitExpr, about 38k instructions per
+ *		engine writes (queue_rows.c), planned once per backend instead of
+ *		once per statement.  The executor plans them in each statement
+ *		(ExecRelCheck, ExecInsertIndexTuples: stringToNode and
+ *		expression_planner, then ExecInitExpr), about 38k instructions per
  *		statement for callback_queue's one constraint by callgrind, paid by
  *		each claim, write-back and stats statement of every cycle.
- *		queue_insert.c keeps the producers' own the same way.
  *
- * They are prepared exactly as the executor prepares them, with no parent
- * plan, as the user who runs the statement (the extension's owner): an
- * entry is that user's.  Kept until an invalidation of a relation they
- * belong to (a constraint or index changed, the relation rebuilt, a cache
- * reset) or of any function; then the next statement prepares them again.
- * A statement still under way when that happens (one run inside another's
- * trigger) keeps using what it holds, freed with the transaction.
+ * Only the planned trees are kept.  Each statement still makes its own
+ * ExprStates from a copy, in its own memory, as the executor does: an
+ * ExprState keeps what its first evaluation found in the statement's
+ * memory (a whole-row reference's descriptor), the constraints of a domain
+ * as they were, a SQL function's plans, and it checks EXECUTE only when it
+ * is made.
+ *
+ * A tree is used again only for the same text (a constraint's ccbin, an
+ * index's predicate) and the same user (planning inlines SQL functions the
+ * user may execute).  Any change of a function, of a type (planning
+ * drops a coercion to a domain that has no constraint), of a role or of
+ * role membership drops them all, as the plan cache would drop its plans.
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
@@ -32,170 +35,184 @@
 
 #include "prepared_exprs.h"
 
-typedef struct PreparedKey
+typedef struct PlannedKey
 {
 	Oid			relid;			/* a table (its checks) or an index (its predicate) */
-	Oid			userid;			/* who prepared them: ExecInitExpr checks EXECUTE */
-} PreparedKey;
+	Oid			userid;			/* who planned them */
+} PlannedKey;
 
-typedef struct PreparedEntry
+typedef struct PlannedEntry
 {
-	PreparedKey key;
-	int			n;				/* how many: a table's checks; 1 for an index */
-	ExprState **exprs;
-} PreparedEntry;
+	PlannedKey	key;
+	MemoryContext cxt;			/* everything below */
+	int			n;				/* a table's checks; 1 for an index */
+	char	  **ccbin;			/* a table's: each check's text */
+	List	   *pred;			/* an index's: its predicate as the relcache gives it */
+	Node	  **planned;		/* n planned trees (an index's: an implicit-AND list) */
+} PlannedEntry;
 
-static MemoryContext prepared_cxt = NULL;
-static HTAB *prepared = NULL;
-static bool prepared_stale = false;
-static bool callbacks_registered = false;
+static MemoryContext planned_cxt = NULL;
+static HTAB *planned = NULL;
+static bool planned_stale = false;
 
 static void
-relcache_callback(Datum arg, Oid relid)
+drop_all_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
-	HASH_SEQ_STATUS seq;
-	PreparedEntry *e;
-
-	if (prepared == NULL || prepared_stale)
-		return;
-	if (!OidIsValid(relid))
-	{
-		prepared_stale = true;
-		return;
-	}
-	hash_seq_init(&seq, prepared);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		if (e->key.relid == relid)
-		{
-			prepared_stale = true;
-			hash_seq_term(&seq);
-			return;
-		}
-	}
+	planned_stale = true;
 }
 
-/* A function replaced or dropped: an expression may call it. */
-static void
-proc_callback(Datum arg, int cacheid, uint32 hashvalue)
-{
-	if (prepared != NULL)
-		prepared_stale = true;
-}
-
-/* The entries, made anew after an invalidation. */
 static HTAB *
-prepared_table(void)
+planned_table(void)
 {
 	HASHCTL		ctl;
 
-	if (!callbacks_registered)
+	if (planned_cxt == NULL)
 	{
-		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
-		CacheRegisterSyscacheCallback(PROCOID, proc_callback, (Datum) 0);
-		callbacks_registered = true;
+		CacheRegisterSyscacheCallback(PROCOID, drop_all_callback, (Datum) 0);
+		/* a domain given constraints: planning drops a coercion to one without */
+		CacheRegisterSyscacheCallback(TYPEOID, drop_all_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, drop_all_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, drop_all_callback, (Datum) 0);
+		planned_cxt = AllocSetContextCreate(CacheMemoryContext, "pg_callback planned expressions",
+											ALLOCSET_SMALL_SIZES);
 	}
-	if (prepared_stale && prepared_cxt != NULL)
+	/* nothing outside holds a pointer into it: each statement copies */
+	if (planned_stale)
 	{
-		/* a statement under way may hold them: they go with the transaction */
-		MemoryContextSetParent(prepared_cxt, TopTransactionContext);
-		prepared_cxt = NULL;
-		prepared = NULL;
+		MemoryContextReset(planned_cxt);
+		planned = NULL;
+		planned_stale = false;
 	}
-	prepared_stale = false;
-	if (prepared == NULL)
+	if (planned == NULL)
 	{
-		prepared_cxt = AllocSetContextCreate(CacheMemoryContext, "pg_callback prepared expressions",
-											 ALLOCSET_SMALL_SIZES);
-		ctl.keysize = sizeof(PreparedKey);
-		ctl.entrysize = sizeof(PreparedEntry);
-		ctl.hcxt = prepared_cxt;
-		prepared = hash_create("pg_callback prepared expressions", 16, &ctl,
-							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		ctl.keysize = sizeof(PlannedKey);
+		ctl.entrysize = sizeof(PlannedEntry);
+		ctl.hcxt = planned_cxt;
+		planned = hash_create("pg_callback planned expressions", 16, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	return prepared;
+	return planned;
 }
 
-static PreparedEntry *
-lookup(Oid relid, int n)
+/* The entry of relid for this user, found or made empty (n = 0). */
+static PlannedEntry *
+entry_for(Oid relid)
 {
-	PreparedKey key;
-	PreparedEntry *e;
+	PlannedKey	key;
+	PlannedEntry *e;
+	bool		found;
 
 	memset(&key, 0, sizeof(key));
 	key.relid = relid;
 	key.userid = GetUserId();
-	e = hash_search(prepared_table(), &key, HASH_FIND, NULL);
-	return (e != NULL && e->n == n) ? e : NULL;
+	e = hash_search(planned_table(), &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		e->cxt = NULL;
+		e->n = 0;
+	}
+	return e;
 }
 
-/* Entered only once exprs is whole: an error while preparing leaves no entry. */
+/* Forget what e held, before it is filled again. */
 static void
-remember(Oid relid, int n, ExprState **exprs)
+entry_reset(PlannedEntry *e)
 {
-	PreparedKey key;
-	PreparedEntry *e;
+	if (e->cxt != NULL)
+		MemoryContextDelete(e->cxt);
+	e->cxt = AllocSetContextCreate(planned_cxt, "pg_callback planned expression", ALLOCSET_SMALL_SIZES);
+	e->n = 0;
+	e->ccbin = NULL;
+	e->pred = NIL;
+	e->planned = NULL;
+}
 
-	memset(&key, 0, sizeof(key));
-	key.relid = relid;
-	key.userid = GetUserId();
-	e = hash_search(prepared, &key, HASH_ENTER, NULL);
-	e->n = n;
-	e->exprs = exprs;
+static bool
+checks_match(PlannedEntry *e, TupleConstr *constr)
+{
+	if (e->n != constr->num_check || e->ccbin == NULL)
+		return false;
+	for (int i = 0; i < e->n; i++)
+		if (strcmp(e->ccbin[i], constr->check[i].ccbin) != 0)
+			return false;
+	return true;
 }
 
 void
-pgcb_prepared_checks(ResultRelInfo *rri)
+pgcb_prepared_checks(ResultRelInfo *rri, EState *estate)
 {
 	Relation	rel = rri->ri_RelationDesc;
 	TupleConstr *constr = rel->rd_att->constr;
-	PreparedEntry *e;
+	int			n = constr != NULL ? constr->num_check : 0;
+	MemoryContext old;
+	PlannedEntry *e;
+	Node	  **trees;
 
-	if (constr == NULL || constr->num_check == 0 || rri->ri_ConstraintExprs != NULL)
+	if (n == 0 || rri->ri_ConstraintExprs != NULL)
 		return;
-	e = lookup(RelationGetRelid(rel), constr->num_check);
-	if (e == NULL)
+	/* planned in the statement's memory: an error there leaves nothing behind */
+	old = MemoryContextSwitchTo(estate->es_query_cxt);
+	e = entry_for(RelationGetRelid(rel));
+	if (checks_match(e, constr))
+		trees = e->planned;
+	else
 	{
-		MemoryContext old = MemoryContextSwitchTo(prepared_cxt);
-		ExprState **exprs = palloc(sizeof(ExprState *) * constr->num_check);
-
-		/* as ExecRelCheck: ExecPrepareExpr of each constraint's tree */
-		for (int i = 0; i < constr->num_check; i++)
-			exprs[i] = ExecInitExpr(expression_planner((Expr *) stringToNode(constr->check[i].ccbin)),
-									NULL);
-		MemoryContextSwitchTo(old);
-		remember(RelationGetRelid(rel), constr->num_check, exprs);
-		rri->ri_ConstraintExprs = exprs;
-		return;
+		/* as ExecRelCheck plans them (ExecPrepareExpr) */
+		trees = palloc(sizeof(Node *) * n);
+		for (int i = 0; i < n; i++)
+			trees[i] = (Node *) expression_planner((Expr *) stringToNode(constr->check[i].ccbin));
+		/* our copies, once all are planned (planning reads catalogs: any entry may be gone) */
+		e = entry_for(RelationGetRelid(rel));
+		entry_reset(e);
+		MemoryContextSwitchTo(e->cxt);
+		e->ccbin = palloc(sizeof(char *) * n);
+		e->planned = palloc(sizeof(Node *) * n);
+		for (int i = 0; i < n; i++)
+		{
+			e->ccbin[i] = pstrdup(constr->check[i].ccbin);
+			e->planned[i] = copyObject(trees[i]);
+		}
+		e->n = n;
+		MemoryContextSwitchTo(estate->es_query_cxt);
 	}
-	rri->ri_ConstraintExprs = e->exprs;
+	/* the statement's own ExprStates, as ExecRelCheck makes them */
+	rri->ri_ConstraintExprs = palloc(sizeof(ExprState *) * n);
+	for (int i = 0; i < n; i++)
+		rri->ri_ConstraintExprs[i] = ExecInitExpr((Expr *) copyObject(trees[i]), NULL);
+	MemoryContextSwitchTo(old);
 }
 
 void
-pgcb_prepared_predicates(ResultRelInfo *rri)
+pgcb_prepared_predicates(ResultRelInfo *rri, EState *estate)
 {
+	MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
+
 	for (int i = 0; i < rri->ri_NumIndices; i++)
 	{
 		IndexInfo  *ii = rri->ri_IndexRelationInfo[i];
 		Oid			indexoid = RelationGetRelid(rri->ri_IndexRelationDescs[i]);
-		PreparedEntry *e;
+		PlannedEntry *e;
+		List	   *tree;
 
 		if (ii->ii_Predicate == NIL || ii->ii_PredicateState != NULL)
 			continue;
-		e = lookup(indexoid, 1);
-		if (e == NULL)
+		e = entry_for(indexoid);
+		if (e->n == 1 && equal(e->pred, ii->ii_Predicate))
+			tree = (List *) e->planned[0];
+		else
 		{
-			MemoryContext old = MemoryContextSwitchTo(prepared_cxt);
-			ExprState **exprs = palloc(sizeof(ExprState *));
-			List	   *pred = copyObject(ii->ii_Predicate);
-
-			/* as ExecInsertIndexTuples: ExecPrepareQual of the predicate */
-			exprs[0] = ExecInitQual((List *) expression_planner((Expr *) pred), NULL);
-			MemoryContextSwitchTo(old);
-			remember(indexoid, 1, exprs);
-			ii->ii_PredicateState = exprs[0];
-			continue;
+			/* as ExecInsertIndexTuples plans it (ExecPrepareQual) */
+			tree = (List *) expression_planner((Expr *) copyObject(ii->ii_Predicate));
+			e = entry_for(indexoid);
+			entry_reset(e);
+			MemoryContextSwitchTo(e->cxt);
+			e->pred = copyObject(ii->ii_Predicate);
+			e->planned = palloc(sizeof(Node *));
+			e->planned[0] = (Node *) copyObject(tree);
+			e->n = 1;
+			MemoryContextSwitchTo(estate->es_query_cxt);
 		}
-		ii->ii_PredicateState = e->exprs[0];
+		ii->ii_PredicateState = ExecInitQual((List *) copyObject(tree), NULL);
 	}
+	MemoryContextSwitchTo(old);
 }

@@ -1,6 +1,6 @@
 /*
  * prepared_exprs.h
- *		Check constraints and partial-index predicates prepared once per
+ *		Check constraints and partial-index predicates planned once per
  *		backend, not once per statement (queue_rows.c's statements).
  */
 #ifndef PGCB_PREPARED_EXPRS_H
@@ -8,10 +8,16 @@
 
 #include "nodes/execnodes.h"
 
-/* Give rri its relation's check constraints, prepared (after InitResultRelInfo). */
-extern void pgcb_prepared_checks(ResultRelInfo *rri);
+/*
+ * Give rri its relation's check constraints, ready for estate's statement
+ * (after InitResultRelInfo), as ExecRelCheck would make them.
+ */
+extern void pgcb_prepared_checks(ResultRelInfo *rri, EState *estate);
 
-/* Give rri's partial indexes their predicates, prepared (after ExecOpenIndices). */
-extern void pgcb_prepared_predicates(ResultRelInfo *rri);
+/*
+ * Give rri's partial indexes their predicates, ready for estate's
+ * statement (after ExecOpenIndices), as ExecInsertIndexTuples would.
+ */
+extern void pgcb_prepared_predicates(ResultRelInfo *rri, EState *estate);
 
 #endif							/* PGCB_PREPARED_EXPRS_H */

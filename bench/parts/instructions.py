@@ -90,7 +90,10 @@ TRIGGER_FNS = ("callback_trigger", "plpgsql_exec_trigger")
 # worker functions always listed in part 3 (when present), beside the top ones
 WORKER_FNS = ("pgcb_delivery_cycle", "pgcb_queue_claim", "pgcb_batch_claim", "pgcb_queue_write_back",
               "pgcb_http_wait", "start_request", "SPI_execute_plan", "ExecInsertIndexTuples", "heap_insert",
-              "heap_update", "curl_multi_perform")
+              "heap_update", "curl_multi_perform",
+              # a statement's set-up: its constraints and index predicates planned (prepared_exprs.c)
+              "pgcb_rows_begin", "pgcb_prepared_checks", "pgcb_prepared_predicates", "ExecPrepareExpr",
+              "ExecPrepareQual", "expression_planner")
 TOP = 15
 EVENTS_WARNING = (" **(warning: events queued != rows x endpoints matching, or, inbox on, not all "
                   "through callback_inbox)**")
