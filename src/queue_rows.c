@@ -24,7 +24,6 @@
 #include "utils/lsyscache.h"
 #include "utils/rls.h"
 
-#include "prepared_exprs.h"
 #include "queue_rows.h"
 
 AttrNumber
@@ -103,13 +102,11 @@ pgcb_rows_begin(PgcbRowsStatement *st, Snapshot snapshot, int nrels,
 		st->cmd[i] = cmds[i];
 		st->rri[i] = makeNode(ResultRelInfo);
 		InitResultRelInfo(st->rri[i], rels[i], i + 1, NULL, 0);
-		pgcb_prepared_checks(st->rri[i], st->estate);
 		CheckCmdReplicaIdentity(rels[i], cmds[i]);
 		/* where the after-trigger queue looks for it; closed with its indexes */
 		st->estate->es_opened_result_relations =
 			lappend(st->estate->es_opened_result_relations, st->rri[i]);
 		ExecOpenIndices(st->rri[i], false);
-		pgcb_prepared_predicates(st->rri[i], st->estate);
 	}
 	/* GetTupleForTrigger wants one, though our rows are locked at their last version */
 	EvalPlanQualInit(&st->epq, st->estate, NULL, NIL, -1);

@@ -91,9 +91,8 @@ TRIGGER_FNS = ("callback_trigger", "plpgsql_exec_trigger")
 WORKER_FNS = ("pgcb_delivery_cycle", "pgcb_queue_claim", "pgcb_batch_claim", "pgcb_queue_write_back",
               "pgcb_http_wait", "start_request", "SPI_execute_plan", "ExecInsertIndexTuples", "heap_insert",
               "heap_update", "curl_multi_perform",
-              # a statement's set-up: its constraints and index predicates planned (prepared_exprs.c)
-              "pgcb_rows_begin", "pgcb_prepared_checks", "pgcb_prepared_predicates", "ExecPrepareExpr",
-              "ExecPrepareQual", "expression_planner")
+              # a statement's set-up, and its constraints' and index predicates' planning
+              "pgcb_rows_begin", "ExecPrepareExpr", "ExecPrepareQual", "expression_planner")
 TOP = 15
 EVENTS_WARNING = (" **(warning: events queued != rows x endpoints matching, or, inbox on, not all "
                   "through callback_inbox)**")
