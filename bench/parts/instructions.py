@@ -92,7 +92,9 @@ WORKER_FNS = ("pgcb_delivery_cycle", "pgcb_queue_claim", "pgcb_batch_claim", "pg
               "pgcb_http_wait", "start_request", "SPI_execute_plan", "ExecInsertIndexTuples", "heap_insert",
               "heap_update", "curl_multi_perform",
               # a statement's set-up, and its constraints' and index predicates' planning
-              "pgcb_rows_begin", "ExecPrepareExpr", "ExecPrepareQual", "expression_planner")
+              "pgcb_rows_begin", "ExecPrepareExpr", "ExecPrepareQual", "expression_planner",
+              # the endpoints and each one's next due time (PLAN_LOAD)
+              "pgcb_queue_load_endpoints")
 TOP = 15
 EVENTS_WARNING = (" **(warning: events queued != rows x endpoints matching, or, inbox on, not all "
                   "through callback_inbox)**")
