@@ -1578,6 +1578,15 @@ pgcb_delivery_cycle(int max_new)
 		pgcb_delivery_flush();
 	for (int k = 0; k < n_want; k++)
 	{
+		/* the next load takes it as due, or looks (queue.c) */
+		ep = hash_search(endpoints, &ids[k], HASH_FIND, NULL);
+		if (ep != NULL)
+		{
+			ep->claimed_full = got_per[k] >= counts[k] && ep->batch_size <= 1 && !ep->ordered;
+			/* taken as due and not as much was: another cycle at once looks */
+			if (got_per[k] < counts[k] && ep->next_due_assumed)
+				note_due(GetCurrentTimestamp());
+		}
 		if (got_per[k] < counts[k])
 		{
 			pgcb_ratelimit_give_back(MyDatabaseId, ids[k], counts[k] - got_per[k]);
