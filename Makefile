@@ -62,7 +62,7 @@ UPGRADE_1_1 = $(sort $(wildcard $(srcdir)/sql/upgrade-1.1/*.sql))
 PGFILEDESC = "pg_callback - transactional webhooks"
 
 # pg_regress tests (sql/ -> expected/) and isolation specs (specs/ -> expected/).
-REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies backfill tracecontext bulk_insert inbox inbox_roles producer_cache producer_cache_rebuild trigger_unrouted column_defaults nested_events engine_checks
+REGRESS = setup endpoints events signing netpolicy security search_path fuzz privileges trigger_owner schema_owner default_acl bounds trigger_bodies backfill tracecontext bulk_insert inbox inbox_roles producer_cache producer_cache_rebuild trigger_unrouted column_defaults nested_events engine_checks drain_count
 REGRESS_OPTS = --load-extension=pg_callback
 ISOLATION = rollback concurrent_claim claim_snapshot batch_claim_snapshot drop_endpoint_race route_cache inbox_move stats_key
 ISOLATION_OPTS = --load-extension=pg_callback

@@ -1481,7 +1481,12 @@ pgcb_delivery_cycle(int max_new)
 	int			http_share;
 
 	pgcb_delivery_flush();
-	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
+	/*
+	 * Only the worker takes an endpoint that claimed in full as due: there
+	 * a claim that comes back short costs one more cycle; process_callbacks()
+	 * must not return 0 while another endpoint's rows are due.
+	 */
+	pgcb_queue_load_endpoints(endpoints, config_cxt, &now, my_slot != NULL);
 	if (my_slot)
 		forget_gone_endpoints(now);
 	hash_seq_init(&seq, endpoints);

@@ -52,9 +52,10 @@ typedef struct PgcbEndpoint
 	/* live state, kept across reloads */
 	int			inflight;
 	/*
-	 * The last claim got all it asked for, so more are likely due: the next
-	 * load takes that as so and does not look (queue.c).  Not for batches
-	 * and ordered endpoints, whose claims read next_due otherwise.
+	 * The last claim got all it asked for, so more are likely due: the
+	 * worker's next load takes that as so and does not look (queue.c), unless
+	 * the breaker or a 429 holds it.  Not for batches and ordered endpoints,
+	 * whose claims read next_due otherwise.
 	 */
 	bool		claimed_full;
 	int			consecutive_failures;

@@ -575,7 +575,7 @@ load_key(PgcbEndpoint *ep, Datum secret, PgcbKey *key, bool *ok)
 static ArrayType *int4_array(const int *v, int n);
 
 void
-pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *now)
+pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *now, bool trust_full)
 {
 	Datum		args[2];
 	HASH_SEQ_STATUS seq;
@@ -585,9 +585,11 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 
 	/* nothing outside the engine keeps pointers into the old configuration */
 	MemoryContextReset(cfgcxt);
+	/* not when the breaker or a 429 holds it: then it waits for its time */
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
-		if (ep->claimed_full)
+		if (trust_full && ep->claimed_full && ep->breaker == 'c' &&
+			ep->hold_until <= GetCurrentTimestamp())
 			full[n_full++] = ep->id;
 	args[0] = Int32GetDatum(pgcb_default_timeout_ms);
 	args[1] = PointerGetDatum(int4_array(full, n_full));
@@ -689,8 +691,10 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 		ep->batch_window_ms = DatumGetInt64(get_col(r, 20, &isnull));
 		ep->ordered = DatumGetBool(get_col(r, 21, &isnull));
 		/* as PLAN_LOAD decided */
-		ep->next_due_assumed = ep->claimed_full && ep->next_due != 0 &&
-			ep->batch_size <= 1 && !ep->ordered;
+		ep->next_due_assumed = false;
+		for (int i = 0; i < n_full; i++)
+			if (full[i] == ep->id)
+				ep->next_due_assumed = ep->next_due != 0 && ep->batch_size <= 1 && !ep->ordered;
 		d = get_col(r, 22, &isnull);
 		ep->transform = isnull ? NULL : TextDatumGetCString(d);
 		d = get_col(r, 23, &isnull);
