@@ -1481,12 +1481,7 @@ pgcb_delivery_cycle(int max_new)
 	int			http_share;
 
 	pgcb_delivery_flush();
-	/*
-	 * Only the worker takes an endpoint that claimed in full as due: there
-	 * a claim that comes back short costs one more cycle; process_callbacks()
-	 * must not return 0 while another endpoint's rows are due.
-	 */
-	pgcb_queue_load_endpoints(endpoints, config_cxt, &now, my_slot != NULL);
+	pgcb_queue_load_endpoints(endpoints, config_cxt, &now);
 	if (my_slot)
 		forget_gone_endpoints(now);
 	hash_seq_init(&seq, endpoints);
@@ -1583,15 +1578,6 @@ pgcb_delivery_cycle(int max_new)
 		pgcb_delivery_flush();
 	for (int k = 0; k < n_want; k++)
 	{
-		/* the next load takes it as due, or looks (queue.c) */
-		ep = hash_search(endpoints, &ids[k], HASH_FIND, NULL);
-		if (ep != NULL)
-		{
-			ep->claimed_full = got_per[k] >= counts[k] && ep->batch_size <= 1 && !ep->ordered;
-			/* taken as due and not as much was: another cycle at once looks */
-			if (got_per[k] < counts[k] && ep->next_due_assumed)
-				note_due(GetCurrentTimestamp());
-		}
 		if (got_per[k] < counts[k])
 		{
 			pgcb_ratelimit_give_back(MyDatabaseId, ids[k], counts[k] - got_per[k]);

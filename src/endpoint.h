@@ -42,7 +42,6 @@ typedef struct PgcbEndpoint
 	bool		has_previous_key;
 	PgcbKey		previous_key;
 	TimestampTz next_due;		/* earliest pending next_attempt_at, 0: none */
-	bool		next_due_assumed;	/* next_due is the load's now(), not looked up */
 	/* batches: deliveries per request (1: none), window (batch.c) */
 	int			batch_size;
 	int64		batch_window_ms;
@@ -51,13 +50,6 @@ typedef struct PgcbEndpoint
 
 	/* live state, kept across reloads */
 	int			inflight;
-	/*
-	 * The last claim got all it asked for, so more are likely due: the
-	 * worker's next load takes that as so and does not look (queue.c), unless
-	 * the breaker or a 429 holds it.  Not for batches and ordered endpoints,
-	 * whose claims read next_due otherwise.
-	 */
-	bool		claimed_full;
 	int			consecutive_failures;
 	char		breaker;		/* 'c'losed, 'o'pen, 'h'alf-open */
 	TimestampTz breaker_changed_at;

@@ -95,21 +95,12 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"       e.enabled AND NOT e.paused, e.breaker_state, e.breaker_changed_at, "
 	"       e.secret, CASE WHEN e.previous_secret_expires_at OPERATOR(pg_catalog.>) pg_catalog.now() "
 	"                      THEN e.previous_secret END, "
-	/*
-	 * The next due time.  $2: endpoints whose last claim got all it asked
-	 * for, taken as due now: this scan starts at the head of
-	 * callback_queue_due, which holds every row delivered since the last
-	 * VACUUM, and the claim reads it anyway.
-	 */
 	"       CASE WHEN e.enabled AND NOT e.paused THEN "
-	"         CASE WHEN e.id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.int4[]) "
-	"                   AND e.batch_size OPERATOR(pg_catalog.<=) 1 AND NOT e.ordered "
-	"              THEN pg_catalog.now() ELSE "
 	"         (SELECT q.next_attempt_at FROM callback.callback_queue q "
 	"           WHERE q.endpoint_id OPERATOR(pg_catalog.=) e.id "
 	"             AND q.finished_at IS NULL "	/* callback_queue_due */
 	"             AND q.status OPERATOR(pg_catalog.=) 'pending' "
-	"           ORDER BY q.next_attempt_at LIMIT 1) END END, "
+	"           ORDER BY q.next_attempt_at LIMIT 1) END, "
 	"       pg_catalog.now(), "
 	/* batches: events per request, how long a partial batch may wait (batch.c) */
 	"       e.batch_size, (extract(epoch FROM e.batch_window) OPERATOR(pg_catalog.*) 1000)::bigint, "
@@ -347,14 +338,14 @@ static const char *const plan_sql[NUM_PLANS] = {
 };
 
 static const int plan_nargs[NUM_PLANS] = {
-	[PLAN_LOAD] = 2,
+	[PLAN_LOAD] = 1,
 	[PLAN_DISABLE] = 1,[PLAN_BREAKERS] = 5,[PLAN_RELEASE] = 4,[PLAN_STATS] = 1,
 	[PLAN_CLAIM_ORDERED] = 4,
 	[PLAN_EVENT] = 1,[PLAN_HOOK_ERROR] = 10,
 };
 
 static const Oid plan_types[NUM_PLANS][10] = {
-	[PLAN_LOAD] = {INT4OID, INT4ARRAYOID},
+	[PLAN_LOAD] = {INT4OID},
 	[PLAN_DISABLE] = {INT4ARRAYOID},
 	[PLAN_BREAKERS] = {INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
 	TIMESTAMPTZARRAYOID},
@@ -572,34 +563,22 @@ load_key(PgcbEndpoint *ep, Datum secret, PgcbKey *key, bool *ok)
 	pfree(s);
 }
 
-static ArrayType *int4_array(const int *v, int n);
-
 void
-pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *now, bool trust_full)
+pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *now)
 {
-	Datum		args[2];
+	Datum		arg = Int32GetDatum(pgcb_default_timeout_ms);
 	HASH_SEQ_STATUS seq;
 	PgcbEndpoint *ep;
-	int		   *full = palloc(sizeof(int) * Max(hash_get_num_entries(endpoints), 1));
-	int			n_full = 0;
 
 	/* nothing outside the engine keeps pointers into the old configuration */
 	MemoryContextReset(cfgcxt);
-	/* not when the breaker or a 429 holds it: then it waits for its time */
-	hash_seq_init(&seq, endpoints);
-	while ((ep = hash_seq_search(&seq)) != NULL)
-		if (trust_full && ep->claimed_full && ep->breaker == 'c' &&
-			ep->hold_until <= GetCurrentTimestamp())
-			full[n_full++] = ep->id;
-	args[0] = Int32GetDatum(pgcb_default_timeout_ms);
-	args[1] = PointerGetDatum(int4_array(full, n_full));
 	SPI_connect();
 	/*
 	 * Not read-only: SPI then takes a fresh snapshot, which sees the
 	 * write-back just done (retries now pending, 410s disabled) and events
 	 * committed since the cycle began.
 	 */
-	run_plan(PLAN_LOAD, args, NULL, false);
+	run_plan(PLAN_LOAD, &arg, NULL, false);
 
 	hash_seq_init(&seq, endpoints);
 	while ((ep = hash_seq_search(&seq)) != NULL)
@@ -690,11 +669,6 @@ pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *no
 		ep->batch_size = DatumGetInt32(get_col(r, 19, &isnull));
 		ep->batch_window_ms = DatumGetInt64(get_col(r, 20, &isnull));
 		ep->ordered = DatumGetBool(get_col(r, 21, &isnull));
-		/* as PLAN_LOAD decided */
-		ep->next_due_assumed = false;
-		for (int i = 0; i < n_full; i++)
-			if (full[i] == ep->id)
-				ep->next_due_assumed = ep->next_due != 0 && ep->batch_size <= 1 && !ep->ordered;
 		d = get_col(r, 22, &isnull);
 		ep->transform = isnull ? NULL : TextDatumGetCString(d);
 		d = get_col(r, 23, &isnull);

@@ -31,13 +31,8 @@ typedef struct PgcbClaimed
 /* Whether the extension is installed; if so, it cannot be dropped before commit. */
 extern bool pgcb_queue_extension_present(void);
 
-/*
- * Refresh the endpoint hash (keyed by id) from callback_endpoints.
- * trust_full: an endpoint whose last claim got all it asked for
- * (claimed_full) is taken as due now, not looked up (next_due_assumed).
- */
-extern void pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *now,
-									  bool trust_full);
+/* Refresh the endpoint hash (keyed by id) from callback_endpoints. */
+extern void pgcb_queue_load_endpoints(HTAB *endpoints, MemoryContext cfgcxt, TimestampTz *now);
 
 /*
  * Claim up to counts[i] due deliveries of endpoint_ids[i] for lease_ms;
