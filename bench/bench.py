@@ -10,7 +10,7 @@ Parts:
               wrk against the same nginx; CPU us per delivery (worker, and
               worker + every other postgres process).
   2. trigger  what a write pays for its event, synchronous_commit off and on,
-              each variant alternated over 3 rounds: pgbench single-row
+              3 rounds, each variant between two plain runs: pgbench single-row
               INSERTs with no trigger, callback.trigger() per row, the
               statement-level path (if the extension has it), a PL/pgSQL
               outbox; one INSERT of 100,000 rows with each; fan-out to 1, 3
@@ -81,7 +81,7 @@ def bench(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 1 run, small sizes, 3 s trigger variants (a few minutes)")
+                    help="smoke run: 1 run, small sizes, 1 round of 3 s trigger variants (about 15 minutes)")
     ap.add_argument("--runs", type=int, help="runs of drain, keepup, latency, metrics (default 3, 1 with --quick)")
     ap.add_argument("--only", help="comma-separated parts: drain,trigger,keepup,latency,metrics,batch,scaleout,amqp,"
                     "instructions")
@@ -90,9 +90,11 @@ def main():
                          "run; reports in bench/out/perf-*.txt")
     ap.add_argument("--trigger-seconds", type=int, help="pgbench seconds per trigger variant per round "
                     "(default 10, 3 with --quick)")
-    ap.add_argument("--trigger-rounds", type=int, help="rounds of the trigger part (default 3)")
+    ap.add_argument("--trigger-rounds", type=int, help="rounds of the trigger part (default 3, 1 with --quick)")
     ap.add_argument("--trigger-clients", type=int, default=4, help="pgbench clients, trigger part (default 4)")
     ap.add_argument("--trigger-jobs", type=int, default=2, help="pgbench threads, trigger part (default 2)")
+    ap.add_argument("--trigger-parts", help="comma-separated measurements of the trigger part: "
+                    "single,bulk,fanout (default all three)")
     ap.add_argument("--bulk-rows", type=int,
                     help="rows of the one-statement INSERT (default 100000, 20000 with --quick)")
     ap.add_argument("--clients", type=int, default=8, help="pgbench clients, keep-up part (default 8)")

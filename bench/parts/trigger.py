@@ -38,8 +38,12 @@ of the two plain runs around it, and a ratio reported is the median of the
 rounds'.  (Until 2026-12-02 a round ran each variant once and divided by
 the round's one plain run, minutes away: with fsync deciding, plain's TPS
 drifted by a third within a minute, and the floor's rounds ran from 0.92 to
-1.47.)  A bulk INSERT's ratio is the median of the per-round ratios to
-plain.  The targets of issue 10 are checked here, from the figures."""
+1.47.)  The one-statement INSERTs are bracketed the same way (since
+2026-12-03; plain's own 100,000-row INSERT had moved from 0.16 to 0.26 s
+between rounds).  Plain's own rounds, each plain run over the mean of the
+plain runs two places before and after it, say how much noise a bracket
+leaves (noise_rounds).  --trigger-parts picks single, bulk and fanout.
+The targets of issue 10 are checked here, from the figures."""
 
 import time
 
@@ -284,6 +288,20 @@ def bracketed(variants, r):
     return order
 
 
+def plain_noise(of_slice, higher_is_faster=True):
+    """Plain against plain in one bracketed round: each plain slice but the
+    first and the last over the mean of the plain slices two places before
+    and after it (of_slice: a figure per slice, plain at the even places).
+    What a bracket leaves of the machine's drift and noise: 1.0 if none."""
+    out = []
+    for i in range(2, len(of_slice) - 2, 2):
+        around = (of_slice[i - 2] + of_slice[i + 2]) / 2
+        if not (around and of_slice[i]):
+            continue
+        out.append(of_slice[i] / around if higher_is_faster else around / of_slice[i])
+    return out
+
+
 def pgbench_slice(env, v, setting, cfg, prof_name=None):
     """One variant's pgbench run on emptied tables: (TPS, transactions,
     CPU counters' delta, inbox rows left at its end, seconds the move took
@@ -312,12 +330,13 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
 
     Each round runs plain before and after every other variant
     (bracketed()): a variant's ratio in a round is its TPS over the mean of
-    the two plain slices around it, a minute apart at most, so that drift
-    on the machine (fsync's latency above all) cancels.  Its ratio is the
-    median of its rounds'; plain's TPS the median of all its slices."""
+    the two plain slices around it, one variant's slice apart, so that
+    drift on the machine (fsync's latency above all) cancels.  Its ratio is
+    the median of its rounds'; plain's TPS the median of all its slices."""
     out = {v: {"tps": [], "pg_us": [], "worker_us": [], "inbox_left": [], "inbox_wait_s": [],
                "ratio_rounds": [], "events_ok": True, "inbox_ok": True}
            for v in variants}
+    out["_rounds"] = []
     for r in range(cfg["rounds"]):
         line = []
         order = bracketed(variants, r)
@@ -347,6 +366,8 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
         for i in range(1, len(order), 2):
             around = (tps_of[i - 1] + tps_of[i + 1]) / 2
             out[order[i]]["ratio_rounds"].append(tps_of[i] / around if around else None)
+        out["plain"].setdefault("noise_rounds", []).extend(plain_noise(tps_of))
+        out["_rounds"].append({"order": order, "tps": tps_of})
         log("synchronous_commit=%s round %d: TPS plain %s; %s"
             % (setting, r + 1, " / ".join("%.0f" % t for t in tps_of[::2]), ", ".join(line)))
     for v in variants:
@@ -362,75 +383,100 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
 WARM_INSERTS = 2
 
 
-def bulk_rounds(env, variants, setting, cfg, profile=()):
-    """One INSERT ... SELECT of cfg["bulk_rows"] rows per variant, alternated.
+def bulk_slice(env, v, setting, cfg, prof_name=None):
+    """One variant's session: the INSERT run WARM_INSERTS times (each
+    emptied after), then the one measured.  (seconds, the session's first
+    INSERT's seconds, the worker's CPU s until the inbox is empty, events
+    right, inbox used.)"""
+    opts = "-c synchronous_commit=%s" % setting + (" " + INBOX_OPTION if inbox_of(v) else "")
+    insert = "INSERT INTO %s (v) SELECT 'x' FROM generate_series(1, %%s)" % table_of(v)
+    # --profile: a session forked after perf started (perf follows the postmaster's new children only)
+    prof = perf_start(env, prof_name) if prof_name else None
+    name = "bulk-profiled-%s" % v if prof else "bulk"
+    first = None
+    for i in range(WARM_INSERTS):
+        prepare(env)
+        t = time.perf_counter()
+        env.q(insert, (cfg["bulk_rows"],), name=name, options=opts)
+        if i == 0:
+            first = time.perf_counter() - t
+        wait_inbox_empty(env)
+    prepare(env)
+    inbox_before = inbox_inserts(env)
+    cpu = CpuMeter(env)
+    c0 = cpu.snap()
+    t = time.perf_counter()
+    env.q(insert, (cfg["bulk_rows"],), name=name, options=opts)
+    secs = time.perf_counter() - t
+    perf_stop(env, prof)
+    # the inbox: the worker moves the rows after the commit; its CPU until then is their
+    # way into the queue (without the inbox: a poll cycle or none)
+    wait_inbox_empty(env)
+    worker_s = CpuMeter.delta(c0, cpu.snap())["worker"]
+    events_ok = not (events_per_row(v) or v in FLOOR) or check_events(env, table_of(v), events_per_row(v))
+    # its session ends, and so flushes its statistics for check_inbox
+    env.conn(name=name, options=opts).close()
+    inbox_ok = not inbox_of(v) or check_inbox(env, v, inbox_before)
+    return secs, first, worker_s, events_ok, inbox_ok
 
-    Every variant gets a new session each round, which runs the same INSERT
-    WARM_INSERTS times (each emptied after) before the one measured: a new
-    backend first maps the shared buffers it touches and grows its heap, and
-    on this machine a session's first INSERT of 100,000 rows took about twice
-    as long as its third, its second still 1.1 to 1.3 times, plain's as much
+
+def bulk_rounds(env, variants, setting, cfg, profile=()):
+    """One INSERT ... SELECT of cfg["bulk_rows"] rows per variant, each
+    round bracketed as the single-row runs are (bracketed()): a variant's
+    ratio in a round is the mean of the two plain sessions' seconds around
+    it over its own, and its ratio the median of its rounds'.
+
+    Every slice is a new session, which runs the same INSERT WARM_INSERTS
+    times (each emptied after) before the one measured: a new backend first
+    maps the shared buffers it touches and grows its heap, and on this
+    machine a session's first INSERT of 100,000 rows took about twice as
+    long as its third, its second still 1.1 to 1.3 times, plain's as much
     as the trigger's (a session kept from an earlier round once favoured
     whichever variant kept it).  The third is what a long-lived connection
     pays; the first is reported beside it (first_seconds, first_ratio)."""
-    out = {v: {"seconds": [], "first_seconds": [], "worker_s": [], "events_ok": True, "inbox_ok": True}
+    out = {v: {"seconds": [], "first_seconds": [], "worker_s": [], "events_ok": True, "inbox_ok": True,
+               "ratio_rounds": [], "first_ratio_rounds": [], "ratio_worker_rounds": []}
            for v in variants}
+    out["_rounds"] = []
     for r in range(cfg["rounds"]):
         line = []
-        for v in rotated(variants, r):
-            opts = "-c synchronous_commit=%s" % setting + (" " + INBOX_OPTION if inbox_of(v) else "")
-            insert = "INSERT INTO %s (v) SELECT 'x' FROM generate_series(1, %%s)" % table_of(v)
-            # --profile: the first round of the two callback paths, in a session forked after
-            # perf started (perf follows the postmaster's new children only)
-            prof = perf_start(env, "bulk-%s-%s" % (v, setting)) \
-                if (r == 0 and v in profile) else None
-            name = "bulk-profiled-%s" % v if prof else "bulk"
-            for i in range(WARM_INSERTS):
-                prepare(env)
-                t = time.perf_counter()
-                env.q(insert, (cfg["bulk_rows"],), name=name, options=opts)
-                if i == 0:
-                    out[v]["first_seconds"].append(time.perf_counter() - t)
-                wait_inbox_empty(env)
-            prepare(env)
-            inbox_before = inbox_inserts(env)
-            cpu = CpuMeter(env)
-            c0 = cpu.snap()
-            t = time.perf_counter()
-            env.q(insert, (cfg["bulk_rows"],), name=name, options=opts)
-            secs = time.perf_counter() - t
-            perf_stop(env, prof)
-            # the inbox: the worker moves the rows after the commit; its CPU until then is their
-            # way into the queue (without the inbox: a poll cycle or none)
-            wait_inbox_empty(env)
-            worker_s = CpuMeter.delta(c0, cpu.snap())["worker"]
+        order = bracketed(variants, r)
+        got = []
+        for v in order:
+            prof_name = "bulk-%s-%s" % (v, setting) if (r == 0 and v in profile) else None
+            secs, first, worker_s, events_ok, inbox_ok = bulk_slice(env, v, setting, cfg, prof_name)
+            got.append((secs, first, worker_s))
             out[v]["seconds"].append(secs)
+            out[v]["first_seconds"].append(first)
             out[v]["worker_s"].append(worker_s)
-            if (events_per_row(v) or v in FLOOR) and not check_events(env, table_of(v), events_per_row(v)):
-                out[v]["events_ok"] = False
-            # its session ends, and so flushes its statistics for check_inbox
-            env.conn(name=name, options=opts).close()
-            if inbox_of(v) and not check_inbox(env, v, inbox_before):
-                out[v]["inbox_ok"] = False
+            out[v]["events_ok"] = out[v]["events_ok"] and events_ok
+            out[v]["inbox_ok"] = out[v]["inbox_ok"] and inbox_ok
             line.append("%s %.2f s (worker %.2f s; the session's first INSERT %.2f s)"
-                        % (v, secs, worker_s, out[v]["first_seconds"][-1]))
+                        % (v, secs, worker_s, first))
+        # as throughput ratios: plain's time (the mean of the two around) over the variant's
+        for i in range(1, len(order), 2):
+            x = out[order[i]]
+            (s, f, w), (s0, f0, w0), (s1, f1, w1) = got[i], got[i - 1], got[i + 1]
+            x["ratio_rounds"].append((s0 + s1) / 2 / s)
+            x["first_ratio_rounds"].append((f0 + f1) / 2 / f)
+            # the same, counting the worker's CPU as time (the move, with the inbox)
+            x["ratio_worker_rounds"].append((s0 + w0 + s1 + w1) / 2 / (s + w))
+        out["plain"]["noise_rounds"] = out["plain"].get("noise_rounds", []) + \
+            plain_noise([g[0] for g in got], higher_is_faster=False)
+        out["_rounds"].append({"order": order, "seconds": [g[0] for g in got]})
         log("synchronous_commit=%s round %d: %s rows in one INSERT: %s"
             % (setting, r + 1, format(cfg["bulk_rows"], ","), ", ".join(line)))
     for v in variants:
         x = out[v]
-        p = out["plain"]
         x["seconds_median"] = median(x["seconds"])
         x["first_seconds_median"] = median(x["first_seconds"])
         x["worker_s_median"] = median(x["worker_s"])
-        # as a throughput ratio: plain's time over the variant's
-        x["ratio_rounds"] = [ps / s for s, ps in zip(x["seconds"], p["seconds"])]
-        x["ratio"] = median(x["ratio_rounds"])
-        x["first_ratio_rounds"] = [ps / s for s, ps in zip(x["first_seconds"], p["first_seconds"])]
-        x["first_ratio"] = median(x["first_ratio_rounds"])
-        # the same, counting the worker's CPU as time (the move, with the inbox)
-        x["ratio_worker_rounds"] = [(ps + pw) / (s + w) for s, w, ps, pw in
-                                    zip(x["seconds"], x["worker_s"], p["seconds"], p["worker_s"])]
-        x["ratio_worker"] = median(x["ratio_worker_rounds"])
+        if v == "plain":
+            x["ratio"] = x["first_ratio"] = x["ratio_worker"] = 1.0
+        else:
+            x["ratio"] = median(x["ratio_rounds"])
+            x["first_ratio"] = median(x["first_ratio_rounds"])
+            x["ratio_worker"] = median(x["ratio_worker_rounds"])
     return out
 
 
@@ -460,32 +506,42 @@ def judge(setting, single, bulk, stmt_ok):
     trigger and the statement path are judged as the issue asks, each with
     the inbox off and on; the inbox's bulk figure also counting the move."""
     checks = []
-    text, ok = single_target(setting, single)
-    for v in ("row", "row_inbox"):
-        r = single[v]["ratio"]
-        checks.append(("single-row, " + SHORT[v], "%.2fx" % r, text, ok(r)))
+    if single is not None:
+        text, ok = single_target(setting, single)
+        for v in ("row", "row_inbox"):
+            checks.append(("single-row, " + SHORT[v], figure(single[v]), text, ok(single[v]["ratio"])))
     bulk_text = ">= %.2fx plain" % TARGET["bulk_stmt"]
-    for what, v, key in BULK_CHECKS:
+    for what, v, key in BULK_CHECKS if bulk is not None else ():
         if stmt_ok:
-            r = bulk[v][key]
-            checks.append((what, "%.2fx" % r, bulk_text, bulk_ok(r)))
+            checks.append((what, figure(bulk[v], key), bulk_text, bulk_ok(bulk[v][key])))
         else:
             checks.append((what, "not available", bulk_text, None))
     return checks
+
+
+def figure(x, key="ratio"):
+    """A ratio judged against a target, with its rounds' lowest and highest:
+    a median that meets a target its rounds straddle is read with that."""
+    rs = [q for q in x.get(key + "_rounds") or [] if q is not None]
+    return "%.2fx" % x[key] + (" (rounds %.2f-%.2f)" % (min(rs), max(rs)) if len(rs) > 1 else "")
 
 
 def meets(setting, single, bulk):
     """Which variant meets which target: a list of (target, [variants that
     meet it], [variants that do not]).  Every variant that queues events is
     tried against every target, not only the one the issue names."""
-    text, ok = single_target(setting, single)
-    vs = [v for v in CALLBACK if v in single]
+    tests = []
+    if single is not None:
+        text, ok = single_target(setting, single)
+        tests.append((single, "single-row " + text, lambda v: ok(single[v]["ratio"])))
+    if bulk is not None:
+        tests += [(bulk, "one INSERT of many rows >= %.2fx plain" % TARGET["bulk_stmt"],
+                   lambda v: bulk_ok(bulk[v]["ratio"])),
+                  (bulk, "the same, counting the worker's CPU (the inbox's move)",
+                   lambda v: bulk_ok(bulk[v]["ratio_worker"]))]
     out = []
-    for target, test in (("single-row " + text, lambda v: ok(single[v]["ratio"])),
-                         ("one INSERT of many rows >= %.2fx plain" % TARGET["bulk_stmt"],
-                          lambda v: bulk_ok(bulk[v]["ratio"])),
-                         ("the same, counting the worker's CPU (the inbox's move)",
-                          lambda v: bulk_ok(bulk[v]["ratio_worker"]))):
+    for got, target, test in tests:
+        vs = [v for v in CALLBACK if v in got]
         out.append((target, [v for v in vs if test(v)], [v for v in vs if not test(v)]))
     return out
 
@@ -496,20 +552,34 @@ def meets_line(target, yes, no):
     return line + (" Not met by %s." % "; ".join(SHORT[v] for v in no) if no else " Met by all.")
 
 
+PARTS = ("single", "bulk", "fanout")
+
+
+def parts_of(arg):
+    """--trigger-parts: which of the part's three measurements run."""
+    parts = [p.strip() for p in (arg or ",".join(PARTS)).split(",") if p.strip()]
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        raise SystemExit("--trigger-parts: %s; choose among %s" % (", ".join(bad) or "none", ", ".join(PARTS)))
+    return [p for p in PARTS if p in parts]
+
+
 def run(env):
     a = env.args
     cfg = {
         "seconds": a.trigger_seconds or (3 if env.quick else 10),
-        "rounds": a.trigger_rounds or 3,
+        # a smoke run: one round (its plain runs still bracket every variant)
+        "rounds": a.trigger_rounds or (1 if env.quick else 3),
         "clients": a.trigger_clients,
         "jobs": a.trigger_jobs,
         "bulk_rows": a.bulk_rows or (20000 if env.quick else 100000),
+        "parts": parts_of(a.trigger_parts),
     }
-    step("2. trigger cost: pgbench -c%d -j%d single-row INSERTs, %d s per variant, %s alternated, "
-         "synchronous_commit off and on; one INSERT of %s rows; fan-out 1/3/10; endpoints paused; "
-         "the callback paths with callback.inbox off and on"
-         % (cfg["clients"], cfg["jobs"], cfg["seconds"], plural(cfg["rounds"], "round"),
-            format(cfg["bulk_rows"], ",")))
+    step("2. trigger cost (%s): pgbench -c%d -j%d single-row INSERTs, %d s per variant, %s, each variant "
+         "between two plain runs, synchronous_commit off and on; one INSERT of %s rows, bracketed too; "
+         "fan-out 1/3/10; endpoints paused; the callback paths with callback.inbox off and on"
+         % (", ".join(cfg["parts"]), cfg["clients"], cfg["jobs"], cfg["seconds"],
+            plural(cfg["rounds"], "round"), format(cfg["bulk_rows"], ",")))
     setup(env)
     why = stmt_unavailable(env)
     if why:
@@ -524,8 +594,10 @@ def run(env):
     res = dict(cfg, stmt_available=why is None, stmt_unavailable_reason=why, stmt_body_differs=differs,
                variants={v: LABEL[v] for v, _, _ in VARIANTS}, settings={}, target=TARGET)
     for setting, what in SETTINGS:
-        single = pgbench_rounds(env, variants, setting, cfg, profile=("row", "stmt"))
-        bulk = bulk_rounds(env, variants, setting, cfg, profile=("row", "stmt"))
+        single = pgbench_rounds(env, variants, setting, cfg, profile=("row", "stmt")) \
+            if "single" in cfg["parts"] else None
+        bulk = bulk_rounds(env, variants, setting, cfg, profile=("row", "stmt")) \
+            if "bulk" in cfg["parts"] else None
         met = meets(setting, single, bulk)
         for target, yes, no in met:
             log("synchronous_commit=%s, target %s" % (setting, meets_line(target, yes, no)))
@@ -533,7 +605,8 @@ def run(env):
                                     "checks": judge(setting, single, bulk, why is None), "meets": met}
     kinds = [(k, label) for k, label in FAN_KINDS if not k.startswith("sfan") or not why]
     fan = ["plain"] + [k % n for k, _ in kinds for n in FANOUT]
-    res["fanout"] = {"setting": "off", "kinds": kinds, "single": pgbench_rounds(env, fan, "off", cfg)}
+    if "fanout" in cfg["parts"]:
+        res["fanout"] = {"setting": "off", "kinds": kinds, "single": pgbench_rounds(env, fan, "off", cfg)}
     prepare(env)
     env.q("SELECT callback.resume_endpoint('bench')")
     return res
@@ -546,16 +619,19 @@ def rows(t):
     out = []
     for setting, _ in SETTINGS:
         s = t["settings"][setting]
-        single = s["single"]
-        out.append(("2. synchronous_commit=%s: plain single-row INSERT, pgbench -c%d (TPS)"
-                    % (setting, t["clients"]),
-                    fmt(single["plain"]["tps_median"]), "", "", ""))
-        for v in ("noop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"):
+        single = s["single"] or {}
+        if single:
+            out.append(("2. synchronous_commit=%s: plain single-row INSERT, pgbench -c%d (TPS)"
+                        % (setting, t["clients"]),
+                        fmt(single["plain"]["tps_median"]), "", "", ""))
+            out.append(("   plain / plain, bracketed (the noise a bracket leaves)",
+                        noise_cell(single["plain"]), "", "", ""))
+        for v in ("noop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox") if single else ():
             out.append(("   single-row, %s / plain" % SHORT[v],
                         fmt(single[v]["ratio"], "{:.2f}x") if v in single else "not available",
                         "", "", ""))
         for v in ("noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"):
-            if v in s["bulk"]:
+            if v in (s["bulk"] or {}):
                 out.append(("   one INSERT of %s rows, %s / plain" % (format(t["bulk_rows"], ","), SHORT[v]),
                             fmt(s["bulk"][v]["ratio"], "{:.2f}x"), "", "", ""))
                 if inbox_of(v):
@@ -563,9 +639,11 @@ def rows(t):
                                 fmt(s["bulk"][v]["ratio_worker"], "{:.2f}x"), "", "", ""))
                 out.append(("     the same, a new session's first INSERT",
                             fmt(s["bulk"][v].get("first_ratio"), "{:.2f}x"), "", "", ""))
-        for what, figure, target, met in s["checks"]:
-            out.append(("   target: " + what, figure, target.replace(" and above", ", >"), "",
+        for what, fig, target, met in s["checks"]:
+            out.append(("   target: " + what, fig, target.replace(" and above", ", >"), "",
                         verdict(met) if met is not None else "not available"))
+    if "fanout" not in t:
+        return out
     f = t["fanout"]["single"]
     for k, label in t["fanout"].get("kinds", FAN_KINDS[:1]):
         out.append(("2. fan-out (sync off): %s / plain, 1/3/10 endpoints" % label,
@@ -580,11 +658,19 @@ def warnings(x):
     return "".join(" **(warning: %s)**" % m for m in w)
 
 
-def ratio_cell(x):
+def ratio_cell(x, key="ratio"):
     """the median ratio to plain, the rounds' lowest and highest beside it"""
-    rs = [q for q in x.get("ratio_rounds") or [] if q is not None]
-    cell = fmt(x["ratio"], "{:.2f}")
+    rs = [q for q in x.get(key + "_rounds") or [] if q is not None]
+    cell = fmt(x.get(key), "{:.2f}")
     return cell + (" (%.2f–%.2f)" % (min(rs), max(rs)) if len(rs) > 1 else "")
+
+
+def noise_cell(plain):
+    """plain's bracketed rounds against plain: median (lowest-highest)"""
+    rs = plain.get("noise_rounds") or []
+    if not rs:
+        return "-"
+    return "%.2f" % median(rs) + (" (%.2f–%.2f)" % (min(rs), max(rs)) if len(rs) > 1 else "")
 
 
 def cpu_cell(x):
@@ -613,74 +699,105 @@ def markdown(t):
         s = t["settings"][setting]
         single, bulk = s["single"], s["bulk"]
         checks = {c[0]: c for c in s["checks"]}
-        md += ["### Trigger cost, synchronous_commit = %s (%s)" % (setting, what), "",
-               "pgbench -c%d -j%d, single-row `INSERT INTO t(v) VALUES ('x')` (bigserial primary key), "
-               "%d s per run, %s; each round runs plain before and after every other variant (plain, v1, "
-               "plain, v2, ..., plain; the others' order rotated from round to round), and a round's "
-               "ratio is the variant's TPS over the mean of the two plain runs around it. TPS is the "
-               "median of the runs, × plain the median of the rounds' ratios (their lowest and "
-               "highest in brackets); postgres CPU is every postgres process's CPU over the run "
-               "divided by the inserts. Every endpoint paused: nothing is delivered meanwhile. With "
-               "**callback.inbox on**, the worker moves the inbox's rows into the queue during the run "
-               "(at each `callback.poll_interval`: a paused endpoint's commit does not wake it): that "
-               "CPU is in the figures, the rows of the last moment too (counters read once the inbox "
-               "is empty).%s"
-               % (t["clients"], t["jobs"], t["seconds"], plural(t["rounds"], "round"), stmt_note), "",
-               "| trigger on t | TPS | × plain | postgres CPU µs / insert (worker's part) | target | |",
-               "|---|---|---|---|---|---|"]
-        for v, _, label in VARIANTS:
-            if v not in single:
-                md.append("| %s | not available | | | | |" % label)
-                continue
-            x = single[v]
-            label += warnings(x)
-            target, met = "", ""
-            c = checks.get("single-row, " + SHORT[v])
-            if c:
-                target, met = c[2], verdict(c[3])
-            md.append("| %s | %s | %s | %s | %s | %s |"
-                      % (label, fmt(x["tps_median"]), ratio_cell(x), cpu_cell(x), target, met))
-        md += ["", "One `INSERT ... SELECT` of %s rows, in a new session for each variant and round, "
-               "measured at the session's INSERT number %d: it has run the same INSERT %d times before "
-               "(each emptied after). A new backend first maps the shared buffers it touches and grows "
-               "its heap: a session's first such INSERT took about twice as long as its third, plain's "
-               "as much as the others'; that first INSERT's seconds and ratio are in the last two "
-               "columns. The worker's CPU is counted from the measured INSERT until "
-               "the inbox is empty (the move into the queue, with callback.inbox on; otherwise at most an "
-               "idle poll cycle); the ratio counting the worker takes it as time added to the statement's."
-               % (format(t["bulk_rows"], ","), WARM_INSERTS + 1, WARM_INSERTS), "",
-               "| one `INSERT ... SELECT` of %s rows | seconds | × plain (plain's time / its time) "
-               "| worker CPU s | × plain counting the worker | target | | a new session's first INSERT: "
-               "seconds | × plain |" % format(t["bulk_rows"], ","),
-               "|---|---|---|---|---|---|---|---|---|"]
-        for v, _, label in VARIANTS:
-            bc = [c for c in BULK_CHECKS if c[1] == v]
-            if v not in bulk:
-                md.append("| %s | not available | | | | %s | | | |"
-                          % (label, checks[bc[0][0]][2] if bc else ""))
-                continue
-            x = bulk[v]
-            label += warnings(x)
-            target = checks[bc[0][0]][2] if bc else ""
-            met = "; ".join(("counting the worker: " if key == "ratio_worker" else "")
-                            + verdict(checks[what][3]) for what, _, key in bc)
-            md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
-                      % (label, fmt(x["seconds_median"], "{:.2f}"), fmt(x["ratio"], "{:.2f}"),
-                         fmt(x.get("worker_s_median"), "{:.2f}"), fmt(x.get("ratio_worker"), "{:.2f}"),
-                         target, met, fmt(x.get("first_seconds_median"), "{:.2f}"),
-                         fmt(x.get("first_ratio"), "{:.2f}")))
+        md += ["### Trigger cost, synchronous_commit = %s (%s)" % (setting, what), ""]
+        if single:
+            md += single_markdown(t, single, checks, stmt_note)
+        if bulk:
+            md += bulk_markdown(t, bulk, checks)
         if s.get("meets"):
             md += ["", "Which variant meets which target of issue 10 (synchronous_commit = %s):" % setting, ""]
             md += ["- " + meets_line(target, yes, no) for target, yes, no in s["meets"]]
         md.append("")
+    if "fanout" in t:
+        md += fanout_markdown(t)
+    return md
+
+
+def single_markdown(t, single, checks, stmt_note):
+    """The single-row table of one synchronous_commit setting."""
+    md = ["pgbench -c%d -j%d, single-row `INSERT INTO t(v) VALUES ('x')` (bigserial primary key), "
+          "%d s per run, %s; each round runs plain before and after every other variant (plain, v1, "
+          "plain, v2, ..., plain; the others' order rotated from round to round), and a round's "
+          "ratio is the variant's TPS over the mean of the two plain runs around it. TPS is the "
+          "median of the runs, × plain the median of the rounds' ratios (their lowest and "
+          "highest in brackets); postgres CPU is every postgres process's CPU over the run "
+          "divided by the inserts. Every endpoint paused: nothing is delivered meanwhile. With "
+          "**callback.inbox on**, the worker moves the inbox's rows into the queue during the run "
+          "(at each `callback.poll_interval`: a paused endpoint's commit does not wake it): that "
+          "CPU is in the figures, the rows of the last moment too (counters read once the inbox "
+          "is empty). The plain row's × plain is plain's own rounds: each plain run but a round's "
+          "first and last over the mean of the plain runs two places before and after it, what a "
+          "bracket leaves of the machine's drift and noise.%s"
+           % (t["clients"], t["jobs"], t["seconds"], plural(t["rounds"], "round"), stmt_note), "",
+          "| trigger on t | TPS | × plain | postgres CPU µs / insert (worker's part) | target | |",
+          "|---|---|---|---|---|---|"]
+    for v, _, label in VARIANTS:
+        if v == "plain":
+            md.append("| %s | %s | 1.00; plain against plain: %s | %s | | |"
+                      % (label, fmt(single[v]["tps_median"]), noise_cell(single[v]), cpu_cell(single[v])))
+            continue
+        if v not in single:
+            md.append("| %s | not available | | | | |" % label)
+            continue
+        x = single[v]
+        label += warnings(x)
+        target, met = "", ""
+        c = checks.get("single-row, " + SHORT[v])
+        if c:
+            target, met = c[2], verdict(c[3])
+        md.append("| %s | %s | %s | %s | %s | %s |"
+                  % (label, fmt(x["tps_median"]), ratio_cell(x), cpu_cell(x), target, met))
+    return md
+
+
+def bulk_markdown(t, bulk, checks):
+    """The one-statement INSERT's table of one synchronous_commit setting."""
+    md = ["", "One `INSERT ... SELECT` of %s rows, in a new session for each variant and round, "
+          "bracketed as the single-row runs are (plain's session before and after each variant's; "
+          "a round's ratio is the mean of the two plain times over the variant's), "
+          "measured at the session's INSERT number %d: it has run the same INSERT %d times before "
+          "(each emptied after). A new backend first maps the shared buffers it touches and grows "
+          "its heap: a session's first such INSERT took about twice as long as its third, plain's "
+          "as much as the others'; that first INSERT's seconds and ratio are in the last two "
+          "columns. The worker's CPU is counted from the measured INSERT until "
+          "the inbox is empty (the move into the queue, with callback.inbox on; otherwise at most an "
+          "idle poll cycle); the ratio counting the worker takes it as time added to the statement's."
+           % (format(t["bulk_rows"], ","), WARM_INSERTS + 1, WARM_INSERTS), "",
+          "| one `INSERT ... SELECT` of %s rows | seconds | × plain (plain's time / its time) "
+          "| worker CPU s | × plain counting the worker | target | | a new session's first INSERT: "
+          "seconds | × plain |" % format(t["bulk_rows"], ","),
+          "|---|---|---|---|---|---|---|---|---|"]
+    for v, _, label in VARIANTS:
+        bc = [c for c in BULK_CHECKS if c[1] == v]
+        if v not in bulk:
+            md.append("| %s | not available | | | | %s | | | |"
+                      % (label, checks[bc[0][0]][2] if bc else ""))
+            continue
+        x = bulk[v]
+        label += warnings(x)
+        target = checks[bc[0][0]][2] if bc else ""
+        met = "; ".join(("counting the worker: " if key == "ratio_worker" else "")
+                        + verdict(checks[what][3]) for what, _, key in bc)
+        md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
+                  % (label, fmt(x["seconds_median"], "{:.2f}"),
+                     ratio_cell(x) if v != "plain" else "1.00; plain against plain: " + noise_cell(x),
+                     fmt(x.get("worker_s_median"), "{:.2f}"), ratio_cell(x, "ratio_worker"),
+                     target, met, fmt(x.get("first_seconds_median"), "{:.2f}"),
+                     ratio_cell(x, "first_ratio")))
+    return md
+
+
+def fanout_markdown(t):
+    """The fan-out table: 1, 3 and 10 endpoints matching."""
     f = t["fanout"]["single"]
-    md += ["### Fan-out: 1, 3 and 10 endpoints matching (synchronous_commit = off)", "",
-           "Same pgbench run, all endpoints paused; each insert queues one delivery per matching endpoint "
-           "(with the inbox: into the inbox, moved by the worker during the run, its CPU included).", "",
-           "| trigger | endpoints matching | TPS | × plain | deliveries queued / s "
-           "| postgres CPU µs / insert (worker's part) |",
-           "|---|---|---|---|---|---|",
-           "| none (plain) | | %s | 1.00 | | %s |" % (fmt(f["plain"]["tps_median"]), cpu_cell(f["plain"]))]
+    md = ["### Fan-out: 1, 3 and 10 endpoints matching (synchronous_commit = off)", "",
+          "pgbench as above, bracketed by plain the same way, all endpoints paused; each insert queues one delivery per matching endpoint "
+          "(with the inbox: into the inbox, moved by the worker during the run, its CPU included).", "",
+          "| trigger | endpoints matching | TPS | × plain | deliveries queued / s "
+          "| postgres CPU µs / insert (worker's part) |",
+          "|---|---|---|---|---|---|",
+          "| none (plain) | | %s | 1.00; plain against plain: %s | | %s |"
+          % (fmt(f["plain"]["tps_median"]), noise_cell(f["plain"]), cpu_cell(f["plain"]))]
     for k, label in t["fanout"].get("kinds", FAN_KINDS[:1]):
         for n in FANOUT:
             x = f[k % n]
