@@ -93,8 +93,8 @@ def main():
     ap.add_argument("--trigger-rounds", type=int, help="rounds of the trigger part (default 3, 1 with --quick)")
     ap.add_argument("--trigger-clients", type=int, default=4, help="pgbench clients, trigger part (default 4)")
     ap.add_argument("--trigger-jobs", type=int, default=2, help="pgbench threads, trigger part (default 2)")
-    ap.add_argument("--trigger-parts", help="comma-separated measurements of the trigger part: "
-                    "single,bulk,fanout (default all three)")
+    ap.add_argument("--trigger-parts", type=trigger.parts_of, help="comma-separated measurements of the "
+                    "trigger part: single,bulk,fanout (default all three)")
     ap.add_argument("--bulk-rows", type=int,
                     help="rows of the one-statement INSERT (default 100000, 20000 with --quick)")
     ap.add_argument("--clients", type=int, default=8, help="pgbench clients, keep-up part (default 8)")

@@ -45,6 +45,7 @@ plain runs two places before and after it, say how much noise a bracket
 leaves (noise_rounds).  --trigger-parts picks single, bulk and fanout.
 The targets of issue 10 are checked here, from the figures."""
 
+import argparse
 import time
 
 import psycopg2
@@ -556,11 +557,15 @@ PARTS = ("single", "bulk", "fanout")
 
 
 def parts_of(arg):
-    """--trigger-parts: which of the part's three measurements run."""
-    parts = [p.strip() for p in (arg or ",".join(PARTS)).split(",") if p.strip()]
+    """--trigger-parts: which of the part's three measurements run (all
+    if not given).  argparse calls it, so a wrong value stops the bench
+    before anything runs."""
+    if arg is None:
+        return list(PARTS)
+    parts = [p.strip() for p in arg.split(",") if p.strip()]
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:
-        raise SystemExit("--trigger-parts: %s; choose among %s" % (", ".join(bad) or "none", ", ".join(PARTS)))
+        raise argparse.ArgumentTypeError("%s; choose among %s" % (", ".join(bad) or "none given", ", ".join(PARTS)))
     return [p for p in PARTS if p in parts]
 
 
@@ -573,13 +578,15 @@ def run(env):
         "clients": a.trigger_clients,
         "jobs": a.trigger_jobs,
         "bulk_rows": a.bulk_rows or (20000 if env.quick else 100000),
-        "parts": parts_of(a.trigger_parts),
+        "parts": a.trigger_parts or parts_of(None),
     }
-    step("2. trigger cost (%s): pgbench -c%d -j%d single-row INSERTs, %d s per variant, %s, each variant "
-         "between two plain runs, synchronous_commit off and on; one INSERT of %s rows, bracketed too; "
-         "fan-out 1/3/10; endpoints paused; the callback paths with callback.inbox off and on"
-         % (", ".join(cfg["parts"]), cfg["clients"], cfg["jobs"], cfg["seconds"],
-            plural(cfg["rounds"], "round"), format(cfg["bulk_rows"], ",")))
+    what = {"single": "pgbench -c%d -j%d single-row INSERTs, %d s per variant"
+                      % (cfg["clients"], cfg["jobs"], cfg["seconds"]),
+            "bulk": "one INSERT of %s rows per variant" % format(cfg["bulk_rows"], ","),
+            "fanout": "fan-out 1/3/10 (synchronous_commit off)"}
+    step("2. trigger cost: %s; %s, each variant between two plain runs; synchronous_commit off and on; "
+         "endpoints paused; the callback paths with callback.inbox off and on"
+         % ("; ".join(what[p] for p in cfg["parts"]), plural(cfg["rounds"], "round")))
     setup(env)
     why = stmt_unavailable(env)
     if why:
@@ -620,18 +627,25 @@ def rows(t):
     for setting, _ in SETTINGS:
         s = t["settings"][setting]
         single = s["single"] or {}
+        bulk = s["bulk"] or {}
         if single:
             out.append(("2. synchronous_commit=%s: plain single-row INSERT, pgbench -c%d (TPS)"
                         % (setting, t["clients"]),
                         fmt(single["plain"]["tps_median"]), "", "", ""))
             out.append(("   plain / plain, bracketed (the noise a bracket leaves)",
                         noise_cell(single["plain"]), "", "", ""))
+        if bulk:
+            out.append(("%s: plain one INSERT of %s rows (s)"
+                        % ("   " if single else "2. synchronous_commit=%s" % setting, format(t["bulk_rows"], ",")),
+                        fmt(bulk["plain"]["seconds_median"], "{:.2f}"), "", "", ""))
+            out.append(("   plain / plain, bracketed (the noise a bracket leaves)",
+                        noise_cell(bulk["plain"]), "", "", ""))
         for v in ("noop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox") if single else ():
             out.append(("   single-row, %s / plain" % SHORT[v],
                         fmt(single[v]["ratio"], "{:.2f}x") if v in single else "not available",
                         "", "", ""))
         for v in ("noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"):
-            if v in (s["bulk"] or {}):
+            if v in bulk:
                 out.append(("   one INSERT of %s rows, %s / plain" % (format(t["bulk_rows"], ","), SHORT[v]),
                             fmt(s["bulk"][v]["ratio"], "{:.2f}x"), "", "", ""))
                 if inbox_of(v):
@@ -699,6 +713,8 @@ def markdown(t):
         s = t["settings"][setting]
         single, bulk = s["single"], s["bulk"]
         checks = {c[0]: c for c in s["checks"]}
+        if not (single or bulk):
+            continue
         md += ["### Trigger cost, synchronous_commit = %s (%s)" % (setting, what), ""]
         if single:
             md += single_markdown(t, single, checks, stmt_note)
@@ -761,7 +777,9 @@ def bulk_markdown(t, bulk, checks):
           "as much as the others'; that first INSERT's seconds and ratio are in the last two "
           "columns. The worker's CPU is counted from the measured INSERT until "
           "the inbox is empty (the move into the queue, with callback.inbox on; otherwise at most an "
-          "idle poll cycle); the ratio counting the worker takes it as time added to the statement's."
+          "idle poll cycle); the ratio counting the worker takes it as time added to the statement's "
+          "(the worker's CPU is read in ticks of 10 ms: on plain's 0.15 s one tick moves that ratio "
+          "by about 6 %%)."
            % (format(t["bulk_rows"], ","), WARM_INSERTS + 1, WARM_INSERTS), "",
           "| one `INSERT ... SELECT` of %s rows | seconds | × plain (plain's time / its time) "
           "| worker CPU s | × plain counting the worker | target | | a new session's first INSERT: "
