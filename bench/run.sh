@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # pg_callback benchmark: one command.
 #
-#   bash bench/run.sh                 full run (3 runs / rounds of each part, about an hour on 2 cores,
-#                                     40 min of it the trigger part's bracketed rounds, plus 5-10 min
+#   bash bench/run.sh                 full run (3 runs / rounds of each part, about 45 min on 2 cores,
+#                                     30 of them the trigger part's bracketed rounds, plus 5-10 min
 #                                     of callgrind for the instructions part)
 #   BENCH_QUICK=1 bash bench/run.sh   smoke run (1 run, small sizes, 1 round of 3 s trigger variants,
 #                                     about 15 min);
