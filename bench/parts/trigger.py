@@ -36,9 +36,8 @@ runs each round brackets every variant between two plain runs (plain, v1,
 plain, v2, ..., plain): a round's ratio is the variant's TPS over the mean
 of the two plain runs around it, and a ratio reported is the median of the
 rounds'.  (Until 2026-12-02 a round ran each variant once and divided by
-the round's one plain run, minutes away: with fsync deciding, plain's TPS
-drifted by a third within a minute, and the floor's rounds ran from 0.92 to
-1.47.)  The one-statement INSERTs are bracketed the same way (since
+the round's one plain run, minutes away: with fsync deciding, the floor's
+rounds ran from 0.92 to 1.47, trigger-steady-bulk.md.)  The one-statement INSERTs are bracketed the same way (since
 2026-12-03; plain's own 100,000-row INSERT had moved from 0.16 to 0.26 s
 between rounds).  Plain's own rounds, each plain run over the mean of the
 plain runs two places before and after it, say how much noise a bracket
@@ -377,6 +376,7 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
         x["pg_us_median"] = median(x["pg_us"])
         x["worker_us_median"] = median(x["worker_us"])
         x["ratio"] = 1.0 if v == "plain" else median([q for q in x["ratio_rounds"] if q is not None])
+    out["plain"]["noise"] = median(out["plain"].get("noise_rounds") or [])
     return out
 
 
@@ -462,8 +462,8 @@ def bulk_rounds(env, variants, setting, cfg, profile=()):
             x["first_ratio_rounds"].append((f0 + f1) / 2 / f)
             # the same, counting the worker's CPU as time (the move, with the inbox)
             x["ratio_worker_rounds"].append((s0 + w0 + s1 + w1) / 2 / (s + w))
-        out["plain"]["noise_rounds"] = out["plain"].get("noise_rounds", []) + \
-            plain_noise([g[0] for g in got], higher_is_faster=False)
+        out["plain"].setdefault("noise_rounds", []).extend(
+            plain_noise([g[0] for g in got], higher_is_faster=False))
         out["_rounds"].append({"order": order, "seconds": [g[0] for g in got]})
         log("synchronous_commit=%s round %d: %s rows in one INSERT: %s"
             % (setting, r + 1, format(cfg["bulk_rows"], ","), ", ".join(line)))
@@ -478,6 +478,7 @@ def bulk_rounds(env, variants, setting, cfg, profile=()):
             x["ratio"] = median(x["ratio_rounds"])
             x["first_ratio"] = median(x["first_ratio_rounds"])
             x["ratio_worker"] = median(x["ratio_worker_rounds"])
+    out["plain"]["noise"] = median(out["plain"].get("noise_rounds") or [])
     return out
 
 
@@ -523,8 +524,7 @@ def judge(setting, single, bulk, stmt_ok):
 def figure(x, key="ratio"):
     """A ratio judged against a target, with its rounds' lowest and highest:
     a median that meets a target its rounds straddle is read with that."""
-    rs = [q for q in x.get(key + "_rounds") or [] if q is not None]
-    return "%.2fx" % x[key] + (" (rounds %.2f-%.2f)" % (min(rs), max(rs)) if len(rs) > 1 else "")
+    return "%.2fx" % x[key] + rounds_range(x, key, " (rounds %.2f-%.2f)")
 
 
 def meets(setting, single, bulk):
@@ -580,13 +580,13 @@ def run(env):
         "bulk_rows": a.bulk_rows or (20000 if env.quick else 100000),
         "parts": a.trigger_parts or parts_of(None),
     }
-    what = {"single": "pgbench -c%d -j%d single-row INSERTs, %d s per variant"
-                      % (cfg["clients"], cfg["jobs"], cfg["seconds"]),
-            "bulk": "one INSERT of %s rows per variant" % format(cfg["bulk_rows"], ","),
-            "fanout": "fan-out 1/3/10 (synchronous_commit off)"}
+    measures = {"single": "pgbench -c%d -j%d single-row INSERTs, %d s per variant"
+                          % (cfg["clients"], cfg["jobs"], cfg["seconds"]),
+                "bulk": "one INSERT of %s rows per variant" % format(cfg["bulk_rows"], ","),
+                "fanout": "fan-out 1/3/10 (synchronous_commit off)"}
     step("2. trigger cost: %s; %s, each variant between two plain runs; synchronous_commit off and on; "
          "endpoints paused; the callback paths with callback.inbox off and on"
-         % ("; ".join(what[p] for p in cfg["parts"]), plural(cfg["rounds"], "round")))
+         % ("; ".join(measures[p] for p in cfg["parts"]), plural(cfg["rounds"], "round")))
     setup(env)
     why = stmt_unavailable(env)
     if why:
@@ -633,13 +633,13 @@ def rows(t):
                         % (setting, t["clients"]),
                         fmt(single["plain"]["tps_median"]), "", "", ""))
             out.append(("   plain / plain, bracketed (the noise a bracket leaves)",
-                        noise_cell(single["plain"]), "", "", ""))
+                        ratio_cell(single["plain"], "noise"), "", "", ""))
         if bulk:
             out.append(("%s: plain one INSERT of %s rows (s)"
                         % ("   " if single else "2. synchronous_commit=%s" % setting, format(t["bulk_rows"], ",")),
                         fmt(bulk["plain"]["seconds_median"], "{:.2f}"), "", "", ""))
             out.append(("   plain / plain, bracketed (the noise a bracket leaves)",
-                        noise_cell(bulk["plain"]), "", "", ""))
+                        ratio_cell(bulk["plain"], "noise"), "", "", ""))
         for v in ("noop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox") if single else ():
             out.append(("   single-row, %s / plain" % SHORT[v],
                         fmt(single[v]["ratio"], "{:.2f}x") if v in single else "not available",
@@ -647,12 +647,12 @@ def rows(t):
         for v in ("noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"):
             if v in bulk:
                 out.append(("   one INSERT of %s rows, %s / plain" % (format(t["bulk_rows"], ","), SHORT[v]),
-                            fmt(s["bulk"][v]["ratio"], "{:.2f}x"), "", "", ""))
+                            fmt(bulk[v]["ratio"], "{:.2f}x"), "", "", ""))
                 if inbox_of(v):
                     out.append(("     the same, counting the worker's move",
-                                fmt(s["bulk"][v]["ratio_worker"], "{:.2f}x"), "", "", ""))
+                                fmt(bulk[v]["ratio_worker"], "{:.2f}x"), "", "", ""))
                 out.append(("     the same, a new session's first INSERT",
-                            fmt(s["bulk"][v].get("first_ratio"), "{:.2f}x"), "", "", ""))
+                            fmt(bulk[v].get("first_ratio"), "{:.2f}x"), "", "", ""))
         for what, fig, target, met in s["checks"]:
             out.append(("   target: " + what, fig, target.replace(" and above", ", >"), "",
                         verdict(met) if met is not None else "not available"))
@@ -672,19 +672,15 @@ def warnings(x):
     return "".join(" **(warning: %s)**" % m for m in w)
 
 
-def ratio_cell(x, key="ratio"):
-    """the median ratio to plain, the rounds' lowest and highest beside it"""
+def rounds_range(x, key, form):
+    """key's rounds' lowest and highest in form ("" for one round or none)"""
     rs = [q for q in x.get(key + "_rounds") or [] if q is not None]
-    cell = fmt(x.get(key), "{:.2f}")
-    return cell + (" (%.2f–%.2f)" % (min(rs), max(rs)) if len(rs) > 1 else "")
+    return form % (min(rs), max(rs)) if len(rs) > 1 else ""
 
 
-def noise_cell(plain):
-    """plain's bracketed rounds against plain: median (lowest-highest)"""
-    rs = plain.get("noise_rounds") or []
-    if not rs:
-        return "-"
-    return "%.2f" % median(rs) + (" (%.2f–%.2f)" % (min(rs), max(rs)) if len(rs) > 1 else "")
+def ratio_cell(x, key="ratio"):
+    """the median ratio to plain (or plain's noise: key "noise"), the rounds' lowest and highest beside it"""
+    return fmt(x.get(key), "{:.2f}") + rounds_range(x, key, " (%.2f–%.2f)")
 
 
 def cpu_cell(x):
@@ -744,13 +740,13 @@ def single_markdown(t, single, checks, stmt_note):
           "is empty). The plain row's × plain is plain's own rounds: each plain run but a round's "
           "first and last over the mean of the plain runs two places before and after it, what a "
           "bracket leaves of the machine's drift and noise.%s"
-           % (t["clients"], t["jobs"], t["seconds"], plural(t["rounds"], "round"), stmt_note), "",
+          % (t["clients"], t["jobs"], t["seconds"], plural(t["rounds"], "round"), stmt_note), "",
           "| trigger on t | TPS | × plain | postgres CPU µs / insert (worker's part) | target | |",
           "|---|---|---|---|---|---|"]
     for v, _, label in VARIANTS:
         if v == "plain":
             md.append("| %s | %s | 1.00; plain against plain: %s | %s | | |"
-                      % (label, fmt(single[v]["tps_median"]), noise_cell(single[v]), cpu_cell(single[v])))
+                      % (label, fmt(single[v]["tps_median"]), ratio_cell(single[v], "noise"), cpu_cell(single[v])))
             continue
         if v not in single:
             md.append("| %s | not available | | | | |" % label)
@@ -780,7 +776,7 @@ def bulk_markdown(t, bulk, checks):
           "idle poll cycle); the ratio counting the worker takes it as time added to the statement's "
           "(the worker's CPU is read in ticks of 10 ms: on plain's 0.15 s one tick moves that ratio "
           "by about 6 %%)."
-           % (format(t["bulk_rows"], ","), WARM_INSERTS + 1, WARM_INSERTS), "",
+          % (format(t["bulk_rows"], ","), WARM_INSERTS + 1, WARM_INSERTS), "",
           "| one `INSERT ... SELECT` of %s rows | seconds | × plain (plain's time / its time) "
           "| worker CPU s | × plain counting the worker | target | | a new session's first INSERT: "
           "seconds | × plain |" % format(t["bulk_rows"], ","),
@@ -798,7 +794,7 @@ def bulk_markdown(t, bulk, checks):
                         + verdict(checks[what][3]) for what, _, key in bc)
         md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
                   % (label, fmt(x["seconds_median"], "{:.2f}"),
-                     ratio_cell(x) if v != "plain" else "1.00; plain against plain: " + noise_cell(x),
+                     ratio_cell(x) if v != "plain" else "1.00; plain against plain: " + ratio_cell(x, "noise"),
                      fmt(x.get("worker_s_median"), "{:.2f}"), ratio_cell(x, "ratio_worker"),
                      target, met, fmt(x.get("first_seconds_median"), "{:.2f}"),
                      ratio_cell(x, "first_ratio")))
@@ -809,13 +805,14 @@ def fanout_markdown(t):
     """The fan-out table: 1, 3 and 10 endpoints matching."""
     f = t["fanout"]["single"]
     md = ["### Fan-out: 1, 3 and 10 endpoints matching (synchronous_commit = off)", "",
-          "pgbench as above, bracketed by plain the same way, all endpoints paused; each insert queues one delivery per matching endpoint "
+          "pgbench as above, bracketed by plain the same way, all endpoints paused; each insert queues "
+          "one delivery per matching endpoint "
           "(with the inbox: into the inbox, moved by the worker during the run, its CPU included).", "",
           "| trigger | endpoints matching | TPS | × plain | deliveries queued / s "
           "| postgres CPU µs / insert (worker's part) |",
           "|---|---|---|---|---|---|",
           "| none (plain) | | %s | 1.00; plain against plain: %s | | %s |"
-          % (fmt(f["plain"]["tps_median"]), noise_cell(f["plain"]), cpu_cell(f["plain"]))]
+          % (fmt(f["plain"]["tps_median"]), ratio_cell(f["plain"], "noise"), cpu_cell(f["plain"]))]
     for k, label in t["fanout"].get("kinds", FAN_KINDS[:1]):
         for n in FANOUT:
             x = f[k % n]
