@@ -635,8 +635,8 @@ def rows(t):
             out.append(("   plain / plain, bracketed (the noise a bracket leaves)",
                         ratio_cell(single["plain"], "noise"), "", "", ""))
         if bulk:
-            out.append(("%s: plain one INSERT of %s rows (s)"
-                        % ("   " if single else "2. synchronous_commit=%s" % setting, format(t["bulk_rows"], ",")),
+            out.append(("%splain one INSERT of %s rows (s)"
+                        % ("   " if single else "2. synchronous_commit=%s: " % setting, format(t["bulk_rows"], ",")),
                         fmt(bulk["plain"]["seconds_median"], "{:.2f}"), "", "", ""))
             out.append(("   plain / plain, bracketed (the noise a bracket leaves)",
                         ratio_cell(bulk["plain"], "noise"), "", "", ""))
