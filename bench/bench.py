@@ -81,7 +81,7 @@ def bench(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 1 run, small sizes, 1 round of 3 s trigger variants (about 15 minutes)")
+                    help="smoke run: 1 run, small sizes, 1 round of 3 s trigger variants (about 10 minutes)")
     ap.add_argument("--runs", type=int, help="runs of drain, keepup, latency, metrics (default 3, 1 with --quick)")
     ap.add_argument("--only", help="comma-separated parts: drain,trigger,keepup,latency,metrics,batch,scaleout,amqp,"
                     "instructions")

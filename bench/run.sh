@@ -5,7 +5,7 @@
 #                                     30 of them the trigger part's bracketed rounds, plus 5-10 min
 #                                     of callgrind for the instructions part)
 #   BENCH_QUICK=1 bash bench/run.sh   smoke run (1 run, small sizes, 1 round of 3 s trigger variants,
-#                                     about 15 min);
+#                                     about 10 min);
 #                                     same as --quick
 #   PG_CONFIG=/path/to/pg_config bash bench/run.sh   another PostgreSQL 15 installation
 #                                     (PGCB_PG_BIN overrides where its programs are)
