@@ -15,7 +15,9 @@ the work measured, so start-up and shut-down cancel:
      trigger, callback.trigger() per row (1, 3 and 10 paused endpoints
      matching), the statement-level path, the PL/pgSQL outbox, and a
      PL/pgSQL trigger writing a transactional logical message (the
-     "events as logical messages" lever of issue 10);
+     "events as logical messages" lever of issue 10), and the same lever
+     in C with pg_callback's routing, body and event id
+     (bench/lib/message_emitter.c, bench only);
   2. one INSERT ... SELECT of --instr-rows rows, a session per statement:
      its backend's cost minus that of a session running only SELECT 1;
   3. the worker draining N and 3N events queued by callback.enqueue()
@@ -49,6 +51,7 @@ import time
 
 import psycopg2
 
+from lib import emitter
 from lib.env import Env
 from lib.util import fmt, free_port, log, step
 from parts import drain, trigger
@@ -64,6 +67,7 @@ SINGLE = [
                          "matching**: the floor of the statement path"),
     ("outbox", "t_outbox", "PL/pgSQL outbox (`INSERT INTO outbox ... to_jsonb(NEW)`)"),
     ("lm", "t_lm", "PL/pgSQL `pg_logical_emit_message(true, 'pg_callback', to_jsonb(NEW)::text)`"),
+    (emitter.NAME, emitter.TABLE, emitter.LABEL),
     ("fan3", "t_fan3", "`callback.trigger()` FOR EACH ROW, 3 paused endpoints matching"),
     ("fan10", "t_fan10", "`callback.trigger()` FOR EACH ROW, 10 paused endpoints matching"),
     ("row_inbox", "t_row", "`callback.trigger()` FOR EACH ROW, 1 paused endpoint matching, "
@@ -71,10 +75,10 @@ SINGLE = [
     ("stmt_inbox", "t_stmt", "`callback.trigger()` FOR EACH STATEMENT, REFERENCING NEW TABLE, "
                              "**callback.inbox on** (producer only)"),
 ]
-BULK = ["plain", "noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"]
+BULK = ["plain", "noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox", emitter.NAME]
 TABLE = {name: table for name, table, _ in SINGLE}
 LABEL = {name: label for name, _, label in SINGLE}
-EVENTS_PER_ROW = dict(trigger.EVENTS_PER_ROW, lm=0)
+EVENTS_PER_ROW = dict(trigger.EVENTS_PER_ROW, lm=0)  # emitter.NAME's: checked in the WAL
 # the session of an inbox variant starts with this (in both sessions of a difference)
 INBOX_SET = "SET callback.inbox = on"
 # (inbox variant, the direct path it is compared with)
@@ -86,7 +90,7 @@ MOVE_FNS = ("pgcb_inbox_move", "ExecInsertIndexTuples", "heap_insert", "heap_del
 # the worker's calls counted in part 4: how many cycles and moves it took
 MOVE_CALLS = ("pgcb_inbox_move", "pgcb_delivery_cycle")
 # functions whose inclusive cost per insert part 1 reports beside the total
-TRIGGER_FNS = ("callback_trigger", "plpgsql_exec_trigger")
+TRIGGER_FNS = ("callback_trigger", "plpgsql_exec_trigger", "bench_message_trigger")
 # worker functions always listed in part 3 (when present), beside the top ones
 WORKER_FNS = ("pgcb_delivery_cycle", "pgcb_queue_claim", "pgcb_batch_claim", "pgcb_queue_write_back",
               "pgcb_http_wait", "start_request", "SPI_execute_plan", "ExecInsertIndexTuples", "heap_insert",
@@ -257,12 +261,12 @@ def prepare(g):
     """Empty tables and queue, then a checkpoint: each measured session
     starts from the same state and pays the same full-page writes."""
     g.q("TRUNCATE t_lm RESTART IDENTITY")
-    trigger.prepare(g)
+    trigger.prepare(g)  # t_lmc too
 
 
 def setup(g):
     g.q("SELECT callback.create_endpoint('bench', %s, '{bench.*}')", (g.hook_url,))
-    trigger.setup(g)  # the trigger part's tables, outbox and paused fan-out endpoints
+    trigger.setup(g)  # the trigger part's tables, outbox, emitter and paused fan-out endpoints
     g.q(LM_DDL)
     why = trigger.stmt_unavailable(g)
     if not why:
@@ -299,11 +303,13 @@ def single_rows(g, variants, n):
         for m in (1, 3):
             prepare(g)
             before = trigger.inbox_inserts(g)
+            since = emitter.wal_lsn(g)
             pid = g.session(opening(v) + ["INSERT INTO %s (v) VALUES ('x')" % table] * (m * n))
             cost[m] = g.cost(pid)
             inc[m] = g.inclusive(pid) if v != "plain" else {}
         ok = not (events_per_row(v) or v in trigger.FLOOR) or trigger.check_events(g, table, events_per_row(v))
         ok = ok and (not trigger.inbox_of(v) or trigger.check_inbox(g, v, before))
+        ok = ok and trigger.messages_ok(g, v, since)
         fns = per_unit(inc[1], inc[3], 2 * n)
         out[v] = {"cost_n": cost[1], "cost_3n": cost[3], "per_insert": (cost[3] - cost[1]) / (2.0 * n),
                   "events_ok": ok, "functions": {f: fns[f] for f in TRIGGER_FNS if f in fns}}
@@ -327,11 +333,13 @@ def bulk(g, variants, rows):
     for v in variants:
         prepare(g)
         before = trigger.inbox_inserts(g)
+        since = emitter.wal_lsn(g)
         pid = g.session(opening(v) + ["INSERT INTO %s (v) SELECT 'x' FROM generate_series(1, %d)"
                                       % (TABLE[v], rows)])
         c = g.cost(pid)
         ok = not (events_per_row(v) or v in trigger.FLOOR) or trigger.check_events(g, TABLE[v], events_per_row(v))
         ok = ok and (not trigger.inbox_of(v) or trigger.check_inbox(g, v, before))
+        ok = ok and trigger.messages_ok(g, v, since)
         b = base_inbox if trigger.inbox_of(v) else base
         out[v] = {"cost": c, "per_row": (c - b) / float(rows), "events_ok": ok}
         log("%-6s %9.0f instructions per row (session %s, SELECT 1 session %s)"
@@ -628,9 +636,9 @@ def rows(t):
     s, b, w = t["single"], t["bulk"], t["worker"]
     out = [("9. instructions per single-row INSERT, plain (callgrind)", fmt(s["plain"]["per_insert"]),
             "", "", "")]
-    out.append(("   plain / row trigger, statement path, outbox, logical message",
+    out.append(("   plain / row trigger, statement path, outbox, logical message (PL/pgSQL; C)",
                 " / ".join(fmt(s[v]["plain_over"], "{:.2f}") if v in s else "-"
-                           for v in ("row", "stmt", "outbox", "lm")), "", "", ""))
+                           for v in ("row", "stmt", "outbox", "lm", emitter.NAME)), "", "", ""))
     out.append(("   plain / trigger with no endpoint matching (the floor): row, statement path",
                 " / ".join(fmt(s[v]["plain_over"], "{:.2f}") if v in s else "-" for v in trigger.FLOOR),
                 "", "", ""))
@@ -639,9 +647,9 @@ def rows(t):
                 "", "", ""))
     out.append(("   one INSERT of %s rows, plain per row" % format(t["rows"], ","),
                 fmt(b["plain"]["per_row"]), "", "", ""))
-    out.append(("   same, plain / row trigger, statement path, outbox",
+    out.append(("   same, plain / row trigger, statement path, outbox, logical message in C",
                 " / ".join(fmt(b[v]["plain_over"], "{:.2f}") if v in b else "-"
-                           for v in ("row", "stmt", "outbox")), "", "", ""))
+                           for v in ("row", "stmt", "outbox", emitter.NAME)), "", "", ""))
     out.append(("   same, plain / no endpoint matching (the floor): row, statement path",
                 " / ".join(fmt(b[v]["plain_over"], "{:.2f}") if v in b else "-" for v in trigger.FLOOR),
                 "", "", ""))

@@ -8,8 +8,10 @@ rounds (the order rotates from round to round), medians reported:
     with a bigserial primary key, for each variant: no trigger (plain),
     callback.trigger() FOR EACH ROW, the statement-level path
     (callback.trigger() FOR EACH STATEMENT REFERENCING NEW TABLE AS
-    new_rows, when the installed extension supports it), and the PL/pgSQL
-    outbox;
+    new_rows, when the installed extension supports it), the PL/pgSQL
+    outbox, and a C trigger writing each event as a transactional logical
+    message (bench/lib/message_emitter.c, bench only: issue 10's optional
+    lever, its messages checked in the WAL, nothing reading them);
   - one INSERT ... SELECT of --bulk-rows rows with each variant, measured as
     the third such INSERT of its session (the first beside it);
   - fan-out: the row trigger with 1, 3 and 10 endpoints matching
@@ -49,6 +51,7 @@ import time
 
 import psycopg2
 
+from lib import emitter
 from lib.cpu import CpuMeter
 from lib.perf import perf_start, perf_stop
 from lib.util import fmt, log, median, plural, rotated, step, verdict
@@ -63,6 +66,7 @@ VARIANTS = [
                        "REFERENCING NEW TABLE AS new_rows"),
     ("outbox", "t_outbox", "PL/pgSQL outbox: `INSERT INTO outbox(topic, payload) "
                            "VALUES (TG_TABLE_NAME, to_jsonb(NEW))`"),
+    (emitter.NAME, emitter.TABLE, emitter.LABEL),
     ("snoop", "t_snoop", "`callback.trigger('unrouted')` FOR EACH STATEMENT, **no endpoint matching**: "
                          "the floor of the statement path (the transition table, nothing queued)"),
     ("row_inbox", "t_row", "`callback.trigger('bench')` FOR EACH ROW, **callback.inbox on**"),
@@ -71,7 +75,7 @@ VARIANTS = [
 SHORT = {"plain": "plain", "noop": "row trigger, no endpoint matching", "row": "row trigger",
          "stmt": "statement path", "outbox": "PL/pgSQL outbox",
          "snoop": "statement path, no endpoint matching", "row_inbox": "row trigger, inbox on",
-         "stmt_inbox": "statement path, inbox on"}
+         "stmt_inbox": "statement path, inbox on", emitter.NAME: emitter.SHORT}
 TABLE = {name: table for name, table, _ in VARIANTS}
 LABEL = {name: label for name, _, label in VARIANTS}
 SETTINGS = [("off", "CPU-bound"), ("on", "the default: fsync-bound")]
@@ -142,6 +146,7 @@ def setup(env):
         env.q("SELECT callback.create_endpoint(%s, %s, %s)", ("fan%02d" % i, env.hook_url, types))
         env.q("SELECT callback.pause_endpoint(%s)", ("fan%02d" % i,))
     env.q("SELECT callback.pause_endpoint('bench')")
+    emitter.setup(env)
 
 
 def stmt_unavailable(env):
@@ -197,7 +202,7 @@ def prepare(env):
     """Every variant starts from the same state: empty tables and queue, a
     fresh checkpoint (so none pays more full-page writes than another)."""
     env.q("TRUNCATE t_plain, t_noop, t_snoop, t_row, t_stmt, t_outbox, t_fan1, t_fan3, t_fan10, t_sfan1, t_sfan3, "
-          "t_sfan10, outbox RESTART IDENTITY")
+          "t_sfan10, outbox, t_lmc RESTART IDENTITY")
     env.reset_queue()
     env.q("CHECKPOINT")
 
@@ -255,7 +260,8 @@ def check_events(env, table, per_row):
     return True
 
 
-EVENTS_PER_ROW = {"plain": 0, "noop": 0, "snoop": 0, "row": 1, "stmt": 1, "outbox": 0,
+# emitter.NAME queues nothing: its messages are checked in the WAL (messages_ok)
+EVENTS_PER_ROW = {"plain": 0, "noop": 0, "snoop": 0, "row": 1, "stmt": 1, "outbox": 0, emitter.NAME: 0,
                   "fan1": 1, "fan3": 3, "fan10": 10,
                   "sfan1": 1, "sfan3": 3, "sfan10": 10}
 
@@ -302,12 +308,21 @@ def plain_noise(of_slice, higher_is_faster=True):
     return out
 
 
+def messages_ok(env, v, since):
+    """The logical messages' variant wrote one message per row since the
+    WAL position `since` (emitter.check); any other variant: True."""
+    if v != emitter.NAME:
+        return True
+    return emitter.check(env, since, env.q1("SELECT count(*) FROM %s" % emitter.TABLE, name="mon"))
+
+
 def pgbench_slice(env, v, setting, cfg, prof_name=None):
     """One variant's pgbench run on emptied tables: (TPS, transactions,
     CPU counters' delta, inbox rows left at its end, seconds the move took
-    after it, inbox inserts before it)."""
+    after it, inbox inserts before it, its messages right)."""
     prepare(env)
     inbox_before = inbox_inserts(env)
+    since = emitter.wal_lsn(env)
     inbox = inbox_of(v)
     script = "INSERT INTO %s (v) VALUES ('x');\n" % table_of(v)
     prof = perf_start(env, prof_name) if prof_name else None
@@ -322,7 +337,7 @@ def pgbench_slice(env, v, setting, cfg, prof_name=None):
     waited = wait_inbox_empty(env)
     c1 = cpu.snap()
     perf_stop(env, prof)
-    return tps, n, CpuMeter.delta(c0, c1), left, waited, inbox_before
+    return tps, n, CpuMeter.delta(c0, c1), left, waited, inbox_before, messages_ok(env, v, since)
 
 
 def pgbench_rounds(env, variants, setting, cfg, profile=()):
@@ -344,7 +359,7 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
         for i, v in enumerate(order):
             inbox = inbox_of(v)
             prof_name = "trigger-%s-%s" % (v, setting) if (r == 0 and v in profile) else None
-            tps, n, d, left, waited, inbox_before = pgbench_slice(env, v, setting, cfg, prof_name)
+            tps, n, d, left, waited, inbox_before, msgs_ok = pgbench_slice(env, v, setting, cfg, prof_name)
             tps_of.append(tps)
             out[v]["tps"].append(tps)
             out[v]["pg_us"].append(d["pg_all"] * 1e6 / n if n else None)
@@ -354,6 +369,8 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
             out[v]["inbox_left"].append(left)
             out[v]["inbox_wait_s"].append(waited if inbox else None)
             if (events_per_row(v) or v in FLOOR) and not check_events(env, table_of(v), events_per_row(v)):
+                out[v]["events_ok"] = False
+            if not msgs_ok:
                 out[v]["events_ok"] = False
             if inbox and not check_inbox(env, v, inbox_before):
                 out[v]["inbox_ok"] = False
@@ -404,6 +421,7 @@ def bulk_slice(env, v, setting, cfg, prof_name=None):
         wait_inbox_empty(env)
     prepare(env)
     inbox_before = inbox_inserts(env)
+    since = emitter.wal_lsn(env)
     cpu = CpuMeter(env)
     c0 = cpu.snap()
     t = time.perf_counter()
@@ -415,6 +433,7 @@ def bulk_slice(env, v, setting, cfg, prof_name=None):
     wait_inbox_empty(env)
     worker_s = CpuMeter.delta(c0, cpu.snap())["worker"]
     events_ok = not (events_per_row(v) or v in FLOOR) or check_events(env, table_of(v), events_per_row(v))
+    events_ok = messages_ok(env, v, since) and events_ok
     # its session ends, and so flushes its statistics for check_inbox
     env.conn(name=name, options=opts).close()
     inbox_ok = not inbox_of(v) or check_inbox(env, v, inbox_before)
@@ -530,19 +549,22 @@ def figure(x, key="ratio"):
 def meets(setting, single, bulk):
     """Which variant meets which target: a list of (target, [variants that
     meet it], [variants that do not]).  Every variant that queues events is
-    tried against every target, not only the one the issue names."""
+    tried against every target, not only the one the issue names, and so
+    is the logical messages' emitter, but not counting the worker: nothing
+    reads its messages, so no worker's CPU is in its figure."""
     tests = []
+    with_messages = CALLBACK + [emitter.NAME]
     if single is not None:
         text, ok = single_target(setting, single)
-        tests.append((single, "single-row " + text, lambda v: ok(single[v]["ratio"])))
+        tests.append((single, with_messages, "single-row " + text, lambda v: ok(single[v]["ratio"])))
     if bulk is not None:
-        tests += [(bulk, "one INSERT of many rows >= %.2fx plain" % TARGET["bulk_stmt"],
+        tests += [(bulk, with_messages, "one INSERT of many rows >= %.2fx plain" % TARGET["bulk_stmt"],
                    lambda v: bulk_ok(bulk[v]["ratio"])),
-                  (bulk, "the same, counting the worker's CPU (the inbox's move)",
+                  (bulk, CALLBACK, "the same, counting the worker's CPU (the inbox's move)",
                    lambda v: bulk_ok(bulk[v]["ratio_worker"]))]
     out = []
-    for got, target, test in tests:
-        vs = [v for v in CALLBACK if v in got]
+    for got, candidates, target, test in tests:
+        vs = [v for v in candidates if v in got]
         out.append((target, [v for v in vs if test(v)], [v for v in vs if not test(v)]))
     return out
 
@@ -640,11 +662,11 @@ def rows(t):
                         fmt(bulk["plain"]["seconds_median"], "{:.2f}"), "", "", ""))
             out.append(("   plain / plain, bracketed (the noise a bracket leaves)",
                         ratio_cell(bulk["plain"], "noise"), "", "", ""))
-        for v in ("noop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox") if single else ():
+        for v in ("noop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox", emitter.NAME) if single else ():
             out.append(("   single-row, %s / plain" % SHORT[v],
                         fmt(single[v]["ratio"], "{:.2f}x") if v in single else "not available",
                         "", "", ""))
-        for v in ("noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox"):
+        for v in ("noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox", emitter.NAME):
             if v in bulk:
                 out.append(("   one INSERT of %s rows, %s / plain" % (format(t["bulk_rows"], ","), SHORT[v]),
                             fmt(bulk[v]["ratio"], "{:.2f}x"), "", "", ""))
@@ -667,7 +689,8 @@ def rows(t):
 
 def warnings(x):
     """What the checks found wrong with a variant's runs, for its label."""
-    w = ([] if x.get("events_ok", True) else ["deliveries queued != rows x endpoints matching"]) + \
+    w = ([] if x.get("events_ok", True) else ["deliveries queued != rows x endpoints matching "
+                                               "(logical messages: messages written != rows)"]) + \
         ([] if x.get("inbox_ok", True) else ["its deliveries did not all go through callback_inbox"])
     return "".join(" **(warning: %s)**" % m for m in w)
 
@@ -795,7 +818,8 @@ def bulk_markdown(t, bulk, checks):
         md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
                   % (label, fmt(x["seconds_median"], "{:.2f}"),
                      ratio_cell(x) if v != "plain" else "1.00; plain against plain: " + ratio_cell(x, "noise"),
-                     fmt(x.get("worker_s_median"), "{:.2f}"), ratio_cell(x, "ratio_worker"),
+                     fmt(x.get("worker_s_median"), "{:.2f}"),
+                     ratio_cell(x, "ratio_worker") if v != emitter.NAME else "no reader measured",
                      target, met, fmt(x.get("first_seconds_median"), "{:.2f}"),
                      ratio_cell(x, "first_ratio")))
     return md
