@@ -116,8 +116,10 @@ extern void pgcb_queue_write_breakers(const int *ids, const char *const *states,
 									  const TimestampTz *seen, int n, bool *done);
 
 /*
- * Put claimed-but-unfinished rows back: this claimer's (mine) and/or those
- * whose lease expired; never keep[] (whose outcome we hold, not yet written).
+ * Put claimed-but-unfinished rows back; never keep[] (whose outcome we hold,
+ * not yet written).  mine: this claimer's, and with expired those whose
+ * lease ran out, reading every undelivered row (at a start).  Else, with
+ * expired: those whose lease ran out, of the endpoints not paused.
  */
 extern uint64 pgcb_queue_release(bool mine, int claimed_by, bool expired,
 								 const int64 *keep, int n_keep);

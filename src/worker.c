@@ -157,10 +157,12 @@ rules_absent(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 
 /*
  * Whether a sweep also returns the claims whose lease ran out.  That
- * statement reads every open row (no index names the rows in flight, so
- * that a claim stays HOT: sql/upgrade-1.1/98-queue-storage.sql), so it
- * runs every quarter of callback.lease, not at every sweep: a claim that
- * ran out comes back within lease / 4 (at least callback.poll_interval).
+ * statement reads the due open rows of every endpoint not paused (no index
+ * names the rows in flight, so that a claim stays HOT:
+ * sql/upgrade-1.1/98-queue-storage.sql; PLAN_RELEASE_EXPIRED in queue.c),
+ * so it runs every quarter of callback.lease, not at every sweep: a claim
+ * that ran out comes back within lease / 4 (at least
+ * callback.poll_interval), a paused endpoint's within that after its resume.
  */
 static bool
 lease_sweep_due(LoopState *ls)

@@ -306,6 +306,43 @@ def test_expired_lease_of_a_vanished_claimer_is_reclaimed(request, cluster, rece
                   % (n, lease_s, first - claimed, dups))
 
 
+def test_paused_endpoint_expired_claims_wait_for_resume(request, cluster, receiver,
+                                                          endpoint_factory, tracker):
+    """The sweep of expired leases reads no paused endpoint's rows (its
+    backlog may be millions of rows, and a claim returned while it is paused
+    would wait all the same): a vanished claimer's claims on a paused
+    endpoint stay 'sending' through the sweeps that return another
+    endpoint's, and come back, and are sent with their webhook-id, after
+    resume_endpoint()."""
+    n, lease_s = 20, 2
+    paused = Flow(request, cluster, receiver, endpoint_factory, tracker, suffix="p", **FAST_RETRY)
+    live = Flow(request, cluster, receiver, endpoint_factory, tracker, suffix="l", **FAST_RETRY)
+    for f in (paused, live):
+        cluster.execute("SELECT callback.pause_endpoint(%s)", (f.name,))
+        f.enqueue(n)
+    # the live endpoint's claims run out after the paused one's: the sweep
+    # that returns them came after both had run out
+    claimed = {}
+    for f, extra in ((paused, 0), (live, 0.5)):
+        claimed[f.name] = cluster.scalar(
+            "WITH u AS (UPDATE callback.callback_queue "
+            "   SET status = 'sending', claimed_by = 4243, "
+            "       lease_expires_at = clock_timestamp() + %s * interval '1 second' "
+            " WHERE endpoint_id = %s RETURNING lease_expires_at) "
+            "SELECT extract(epoch FROM max(lease_expires_at))::float8 FROM u", (lease_s + extra, f.id))
+    cluster.execute("SELECT callback.resume_endpoint(%s)", (live.name,))
+    live.wait_all(timeout=LEASE_S + 30)
+    assert time.time() >= claimed[paused.name]
+    assert queue_status(cluster, paused.id) == {"sending": n}, \
+        "a paused endpoint's claims were returned while it was paused"
+    assert paused.distinct() == 0
+
+    cluster.execute("SELECT callback.resume_endpoint(%s)", (paused.name,))
+    dups = paused.wait_all(timeout=LEASE_S + 30)
+    record_figure("fault vanished claimer, paused endpoint: %d claims kept while paused, all "
+                  "arrived after the resume, %d duplicates" % (n, dups))
+
+
 # ------------------------------------------------------------------ receiver outage
 
 DOWN_S = 30
