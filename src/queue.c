@@ -175,12 +175,14 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 * one can be.  A row in flight was due when it was claimed (a batch
 	 * claim sets next_attempt_at to the lease's end), so an expired one has
 	 * next_attempt_at <= now(): rows waiting for a later retry are not read.
-	 * A paused endpoint's rows are not read either: its backlog can be
-	 * millions of rows, and a claim returned while it is paused would wait
-	 * all the same; they come back at the first sweep after
-	 * resume_endpoint().  One index range of callback_queue_due per
-	 * endpoint (the locking subquery is not pulled up into a join), instead
-	 * of every undelivered row (about 0.65 us each).  $1 as $4 above.
+	 * A paused or disabled endpoint's rows are not read either: its backlog
+	 * can be millions of rows, and a claim returned meanwhile would wait all
+	 * the same; they come back at the first sweep after resume_endpoint()
+	 * or alter_endpoint(enabled => true) (or at a worker's start).  A
+	 * dropped endpoint's: _dead_letter_orphans().  One index range of
+	 * callback_queue_due per endpoint (the locking subquery is not pulled up
+	 * into a join), instead of every undelivered row (about 0.65 us each).
+	 * $1 as $4 above.
 	 */
 	[PLAN_RELEASE_EXPIRED] =
 	"UPDATE callback.callback_queue q "
@@ -197,7 +199,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"                   AND c.lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now() "
 	"                   AND NOT (c.id OPERATOR(pg_catalog.=) ANY ($1::bigint[])) "
 	"                 FOR UPDATE " LOCK_MARK ") s "
-	"          WHERE NOT e.paused)) "
+	"          WHERE e.enabled AND NOT e.paused)) "
 	"   AND q.status OPERATOR(pg_catalog.=) 'sending'",
 
 	/*

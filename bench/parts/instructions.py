@@ -695,7 +695,7 @@ def markdown(t):
                                                            format(3 * n, ","), format(n, ","),
                                                            format(2 * n, ",")), "",
           "| trigger on t | instructions / insert | plain / variant | added by the trigger "
-          "| of which inside the trigger function (`callback_trigger` or `plpgsql_exec_trigger`) |",
+          "| of which inside the trigger function (`callback_trigger`, `plpgsql_exec_trigger` or `bench_message_trigger`) |",
           "|---|---|---|---|---|"]
     for v, _, label in SINGLE:
         if v not in s:

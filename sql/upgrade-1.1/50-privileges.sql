@@ -180,12 +180,15 @@ GRANT SELECT ON callback.callback_endpoints_redacted TO callback_admin, callback
  * callback.poll_interval) and process_callbacks() call this, which makes
  * such deliveries dead letters with the error 'endpoint dropped' and says
  * so in a WARNING.  Nothing is lost silently: they stay in
- * callback_dead_letters until callback.purge().
+ * callback_dead_letters until callback.purge().  So do the claims of a
+ * claimer that stopped, once their lease has run out, when their endpoint's
+ * row is gone (deleted by hand, or dropped after a worker claimed an
+ * orphan): the sweep of expired leases goes by endpoint and would not
+ * return them (src/queue.c, PLAN_RELEASE_EXPIRED).
  *
- * The endpoints with pending deliveries are found with one probe of
+ * The endpoints with undelivered rows are found with one probe of
  * callback_queue_due per endpoint (a loose index scan), so the cost follows
- * the number of endpoints and their rows in flight (which that index holds
- * too, part 98), not the backlog.
+ * the number of endpoints, not the backlog.
  */
 CREATE FUNCTION callback._dead_letter_orphans()
 RETURNS bigint
@@ -195,13 +198,14 @@ AS $fn$
 DECLARE
     orphans integer[];
     n bigint;
+    claimed bigint;
 BEGIN
     WITH RECURSIVE ids(id) AS (
         SELECT min(q.endpoint_id) FROM callback.callback_queue q
-         WHERE q.finished_at IS NULL AND q.status = 'pending'
+         WHERE q.finished_at IS NULL
         UNION ALL
         SELECT (SELECT min(q.endpoint_id) FROM callback.callback_queue q
-                 WHERE q.finished_at IS NULL AND q.status = 'pending' AND q.endpoint_id > ids.id)
+                 WHERE q.finished_at IS NULL AND q.endpoint_id > ids.id)
           FROM ids WHERE ids.id IS NOT NULL)
     SELECT array_agg(ids.id) INTO orphans
       FROM ids
@@ -220,7 +224,18 @@ BEGIN
             USING DETAIL = 'Their events were queued by transactions that committed after callback.drop_endpoint() had removed the endpoint.',
                   HINT = 'See SELECT * FROM callback.callback_dead_letters WHERE last_error = ''endpoint dropped''; callback.purge() removes them in time.';
     END IF;
-    RETURN n;
+    UPDATE callback.callback_queue q
+       SET status = 'dead', last_error = 'endpoint dropped', finished_at = now(),
+           lease_expires_at = NULL, claimed_by = NULL
+     WHERE q.finished_at IS NULL AND q.status = 'sending' AND q.lease_expires_at < now()
+       AND q.endpoint_id = ANY (orphans);
+    GET DIAGNOSTICS claimed = ROW_COUNT;
+    IF claimed > 0 THEN
+        RAISE WARNING 'pg_callback: % claimed deliveries to dropped endpoints are dead letters now', claimed
+            USING DETAIL = 'Their endpoint''s row was removed while a claimer that stopped since held them, and their lease has run out.',
+                  HINT = 'See SELECT * FROM callback.callback_dead_letters WHERE last_error = ''endpoint dropped''; callback.purge() removes them in time.';
+    END IF;
+    RETURN n + claimed;
 END
 $fn$;
 REVOKE ALL ON FUNCTION callback._dead_letter_orphans() FROM PUBLIC;

@@ -313,23 +313,30 @@ def test_paused_endpoint_expired_claims_wait_for_resume(request, cluster, receiv
     would wait all the same): a vanished claimer's claims on a paused
     endpoint stay 'sending' through the sweeps that return another
     endpoint's, and come back, and are sent with their webhook-id, after
-    resume_endpoint()."""
+    resume_endpoint().  The other endpoint's claims are shaped as a batch
+    claim leaves them (next_attempt_at at the lease's end), which the sweep
+    must find among the due rows once the lease has run out."""
     n, lease_s = 20, 2
     paused = Flow(request, cluster, receiver, endpoint_factory, tracker, suffix="p", **FAST_RETRY)
     live = Flow(request, cluster, receiver, endpoint_factory, tracker, suffix="l", **FAST_RETRY)
     for f in (paused, live):
         cluster.execute("SELECT callback.pause_endpoint(%s)", (f.name,))
         f.enqueue(n)
+    # past its start: a worker's first sweep returns every expired claim, paused or not
+    _worker_pid(cluster)
     # the live endpoint's claims run out after the paused one's: the sweep
     # that returns them came after both had run out
     claimed = {}
-    for f, extra in ((paused, 0), (live, 0.5)):
+    for f, extra, parked in ((paused, 0, False), (live, 0.5, True)):
         claimed[f.name] = cluster.scalar(
             "WITH u AS (UPDATE callback.callback_queue "
             "   SET status = 'sending', claimed_by = 4243, "
-            "       lease_expires_at = clock_timestamp() + %s * interval '1 second' "
+            "       lease_expires_at = clock_timestamp() + %s * interval '1 second', "
+            "       next_attempt_at = CASE WHEN %s THEN clock_timestamp() + %s * interval '1 second' "
+            "                              ELSE next_attempt_at END "
             " WHERE endpoint_id = %s RETURNING lease_expires_at) "
-            "SELECT extract(epoch FROM max(lease_expires_at))::float8 FROM u", (lease_s + extra, f.id))
+            "SELECT extract(epoch FROM max(lease_expires_at))::float8 FROM u",
+            (lease_s + extra, parked, lease_s + extra, f.id))
     cluster.execute("SELECT callback.resume_endpoint(%s)", (live.name,))
     live.wait_all(timeout=LEASE_S + 30)
     assert time.time() >= claimed[paused.name]
@@ -341,6 +348,33 @@ def test_paused_endpoint_expired_claims_wait_for_resume(request, cluster, receiv
     dups = paused.wait_all(timeout=LEASE_S + 30)
     record_figure("fault vanished claimer, paused endpoint: %d claims kept while paused, all "
                   "arrived after the resume, %d duplicates" % (n, dups))
+
+
+def test_expired_claims_of_a_deleted_endpoint_become_dead_letters(request, cluster, receiver,
+                                                                  endpoint_factory, tracker):
+    """A vanished claimer's claims whose endpoint row is gone (deleted by
+    hand: no claim can send them) become dead letters 'endpoint dropped'
+    once their lease has run out, with a WARNING, as that endpoint's
+    pending deliveries do: the sweep of expired leases goes by endpoint and
+    does not see them."""
+    n, lease_s = 3, 2
+    f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
+    cluster.execute("SELECT callback.pause_endpoint(%s)", (f.name,))
+    f.enqueue(n)
+    _worker_pid(cluster)
+    off = len(cluster.log_text())
+    cluster.execute("UPDATE callback.callback_queue "
+                    "   SET status = 'sending', claimed_by = 4244, "
+                    "       lease_expires_at = clock_timestamp() + %s * interval '1 second' "
+                    " WHERE endpoint_id = %s", (lease_s, f.id))
+    cluster.execute("DELETE FROM callback.callback_endpoints WHERE id = %s", (f.id,))
+    cluster.wait_until(
+        lambda: cluster.query("SELECT status::text, last_error, count(*) FROM callback.callback_queue "
+                              " WHERE endpoint_id = %s GROUP BY 1, 2", (f.id,))
+        == [("dead", "endpoint dropped", n)],
+        timeout=LEASE_S + 30, interval=0.2, what="the deleted endpoint's claims dead letters")
+    assert "claimed deliveries to dropped endpoints are dead letters now" in cluster.log_text()[off:]
+    assert f.distinct() == 0
 
 
 # ------------------------------------------------------------------ receiver outage
