@@ -55,6 +55,16 @@ def setup(env):
     env.q(DDL % ("'%s'" % build(env)))
 
 
+def lsn_int(lsn):
+    """A pg_lsn's text ("16/B374D848") as an integer."""
+    hi, lo = lsn.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def lsn_text(n):
+    return "%X/%X" % (n >> 32, n & 0xFFFFFFFF)
+
+
 def wal_lsn(env):
     return env.q1("SELECT pg_current_wal_insert_lsn()::text", name="mon")
 
@@ -76,10 +86,12 @@ def check(env, since, rows):
         time.sleep(0.05)
     count = env.q1("SELECT coalesce(sum(count), 0) FROM pg_get_wal_stats(%s, %s) "
                    "WHERE \"resource_manager/record_type\" = 'LogicalMessage'", (since, until), name="mon")
-    # the bodies of the first few, decoded from the records' descriptions
-    # (the function keeps every record of its range: the first 256 kB only)
-    descs = env.q("SELECT description FROM pg_get_wal_records_info(%s, LEAST(%s::pg_lsn + 262144, %s)) "
-                  "WHERE resource_manager = 'LogicalMessage' LIMIT 3", (since, since, until), name="mon")
+    # the bodies of a few, decoded from the records' descriptions; the
+    # function keeps every record of its range, so only the last 256 kB are
+    # read (a one-statement INSERT's row triggers fire after all its rows)
+    descs = env.q("SELECT description FROM pg_get_wal_records_info(%s, %s) "
+                  "WHERE resource_manager = 'LogicalMessage' LIMIT 3",
+                  (lsn_text(max(lsn_int(since), lsn_int(until) - 262144)), until), name="mon")
     bodies_ok = bool(descs)
     for (d,) in descs:
         m = MESSAGE.match(d)
