@@ -177,19 +177,36 @@ static const char *const plan_sql[NUM_PLANS] = {
 	 * next_attempt_at <= now(): rows waiting for a later retry are not read.
 	 * A paused or disabled endpoint's rows are not read either: its backlog
 	 * can be millions of rows, and a claim returned meanwhile would wait all
-	 * the same; they come back at the first sweep after resume_endpoint()
-	 * or alter_endpoint(enabled => true) (or at a worker's start).  A
-	 * dropped endpoint's: _dead_letter_orphans().  One index range of
-	 * callback_queue_due per endpoint (the locking subquery is not pulled up
-	 * into a join), instead of every undelivered row (about 0.65 us each).
-	 * $1 as $4 above.
+	 * the same; they come back within a quarter of callback.lease once it
+	 * is resumed and enabled (or at a worker's start).  The endpoints whose
+	 * row is gone (found as _dead_letter_orphans() finds them, one probe of
+	 * callback_queue_due each) are swept too: their claims, returned, are
+	 * made dead letters by that function, next in the cycle.  One index
+	 * range of callback_queue_due per endpoint (the locking subquery is not
+	 * pulled up into a join), instead of every undelivered row (about
+	 * 0.65 us each).  $1 as $4 above.
 	 */
 	[PLAN_RELEASE_EXPIRED] =
+	"WITH RECURSIVE ids(id) AS ("
+	"  SELECT pg_catalog.min(c.endpoint_id) FROM callback.callback_queue c "
+	"   WHERE c.finished_at IS NULL "
+	"  UNION ALL "
+	"  SELECT (SELECT pg_catalog.min(c.endpoint_id) FROM callback.callback_queue c "
+	"           WHERE c.finished_at IS NULL AND c.endpoint_id OPERATOR(pg_catalog.>) ids.id) "
+	"    FROM ids WHERE ids.id IS NOT NULL), "
+	"swept(id) AS ("
+	"  SELECT a.id FROM callback.callback_endpoints a "
+	"   WHERE a.enabled AND NOT a.paused "
+	"  UNION ALL "
+	"  SELECT ids.id FROM ids "
+	"   WHERE ids.id IS NOT NULL "
+	"     AND NOT EXISTS (SELECT 1 FROM callback.callback_endpoints d "
+	"                      WHERE d.id OPERATOR(pg_catalog.=) ids.id)) "
 	"UPDATE callback.callback_queue q "
 	"   SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL, "
 	"       next_attempt_at = LEAST(q.next_attempt_at, pg_catalog.now()) "
 	" WHERE q.id OPERATOR(pg_catalog.=) ANY (ARRAY("
-	"         SELECT s.id FROM callback.callback_endpoints e "
+	"         SELECT s.id FROM swept e "
 	"          CROSS JOIN LATERAL ("
 	"                SELECT c.id FROM callback.callback_queue c "
 	"                 WHERE c.endpoint_id OPERATOR(pg_catalog.=) e.id "
@@ -198,8 +215,7 @@ static const char *const plan_sql[NUM_PLANS] = {
 	"                   AND c.status OPERATOR(pg_catalog.=) 'sending' "
 	"                   AND c.lease_expires_at OPERATOR(pg_catalog.<) pg_catalog.now() "
 	"                   AND NOT (c.id OPERATOR(pg_catalog.=) ANY ($1::bigint[])) "
-	"                 FOR UPDATE " LOCK_MARK ") s "
-	"          WHERE e.enabled AND NOT e.paused)) "
+	"                 FOR UPDATE " LOCK_MARK ") s)) "
 	"   AND q.status OPERATOR(pg_catalog.=) 'sending'",
 
 	/*

@@ -76,9 +76,12 @@ def check(env, since, rows):
     with the event's body; else a warning.  Reads every record since
     `since`, outside the timed runs."""
     until = wal_lsn(env)
-    # pg_walinspect reads only flushed WAL: a commit with synchronous_commit
-    # on flushes up to its own record, past `until`
-    env.q("SET synchronous_commit = on; SELECT pg_catalog.pg_current_xact_id()", name="mon")
+    # pg_walinspect reads only flushed WAL: a transaction that writes WAL
+    # and commits with synchronous_commit on flushes up to its commit,
+    # past `until` (its message, another prefix, lies after the range read)
+    env.q("BEGIN; SET LOCAL synchronous_commit = on; "
+          "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_callback_bench_flush', ''); COMMIT",
+          name="mon")
     deadline = time.time() + 30
     while not env.q1("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (until,), name="mon"):
         if time.time() > deadline:

@@ -571,12 +571,13 @@ def reference_line(single, bulk):
     """The bench-only emitter of logical messages beside the targets: a
     reference for issue 10's optional lever, not a pg_callback path that
     meets them (nothing reads its messages), or None if it did not run."""
-    got = [(what, x[emitter.NAME]["ratio"]) for what, x in (("single-row", single), ("one INSERT of many rows", bulk))
+    got = [(what, x[emitter.NAME]) for what, x in (("single-row", single), ("one INSERT of many rows", bulk))
            if x and emitter.NAME in x]
     if not got:
         return None
     return ("For reference, not a pg_callback path (nothing reads its messages): %s: %s."
-            % (emitter.SHORT, "; ".join("%s %.2fx plain" % (what, r) for what, r in got)))
+            % (emitter.SHORT, "; ".join("%s %s plain%s" % (what, fmt(x["ratio"], "{:.2f}x"), warnings(x))
+                                        for what, x in got)))
 
 
 def meets_line(target, yes, no):

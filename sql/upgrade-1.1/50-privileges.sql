@@ -180,15 +180,14 @@ GRANT SELECT ON callback.callback_endpoints_redacted TO callback_admin, callback
  * callback.poll_interval) and process_callbacks() call this, which makes
  * such deliveries dead letters with the error 'endpoint dropped' and says
  * so in a WARNING.  Nothing is lost silently: they stay in
- * callback_dead_letters until callback.purge().  So do the claims of a
- * claimer that stopped, once their lease has run out, when their endpoint's
- * row is gone (deleted by hand, or dropped after a worker claimed an
- * orphan): the sweep of expired leases goes by endpoint and would not
- * return them (src/queue.c, PLAN_RELEASE_EXPIRED).
+ * callback_dead_letters until callback.purge().  A claim of a stopped
+ * claimer whose endpoint's row is gone joins them once the sweep of expired
+ * leases has returned it (src/queue.c, PLAN_RELEASE_EXPIRED).
  *
  * The endpoints with undelivered rows are found with one probe of
- * callback_queue_due per endpoint (a loose index scan), so the cost follows
- * the number of endpoints, not the backlog.
+ * callback_queue_due per endpoint (a loose index scan, index-only: no row
+ * in flight is read), so the cost follows the number of endpoints, not the
+ * backlog.
  */
 CREATE FUNCTION callback._dead_letter_orphans()
 RETURNS bigint
@@ -198,7 +197,6 @@ AS $fn$
 DECLARE
     orphans integer[];
     n bigint;
-    claimed bigint;
 BEGIN
     WITH RECURSIVE ids(id) AS (
         SELECT min(q.endpoint_id) FROM callback.callback_queue q
@@ -221,21 +219,10 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         RAISE WARNING 'pg_callback: % deliveries to dropped endpoints are dead letters now', n
-            USING DETAIL = 'Their events were queued by transactions that committed after callback.drop_endpoint() had removed the endpoint.',
+            USING DETAIL = 'Their endpoint is gone: their events were queued by transactions that committed after callback.drop_endpoint() had removed it, or they were claimed and returned to the queue after its row was removed.',
                   HINT = 'See SELECT * FROM callback.callback_dead_letters WHERE last_error = ''endpoint dropped''; callback.purge() removes them in time.';
     END IF;
-    UPDATE callback.callback_queue q
-       SET status = 'dead', last_error = 'endpoint dropped', finished_at = now(),
-           lease_expires_at = NULL, claimed_by = NULL
-     WHERE q.finished_at IS NULL AND q.status = 'sending' AND q.lease_expires_at < now()
-       AND q.endpoint_id = ANY (orphans);
-    GET DIAGNOSTICS claimed = ROW_COUNT;
-    IF claimed > 0 THEN
-        RAISE WARNING 'pg_callback: % claimed deliveries to dropped endpoints are dead letters now', claimed
-            USING DETAIL = 'Their endpoint''s row was removed while a claimer that stopped since held them, and their lease has run out.',
-                  HINT = 'See SELECT * FROM callback.callback_dead_letters WHERE last_error = ''endpoint dropped''; callback.purge() removes them in time.';
-    END IF;
-    RETURN n + claimed;
+    RETURN n;
 END
 $fn$;
 REVOKE ALL ON FUNCTION callback._dead_letter_orphans() FROM PUBLIC;

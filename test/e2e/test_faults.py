@@ -122,6 +122,15 @@ def _worker_pid(cluster, timeout=60, other_than=None):
                               what="a pg_callback worker (other than pid %s)" % other_than)
 
 
+def _worker_past_start(cluster):
+    """A worker of this database has ended a cycle: the sweep of every
+    expired claim that a worker runs at its start is behind it."""
+    cluster.wait_until(
+        lambda: cluster.scalar("SELECT count(*) FROM callback.callback_worker_stats "
+                               " WHERE database = current_database() AND state IN ('idle', 'delivering')"),
+        timeout=60, interval=0.1, what="a worker past its first cycle")
+
+
 def _old_claims(cluster, f, t_fault):
     """Deliveries of f still 'sending' under a claim made before the fault
     (wall clock t_fault): a claim made later has a lease that ends later
@@ -323,7 +332,7 @@ def test_paused_endpoint_expired_claims_wait_for_resume(request, cluster, receiv
         cluster.execute("SELECT callback.pause_endpoint(%s)", (f.name,))
         f.enqueue(n)
     # past its start: a worker's first sweep returns every expired claim, paused or not
-    _worker_pid(cluster)
+    _worker_past_start(cluster)
     # the live endpoint's claims run out after the paused one's: the sweep
     # that returns them came after both had run out
     claimed = {}
@@ -355,25 +364,32 @@ def test_expired_claims_of_a_deleted_endpoint_become_dead_letters(request, clust
     """A vanished claimer's claims whose endpoint row is gone (deleted by
     hand: no claim can send them) become dead letters 'endpoint dropped'
     once their lease has run out, with a WARNING, as that endpoint's
-    pending deliveries do: the sweep of expired leases goes by endpoint and
-    does not see them."""
+    pending deliveries do: the sweep of expired leases, which goes by
+    endpoint, returns them too, and the orphans' sweep makes them dead."""
     n, lease_s = 3, 2
     f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
     cluster.execute("SELECT callback.pause_endpoint(%s)", (f.name,))
     f.enqueue(n)
-    _worker_pid(cluster)
+    _worker_past_start(cluster)
     off = len(cluster.log_text())
-    cluster.execute("UPDATE callback.callback_queue "
-                    "   SET status = 'sending', claimed_by = 4244, "
-                    "       lease_expires_at = clock_timestamp() + %s * interval '1 second' "
-                    " WHERE endpoint_id = %s", (lease_s, f.id))
+    lease_end = cluster.scalar(
+        "WITH u AS (UPDATE callback.callback_queue "
+        "   SET status = 'sending', claimed_by = 4244, "
+        "       lease_expires_at = clock_timestamp() + %s * interval '1 second' "
+        " WHERE endpoint_id = %s RETURNING lease_expires_at) "
+        "SELECT max(lease_expires_at) FROM u", (lease_s, f.id))
     cluster.execute("DELETE FROM callback.callback_endpoints WHERE id = %s", (f.id,))
     cluster.wait_until(
         lambda: cluster.query("SELECT status::text, last_error, count(*) FROM callback.callback_queue "
                               " WHERE endpoint_id = %s GROUP BY 1, 2", (f.id,))
         == [("dead", "endpoint dropped", n)],
         timeout=LEASE_S + 30, interval=0.2, what="the deleted endpoint's claims dead letters")
-    assert "claimed deliveries to dropped endpoints are dead letters now" in cluster.log_text()[off:]
+    # not before their lease ran out
+    assert cluster.scalar("SELECT min(finished_at) FROM callback.callback_queue WHERE endpoint_id = %s",
+                          (f.id,)) >= lease_end
+    log = cluster.log_text()[off:]
+    assert "claimed deliveries returned to the queue" in log
+    assert "deliveries to dropped endpoints are dead letters now" in log
     assert f.distinct() == 0
 
 
