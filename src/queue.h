@@ -119,7 +119,8 @@ extern void pgcb_queue_write_breakers(const int *ids, const char *const *states,
  * Put claimed-but-unfinished rows back; never keep[] (whose outcome we hold,
  * not yet written).  mine: this claimer's, and with expired those whose
  * lease ran out, reading every undelivered row (at a start).  Else, with
- * expired: those whose lease ran out, of the endpoints not paused.
+ * expired: those whose lease ran out, of the endpoints enabled and not
+ * paused and of those whose row is gone.
  */
 extern uint64 pgcb_queue_release(bool mine, int claimed_by, bool expired,
 								 const int64 *keep, int n_keep);

@@ -157,12 +157,13 @@ rules_absent(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 
 /*
  * Whether a sweep also returns the claims whose lease ran out.  That
- * statement reads the due open rows of every endpoint not paused (no index
- * names the rows in flight, so that a claim stays HOT:
- * sql/upgrade-1.1/98-queue-storage.sql; PLAN_RELEASE_EXPIRED in queue.c),
- * so it runs every quarter of callback.lease, not at every sweep: a claim
- * that ran out comes back within lease / 4 (at least
- * callback.poll_interval), a paused endpoint's within that after its resume.
+ * statement reads the due open rows of every endpoint enabled and not
+ * paused, and of those whose row is gone (no index names the rows in
+ * flight, so that a claim stays HOT: sql/upgrade-1.1/98-queue-storage.sql;
+ * PLAN_RELEASE_EXPIRED in queue.c), so it runs every quarter of
+ * callback.lease, not at every sweep: a claim that ran out comes back
+ * within lease / 4 (at least callback.poll_interval), a paused or disabled
+ * endpoint's within that once it is resumed and enabled.
  */
 static bool
 lease_sweep_due(LoopState *ls)
