@@ -131,6 +131,22 @@ def _worker_past_start(cluster):
         timeout=60, interval=0.1, what="a worker past its first cycle")
 
 
+def _claim_by_hand(cluster, endpoint_id, claimed_by, lease_s, parked=False):
+    """Every row of the endpoint claimed as a claimer that then vanished
+    would leave it: 'sending', claimed_by, a lease of lease_s seconds from
+    now (parked: next_attempt_at at the lease's end, as a batch claim
+    leaves it).  The lease's end, as seconds since the epoch."""
+    return cluster.scalar(
+        "WITH u AS (UPDATE callback.callback_queue "
+        "   SET status = 'sending', claimed_by = %s, "
+        "       lease_expires_at = clock_timestamp() + %s * interval '1 second', "
+        "       next_attempt_at = CASE WHEN %s THEN clock_timestamp() + %s * interval '1 second' "
+        "                              ELSE next_attempt_at END "
+        " WHERE endpoint_id = %s RETURNING lease_expires_at) "
+        "SELECT extract(epoch FROM max(lease_expires_at))::float8 FROM u",
+        (claimed_by, lease_s, parked, lease_s, endpoint_id))
+
+
 def _old_claims(cluster, f, t_fault):
     """Deliveries of f still 'sending' under a claim made before the fault
     (wall clock t_fault): a claim made later has a lease that ends later
@@ -296,12 +312,7 @@ def test_expired_lease_of_a_vanished_claimer_is_reclaimed(request, cluster, rece
     cluster.execute("SELECT callback.pause_endpoint(%s)", (f.name,))
     f.enqueue(n)
     off = len(cluster.log_text())
-    claimed = cluster.scalar(
-        "WITH u AS (UPDATE callback.callback_queue "
-        "   SET status = 'sending', claimed_by = 4242, "
-        "       lease_expires_at = clock_timestamp() + %s * interval '1 second' "
-        " WHERE endpoint_id = %s RETURNING lease_expires_at) "
-        "SELECT extract(epoch FROM max(lease_expires_at))::float8 FROM u", (lease_s, f.id))
+    claimed = _claim_by_hand(cluster, f.id, 4242, lease_s)
     cluster.execute("SELECT callback.resume_endpoint(%s)", (f.name,))
     # leased: nothing goes before the lease runs out (a bounded wait for what must not come)
     early = tracker.wait_distinct(f.path, 1, timeout=max(0.1, claimed - time.time() - 0.3))
@@ -335,17 +346,8 @@ def test_paused_endpoint_expired_claims_wait_for_resume(request, cluster, receiv
     _worker_past_start(cluster)
     # the live endpoint's claims run out after the paused one's: the sweep
     # that returns them came after both had run out
-    claimed = {}
-    for f, extra, parked in ((paused, 0, False), (live, 0.5, True)):
-        claimed[f.name] = cluster.scalar(
-            "WITH u AS (UPDATE callback.callback_queue "
-            "   SET status = 'sending', claimed_by = 4243, "
-            "       lease_expires_at = clock_timestamp() + %s * interval '1 second', "
-            "       next_attempt_at = CASE WHEN %s THEN clock_timestamp() + %s * interval '1 second' "
-            "                              ELSE next_attempt_at END "
-            " WHERE endpoint_id = %s RETURNING lease_expires_at) "
-            "SELECT extract(epoch FROM max(lease_expires_at))::float8 FROM u",
-            (lease_s + extra, parked, lease_s + extra, f.id))
+    claimed = {f.name: _claim_by_hand(cluster, f.id, 4243, lease_s + extra, parked)
+               for f, extra, parked in ((paused, 0, False), (live, 0.5, True))}
     cluster.execute("SELECT callback.resume_endpoint(%s)", (live.name,))
     live.wait_all(timeout=LEASE_S + 30)
     assert time.time() >= claimed[paused.name]
@@ -372,12 +374,7 @@ def test_expired_claims_of_a_deleted_endpoint_become_dead_letters(request, clust
     f.enqueue(n)
     _worker_past_start(cluster)
     off = len(cluster.log_text())
-    lease_end = cluster.scalar(
-        "WITH u AS (UPDATE callback.callback_queue "
-        "   SET status = 'sending', claimed_by = 4244, "
-        "       lease_expires_at = clock_timestamp() + %s * interval '1 second' "
-        " WHERE endpoint_id = %s RETURNING lease_expires_at) "
-        "SELECT max(lease_expires_at) FROM u", (lease_s, f.id))
+    lease_end = _claim_by_hand(cluster, f.id, 4244, lease_s)
     cluster.execute("DELETE FROM callback.callback_endpoints WHERE id = %s", (f.id,))
     cluster.wait_until(
         lambda: cluster.query("SELECT status::text, last_error, count(*) FROM callback.callback_queue "
@@ -385,8 +382,8 @@ def test_expired_claims_of_a_deleted_endpoint_become_dead_letters(request, clust
         == [("dead", "endpoint dropped", n)],
         timeout=LEASE_S + 30, interval=0.2, what="the deleted endpoint's claims dead letters")
     # not before their lease ran out
-    assert cluster.scalar("SELECT min(finished_at) FROM callback.callback_queue WHERE endpoint_id = %s",
-                          (f.id,)) >= lease_end
+    assert cluster.scalar("SELECT extract(epoch FROM min(finished_at))::float8 FROM callback.callback_queue "
+                          " WHERE endpoint_id = %s", (f.id,)) >= lease_end
     log = cluster.log_text()[off:]
     assert "claimed deliveries returned to the queue" in log
     assert "deliveries to dropped endpoints are dead letters now" in log
