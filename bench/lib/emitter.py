@@ -13,6 +13,8 @@ import re
 import subprocess
 import time
 
+from lib.util import log
+
 # the variant's name in parts 2 and 9, its table and its label
 NAME = "lmc"
 TABLE = "t_lmc"
@@ -100,7 +102,6 @@ def check(env, since, rows):
         m = MESSAGE.match(d)
         bodies_ok = bodies_ok and m is not None and BODY_MARK in bytes.fromhex(m.group(2))
     if count != rows or not bodies_ok:
-        from lib.util import log
         log("warning: %s: %d rows inserted, %d logical messages written%s"
             % (TABLE, rows, count, "" if bodies_ok else ", not holding the event's body"))
         return False

@@ -641,8 +641,9 @@ def run(env):
         met = meets(setting, single, bulk)
         for target, yes, no in met:
             log("synchronous_commit=%s, target %s" % (setting, meets_line(target, yes, no)))
-        if reference_line(single, bulk):
-            log("synchronous_commit=%s: %s" % (setting, reference_line(single, bulk)))
+        reference = reference_line(single, bulk)
+        if reference:
+            log("synchronous_commit=%s: %s" % (setting, reference))
         res["settings"][setting] = {"what": what, "single": single, "bulk": bulk,
                                     "checks": judge(setting, single, bulk, why is None), "meets": met}
     kinds = [(k, label) for k, label in FAN_KINDS if not k.startswith("sfan") or not why]
@@ -755,8 +756,9 @@ def markdown(t):
         if s.get("meets"):
             md += ["", "Which variant meets which target of issue 10 (synchronous_commit = %s):" % setting, ""]
             md += ["- " + meets_line(target, yes, no) for target, yes, no in s["meets"]]
-            if reference_line(single, bulk):
-                md.append("- " + reference_line(single, bulk))
+            reference = reference_line(single, bulk)
+            if reference:
+                md.append("- " + reference)
         md.append("")
     if "fanout" in t:
         md += fanout_markdown(t)
