@@ -95,6 +95,11 @@ def main():
     ap.add_argument("--trigger-jobs", type=int, default=2, help="pgbench threads, trigger part (default 2)")
     ap.add_argument("--trigger-parts", type=trigger.parts_of, help="comma-separated measurements of the "
                     "trigger part: single,bulk,fanout (default all three)")
+    ap.add_argument("--trigger-settings", type=trigger.settings_of, help="comma-separated synchronous_commit "
+                    "settings of the trigger part: off,on (default both)")
+    ap.add_argument("--trigger-variants", type=trigger.variants_of, help="comma-separated variants of the "
+                    "trigger part's single-row and bulk runs (plain always runs; default all: %s)"
+                    % ",".join(v for v, _, _ in trigger.VARIANTS))
     ap.add_argument("--bulk-rows", type=int,
                     help="rows of the one-statement INSERT (default 100000, 20000 with --quick)")
     ap.add_argument("--clients", type=int, default=8, help="pgbench clients, keep-up part (default 8)")

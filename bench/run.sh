@@ -12,7 +12,8 @@
 #
 # Other options are passed to bench/bench.py (see `bash bench/run.sh --help`):
 #   --runs N, --profile (perf record of the worker / the cluster into bench/out/perf-*.txt),
-#   --trigger-seconds S, --trigger-rounds N, --bulk-rows N (the trigger part),
+#   --trigger-seconds S, --trigger-rounds N, --bulk-rows N, --trigger-parts P,
+#   --trigger-settings off,on, --trigger-variants V (the trigger part),
 #   --only drain,trigger,keepup,latency,metrics,batch,scaleout,amqp,instructions,
 #   --instr-n N, --instr-rows N (the instructions part, under callgrind),
 #   --no-install (no apt-get), --no-build (use the pg_callback already installed)

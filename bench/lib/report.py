@@ -5,6 +5,7 @@ and bench.png (drain curve, latency distribution, keeping up)."""
 
 import json
 import os
+import sys
 import time
 
 from parts import drain, instructions, latency, trigger
@@ -101,6 +102,19 @@ def plot(env):
     return path
 
 
+def given_options():
+    """The options bench.py was run with, as run.sh passed them (its own
+    --tmp and --repo left out): what a result file was measured with."""
+    out, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--tmp", "--repo"):
+            skip = True
+        elif not arg.startswith(("--tmp=", "--repo=")):
+            out.append(arg)
+    return "".join(" " + a for a in out)
+
 
 def write(env, modules):
     res = env.results
@@ -121,7 +135,7 @@ def write(env, modules):
         " ".join("%.2f" % x for x in res["load_after"]))
     md = ["# pg_callback benchmark results", "",
           "`bash bench/run.sh%s`, %s, median of %d run%s (the trigger part: of its rounds)." % (
-              " --quick" if env.quick else "", res["finished_at"], env.runs,
+              given_options(), res["finished_at"], env.runs,
               "s" if env.runs > 1 else ""), "",
           "pg_callback %s at commit %s%s." % (
               res.get("extension_version", "?"), res["machine"]["pg_callback_commit"],

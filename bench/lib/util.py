@@ -1,6 +1,7 @@
 """Small helpers shared by the parts: console output, medians, percentiles,
 free ports, verdicts.  No I/O beyond printing."""
 
+import math
 import os
 import socket
 import statistics
@@ -21,6 +22,24 @@ def plural(n, word):
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
+
+
+def median_ci(xs, level=0.95):
+    """A distribution-free confidence interval of the median: the order
+    statistics x(j) and x(n + 1 - j) of the n values, j the largest rank
+    for which the median lies between them with probability >= level (the
+    count of values below the median is Binomial(n, 1/2)).  None when n is
+    too small for that level (n < 6 for 95 %)."""
+    xs = sorted(x for x in xs if x is not None)
+    n = len(xs)
+    best = None
+    for j in range(1, n // 2 + 1):
+        # P(x(j) <= median <= x(n + 1 - j)) = 1 - 2 P(Binomial(n, 1/2) < j)
+        below = sum(math.comb(n, i) for i in range(j)) / 2.0 ** n
+        if 1 - 2 * below < level:
+            break
+        best = j
+    return None if best is None else (xs[best - 1], xs[n - best])
 
 
 def percentile(sorted_xs, p):

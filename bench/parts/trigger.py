@@ -47,6 +47,7 @@ leaves (noise_rounds).  --trigger-parts picks single, bulk and fanout.
 The targets of issue 10 are checked here, from the figures."""
 
 import argparse
+import os
 import time
 
 import psycopg2
@@ -54,7 +55,7 @@ import psycopg2
 from lib import emitter
 from lib.cpu import CpuMeter
 from lib.perf import perf_start, perf_stop
-from lib.util import fmt, log, median, plural, rotated, step, verdict
+from lib.util import fmt, log, median, median_ci, plural, rotated, step, verdict
 
 # (name, table, what it is)
 VARIANTS = [
@@ -348,7 +349,7 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
     the two plain slices around it, one variant's slice apart, so that
     drift on the machine (fsync's latency above all) cancels.  Its ratio is
     the median of its rounds'; plain's TPS the median of all its slices."""
-    out = {v: {"tps": [], "pg_us": [], "worker_us": [], "inbox_left": [], "inbox_wait_s": [],
+    out = {v: {"tps": [], "pg_us": [], "worker_us": [], "busy": [], "inbox_left": [], "inbox_wait_s": [],
                "ratio_rounds": [], "events_ok": True, "inbox_ok": True}
            for v in variants}
     out["_rounds"] = []
@@ -366,6 +367,8 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
             # the worker's share: without the inbox, woken at each commit, it finds nothing due
             # (endpoints paused); with it, it moves the inbox's rows into the queue
             out[v]["worker_us"].append(d["worker"] * 1e6 / n if n else None)
+            # how busy the cores were: 1.0 when the CPU, not fsync, decides
+            out[v]["busy"].append(d["machine"] / (d["wall"] * os.cpu_count()) if d["wall"] else None)
             out[v]["inbox_left"].append(left)
             out[v]["inbox_wait_s"].append(waited if inbox else None)
             if (events_per_row(v) or v in FLOOR) and not check_events(env, table_of(v), events_per_row(v)):
@@ -375,8 +378,9 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
             if inbox and not check_inbox(env, v, inbox_before):
                 out[v]["inbox_ok"] = False
             if v != "plain":
-                line.append("%s %.0f (pg CPU %.0f us/insert, worker %.0f%s)"
+                line.append("%s %.0f (pg CPU %.0f us/insert, worker %.0f, cores busy %.0f%%%s)"
                             % (v, tps, out[v]["pg_us"][-1] or 0, out[v]["worker_us"][-1] or 0,
+                               100 * (out[v]["busy"][-1] or 0),
                                "; inbox rows left at the end %d, moved in %.2f s" % (left, waited)
                                if inbox else ""))
         # order[i] for odd i is a variant between the plain slices i - 1 and i + 1
@@ -392,6 +396,7 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
         x["tps_median"] = median(x["tps"])
         x["pg_us_median"] = median(x["pg_us"])
         x["worker_us_median"] = median(x["worker_us"])
+        x["busy_median"] = median(x["busy"])
         x["ratio"] = 1.0 if v == "plain" else median([q for q in x["ratio_rounds"] if q is not None])
     out["plain"]["noise"] = median(out["plain"].get("noise_rounds") or [])
     return out
@@ -505,7 +510,11 @@ def single_target(setting, single):
     """The single-row target of issue 10 for a synchronous_commit setting:
     (its text, a test of a ratio to plain)."""
     if setting == "off":
-        outbox = single["outbox"]["ratio"]
+        outbox = single.get("outbox", {}).get("ratio")
+        if outbox is None:
+            # not judged without the outbox beside it (--trigger-variants left it out)
+            return (">= %.2fx plain and above the outbox (not measured)" % TARGET["row_off"],
+                    lambda r: None)
         return (">= %.2fx plain and above the outbox (%.2fx)" % (TARGET["row_off"], outbox),
                 lambda r: r is not None and r >= TARGET["row_off"] and r > outbox)
     return ">= %.2fx plain" % TARGET["row_on"], lambda r: r is not None and r >= TARGET["row_on"]
@@ -529,10 +538,12 @@ def judge(setting, single, bulk, stmt_ok):
     checks = []
     if single is not None:
         text, ok = single_target(setting, single)
-        for v in ("row", "row_inbox"):
+        for v in [v for v in ("row", "row_inbox") if v in single]:
             checks.append(("single-row, " + SHORT[v], figure(single[v]), text, ok(single[v]["ratio"])))
     bulk_text = ">= %.2fx plain" % TARGET["bulk_stmt"]
     for what, v, key in BULK_CHECKS if bulk is not None else ():
+        if stmt_ok and v not in bulk:
+            continue
         if stmt_ok:
             checks.append((what, figure(bulk[v], key), bulk_text, bulk_ok(bulk[v][key])))
         else:
@@ -543,7 +554,7 @@ def judge(setting, single, bulk, stmt_ok):
 def figure(x, key="ratio"):
     """A ratio judged against a target, with its rounds' lowest and highest:
     a median that meets a target its rounds straddle is read with that."""
-    return "%.2fx" % x[key] + rounds_range(x, key, " (rounds %.2f-%.2f)")
+    return "%.2fx" % x[key] + rounds_range(x, key, "rounds %.2f-%.2f")
 
 
 def meets(setting, single, bulk):
@@ -563,6 +574,8 @@ def meets(setting, single, bulk):
     out = []
     for got, target, test in tests:
         vs = [v for v in CALLBACK if v in got]
+        if vs and test(vs[0]) is None:
+            continue  # not judged (the outbox not measured)
         out.append((target, [v for v in vs if test(v)], [v for v in vs if not test(v)]))
     return out
 
@@ -589,17 +602,33 @@ def meets_line(target, yes, no):
 PARTS = ("single", "bulk", "fanout")
 
 
-def parts_of(arg):
-    """--trigger-parts: which of the part's three measurements run (all
-    if not given).  argparse calls it, so a wrong value stops the bench
-    before anything runs."""
+def chosen(arg, among):
+    """A comma-separated choice among `among` (all if arg is None), in
+    among's order.  argparse calls the parsers below, so a wrong value
+    stops the bench before anything runs."""
     if arg is None:
-        return list(PARTS)
-    parts = [p.strip() for p in arg.split(",") if p.strip()]
-    bad = [p for p in parts if p not in PARTS]
-    if bad or not parts:
-        raise argparse.ArgumentTypeError("%s; choose among %s" % (", ".join(bad) or "none given", ", ".join(PARTS)))
-    return [p for p in PARTS if p in parts]
+        return list(among)
+    got = [p.strip() for p in arg.split(",") if p.strip()]
+    bad = [p for p in got if p not in among]
+    if bad or not got:
+        raise argparse.ArgumentTypeError("%s; choose among %s" % (", ".join(bad) or "none given", ", ".join(among)))
+    return [p for p in among if p in got]
+
+
+def parts_of(arg):
+    """--trigger-parts: which of the part's three measurements run."""
+    return chosen(arg, PARTS)
+
+
+def settings_of(arg):
+    """--trigger-settings: the synchronous_commit settings measured."""
+    return chosen(arg, [setting for setting, _ in SETTINGS])
+
+
+def variants_of(arg):
+    """--trigger-variants: the variants of the single-row and bulk runs;
+    plain always runs (every other variant's ratio is to it)."""
+    return ["plain"] + [v for v in chosen(arg, [v for v, _, _ in VARIANTS]) if v != "plain"]
 
 
 def run(env):
@@ -612,14 +641,17 @@ def run(env):
         "jobs": a.trigger_jobs,
         "bulk_rows": a.bulk_rows or (20000 if env.quick else 100000),
         "parts": a.trigger_parts or parts_of(None),
+        "settings": a.trigger_settings or settings_of(None),
+        "variants": a.trigger_variants or variants_of(None),
     }
     measures = {"single": "pgbench -c%d -j%d single-row INSERTs, %d s per variant"
                           % (cfg["clients"], cfg["jobs"], cfg["seconds"]),
                 "bulk": "one INSERT of %s rows per variant" % format(cfg["bulk_rows"], ","),
                 "fanout": "fan-out 1/3/10 (synchronous_commit off)"}
-    step("2. trigger cost: %s; %s, each variant between two plain runs; synchronous_commit off and on; "
+    step("2. trigger cost: %s; %s, each variant between two plain runs; synchronous_commit %s; "
          "endpoints paused; the callback paths with callback.inbox off and on"
-         % ("; ".join(measures[p] for p in cfg["parts"]), plural(cfg["rounds"], "round")))
+         % ("; ".join(measures[p] for p in cfg["parts"]), plural(cfg["rounds"], "round"),
+            " and ".join(cfg["settings"])))
     setup(env)
     why = stmt_unavailable(env)
     if why:
@@ -630,10 +662,11 @@ def run(env):
     differs = None if why else stmt_body_differs(env)
     if differs:
         log("warning: the statement path's body differs from the row trigger's: %r" % (differs,))
-    variants = [v for v, _, _ in VARIANTS if base_of(v) not in ("stmt", "snoop") or not why]
+    variants = [v for v in cfg["variants"] if base_of(v) not in ("stmt", "snoop") or not why]
     res = dict(cfg, stmt_available=why is None, stmt_unavailable_reason=why, stmt_body_differs=differs,
-               variants={v: LABEL[v] for v, _, _ in VARIANTS}, settings={}, target=TARGET)
-    for setting, what in SETTINGS:
+               variants={v: LABEL[v] for v, _, _ in VARIANTS}, variants_run=variants, settings={},
+               target=TARGET)
+    for setting, what in [(s, w) for s, w in SETTINGS if s in cfg["settings"]]:
         single = pgbench_rounds(env, variants, setting, cfg, profile=("row", "stmt")) \
             if "single" in cfg["parts"] else None
         bulk = bulk_rounds(env, variants, setting, cfg, profile=("row", "stmt")) \
@@ -657,11 +690,15 @@ def run(env):
 
 # ------------------------------------------------------------------ report
 
+def ran(t):
+    """(setting, its results) for each synchronous_commit setting measured"""
+    return [(setting, t["settings"][setting]) for setting, _ in SETTINGS if setting in t["settings"]]
+
+
 def rows(t):
     """The summary lines for the printed table."""
     out = []
-    for setting, _ in SETTINGS:
-        s = t["settings"][setting]
+    for setting, s in ran(t):
         single = s["single"] or {}
         bulk = s["bulk"] or {}
         if single:
@@ -710,14 +747,22 @@ def warnings(x):
 
 
 def rounds_range(x, key, form):
-    """key's rounds' lowest and highest in form ("" for one round or none)"""
+    """key's rounds' lowest and highest in form, in brackets ("" for one
+    round or none), and from 6 rounds on the median's 95 % confidence
+    interval beside them"""
     rs = [q for q in x.get(key + "_rounds") or [] if q is not None]
-    return form % (min(rs), max(rs)) if len(rs) > 1 else ""
+    if len(rs) < 2:
+        return ""
+    text = form % (min(rs), max(rs))
+    ci = median_ci(rs)
+    if ci is not None:
+        text += "; median's 95%% CI %.2f-%.2f, %d rounds" % (ci[0], ci[1], len(rs))
+    return " (%s)" % text
 
 
 def ratio_cell(x, key="ratio"):
     """the median ratio to plain (or plain's noise: key "noise"), the rounds' lowest and highest beside it"""
-    return fmt(x.get(key), "{:.2f}") + rounds_range(x, key, " (%.2f–%.2f)")
+    return fmt(x.get(key), "{:.2f}") + rounds_range(x, key, "%.2f–%.2f")
 
 
 def cpu_cell(x):
@@ -725,6 +770,8 @@ def cpu_cell(x):
     if x.get("pg_us_median") is None:
         return "-"
     cell = "%.0f (worker %.0f)" % (x["pg_us_median"], x.get("worker_us_median") or 0)
+    if x.get("busy_median") is not None:
+        cell += "; cores busy %.0f %%" % (100 * x["busy_median"])
     left = median(x.get("inbox_left") or [])  # None for a variant without the inbox
     if left is not None:
         # the inbox's rows left when pgbench ended: did the move keep up during the run?
@@ -742,8 +789,8 @@ def markdown(t):
         % t["stmt_unavailable_reason"]
     if t.get("stmt_body_differs"):
         stmt_note += " **Warning**: the statement path queued another body than the row trigger for the same row."
-    for setting, what in SETTINGS:
-        s = t["settings"][setting]
+    for setting, s in ran(t):
+        what = s["what"]
         single, bulk = s["single"], s["bulk"]
         checks = {c[0]: c for c in s["checks"]}
         if not (single or bulk):
@@ -772,8 +819,10 @@ def single_markdown(t, single, checks, stmt_note):
           "plain, v2, ..., plain; the others' order rotated from round to round), and a round's "
           "ratio is the variant's TPS over the mean of the two plain runs around it. TPS is the "
           "median of the runs, × plain the median of the rounds' ratios (their lowest and "
-          "highest in brackets); postgres CPU is every postgres process's CPU over the run "
-          "divided by the inserts. Every endpoint paused: nothing is delivered meanwhile. With "
+          "highest in brackets, and from 6 rounds on the median's distribution-free 95 %% confidence "
+          "interval); postgres CPU is every postgres process's CPU over the run "
+          "divided by the inserts, and the cores busy the whole machine's CPU over it (pgbench's "
+          "too) as a share of all its cores: near 100 %% the CPU decides, not fsync. Every endpoint paused: nothing is delivered meanwhile. With "
           "**callback.inbox on**, the worker moves the inbox's rows into the queue during the run "
           "(at each `callback.poll_interval`: a paused endpoint's commit does not wake it): that "
           "CPU is in the figures, the rows of the last moment too (counters read once the inbox "
@@ -781,7 +830,7 @@ def single_markdown(t, single, checks, stmt_note):
           "first and last over the mean of the plain runs two places before and after it, what a "
           "bracket leaves of the machine's drift and noise.%s"
           % (t["clients"], t["jobs"], t["seconds"], plural(t["rounds"], "round"), stmt_note), "",
-          "| trigger on t | TPS | × plain | postgres CPU µs / insert (worker's part) | target | |",
+          "| trigger on t | TPS | × plain | postgres CPU µs / insert (worker's part); the machine's cores busy | target | |",
           "|---|---|---|---|---|---|"]
     for v, _, label in VARIANTS:
         if v == "plain":
@@ -789,7 +838,7 @@ def single_markdown(t, single, checks, stmt_note):
                       % (label, fmt(single[v]["tps_median"]), ratio_cell(single[v], "noise"), cpu_cell(single[v])))
             continue
         if v not in single:
-            md.append("| %s | not available | | | | |" % label)
+            md.append("| %s | %s | | | | |" % (label, "not available" if v in t.get("variants_run", t["variants"]) else "not run"))
             continue
         x = single[v]
         label += warnings(x)
@@ -824,8 +873,9 @@ def bulk_markdown(t, bulk, checks):
     for v, _, label in VARIANTS:
         bc = [c for c in BULK_CHECKS if c[1] == v]
         if v not in bulk:
-            md.append("| %s | not available | | | | %s | | | |"
-                      % (label, checks[bc[0][0]][2] if bc else ""))
+            md.append("| %s | %s | | | | %s | | | |"
+                      % (label, "not available" if v in t.get("variants_run", t["variants"]) else "not run",
+                         checks[bc[0][0]][2] if bc and bc[0][0] in checks else ""))
             continue
         x = bulk[v]
         label += warnings(x)
