@@ -41,11 +41,17 @@ def children_of(ppid):
     return kids
 
 
-def machine_busy_s():
+def machine_cpu_s():
+    """(busy, stolen) seconds of all cores: stolen is the time the host ran
+    something else while a vCPU had work (counted in busy too)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return (sum(v[:8]) - idle) / CLK
+    return (sum(v[:8]) - idle) / CLK, (v[7] if len(v) > 7 else 0) / CLK
+
+
+def machine_busy_s():
+    return machine_cpu_s()[0]
 
 
 class CpuMeter:
@@ -66,6 +72,7 @@ class CpuMeter:
         worker = self.env.worker_pid()
         ngx_master = self.env.nginx_master_pid()
         ngx = children_of(ngx_master) if ngx_master else []
+        busy, steal = machine_cpu_s()
         pg_all = sum(proc_cpu_s(p) for p in pg_kids)
         if pg:
             pg_all += proc_cpu_s(pg) + reaped_children_cpu_s(pg)
@@ -75,7 +82,8 @@ class CpuMeter:
             "monitor": sum(proc_cpu_s(p) for p in self.exclude),
             "pg_all": pg_all,
             "nginx": sum(proc_cpu_s(p) for p in ngx),
-            "machine": machine_busy_s(),
+            "machine": busy,
+            "steal": steal,
         }
 
     @staticmethod
