@@ -56,14 +56,13 @@ def test_brackets_put_plain_around_every_variant():
     assert order == ["plain", "b", "plain", "c", "plain", "a", "plain"]
 
 
-def test_quiet_brackets_need_all_three_runs_quiet():
-    steal = [0.0, 0.01, 0.2, 0.0, 0.04, None, 0.0]
+def test_quiet_brackets_ask_the_runs_given():
+    steal = [0.0, 0.9, 0.04, 0.2, 0.0, None, 0.0]
     keep = trigger.quiet(steal)
-    assert keep(0, 1, 3)
-    assert not keep(1, 2, 3)      # one run stolen from
-    assert not keep(4, 5, 6)      # one run not measured
-    assert keep(3, 4, 6)
-    assert not trigger.quiet([trigger.QUIET_STEAL] * 3)(0, 1, 2)
+    assert keep(0, 2)             # the variant's own run (1) is not asked
+    assert not keep(2, 4, 3)      # one run stolen from
+    assert not keep(4, 5)         # one run not measured
+    assert not trigger.quiet([trigger.QUIET_STEAL] * 3)(0, 2)
 
 
 def test_plain_noise_keeps_only_the_brackets_kept():
@@ -74,3 +73,47 @@ def test_plain_noise_keeps_only_the_brackets_kept():
     assert trigger.plain_noise(tps, keep=trigger.quiet(steal)) == []
     steal[4] = 0.0
     assert len(trigger.plain_noise(tps, keep=trigger.quiet(steal))) == 2
+
+
+def rounds_of(variant_tps, plain_tps, steal):
+    """single-row results as pgbench_rounds leaves them: one round per
+    entry, plain around one variant "row" (P row P)"""
+    out = {"plain": {"tps": [], "pg_us": [], "worker_us": []},
+           "row": {"tps": [], "pg_us": [], "worker_us": []}, "_rounds": []}
+    for v, (p0, p1), st in zip(variant_tps, plain_tps, steal):
+        out["_rounds"].append({"order": ["plain", "row", "plain"], "tps": [p0, v, p1], "steal": st})
+        out["plain"]["tps"] += [p0, p1]
+        out["row"]["tps"].append(v)
+    return out
+
+
+def test_summarize_single_brackets_and_quiet_ones():
+    out = rounds_of([90.0, 45.0, 80.0], [(100.0, 100.0), (40.0, 60.0), (100.0, 60.0)],
+                    [[0.0, 0.5, 0.0], [0.3, 0.0, 0.0], [0.0, 0.0, 0.01]])
+    trigger.summarize_single(out, ["plain", "row"])
+    assert out["row"]["ratio_rounds"] == [0.9, 0.9, 1.0]
+    assert out["row"]["ratio"] == 0.9
+    # round 1 is quiet though its variant's run was stolen from; round 2 is not
+    assert out["row"]["quiet_ratio_rounds"] == [0.9, 1.0]
+    assert out["plain"]["ratio"] == 1.0 and out["plain"]["quiet_ratio"] is None
+    # a round of three slices has no plain run with a plain run on each side
+    assert out["plain"]["noise_rounds"] == []
+
+
+def test_settled_only_when_the_interval_is_on_one_side():
+    low = {"ratio_rounds": [0.70 + 0.01 * i for i in range(10)]}   # CI x(2)..x(9): 0.71-0.78
+    assert trigger.settled(low, "ratio", 0.90) == "settled"
+    assert trigger.settled(low, "ratio", 0.75) == "undecided"
+    assert trigger.settled(low, "ratio", 0.70) == "settled"       # above: lo >= threshold
+    assert trigger.settled({"ratio_rounds": [0.5] * 5}, "ratio", 0.9) is None
+    check = ("what", "0.73x", ">= 0.90x plain", False, "settled")
+    assert trigger.check_verdict(check) == "not met (settled)"
+    assert trigger.check_verdict(check[:3] + (True, "undecided")).startswith("met (undecided")
+    assert trigger.check_verdict(check[:3] + (None, None)) == "not available"
+
+
+def test_median_ci_with_ties_and_many_values():
+    assert median_ci([1.0] * 5 + [2.0] * 5) == (1.0, 2.0)
+    xs = list(range(2000))
+    lo, hi = median_ci(xs)
+    assert lo < 1000 <= hi and hi - lo < 100

@@ -42,16 +42,24 @@ def children_of(ppid):
 
 
 def machine_cpu_s():
-    """(busy, stolen) seconds of all cores: stolen is the time the host ran
-    something else while a vCPU had work (counted in busy too)."""
+    """(busy, stolen, cores) over the online cores: busy counts stolen time
+    too, the time the host ran something else while a vCPU had work."""
     with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
+        lines = f.read().splitlines()
+    v = [int(x) for x in lines[0].split()[1:]]
     idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return (sum(v[:8]) - idle) / CLK, (v[7] if len(v) > 7 else 0) / CLK
+    cores = sum(1 for line in lines[1:] if line.startswith("cpu"))
+    return (sum(v[:8]) - idle) / CLK, (v[7] if len(v) > 7 else 0) / CLK, cores
 
 
-def machine_busy_s():
-    return machine_cpu_s()[0]
+def core_shares(d):
+    """(busy, stolen) of an interval's delta as shares of all its cores'
+    time: busy without the stolen part (the guest's own work), stolen
+    apart.  (None, None) for an empty interval."""
+    if not d["wall"] or not d["cores"]:
+        return None, None
+    whole = d["wall"] * d["cores"]
+    return (d["machine"] - d["steal"]) / whole, d["steal"] / whole
 
 
 class CpuMeter:
@@ -72,7 +80,7 @@ class CpuMeter:
         worker = self.env.worker_pid()
         ngx_master = self.env.nginx_master_pid()
         ngx = children_of(ngx_master) if ngx_master else []
-        busy, steal = machine_cpu_s()
+        busy, steal, cores = machine_cpu_s()
         pg_all = sum(proc_cpu_s(p) for p in pg_kids)
         if pg:
             pg_all += proc_cpu_s(pg) + reaped_children_cpu_s(pg)
@@ -84,11 +92,13 @@ class CpuMeter:
             "nginx": sum(proc_cpu_s(p) for p in ngx),
             "machine": busy,
             "steal": steal,
+            "cores": cores,
         }
 
     @staticmethod
     def delta(a, b):
         d = {k: round(b[k] - a[k], 3) for k in a}
         d["wall"] = d.pop("t")
+        d["cores"] = b["cores"]
         d["pg_other"] = round(d["pg_all"] - d["worker"] - d["monitor"], 3)
         return d

@@ -1,6 +1,7 @@
 """Small helpers shared by the parts: console output, medians, percentiles,
 free ports, verdicts.  No I/O beyond printing."""
 
+import fractions
 import math
 import os
 import socket
@@ -29,14 +30,17 @@ def median_ci(xs, level=0.95):
     statistics x(j) and x(n + 1 - j) of the n values, j the largest rank
     for which the median lies between them with probability >= level (the
     count of values below the median is Binomial(n, 1/2)).  None when n is
-    too small for that level (n < 6 for 95 %)."""
+    too small for that level (n < 6 for 95 %).  In integers: no float
+    overflows at 2^n."""
     xs = sorted(x for x in xs if x is not None)
     n = len(xs)
+    level = fractions.Fraction(level).limit_denominator(10 ** 6)
     best = None
+    below = 0  # sum of C(n, i) for i < j: 2^n P(Binomial(n, 1/2) < j)
     for j in range(1, n // 2 + 1):
+        below += math.comb(n, j - 1)
         # P(x(j) <= median <= x(n + 1 - j)) = 1 - 2 P(Binomial(n, 1/2) < j)
-        below = sum(math.comb(n, i) for i in range(j)) / 2.0 ** n
-        if 1 - 2 * below < level:
+        if fractions.Fraction(2 ** n - 2 * below, 2 ** n) < level:
             break
         best = j
     return None if best is None else (xs[best - 1], xs[n - best])

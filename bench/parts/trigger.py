@@ -43,17 +43,22 @@ rounds ran from 0.92 to 1.47, trigger-steady-bulk.md.)  The one-statement INSERT
 2026-12-03; plain's own 100,000-row INSERT had moved from 0.16 to 0.26 s
 between rounds).  Plain's own rounds, each plain run over the mean of the
 plain runs two places before and after it, say how much noise a bracket
-leaves (noise_rounds).  --trigger-parts picks single, bulk and fanout.
-The targets of issue 10 are checked here, from the figures."""
+leaves (noise_rounds).  From 6 rounds on, a ratio has the 95 % interval
+of its median beside it (median_ci), and a target whose interval lies on
+one side of it is settled in this run (settled()).  Each single-row run
+records the cores busy and the share the host stole; the ratios are also
+given over the brackets whose plain runs were quiet (quiet()).
+--trigger-parts picks single, bulk and fanout; --trigger-settings and
+--trigger-variants narrow the run.  The targets of issue 10 are checked
+here, from the figures; render_trigger.py reads a results.json again."""
 
 import argparse
-import os
 import time
 
 import psycopg2
 
 from lib import emitter
-from lib.cpu import CpuMeter
+from lib.cpu import CpuMeter, core_shares
 from lib.perf import perf_start, perf_stop
 from lib.util import fmt, log, median, median_ci, plural, rotated, step, verdict
 
@@ -311,17 +316,19 @@ def plain_noise(of_slice, higher_is_faster=True, keep=lambda i, j, k: True):
 
 
 # A bracket is quiet when the host stole less than this share of the cores
-# in each of its three runs.  With synchronous_commit on, this VM's plain
-# runs went from about 10,000 TPS with nothing stolen to 3,000 with 39 %
-# stolen, seconds apart: the host's load, not fsync, decided those runs.
+# in each of its two plain runs.  With synchronous_commit on, this VM's
+# plain runs went from about 10,000 TPS with nothing stolen to 3,000 with
+# 39 % stolen, seconds apart (a smoke run of 2026-12-03, in its log only):
+# the host's load, not fsync, decided those runs.
 QUIET_STEAL = 0.05
 
 
 def quiet(steal_of):
-    """keep(i, j, k) for a round's slices: all three quiet (QUIET_STEAL).
-    The host's steal does not depend on the variant measured, so the quiet
-    brackets are a sample of the rounds that favours none of them."""
-    return lambda i, j, k: all(steal_of[x] is not None and steal_of[x] < QUIET_STEAL for x in (i, j, k))
+    """keep(*slices) for a round: each slice given quiet (QUIET_STEAL).
+    Only plain's runs are asked: a guest is stolen from only while it has
+    work, so a variant's own run would be judged by its own CPU demand;
+    plain's runs judge every variant alike."""
+    return lambda *slices: all(steal_of[x] is not None and steal_of[x] < QUIET_STEAL for x in slices)
 
 
 def messages_ok(env, v, since):
@@ -333,9 +340,11 @@ def messages_ok(env, v, since):
 
 
 def pgbench_slice(env, v, setting, cfg, prof_name=None):
-    """One variant's pgbench run on emptied tables: (TPS, transactions,
-    CPU counters' delta, inbox rows left at its end, seconds the move took
-    after it, inbox inserts before it, its messages right)."""
+    """One variant's pgbench run on emptied tables: its TPS, transactions,
+    the CPU counters' delta until the inbox is empty, the cores' busy and
+    stolen shares during pgbench, the inbox rows left at its end and the
+    seconds the move took after it, the inbox inserts before it, and
+    whether its messages are right."""
     prepare(env)
     inbox_before = inbox_inserts(env)
     since = emitter.wal_lsn(env)
@@ -346,6 +355,8 @@ def pgbench_slice(env, v, setting, cfg, prof_name=None):
     c0 = cpu.snap()
     tps, n = env.pgbench("trigger_" + v, script, cfg["seconds"], cfg["clients"], cfg["jobs"],
                          sync_commit=setting, options=INBOX_OPTION if inbox else None)
+    # the cores busy and stolen while pgbench ran, not while the inbox empties
+    busy, steal = core_shares(CpuMeter.delta(c0, cpu.snap()))
     # the inbox: the rows of the last moments move after pgbench; their CPU counts too.
     # How many were left, and how long they took, says whether the move kept up
     # during the run (a move that fell behind would flatter the TPS).
@@ -353,19 +364,20 @@ def pgbench_slice(env, v, setting, cfg, prof_name=None):
     waited = wait_inbox_empty(env)
     c1 = cpu.snap()
     perf_stop(env, prof)
-    return tps, n, CpuMeter.delta(c0, c1), left, waited, inbox_before, messages_ok(env, v, since)
+    return {"tps": tps, "n": n, "cpu": CpuMeter.delta(c0, c1), "busy": busy, "steal": steal,
+            "left": left, "waited": waited, "inbox_before": inbox_before,
+            "messages_ok": messages_ok(env, v, since)}
 
 
 def pgbench_rounds(env, variants, setting, cfg, profile=()):
     """Single-row pgbench for each variant, alternated over the rounds.
 
     Each round runs plain before and after every other variant
-    (bracketed()): a variant's ratio in a round is its TPS over the mean of
-    the two plain slices around it, one variant's slice apart, so that
-    drift on the machine (fsync's latency above all) cancels.  Its ratio is
-    the median of its rounds'; plain's TPS the median of all its slices."""
-    out = {v: {"tps": [], "pg_us": [], "worker_us": [], "busy": [], "steal": [], "inbox_left": [], "inbox_wait_s": [],
-               "ratio_rounds": [], "quiet_ratio_rounds": [], "events_ok": True, "inbox_ok": True}
+    (bracketed()); summarize_single() makes the ratios from the rounds'
+    TPS.  Each slice also keeps its CPU per insert, the worker's part, and
+    the cores busy and stolen."""
+    out = {v: {"tps": [], "pg_us": [], "worker_us": [], "busy": [], "steal": [], "inbox_left": [],
+               "inbox_wait_s": [], "events_ok": True, "inbox_ok": True}
            for v in variants}
     out["_rounds"] = []
     for r in range(cfg["rounds"]):
@@ -373,60 +385,77 @@ def pgbench_rounds(env, variants, setting, cfg, profile=()):
         order = bracketed(variants, r)
         tps_of = []
         steal_of = []
-        for i, v in enumerate(order):
+        for v in order:
             inbox = inbox_of(v)
             prof_name = "trigger-%s-%s" % (v, setting) if (r == 0 and v in profile) else None
-            tps, n, d, left, waited, inbox_before, msgs_ok = pgbench_slice(env, v, setting, cfg, prof_name)
+            sl = pgbench_slice(env, v, setting, cfg, prof_name)
+            tps, n, d = sl["tps"], sl["n"], sl["cpu"]
             tps_of.append(tps)
-            steal_of.append(d["steal"] / (d["wall"] * os.cpu_count()) if d["wall"] else None)
-            out[v]["tps"].append(tps)
-            out[v]["pg_us"].append(d["pg_all"] * 1e6 / n if n else None)
+            steal_of.append(sl["steal"])
+            x = out[v]
+            x["tps"].append(tps)
+            x["pg_us"].append(d["pg_all"] * 1e6 / n if n else None)
             # the worker's share: without the inbox, woken at each commit, it finds nothing due
             # (endpoints paused); with it, it moves the inbox's rows into the queue
-            out[v]["worker_us"].append(d["worker"] * 1e6 / n if n else None)
-            # how busy the cores were: 1.0 when the CPU, not fsync, decides
-            out[v]["busy"].append(d["machine"] / (d["wall"] * os.cpu_count()) if d["wall"] else None)
-            # and how much of that the host took (steal): a slow run on a busy host
-            out[v]["steal"].append(steal_of[-1])
-            out[v]["inbox_left"].append(left)
-            out[v]["inbox_wait_s"].append(waited if inbox else None)
+            x["worker_us"].append(d["worker"] * 1e6 / n if n else None)
+            # near 1.0 the CPU decides, not fsync; stolen: a slow run on a busy host
+            x["busy"].append(sl["busy"])
+            x["steal"].append(sl["steal"])
+            x["inbox_left"].append(sl["left"])
+            x["inbox_wait_s"].append(sl["waited"] if inbox else None)
             if (events_per_row(v) or v in FLOOR) and not check_events(env, table_of(v), events_per_row(v)):
-                out[v]["events_ok"] = False
-            if not msgs_ok:
-                out[v]["events_ok"] = False
-            if inbox and not check_inbox(env, v, inbox_before):
-                out[v]["inbox_ok"] = False
+                x["events_ok"] = False
+            if not sl["messages_ok"]:
+                x["events_ok"] = False
+            if inbox and not check_inbox(env, v, sl["inbox_before"]):
+                x["inbox_ok"] = False
             if v != "plain":
                 line.append("%s %.0f (pg CPU %.0f us/insert, worker %.0f, cores busy %.0f%%, stolen %.0f%%%s)"
-                            % (v, tps, out[v]["pg_us"][-1] or 0, out[v]["worker_us"][-1] or 0,
-                               100 * (out[v]["busy"][-1] or 0), 100 * (out[v]["steal"][-1] or 0),
-                               "; inbox rows left at the end %d, moved in %.2f s" % (left, waited)
+                            % (v, tps, x["pg_us"][-1] or 0, x["worker_us"][-1] or 0,
+                               100 * (sl["busy"] or 0), 100 * (sl["steal"] or 0),
+                               "; inbox rows left at the end %d, moved in %.2f s" % (sl["left"], sl["waited"])
                                if inbox else ""))
-        # order[i] for odd i is a variant between the plain slices i - 1 and i + 1
-        is_quiet = quiet(steal_of)
-        for i in range(1, len(order), 2):
-            around = (tps_of[i - 1] + tps_of[i + 1]) / 2
-            out[order[i]]["ratio_rounds"].append(tps_of[i] / around if around else None)
-            if around and is_quiet(i - 1, i, i + 1):
-                out[order[i]]["quiet_ratio_rounds"].append(tps_of[i] / around)
-        out["plain"].setdefault("noise_rounds", []).extend(plain_noise(tps_of))
-        out["plain"].setdefault("quiet_noise_rounds", []).extend(plain_noise(tps_of, keep=is_quiet))
         out["_rounds"].append({"order": order, "tps": tps_of, "steal": steal_of})
-        plain_steal = steal_of[::2]
         log("synchronous_commit=%s round %d: TPS plain %s (stolen %s %%); %s"
             % (setting, r + 1, " / ".join("%.0f" % t for t in tps_of[::2]),
-               " / ".join("%.0f" % (100 * (q or 0)) for q in plain_steal), ", ".join(line)))
+               " / ".join("%.0f" % (100 * (q or 0)) for q in steal_of[::2]), ", ".join(line)))
+    return summarize_single(out, variants)
+
+
+def summarize_single(out, variants):
+    """The ratios of the single-row runs, from their rounds alone (also
+    for a results.json read back: render_trigger.py).  A variant's ratio in
+    a round is its TPS over the mean of the two plain slices around it, one
+    variant's slice apart, so that drift on the machine cancels; its ratio
+    is the median of its rounds', and again of the quiet brackets' alone
+    (quiet()).  Plain's TPS is the median of all its slices; its noise,
+    each plain slice against the two plain slices around it."""
+    for v in variants:
+        out[v]["ratio_rounds"], out[v]["quiet_ratio_rounds"] = [], []
+    out["plain"]["noise_rounds"], out["plain"]["quiet_noise_rounds"] = [], []
+    for rnd in out["_rounds"]:
+        order, tps_of = rnd["order"], rnd["tps"]
+        is_quiet = quiet(rnd.get("steal") or [None] * len(order))
+        # order[i] for odd i is a variant between the plain slices i - 1 and i + 1
+        for i in range(1, len(order), 2):
+            around = (tps_of[i - 1] + tps_of[i + 1]) / 2
+            x = out[order[i]]
+            x["ratio_rounds"].append(tps_of[i] / around if around else None)
+            if around and is_quiet(i - 1, i + 1):
+                x["quiet_ratio_rounds"].append(tps_of[i] / around)
+        out["plain"]["noise_rounds"].extend(plain_noise(tps_of))
+        out["plain"]["quiet_noise_rounds"].extend(plain_noise(tps_of, keep=is_quiet))
     for v in variants:
         x = out[v]
         x["tps_median"] = median(x["tps"])
         x["pg_us_median"] = median(x["pg_us"])
         x["worker_us_median"] = median(x["worker_us"])
-        x["busy_median"] = median(x["busy"])
-        x["steal_median"] = median(x["steal"])
-        x["ratio"] = 1.0 if v == "plain" else median([q for q in x["ratio_rounds"] if q is not None])
+        x["busy_median"] = median(x.get("busy") or [])
+        x["steal_median"] = median(x.get("steal") or [])
+        x["ratio"] = 1.0 if v == "plain" else median(x["ratio_rounds"])
         x["quiet_ratio"] = None if v == "plain" else median(x["quiet_ratio_rounds"])
-    out["plain"]["noise"] = median(out["plain"].get("noise_rounds") or [])
-    out["plain"]["quiet_noise"] = median(out["plain"].get("quiet_noise_rounds") or [])
+    out["plain"]["noise"] = median(out["plain"]["noise_rounds"])
+    out["plain"]["quiet_noise"] = median(out["plain"]["quiet_noise_rounds"])
     return out
 
 
@@ -534,11 +563,12 @@ def bulk_rounds(env, variants, setting, cfg, profile=()):
     return out
 
 
-def single_target(setting, single):
+def single_target(setting, single, key="ratio"):
     """The single-row target of issue 10 for a synchronous_commit setting:
-    (its text, a test of a ratio to plain)."""
+    (its text, a test of a ratio to plain); the outbox's ratio is read
+    from key too (the quiet brackets': "quiet_ratio")."""
     if setting == "off":
-        outbox = single.get("outbox", {}).get("ratio")
+        outbox = single.get("outbox", {}).get(key)
         if outbox is None:
             # not judged without the outbox beside it (--trigger-variants left it out)
             return (">= %.2fx plain and above the outbox (not measured)" % TARGET["row_off"],
@@ -558,25 +588,49 @@ BULK_CHECKS = [("one INSERT of many rows, statement path", "stmt", "ratio"),
                 "stmt_inbox", "ratio_worker")]
 
 
+def settled(x, key, threshold):
+    """Whether the median's 95 % interval (median_ci) lies on one side of
+    threshold ("settled") or holds it ("undecided"); None below 6 rounds.
+    It covers the rounds' noise in this run only, taking the rounds as
+    independent: not another run's, nor another machine's."""
+    ci = median_ci(x.get(key + "_rounds") or [])
+    if ci is None:
+        return None
+    return "undecided" if ci[0] < threshold <= ci[1] else "settled"
+
+
 def judge(setting, single, bulk, stmt_ok):
     """The issue's targets for one synchronous_commit setting, computed:
-    a list of (what, figure, target, met: True/False/None).  The row
-    trigger and the statement path are judged as the issue asks, each with
-    the inbox off and on; the inbox's bulk figure also counting the move."""
+    a list of (what, figure, target, met: True/False/None by the median,
+    settled()).  The row trigger and the statement path are judged as the
+    issue asks, each with the inbox off and on; the inbox's bulk figure
+    also counting the move.  (Above the outbox: by the medians.)"""
     checks = []
     if single is not None:
         text, ok = single_target(setting, single)
+        threshold = TARGET["row_off" if setting == "off" else "row_on"]
         for v in [v for v in ("row", "row_inbox") if v in single]:
-            checks.append(("single-row, " + SHORT[v], figure(single[v]), text, ok(single[v]["ratio"])))
+            checks.append(("single-row, " + SHORT[v], figure(single[v]), text, ok(single[v]["ratio"]),
+                           settled(single[v], "ratio", threshold)))
     bulk_text = ">= %.2fx plain" % TARGET["bulk_stmt"]
     for what, v, key in BULK_CHECKS if bulk is not None else ():
         if stmt_ok and v not in bulk:
             continue
         if stmt_ok:
-            checks.append((what, figure(bulk[v], key), bulk_text, bulk_ok(bulk[v][key])))
+            checks.append((what, figure(bulk[v], key), bulk_text, bulk_ok(bulk[v][key]),
+                           settled(bulk[v], key, TARGET["bulk_stmt"])))
         else:
-            checks.append((what, "not available", bulk_text, None))
+            checks.append((what, "not available", bulk_text, None, None))
     return checks
+
+
+def check_verdict(c):
+    """A check's verdict: by the median, and what its interval says."""
+    met, how = c[3], c[4] if len(c) > 4 else None
+    if met is None:
+        return "not available"
+    return verdict(met) + {"settled": " (settled)",
+                           "undecided": " (undecided: the median's interval holds the target)"}.get(how, "")
 
 
 def figure(x, key="ratio"):
@@ -621,21 +675,35 @@ def reference_line(single, bulk):
                                         for what, x in got)))
 
 
+# fewer quiet brackets than this are not judged (median_ci needs 6)
+QUIET_MIN = 6
+
+
 def quiet_meets_line(setting, single):
-    """The single-row target judged over the quiet brackets alone (the
-    verdicts above count every round), or None if no bracket was quiet."""
+    """The single-row target judged over the quiet brackets alone, against
+    the outbox's quiet figure (the verdicts above count every round), or
+    None if no bracket was quiet.  A check, not the verdict: the quiet
+    brackets are those of a calm host, a sample of the run's."""
     if not single or not any(single[v].get("quiet_ratio_rounds") for v in CALLBACK if v in single):
         return None
-    text, ok = single_target(setting, single)
-    vs = [v for v in CALLBACK if v in single and single[v].get("quiet_ratio") is not None]
-    if vs and ok(single[vs[0]]["quiet_ratio"]) is None:
+    text, ok = single_target(setting, single, "quiet_ratio")
+    vs = [v for v in CALLBACK if v in single]
+    enough = [v for v in vs if len(single[v].get("quiet_ratio_rounds") or []) >= QUIET_MIN]
+    few = [v for v in vs if v not in enough]
+    if enough and ok(single[enough[0]]["quiet_ratio"]) is None:
         return None
-    yes = [v for v in vs if ok(single[v]["quiet_ratio"])]
-    no = [v for v in vs if v not in yes]
-    return ("Over the quiet brackets alone (%s; the host stole less than %.0f %% in each run), "
-            % (", ".join("%s %.2fx of %d" % (SHORT[v], single[v]["quiet_ratio"],
-                                              len(single[v]["quiet_ratio_rounds"])) for v in vs),
-               100 * QUIET_STEAL) + meets_line("single-row " + text, yes, no))
+    yes = [v for v in enough if ok(single[v]["quiet_ratio"])]
+    no = [v for v in enough if v not in yes]
+    line = "Over the quiet brackets alone (the host stole less than %.0f %% in each plain run around) " \
+        % (100 * QUIET_STEAL)
+    line += "; ".join("%s %s" % (SHORT[v], ratio_cell(single[v], "quiet_ratio")) for v in enough)
+    if enough:
+        line += ": " + meets_line("single-row " + text, yes, no)
+    if few:
+        line += (" " if enough else "") + "Too few quiet brackets to judge (fewer than %d): %s." % (
+            QUIET_MIN, "; ".join("%s %d" % (SHORT[v], len(single[v].get("quiet_ratio_rounds") or []))
+                                 for v in few))
+    return line
 
 
 def meets_line(target, yes, no):
@@ -735,6 +803,11 @@ def run(env):
 
 # ------------------------------------------------------------------ report
 
+def absent(t, v):
+    """Why a variant has no figure: left out of the run, or not available"""
+    return "not available" if v in t.get("variants_run", t["variants"]) else "not run"
+
+
 def ran(t):
     """(setting, its results) for each synchronous_commit setting measured"""
     return [(setting, t["settings"][setting]) for setting, _ in SETTINGS if setting in t["settings"]]
@@ -760,7 +833,7 @@ def rows(t):
                         ratio_cell(bulk["plain"], "noise"), "", "", ""))
         for v in ("noop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox", emitter.NAME) if single else ():
             out.append(("   single-row, %s / plain" % SHORT[v],
-                        fmt(single[v]["ratio"], "{:.2f}x") if v in single else "not available",
+                        fmt(single[v]["ratio"], "{:.2f}x") if v in single else absent(t, v),
                         "", "", ""))
         for v in ("noop", "snoop", "row", "stmt", "outbox", "row_inbox", "stmt_inbox", emitter.NAME):
             if v in bulk:
@@ -771,9 +844,8 @@ def rows(t):
                                 fmt(bulk[v]["ratio_worker"], "{:.2f}x"), "", "", ""))
                 out.append(("     the same, a new session's first INSERT",
                             fmt(bulk[v].get("first_ratio"), "{:.2f}x"), "", "", ""))
-        for what, fig, target, met in s["checks"]:
-            out.append(("   target: " + what, fig, target.replace(" and above", ", >"), "",
-                        verdict(met) if met is not None else "not available"))
+        for c in s["checks"]:
+            out.append(("   target: " + c[0], c[1], c[2].replace(" and above", ", >"), "", check_verdict(c)))
     if "fanout" not in t:
         return out
     f = t["fanout"]["single"]
@@ -794,11 +866,14 @@ def warnings(x):
 def rounds_range(x, key, form):
     """key's rounds' lowest and highest in form, in brackets ("" for one
     round or none), and from 6 rounds on the median's 95 % confidence
-    interval beside them"""
+    interval beside them.  Plain's noise has no interval: its brackets
+    share plain runs with their neighbours, so they are not independent."""
     rs = [q for q in x.get(key + "_rounds") or [] if q is not None]
     if len(rs) < 2:
         return ""
     text = form % (min(rs), max(rs))
+    if key.endswith("noise"):
+        return " (%s; %d brackets)" % (text, len(rs))
     ci = median_ci(rs)
     if ci is not None:
         text += "; median's 95%% CI %.2f-%.2f, %d rounds" % (ci[0], ci[1], len(rs))
@@ -900,14 +975,14 @@ def single_markdown(t, single, checks, stmt_note):
                          quiet_cell(single[v], "quiet_noise"), cpu_cell(single[v])))
             continue
         if v not in single:
-            md.append("| %s | %s | | | | |" % (label, "not available" if v in t.get("variants_run", t["variants"]) else "not run"))
+            md.append("| %s | %s | | | | |" % (label, absent(t, v)))
             continue
         x = single[v]
         label += warnings(x)
         target, met = "", ""
         c = checks.get("single-row, " + SHORT[v])
         if c:
-            target, met = c[2], verdict(c[3])
+            target, met = c[2], check_verdict(c)
         md.append("| %s | %s | %s%s | %s | %s | %s |"
                   % (label, fmt(x["tps_median"]), ratio_cell(x), quiet_cell(x), cpu_cell(x), target, met))
     return md
@@ -936,14 +1011,14 @@ def bulk_markdown(t, bulk, checks):
         bc = [c for c in BULK_CHECKS if c[1] == v]
         if v not in bulk:
             md.append("| %s | %s | | | | %s | | | |"
-                      % (label, "not available" if v in t.get("variants_run", t["variants"]) else "not run",
+                      % (label, absent(t, v),
                          checks[bc[0][0]][2] if bc and bc[0][0] in checks else ""))
             continue
         x = bulk[v]
         label += warnings(x)
         target = checks[bc[0][0]][2] if bc else ""
         met = "; ".join(("counting the worker: " if key == "ratio_worker" else "")
-                        + verdict(checks[what][3]) for what, _, key in bc)
+                        + check_verdict(checks[what]) for what, _, key in bc)
         md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
                   % (label, fmt(x["seconds_median"], "{:.2f}"),
                      ratio_cell(x) if v != "plain" else "1.00; plain against plain: " + ratio_cell(x, "noise"),
