@@ -955,7 +955,7 @@ def single_markdown(t, single, checks, stmt_note):
           "interval); postgres CPU is every postgres process's CPU over the run "
           "divided by the inserts, and the cores busy the whole machine's CPU over it (pgbench's "
           "too) as a share of all its cores: near 100 %% the CPU decides, not fsync; stolen is the "
-          "share the host took from the VM's cores, and a quiet bracket one whose three runs each "
+          "share the host took from the VM's cores, and a quiet bracket one whose two plain runs each "
           "had less than %.0f %% stolen (what the host's load does not decide). Every endpoint "
           "paused: nothing is delivered meanwhile. With "
           "**callback.inbox on**, the worker moves the inbox's rows into the queue during the run "
