@@ -317,9 +317,9 @@ def plain_noise(of_slice, higher_is_faster=True, keep=lambda i, j, k: True):
 
 # A bracket is quiet when the host stole less than this share of the cores
 # in each of its two plain runs.  With synchronous_commit on, this VM's
-# plain runs went from about 10,000 TPS with nothing stolen to 3,000 with
-# 39 % stolen, seconds apart (a smoke run of 2026-12-03, in its log only):
-# the host's load, not fsync, decided those runs.
+# plain runs came at about 10,000 TPS with under 1 % stolen and at about
+# 2,400 with 45-48 % (bench/results/trigger-fsync-quiet.md): the host's
+# load moves them further than a trigger does.
 QUIET_STEAL = 0.05
 
 
