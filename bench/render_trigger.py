@@ -5,8 +5,8 @@ the new way without measuring it again.
 
     /usr/bin/python3 bench/render_trigger.py bench/results/trigger-median-ci.json
 
-Prints markdown; the figures each run measured (TPS, CPU, steal) are the
-file's, unchanged.  Checks the bulk runs keep as they were."""
+Prints markdown; the figures each run measured (TPS, CPU, steal, the bulk
+runs' seconds) are the file's, unchanged; every check is judged again."""
 
 import json
 import sys
