@@ -9,6 +9,7 @@ OBJS = \
 	src/guc.o \
 	src/inbox.o \
 	src/inbox_pack.o \
+	src/inbox_vacuum.o \
 	src/shmem.o \
 	src/epshare.o \
 	src/event.o \

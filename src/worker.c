@@ -33,6 +33,7 @@
 
 #include "delivery.h"
 #include "inbox.h"
+#include "inbox_vacuum.h"
 #include "guc.h"
 #include "hook_escalation.h"
 #include "pg_callback.h"
@@ -182,7 +183,7 @@ static void
 run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 {
 	int			room = pgcb_max_inflight - pgcb_delivery_inflight();
-	bool		inbox_left = false;
+	uint64		moved = 0;
 
 	/* read before we look, so that a CREATE EXTENSION after the look shows */
 	ls->created_gen = pgcb_shmem_database_gen(MyDatabaseId);
@@ -229,7 +230,7 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 			ls->last_sweep_at = GetCurrentTimestamp();
 		}
 		/* callback.inbox: what committed there joins the queue first */
-		inbox_left = pgcb_inbox_move(PGCB_INBOX_MOVE_MAX) >= PGCB_INBOX_MOVE_MAX;
+		moved = pgcb_inbox_move(PGCB_INBOX_MOVE_MAX);
 		ls->last_claimed = pgcb_delivery_cycle(room);
 		pgcb_shmem_set_state(slot, pgcb_delivery_inflight() > 0 ?
 							 PGCB_STATE_DELIVERING : PGCB_STATE_IDLE);
@@ -241,8 +242,10 @@ run_cycle(PgcbWorkerSlot *slot, LoopState *ls, bool sweep)
 	pgstat_report_activity(STATE_IDLE, NULL);
 	ls->last_cycle_at = GetCurrentTimestamp();
 	ls->first_unflushed_at = 0;
+	/* what moved left dead rows behind in the inbox */
+	pgcb_inbox_vacuum_after(moved);
 	/* more waits in the inbox: another cycle at once */
-	ls->woken = inbox_left;
+	ls->woken = moved >= PGCB_INBOX_MOVE_MAX;
 }
 
 static bool
