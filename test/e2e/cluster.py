@@ -378,6 +378,13 @@ class Cluster:
         pids = self.worker_pids()
         return pids[0] if pids else None
 
+    def running_worker_pid(self, timeout=60):
+        """The worker's pid, waiting for it (bounded): a test that is first
+        in its module may start before the launcher has started the worker
+        of the database the module's cluster just created."""
+        return self.wait_until(self.worker_pid, timeout=timeout, interval=0.1,
+                               what="the worker of %s" % self.dbname)
+
     def launcher_pid(self):
         pids = self._pids(LAUNCHER_BACKEND_TYPE)
         return pids[0] if pids else None

@@ -328,8 +328,7 @@ TRANSFORM_FAILURES = [
 
 
 def test_failing_transforms_are_recorded_worker_survives(cluster, receiver, owned, endpoint_factory):
-    pid = cluster.worker_pid()
-    assert pid
+    pid = cluster.running_worker_pid()
     eids = {}
     for fn, _ in TRANSFORM_FAILURES:
         short = fn.split(".")[1]
@@ -367,7 +366,7 @@ def test_failing_transforms_are_recorded_worker_survives(cluster, receiver, owne
 
 
 def test_failing_on_response_keeps_the_outcome(cluster, receiver, owned, endpoint_factory):
-    pid = cluster.worker_pid()
+    pid = cluster.running_worker_pid()
     cluster.execute("DELETE FROM app.leftovers")
     eids = {}
     for fn in ("app.r_error", "app.r_loop", "app.r_superuser"):

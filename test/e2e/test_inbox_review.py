@@ -76,7 +76,7 @@ def test_a_failing_move_does_not_stop_deliveries_already_queued(cluster, receive
                                                                 endpoint_factory):
     endpoint_factory("ibr_bad", receiver.url("/bad"), event_types=["ibrbad.*"])
     live = endpoint_factory("ibr_live", receiver.url("/live"), event_types=["ibrlive.*"])
-    pid = cluster.worker_pid()
+    pid = cluster.running_worker_pid()
     # an operator's constraint that the waiting row breaks: every move fails
     cluster.execute("ALTER TABLE callback.callback_queue ADD CONSTRAINT ibr_no_bad "
                     "CHECK (event_type <> 'ibrbad.e') NOT VALID")

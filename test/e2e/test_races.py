@@ -94,7 +94,7 @@ def test_outcome_after_stall_longer_than_lease_is_kept(cluster, receiver, endpoi
                            timeout=0.3, retry_schedule=[0.2], max_attempts=20,
                            failure_threshold=1000)
     receiver.set_delay(path, 0.2)
-    pid = cluster.worker_pid()
+    pid = cluster.running_worker_pid()
     ev = enqueue(cluster, "stall.ev")
     assert receiver.wait_for(1, path, timeout=10), "the first request never arrived"
     os.kill(pid, signal.SIGSTOP)
@@ -136,7 +136,7 @@ def test_outcome_kept_when_another_sweep_returned_the_row(cluster, receiver, end
     eid = endpoint_factory("swept", receiver.url(path), event_types="{swept.*}",
                            timeout=5, retry_schedule=[0.2], max_attempts=20)
     receiver.set_delay(path, 0.5)
-    pid = cluster.worker_pid()
+    pid = cluster.running_worker_pid()
     ev = enqueue(cluster, "swept.ev")
     assert receiver.wait_for(1, path, timeout=10), "the first request never arrived"
     os.kill(pid, signal.SIGSTOP)
@@ -247,7 +247,7 @@ def test_breaker_write_back_does_not_overwrite_a_resume(cluster, receiver, endpo
     receiver.script(path, [500])
     endpoint_factory("brrace", receiver.url(path), event_types="{brrace.*}", failure_threshold=1,
                      breaker_cooldown=60, retry_schedule=[0.2], max_attempts=50)
-    pid = cluster.worker_pid()
+    pid = cluster.running_worker_pid()
     lk = cluster.connect(autocommit=False)
     try:
         with lk.cursor() as cur:
@@ -284,7 +284,7 @@ def test_drop_database_denied_leaves_the_worker(cluster, receiver, endpoint_fact
     endpoint_factory("guard", receiver.url(path), event_types="{guard.*}")
     cluster.execute("DROP ROLE IF EXISTS pgcb_nobody")
     cluster.execute("CREATE ROLE pgcb_nobody LOGIN")
-    pid = cluster.worker_pid()
+    pid = cluster.running_worker_pid()
     attempts = [
         ("plain", ['DROP DATABASE "%s"' % cluster.dbname], "must be owner"),
         ("in a transaction block", ["BEGIN", 'DROP DATABASE "%s"' % cluster.dbname],
