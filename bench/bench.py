@@ -31,6 +31,10 @@ Parts:
               INSERT with each trigger variant (and a logical message),
               per row of one INSERT ... SELECT, per delivery of the worker
               and of the functions below it; ratios to plain.
+ 10. stream   a steady stream of single-row INSERTs with the row trigger
+              at a fixed rate, callback.inbox off then on, while the worker
+              delivers: its CPU us per delivery and the inbox's pages, per
+              10 s window.
 
 Writes bench/out/results.json, results.md and bench.png.
 """
@@ -44,12 +48,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lib import report  # noqa: E402
 from lib.env import Env  # noqa: E402
-from parts import amqp, batch, drain, instructions, keepup, latency, metrics, scaleout, trigger  # noqa: E402
+from parts import amqp, batch, drain, instructions, keepup, latency, metrics, scaleout, stream, trigger  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
 MODULES = {"drain": drain, "trigger": trigger, "keepup": keepup, "latency": latency, "metrics": metrics,
-           "batch": batch, "scaleout": scaleout, "amqp": amqp, "instructions": instructions}
+           "batch": batch, "scaleout": scaleout, "amqp": amqp, "instructions": instructions, "stream": stream}
 
 
 def bench(args):
@@ -102,6 +106,10 @@ def main():
                     % ",".join(v for v, _, _ in trigger.VARIANTS))
     ap.add_argument("--bulk-rows", type=int,
                     help="rows of the one-statement INSERT (default 100000, 20000 with --quick)")
+    ap.add_argument("--stream-rate", type=int, default=3000,
+                    help="inserts a second of the steady stream, part 10 (default 3000)")
+    ap.add_argument("--stream-seconds", type=int,
+                    help="length of each steady stream, part 10 (default 120, 30 with --quick)")
     ap.add_argument("--clients", type=int, default=8, help="pgbench clients, keep-up part (default 8)")
     ap.add_argument("--drain-events", type=int, help="events queued for the drain (default 100000)")
     ap.add_argument("--batch-events", type=int,

@@ -14,7 +14,8 @@
 #   --runs N, --profile (perf record of the worker / the cluster into bench/out/perf-*.txt),
 #   --trigger-seconds S, --trigger-rounds N, --bulk-rows N, --trigger-parts P,
 #   --trigger-settings off,on, --trigger-variants V (the trigger part),
-#   --only drain,trigger,keepup,latency,metrics,batch,scaleout,amqp,instructions,
+#   --only drain,trigger,keepup,latency,metrics,batch,scaleout,amqp,instructions,stream,
+#   --stream-rate N, --stream-seconds S (the steady stream, part 10),
 #   --instr-n N, --instr-rows N (the instructions part, under callgrind),
 #   --no-install (no apt-get), --no-build (use the pg_callback already installed)
 #

@@ -255,16 +255,17 @@ http {{
                    "count(*) FILTER (WHERE status = 'dead') FROM callback.callback_queue", name="mon")[0]
         return {"total": r[0], "delivered": r[1], "backlog": r[2], "dead": r[3]}
 
-    def pgbench(self, name, script, seconds, clients, jobs, sync_commit=None, options=None):
+    def pgbench(self, name, script, seconds, clients, jobs, sync_commit=None, options=None, rate=None):
         """pgbench -M prepared running `script` (the text of a pgbench
         script); returns (TPS without connection time, transactions).
-        `options`: more libpq options for its sessions ("-c callback.inbox=on")."""
+        `options`: more libpq options for its sessions ("-c callback.inbox=on");
+        `rate`: transactions a second (pgbench -R), else as fast as it can."""
         path = os.path.join(self.tmp, "pgbench_%s.sql" % name)
         with open(path, "w") as f:
             f.write(script)
         cmd = [self.pg_bin + "/pgbench", "-h", self.pgdir, "-p", str(self.pg_port), "-U", "postgres",
-               "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(jobs, clients)),
-               "-T", str(seconds), "-f", path, "bench"]
+               "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(jobs, clients))] + \
+            (["-R", str(rate)] if rate else []) + ["-T", str(seconds), "-f", path, "bench"]
         env = dict(os.environ)
         opts = (["-c synchronous_commit=%s" % sync_commit] if sync_commit else []) + ([options] if options else [])
         if opts:

@@ -10,7 +10,8 @@ import time
 
 from parts import drain, instructions, latency, trigger
 
-ORDER = ["drain", "trigger", "keepup", "latency", "metrics", "batch", "scaleout", "amqp", "instructions"]
+ORDER = ["drain", "trigger", "keepup", "latency", "metrics", "batch", "scaleout", "amqp", "instructions",
+         "stream"]
 
 
 def table(parts, modules):
