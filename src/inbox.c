@@ -136,8 +136,8 @@ move_step(void *arg)
  * the inbox pays no subtransaction for it per cycle.  A lock we cannot have
  * at once (TRUNCATE under way) also means: not now.
  */
-static bool
-inbox_surely_empty(Oid relid)
+bool
+pgcb_inbox_surely_empty(Oid relid)
 {
 	Relation	rel;
 	bool		empty;
@@ -167,7 +167,7 @@ pgcb_inbox_move(int max)
 	TimestampTz now;
 
 	/* absent below 1.1, or empty: nothing to move */
-	if (!OidIsValid(relid) || inbox_surely_empty(relid))
+	if (!OidIsValid(relid) || pgcb_inbox_surely_empty(relid))
 		return 0;
 	/* called while this backend queues events (process_callbacks() from a cast): later */
 	if (pgcb_queue_busy())

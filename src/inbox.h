@@ -15,6 +15,12 @@ extern Oid	pgcb_inbox_relid(void);
 extern Oid	pgcb_inbox_relid_if_any(void);
 
 /*
+ * Whether the inbox has no page (or is locked by TRUNCATE: not now);
+ * looked at under ACCESS SHARE, taken without waiting.
+ */
+extern bool pgcb_inbox_surely_empty(Oid relid);
+
+/*
  * Move committed inbox rows into callback_queue, oldest first, in the
  * caller's transaction: all of them when they carry up to max events, else
  * about half (callback._move_inbox); returns how many events moved (0 also

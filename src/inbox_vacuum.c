@@ -22,14 +22,12 @@
  */
 #include "postgres.h"
 
-#include "access/relation.h"
 #include "access/xact.h"
 #include "commands/vacuum.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_node.h"
 #include "pgstat.h"
-#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -51,16 +49,6 @@ static uint64 moved_since_vacuum = 0;
 static TimestampTz last_vacuum_at = 0;
 static TimestampTz last_shrink_at = 0;
 static TimestampTz last_failure_logged = 0;
-
-static bool
-inbox_has_pages(Oid relid)
-{
-	Relation	rel = relation_open(relid, NoLock);
-	bool		has = RelationGetNumberOfBlocks(rel) > 0;
-
-	relation_close(rel, NoLock);
-	return has;
-}
 
 /* VACUUM (TRUNCATE truncate, SKIP_LOCKED) of relid, as the statement would. */
 static void
@@ -107,8 +95,9 @@ unlock_session(void)
  * With the mode given, taken without waiting: SHARE UPDATE EXCLUSIVE for
  * the vacuum after moves; ACCESS EXCLUSIVE, which no producer may hold
  * meanwhile, for the one that truncates, which then has its lock at once
- * rather than waiting up to 5 s for it.  A vacuum that truncates an inbox
- * of no page is not run.
+ * rather than waiting up to 5 s for it.  An inbox of no page is left
+ * alone: an ACCESS EXCLUSIVE lock is written to the WAL (for standbys),
+ * and an idle database would log one every SHRINK_GAP_MS.
  */
 static void
 run_vacuum(LOCKMODE mode, TimestampTz now)
@@ -124,8 +113,8 @@ run_vacuum(LOCKMODE mode, TimestampTz now)
 	{
 		StartTransactionCommand();
 		relid = pgcb_inbox_relid_if_any();
-		if (OidIsValid(relid) && lock_for_session(relid, mode) &&
-			(!truncate || inbox_has_pages(relid)))
+		if (OidIsValid(relid) && (!truncate || !pgcb_inbox_surely_empty(relid)) &&
+			lock_for_session(relid, mode))
 		{
 			pgstat_report_activity(STATE_RUNNING, "pg_callback: vacuum callback_inbox");
 			vacuum_inbox(relid, truncate);
