@@ -14,7 +14,7 @@ import time
 
 import psycopg2
 
-from lib.util import free_port, read_pid, step
+from lib.util import free_port, log, read_pid, step
 
 
 def pg_bin_dir():
@@ -245,9 +245,18 @@ http {{
         return int(r[0]), int(r[1]), int(r[2])
 
     def reset_queue(self):
-        # the inbox too (callback.inbox): rows left there would join the queue later
-        self.q("TRUNCATE callback.callback_queue, callback.callback_inbox, callback.callback_attempts, "
-               "callback.callback_stats RESTART IDENTITY CASCADE")
+        # the inbox too (callback.inbox): rows left there would join the queue later.
+        # A worker still busy with a backlog may lock them in another order: the
+        # deadlock detector then cancels one of us; try again (5 times at most).
+        for attempt in range(5):
+            try:
+                self.q("TRUNCATE callback.callback_queue, callback.callback_inbox, "
+                       "callback.callback_attempts, callback.callback_stats RESTART IDENTITY CASCADE")
+                return
+            except psycopg2.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
+                log("reset_queue: deadlock with the worker, trying again")
 
     def queue_counts(self):
         r = self.q("SELECT count(*), count(*) FILTER (WHERE status = 'delivered'), "

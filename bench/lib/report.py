@@ -135,7 +135,8 @@ def write(env, modules):
         " ".join("%.2f" % x for x in res["machine"]["load_before"]),
         " ".join("%.2f" % x for x in res["load_after"]))
     md = ["# pg_callback benchmark results", "",
-          "`bash bench/run.sh%s`, %s, median of %d run%s (the trigger part: of its rounds)." % (
+          "`bash bench/run.sh%s`, %s, median of %d run%s (the trigger part: of its rounds; "
+          "the stream part: one stream per setting, its 10 s windows)." % (
               given_options(), res["finished_at"], env.runs,
               "s" if env.runs > 1 else ""), "",
           "pg_callback %s at commit %s%s." % (
