@@ -13,28 +13,47 @@
  * it fell behind.
  *
  * So after every VACUUM_AFTER_EVENTS events moved, at most once per
- * VACUUM_MIN_GAP_MS, the worker runs VACUUM (TRUNCATE false) on the inbox,
- * between two cycles, outside their transactions.  No truncation: that
- * needs an ACCESS EXCLUSIVE lock, which the producers' inserts hold off
- * and which VACUUM waits up to 5 s for; autovacuum still shrinks the table
- * when it can.  A lock we cannot have at once (autovacuum, an ANALYZE, a
- * mover in another session) means: at a later cycle.
+ * VACUUM_MIN_GAP_MS, the worker vacuums the inbox's heap, between two
+ * cycles, outside their transactions.  Not VACUUM the statement: after its
+ * tables it updates pg_database (vac_update_datfrozenxid), where it waits
+ * for any open transaction that changed the database's row, such as a
+ * database owner's ALTER DATABASE left open, and the worker would deliver
+ * nothing meanwhile.  Here the table AM's vacuum of the one heap
+ * (table_relation_vacuum, as VACUUM does for each table), with:
+ *	- a lock taken without waiting, for the transaction: a move, ANALYZE or
+ *	  autovacuum holding it means a later cycle;
+ *	- no cost-based delay, whatever vacuum_cost_delay says: this is the
+ *	  worker's time;
+ *	- the table's owner as the user, in a security-restricted operation, as
+ *	  VACUUM runs it, and not at all if the inbox has an index (it has none;
+ *	  one added by hand could run its owner's functions): autovacuum then;
+ *	- the inbox's TOAST table left to autovacuum, which the moves do not hold
+ *	  off.
+ * Truncating the empty pages at the end (after a backlog, or once a stream
+ * stops) takes ACCESS EXCLUSIVE, which VACUUM takes only when its scan found
+ * enough empty pages at the end, lets go when someone waits for it, and
+ * tries for up to 5 s: so only after a cycle that moved nothing, at most
+ * every SHRINK_GAP_MS, when no other process holds a lock on the inbox at
+ * that moment.
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "commands/vacuum.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_node.h"
 #include "pgstat.h"
+#include "storage/bufmgr.h"
+#include "storage/lock.h"
 #include "storage/lmgr.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "inbox.h"
 #include "inbox_vacuum.h"
-#include "pg_callback.h"
 
 /* About 30 to 40 pages of the inbox's rows, deleted. */
 #define VACUUM_AFTER_EVENTS 1000
@@ -50,75 +69,75 @@ static TimestampTz last_vacuum_at = 0;
 static TimestampTz last_shrink_at = 0;
 static TimestampTz last_failure_logged = 0;
 
-/* VACUUM (TRUNCATE truncate, SKIP_LOCKED) of relid, as the statement would. */
-static void
-vacuum_inbox(Oid relid, bool truncate)
-{
-	VacuumStmt *stmt = makeNode(VacuumStmt);
-
-	stmt->options = list_make2(makeDefElem("truncate", (Node *) makeString(truncate ? "true" : "false"), -1),
-							   makeDefElem("skip_locked", (Node *) makeString("true"), -1));
-	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(PGCB_SCHEMA_NAME, "callback_inbox", -1),
-											   relid, NIL));
-	stmt->is_vacuumcmd = true;
-	ExecVacuum(make_parsestate(NULL), stmt, true);
-}
-
 /*
- * Our lock on the inbox, held from our look to VACUUM's own lock, across
- * the transactions VACUUM commits: a lock another process took in between
- * would have VACUUM skip the table with a warning.  A session lock, which
- * no transaction's end lets go: released by unlock_session().
+ * Whether another process holds a lock on the inbox: then a truncation
+ * would wait for it (VACUUM tries for up to 5 s), and the worker with it.
  */
-static LOCKTAG held_tag;
-static LOCKMODE held_mode = NoLock;
-
 static bool
-lock_for_session(Oid relid, LOCKMODE mode)
+others_hold(Relation rel)
 {
-	SET_LOCKTAG_RELATION(held_tag, MyDatabaseId, relid);
-	if (LockAcquire(&held_tag, mode, true, true) == LOCKACQUIRE_NOT_AVAIL)
-		return false;
-	held_mode = mode;
-	return true;
+	LOCKTAG		tag;
+	int			others;
+
+	SET_LOCKTAG_RELATION(tag, MyDatabaseId, RelationGetRelid(rel));
+	(void) GetLockConflicts(&tag, AccessExclusiveLock, &others);
+	return others > 0;
+}
+
+/* One vacuum of the inbox's heap, in the caller's transaction. */
+static void
+vacuum_heap(Relation rel, bool truncate)
+{
+	VacuumParams params;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+
+	memset(&params, 0, sizeof(params));
+	params.options = VACOPT_VACUUM;
+	params.freeze_min_age = -1;
+	params.freeze_table_age = -1;
+	params.multixact_freeze_min_age = -1;
+	params.multixact_freeze_table_age = -1;
+	params.log_min_duration = -1;
+	params.index_cleanup = VACOPTVALUE_AUTO;
+	params.truncate = truncate ? VACOPTVALUE_ENABLED : VACOPTVALUE_DISABLED;
+	params.nworkers = -1;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec_context | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	VacuumCostActive = false;
+	VacuumCostBalance = 0;
+	table_relation_vacuum(rel, &params, GetAccessStrategy(BAS_VACUUM));
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
 static void
-unlock_session(void)
-{
-	if (held_mode != NoLock)
-		LockRelease(&held_tag, held_mode, true);
-	held_mode = NoLock;
-}
-
-/*
- * With the mode given, taken without waiting: SHARE UPDATE EXCLUSIVE for
- * the vacuum after moves; ACCESS EXCLUSIVE, which no producer may hold
- * meanwhile, for the one that truncates, which then has its lock at once
- * rather than waiting up to 5 s for it.  An inbox of no page is left
- * alone: an ACCESS EXCLUSIVE lock is written to the WAL (for standbys),
- * and an idle database would log one every SHRINK_GAP_MS.
- */
-static void
-run_vacuum(LOCKMODE mode, TimestampTz now)
+run_vacuum(bool shrink, TimestampTz now)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	MemoryContext portal_cxt = PortalContext;
-	bool		truncate = (mode == AccessExclusiveLock);
-	Oid			relid;
 
-	/* VACUUM keeps what lives across its transactions in PortalContext */
-	PortalContext = AllocSetContextCreate(cxt, "pg_callback inbox vacuum", ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
 	{
+		Oid			relid;
+
 		StartTransactionCommand();
 		relid = pgcb_inbox_relid_if_any();
-		if (OidIsValid(relid) && (!truncate || !pgcb_inbox_surely_empty(relid)) &&
-			lock_for_session(relid, mode))
+		if (OidIsValid(relid) && !pgcb_inbox_surely_empty(relid) &&
+			ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock))
 		{
-			pgstat_report_activity(STATE_RUNNING, "pg_callback: vacuum callback_inbox");
-			vacuum_inbox(relid, truncate);
-			moved_since_vacuum = 0;
+			Relation	rel = table_open(relid, NoLock);
+
+			if (!rel->rd_rel->relhasindex && (!shrink || !others_hold(rel)))
+			{
+				pgstat_report_activity(STATE_RUNNING, "pg_callback: vacuum callback_inbox");
+				vacuum_heap(rel, shrink);
+				moved_since_vacuum = 0;
+			}
+			table_close(rel, NoLock);
 		}
 		CommitTransactionCommand();
 	}
@@ -130,7 +149,7 @@ run_vacuum(LOCKMODE mode, TimestampTz now)
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		AbortOutOfAnyTransaction();
+		AbortCurrentTransaction();
 		RESUME_INTERRUPTS();
 		/* as a failed move: logged once a minute, and deliveries go on */
 		if (TimestampDifferenceExceeds(last_failure_logged, now, 60 * 1000))
@@ -145,29 +164,25 @@ run_vacuum(LOCKMODE mode, TimestampTz now)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	unlock_session();
 	MemoryContextSwitchTo(cxt);
-	MemoryContextDelete(PortalContext);
-	PortalContext = portal_cxt;
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 void
 pgcb_inbox_vacuum_after(uint64 moved)
 {
-	TimestampTz now;
+	TimestampTz now = GetCurrentTimestamp();
 
 	moved_since_vacuum += moved;
-	now = GetCurrentTimestamp();
 	if (moved_since_vacuum >= VACUUM_AFTER_EVENTS &&
 		TimestampDifferenceExceeds(last_vacuum_at, now, VACUUM_MIN_GAP_MS))
 	{
 		last_vacuum_at = now;
-		run_vacuum(ShareUpdateExclusiveLock, now);
+		run_vacuum(false, now);
 	}
 	else if (moved == 0 && TimestampDifferenceExceeds(last_shrink_at, now, SHRINK_GAP_MS))
 	{
 		last_shrink_at = now;
-		run_vacuum(AccessExclusiveLock, now);
+		run_vacuum(true, now);
 	}
 }

@@ -10,7 +10,13 @@ all.  Here, from several sessions:
   0.1 s), the worker's vacuums are counted in pg_stat_user_tables, and every
   event reaches the queue exactly once;
 - once the stream stops, the inbox is truncated to no page (a cycle that
-  moves nothing takes ACCESS EXCLUSIVE without waiting and truncates).
+  moves nothing, with no other process holding a lock on the inbox, runs a
+  vacuum that may truncate);
+- the database's owner, no superuser, cannot stall that vacuum or the worker
+  with it: not with vacuum_cost_delay set on the database (the worker's
+  vacuum has no cost delay), nor with an ALTER DATABASE left open (VACUUM
+  the statement would wait for it in pg_database; the worker's vacuum does
+  not go there).
 
 The endpoint is paused: moves go on (every callback.poll_interval), and the
 receiver need not keep up.  Real parts only: a throwaway cluster, the
@@ -21,6 +27,9 @@ Every wait is bounded.
 import threading
 import time
 
+import psycopg2
+
+from cluster import SUPERUSER
 from conftest import record_figure
 
 CLUSTER_CONF = {"callback.inbox": True, "autovacuum": False}
@@ -101,3 +110,69 @@ def test_the_inbox_stays_small_under_a_stream_and_shrinks_after(cluster, endpoin
     cluster.wait_until(lambda: inbox_pages(cluster) == 0, timeout=40, interval=0.5,
                        what="the idle inbox truncated to no page")
 
+
+def restart_worker(cluster):
+    old = cluster.running_worker_pid()
+    cluster.execute("SELECT pg_terminate_backend(%s)", (old,))
+    return cluster.wait_until(lambda: (cluster.worker_pid() or old) != old and cluster.worker_pid(),
+                              timeout=60, interval=0.1, what="a worker other than %s" % old)
+
+
+def test_a_database_owner_cannot_stall_the_worker_s_vacuum(cluster, endpoint_factory):
+    eid = endpoint_factory("ivac_own", "http://127.0.0.1:9/ivown", event_types=["ivown.*"])
+    cluster.execute("SELECT callback.pause_endpoint('ivac_own')")
+    db = cluster.dbname
+    cluster.execute("DROP ROLE IF EXISTS ivac_owner")
+    cluster.execute("CREATE ROLE ivac_owner LOGIN")
+    cluster.execute("ALTER DATABASE %s OWNER TO ivac_owner" % db)
+    owner = psycopg2.connect(**dict(cluster.dsn(), user="ivac_owner"))
+    try:
+        with owner.cursor() as cur:
+            owner.autocommit = True
+            cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            assert cur.fetchone()[0] is False
+            # a vacuum that honoured these would sleep 100 ms per page it reads
+            cur.execute("ALTER DATABASE %s SET vacuum_cost_delay = '100ms'" % db)
+            cur.execute("ALTER DATABASE %s SET vacuum_cost_limit = 1" % db)
+        worker = restart_worker(cluster)
+        fresh = cluster.connect()  # a new session, as the worker is, gets the database's settings
+        with fresh.cursor() as cur:
+            cur.execute("SELECT current_setting('vacuum_cost_delay')")
+            assert cur.fetchone()[0] == "100ms"
+        fresh.close()
+        owner.autocommit = False
+        with owner.cursor() as cur:
+            # left open: VACUUM would wait for it, updating pg_database
+            cur.execute("ALTER DATABASE %s CONNECTION LIMIT 50" % db)
+        vacuums = inbox_vacuums(cluster)
+        n = 3000
+        waits = []
+        conn = cluster.connect()
+        with conn.cursor() as cur:
+            for i in range(n):
+                cur.execute("SELECT callback.enqueue('ivown.e', '{}')")
+                if i % 100 == 0:
+                    cur.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (worker,))
+                    waits.append(cur.fetchone()[0])
+        conn.close()
+
+        def settled():
+            waits.append(cluster.scalar("SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
+                                        (worker,)))
+            return cluster.scalar("SELECT count(*) FROM callback.callback_inbox") == 0 and \
+                inbox_vacuums(cluster) > vacuums
+        cluster.wait_until(settled, timeout=60, interval=0.1,
+                           what="the inbox moved and vacuumed while the owner's ALTER DATABASE is open")
+        assert cluster.scalar("SELECT count(*) FROM callback.callback_queue WHERE endpoint_id = %s",
+                              (eid,)) == n
+        stalled = [w for w in waits if w in ("VacuumDelay", "transactionid", "tuple")]
+        assert not stalled, "the worker waited in %r (%d of %d samples)" % (
+            sorted(set(stalled)), len(stalled), len(waits))
+        assert cluster.worker_pid() == worker
+    finally:
+        owner.rollback()
+        owner.close()
+        cluster.execute("ALTER DATABASE %s RESET vacuum_cost_delay" % db)
+        cluster.execute("ALTER DATABASE %s RESET vacuum_cost_limit" % db)
+        cluster.execute("ALTER DATABASE %s OWNER TO %s" % (db, SUPERUSER))
+        cluster.execute("DROP ROLE IF EXISTS ivac_owner")
