@@ -20,10 +20,14 @@
  * database owner's ALTER DATABASE left open, and the worker would deliver
  * nothing meanwhile.  Here the table AM's vacuum of the one heap
  * (table_relation_vacuum, as VACUUM does for each table), with:
- *	- a lock taken without waiting, for the transaction: a move, ANALYZE or
- *	  autovacuum holding it means a later cycle;
- *	- no cost-based delay, whatever vacuum_cost_delay says: this is the
- *	  worker's time;
+ *	- the table's lock taken without waiting, for the transaction: a move,
+ *	  ANALYZE or autovacuum holding it means a later cycle; any other lock
+ *	  waited for VACUUM_LOCK_TIMEOUT at most, then a try FAILURE_BACKOFF_MS
+ *	  later;
+ *	- no cost-based delay and VACUUM's default freeze ages, whatever the
+ *	  settings (a database owner's among them) say: this is the worker's
+ *	  time, and an aggressive vacuum waits for pinned pages (so one that
+ *	  must be aggressive is left to autovacuum);
  *	- the table's owner as the user, in a security-restricted operation, as
  *	  VACUUM runs it, and not at all if the inbox has an index (it has none;
  *	  one added by hand could run its owner's functions): autovacuum then;
@@ -34,22 +38,29 @@
  * enough empty pages at the end, lets go when someone waits for it, and
  * tries for up to 5 s: so only after a cycle that moved nothing, at most
  * every SHRINK_GAP_MS, when no other process holds a lock on the inbox at
- * that moment.
+ * that moment (one that comes between that look and the truncation still
+ * costs the worker up to those 5 s), and not if the table's vacuum_truncate
+ * option says no.
  */
 #include "postgres.h"
 
+#include "access/multixact.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_class.h"
 #include "commands/vacuum.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/autovacuum.h"
 #include "storage/bufmgr.h"
 #include "storage/lock.h"
 #include "storage/lmgr.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "inbox.h"
@@ -58,14 +69,40 @@
 /* About 30 to 40 pages of the inbox's rows, deleted. */
 #define VACUUM_AFTER_EVENTS 1000
 
-/* At high rates: a vacuum per this long, each freeing more pages. */
-#define VACUUM_MIN_GAP_MS 100
+/*
+ * At high rates: a vacuum per this long, each freeing more pages.  Each
+ * one updates the inbox's pg_class row in place, which has every producer
+ * rebuild its cached inbox (queue_insert.c) at its next event.
+ */
+#define VACUUM_MIN_GAP_MS 250
+
+/* After a vacuum that failed or timed out: the next one this much later. */
+#define FAILURE_BACKOFF_MS 10000
+
+/*
+ * The longest the vacuum waits for a lock: its statistics' update of the
+ * inbox's pg_class row waits for an open transaction that changed that row
+ * (a GRANT on the inbox left open).  Then a later try.
+ */
+#define VACUUM_LOCK_TIMEOUT "200ms"
+
+/*
+ * VACUUM's defaults for the freeze ages, whatever the session's settings
+ * say: set to 0 (a database owner may), each vacuum would be aggressive,
+ * and an aggressive vacuum waits, without a timeout, for a page someone
+ * keeps pinned (a cursor on the inbox).
+ */
+#define FREEZE_MIN_AGE 50000000
+#define FREEZE_TABLE_AGE 150000000
+#define MULTIXACT_FREEZE_MIN_AGE 5000000
+#define MULTIXACT_FREEZE_TABLE_AGE 150000000
 
 /* How often a cycle that moved nothing may try to shrink the inbox. */
 #define SHRINK_GAP_MS 10000
 
 static uint64 moved_since_vacuum = 0;
 static TimestampTz last_vacuum_at = 0;
+static TimestampTz not_before = 0;
 static TimestampTz last_shrink_at = 0;
 static TimestampTz last_failure_logged = 0;
 
@@ -84,6 +121,42 @@ others_hold(Relation rel)
 	return others > 0;
 }
 
+/*
+ * Whether a vacuum now would be aggressive (it must freeze the table's
+ * oldest rows): those wait for pinned pages, so they are autovacuum's
+ * (with a margin: half of the age that makes one).
+ */
+static bool
+would_be_aggressive(Relation rel)
+{
+	int32		xid_age = (int32) (ReadNextTransactionId() - rel->rd_rel->relfrozenxid);
+	int32		mxid_age = (int32) (ReadNextMultiXactId() - rel->rd_rel->relminmxid);
+	int			xid_limit = Min(FREEZE_TABLE_AGE, (int) (autovacuum_freeze_max_age * 0.95));
+	int			mxid_limit = Min(MULTIXACT_FREEZE_TABLE_AGE,
+								 (int) (autovacuum_multixact_freeze_max_age * 0.95));
+
+	return xid_age >= xid_limit / 2 || mxid_age >= mxid_limit / 2;
+}
+
+/* As VACUUM: the table's vacuum_truncate option may forbid truncating. */
+static bool
+truncate_allowed(Relation rel)
+{
+	return rel->rd_options == NULL || ((StdRdOptions *) rel->rd_options)->vacuum_truncate;
+}
+
+/*
+ * The inbox as pg_callback made it: a heap with no index.  Anything else
+ * (changed by hand) is autovacuum's: an index could run its owner's
+ * functions, and the table AM's vacuum is for heaps.
+ */
+static bool
+plain_heap(Relation rel)
+{
+	return rel->rd_rel->relkind == RELKIND_RELATION && !rel->rd_rel->relhasindex &&
+		rel->rd_tableam == GetHeapamTableAmRoutine();
+}
+
 /* One vacuum of the inbox's heap, in the caller's transaction. */
 static void
 vacuum_heap(Relation rel, bool truncate)
@@ -95,10 +168,10 @@ vacuum_heap(Relation rel, bool truncate)
 
 	memset(&params, 0, sizeof(params));
 	params.options = VACOPT_VACUUM;
-	params.freeze_min_age = -1;
-	params.freeze_table_age = -1;
-	params.multixact_freeze_min_age = -1;
-	params.multixact_freeze_table_age = -1;
+	params.freeze_min_age = FREEZE_MIN_AGE;
+	params.freeze_table_age = FREEZE_TABLE_AGE;
+	params.multixact_freeze_min_age = MULTIXACT_FREEZE_MIN_AGE;
+	params.multixact_freeze_table_age = MULTIXACT_FREEZE_TABLE_AGE;
 	params.log_min_duration = -1;
 	params.index_cleanup = VACOPTVALUE_AUTO;
 	params.truncate = truncate ? VACOPTVALUE_ENABLED : VACOPTVALUE_DISABLED;
@@ -108,6 +181,8 @@ vacuum_heap(Relation rel, bool truncate)
 	SetUserIdAndSecContext(rel->rd_rel->relowner,
 						   save_sec_context | SECURITY_RESTRICTED_OPERATION);
 	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("lock_timeout", VACUUM_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	VacuumCostActive = false;
 	VacuumCostBalance = 0;
 	table_relation_vacuum(rel, &params, GetAccessStrategy(BAS_VACUUM));
@@ -131,10 +206,14 @@ run_vacuum(bool shrink, TimestampTz now)
 		{
 			Relation	rel = table_open(relid, NoLock);
 
-			if (!rel->rd_rel->relhasindex && (!shrink || !others_hold(rel)))
+			if (plain_heap(rel) && !would_be_aggressive(rel) &&
+				(!shrink || (truncate_allowed(rel) && !others_hold(rel))))
 			{
 				pgstat_report_activity(STATE_RUNNING, "pg_callback: vacuum callback_inbox");
+				/* as VACUUM: a snapshot, for what the relcache may look up */
+				PushActiveSnapshot(GetTransactionSnapshot());
 				vacuum_heap(rel, shrink);
+				PopActiveSnapshot();
 				moved_since_vacuum = 0;
 			}
 			table_close(rel, NoLock);
@@ -151,8 +230,13 @@ run_vacuum(bool shrink, TimestampTz now)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		RESUME_INTERRUPTS();
-		/* as a failed move: logged once a minute, and deliveries go on */
-		if (TimestampDifferenceExceeds(last_failure_logged, now, 60 * 1000))
+		/* what it cleaned stays clean; the next try later */
+		not_before = TimestampTzPlusMilliseconds(now, FAILURE_BACKOFF_MS);
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			ReThrowError(edata);
+		/* a lock timeout: not a failure; else as a failed move, logged once a minute */
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE &&
+			TimestampDifferenceExceeds(last_failure_logged, now, 60 * 1000))
 		{
 			ereport(WARNING,
 					(errcode(edata->sqlerrcode),
@@ -174,6 +258,8 @@ pgcb_inbox_vacuum_after(uint64 moved)
 	TimestampTz now = GetCurrentTimestamp();
 
 	moved_since_vacuum += moved;
+	if (now < not_before)
+		return;
 	if (moved_since_vacuum >= VACUUM_AFTER_EVENTS &&
 		TimestampDifferenceExceeds(last_vacuum_at, now, VACUUM_MIN_GAP_MS))
 	{
