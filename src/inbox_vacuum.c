@@ -21,9 +21,9 @@
  * nothing meanwhile.  Here the table AM's vacuum of the one heap
  * (table_relation_vacuum, as VACUUM does for each table), with:
  *	- the table's lock taken without waiting, for the transaction: a move,
- *	  ANALYZE or autovacuum holding it means a later cycle; any other lock
- *	  waited for VACUUM_LOCK_TIMEOUT at most, then a try FAILURE_BACKOFF_MS
- *	  later;
+ *	  ANALYZE or autovacuum holding it means a later cycle; inside the
+ *	  vacuum, heavyweight locks (the statistics' update of pg_class) waited
+ *	  for VACUUM_LOCK_TIMEOUT at most, then a try FAILURE_BACKOFF_MS later;
  *	- no cost-based delay and VACUUM's default freeze ages, whatever the
  *	  settings (a database owner's among them) say: this is the worker's
  *	  time, and an aggressive vacuum waits for pinned pages (so one that
@@ -103,6 +103,7 @@
 static uint64 moved_since_vacuum = 0;
 static TimestampTz last_vacuum_at = 0;
 static TimestampTz not_before = 0;
+static int	failures_in_row = 0;
 static TimestampTz last_shrink_at = 0;
 static TimestampTz last_failure_logged = 0;
 
@@ -129,13 +130,31 @@ others_hold(Relation rel)
 static bool
 would_be_aggressive(Relation rel)
 {
-	int32		xid_age = (int32) (ReadNextTransactionId() - rel->rd_rel->relfrozenxid);
-	int32		mxid_age = (int32) (ReadNextMultiXactId() - rel->rd_rel->relminmxid);
+	TransactionId frozen = rel->rd_rel->relfrozenxid;
+	MultiXactId minmxid = rel->rd_rel->relminmxid;
 	int			xid_limit = Min(FREEZE_TABLE_AGE, (int) (autovacuum_freeze_max_age * 0.95));
+	/* as vacuum_set_xid_limits: lower when multixact member space runs short */
 	int			mxid_limit = Min(MULTIXACT_FREEZE_TABLE_AGE,
-								 (int) (autovacuum_multixact_freeze_max_age * 0.95));
+								 (int) (MultiXactMemberFreezeThreshold() * 0.95));
 
-	return xid_age >= xid_limit / 2 || mxid_age >= mxid_limit / 2;
+	if (!TransactionIdIsNormal(frozen) || !MultiXactIdIsValid(minmxid))
+		return true;
+	return (int32) (ReadNextTransactionId() - frozen) >= xid_limit / 2 ||
+		(int32) (ReadNextMultiXactId() - minmxid) >= mxid_limit / 2;
+}
+
+/* Old enough that a vacuum must freeze it: autovacuum's, said once. */
+static void
+left_to_autovacuum(TimestampTz now)
+{
+	static bool said = false;
+
+	if (!said)
+		ereport(LOG,
+				(errmsg("pg_callback: callback_inbox is old enough for an aggressive vacuum; the worker leaves its vacuums to autovacuum"),
+				 errhint("Its moved rows keep their space until autovacuum has frozen it; VACUUM (FREEZE) callback.callback_inbox does it at once.")));
+	said = true;
+	not_before = TimestampTzPlusMilliseconds(now, FAILURE_BACKOFF_MS);
 }
 
 /* As VACUUM: the table's vacuum_truncate option may forbid truncating. */
@@ -206,8 +225,10 @@ run_vacuum(bool shrink, TimestampTz now)
 		{
 			Relation	rel = table_open(relid, NoLock);
 
-			if (plain_heap(rel) && !would_be_aggressive(rel) &&
-				(!shrink || (truncate_allowed(rel) && !others_hold(rel))))
+			if (plain_heap(rel) && would_be_aggressive(rel))
+				left_to_autovacuum(now);
+			else if (plain_heap(rel) &&
+					 (!shrink || (truncate_allowed(rel) && !others_hold(rel))))
 			{
 				pgstat_report_activity(STATE_RUNNING, "pg_callback: vacuum callback_inbox");
 				/* as VACUUM: a snapshot, for what the relcache may look up */
@@ -215,6 +236,7 @@ run_vacuum(bool shrink, TimestampTz now)
 				vacuum_heap(rel, shrink);
 				PopActiveSnapshot();
 				moved_since_vacuum = 0;
+				failures_in_row = 0;
 			}
 			table_close(rel, NoLock);
 		}
@@ -223,6 +245,7 @@ run_vacuum(bool shrink, TimestampTz now)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		TimestampTz failed_at;
 
 		HOLD_INTERRUPTS();
 		MemoryContextSwitchTo(cxt);
@@ -230,25 +253,30 @@ run_vacuum(bool shrink, TimestampTz now)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		RESUME_INTERRUPTS();
-		/* what it cleaned stays clean; the next try later */
-		not_before = TimestampTzPlusMilliseconds(now, FAILURE_BACKOFF_MS);
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+		/* a cancel ends the worker, as one during a cycle does */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			ReThrowError(edata);
-		/* a lock timeout: not a failure; else as a failed move, logged once a minute */
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE &&
-			TimestampDifferenceExceeds(last_failure_logged, now, 60 * 1000))
+		/* what it cleaned stays clean; the next try later */
+		failed_at = GetCurrentTimestamp();
+		not_before = TimestampTzPlusMilliseconds(failed_at, FAILURE_BACKOFF_MS);
+		/*
+		 * A lock timeout once is no failure; six in a row (a minute of
+		 * them) is one: the inbox's statistics and frozen xid stand still.
+		 */
+		failures_in_row++;
+		if ((edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE || failures_in_row >= 6) &&
+			TimestampDifferenceExceeds(last_failure_logged, failed_at, 60 * 1000))
 		{
 			ereport(WARNING,
 					(errcode(edata->sqlerrcode),
 					 errmsg("pg_callback: vacuuming callback_inbox failed: %s", edata->message),
 					 errdetail("Nothing is lost; the inbox's moved rows keep their space until a vacuum succeeds."),
 					 errhint("Fix the cause; the worker tries again and logs this once a minute while it fails.")));
-			last_failure_logged = now;
+			last_failure_logged = failed_at;
 		}
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

@@ -53,6 +53,19 @@ COMMENT ON COLUMN callback.callback_inbox.events IS
 COMMENT ON COLUMN callback.callback_inbox.more IS
     'NULL for one delivery; else deliveries 2..events in order, each its body''s length as a 4-byte unsigned integer in network byte order and the body''s bytes, with no padding. Delivery k (2..events) has the event id of the row''s event_id with its last 48 bits plus k - 1, modulo 2^48. Same endpoint, type, trace context and created_at as the row. Stored lz4-compressed when that saves space; reading it decompresses it.';
 
+/*
+ * The worker vacuums the inbox itself (src/inbox_vacuum.c), with VACUUM's
+ * default freeze ages whatever the settings say.  Autovacuum, which still
+ * vacuums its TOAST table and freezes it when it must, gets them here: a
+ * database owner's vacuum_freeze_table_age = 0 would make each autovacuum
+ * of the inbox aggressive, and an aggressive vacuum waits for a page a
+ * cursor keeps pinned, holding the lock that every move needs.
+ */
+ALTER TABLE callback.callback_inbox SET (autovacuum_freeze_min_age = 50000000,
+                                         autovacuum_freeze_table_age = 150000000,
+                                         autovacuum_multixact_freeze_min_age = 5000000,
+                                         autovacuum_multixact_freeze_table_age = 150000000);
+
 /* every row is undelivered work: a dump keeps it all */
 SELECT pg_catalog.pg_extension_config_dump('callback.callback_inbox', '');
 
