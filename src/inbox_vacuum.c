@@ -225,10 +225,11 @@ run_vacuum(bool shrink, TimestampTz now)
 		{
 			Relation	rel = table_open(relid, NoLock);
 
-			if (plain_heap(rel) && would_be_aggressive(rel))
+			if (!plain_heap(rel))
+				;				/* autovacuum's */
+			else if (would_be_aggressive(rel))
 				left_to_autovacuum(now);
-			else if (plain_heap(rel) &&
-					 (!shrink || (truncate_allowed(rel) && !others_hold(rel))))
+			else if (!shrink || (truncate_allowed(rel) && !others_hold(rel)))
 			{
 				pgstat_report_activity(STATE_RUNNING, "pg_callback: vacuum callback_inbox");
 				/* as VACUUM: a snapshot, for what the relcache may look up */

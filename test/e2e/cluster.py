@@ -378,12 +378,16 @@ class Cluster:
         pids = self.worker_pids()
         return pids[0] if pids else None
 
-    def running_worker_pid(self, timeout=60):
+    def running_worker_pid(self, timeout=60, other_than=None):
         """The worker's pid, waiting for it (bounded): a test that is first
         in its module may start before the launcher has started the worker
-        of the database the module's cluster just created."""
-        return self.wait_until(self.worker_pid, timeout=timeout, interval=0.1,
-                               what="the worker of %s" % self.dbname)
+        of the database the module's cluster just created.  other_than: a
+        pid that no longer counts (the worker before a restart)."""
+        def pid():
+            p = self.worker_pid()
+            return p if p and p != other_than else None
+        return self.wait_until(pid, timeout=timeout, interval=0.1,
+                               what="the worker of %s (other than pid %s)" % (self.dbname, other_than))
 
     def launcher_pid(self):
         pids = self._pids(LAUNCHER_BACKEND_TYPE)

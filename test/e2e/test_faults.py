@@ -114,14 +114,6 @@ def tracker(receiver):
     t.close()
 
 
-def _worker_pid(cluster, timeout=60, other_than=None):
-    def new_pid():
-        pid = cluster.worker_pid()
-        return pid if pid and pid != other_than else None
-    return cluster.wait_until(new_pid, timeout=timeout, interval=0.1,
-                              what="a pg_callback worker (other than pid %s)" % other_than)
-
-
 def _worker_past_start(cluster):
     """A worker of this database has ended a cycle: the sweep of every
     expired claim that a worker runs at its start is behind it."""
@@ -194,7 +186,7 @@ N_CRASH = 20000
 
 def test_sigkill_worker_mid_delivery(request, cluster, receiver, endpoint_factory, tracker):
     f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
-    pid = _worker_pid(cluster)
+    pid = cluster.running_worker_pid()
     f.enqueue(N_CRASH)
     f.wait_distinct(N_CRASH // 10, timeout=120)
     off = len(cluster.log_text())
@@ -210,7 +202,7 @@ def test_sigkill_worker_mid_delivery(request, cluster, receiver, endpoint_factor
     log = cluster.log_text()[off:]
     assert "terminated by signal 9" in log and "all server processes terminated" in log, \
         "the postmaster did not crash-restart:\n" + log[-3000:]
-    assert _worker_pid(cluster) != pid
+    assert cluster.running_worker_pid() != pid
     record_figure("fault SIGKILL worker: %d events, killed after %d distinct arrived; "
                   "claims held at the kill back in the queue %.1f s after it (lease %d s); "
                   "all %d arrived, %d duplicates, %.1f s from kill to the last"
@@ -220,7 +212,7 @@ def test_sigkill_worker_mid_delivery(request, cluster, receiver, endpoint_factor
 @pytest.mark.parametrize("mode", ["immediate", "fast"])
 def test_shutdown_mid_delivery(request, cluster, receiver, endpoint_factory, tracker, mode):
     f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
-    _worker_pid(cluster)
+    cluster.running_worker_pid()
     f.enqueue(N_CRASH)
     f.wait_distinct(N_CRASH // 10, timeout=120)
     t_wall = time.time()
@@ -242,7 +234,7 @@ def test_terminate_backend_worker_comes_back(request, cluster, receiver, endpoin
                                              tracker):
     n = 10000
     f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
-    pid = _worker_pid(cluster)
+    pid = cluster.running_worker_pid()
     off = len(cluster.log_text())
     f.enqueue(n)
     f.wait_distinct(n // 10, timeout=120)
@@ -250,7 +242,7 @@ def test_terminate_backend_worker_comes_back(request, cluster, receiver, endpoin
     assert cluster.scalar("SELECT pg_terminate_backend(%s)", (pid,)) is True
     at_kill = f.distinct()
     assert at_kill < n, "all delivered before the termination"
-    new = _worker_pid(cluster, other_than=pid)
+    new = cluster.running_worker_pid(other_than=pid)
     back = _assert_own_claims_back(cluster, f, t_wall, t_kill, "termination")
     dups = f.wait_all(timeout=180)
     log = cluster.log_text()[off:]
@@ -271,7 +263,7 @@ def test_worker_error_comes_back(request, cluster, receiver, endpoint_factory, t
     delivers everything."""
     n = 3000
     f = Flow(request, cluster, receiver, endpoint_factory, tracker, **FAST_RETRY)
-    pid = _worker_pid(cluster)
+    pid = cluster.running_worker_pid()
     off = len(cluster.log_text())
     cluster.execute("""
         CREATE OR REPLACE FUNCTION public.audit_queue() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -295,7 +287,7 @@ def test_worker_error_comes_back(request, cluster, receiver, endpoint_factory, t
     codes = _worker_exit_codes(log)
     assert len(codes) >= 2 and all(c != 0 for c in codes), codes
     _assert_no_crash(log)
-    new = _worker_pid(cluster)
+    new = cluster.running_worker_pid()
     assert new != pid
     record_figure("fault worker erroring out (write-back fails): %d events, %d worker exits "
                   "(codes %r); all arrived %.1f s after the fix, %d duplicates"
@@ -555,7 +547,7 @@ def test_backlog_100k_flat_memory_bounded_sockets(request, cluster, receiver, en
     for f in flows:
         f.enqueue(N_BACKLOG // len(flows))
     enq_s = time.monotonic() - t_enq
-    pid = _worker_pid(cluster)
+    pid = cluster.running_worker_pid()
     mem0 = proc_memory_kb(pid)
     assert sum(f.distinct() for f in flows) == 0, "paused endpoints were delivered to"
 
@@ -656,7 +648,7 @@ def _drop_case(dropcluster, receiver, tracker, path, action):
     time, without a server crash; afterwards the worker delivers again
     (returns (seconds action took, pid before, events in flight at action))."""
     c = dropcluster
-    pid = _worker_pid(c)
+    pid = c.running_worker_pid()
     receiver.set_delay(path, 0.05)   # keep deliveries in flight (64 x 50 ms)
     expected = _drop_flow(c, receiver, tracker, path, 5000)
     assert tracker.wait_distinct(path, 300, timeout=120), diagnostics(c)
