@@ -239,9 +239,11 @@ def test_a_grant_on_the_inbox_left_open_does_not_stop_deliveries(cluster, endpoi
                                   " WHERE endpoint_id = %s", (eid,)) == n
         cluster.wait_until(moved, timeout=30, interval=0.1,
                            what="every event moved while a GRANT on the inbox is open")
-        # a lock timeout of 200 ms every 10 s at most: a small share of the samples
+        # a lock timeout of 200 ms every 10 s at most; samples taken while
+        # enqueueing bunch up (9 of 33 fell in one wait in a CI run): at most
+        # half, where a retry without the backoff waits 200 of every 250 ms
         waited = sum(1 for w in waits if w == "transactionid")
-        assert waited <= len(waits) // 5, "the worker waited on a transaction in %d of %d " \
+        assert waited <= len(waits) // 2, "the worker waited on a transaction in %d of %d " \
             "samples" % (waited, len(waits))
         # tried and timed out: none counted (pgstat's count comes after the update)
         assert inbox_vacuums(cluster) == vacuums
